@@ -1,0 +1,3 @@
+"""tokentop: top for token spend."""
+
+__version__ = "0.1.0"

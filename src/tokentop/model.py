@@ -1,0 +1,215 @@
+"""Frozen value types passed between layers: events in, snapshots out."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class SessionKey(msgspec.Struct, frozen=True, order=True, array_like=True):
+    """Identifies one agent session across files (a resumed or subagent file maps to its parent)."""
+
+    agent: str
+    """Source name: "claude", "codex", ..."""
+    session_id: str
+
+    def __str__(self) -> str:
+        return f"{self.agent}:{self.session_id}"
+
+
+class TokenCounts(msgspec.Struct, frozen=True, array_like=True):
+    """Token counts split by how they are billed; every field is disjoint from the others.
+
+    `input` excludes cached tokens and `output` excludes reasoning, so the sum of all
+    fields is the total a budget counts and each field maps to one price.
+    """
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    reasoning: int = 0
+
+    @property
+    def cache_write(self) -> int:
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def total(self) -> int:
+        return (
+            self.input
+            + self.output
+            + self.cache_read
+            + self.cache_write_5m
+            + self.cache_write_1h
+            + self.reasoning
+        )
+
+    def __add__(self, other: TokenCounts) -> TokenCounts:
+        return TokenCounts(
+            self.input + other.input,
+            self.output + other.output,
+            self.cache_read + other.cache_read,
+            self.cache_write_5m + other.cache_write_5m,
+            self.cache_write_1h + other.cache_write_1h,
+            self.reasoning + other.reasoning,
+        )
+
+    def __sub__(self, other: TokenCounts) -> TokenCounts:
+        return TokenCounts(
+            self.input - other.input,
+            self.output - other.output,
+            self.cache_read - other.cache_read,
+            self.cache_write_5m - other.cache_write_5m,
+            self.cache_write_1h - other.cache_write_1h,
+            self.reasoning - other.reasoning,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "cache_read": self.cache_read,
+            "cache_write": self.cache_write,
+            "cache_write_5m": self.cache_write_5m,
+            "cache_write_1h": self.cache_write_1h,
+            "reasoning": self.reasoning,
+            "total": self.total,
+        }
+
+
+ZERO = TokenCounts()
+
+
+class UsageEvent(msgspec.Struct, frozen=True):
+    """One billed API response (or a difference of cumulative counters) from a transcript."""
+
+    session: SessionKey
+    dedupe_key: str
+    """Global across files. The ledger counts each key once, at its largest total."""
+    timestamp: float
+    """Unix seconds (UTC)."""
+    model: str
+    tokens: TokenCounts
+    cwd: str = ""
+    branch: str = ""
+    cost_usd: float | None = None
+    """Cost recorded by the writer itself, if any; preferred over the price table."""
+    sidechain: bool = False
+    estimated: bool = False
+    """True when the tokens were estimated with a tokenizer, not recorded."""
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """A tool invocation; the loop detectors compare `name` + `input_hash`."""
+
+    session: SessionKey
+    call_id: str
+    timestamp: float
+    name: str
+    input_hash: str
+    file_changing: bool = False
+
+
+class ToolResult(msgspec.Struct, frozen=True):
+    """The outcome of a tool call, matched to the call by `call_id`."""
+
+    session: SessionKey
+    call_id: str
+    timestamp: float
+    is_error: bool
+    output_hash: str = ""
+
+
+class SessionInfo(msgspec.Struct, frozen=True):
+    """Metadata seen in a transcript that carries no tokens (session start, cwd, model switch)."""
+
+    session: SessionKey
+    timestamp: float
+    cwd: str = ""
+    branch: str = ""
+    model: str = ""
+    parent: str = ""
+    """Parent session id for forks and subagents, when the format records one."""
+
+
+Event = UsageEvent | ToolCall | ToolResult | SessionInfo
+
+
+class ModelUsage(msgspec.Struct, frozen=True):
+    """A session's tokens and cost for one model; `cost_usd` is None when the model is unpriced."""
+
+    model: str
+    tokens: TokenCounts
+    cost_usd: float | None
+    responses: int
+
+
+class ToolStat(msgspec.Struct, frozen=True):
+    name: str
+    calls: int
+    errors: int
+
+
+class RecentTool(msgspec.Struct, frozen=True):
+    timestamp: float
+    name: str
+    input_hash: str
+    is_error: bool | None
+    """None while the result has not arrived."""
+
+
+class FileHealth(msgspec.Struct, frozen=True):
+    """Per-file read state, shown so that unparseable input is never silent."""
+
+    path: str
+    agent: str
+    bytes_read: int
+    lines: int
+    bad_lines: int
+    last_error: str = ""
+
+
+class SessionSnapshot(msgspec.Struct, frozen=True):
+    """Everything the UI and JSON output show for one session at one instant."""
+
+    key: SessionKey
+    cwd: str
+    branch: str
+    first_ts: float
+    last_ts: float
+    tokens: TokenCounts
+    cost_usd: float
+    """Cost of the priced models only; see `unpriced_models`."""
+    unpriced_models: tuple[str, ...]
+    models: tuple[ModelUsage, ...]
+    model_timeline: tuple[tuple[float, str], ...]
+    """(first timestamp, model) for each change of model, in order."""
+    responses: int
+    tokens_per_min: float
+    usd_per_hour: float
+    burn_series: tuple[int, ...]
+    """Tokens per minute for the last minutes, oldest first (sparkline)."""
+    tool_calls: int
+    tool_errors: int
+    tools: tuple[ToolStat, ...]
+    recent_tools: tuple[RecentTool, ...]
+    files: tuple[str, ...]
+    bad_lines: int
+    estimated: bool = False
+    parent: str = ""
+
+    @property
+    def cost_known(self) -> bool:
+        return not self.unpriced_models
+
+
+class LedgerSnapshot(msgspec.Struct, frozen=True):
+    """An immutable view of all sessions; the UI assigns it to a reactive and renders it."""
+
+    taken_at: float
+    sessions: tuple[SessionSnapshot, ...]
+    files: tuple[FileHealth, ...]
+    bad_lines: int
+    version: int
+    """Increases on every change, so consumers can skip identical snapshots."""

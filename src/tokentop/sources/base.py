@@ -1,0 +1,119 @@
+"""The contract between the tailer and a format: where files are, and how bytes become events."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import msgspec
+
+from tokentop.model import Event
+
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""Lines longer than this are counted as bad without decoding (guards memory on junk files)."""
+
+
+class FileParser(msgspec.Struct, tag_field="kind"):
+    """Per-file parse state. A Struct so the cache can persist it next to the file's offset.
+
+    `feed` receives only complete lines (the tailer keeps partial ones), may be called many
+    times, and must give the same events whatever way the bytes are split into calls.
+    """
+
+    path: str
+    lines: int = 0
+    bad_lines: int = 0
+    last_error: str = ""
+
+    def feed(self, data: bytes, out: list[Event]) -> None:
+        raise NotImplementedError
+
+    def bad(self, reason: str, count: int = 1) -> None:
+        """Count a line that could not be used; the reason is kept for display."""
+        self.bad_lines += count
+        self.last_error = reason[:200]
+
+
+class Source(Protocol):
+    """One agent format: its roots on disk and a parser factory."""
+
+    name: ClassVar[str]
+
+    def roots(self) -> list[Path]:
+        """Directories to scan and watch; missing ones are skipped by the caller."""
+        ...
+
+    def is_transcript(self, path: Path) -> bool:
+        """Whether a file under a root is one of this source's transcripts."""
+        ...
+
+    def new_parser(self, path: Path) -> FileParser: ...
+
+
+def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """Yield files under `root` ending in one of `suffixes`; unreadable folders are skipped."""
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.name.endswith(suffixes) and entry.is_file():
+                            yield Path(entry.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+
+
+def iter_marked_lines(data: bytes, markers: tuple[bytes, ...]) -> Iterator[bytes]:
+    """Yield each line of `data` that contains any marker, in order, without splitting the rest.
+
+    A cold scan spends most of its time on huge tool-output lines that carry no usage;
+    a C-level byte search skips them without decoding.
+    """
+    if len(markers) == 1:
+        spans: Iterator[tuple[int, int]] | list[tuple[int, int]] = _marked_spans(data, markers[0])
+    else:
+        spans = sorted({span for marker in markers for span in _marked_spans(data, marker)})
+    for start, end in spans:
+        yield data[start:end]
+
+
+def _marked_spans(data: bytes, marker: bytes) -> Iterator[tuple[int, int]]:
+    find = data.find
+    rfind = data.rfind
+    pos = find(marker)
+    while pos >= 0:
+        start = rfind(b"\n", 0, pos) + 1
+        end = find(b"\n", pos)
+        if end < 0:
+            end = len(data)
+        yield start, end
+        pos = find(marker, end)
+
+
+def parse_iso(value: str) -> float:
+    """ISO-8601 timestamp ('Z' or offset) to Unix seconds; 0.0 when unparseable."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return 0.0
+
+
+def short_hash(data: bytes) -> str:
+    """Stable 16-hex digest, used to compare tool inputs and outputs without keeping them."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+FILE_CHANGING_TOOLS = frozenset(
+    {"Edit", "Write", "MultiEdit", "NotebookEdit", "apply_patch", "write_file", "replace", "edit"}
+)
+"""Tool names that change files; the drift detector looks for them."""
