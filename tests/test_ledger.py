@@ -1,0 +1,92 @@
+"""Ledger: global max-wins dedupe, totals by kind and model, burn windows with a fake clock."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from tokentop.clock import FakeClock
+from tokentop.ledger import Ledger, LedgerState
+from tokentop.model import SessionInfo, SessionKey, TokenCounts, ToolCall, ToolResult, UsageEvent
+
+KEY = SessionKey("claude", "s1")
+T0 = 1_763_640_000.0
+
+
+def price(model: str, tokens: TokenCounts) -> float | None:
+    """$1 per 1000 tokens of any kind for 'm', unknown otherwise: easy to check by hand."""
+    return tokens.total / 1000 if model == "m" else None
+
+
+def usage(key: str, out: int, ts: float = T0, model: str = "m", session: SessionKey = KEY):
+    return UsageEvent(session, key, ts, model, TokenCounts(input=10, output=out), cwd="/p")
+
+
+def test_streamed_copies_count_once_at_largest_usage() -> None:
+    ledger = Ledger(price)
+    ledger.apply([usage("a", 8), usage("a", 322), usage("a", 100)], "f1")
+    snap = ledger.snapshot(T0).sessions[0]
+    assert snap.tokens == TokenCounts(input=10, output=322)
+    assert snap.responses == 1
+    assert snap.cost_usd == pytest.approx(0.332)
+
+
+def test_dedupe_spans_files_and_keeps_first_session() -> None:
+    other = SessionKey("claude", "resumed")
+    ledger = Ledger(price)
+    ledger.apply([usage("a", 50)], "f1")
+    ledger.apply([usage("a", 50, session=other), usage("b", 5, session=other)], "f2")
+    by_id = {s.key.session_id: s for s in ledger.snapshot(T0).sessions}
+    assert by_id["s1"].tokens.total == 60
+    assert by_id["resumed"].tokens.total == 15
+
+
+def test_unknown_model_cost_is_listed_not_zeroed() -> None:
+    ledger = Ledger(price)
+    ledger.apply([usage("a", 90, model="mystery"), usage("b", 90)])
+    snap = ledger.snapshot(T0).sessions[0]
+    assert snap.unpriced_models == ("mystery",)
+    assert snap.cost_usd == pytest.approx(0.1)
+    models = {m.model: m for m in snap.models}
+    assert models["mystery"].cost_usd is None
+
+
+def test_burn_rate_uses_window_and_decays_when_idle() -> None:
+    clock = FakeClock(T0)
+    ledger = Ledger(price, window_s=300)
+    ledger.apply([usage(str(i), 490, ts=T0 - 30 * i) for i in range(5)])
+    snap = ledger.snapshot(clock.now()).sessions[0]
+    assert snap.tokens_per_min == pytest.approx(5 * 500 / 5)
+    assert snap.usd_per_hour == pytest.approx(2.5 * 12)
+    assert snap.burn_series[-1] + snap.burn_series[-2] + snap.burn_series[-3] == 2500
+    clock.advance(3600)
+    idle = ledger.snapshot(clock.now()).sessions[0]
+    assert idle.tokens_per_min == 0
+    assert idle.tokens.total == 2500
+
+
+def test_tool_calls_results_and_timeline() -> None:
+    ledger = Ledger(price)
+    ledger.apply(
+        [
+            SessionInfo(KEY, T0, cwd="/p", model="m"),
+            ToolCall(KEY, "c1", T0 + 1, "Bash", "h1"),
+            ToolCall(KEY, "c1", T0 + 1, "Bash", "h1"),
+            ToolResult(KEY, "c1", T0 + 2, is_error=True),
+            usage("a", 1, ts=T0 + 3, model="other"),
+        ]
+    )
+    snap = ledger.snapshot(T0).sessions[0]
+    assert (snap.tool_calls, snap.tool_errors) == (1, 1)
+    assert snap.recent_tools[0].is_error is True
+    assert [m for _, m in snap.model_timeline] == ["m", "other"]
+    assert snap.cwd == "/p"
+
+
+def test_export_restore_roundtrip_keeps_dedupe() -> None:
+    ledger = Ledger(price)
+    ledger.apply([usage("a", 8)], "f1")
+    blob = msgspec.msgpack.encode(ledger.export())
+    again = Ledger.restore(msgspec.msgpack.decode(blob, type=LedgerState), price)
+    again.apply([usage("a", 20), usage("a", 8)], "f1")
+    assert again.snapshot(T0).sessions[0].tokens.total == 30
