@@ -9,6 +9,7 @@ lines of one response).
 from __future__ import annotations
 
 import math
+from typing import Any
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 
@@ -34,6 +35,10 @@ CostFn = Callable[[str, TokenCounts], "float | None"]
 KINDS = 6
 """Fields of TokenCounts, stored flat in arrays to keep hundreds of thousands of keys small."""
 RECENT_TOOLS = 30
+LINEAR_PRICE_LIMIT = 100_000
+"""Below this much input context no price table has a long-context tier, so a response's
+cost is a dot product of per-kind rates probed once per model (the cold-scan hot path)."""
+_MISSING: Any = object()
 SERIES_MINUTES = 30
 
 
@@ -126,6 +131,10 @@ class Ledger:
         self._cache: dict[str, tuple[int, SessionSnapshot]] = {}
         """Snapshots of quiet sessions (rates already zero), reused until the session changes."""
         self._dirty: set[str] = set(state.sessions)
+        self._rates: dict[str, tuple[float, ...] | None] = {}
+        self._last_key: SessionKey | None = None
+        self._last_path = ""
+        self._last_session = SessionState("", "")
 
     def export(self) -> LedgerState:
         """The state to persist; arrays are flattened to bytes for a compact file."""
@@ -158,6 +167,9 @@ class Ledger:
         return changed
 
     def _session(self, key: SessionKey, path: str = "") -> SessionState:
+        # Consecutive events nearly always share a session and file: skip the lookups then.
+        if key is self._last_key and path == self._last_path:
+            return self._last_session
         sid = str(key)
         state = self.state.sessions.get(sid)
         if state is None:
@@ -166,6 +178,7 @@ class Ledger:
         if path and path not in state.files:
             state.files.append(path)
         self._dirty.add(sid)
+        self._last_key, self._last_path, self._last_session = key, path, state
         return state
 
     def _info(self, event: SessionInfo, path: str) -> int:
@@ -178,10 +191,10 @@ class Ledger:
         return 1
 
     def _usage(self, event: UsageEvent, path: str) -> int:
-        counts = _counts(event.tokens)
         slot = self.state.seen.get(event.dedupe_key)
         if slot is None:
-            return self._add_new(event, counts, path)
+            return self._add_new(event, path)
+        counts = _counts(event.tokens)
         base = slot * KINDS
         old = self._tokens[base : base + KINDS]
         if sum(counts) <= sum(old):
@@ -192,7 +205,7 @@ class Ledger:
         old_cost = self._cost[slot]
         self._tokens[base : base + KINDS] = array("q", counts)
         self._cost[slot] = math.nan if cost is None else cost
-        delta = [n - o for n, o in zip(counts, old, strict=True)]
+        delta = TokenCounts(*(n - o for n, o in zip(counts, old, strict=True)))
         cost_delta = None if cost is None or math.isnan(old_cost) else cost - old_cost
         session = self.state.sessions[sid]
         self._dirty.add(sid)
@@ -201,49 +214,86 @@ class Ledger:
         self._accumulate(session, model, event.timestamp, delta, cost_delta, responses=0)
         return 1
 
-    def _add_new(self, event: UsageEvent, counts: list[int], path: str) -> int:
-        if not any(counts):
+    def _add_new(self, event: UsageEvent, path: str) -> int:
+        t = event.tokens
+        total = t.total
+        if not total:
             return 0
         session = self._session(event.session, path)
-        session.cwd = session.cwd or event.cwd
-        session.branch = event.branch or session.branch
-        session.estimated = session.estimated or event.estimated
+        if event.cwd and not session.cwd:
+            session.cwd = event.cwd
+        if event.branch:
+            session.branch = event.branch
+        if event.estimated:
+            session.estimated = True
         cost = self._event_cost(event, event.model)
-        self.state.seen[event.dedupe_key] = len(self.state.seen_session)
-        self.state.seen_session.append(str(event.session))
-        self.state.seen_model.append(event.model)
-        self._tokens.extend(counts)
+        state = self.state
+        state.seen[event.dedupe_key] = len(state.seen_session)
+        state.seen_session.append(str(event.session))
+        state.seen_model.append(event.model)
+        self._tokens.extend(
+            (t.input, t.output, t.cache_read, t.cache_write_5m, t.cache_write_1h, t.reasoning)
+        )
         self._cost.append(math.nan if cost is None else cost)
-        session.note_model(event.timestamp, event.model)
-        self._accumulate(session, event.model, event.timestamp, counts, cost, responses=1)
+        timeline = session.timeline
+        if not timeline or timeline[-1][1] != event.model:
+            session.note_model(event.timestamp, event.model)
+        self._accumulate(session, event.model, event.timestamp, t, cost, responses=1)
         return 1
 
     def _event_cost(self, event: UsageEvent, model: str) -> float | None:
         if event.cost_usd is not None:
             return event.cost_usd
-        return self.cost_fn(model, event.tokens)
+        t = event.tokens
+        if t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h > LINEAR_PRICE_LIMIT:
+            return self.cost_fn(model, t)
+        rates = self._rates.get(model, _MISSING)
+        if rates is _MISSING:
+            rates = self._rates[model] = _unit_rates(self.cost_fn, model)
+        if rates is None:
+            return None
+        return (
+            t.input * rates[0]
+            + t.output * rates[1]
+            + t.cache_read * rates[2]
+            + t.cache_write_5m * rates[3]
+            + t.cache_write_1h * rates[4]
+            + t.reasoning * rates[5]
+        )
 
     def _accumulate(
         self,
         session: SessionState,
         model: str,
         ts: float,
-        delta: list[int],
+        d: TokenCounts,
         cost: float | None,
         responses: int,
     ) -> None:
         acc = session.by_model.get(model)
         if acc is None:
             acc = session.by_model[model] = ModelAcc([0] * KINDS)
-        acc.tokens = [a + d for a, d in zip(acc.tokens, delta, strict=True)]
+        tk = acc.tokens
+        tk[0] += d.input
+        tk[1] += d.output
+        tk[2] += d.cache_read
+        tk[3] += d.cache_write_5m
+        tk[4] += d.cache_write_1h
+        tk[5] += d.reasoning
         acc.responses += responses
         if cost is None:
             acc.unpriced = True
         else:
             acc.cost += cost
-        session.touch(ts)
-        bucket = session.minutes.setdefault(int(ts // 60), [0.0, 0.0])
-        bucket[0] += sum(delta)
+        if ts > session.last_ts:
+            session.last_ts = ts
+        if ts and (ts < session.first_ts or not session.first_ts):
+            session.first_ts = ts
+        minute = int(ts // 60)
+        bucket = session.minutes.get(minute)
+        if bucket is None:
+            bucket = session.minutes[minute] = [0.0, 0.0]
+        bucket[0] += d.total
         bucket[1] += cost or 0.0
 
     def _tool_call(self, event: ToolCall) -> int:
@@ -286,6 +336,7 @@ class Ledger:
         files = files or {}
         sessions = tuple(self._session_snapshot(sid, now, files) for sid in self.state.sessions)
         self._dirty.clear()
+        self._last_key = None
         health = tuple(files.values())
         return LedgerSnapshot(
             taken_at=now,
@@ -313,6 +364,19 @@ class Ledger:
 
     def session_ids(self) -> list[str]:
         return list(self.state.sessions)
+
+
+def _unit_rates(cost_fn: CostFn, model: str) -> tuple[float, ...] | None:
+    """Per-token price of each kind, probed from the cost function; None when unpriced."""
+    rates = []
+    for i in range(KINDS):
+        unit = [0] * KINDS
+        unit[i] = 1
+        rate = cost_fn(model, TokenCounts(*unit))
+        if rate is None:
+            return None
+        rates.append(rate)
+    return tuple(rates)
 
 
 def _counts(tokens: TokenCounts) -> list[int]:

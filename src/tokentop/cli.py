@@ -1,0 +1,197 @@
+"""Command line entry point. The Textual app is imported only when it is about to run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from tokentop import output
+from tokentop.cache import default_cache_dir
+from tokentop.engine import Engine
+from tokentop.model import LedgerSnapshot, SessionSnapshot
+from tokentop.sources.base import Source
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, never as a traceback."""
+
+
+def add_source_args(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """Source options, accepted before or after the subcommand.
+
+    Subparsers get SUPPRESS defaults; otherwise their defaults would overwrite values given
+    before the subcommand.
+    """
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument(
+        "--claude-dir",
+        action="append",
+        type=Path,
+        default=default([]),
+        metavar="DIR",
+        help="Claude Code config dir (or its projects/ dir); repeatable. "
+        "Giving any --*-dir reads only the dirs given.",
+    )
+    p.add_argument(
+        "--codex-dir",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        default=default([]),
+        help="Codex home (holding sessions/); repeatable",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", default=default(False), help="cold scan, no cache"
+    )
+    p.add_argument(
+        "--cache-dir", type=Path, default=default(None), metavar="DIR", help="cache location"
+    )
+    p.add_argument(
+        "--config", type=Path, default=default(None), metavar="FILE", help="config TOML file"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokentop", description="top for token spend: watch AI coding agents burn tokens"
+    )
+    add_source_args(parser, top=True)
+    parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("sessions", help="print per-session totals")
+    add_source_args(p)
+    p.add_argument("--json", action="store_true", help="a JSON array, one object per session")
+    p = sub.add_parser("watch", help="stream changes as NDJSON")
+    add_source_args(p)
+    p.add_argument("--ndjson", action="store_true", help="one JSON object per line (default)")
+    return parser
+
+
+def make_sources(args: argparse.Namespace) -> list[Source]:
+    from tokentop.sources.claude_code import ClaudeCodeSource
+    from tokentop.sources.codex import CodexSource
+
+    claude_dirs: list[Path] = args.claude_dir
+    codex_dirs: list[Path] = args.codex_dir
+    if not claude_dirs and not codex_dirs:
+        return [ClaudeCodeSource(), CodexSource()]
+    for d in [*claude_dirs, *codex_dirs]:
+        if not d.is_dir():
+            raise CliError(f"not a directory: {d}")
+    sources: list[Source] = []
+    if claude_dirs:
+        sources.append(ClaudeCodeSource(config_dirs=claude_dirs))
+    if codex_dirs:
+        sources.append(CodexSource(homes=codex_dirs))
+    return sources
+
+
+def make_engine(args: argparse.Namespace) -> Engine:
+    from tokentop.pricing import PriceTable
+
+    prices = PriceTable.default()
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    return Engine(make_sources(args), prices.cost, cache_dir=cache_dir)
+
+
+def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
+    engine = make_engine(args)
+    engine.load_cache()
+    engine.scan()
+    engine.save_cache()
+    snap = engine.snapshot()
+    if args.json:
+        json.dump(output.sessions_list(snap), out, indent=1)
+        out.write("\n")
+    else:
+        out.write(output.text_table(snap) + "\n")
+    warn_bad_files(snap)
+    return 0
+
+
+def warn_bad_files(snap: LedgerSnapshot) -> None:
+    for f in output.orphan_bad_files(snap):
+        print(
+            f"tokentop: {f.bad_lines} unparseable line(s) in {f.path}: {f.last_error}",
+            file=sys.stderr,
+        )
+
+
+class NdjsonWriter:
+    """Prints one line per session whose counters changed since the last snapshot."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.seen: dict[str, tuple[Any, ...]] = {}
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _mark(s: SessionSnapshot) -> tuple[Any, ...]:
+        return (s.tokens, s.responses, s.tool_calls, s.tool_errors, s.bad_lines, s.cwd)
+
+    def __call__(self, snap: LedgerSnapshot) -> None:
+        files = {f.path: f for f in snap.files}
+        with self.lock:
+            for s in snap.sessions:
+                sid, mark = str(s.key), self._mark(s)
+                if self.seen.get(sid) == mark:
+                    continue
+                self.seen[sid] = mark
+                self.emit({"type": "session", **output.session_dict(s, files)})
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+
+def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
+    engine = make_engine(args)
+    writer = NdjsonWriter(out)
+    done = threading.Event()
+    engine.add_listener(writer)
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    engine.start()
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.stop()
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from tokentop.ui.app import run_app
+
+    return run_app(make_engine(args), args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sessions":
+            return cmd_sessions(args, sys.stdout)
+        if args.command == "watch":
+            return cmd_watch(args, sys.stdout)
+        return cmd_app(args)
+    except CliError as exc:
+        print(f"tokentop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

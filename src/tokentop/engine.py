@@ -1,0 +1,257 @@
+"""Wires sources, tailer, ledger and watcher into one headless engine (no Textual here).
+
+One lock serialises file reads and ledger updates; listeners receive immutable snapshots
+from the engine thread, coalesced so a burst of appends produces at most `max_hz` of them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import msgspec
+
+from tokentop import cache as cache_mod
+from tokentop.clock import Clock, SystemClock
+from tokentop.ledger import CostFn, Ledger
+from tokentop.model import Event, FileHealth, LedgerSnapshot
+from tokentop.sources.base import FileParser, Source, walk_files
+from tokentop.tail import Tailer, TailState
+
+Listener = Callable[[LedgerSnapshot], None]
+
+
+class Tracked:
+    """A file being followed: its source, tailer and parser."""
+
+    __slots__ = ("parser", "source", "tailer")
+
+    def __init__(self, source: Source, tailer: Tailer, parser: FileParser) -> None:
+        self.source = source
+        self.tailer = tailer
+        self.parser = parser
+
+    def health(self) -> FileHealth:
+        p = self.parser
+        return FileHealth(
+            p.path, self.source.name, self.tailer.state.offset, p.lines, p.bad_lines, p.last_error
+        )
+
+
+class Engine:
+    """Reads transcripts incrementally and keeps a ledger; usable headless or under the UI."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        cost_fn: CostFn,
+        *,
+        clock: Clock | None = None,
+        cache_dir: Path | None = None,
+        window_s: float = 300.0,
+        debounce_ms: int = 50,
+        sweep_s: float = 5.0,
+        max_hz: float = 10.0,
+    ) -> None:
+        self.sources = list(sources)
+        self.cost_fn = cost_fn
+        self.clock = clock or SystemClock()
+        self.window_s = window_s
+        self.debounce_ms = debounce_ms
+        self.sweep_s = sweep_s
+        self.min_interval = 1.0 / max_hz
+        self.ledger = Ledger(cost_fn, window_s)
+        self._roots = [(s, r) for s in self.sources for r in s.roots()]
+        self.files: dict[str, Tracked] = {}
+        self.bytes_read = 0
+        self.cache_note = ""
+        self._cache_path = (
+            cache_mod.cache_path(cache_dir, self.root_names()) if cache_dir else None
+        )
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._pending: set[Path] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._feed: object | None = None
+        self._last_snapshot: LedgerSnapshot | None = None
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def root_names(self) -> list[str]:
+        return [f"{s.name}:{r}" for s, r in self._roots]
+
+    def load_cache(self) -> None:
+        """Resume from the cache if it matches these roots; otherwise the next scan is cold."""
+        if self._cache_path is None:
+            return
+        data, why = cache_mod.load(self._cache_path)
+        self.cache_note = why
+        if data is None:
+            return
+        by_name = {s.name: s for s in self.sources}
+        ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s)
+        files: dict[str, Tracked] = {}
+        for rec in data.files:
+            source = by_name.get(rec.agent)
+            if source is None:
+                continue
+            parser_type = type(source.new_parser(Path(rec.tail.path)))
+            try:
+                parser = msgspec.msgpack.decode(rec.parser, type=parser_type)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.cache_note = "cache ignored (parser state changed)"
+                return
+            files[rec.tail.path] = Tracked(source, Tailer(rec.tail), parser)
+        with self._lock:
+            self.ledger = ledger
+            self.files = files
+
+    def save_cache(self) -> None:
+        if self._cache_path is None:
+            return
+        with self._lock:
+            records = [
+                cache_mod.FileRecord(
+                    t.source.name, t.tailer.state, msgspec.Raw(msgspec.msgpack.encode(t.parser))
+                )
+                for t in self.files.values()
+            ]
+            data = cache_mod.CacheFile(
+                cache_mod.CACHE_VERSION, self.root_names(), records, self.ledger.export()
+            )
+            try:
+                cache_mod.save(self._cache_path, data)
+            except OSError as exc:
+                self.cache_note = f"cache not saved: {exc.strerror}"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def discover(self) -> list[Path]:
+        found: list[Path] = []
+        for source, root in self._roots:
+            found.extend(p for p in walk_files(root, (".jsonl",)) if source.is_transcript(p))
+        return found
+
+    def scan(self) -> bool:
+        """Read every known and newly found file up to its end; True if anything changed."""
+        paths = {Path(p) for p in self.files}
+        paths.update(self.discover())
+        return self.process(paths)
+
+    def process(self, paths: set[Path] | list[Path]) -> bool:
+        changed = False
+        with self._lock:
+            for path in paths:
+                changed |= self._process_one(path)
+        return changed
+
+    def _process_one(self, path: Path) -> bool:
+        key = str(path)
+        tracked = self.files.get(key)
+        if tracked is None:
+            source = self._source_for(path)
+            if source is None:
+                return False
+            tracked = Tracked(source, Tailer(TailState(path=key)), source.new_parser(path))
+            self.files[key] = tracked
+        changed = False
+        while True:
+            result = tracked.tailer.read_new()
+            if result.reset:
+                tracked.parser = tracked.source.new_parser(path)
+            if result.skipped_lines:
+                tracked.parser.bad(result.error or "over-long line skipped", result.skipped_lines)
+                changed = True
+            elif result.error:
+                tracked.parser.last_error = result.error
+            if result.data:
+                self.bytes_read += len(result.data)
+                events: list[Event] = []
+                tracked.parser.feed(result.data, events)
+                self.ledger.apply(events, key)
+                changed = True
+            if not result.more:
+                return changed
+
+    def _source_for(self, path: Path) -> Source | None:
+        for source, root in self._roots:
+            if path.is_relative_to(root) and source.is_transcript(path):
+                return source
+        return None
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self) -> LedgerSnapshot:
+        """The current state, with burn rates evaluated at the clock's now."""
+        with self._lock:
+            health = {k: t.health() for k, t in self.files.items()}
+            snap = self.ledger.snapshot(self.clock.now(), health)
+            self._last_snapshot = snap
+            return snap
+
+    tick = snapshot
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def _notify(self) -> None:
+        snap = self.snapshot()
+        for fn in list(self._listeners):
+            fn(snap)
+
+    # -- live mode -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Scan in the background, then follow changes until stop()."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="tokentop-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        feed = self._feed
+        if feed is not None:
+            feed.stop()  # type: ignore[attr-defined]
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _on_changes(self, paths: set[Path]) -> None:
+        """Called from the watcher's threads; the engine thread does the reading."""
+        with self._lock:
+            self._pending.update(paths)
+        self._wake.set()
+
+    def _run(self) -> None:
+        from tokentop.watch import ChangeFeed
+
+        self.load_cache()
+        self.scan()
+        self._notify()
+        roots = [r for _, r in self._roots]
+        feed = ChangeFeed(
+            roots, self._on_changes, debounce_ms=self.debounce_ms, sweep_s=self.sweep_s
+        )
+        self._feed = feed
+        feed.start()
+        last_save = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            with self._lock:
+                pending, self._pending = self._pending, set()
+            if pending and self.process(pending):
+                self._notify()
+                time.sleep(self.min_interval)
+            if time.monotonic() - last_save > 30:
+                self.save_cache()
+                last_save = time.monotonic()
+        self.save_cache()
