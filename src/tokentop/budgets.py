@@ -1,0 +1,114 @@
+"""Budget use, ETA and threshold crossings: pure functions of a session, its budget and levels.
+
+The UI colours rows from `BudgetUse.level` and alerts from `crossings`, which fires once per
+upward crossing per session rather than on every refresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Container, Hashable, Iterable, Mapping
+from enum import IntEnum
+from typing import TypeVar
+
+import msgspec
+
+from tokentop.config import Alerts, Budget
+from tokentop.model import SessionSnapshot
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Level(IntEnum):
+    """How far through its budget a session is; ordered so that a rise is a crossing."""
+
+    OK = 0
+    WARN = 1
+    OVER = 2
+
+
+class BudgetUse(msgspec.Struct, frozen=True):
+    """A session measured against its budget."""
+
+    budget: Budget
+    fraction: float | None
+    """The larger of the dollar and token shares used; None without a budget."""
+    level: Level
+    eta_s: float | None
+    """Seconds until the budget is used at the current burn; 0 when over, None if unknown."""
+    lower_bound: bool
+    """True when the dollar share ignores unpriced models, so the real share may be higher."""
+
+
+def budget_use(session: SessionSnapshot, budget: Budget, alerts: Alerts) -> BudgetUse:
+    """Measure `session` against `budget` with the warn/over thresholds of `alerts`."""
+    shares = [
+        share
+        for share in (
+            _share(session.cost_usd, budget.usd),
+            _share(session.tokens.total, budget.tokens),
+        )
+        if share is not None
+    ]
+    fraction = max(shares) if shares else None
+    return BudgetUse(
+        budget,
+        fraction,
+        level_of(fraction, alerts),
+        eta_seconds(session, budget),
+        lower_bound=bool(session.unpriced_models) and budget.usd is not None,
+    )
+
+
+def _share(used: float, limit: float | None) -> float | None:
+    if limit is None:
+        return None
+    if limit <= 0:
+        return math.inf if used > 0 else 0.0
+    return used / limit
+
+
+def level_of(fraction: float | None, alerts: Alerts) -> Level:
+    if fraction is None:
+        return Level.OK
+    if fraction * 100 >= alerts.over_pct:
+        return Level.OVER
+    return Level.WARN if fraction * 100 >= alerts.warn_pct else Level.OK
+
+
+def eta_seconds(session: SessionSnapshot, budget: Budget) -> float | None:
+    """The soonest time a limit is reached at the current rate (dollars or tokens)."""
+    etas: list[float] = []
+    if budget.usd is not None:
+        etas.extend(_eta(budget.usd - session.cost_usd, session.usd_per_hour / 3600))
+    if budget.tokens is not None:
+        etas.extend(_eta(budget.tokens - session.tokens.total, session.tokens_per_min / 60))
+    return min(etas) if etas else None
+
+
+def _eta(remaining: float, per_second: float) -> list[float]:
+    if remaining <= 0:
+        return [0.0]
+    return [remaining / per_second] if per_second > 0 else []
+
+
+def crossings(
+    seen: Mapping[K, Level], current: Mapping[K, Level], live: Container[K]
+) -> tuple[dict[K, Level], list[tuple[K, Level]]]:
+    """New remembered levels, and the alerts to raise: live sessions whose level rose.
+
+    A session that falls back (its budget was raised) and rises again alerts again. Sessions
+    that are not live only update what is remembered, so history loaded at start-up, or a
+    budget lowered on a finished session, changes colours without a burst of alerts.
+    """
+    remembered = dict(seen)
+    alerts: list[tuple[K, Level]] = []
+    for key, level in current.items():
+        if level > remembered.get(key, Level.OK) and key in live:
+            alerts.append((key, level))
+        remembered[key] = level
+    return remembered, alerts
+
+
+def levels(uses: Iterable[tuple[K, BudgetUse]]) -> dict[K, Level]:
+    return {key: use.level for key, use in uses}

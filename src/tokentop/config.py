@@ -1,0 +1,360 @@
+"""Typed user configuration, loaded from TOML; a bad file becomes one clear ConfigError line.
+
+Sections whose keys are user-chosen names (project budgets, agent budgets, prices, keys,
+roots) are converted entry by entry, because msgspec reports a dict key only as `[...]`
+and the message must name the key the user wrote.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+import platformdirs
+
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Percent = Annotated[float, msgspec.Meta(gt=0, le=1000)]
+TokenLimit = Annotated[int, msgspec.Meta(ge=0)]
+Activity = Literal["live", "idle", "ended"]
+
+KEY_ACTIONS: Final[dict[str, str]] = {
+    "filter": "Filter sessions by text",
+    "sort-next": "Sort by the next column",
+    "sort-prev": "Sort by the previous column",
+    "sort-reverse": "Reverse the sort order",
+    "open-details": "Open the selected session's details",
+    "tag": "Tag or untag the session (actions apply to tagged rows)",
+    "pause-resume": "Pause or resume the session's process",
+    "terminate": "Terminate the session's process (SIGTERM, then SIGKILL)",
+    "kill": "Kill the session's process (SIGKILL)",
+    "budget": "Edit the selected session's budget",
+    "faster": "Refresh faster",
+    "slower": "Refresh slower",
+    "show-errors": "Show files with unparseable lines",
+    "help": "Show keys and columns",
+    "quit": "Quit",
+    "back": "Back / clear filter and tags",
+}
+"""Binding ids that `[keys]` may rebind, with what each does (the UI binds exactly these)."""
+
+
+class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A session budget; a field left out inherits from the less specific level."""
+
+    usd: NonNegative | None = None
+    """Dollars per session."""
+    tokens: TokenLimit | None = None
+    """Tokens per session, all kinds counted (input, output, cache read/write, reasoning)."""
+
+    def over(self, base: Budget) -> Budget:
+        """This budget with unset fields taken from `base`."""
+        return Budget(
+            self.usd if self.usd is not None else base.usd,
+            self.tokens if self.tokens is not None else base.tokens,
+        )
+
+    @property
+    def is_set(self) -> bool:
+        return self.usd is not None or self.tokens is not None
+
+
+class Budgets(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[budgets]`: the default per-session budget and its overrides."""
+
+    usd: NonNegative | None = None
+    """Default dollar budget per session."""
+    tokens: TokenLimit | None = None
+    """Default token budget per session."""
+    projects: dict[str, Budget] = {}
+    """`[budgets.projects."NAME"]`: by cwd or its basename; globs allowed; beats agents."""
+    agents: dict[str, Budget] = {}
+    """`[budgets.agents.AGENT]`: by agent name ("claude", "codex", ...)."""
+
+    @property
+    def default(self) -> Budget:
+        return Budget(self.usd, self.tokens)
+
+
+class Alerts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[alerts]`: budget thresholds, in percent of the budget."""
+
+    warn_pct: Percent = 80.0
+    """Warn (yellow, one notification) when a session reaches this share of its budget."""
+    over_pct: Percent = 100.0
+    """Over budget (red, one notification) from this share on."""
+    bell: bool = True
+    """Ring the terminal bell with each alert."""
+
+
+class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[prices."MODEL"]`: USD per million tokens; a field left out keeps the bundled price."""
+
+    input: NonNegative | None = None
+    output: NonNegative | None = None
+    cache_read: NonNegative | None = None
+    cache_write_5m: NonNegative | None = None
+    cache_write_1h: NonNegative | None = None
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole configuration file."""
+
+    refresh_s: Positive = 1.0
+    """Seconds between re-evaluations of burn rates (the + and - keys change it live)."""
+    live_timeout_s: Positive = 120.0
+    """A session with activity within this many seconds is live; idle after that."""
+    ended_after_s: Positive = 1800.0
+    """A session with no activity for this long is shown as ended."""
+    read_only: bool = False
+    """Hide the pause/terminate/kill actions."""
+    budgets: Budgets = msgspec.field(default_factory=Budgets)
+    alerts: Alerts = msgspec.field(default_factory=Alerts)
+    keys: dict[str, str] = {}
+    """`[keys]`: binding id -> key(s), e.g. `kill = "K"` or `filter = "/,f"`."""
+    prices: dict[str, Price] = {}
+    roots: dict[str, list[str]] = {}
+    """`[roots]`: extra directories per agent, e.g. `claude = ["~/work/.claude"]`."""
+
+    def activity(self, last_ts: float, now: float) -> Activity:
+        """Live, idle or ended, from the time since the session's last activity."""
+        quiet = now - last_ts
+        if quiet <= self.live_timeout_s:
+            return "live"
+        return "idle" if quiet <= self.ended_after_s else "ended"
+
+    def budget_for(self, agent: str, cwd: str, override: Budget | None = None) -> Budget:
+        """The effective budget: default < agent < project < a live override (the `b` key)."""
+        budget = self.budgets.default
+        agent_budget = self.budgets.agents.get(agent)
+        if agent_budget is not None:
+            budget = agent_budget.over(budget)
+        project_budget = match_project(self.budgets.projects, cwd)
+        if project_budget is not None:
+            budget = project_budget.over(budget)
+        return override.over(budget) if override is not None else budget
+
+
+def match_project(projects: dict[str, Budget], cwd: str) -> Budget | None:
+    """The first entry naming `cwd` or its basename exactly, else the first glob that matches."""
+    if not cwd:
+        return None
+    base = os.path.basename(cwd.rstrip("/"))
+    candidates = (cwd, base)
+    for pattern, budget in projects.items():
+        if os.path.expanduser(pattern) in candidates:
+            return budget
+    for pattern, budget in projects.items():
+        expanded = os.path.expanduser(pattern)
+        if any(fnmatch.fnmatchcase(c, expanded) for c in candidates):
+            return budget
+    return None
+
+
+class ConfigError(Exception):
+    """A config problem, worded for one line: file, line, key and what was expected."""
+
+
+def default_path() -> Path:
+    return Path(platformdirs.user_config_dir("tokentop")) / "config.toml"
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read `path` (or the default file, which may be absent) into a Config."""
+    explicit = path is not None
+    target = path if path is not None else default_path()
+    try:
+        text = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{target}: no such file") from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{target}: cannot read: {exc}") from None
+    return parse_config(text, str(target))
+
+
+def parse_config(text: str, origin: str = "config") -> Config:
+    """Parse TOML text; errors name the origin, line and dotted key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: invalid TOML: {exc}") from None
+    try:
+        return _convert(data)
+    except _KeyError as exc:
+        line = find_line(text, exc.key)
+        where = f"{origin}:{line}" if line else origin
+        raise ConfigError(f"{where}: {dotted(exc.key)}: {exc.problem}") from None
+
+
+class _KeyError(Exception):
+    def __init__(self, key: list[str], problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+_KEYED: Final = {
+    ("budgets", "projects"): Budget,
+    ("budgets", "agents"): Budget,
+    ("prices",): Price,
+    ("keys",): str,
+    ("roots",): list[str],
+}
+"""Tables whose keys the user names; each entry is converted on its own (see module doc)."""
+
+
+def _convert(data: dict[str, Any]) -> Config:
+    entries = {section: _pop_entries(data, section, typ) for section, typ in _KEYED.items()}
+    base: Config = _convert_value(data, Config, [])
+    budgets = msgspec.structs.replace(
+        base.budgets,
+        projects=entries["budgets", "projects"],
+        agents=entries["budgets", "agents"],
+    )
+    config: Config = msgspec.structs.replace(
+        base,
+        budgets=budgets,
+        prices=entries["prices",],
+        keys=entries["keys",],
+        roots=entries["roots",],
+    )
+    _check(config)
+    return config
+
+
+def _pop_entries(data: dict[str, Any], section: tuple[str, ...], typ: Any) -> dict[str, Any]:
+    """Remove a user-keyed table from `data` and convert each of its entries."""
+    parent: Any = data
+    for name in section[:-1]:
+        parent = parent.get(name) if isinstance(parent, dict) else None
+    if not isinstance(parent, dict) or section[-1] not in parent:
+        return {}
+    table = parent.pop(section[-1])
+    if not isinstance(table, dict):
+        raise _KeyError(list(section), f"expected a table, got {_toml_type(table)}")
+    return {k: _convert_value(v, typ, [*section, k]) for k, v in table.items()}
+
+
+def _convert_value(value: Any, typ: Any, key: list[str]) -> Any:
+    try:
+        return msgspec.convert(value, typ, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _explain(exc, key) from None
+
+
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_EXPECTED = re.compile(r"Expected `(?P<want>[^`]+)`(?P<rest>.*?)(?:, got `(?P<got>[^`]+)`)?$")
+
+
+def _explain(exc: msgspec.ValidationError, key: list[str]) -> _KeyError:
+    """Turn msgspec's message into plain words and the full key path."""
+    m = _AT.match(str(exc))
+    what = m["what"] if m else str(exc)
+    path = [*key, *_split_path(m["path"] if m and m["path"] else "")]
+    unknown = _UNKNOWN.match(what)
+    if unknown:
+        return _KeyError([*path, unknown["field"]], "unknown setting (check the spelling)")
+    expected = _EXPECTED.match(what)
+    if expected:
+        got_type = expected["got"]
+        got = f", got {_GOT_WORDS.get(got_type, got_type)}" if got_type else ""
+        want = _TYPE_WORDS.get(expected["want"], expected["want"])
+        return _KeyError(path, f"expected {want}{expected['rest']}{got}")
+    return _KeyError(path, what)
+
+
+_TYPE_WORDS: Final = {
+    "float": "a number",
+    "float | null": "a number",
+    "int": "an integer",
+    "int | null": "an integer",
+    "str": "a string",
+    "bool": "true or false",
+    "object": "a table",
+    "array": "an array",
+    "null": "nothing",
+}
+_GOT_WORDS: Final = {**_TYPE_WORDS, "bool": "a boolean"}
+
+
+def _split_path(path: str) -> list[str]:
+    """`.budgets.usd` or `.roots.claude[2]` -> ["budgets", "usd"] / ["roots", "claude", "[2]"]."""
+    return re.findall(r"\[\d+\]|[^.\[\]]+", path)
+
+
+def _check(config: Config) -> None:
+    """Rules that span fields or need the list of binding ids."""
+    if config.alerts.warn_pct >= config.alerts.over_pct:
+        raise _KeyError(
+            ["alerts", "warn_pct"],
+            f"must be below alerts.over_pct ({config.alerts.over_pct:g})",
+        )
+    for action, keys in config.keys.items():
+        if action not in KEY_ACTIONS:
+            raise _KeyError(["keys", action], f"unknown action; known: {', '.join(KEY_ACTIONS)}")
+        if not keys.strip() or any(not k.strip() for k in keys.split(",")):
+            raise _KeyError(["keys", action], 'expected a key name such as "k" or "ctrl+k"')
+
+
+_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_INDEX = re.compile(r"^\[\d+\]$")
+_HEADER = re.compile(r"^\[\[?(?P<name>[^\]]*)\]\]?\s*(#.*)?$")
+_KEY_PART = re.compile(r"\s*(?:\"([^\"]*)\"|'([^']*)'|([^.\"'\s]+))\s*")
+
+
+def dotted(key: list[str]) -> str:
+    """A key path as TOML would write it: budgets.projects."my.app".usd."""
+    text = ".".join(k if _BARE.match(k) or _INDEX.match(k) else f'"{k}"' for k in key)
+    return text.replace(".[", "[")
+
+
+def find_line(text: str, key: list[str]) -> int | None:
+    """The 1-based line where `key` (or its nearest written parent) is set, if found."""
+    key = [k for k in key if not _INDEX.match(k)]
+    lines: dict[tuple[str, ...], int] = {}
+    table: list[str] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        header = _HEADER.match(line)
+        if header:
+            table = _split_key(header["name"])
+            lines.setdefault(tuple(table), number)
+        elif "=" in line and not line.startswith("#"):
+            name = _split_key(_key_part(line))
+            for depth in range(1, len(name) + 1):
+                lines.setdefault((*table, *name[:depth]), number)
+    for depth in range(len(key), 0, -1):
+        if tuple(key[:depth]) in lines:
+            return lines[tuple(key[:depth])]
+    return None
+
+
+def _key_part(line: str) -> str:
+    """The text before the first `=` that is not inside quotes."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "=":
+            return line[:i]
+    return line
+
+
+def _split_key(key: str) -> list[str]:
+    """Split a TOML dotted key, honouring quoted parts: a."b.c".d -> [a, b.c, d]."""
+    return ["".join(part) for part in _KEY_PART.findall(key)]
+
+
+def _toml_type(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return names.get(type(value), "an array" if isinstance(value, list) else "a table")

@@ -1,0 +1,198 @@
+"""Fixed data and fakes for the app tests: sessions, an engine serving them, a process controller.
+
+The fake engine has exactly the methods of tokentop.engine.Engine that the app uses, so the
+snapshot tests are deterministic; the Pilot tests that follow real files use the real engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tokentop.clock import FakeClock
+from tokentop.model import (
+    FileHealth,
+    LedgerSnapshot,
+    ModelUsage,
+    RecentTool,
+    SessionKey,
+    SessionSnapshot,
+    TokenCounts,
+    ToolStat,
+)
+
+NOW = FakeClock().now()
+
+
+def make_session(
+    sid: str,
+    *,
+    agent: str = "claude",
+    cwd: str = "/home/dev/src/webshop",
+    model: str = "claude-sonnet-4-5",
+    tokens: TokenCounts | None = None,
+    cost: float = 1.0,
+    tpm: float = 0.0,
+    usd_h: float = 0.0,
+    ago: float = 30.0,
+    unpriced: tuple[str, ...] = (),
+    series: tuple[int, ...] = (),
+    bad_lines: int = 0,
+) -> SessionSnapshot:
+    """A session whose last activity was `ago` seconds before the fake clock's start."""
+    tokens = tokens or TokenCounts(input=1_000, output=20_000, cache_read=400_000)
+    path = f"/home/dev/.claude/projects/-home-dev-src-{cwd.rsplit('/', 1)[-1]}/{sid}.jsonl"
+    return SessionSnapshot(
+        key=SessionKey(agent, sid),
+        cwd=cwd,
+        branch="main",
+        first_ts=NOW - ago - 3600,
+        last_ts=NOW - ago,
+        tokens=tokens,
+        cost_usd=cost,
+        unpriced_models=unpriced,
+        models=(ModelUsage(model, tokens, None if unpriced else cost, 42),),
+        model_timeline=((NOW - ago - 3600, model),),
+        responses=42,
+        tokens_per_min=tpm,
+        usd_per_hour=usd_h,
+        burn_series=series,
+        tool_calls=17,
+        tool_errors=2,
+        tools=(ToolStat("Bash", 10, 2), ToolStat("Edit", 7, 0)),
+        recent_tools=(
+            RecentTool(NOW - ago - 60, "Bash", "ab12cd34", True),
+            RecentTool(NOW - ago - 20, "Edit", "ef56ab78", False),
+        ),
+        files=(path,),
+        bad_lines=bad_lines,
+    )
+
+
+def sample_sessions() -> tuple[SessionSnapshot, ...]:
+    """Four sessions covering live/idle/ended, unpriced cost and parse errors."""
+    return (
+        make_session(
+            "a1b2c3d4-steady",
+            tpm=12_500,
+            usd_h=3.4,
+            cost=2.1,
+            series=(9000, 11000, 12000, 15000, 12500, 8000, 14000, 12500),
+        ),
+        make_session(
+            "e5f6-looping",
+            cwd="/home/dev/src/api-gateway",
+            tokens=TokenCounts(input=5_000, output=90_000, cache_read=2_100_000),
+            cost=4.3,
+            tpm=30_000,
+            usd_h=9.9,
+            series=(20000, 25000, 30000, 31000, 29000, 30000),
+            bad_lines=3,
+        ),
+        make_session(
+            "rollout-7788",
+            agent="codex",
+            cwd="/home/dev/src/ml-pipeline",
+            model="gpt-5-codex-preview",
+            cost=0.0,
+            unpriced=("gpt-5-codex-preview",),
+            ago=900,
+        ),
+        make_session("old-0001", cwd="/home/dev/notes", cost=0.42, ago=86_000),
+    )
+
+
+def sample_files() -> tuple[FileHealth, ...]:
+    return (
+        FileHealth(
+            "/home/dev/.claude/projects/-home-dev-src-api-gateway/e5f6-looping.jsonl",
+            "claude",
+            123_456,
+            812,
+            3,
+            "line 77: truncated JSON",
+        ),
+        FileHealth("/home/dev/.codex/sessions/rollout-7788.jsonl", "codex", 5_000, 40, 0),
+    )
+
+
+def ledger(sessions: Sequence[SessionSnapshot], version: int = 1) -> LedgerSnapshot:
+    files = sample_files()
+    return LedgerSnapshot(NOW, tuple(sessions), files, sum(f.bad_lines for f in files), version)
+
+
+@dataclass
+class FakeEngine:
+    """Serves a fixed snapshot; `publish` plays the engine thread calling its listeners."""
+
+    current: LedgerSnapshot
+    listeners: list[Callable[[LedgerSnapshot], None]] = field(default_factory=list)
+    started: bool = False
+    stopped: bool = False
+    ticks: int = 0
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def snapshot(self) -> LedgerSnapshot:
+        return self.current
+
+    def tick(self) -> LedgerSnapshot:
+        self.ticks += 1
+        return self.current
+
+    def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None:
+        self.listeners.append(fn)
+
+    def publish(self, snap: LedgerSnapshot) -> None:
+        """Deliver a snapshot from another thread, as the real engine does."""
+        self.current = snap
+        thread = threading.Thread(target=lambda: [fn(snap) for fn in self.listeners])
+        thread.start()
+        thread.join()
+
+
+@dataclass(frozen=True)
+class FakeRef:
+    pid: int
+    create_time: float
+    cmdline: tuple[str, ...]
+    how: str
+    confident: bool
+
+
+@dataclass(frozen=True)
+class FakeResult:
+    ok: bool
+    message: str
+
+
+@dataclass
+class FakeProcesses:
+    """Maps session ids to fake processes and records every action asked of it."""
+
+    refs: dict[str, FakeRef] = field(default_factory=dict)
+    calls: list[tuple[str, int, str, str]] = field(default_factory=list)
+
+    def processes_for(self, session: SessionSnapshot) -> FakeRef | None:
+        return self.refs.get(session.key.session_id)
+
+    def _act(self, verb: str, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+        self.calls.append((verb, ref.pid, reason, origin))
+        return FakeResult(True, f"{verb} pid {ref.pid}: done")
+
+    def pause(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+        return self._act("pause", ref, reason, origin)
+
+    def resume(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+        return self._act("resume", ref, reason, origin)
+
+    def terminate(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+        return self._act("terminate", ref, reason, origin)
+
+    def kill(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+        return self._act("kill", ref, reason, origin)
