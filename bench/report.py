@@ -1,0 +1,116 @@
+"""Print the benchmark's figures as a plain table, judged against the targets of issue #2."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from tools import KINDS, Corpus, Totals
+
+if TYPE_CHECKING:
+    from live import LiveResult
+    from run import Summary
+
+COLD_RATIO_MAX = 0.8
+COLD_RSS_MAX_MB = 150.0
+WARM_WALL_MAX_S = 0.2
+LIVE_P95_MAX_MS = 300.0
+IDLE_CPU_MAX_PCT = 1.0
+REFERENCE = "ccusage"
+"""The native ccusage binary: the faster ccusage, so the stricter reference for ratios."""
+
+HEADER = ("tool", "corpus", "wall s", "min-max s", "RSS MB", "x ccusage", "target", "totals")
+
+
+def print_table(corpora: list[Corpus], summaries: list[Summary]) -> None:
+    for c in corpora:
+        kinds = ", ".join(f"{k} {c.expected[k]:,}" for k in KINDS)
+        print(f"corpus {c.name}: {c.size_bytes / 2**20:.0f} MB at {c.path}; expected {kinds}")
+    expected = {c.name: c.expected for c in corpora}
+    rows: list[tuple[str, ...]] = [HEADER]
+    rows += [row(s, reference(summaries, s.corpus), expected[s.corpus]) for s in summaries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    print()
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    print()
+
+
+def reference(summaries: list[Summary], corpus: str) -> Summary | None:
+    for s in summaries:
+        if s.tool == REFERENCE and s.corpus == corpus and s.error is None and s.walls:
+            return s
+    return None
+
+
+def row(s: Summary, ref: Summary | None, expected: Totals) -> tuple[str, ...]:
+    if s.error is not None or not s.walls or s.totals is None:
+        return (s.tool, s.corpus, "-", "-", "-", "-", "-", s.error or "no runs")
+    ratio = f"{s.wall / ref.wall:.2f}" if ref else "n/a"
+    spread = f"{min(s.walls):.3f}-{max(s.walls):.3f}"
+    cells = (f"{s.wall:.3f}", spread, f"{s.peak_rss_mb:.1f}", ratio)
+    return (s.tool, s.corpus, *cells, target(s, ref), totals_note(s.totals, ref, expected))
+
+
+def totals_note(totals: Totals, ref: Summary | None, expected: Totals) -> str:
+    """Compare with expected.json and, for kinds it reports, with the ccusage run."""
+    notes = [compare(totals, expected, "expected")]
+    if ref is not None and ref.totals is not None and ref.totals is not totals:
+        notes.append(compare(totals, ref.totals, REFERENCE))
+    return ", ".join(notes)
+
+
+def target(s: Summary, ref: Summary | None) -> str:
+    if s.tool == "tokentop-warm":
+        verdict = s.wall < WARM_WALL_MAX_S
+        return f"{pass_fail(verdict)} (< {WARM_WALL_MAX_S} s)"
+    if s.tool != "tokentop-cold":
+        return "-"
+    rss_ok = s.peak_rss_mb <= COLD_RSS_MAX_MB
+    if ref is None:
+        return f"{pass_fail(rss_ok)} RSS only (no ccusage run)"
+    verdict = rss_ok and s.wall <= COLD_RATIO_MAX * ref.wall
+    return f"{pass_fail(verdict)} (<= {COLD_RATIO_MAX} x, <= {COLD_RSS_MAX_MB:.0f} MB)"
+
+
+def pass_fail(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def compare(got: Totals, want: Totals, label: str) -> str:
+    """'= label' or the signed difference on every kind both sides report."""
+    if set(got) == {"total"}:
+        want = {"total": sum(want[k] for k in KINDS)}
+    diffs = {k: got[k] - want[k] for k in got if k in want and got[k] != want[k]}
+    if not diffs:
+        return f"= {label}"
+    return f"!= {label} (" + ", ".join(f"{k} {d:+,}" for k, d in diffs.items()) + ")"
+
+
+def nearest_rank(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def print_live(live: LiveResult) -> None:
+    seen = [d for d in live.delays_ms if d is not None]
+    missed = len(live.delays_ms) - len(seen)
+    print(f"live path ({live.note})")
+    if not seen:
+        print("  append -> NDJSON: not available")
+    else:
+        p50, p95 = nearest_rank(seen, 50), nearest_rank(seen, 95)
+        verdict = pass_fail(p95 < LIVE_P95_MAX_MS and missed == 0)
+        print(f"  append -> NDJSON over {len(live.delays_ms)} appends ({missed} never seen):")
+        print(
+            f"    p50 {p50:.0f} ms  p95 {p95:.0f} ms  max {max(seen):.0f} ms  "
+            f"{verdict} (p95 < {LIVE_P95_MAX_MS:.0f} ms)"
+        )
+    if live.idle_cpu_pct is None:
+        print("  idle CPU: not available")
+    else:
+        verdict = pass_fail(live.idle_cpu_pct < IDLE_CPU_MAX_PCT)
+        print(
+            f"  idle CPU: {live.idle_cpu_pct:.2f} % of one core  "
+            f"{verdict} (< {IDLE_CPU_MAX_PCT:.0f} %)"
+        )

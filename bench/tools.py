@@ -1,0 +1,151 @@
+"""The benchmarked tools, the corpora they read, and how to pull token totals from their output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Totals = dict[str, int]
+KINDS = ("input", "output", "cache_read", "cache_write")
+
+CORPUS_SPECS = {"s200": (200, 7), "s1000": (1000, 11)}
+"""name -> (sessions, seed): 173 MB and 862 MB with the shared generator."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A generated CLAUDE_CONFIG_DIR tree and the de-duplicated totals it must add up to."""
+
+    name: str
+    path: Path
+    expected: Totals
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Tool:
+    """How to run one tool on one corpus and read its totals back."""
+
+    name: str
+    argv: Callable[[Corpus], list[str]]
+    env: Callable[[Corpus], dict[str, str]] = field(default=lambda c: {})
+    totals: Callable[[Any], Totals] = field(default=lambda doc: {})
+    prime: Callable[[Corpus], None] | None = None
+    """Called before the timed runs (e.g. to reset a cache); the tool then runs once untimed."""
+
+
+def ensure_corpus(name: str, root: Path, generator: Path) -> Corpus:
+    """Return the cached corpus, generating it first if expected.json is missing."""
+    sessions, seed = CORPUS_SPECS[name]
+    path = root / f"claude-s{sessions}-seed{seed}"
+    if not (path / "expected.json").is_file():
+        partial = path.with_name(path.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        print(f"generating {name} corpus in {path} ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, str(generator), str(partial), "--sessions", str(sessions)]
+        subprocess.run([*cmd, "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+        partial.rename(path)
+    expected = json.loads((path / "expected.json").read_text())["totals"]
+    size = sum(p.stat().st_size for p in path.rglob("*.jsonl"))
+    return Corpus(name, path, {k: int(expected[k]) for k in KINDS}, size)
+
+
+def warm_page_cache(corpus: Corpus) -> None:
+    """Read every transcript once so no tool pays for the first cold disk read."""
+    for path in sorted(corpus.path.rglob("*.jsonl")):
+        with path.open("rb") as f:
+            while f.read(1 << 22):
+                pass
+
+
+def isolated_env(scratch: Path) -> dict[str, str]:
+    """The parent environment with HOME, XDG dirs and agent roots moved into scratch.
+
+    No tool may read the user's real transcripts or touch the user's caches.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAUDE_CONFIG_DIR", "CODEX_HOME")}
+    dirs = {
+        "HOME": "home",
+        "XDG_CACHE_HOME": "xdg/cache",
+        "XDG_CONFIG_HOME": "xdg/config",
+        "XDG_DATA_HOME": "xdg/data",
+        "XDG_STATE_HOME": "xdg/state",
+        "CODEX_HOME": "empty-codex",
+    }
+    for var, sub in dirs.items():
+        (scratch / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(scratch / sub)
+    env.update({"TZ": "UTC", "NO_COLOR": "1"})
+    return env
+
+
+def tokentop_totals(doc: Any) -> Totals:
+    """Sum the `tokens` objects of a `tokentop sessions --json` array."""
+    sessions = doc["sessions"] if isinstance(doc, dict) else doc
+    return {k: sum(int(s["tokens"][k]) for s in sessions) for k in KINDS}
+
+
+def ccusage_totals(doc: Any) -> Totals:
+    """Sum ccusage's per-session token fields (not its own `totals`, to check both agree)."""
+    names = {
+        "input": "inputTokens",
+        "output": "outputTokens",
+        "cache_read": "cacheReadTokens",
+        "cache_write": "cacheCreationTokens",
+    }
+    return {k: sum(int(s[v]) for s in doc["sessions"]) for k, v in names.items()}
+
+
+def monitor_totals(doc: Any) -> Totals:
+    """claude-monitor's JSON gives only an all-history total, not totals by kind."""
+    return {"total": int(doc["local_history"]["total_tokens"])}
+
+
+def ccusage_native(peers: Path) -> Path:
+    """The platform binary that ccusage's node launcher would spawn."""
+    found = sorted((peers / "ccusage/node_modules/@ccusage").glob("ccusage-*/bin/ccusage"))
+    return found[0] if found else peers / "ccusage/node_modules/@ccusage/missing/bin/ccusage"
+
+
+def build_tools(tokentop: list[str], peers: Path, scratch: Path) -> dict[str, Tool]:
+    """All benchmarked tools, keyed by the name used in --tools and the report."""
+    cache_root = scratch / "tokentop-cache"
+
+    def tt_cold(c: Corpus) -> list[str]:
+        return [*tokentop, "sessions", "--json", "--no-cache", "--claude-dir", str(c.path)]
+
+    def tt_warm(c: Corpus) -> list[str]:
+        cache = str(cache_root / c.name)
+        return [*tokentop, "sessions", "--json", "--claude-dir", str(c.path), "--cache-dir", cache]
+
+    def reset_cache(c: Corpus) -> None:
+        shutil.rmtree(cache_root / c.name, ignore_errors=True)
+
+    def ccusage(launcher: Path) -> Callable[[Corpus], list[str]]:
+        return lambda c: [str(launcher), "claude", "session", "--json", "--offline"]
+
+    def claude_dir(c: Corpus) -> dict[str, str]:
+        return {"CLAUDE_CONFIG_DIR": str(c.path)}
+
+    def monitor(c: Corpus) -> list[str]:
+        exe = str(peers / "claude-monitor-venv/bin/claude-monitor")
+        view = ["--view", "daily", "--once", "--output", "json"]
+        return [exe, *view, "--no-api", "--no-warehouse", "--data-paths", str(c.path)]
+
+    npm = peers / "ccusage/node_modules/.bin/ccusage"
+    tools = [
+        Tool("tokentop-cold", tt_cold, totals=tokentop_totals),
+        Tool("tokentop-warm", tt_warm, totals=tokentop_totals, prime=reset_cache),
+        Tool("ccusage", ccusage(ccusage_native(peers)), claude_dir, ccusage_totals),
+        Tool("ccusage-npm", ccusage(npm), claude_dir, ccusage_totals),
+        Tool("claude-monitor", monitor, totals=monitor_totals),
+    ]
+    return {t.name: t for t in tools}
