@@ -1,4 +1,4 @@
-"""Offsets, parser states and ledger counters persisted between runs, so a restart reads only new bytes.
+"""Offsets, parser states and counters kept between runs, so a restart reads only new bytes.
 
 One msgpack file per set of roots, replaced atomically. A cache that is missing, corrupt or
 from another version is ignored (with a reason) and the engine does a cold scan.
@@ -10,6 +10,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+
 import msgspec
 import platformdirs
 

@@ -15,7 +15,7 @@ import msgspec
 
 from tokentop import cache as cache_mod
 from tokentop.clock import Clock, SystemClock
-from tokentop.ledger import CostFn, Ledger
+from tokentop.ledger import CostFn, Ledger, LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
 from tokentop.sources.base import FileParser, Source, walk_files
 from tokentop.tail import Tailer, TailState
@@ -54,6 +54,7 @@ class Engine:
         debounce_ms: int = 50,
         sweep_s: float = 5.0,
         max_hz: float = 10.0,
+        workers: int = 2,
     ) -> None:
         self.sources = list(sources)
         self.cost_fn = cost_fn
@@ -62,14 +63,13 @@ class Engine:
         self.debounce_ms = debounce_ms
         self.sweep_s = sweep_s
         self.min_interval = 1.0 / max_hz
+        self.workers = workers
         self.ledger = Ledger(cost_fn, window_s)
-        self._roots = [(s, r) for s in self.sources for r in s.roots()]
+        self.roots = [(s, r) for s in self.sources for r in s.roots()]
         self.files: dict[str, Tracked] = {}
         self.bytes_read = 0
         self.cache_note = ""
-        self._cache_path = (
-            cache_mod.cache_path(cache_dir, self.root_names()) if cache_dir else None
-        )
+        self._cache_path = cache_mod.cache_path(cache_dir, self.root_names()) if cache_dir else None
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._pending: set[Path] = set()
@@ -82,7 +82,7 @@ class Engine:
     # -- setup -----------------------------------------------------------------------------
 
     def root_names(self) -> list[str]:
-        return [f"{s.name}:{r}" for s, r in self._roots]
+        return [f"{s.name}:{r}" for s, r in self.roots]
 
     def load_cache(self) -> None:
         """Resume from the cache if it matches these roots; otherwise the next scan is cold."""
@@ -92,10 +92,19 @@ class Engine:
         self.cache_note = why
         if data is None:
             return
-        by_name = {s.name: s for s in self.sources}
         ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s)
+        files = self._tracked_from(data.files)
+        if files is None:
+            self.cache_note = "cache ignored (parser state changed)"
+            return
+        with self._lock:
+            self.ledger = ledger
+            self.files = files
+
+    def _tracked_from(self, records: list[cache_mod.FileRecord]) -> dict[str, Tracked] | None:
+        by_name = {s.name: s for s in self.sources}
         files: dict[str, Tracked] = {}
-        for rec in data.files:
+        for rec in records:
             source = by_name.get(rec.agent)
             if source is None:
                 continue
@@ -103,23 +112,36 @@ class Engine:
             try:
                 parser = msgspec.msgpack.decode(rec.parser, type=parser_type)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                self.cache_note = "cache ignored (parser state changed)"
-                return
+                return None
             files[rec.tail.path] = Tracked(source, Tailer(rec.tail), parser)
-        with self._lock:
-            self.ledger = ledger
-            self.files = files
+        return files
 
-    def save_cache(self) -> None:
-        if self._cache_path is None:
-            return
+    def file_records(self) -> list[cache_mod.FileRecord]:
         with self._lock:
-            records = [
+            return [
                 cache_mod.FileRecord(
                     t.source.name, t.tailer.state, msgspec.Raw(msgspec.msgpack.encode(t.parser))
                 )
                 for t in self.files.values()
             ]
+
+    def absorb(
+        self, ledger: LedgerState, records: list[cache_mod.FileRecord], bytes_read: int
+    ) -> bool:
+        """Fold in what another process read (see coldscan); False if it must be re-read."""
+        files = self._tracked_from(records)
+        with self._lock:
+            if files is None or not self.ledger.merge(ledger):
+                return False
+            self.files.update(files)
+            self.bytes_read += bytes_read
+        return True
+
+    def save_cache(self) -> None:
+        if self._cache_path is None:
+            return
+        records = self.file_records()
+        with self._lock:
             data = cache_mod.CacheFile(
                 cache_mod.CACHE_VERSION, self.root_names(), records, self.ledger.export()
             )
@@ -132,7 +154,7 @@ class Engine:
 
     def discover(self) -> list[Path]:
         found: list[Path] = []
-        for source, root in self._roots:
+        for source, root in self.roots:
             found.extend(p for p in walk_files(root, (".jsonl",)) if source.is_transcript(p))
         return found
 
@@ -140,7 +162,12 @@ class Engine:
         """Read every known and newly found file up to its end; True if anything changed."""
         paths = {Path(p) for p in self.files}
         paths.update(self.discover())
-        return self.process(paths)
+        done: set[Path] = set()
+        if self.workers > 1:
+            from tokentop.coldscan import scan_parallel
+
+            done = scan_parallel(self, [p for p in paths if str(p) not in self.files])
+        return self.process(paths - done) or bool(done)
 
     def process(self, paths: set[Path] | list[Path]) -> bool:
         changed = False
@@ -178,7 +205,7 @@ class Engine:
                 return changed
 
     def _source_for(self, path: Path) -> Source | None:
-        for source, root in self._roots:
+        for source, root in self.roots:
             if path.is_relative_to(root) and source.is_transcript(path):
                 return source
         return None
@@ -234,9 +261,13 @@ class Engine:
         self.load_cache()
         self.scan()
         self._notify()
-        roots = [r for _, r in self._roots]
+        roots = [r for _, r in self.roots]
         feed = ChangeFeed(
-            roots, self._on_changes, debounce_ms=self.debounce_ms, sweep_s=self.sweep_s
+            roots,
+            lambda p: self._source_for(p) is not None,
+            self._on_changes,
+            debounce_ms=self.debounce_ms,
+            sweep_interval=self.sweep_s,
         )
         self._feed = feed
         feed.start()

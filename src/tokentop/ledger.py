@@ -9,7 +9,6 @@ lines of one response).
 from __future__ import annotations
 
 import math
-from typing import Any
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 
@@ -36,9 +35,9 @@ KINDS = 6
 """Fields of TokenCounts, stored flat in arrays to keep hundreds of thousands of keys small."""
 RECENT_TOOLS = 30
 LINEAR_PRICE_LIMIT = 100_000
-"""Below this much input context no price table has a long-context tier, so a response's
-cost is a dot product of per-kind rates probed once per model (the cold-scan hot path)."""
-_MISSING: Any = object()
+"""Below this much input no known price table has a long-context tier, so a response's cost
+is a dot product of per-kind rates probed once per model (the cold-scan hot path). A cost
+function bound to an object with `linear_limit(model)` (the PriceTable) gives a tighter one."""
 SERIES_MINUTES = 30
 
 
@@ -99,6 +98,33 @@ class SessionState(msgspec.Struct):
             return
         timeline.insert(idx, (ts, model))
 
+    def absorb(self, other: SessionState) -> None:
+        """Add another partial view of the same session (from a parallel scan)."""
+        for model, acc in other.by_model.items():
+            mine = self.by_model.setdefault(model, ModelAcc([0] * KINDS))
+            mine.tokens = [a + b for a, b in zip(mine.tokens, acc.tokens, strict=True)]
+            mine.cost += acc.cost
+            mine.unpriced = mine.unpriced or acc.unpriced
+            mine.responses += acc.responses
+        for minute, (tokens, cost) in other.minutes.items():
+            bucket = self.minutes.setdefault(minute, [0.0, 0.0])
+            bucket[0] += tokens
+            bucket[1] += cost
+        for name, tool in other.tools.items():
+            mine_tool = self.tools.setdefault(name, ToolAcc())
+            mine_tool.calls += tool.calls
+            mine_tool.errors += tool.errors
+        for ts, model in other.timeline:
+            self.note_model(ts, model)
+        self.recent = sorted(self.recent + other.recent)[-RECENT_TOOLS:]
+        self.files += [f for f in other.files if f not in self.files]
+        self.cwd = self.cwd or other.cwd
+        self.branch = self.branch or other.branch
+        self.parent = self.parent or other.parent
+        self.estimated = self.estimated or other.estimated
+        self.touch(other.first_ts)
+        self.touch(other.last_ts)
+
 
 class LedgerState(msgspec.Struct):
     """Everything needed to resume counting without re-reading files (see cache.py)."""
@@ -111,7 +137,7 @@ class LedgerState(msgspec.Struct):
     seen_model: list[str] = msgspec.field(default_factory=list)
     seen_cost: bytes = b""
     tool_calls: dict[str, str] = msgspec.field(default_factory=dict)
-    """call id -> session; the same call copied into a resumed file counts once."""
+    """call id -> tool name; the same call copied into a resumed file counts once."""
     tool_results: dict[str, int] = msgspec.field(default_factory=dict)
 
 
@@ -131,7 +157,7 @@ class Ledger:
         self._cache: dict[str, tuple[int, SessionSnapshot]] = {}
         """Snapshots of quiet sessions (rates already zero), reused until the session changes."""
         self._dirty: set[str] = set(state.sessions)
-        self._rates: dict[str, tuple[float, ...] | None] = {}
+        self._rates: dict[str, tuple[tuple[float, ...] | None, int]] = {}
         self._last_key: SessionKey | None = None
         self._last_path = ""
         self._last_session = SessionState("", "")
@@ -148,20 +174,51 @@ class Ledger:
         ledger._load(state)
         return ledger
 
+    def merge(self, other: LedgerState) -> bool:
+        """Fold in a ledger built from other files; False (nothing changed) if any dedupe key,
+        tool call or result is in both, because then only a sequential pass is exact."""
+        st = self.state
+        if (
+            st.seen.keys() & other.seen.keys()
+            or st.tool_calls.keys() & other.tool_calls.keys()
+            or st.tool_results.keys() & other.tool_results.keys()
+        ):
+            return False
+        offset = len(st.seen_session)
+        st.seen.update({k: v + offset for k, v in other.seen.items()})
+        st.seen_session.extend(other.seen_session)
+        st.seen_model.extend(other.seen_model)
+        self._tokens.frombytes(other.seen_tokens)
+        self._cost.frombytes(other.seen_cost)
+        st.tool_calls.update(other.tool_calls)
+        st.tool_results.update(other.tool_results)
+        for sid, session in other.sessions.items():
+            mine = st.sessions.get(sid)
+            if mine is None:
+                st.sessions[sid] = session
+            else:
+                mine.absorb(session)
+            self._dirty.add(sid)
+        self._last_key = None
+        self.version += 1
+        return True
+
     # -- applying events -------------------------------------------------------------------
 
     def apply(self, events: Iterable[Event], path: str = "") -> int:
         """Apply events read from `path`; returns how many changed a counter."""
         changed = 0
+        usage, call, result = self._usage, self._tool_call, self._tool_result
         for event in events:
-            if isinstance(event, UsageEvent):
-                changed += self._usage(event, path)
-            elif isinstance(event, ToolCall):
-                changed += self._tool_call(event)
-            elif isinstance(event, ToolResult):
-                changed += self._tool_result(event)
-            elif isinstance(event, SessionInfo):
-                changed += self._info(event, path)
+            kind = type(event)
+            if kind is UsageEvent:
+                changed += usage(event, path)  # type: ignore[arg-type]
+            elif kind is ToolCall:
+                changed += call(event, path)  # type: ignore[arg-type]
+            elif kind is ToolResult:
+                changed += result(event, path)  # type: ignore[arg-type]
+            elif kind is SessionInfo:
+                changed += self._info(event, path)  # type: ignore[arg-type]
         if changed:
             self.version += 1
         return changed
@@ -194,11 +251,16 @@ class Ledger:
         slot = self.state.seen.get(event.dedupe_key)
         if slot is None:
             return self._add_new(event, path)
-        counts = _counts(event.tokens)
+        return self._grow(slot, event, path)
+
+    def _grow(self, slot: int, event: UsageEvent, path: str) -> int:
+        """A later copy of a counted response: count only what it adds (max wins)."""
+        t = event.tokens
         base = slot * KINDS
         old = self._tokens[base : base + KINDS]
-        if sum(counts) <= sum(old):
+        if t.total <= sum(old):
             return 0
+        counts = _counts(t)
         sid = self.state.seen_session[slot]
         model = self.state.seen_model[slot]
         cost = self._event_cost(event, model)
@@ -215,9 +277,17 @@ class Ledger:
         return 1
 
     def _add_new(self, event: UsageEvent, path: str) -> int:
+        """First copy of a response: the cold-scan hot path, so it is written flat."""
         t = event.tokens
-        total = t.total
-        if not total:
+        ti, to, tr, tw5, tw1, tx = (
+            t.input,
+            t.output,
+            t.cache_read,
+            t.cache_write_5m,
+            t.cache_write_1h,
+            t.reasoning,
+        )
+        if not (ti or to or tr or tw5 or tw1 or tx):
             return 0
         session = self._session(event.session, path)
         if event.cwd and not session.cwd:
@@ -226,32 +296,57 @@ class Ledger:
             session.branch = event.branch
         if event.estimated:
             session.estimated = True
-        cost = self._event_cost(event, event.model)
+        model = event.model
+        cost = self._event_cost(event, model)
         state = self.state
         state.seen[event.dedupe_key] = len(state.seen_session)
         state.seen_session.append(str(event.session))
-        state.seen_model.append(event.model)
-        self._tokens.extend(
-            (t.input, t.output, t.cache_read, t.cache_write_5m, t.cache_write_1h, t.reasoning)
-        )
+        state.seen_model.append(model)
+        self._tokens.extend((ti, to, tr, tw5, tw1, tx))
         self._cost.append(math.nan if cost is None else cost)
         timeline = session.timeline
-        if not timeline or timeline[-1][1] != event.model:
-            session.note_model(event.timestamp, event.model)
-        self._accumulate(session, event.model, event.timestamp, t, cost, responses=1)
+        if not timeline or timeline[-1][1] != model:
+            session.note_model(event.timestamp, model)
+        acc = session.by_model.get(model)
+        if acc is None:
+            acc = session.by_model[model] = ModelAcc([0] * KINDS)
+        tk = acc.tokens
+        tk[0] += ti
+        tk[1] += to
+        tk[2] += tr
+        tk[3] += tw5
+        tk[4] += tw1
+        tk[5] += tx
+        acc.responses += 1
+        if cost is None:
+            acc.unpriced = True
+        else:
+            acc.cost += cost
+        ts = event.timestamp
+        if ts > session.last_ts:
+            session.last_ts = ts
+        if ts and (ts < session.first_ts or not session.first_ts):
+            session.first_ts = ts
+        minute = int(ts // 60)
+        bucket = session.minutes.get(minute)
+        if bucket is None:
+            bucket = session.minutes[minute] = [0.0, 0.0]
+        bucket[0] += ti + to + tr + tw5 + tw1 + tx
+        bucket[1] += cost or 0.0
         return 1
 
     def _event_cost(self, event: UsageEvent, model: str) -> float | None:
         if event.cost_usd is not None:
             return event.cost_usd
         t = event.tokens
-        if t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h > LINEAR_PRICE_LIMIT:
-            return self.cost_fn(model, t)
-        rates = self._rates.get(model, _MISSING)
-        if rates is _MISSING:
-            rates = self._rates[model] = _unit_rates(self.cost_fn, model)
+        card = self._rates.get(model)
+        if card is None:
+            card = self._rates[model] = self._rate_card(model)
+        rates, limit = card
         if rates is None:
             return None
+        if t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h > limit:
+            return self.cost_fn(model, t)
         return (
             t.input * rates[0]
             + t.output * rates[1]
@@ -260,6 +355,12 @@ class Ledger:
             + t.cache_write_1h * rates[4]
             + t.reasoning * rates[5]
         )
+
+    def _rate_card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
+        owner = getattr(self.cost_fn, "__self__", None)
+        limit_fn = getattr(owner, "linear_limit", None)
+        limit = limit_fn(model) if callable(limit_fn) else LINEAR_PRICE_LIMIT
+        return _unit_rates(self.cost_fn, model), int(limit)
 
     def _accumulate(
         self,
@@ -296,14 +397,16 @@ class Ledger:
         bucket[0] += d.total
         bucket[1] += cost or 0.0
 
-    def _tool_call(self, event: ToolCall) -> int:
+    def _tool_call(self, event: ToolCall, path: str = "") -> int:
         calls = self.state.tool_calls
         if event.call_id in calls:
             return 0
-        sid = str(event.session)
-        calls[event.call_id] = sid
-        session = self._session(event.session)
-        session.tools.setdefault(event.name, ToolAcc()).calls += 1
+        calls[event.call_id] = event.name
+        session = self._session(event.session, path)
+        acc = session.tools.get(event.name)
+        if acc is None:
+            acc = session.tools[event.name] = ToolAcc()
+        acc.calls += 1
         session.touch(event.timestamp)
         recent = session.recent
         recent.append((event.timestamp, event.name, event.input_hash, -1, event.call_id))
@@ -311,27 +414,28 @@ class Ledger:
             del recent[0]
         return 1
 
-    def _tool_result(self, event: ToolResult) -> int:
+    def _tool_result(self, event: ToolResult, path: str = "") -> int:
         results = self.state.tool_results
-        if event.call_id in results:
+        call_id = event.call_id
+        if call_id in results:
             return 0
-        results[event.call_id] = int(event.is_error)
-        session = self._session(event.session)
         outcome = int(event.is_error)
-        name = ""
-        for i, item in enumerate(session.recent):
-            if item[4] == event.call_id:
-                session.recent[i] = (item[0], item[1], item[2], outcome, item[4])
-                name = item[1]
-        if event.is_error:
-            session.tools.setdefault(name or "?", ToolAcc()).errors += 1
+        results[call_id] = outcome
+        session = self._session(event.session, path)
+        recent = session.recent
+        for i in range(len(recent) - 1, -1, -1):  # the result usually follows its call closely
+            item = recent[i]
+            if item[4] == call_id:
+                recent[i] = (item[0], item[1], item[2], outcome, call_id)
+                break
+        if outcome:
+            name = self.state.tool_calls.get(call_id, "?")
+            session.tools.setdefault(name, ToolAcc()).errors += 1
         return 1
 
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot(
-        self, now: float, files: Mapping[str, FileHealth] | None = None
-    ) -> LedgerSnapshot:
+    def snapshot(self, now: float, files: Mapping[str, FileHealth] | None = None) -> LedgerSnapshot:
         """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
         files = files or {}
         sessions = tuple(self._session_snapshot(sid, now, files) for sid in self.state.sessions)
@@ -455,4 +559,6 @@ def _rates(minutes: dict[int, list[float]], now: float, window_s: float) -> tupl
 
 def _series(minutes: dict[int, list[float]], now: float) -> tuple[int, ...]:
     end = int(now // 60)
-    return tuple(int(minutes.get(m, (0.0, 0.0))[0]) for m in range(end - SERIES_MINUTES + 1, end + 1))
+    return tuple(
+        int(minutes.get(m, (0.0, 0.0))[0]) for m in range(end - SERIES_MINUTES + 1, end + 1)
+    )

@@ -91,8 +91,15 @@ def text_table(snap: LedgerSnapshot) -> str:
         last = iso(s.last_ts) or "-"
         project = os.path.basename(s.cwd.rstrip("/")) if s.cwd else "-"
         rows.append(
-            (s.key.agent, s.key.session_id[:12], project[:24], compact(s.tokens.total), cost,
-             compact(s.tokens_per_min), last[:19])
+            (
+                s.key.agent,
+                s.key.session_id[:12],
+                project[:24],
+                compact(s.tokens.total),
+                cost,
+                compact(s.tokens_per_min),
+                last[:19],
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

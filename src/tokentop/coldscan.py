@@ -1,0 +1,124 @@
+"""A cold scan on two cores: one child process reads half the project folders.
+
+Parsing and counting are CPU-bound Python, so a second process is the only way to use the
+second core. Files are split by project folder, because a resumed or subagent transcript
+repeats responses of files in its own folder; the ledgers are then merged, and if any
+dedupe key turns out to be in both halves the child's half is read again sequentially,
+which keeps the totals exact whatever the split.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tokentop.cache import FileRecord
+from tokentop.ledger import CostFn, LedgerState
+
+if TYPE_CHECKING:
+    from tokentop.engine import Engine
+    from tokentop.sources.base import Source
+
+PARALLEL_MIN_BYTES = 24 * 1024 * 1024
+"""Below this, starting a process costs more than it saves."""
+
+
+class WorkerResult(msgspec.Struct):
+    ledger: LedgerState
+    files: list[FileRecord]
+    bytes_read: int
+
+
+def partition(
+    paths: Sequence[Path], roots: Sequence[Path], sizes: dict[Path, int]
+) -> list[list[Path]]:
+    """Two groups of whole project folders, balanced by bytes (largest folders first)."""
+    groups: dict[Path, list[Path]] = defaultdict(list)
+    for path in paths:
+        groups[_project_dir(path, roots)].append(path)
+    bins: list[list[Path]] = [[], []]
+    weight = [0, 0]
+    for folder in sorted(groups, key=lambda g: -sum(sizes[p] for p in groups[g])):
+        lighter = 0 if weight[0] <= weight[1] else 1
+        bins[lighter].extend(groups[folder])
+        weight[lighter] += sum(sizes[p] for p in groups[folder])
+    return bins
+
+
+def _project_dir(path: Path, roots: Sequence[Path]) -> Path:
+    for root in roots:
+        if path.is_relative_to(root):
+            rel = path.relative_to(root)
+            return root / rel.parts[0] if len(rel.parts) > 1 else root
+    return path.parent
+
+
+def scan_parallel(engine: Engine, fresh: Sequence[Path]) -> set[Path]:
+    """Read `fresh` files using a child process for half of them; returns the paths done."""
+    sizes = {p: _size(p) for p in fresh}
+    if sum(sizes.values()) < PARALLEL_MIN_BYTES or (os.cpu_count() or 1) < 2:
+        return set()
+    try:
+        pickle.dumps((engine.sources, engine.cost_fn))
+    except Exception:
+        return set()  # a test's lambda cost function, say: read sequentially instead
+    mine, theirs = partition(fresh, [r for _, r in engine.roots], sizes)
+    blob = _run_child(engine.sources, engine.cost_fn, theirs, lambda: engine.process(mine))
+    if blob is None:
+        return set(mine)
+    result = msgspec.msgpack.decode(blob, type=WorkerResult)
+    if not engine.absorb(result.ledger, result.files, result.bytes_read):
+        return set(mine)
+    return set(fresh)
+
+
+def _run_child(
+    sources: Sequence[Source], cost_fn: CostFn, paths: list[Path], meanwhile: object
+) -> bytes | None:
+    # fork is fast and safe while this is the only thread (the `sessions` command); under
+    # the live app other threads exist, and forking them is unsafe, so spawn instead.
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    ctx: Any = multiprocessing.get_context(method)
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_main, args=(sources, cost_fn, paths, sender), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        meanwhile()  # type: ignore[operator]
+        blob: bytes = receiver.recv_bytes()
+        return blob
+    except (EOFError, OSError):
+        return None
+    finally:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+        receiver.close()
+
+
+def _child_main(
+    sources: Sequence[Source], cost_fn: CostFn, paths: list[Path], sender: Connection
+) -> None:
+    from tokentop.engine import Engine
+
+    engine = Engine(sources, cost_fn, workers=1)
+    engine.process(paths)
+    result = WorkerResult(engine.ledger.export(), engine.file_records(), engine.bytes_read)
+    sender.send_bytes(msgspec.msgpack.encode(result))
+    sender.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
