@@ -63,7 +63,7 @@ PROMPTS = (
 class Profile:
     """How one behaviour spends tokens; `pace` stretches every pause.
 
-    At --interval 0.5 a response comes every ~2 s; the rough burn (priced with public list
+    At --interval 0.5 a response comes every ~2 s (loop: ~1 s); the rough burn (at list
     prices) is steady ~$0.7/min (Claude) or ~$0.4/min (Codex), loop ~$1.0 / ~$0.5, and
     overbudget ~$11/min (Opus) or ~$3/min (GPT-5), so a $5 budget falls in a minute or two.
     """
