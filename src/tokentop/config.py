@@ -111,6 +111,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A session with activity within this many seconds is live; idle after that."""
     ended_after_s: Positive = 1800.0
     """A session with no activity for this long is shown as ended."""
+    hide_after_h: NonNegative = 24.0
+    """Sessions quiet for longer than this many hours are not listed; 0 lists them all."""
     read_only: bool = False
     """Hide the pause/terminate/kill actions."""
     budgets: Budgets = msgspec.field(default_factory=Budgets)
@@ -128,8 +130,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return "live"
         return "idle" if quiet <= self.ended_after_s else "ended"
 
-    def budget_for(self, agent: str, cwd: str, override: Budget | None = None) -> Budget:
-        """The effective budget: default < agent < project < a live override (the `b` key)."""
+    def budget_for(self, agent: str, cwd: str) -> Budget:
+        """The configured budget: the default, then the agent's, then the project's fields."""
         budget = self.budgets.default
         agent_budget = self.budgets.agents.get(agent)
         if agent_budget is not None:
@@ -137,7 +139,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         project_budget = match_project(self.budgets.projects, cwd)
         if project_budget is not None:
             budget = project_budget.over(budget)
-        return override.over(budget) if override is not None else budget
+        return budget
 
 
 def match_project(projects: dict[str, Budget], cwd: str) -> Budget | None:

@@ -1,0 +1,174 @@
+"""Pause/resume, terminate and kill: map in a worker, confirm with pid and command, act in a
+worker, report each result as a notification. Read-only mode refuses and hides them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from rich.text import Text
+from textual import work
+from textual.app import App
+
+from tokentop.clock import Clock
+from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.ui.detail import SessionDetail
+from tokentop.ui.modals import ConfirmModal
+from tokentop.ui.processes import (
+    ActionOutcome,
+    ProcessControl,
+    ProcessInfo,
+    ProcessMapper,
+    Verb,
+    act,
+    command_of,
+)
+from tokentop.ui.rows import Measured, Status, project_name
+
+GUARDED_ACTIONS = frozenset({"pause_resume", "terminate", "kill"})
+NO_PROCESS_HINT = (
+    "start the agent with `tokentop run -- <command>` or install the Claude Code hook "
+    "(`tokentop hook install`) so tokentop knows its process"
+)
+
+
+class Step(NamedTuple):
+    """One confirmed action on one session's process."""
+
+    verb: Verb
+    session: SessionSnapshot
+    ref: ProcessInfo
+
+
+class ActionsApp(App[None]):
+    """The process-control half of TokentopApp."""
+
+    controller: ProcessControl | None
+    mapper: ProcessMapper | None
+    read_only: bool
+    clock: Clock
+    acted: dict[SessionKey, tuple[Status, float]]
+
+    def targets(self) -> list[Measured]:
+        raise NotImplementedError
+
+    def refresh_view(self) -> None:
+        raise NotImplementedError
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Read-only mode removes the process actions from the footer and ignores their keys."""
+        return not (self.read_only and action in GUARDED_ACTIONS)
+
+    def action_pause_resume(self) -> None:
+        self._request("pause-resume", "p")
+
+    def action_terminate(self) -> None:
+        self._request("terminate", "t")
+
+    def action_kill(self) -> None:
+        self._request("kill", "k")
+
+    def _request(self, what: str, key: str) -> None:
+        if self.read_only:
+            return
+        targets = self.targets()
+        if not targets:
+            self.notify("No session selected.", severity="warning")
+            return
+        if self.mapper is None or self.controller is None:
+            self.notify("Process control is not available in this run.", severity="warning")
+            return
+        self._map_then_confirm(what, f"key:{key}", [(m.session, m.status) for m in targets])
+
+    @work(thread=True, group="processes")
+    def _map_then_confirm(
+        self, what: str, origin: str, targets: list[tuple[SessionSnapshot, Status]]
+    ) -> None:
+        """Find each session's process (a /proc scan, so off the UI thread)."""
+        mapper = self.mapper
+        assert mapper is not None
+        found = [(s, status, mapper.processes_for(s)) for s, status in targets]
+        self.call_from_thread(self._confirm, what, origin, found)
+
+    def _confirm(
+        self,
+        what: str,
+        origin: str,
+        found: Sequence[tuple[SessionSnapshot, Status, ProcessInfo | None]],
+    ) -> None:
+        plan = [Step(verb_for(what, st), s, ref) for s, st, ref in found if ref is not None]
+        missing = [s for s, _, ref in found if ref is None]
+        if not plan:
+            names = ", ".join(project_name(s.cwd) for s in missing)
+            self.notify(f"No process is mapped to {names}: {NO_PROCESS_HINT}.", severity="warning")
+            return
+        verbs = sorted({step.verb for step in plan})
+        title = f"{'/'.join(verbs).capitalize()} {plural(len(plan), 'session')}?"
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._run_plan(plan, origin)
+
+        label = verbs[0].capitalize() if len(verbs) == 1 else "Go"
+        self.push_screen(ConfirmModal(title, confirm_body(plan, missing), label), confirmed)
+
+    @work(thread=True, group="processes")
+    def _run_plan(self, plan: list[Step], origin: str) -> None:
+        controller = self.controller
+        assert controller is not None
+        for step in plan:
+            outcome = act(controller, step.verb, step.ref, origin)
+            self.call_from_thread(self._report, step, outcome)
+
+    def _report(self, step: Step, outcome: ActionOutcome) -> None:
+        self.notify(
+            outcome.message,
+            title=f"{step.verb} {project_name(step.session.cwd)}",
+            severity="information" if outcome.ok else "error",
+        )
+        if not outcome.ok:
+            return
+        key = step.session.key
+        if step.verb == "resume":
+            self.acted.pop(key, None)
+        else:
+            self.acted[key] = ("paused" if step.verb == "pause" else "killed", self.clock.now())
+        self.refresh_view()
+
+    @work(thread=True, group="processes")
+    def lookup_process(self, screen: SessionDetail, session: SessionSnapshot) -> None:
+        """Fill the detail view's process panel once the mapping is known."""
+        ref = self.mapper.processes_for(session) if self.mapper is not None else None
+        self.call_from_thread(_show_process, screen, ref)
+
+
+def _show_process(screen: SessionDetail, ref: ProcessInfo | None) -> None:
+    if screen.is_attached:
+        screen.show_process(ref)
+
+
+def verb_for(what: str, status: Status) -> Verb:
+    if what == "pause-resume":
+        return "resume" if status == "paused" else "pause"
+    return "terminate" if what == "terminate" else "kill"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def confirm_body(plan: Sequence[Step], missing: Sequence[SessionSnapshot]) -> Text:
+    """Each process as pid, how it was mapped and its command; guesses are called out."""
+    body = Text()
+    for step in plan:
+        body.append(f"{step.verb} ", "bold")
+        body.append(f"{project_name(step.session.cwd)} ({step.session.key})\n")
+        body.append(f"  pid {step.ref.pid}", "bold")
+        body.append(f"  mapped by {step.ref.how}\n", "dim")
+        body.append(f"  {command_of(step.ref, 70)}\n")
+        if not step.ref.confident:
+            body.append("  ⚠ a guess from the working directory: check the command\n", "yellow")
+    for session in missing:
+        name = f"{project_name(session.cwd)} ({session.key})"
+        body.append(f"skipped {name}: no process mapped\n", "dim")
+    return body

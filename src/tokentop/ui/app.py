@@ -1,0 +1,419 @@
+"""The live app: a thin view over the engine's snapshots, plus keys that act on processes.
+
+Threading: the engine calls our listener from its own thread; the listener only posts a
+LedgerUpdated message, which replaces an older one still queued. Engine ticks, process
+lookups and signals run in thread workers and come back by message or call_from_thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.css.query import NoMatches
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Input
+
+from tokentop.budgets import Level, budget_use, crossings
+from tokentop.clock import Clock
+from tokentop.config import Budget, Config
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.ui import format as fmt
+from tokentop.ui import keys
+from tokentop.ui.actions import ActionsApp
+from tokentop.ui.detail import DetailView, SessionDetail
+from tokentop.ui.header import HeaderState, HeaderTotals
+from tokentop.ui.help import HelpScreen, ParseErrorsScreen
+from tokentop.ui.modals import BudgetChoice, BudgetModal
+from tokentop.ui.processes import ProcessControl, ProcessMapper
+from tokentop.ui.rows import (
+    SORTS,
+    Measured,
+    RowView,
+    SortName,
+    Status,
+    descending,
+    project_name,
+    row_view,
+    search_text,
+    sort_value,
+    status_of,
+    totals,
+    visible,
+)
+from tokentop.ui.table import SessionTable
+
+REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class EngineLike(Protocol):
+    """The part of tokentop.engine.Engine the app uses."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def snapshot(self) -> LedgerSnapshot: ...
+    def tick(self) -> LedgerSnapshot: ...
+    def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
+
+
+class LedgerUpdated(Message):
+    """The engine has a new snapshot; a newer one replaces this while it is still queued."""
+
+    def __init__(self, snapshot: LedgerSnapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, LedgerUpdated)
+
+
+class MainScreen(Screen[None]):
+    """Header, session table, filter line and footer."""
+
+    BINDINGS: ClassVar[list[BindingType]] = keys.bindings(keys.screen_ids())
+    AUTO_FOCUS = "#sessions"
+
+    def compose(self) -> ComposeResult:
+        yield HeaderTotals(id="header")
+        yield SessionTable(id="sessions")
+        yield Input(placeholder="filter: agent, project, model, session id…", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        app = self.app
+        if isinstance(app, TokentopApp):
+            app.main_ready()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        app = self.app
+        if isinstance(app, TokentopApp):
+            app.filter_text = event.value
+
+    def on_input_submitted(self) -> None:
+        self.query_one(SessionTable).focus()
+
+
+class TokentopApp(ActionsApp):
+    """top for token spend."""
+
+    CSS_PATH = "tokentop.tcss"
+    TITLE = "tokentop"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = keys.bindings(keys.APP_IDS)
+
+    snapshot: reactive[LedgerSnapshot | None] = reactive(None, always_update=True, init=False)
+    filter_text: reactive[str] = reactive("", init=False)
+
+    def __init__(
+        self,
+        engine: EngineLike,
+        *,
+        config: Config,
+        clock: Clock,
+        controller: ProcessControl | None = None,
+        mapper: ProcessMapper | None = None,
+        read_only: bool = False,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.config = config
+        self.clock = clock
+        self.controller = controller
+        self.mapper = mapper
+        self.read_only = read_only or config.read_only
+        self.sort: SortName = "burn"
+        self.sort_reversed = False
+        self.refresh_s = config.refresh_s
+        self.tagged: set[str] = set()
+        self.overrides: dict[SessionKey, Budget] = {}
+        self.acted: dict[SessionKey, tuple[Status, float]] = {}
+        self.alert_levels: dict[SessionKey, Level] = {}
+        self.measured: dict[str, Measured] = {}
+        self.alerts_raised: list[tuple[SessionKey, Level]] = []
+        self._budgets: dict[tuple[SessionKey, str], Budget] = {}
+        self._timer: Timer | None = None
+        self._ticking = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[None]:
+        return MainScreen()
+
+    def on_mount(self) -> None:
+        self.set_keymap(self.config.keys)
+        self.engine.add_listener(self._on_engine_snapshot)
+        self._start_engine()
+        self._timer = self.set_interval(self.refresh_s, self._tick)
+
+    def main_ready(self) -> None:
+        """The main screen has its widgets: show the sort and any snapshot already here."""
+        self._resorted()
+
+    def on_unmount(self) -> None:
+        self.engine.stop()
+
+    def _on_engine_snapshot(self, snap: LedgerSnapshot) -> None:
+        """Runs on the engine thread: hand over, never touch widgets here."""
+        self.post_message(LedgerUpdated(snap))
+
+    @work(thread=True, group="engine")
+    def _start_engine(self) -> None:
+        self.engine.start()
+        self.post_message(LedgerUpdated(self.engine.snapshot()))
+
+    def _tick(self) -> None:
+        if not self._ticking:
+            self._ticking = True
+            self._tick_engine()
+
+    @work(thread=True, group="tick")
+    def _tick_engine(self) -> None:
+        """Re-evaluate rates now, so an idle session's burn decays to zero."""
+        try:
+            self.post_message(LedgerUpdated(self.engine.tick()))
+        finally:
+            self._ticking = False
+
+    def on_ledger_updated(self, message: LedgerUpdated) -> None:
+        new, old = message.snapshot, self.snapshot
+        if old is None or (new.version, new.taken_at) >= (old.version, old.taken_at):
+            self.snapshot = new
+
+    def watch_snapshot(self) -> None:
+        self.refresh_view()
+
+    def watch_filter_text(self) -> None:
+        self.refresh_view()
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    @property
+    def main_screen(self) -> MainScreen:
+        return next(s for s in self.screen_stack if isinstance(s, MainScreen))
+
+    @property
+    def main_table(self) -> SessionTable:
+        return self.main_screen.query_one(SessionTable)
+
+    def refresh_view(self) -> None:
+        """Measure every listed session, raise alerts, then update only what changed."""
+        snap = self.snapshot
+        if snap is None:
+            return
+        try:
+            table = self.main_table
+        except (NoMatches, StopIteration):
+            return
+        now = self.clock.now()
+        hide_after = self.config.hide_after_h * 3600
+        self.measured = {
+            m.row_key: m
+            for m in (self._measure(s, now) for s in visible(snap.sessions, now, hide_after))
+        }
+        self._raise_alerts()
+        shown = [m for m in self.measured.values() if self._matches(m)]
+        reverse = descending(self.sort, self.sort_reversed)
+        shown.sort(key=lambda m: sort_value(m.session, m.use, self.sort), reverse=reverse)
+        rows = {m.row_key: self._row(m) for m in shown}
+        table.sync(rows, [m.row_key for m in shown])
+        self._show_header(snap, now)
+        self._show_detail(snap, now)
+
+    def _measure(self, session: SessionSnapshot, now: float) -> Measured:
+        use = budget_use(session, self.budget_of(session), self.config.alerts)
+        activity = self.config.activity(session.last_ts, now)
+        status = status_of(activity, session.key, session.last_ts, self.acted)
+        return Measured(session, use, status)
+
+    def budget_of(self, session: SessionSnapshot) -> Budget:
+        override = self.overrides.get(session.key)
+        if override is not None:
+            return override
+        cache_key = (session.key, session.cwd)
+        budget = self._budgets.get(cache_key)
+        if budget is None:
+            budget = self._budgets[cache_key] = self.config.budget_for(
+                session.key.agent, session.cwd
+            )
+        return budget
+
+    def _matches(self, m: Measured) -> bool:
+        needle = self.filter_text.strip().lower()
+        return not needle or needle in f"{m.status} {search_text(m.session)}"
+
+    def _row(self, m: Measured) -> RowView:
+        return row_view(m.session, m.use, m.status, m.row_key in self.tagged)
+
+    def _raise_alerts(self) -> None:
+        """One notification and bell per session per threshold crossing (budgets.crossings)."""
+        current = {m.session.key: m.use.level for m in self.measured.values()}
+        live = {m.session.key for m in self.measured.values() if m.status == "live"}
+        self.alert_levels, raised = crossings(self.alert_levels, current, live)
+        for key, level in raised:
+            self.alerts_raised.append((key, level))
+            self._alert(self.measured[str(key)], level)
+
+    def _alert(self, m: Measured, level: Level) -> None:
+        what = "over budget" if level == Level.OVER else "near its budget"
+        share = fmt.percent(m.use.fraction or 0.0)
+        self.notify(
+            f"{project_name(m.session.cwd)} ({m.session.key}) is {what}: {share} used",
+            title="Budget",
+            severity="error" if level == Level.OVER else "warning",
+            timeout=10,
+        )
+        if self.config.alerts.bell:
+            self.bell()
+
+    def _show_header(self, snap: LedgerSnapshot, now: float) -> None:
+        midnight = dt.datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        statuses = {m.session.key: m.status for m in self.measured.values()}
+        figures = totals(snap, len(self.measured), statuses, midnight.timestamp())
+        state = HeaderState(
+            self.sort,
+            descending(self.sort, self.sort_reversed),
+            self.refresh_s,
+            self.filter_text,
+            len(self.tagged & set(self.measured)),
+            self.read_only,
+            self.config.keys.get("show-errors", keys.DEFAULT_KEYS["show-errors"].keys),
+        )
+        self.main_screen.query_one(HeaderTotals).show(figures, state)
+
+    def _show_detail(self, snap: LedgerSnapshot, now: float) -> None:
+        screen = self.screen
+        if not isinstance(screen, SessionDetail):
+            return
+        m = self.measured.get(str(screen.key))
+        session = m.session if m else next((s for s in snap.sessions if s.key == screen.key), None)
+        if session is None:
+            return
+        use = m.use if m else budget_use(session, self.budget_of(session), self.config.alerts)
+        status = m.status if m else "ended"
+        screen.show(DetailView(session, use, status, snap.files, now))
+
+    # -- keys that only change the view ------------------------------------------------------
+
+    def current(self) -> Measured | None:
+        key = self.main_table.current_key
+        return self.measured.get(key) if key else None
+
+    def targets(self) -> list[Measured]:
+        """Tagged sessions still listed, else the one under the cursor."""
+        tagged = [m for key, m in self.measured.items() if key in self.tagged]
+        if tagged:
+            return tagged
+        here = self.current()
+        return [here] if here else []
+
+    def action_filter(self) -> None:
+        field = self.main_screen.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    def action_clear(self) -> None:
+        """Escape: clear the filter, then the tags."""
+        field = self.main_screen.query_one("#filter", Input)
+        if field.display or self.filter_text:
+            field.value = ""
+            field.display = False
+            self.main_table.focus()
+        elif self.tagged:
+            self.tagged.clear()
+            self.refresh_view()
+
+    def action_sort(self, step: int) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + step) % len(SORTS)]
+        self._resorted()
+
+    def action_reverse_sort(self) -> None:
+        self.sort_reversed = not self.sort_reversed
+        self._resorted()
+
+    def _resorted(self) -> None:
+        self.main_table.mark_sort(self.sort, descending(self.sort, self.sort_reversed))
+        self.refresh_view()
+
+    def action_tag(self) -> None:
+        table = self.main_table
+        key = table.current_key
+        if key is None:
+            return
+        self.tagged ^= {key}
+        self.refresh_view()
+        table.move_cursor(row=table.cursor_row + 1)
+
+    async def action_open_details(self) -> None:
+        here = self.current()
+        if here is None:
+            return
+        screen = SessionDetail(here.session.key)
+        await self.push_screen(screen)
+        self.refresh_view()
+        self.lookup_process(screen, here.session)
+
+    def action_refresh_rate(self, step: int) -> None:
+        index = min(range(len(REFRESH_STEPS)), key=lambda i: abs(REFRESH_STEPS[i] - self.refresh_s))
+        self.refresh_s = REFRESH_STEPS[max(0, min(len(REFRESH_STEPS) - 1, index + step))]
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(self.refresh_s, self._tick)
+        self.refresh_view()
+
+    def action_show_errors(self) -> None:
+        if self.snapshot is not None:
+            self.push_screen(ParseErrorsScreen(self.snapshot.files))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            rows = keys.key_help(self.config.keys, self.read_only)
+            self.push_screen(HelpScreen(rows, 'Rebind keys in config.toml: [keys] kill = "K"'))
+
+    def action_budget(self) -> None:
+        here = self.current()
+        if here is None:
+            return
+        session = here.session
+        label = f"{project_name(session.cwd)} ({session.key})"
+
+        def chosen(choice: BudgetChoice | None) -> None:
+            if choice is None:
+                return
+            if choice.budget is None:
+                self.overrides.pop(session.key, None)
+            else:
+                self.overrides[session.key] = choice.budget
+            self.refresh_view()
+
+        self.push_screen(BudgetModal(label, self.budget_of(session)), chosen)
+
+
+def make_app(
+    engine: EngineLike,
+    *,
+    config: Config,
+    clock: Clock,
+    controller: ProcessControl | None = None,
+    mapper: ProcessMapper | None = None,
+    read_only: bool = False,
+) -> TokentopApp:
+    """The app over `engine`. It starts the engine on mount and stops it on exit.
+
+    Without a controller and mapper the action keys explain that process control is off.
+    """
+    return TokentopApp(
+        engine,
+        config=config,
+        clock=clock,
+        controller=controller,
+        mapper=mapper,
+        read_only=read_only,
+    )

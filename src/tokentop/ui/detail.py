@@ -1,0 +1,193 @@
+"""SessionDetail: one session's burn chart, tokens by kind and model, tools, process and files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tokentop.budgets import BudgetUse
+from tokentop.model import FileHealth, SessionKey, SessionSnapshot
+from tokentop.ui import format as fmt
+from tokentop.ui.processes import ProcessInfo, command_of
+from tokentop.ui.rows import budget_text, eta_text, project_name, short_model
+
+CHART_HEIGHT = 5
+KINDS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "reasoning")
+
+
+class DetailView(NamedTuple):
+    """Everything the detail screen shows, gathered by the app on each snapshot."""
+
+    session: SessionSnapshot
+    use: BudgetUse
+    status: str
+    files: Sequence[FileHealth]
+    now: float
+
+
+class SessionDetail(Screen[None]):
+    """The selected session in depth; updated live while open."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+    ]
+
+    def __init__(self, key: SessionKey) -> None:
+        super().__init__()
+        self.key = key
+        self.process_text: Text = Text("looking for its process…", style="dim")
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="detail-title")
+        yield Static(id="burn-chart")
+        with Horizontal(id="detail-body"):
+            with VerticalScroll(classes="detail-column"):
+                yield Static(id="detail-tokens", classes="panel")
+                yield Static(id="detail-models", classes="panel")
+                yield Static(id="detail-timeline", classes="panel")
+            with Vertical(classes="detail-column"):
+                yield Static(id="detail-process", classes="panel")
+                yield Static(id="detail-tools", classes="panel")
+                yield Static(id="detail-files", classes="panel")
+        yield Footer()
+
+    def show(self, view: DetailView) -> None:
+        s = view.session
+        self.query_one("#detail-title", Static).update(title_text(view))
+        chart = burn_chart(s, self.size.width - 16)
+        self.query_one("#burn-chart", Static).update(chart)
+        self._panel("#detail-tokens", "Tokens by kind", tokens_table(s))
+        self._panel("#detail-models", "By model", models_table(s))
+        self._panel("#detail-timeline", "Model timeline", timeline_text(s, view.now))
+        self._panel("#detail-tools", "Tools", tools_table(s, view.now))
+        self._panel("#detail-files", "Files", files_table(s, view.files))
+        self._panel("#detail-process", "Process", self.process_text)
+
+    def show_process(self, ref: ProcessInfo | None) -> None:
+        self.process_text = process_text(ref)
+        self._panel("#detail-process", "Process", self.process_text)
+
+    def _panel(self, selector: str, title: str, body: RenderableType) -> None:
+        self.query_one(selector, Static).update(Group(Text(title, style="bold underline"), body))
+
+
+def title_text(view: DetailView) -> Text:
+    s, use = view.session, view.use
+    budget = budget_text(use) or "no budget"
+    eta = eta_text(use)
+    return Text.assemble(
+        (f"{project_name(s.cwd)}", "bold"),
+        f"  {s.key}  ",
+        (view.status, "bold"),
+        f"  {s.cwd}" + (f" ({s.branch})" if s.branch else ""),
+        "\n",
+        f"{fmt.compact(s.tokens.total)} tokens  {fmt.cost(s.cost_usd, s.unpriced_models)}  ",
+        f"{s.responses} responses  started {fmt.duration(view.now - s.first_ts)} ago, ",
+        f"last activity {fmt.duration(view.now - s.last_ts)} ago   budget {budget}",
+        f"  ETA {eta}" if eta else "",
+    )
+
+
+def burn_chart(s: SessionSnapshot, width: int) -> Group:
+    """One column group per minute, stretched to the width, zero at the bottom."""
+    heading = Text.assemble(
+        ("Burn (tokens/min)  ", "bold underline"),
+        f"now {fmt.compact(s.tokens_per_min)}/m  {fmt.cost(s.usd_per_hour, s.unpriced_models)}/h",
+    )
+    series = list(s.burn_series)[-max(width, 1) :]
+    if not series:
+        return Group(heading, Text("no activity in the last minutes", style="dim"))
+    stretch = max(1, min(6, width // len(series)))
+    columns = [v for v in series for _ in range(stretch)]
+    label = f"max {fmt.compact(max(series))}/m"
+    lines = [
+        Text.assemble((f"{label if i == 0 else '':>12} ", "dim"), (row, "cyan"))
+        for i, row in enumerate(fmt.bar_chart(columns, CHART_HEIGHT))
+    ]
+    start = f"-{len(series)}m"
+    axis = " " * 13 + start + "now".rjust(len(columns) - len(start))
+    return Group(heading, *lines, Text(axis, style="dim"))
+
+
+def tokens_table(s: SessionSnapshot) -> Table:
+    table = Table("kind", "tokens", "share", box=None, header_style="dim")
+    total = s.tokens.total or 1
+    for kind in KINDS:
+        count: int = getattr(s.tokens, kind)
+        if count:
+            table.add_row(kind, fmt.compact(count), fmt.percent(count / total))
+    table.add_row(Text("total", style="bold"), Text(fmt.compact(s.tokens.total), style="bold"))
+    return table
+
+
+def models_table(s: SessionSnapshot) -> Table:
+    table = Table("model", "tokens", "resp", "cost", box=None, header_style="dim")
+    for m in sorted(s.models, key=lambda m: -m.tokens.total):
+        cost = fmt.usd(m.cost_usd) if m.cost_usd is not None else Text("no price", "yellow")
+        table.add_row(short_model(m.model), fmt.compact(m.tokens.total), str(m.responses), cost)
+    return table
+
+
+def timeline_text(s: SessionSnapshot, now: float) -> Text:
+    if not s.model_timeline:
+        return Text("no model recorded", style="dim")
+    parts = [f"{fmt.duration(now - ts)} ago {short_model(model)}" for ts, model in s.model_timeline]
+    return Text(" → ".join(parts))
+
+
+def tools_table(s: SessionSnapshot, now: float) -> Group:
+    summary = Text(f"{s.tool_calls} calls, {s.tool_errors} errors", style="dim")
+    top = sorted(s.tools, key=lambda t: -t.calls)[:6]
+    counts = ", ".join(f"{t.name} {t.calls}" + (f" ({t.errors}✗)" if t.errors else "") for t in top)
+    recent = Table("ago", "tool", "result", "input", box=None, header_style="dim")
+    for call in list(s.recent_tools)[-8:][::-1]:
+        result = (
+            Text("…", "dim")
+            if call.is_error is None
+            else Text("error", "bold red")
+            if call.is_error
+            else Text("ok", "green")
+        )
+        recent.add_row(fmt.duration(now - call.timestamp), call.name, result, call.input_hash[:8])
+    return Group(summary, Text(counts), recent)
+
+
+def files_table(s: SessionSnapshot, health: Sequence[FileHealth]) -> Table:
+    by_path = {f.path: f for f in health}
+    table = Table("lines", "bad", "file", box=None, header_style="dim")
+    for path in s.files:
+        f = by_path.get(path)
+        lines = str(f.lines) if f else "?"
+        bad = Text(str(f.bad_lines), "bold red") if f and f.bad_lines else Text("0", "dim")
+        where = Text(path)
+        if f and f.last_error:
+            where.append(f"\n{f.last_error}", style="yellow")
+        table.add_row(lines, bad, where)
+    return table
+
+
+def process_text(ref: ProcessInfo | None) -> Text:
+    if ref is None:
+        return Text(
+            "no process mapped: start the agent with `tokentop run -- …` or install the hook",
+            style="yellow",
+        )
+    guess = "" if ref.confident else "  (a guess: check the command)"
+    return Text.assemble(
+        ("pid ", "dim"),
+        (str(ref.pid), "bold"),
+        ("  mapped by ", "dim"),
+        ref.how,
+        (guess, "yellow"),
+        "\n",
+        command_of(ref, 200),
+    )

@@ -1,0 +1,69 @@
+"""HeaderTotals: today's spend, the burn right now, live sessions, and what needs attention."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from rich.text import Text
+from textual.widgets import Static
+
+from tokentop.ui import format as fmt
+from tokentop.ui.rows import Totals
+
+
+class HeaderState(NamedTuple):
+    """What the header shows besides the totals."""
+
+    sort: str
+    descending: bool
+    refresh_s: float
+    filter_text: str
+    tagged: int
+    read_only: bool
+    errors_key: str
+
+
+class HeaderTotals(Static):
+    """Two lines: money and rates, then view state and warnings."""
+
+    def show(self, totals: Totals, state: HeaderState) -> None:
+        self.update(Text("\n").join([money_line(totals), state_line(totals, state)]))
+
+
+def money_line(t: Totals) -> Text:
+    cost = fmt.usd(t.cost) if not t.cost_is_lower_bound else f"≥{fmt.usd(t.cost)}"
+    per_hour = fmt.usd(t.usd_per_hour)
+    return Text.assemble(
+        ("tokentop", "bold"),
+        "  today ",
+        (f"{fmt.compact(t.tokens)} tok", "bold"),
+        " ",
+        (cost, "bold"),
+        "   now ",
+        (f"{fmt.compact(t.tokens_per_min)} tok/min", "bold cyan"),
+        " ",
+        (f"{per_hour}/h", "bold cyan"),
+        "   live ",
+        (str(t.live), "bold green"),
+        f" of {t.listed}",
+    )
+
+
+def state_line(t: Totals, s: HeaderState) -> Text:
+    line = Text.assemble(
+        ("sort ", "dim"),
+        f"{s.sort}{'▼' if s.descending else '▲'}",
+        ("   refresh ", "dim"),
+        f"{s.refresh_s:g}s",
+    )
+    if s.filter_text:
+        line.append_text(Text.assemble(("   filter ", "dim"), (repr(s.filter_text), "bold")))
+    if s.tagged:
+        line.append_text(Text.assemble("   ", (f"{s.tagged} tagged", "bold")))
+    if t.bad_lines:
+        where = f"{t.bad_files} file{'s' if t.bad_files != 1 else ''}"
+        warning = f"   ⚠ {t.bad_lines} unparseable lines in {where} ({s.errors_key})"
+        line.append(warning, "bold yellow")
+    if s.read_only:
+        line.append("   READ-ONLY", "bold reverse")
+    return line

@@ -1,0 +1,235 @@
+"""The session table's view model: one RowView of plain strings per session.
+
+Rows are compared as tuples, so the table touches only the cells whose text changed.
+No Textual here; the widgets turn RowViews into styled cells.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Literal, NamedTuple
+
+from tokentop.budgets import BudgetUse, Level
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.ui import format as fmt
+
+Status = Literal["live", "idle", "ended", "paused", "killed"]
+SortName = Literal["burn", "cost", "tokens", "budget", "recent", "project", "agent"]
+SORTS: tuple[SortName, ...] = ("burn", "cost", "tokens", "budget", "recent", "project", "agent")
+TEXT_SORTS = frozenset({"project", "agent"})
+"""Text columns sort A→Z by default; numbers sort largest first."""
+SPARK_WIDTH = 10
+BAR_WIDTH = 6
+
+
+class Column(NamedTuple):
+    key: str
+    label: str
+    width: int
+    sort: SortName | None = None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("status", "STATUS", 8, "recent"),
+    Column("agent", "AGENT", 6, "agent"),
+    Column("project", "PROJECT", 16, "project"),
+    Column("models", "MODEL", 16),
+    Column("tokens", "TOKENS", 7, "tokens"),
+    Column("cost", "COST", 8, "cost"),
+    Column("burn", "BURN", 15, "burn"),
+    Column("spark", "LAST 10m", SPARK_WIDTH),
+    Column("budget", "BUDGET", BAR_WIDTH + 6, "budget"),
+    Column("eta", "ETA", 5),
+    Column("flags", "FLAGS", 5),
+)
+FLAG_LEGEND = (
+    ("O", "over budget"),
+    ("W", "budget warning"),
+    ("E", "unparseable lines in this session's files (details: enter)"),
+    ("?", "a model has no price, so cost is a lower bound"),
+    ("~", "tokens estimated with a tokenizer, not recorded"),
+)
+
+
+class RowView(NamedTuple):
+    """What one table row shows, as plain text plus the two facts that pick its colours."""
+
+    status: str
+    agent: str
+    project: str
+    models: str
+    tokens: str
+    cost: str
+    burn: str
+    spark: str
+    budget: str
+    eta: str
+    flags: str
+    level: Level
+    tagged: bool
+
+
+def project_name(cwd: str) -> str:
+    return os.path.basename(cwd.rstrip("/")) or cwd or "?"
+
+
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
+
+
+def short_model(model: str) -> str:
+    """claude-sonnet-4-5-20250929 -> sonnet-4-5: the part that tells models apart."""
+    return _DATE_SUFFIX.sub("", model.removeprefix("claude-"))
+
+
+def models_text(session: SessionSnapshot) -> str:
+    """The latest model, plus how many others the session used."""
+    names = [m for _, m in session.model_timeline] or [m.model for m in session.models]
+    if not names:
+        return "?"
+    others = len({*names} - {names[-1]})
+    return short_model(names[-1]) + (f" +{others}" if others else "")
+
+
+def burn_text(session: SessionSnapshot) -> str:
+    if session.tokens_per_min <= 0 and session.usd_per_hour <= 0:
+        return "—"
+    per_hour = fmt.cost(session.usd_per_hour, session.unpriced_models)
+    return f"{fmt.compact(session.tokens_per_min)}/m {per_hour}/h"
+
+
+def budget_text(use: BudgetUse) -> str:
+    if use.fraction is None:
+        return ""
+    mark = "≥" if use.lower_bound else ""
+    return f"{fmt.bar(use.fraction, BAR_WIDTH)} {mark}{fmt.percent(use.fraction)}"
+
+
+def eta_text(use: BudgetUse) -> str:
+    if use.eta_s is None:
+        return ""
+    return "over" if use.eta_s <= 0 else fmt.duration(use.eta_s)
+
+
+def flags_text(session: SessionSnapshot, use: BudgetUse) -> str:
+    flags = {Level.OVER: "O", Level.WARN: "W"}.get(use.level, "")
+    flags += "E" if session.bad_lines else ""
+    flags += "?" if session.unpriced_models else ""
+    return flags + ("~" if session.estimated else "")
+
+
+def row_view(session: SessionSnapshot, use: BudgetUse, status: Status, tagged: bool) -> RowView:
+    return RowView(
+        status,
+        session.key.agent,
+        project_name(session.cwd),
+        models_text(session),
+        fmt.compact(session.tokens.total),
+        fmt.cost(session.cost_usd, session.unpriced_models),
+        burn_text(session),
+        fmt.sparkline(session.burn_series, SPARK_WIDTH),
+        budget_text(use),
+        eta_text(use),
+        flags_text(session, use),
+        use.level,
+        tagged,
+    )
+
+
+def search_text(session: SessionSnapshot) -> str:
+    """Everything the filter matches against, lower-cased."""
+    models = " ".join(m.model for m in session.models)
+    parts = (str(session.key), session.cwd, session.branch, models)
+    return " ".join(parts).lower()
+
+
+def sort_value(session: SessionSnapshot, use: BudgetUse, sort: SortName) -> tuple[object, ...]:
+    """A key for `sort`; the session key last keeps equal rows in a stable order."""
+    tie = str(session.key)
+    if sort == "burn":
+        return (session.tokens_per_min, session.usd_per_hour, session.last_ts, tie)
+    if sort == "cost":
+        return (session.cost_usd, tie)
+    if sort == "tokens":
+        return (session.tokens.total, tie)
+    if sort == "budget":
+        return (use.fraction if use.fraction is not None else -1.0, tie)
+    if sort == "recent":
+        return (session.last_ts, tie)
+    if sort == "project":
+        return (project_name(session.cwd).lower(), tie)
+    return (session.key.agent, tie)
+
+
+def descending(sort: SortName, reverse: bool) -> bool:
+    return (sort not in TEXT_SORTS) != reverse
+
+
+class Measured:
+    """A listed session with its budget use and status, computed once per snapshot."""
+
+    __slots__ = ("row_key", "session", "status", "use")
+
+    def __init__(self, session: SessionSnapshot, use: BudgetUse, status: Status) -> None:
+        self.row_key = str(session.key)
+        self.session = session
+        self.use = use
+        self.status = status
+
+
+class Totals(NamedTuple):
+    """The header's figures."""
+
+    tokens: int
+    cost: float
+    cost_is_lower_bound: bool
+    usd_per_hour: float
+    tokens_per_min: float
+    live: int
+    listed: int
+    bad_lines: int
+    bad_files: int
+
+
+def totals(
+    snap: LedgerSnapshot, listed: int, statuses: Mapping[SessionKey, Status], since: float
+) -> Totals:
+    """Today's figures: sessions with activity since `since` (local midnight) count whole.
+
+    The snapshot has per-session totals only, so a session that started yesterday and is
+    still running counts its earlier tokens too.
+    """
+    today = [s for s in snap.sessions if s.last_ts >= since]
+    return Totals(
+        sum(s.tokens.total for s in today),
+        sum(s.cost_usd for s in today),
+        any(s.unpriced_models for s in today),
+        sum(s.usd_per_hour for s in snap.sessions),
+        sum(s.tokens_per_min for s in snap.sessions),
+        sum(1 for st in statuses.values() if st == "live"),
+        listed,
+        snap.bad_lines,
+        sum(1 for f in snap.files if f.bad_lines),
+    )
+
+
+def status_of(
+    activity: Status,
+    key: SessionKey,
+    last_ts: float,
+    actions: Mapping[SessionKey, tuple[Status, float]],
+) -> Status:
+    """An action's state (paused, killed) holds until the session shows activity after it."""
+    acted = actions.get(key)
+    if acted is not None and last_ts <= acted[1]:
+        return acted[0]
+    return activity
+
+
+def visible(
+    sessions: Iterable[SessionSnapshot], now: float, hide_after_s: float
+) -> list[SessionSnapshot]:
+    if hide_after_s <= 0:
+        return list(sessions)
+    return [s for s in sessions if now - s.last_ts <= hide_after_s]
