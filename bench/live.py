@@ -240,8 +240,9 @@ def drive(
             return LiveResult([], None, f"watcher exited with {proc.returncode} at startup")
         notes.append(f"no session line within {STARTUP_TIMEOUT_S:.0f} s of startup")
     delays: list[float | None] = []
+    jitter = random.Random(options.seed)  # so writes don't phase-lock with a poll loop
     for _ in range(options.writes):
-        time.sleep(options.interval_s)
+        time.sleep(options.interval_s * jitter.uniform(0.5, 1.5))
         written = append(transcript.path, transcript.response())
         seen = reader.wait_for(transcript.responses, SEEN_TIMEOUT_S)
         delays.append(None if seen is None else max(0.0, seen - written) * 1000.0)

@@ -29,6 +29,7 @@ from tools import (
     ccusage_native,
     ensure_corpus,
     isolated_env,
+    monitor_exe,
     warm_page_cache,
 )
 
@@ -171,19 +172,20 @@ def main(argv: list[str] | None = None) -> int:
 def print_environment(tokentop: list[str], peers: Path) -> None:
     """Versions, cores and load, since every figure depends on them."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"cores {os.cpu_count()}, load average before: {load}")
-    print(f"tokentop {version([*tokentop, '--version'])} ({' '.join(tokentop)}), git {git_rev()}")
-    print(f"{version([str(ccusage_native(peers)), '--version'])} (native, {peers})")
-    print(version([str(peers / "claude-monitor-venv/bin/claude-monitor"), "--version"]))
+    print(f"cores {os.cpu_count()}, load average before: {load}; git {git_rev()}")
+    print(f"tokentop: {version([*tokentop, '--version'])} ({' '.join(tokentop)})")
+    print(f"ccusage: {version([str(ccusage_native(peers)), '--version'])} (peers in {peers})")
+    print(f"claude-monitor: {version([str(monitor_exe(peers)), '--version'])}")
 
 
 def version(argv: list[str]) -> str:
+    """The first line of `--version`, or why there is none."""
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{Path(argv[0]).name}: not available ({exc})"
+        return f"not available ({exc})"
     lines = done.stdout.strip().splitlines()
-    return lines[0] if done.returncode == 0 and lines else f"{Path(argv[0]).name}: version unknown"
+    return lines[0] if done.returncode == 0 and lines else "version unknown"
 
 
 def git_rev() -> str:

@@ -115,6 +115,10 @@ def ccusage_native(peers: Path) -> Path:
     return found[0] if found else peers / "ccusage/node_modules/@ccusage/missing/bin/ccusage"
 
 
+def monitor_exe(peers: Path) -> Path:
+    return peers / "claude-monitor-venv/bin/claude-monitor"
+
+
 def build_tools(tokentop: list[str], peers: Path, scratch: Path) -> dict[str, Tool]:
     """All benchmarked tools, keyed by the name used in --tools and the report."""
     cache_root = scratch / "tokentop-cache"
@@ -136,7 +140,7 @@ def build_tools(tokentop: list[str], peers: Path, scratch: Path) -> dict[str, To
         return {"CLAUDE_CONFIG_DIR": str(c.path)}
 
     def monitor(c: Corpus) -> list[str]:
-        exe = str(peers / "claude-monitor-venv/bin/claude-monitor")
+        exe = str(monitor_exe(peers))
         view = ["--view", "daily", "--once", "--output", "json"]
         return [exe, *view, "--no-api", "--no-warehouse", "--data-paths", str(c.path)]
 
