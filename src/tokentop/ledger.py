@@ -53,6 +53,17 @@ class ToolAcc(msgspec.Struct, array_like=True, gc=False):
     errors: int = 0
 
 
+class RecentCall(msgspec.Struct, array_like=True, gc=False):
+    timestamp: float
+    name: str
+    input_hash: str
+    call_id: str
+    outcome: int = -1
+    """-1 while pending, 0 ok, 1 error."""
+    output_hash: str = ""
+    file_changing: bool = False
+
+
 class SessionState(msgspec.Struct):
     """Mutable accumulator for one session; persisted as-is by the cache."""
 
@@ -68,8 +79,9 @@ class SessionState(msgspec.Struct):
     """Minute index -> [tokens, cost]; the burn rate and chart read it."""
     timeline: list[tuple[float, str]] = msgspec.field(default_factory=list)
     tools: dict[str, ToolAcc] = msgspec.field(default_factory=dict)
-    recent: list[tuple[float, str, str, int, str]] = msgspec.field(default_factory=list)
-    """(timestamp, tool name, input hash, result: -1 pending / 0 ok / 1 error, call id)."""
+    recent: list[RecentCall] = msgspec.field(default_factory=list)
+    responses_since_change: int = 0
+    tokens_since_change: int = 0
     files: list[str] = msgspec.field(default_factory=list)
     estimated: bool = False
 
@@ -116,7 +128,10 @@ class SessionState(msgspec.Struct):
             mine_tool.errors += tool.errors
         for ts, model in other.timeline:
             self.note_model(ts, model)
-        self.recent = sorted(self.recent + other.recent)[-RECENT_TOOLS:]
+        merged = sorted(self.recent + other.recent, key=lambda c: c.timestamp)
+        self.recent = merged[-RECENT_TOOLS:]
+        self.responses_since_change += other.responses_since_change
+        self.tokens_since_change += other.tokens_since_change
         self.files += [f for f in other.files if f not in self.files]
         self.cwd = self.cwd or other.cwd
         self.branch = self.branch or other.branch
@@ -273,6 +288,7 @@ class Ledger:
         self._dirty.add(sid)
         if path and path not in session.files:
             session.files.append(path)
+        session.tokens_since_change += delta.total
         self._accumulate(session, model, event.timestamp, delta, cost_delta, responses=0)
         return 1
 
@@ -322,6 +338,8 @@ class Ledger:
             acc.unpriced = True
         else:
             acc.cost += cost
+        session.responses_since_change += 1
+        session.tokens_since_change += ti + to + tr + tw5 + tw1 + tx
         ts = event.timestamp
         if ts > session.last_ts:
             session.last_ts = ts
@@ -409,7 +427,17 @@ class Ledger:
         acc.calls += 1
         session.touch(event.timestamp)
         recent = session.recent
-        recent.append((event.timestamp, event.name, event.input_hash, -1, event.call_id))
+        recent.append(
+            RecentCall(
+                event.timestamp,
+                event.name,
+                event.input_hash,
+                event.call_id,
+                file_changing=event.file_changing,
+            )
+        )
+        if event.file_changing:
+            session.responses_since_change = session.tokens_since_change = 0
         if len(recent) > RECENT_TOOLS:
             del recent[0]
         return 1
@@ -425,8 +453,9 @@ class Ledger:
         recent = session.recent
         for i in range(len(recent) - 1, -1, -1):  # the result usually follows its call closely
             item = recent[i]
-            if item[4] == call_id:
-                recent[i] = (item[0], item[1], item[2], outcome, call_id)
+            if item.call_id == call_id:
+                item.outcome = outcome
+                item.output_hash = event.output_hash
                 break
         if outcome:
             name = self.state.tool_calls.get(call_id, "?")
@@ -533,13 +562,22 @@ def build_session_snapshot(
             for name, acc in sorted(state.tools.items(), key=lambda kv: -kv[1].calls)
         ),
         recent_tools=tuple(
-            RecentTool(ts, name, h, None if outcome < 0 else bool(outcome))
-            for ts, name, h, outcome, _ in state.recent
+            RecentTool(
+                c.timestamp,
+                c.name,
+                c.input_hash,
+                None if c.outcome < 0 else bool(c.outcome),
+                c.output_hash,
+                c.file_changing,
+            )
+            for c in state.recent
         ),
         files=tuple(state.files),
         bad_lines=bad_lines,
         estimated=state.estimated,
         parent=state.parent,
+        responses_since_change=state.responses_since_change,
+        tokens_since_change=state.tokens_since_change,
     )
 
 

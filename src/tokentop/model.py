@@ -157,6 +157,8 @@ class RecentTool(msgspec.Struct, frozen=True):
     input_hash: str
     is_error: bool | None
     """None while the result has not arrived."""
+    output_hash: str = ""
+    file_changing: bool = False
 
 
 class FileHealth(msgspec.Struct, frozen=True):
@@ -198,6 +200,9 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     bad_lines: int
     estimated: bool = False
     parent: str = ""
+    responses_since_change: int = 0
+    """Responses since the last file-changing tool call (the drift detector reads it)."""
+    tokens_since_change: int = 0
 
     @property
     def cost_known(self) -> bool:
