@@ -16,8 +16,10 @@ import msgspec
 
 from tokentop.sources import base
 
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-"""Cap on bytes read per call, so a cold read of a multi-GB file is done in bounded pieces."""
+DEFAULT_MAX_BYTES = 1024 * 1024
+"""Cap on bytes read per call. Bounds memory on multi-GB files, and measured faster than big
+reads: 200 MB cold read took ~50-100 ms in 1 MiB pieces against ~600 ms in 32 MiB ones
+(large buffers are fresh mmaps that page-fault and fall out of cache)."""
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 """O_NONBLOCK so a FIFO planted at a transcript path cannot hang the reader."""
