@@ -259,18 +259,17 @@ class Engine:
         from tokentop.watch import ChangeFeed
 
         self.load_cache()
-        self.scan()
-        self._notify()
-        roots = [r for _, r in self.roots]
         feed = ChangeFeed(
-            roots,
+            [r for _, r in self.roots],
             lambda p: self._source_for(p) is not None,
             self._on_changes,
             debounce_ms=self.debounce_ms,
             sweep_interval=self.sweep_s,
         )
         self._feed = feed
-        feed.start()
+        feed.start()  # before the scan, so nothing written during the scan is missed
+        self.scan()
+        self._notify()
         last_save = time.monotonic()
         while not self._stop.is_set():
             self._wake.wait()
