@@ -90,3 +90,19 @@ def test_export_restore_roundtrip_keeps_dedupe() -> None:
     again = Ledger.restore(msgspec.msgpack.decode(blob, type=LedgerState), price)
     again.apply([usage("a", 20), usage("a", 8)], "f1")
     assert again.snapshot(T0).sessions[0].tokens.total == 30
+
+
+def test_rate_card_matches_price_table_below_and_above_tier() -> None:
+    """The ledger's dot-product fast path must agree with PriceTable.cost on both sides of a
+    long-context tier."""
+    from tokentop.pricing import PriceTable
+
+    prices = PriceTable.default()
+    model = "gemini-2.5-pro"
+    assert prices.linear_limit(model) == 200_000
+    small = TokenCounts(input=10, output=500, cache_read=150_000, cache_write_5m=2000)
+    large = TokenCounts(input=10, output=500, cache_read=250_000, cache_write_1h=2000)
+    ledger = Ledger(prices.cost)
+    ledger.apply([UsageEvent(KEY, "a", T0, model, small), UsageEvent(KEY, "b", T0, model, large)])
+    expected = (prices.cost(model, small) or 0) + (prices.cost(model, large) or 0)
+    assert ledger.snapshot(T0).sessions[0].cost_usd == pytest.approx(expected, rel=1e-12)

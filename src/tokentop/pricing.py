@@ -295,6 +295,17 @@ class PriceTable:
         price = self.lookup(model)
         return None if price is None else price.cost(tokens)
 
+    def linear_limit(self, model: str) -> int:
+        """Input size up to which the model's cost is linear in its tokens (no tier applies).
+
+        The ledger prices ordinary responses with a per-kind dot product below this limit
+        and calls `cost` above it.
+        """
+        price = self.lookup(model)
+        if price is None or not price.tiers:
+            return 2**62
+        return price.tiers[0].threshold
+
     def with_overrides(self, overrides: Mapping[str, ModelPrice]) -> PriceTable:
         """A copy where each named model (any spelling `lookup` accepts) uses the given price."""
         merged = {**self._overrides, **{model_key(name): p for name, p in overrides.items()}}
