@@ -1,0 +1,587 @@
+"""Pilot tests of the live app: rows, live updates, keys, dialogs, alerts, process actions.
+
+Most use a fake engine serving fixed snapshots from another thread (as the real engine does)
+and a fake clock. The last test runs the real engine over a temp Claude Code root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from textual.message import Message
+from textual.pilot import Pilot
+from textual.widgets import Input, Static
+from textual.widgets.data_table import ColumnKey
+
+from tokentop.clock import FakeClock, SystemClock
+from tokentop.config import Alerts, Budgets, Config
+from tokentop.model import SessionSnapshot, TokenCounts
+from tokentop.ui.app import LedgerUpdated, MainScreen, TokentopApp, make_app
+from tokentop.ui.detail import SessionDetail
+from tokentop.ui.help import HelpScreen, ParseErrorsScreen
+from tokentop.ui.modals import BudgetModal, ConfirmModal
+from tokentop.ui.table import SessionTable
+from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, make_session, sample_sessions
+
+SIZE = (150, 30)
+
+
+class Harness:
+    """An app over a fake engine, with notifications and bells recorded."""
+
+    def __init__(
+        self,
+        sessions: tuple[SessionSnapshot, ...] | None = None,
+        *,
+        config: Config | None = None,
+        processes: FakeProcesses | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.engine = FakeEngine(ledger(sessions if sessions is not None else sample_sessions()))
+        self.app = make_app(
+            self.engine,
+            config=config or Config(),
+            clock=FakeClock(),
+            controller=processes,
+            mapper=processes,
+            read_only=read_only,
+        )
+        self.notes: list[tuple[str, dict[str, Any]]] = []
+        self.bells = 0
+        self.app.notify = self._notify  # type: ignore[method-assign]
+        self.app.bell = self._bell  # type: ignore[method-assign]
+        self.version = 1
+
+    def _notify(self, message: str, **kwargs: Any) -> None:
+        self.notes.append((message, kwargs))
+
+    def _bell(self) -> None:
+        self.bells += 1
+
+    def publish(self, sessions: tuple[SessionSnapshot, ...]) -> None:
+        self.version += 1
+        self.engine.publish(ledger(sessions, self.version))
+
+    @property
+    def table(self) -> SessionTable:
+        return self.app.main_table
+
+    def column(self, name: str) -> list[str]:
+        return [str(self.table.get_cell(row.key, name)) for row in self.table.ordered_rows]
+
+    def cell(self, project: str, name: str) -> str:
+        index = self.column("project").index(project)
+        return self.column(name)[index]
+
+
+def text_of(widget: Static) -> str:
+    """What a Static shows, as plain text."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text()
+
+
+async def settle(pilot: Pilot[None]) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def with_(session: SessionSnapshot, **changes: Any) -> SessionSnapshot:
+    return msgspec.structs.replace(session, **changes)
+
+
+def projects(h: Harness) -> list[str]:
+    return h.column("project")
+
+
+async def test_rows_show_each_session_sorted_by_burn() -> None:
+    h = Harness(config=Config(budgets=Budgets(usd=5.0)))
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert h.engine.started
+        assert projects(h) == ["api-gateway", "webshop", "ml-pipeline", "notes"]
+        assert h.column("status") == ["  live", "  live", "  idle", "  ended"]
+        assert h.cell("api-gateway", "tokens") == "2.2M"
+        assert h.cell("api-gateway", "burn") == "30.0k/m $9.90/h"
+        assert h.cell("api-gateway", "budget").endswith(" 86%")
+        assert h.cell("api-gateway", "flags") == "WE"
+        # an unpriced model never shows as $0
+        assert h.cell("ml-pipeline", "cost") == "?"
+        assert h.cell("ml-pipeline", "flags") == "?"
+        assert h.cell("notes", "burn") == "—"
+    assert h.engine.stopped
+
+
+async def test_engine_update_changes_cells_by_key_without_rebuilding() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        rows_before = dict(h.table.rows)
+        h.table.move_cursor(row=projects(h).index("webshop"))
+        steady, looping, codex, old = sample_sessions()
+        busier = with_(steady, tokens=TokenCounts(output=3_000_000), tokens_per_min=90_000.0)
+        h.publish((busier, looping, codex, old))
+        await settle(pilot)
+        assert h.cell("webshop", "tokens") == "3.0M"
+        assert projects(h)[0] == "webshop"  # re-sorted by burn
+        assert h.table.current_key == str(steady.key)  # the cursor followed its session
+        assert all(h.table.rows[k] is row for k, row in rows_before.items())
+
+
+async def test_only_changed_cells_are_updated() -> None:
+    sessions = tuple(make_session(f"s{i:03}", cwd=f"/p/proj{i}", tpm=float(i)) for i in range(500))
+    h = Harness(sessions)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert h.table.row_count == 500
+        updates: list[tuple[object, object]] = []
+        original = h.table.update_cell
+
+        def spy(row: Any, column: Any, value: Any, **kw: Any) -> None:
+            updates.append((row, column))
+            original(row, column, value, **kw)
+
+        h.table.update_cell = spy  # type: ignore[method-assign]
+        changed = with_(sessions[7], tokens=TokenCounts(output=9_999_999))
+        h.publish((*sessions[:7], changed, *sessions[8:]))
+        await settle(pilot)
+        assert updates == [(str(changed.key), "tokens")]
+
+
+async def test_sessions_appear_and_disappear_as_rows() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        newcomer = make_session("new-1", cwd="/home/dev/src/newproj", tpm=1.0)
+        h.publish((*sample_sessions()[:2], newcomer))
+        await settle(pilot)
+        assert sorted(projects(h)) == ["api-gateway", "newproj", "webshop"]
+
+
+def test_ledger_updated_replaces_an_older_queued_one() -> None:
+    a = LedgerUpdated(ledger(sample_sessions(), 1))
+    b = LedgerUpdated(ledger(sample_sessions(), 2))
+    assert b.can_replace(a)
+    assert not b.can_replace(Message())
+
+
+async def test_an_older_snapshot_arriving_late_is_ignored() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        h.app.post_message(LedgerUpdated(ledger(sample_sessions()[:1], 5)))
+        await settle(pilot)
+        h.app.post_message(LedgerUpdated(ledger(sample_sessions(), 3)))
+        await settle(pilot)
+        assert projects(h) == ["webshop"]
+
+
+async def test_tick_reevaluates_rates_in_a_worker() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        before = h.engine.ticks
+        h.app._tick()
+        await settle(pilot)
+        assert h.engine.ticks == before + 1
+
+
+async def test_filter_narrows_rows_and_escape_clears_it() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"gate")
+        await pilot.pause()
+        assert projects(h) == ["api-gateway"]
+        await pilot.press("enter")  # keeps the filter, back to the table
+        assert isinstance(h.app.focused, SessionTable)
+        assert projects(h) == ["api-gateway"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(projects(h)) == 4
+        assert not h.app.main_screen.query_one("#filter", Input).display
+
+
+async def test_filter_matches_agent_and_status() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"codex")
+        await pilot.pause()
+        assert projects(h) == ["ml-pipeline"]
+
+
+async def test_sort_keys_cycle_and_reverse() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        assert h.app.sort == "cost"
+        assert projects(h) == ["api-gateway", "webshop", "notes", "ml-pipeline"]
+        assert str(h.table.columns[ColumnKey("cost")].label) == "COST▼"
+        await pilot.press("I")  # htop's invert
+        await pilot.pause()
+        assert projects(h) == ["ml-pipeline", "notes", "webshop", "api-gateway"]
+        assert str(h.table.columns[ColumnKey("cost")].label) == "COST▲"
+        await pilot.press("I", "less_than_sign")
+        await pilot.pause()
+        assert h.app.sort == "burn"
+        assert projects(h)[0] == "api-gateway"
+
+
+async def test_text_columns_sort_a_to_z() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        h.app.sort = "project"
+        h.app.refresh_view()
+        assert projects(h) == ["api-gateway", "ml-pipeline", "notes", "webshop"]
+
+
+async def test_details_open_show_the_session_and_escape_goes_back() -> None:
+    procs = FakeProcesses({"e5f6-looping": FakeRef(4242, 1.0, ("claude",), "hook", True)})
+    h = Harness(processes=procs)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = h.app.screen
+        assert isinstance(screen, SessionDetail)
+        assert str(screen.key) == "claude:e5f6-looping"
+        title = text_of(screen.query_one("#detail-title", Static))
+        assert "api-gateway" in title
+        assert "pid 4242" in str(screen.process_text)
+        assert "mapped by hook" in str(screen.process_text)
+        files = text_of(screen.query_one("#detail-files", Static))
+        assert "line 77: truncated JSON" in files
+        await pilot.press("escape")
+        assert isinstance(h.app.screen, MainScreen)
+
+
+async def test_detail_follows_live_updates() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        steady, looping, codex, old = sample_sessions()
+        h.publish((steady, with_(looping, responses=4321), codex, old))
+        await settle(pilot)
+        title = text_of(h.app.screen.query_one("#detail-title", Static))
+        assert "4321 responses" in title
+
+
+async def test_parse_errors_are_listed_on_e() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        header = text_of(h.app.main_screen.query_one("#header", Static))
+        assert "3 unparseable lines in 1 file (e)" in header
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(h.app.screen, ParseErrorsScreen)
+        assert [f.bad_lines for f in h.app.screen.files if f.bad_lines] == [3]
+
+
+async def test_budget_key_sets_a_live_budget_and_alerts_once() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert h.cell("api-gateway", "budget") == ""
+        await pilot.press("b")
+        await pilot.pause()
+        assert isinstance(h.app.screen, BudgetModal)
+        await pilot.press(*"2", "enter")
+        await settle(pilot)
+        assert isinstance(h.app.screen, MainScreen)
+        assert h.cell("api-gateway", "budget").endswith("215%")
+        assert h.cell("api-gateway", "flags").startswith("O")
+        assert [kw["title"] for _, kw in h.notes] == ["Budget"]
+        assert h.bells == 1
+        h.publish(sample_sessions())  # same levels again: no repeat
+        await settle(pilot)
+        assert h.bells == 1
+
+
+async def test_budget_modal_rejects_garbage_and_can_reset() -> None:
+    h = Harness(config=Config(budgets=Budgets(usd=50.0)))
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        h.app.screen.query_one("#usd", Input).value = "lots"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(h.app.screen, BudgetModal)
+        assert "not a number" in text_of(h.app.screen.query_one("#budget-error", Static))
+        h.app.screen.query_one("#usd", Input).value = "10"
+        h.app.screen.query_one("#tokens", Input).value = "2M"
+        await pilot.press("enter")
+        await settle(pilot)
+        key = sample_sessions()[1].key
+        assert h.app.overrides[key].tokens == 2_000_000
+        await pilot.press("b")
+        await pilot.pause()
+        await pilot.click("#reset")
+        await settle(pilot)
+        assert key not in h.app.overrides
+        assert h.cell("api-gateway", "budget").endswith(" 9%")
+
+
+async def test_alert_fires_once_per_threshold_crossing() -> None:
+    h = Harness(config=Config(budgets=Budgets(usd=10.0)))
+    steady = make_session("s1", cost=1.0, tpm=100.0)
+    async with h.app.run_test(size=SIZE) as pilot:
+        h.publish((steady,))
+        await settle(pilot)
+        for cost in (7.0, 8.5, 9.0, 9.5, 10.5, 11.0, 12.0):
+            h.publish((with_(steady, cost_usd=cost),))
+            await settle(pilot)
+        messages = [m for m, kw in h.notes if kw.get("title") == "Budget"]
+        assert len(messages) == 2
+        assert "near its budget: 85% used" in messages[0]
+        assert "over budget: 105% used" in messages[1]
+        assert h.bells == 2
+
+
+async def test_alerts_can_be_silent_and_quiet_sessions_do_not_alert() -> None:
+    config = Config(budgets=Budgets(usd=1.0), alerts=msgspec.convert({"bell": False}, Alerts))
+    h = Harness(config=config)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # two live sessions are over $1 at start; the idle and ended ones stay quiet
+        assert sorted(m for m, _ in h.notes if "over budget" in m) == [
+            "api-gateway (claude:e5f6-looping) is over budget: 430% used",
+            "webshop (claude:a1b2c3d4-steady) is over budget: 210% used",
+        ]
+        assert h.bells == 0
+
+
+async def test_help_lists_keys_and_closes() -> None:
+    h = Harness(config=Config(keys={"kill": "K"}))
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(h.app.screen, HelpScreen)
+        assert ("K", "Kill the session's process (SIGKILL)", "kill") in h.app.screen.keys
+        await pilot.press("escape")
+        assert isinstance(h.app.screen, MainScreen)
+
+
+def procs_for_all() -> FakeProcesses:
+    return FakeProcesses(
+        {
+            "a1b2c3d4-steady": FakeRef(1001, 1.0, ("claude", "--resume", "a1"), "hook", True),
+            "e5f6-looping": FakeRef(1002, 1.0, ("claude",), "heuristic", False),
+        }
+    )
+
+
+async def test_tagged_rows_are_killed_together_after_confirming() -> None:
+    procs = procs_for_all()
+    h = Harness(processes=procs)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("space", "space")
+        await pilot.pause()
+        assert h.column("status")[:2] == ["● live", "● live"]
+        await pilot.press("k")
+        await settle(pilot)
+        modal = h.app.screen
+        assert isinstance(modal, ConfirmModal)
+        body = modal.body.plain
+        assert "pid 1001" in body and "claude --resume a1" in body
+        assert "pid 1002" in body and "a guess" in body
+        assert procs.calls == []
+        await pilot.press("y")
+        await settle(pilot)
+        assert sorted((verb, pid) for verb, pid, _, _ in procs.calls) == [
+            ("kill", 1001),
+            ("kill", 1002),
+        ]
+        assert all(origin == "key:k" for *_, origin in procs.calls)
+        assert h.column("status")[:2] == ["● killed", "● killed"]
+        assert sum("kill pid" in m for m, _ in h.notes) == 2
+
+
+async def test_cancel_sends_nothing() -> None:
+    procs = procs_for_all()
+    h = Harness(processes=procs)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+        assert isinstance(h.app.screen, ConfirmModal)
+        await pilot.press("n")
+        await settle(pilot)
+        assert procs.calls == []
+        assert isinstance(h.app.screen, MainScreen)
+
+
+async def test_p_pauses_then_resumes() -> None:
+    procs = procs_for_all()
+    h = Harness(processes=procs)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+        assert h.column("status")[0] == "  paused"
+        await pilot.press("p")
+        await settle(pilot)
+        assert "resume" in h.app.screen.body.plain  # type: ignore[attr-defined]
+        await pilot.press("y")
+        await settle(pilot)
+        assert [verb for verb, *_ in procs.calls] == ["pause", "resume"]
+        assert h.column("status")[0] == "  live"
+
+
+async def test_no_mapped_process_is_said_clearly() -> None:
+    h = Harness(processes=FakeProcesses())
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        assert isinstance(h.app.screen, MainScreen)
+        assert any("No process is mapped to api-gateway" in m for m, _ in h.notes)
+
+
+async def test_read_only_hides_and_refuses_actions() -> None:
+    procs = procs_for_all()
+    h = Harness(processes=procs, read_only=True)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        shown = {b.binding.id for b in h.app.screen.active_bindings.values() if b.enabled}
+        assert "kill" not in shown and "pause-resume" not in shown
+        assert "budget" in shown
+        await pilot.press("k", "t", "p")
+        await settle(pilot)
+        assert isinstance(h.app.screen, MainScreen)
+        assert procs.calls == []
+        header = text_of(h.app.main_screen.query_one("#header", Static))
+        assert "READ-ONLY" in header
+
+
+async def test_keys_rebound_in_config() -> None:
+    procs = procs_for_all()
+    h = Harness(processes=procs, config=Config(keys={"kill": "K", "filter": "f"}))
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        assert isinstance(h.app.screen, MainScreen)
+        await pilot.press("K")
+        await settle(pilot)
+        assert isinstance(h.app.screen, ConfirmModal)
+        await pilot.press("n", "f")
+        await pilot.pause()
+        assert isinstance(h.app.focused, Input)
+
+
+async def test_plus_and_minus_change_the_refresh_rate() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("plus")
+        assert h.app.refresh_s == 0.5
+        await pilot.press("minus", "minus")
+        assert h.app.refresh_s == 2.0
+        header = text_of(h.app.main_screen.query_one("#header", Static))
+        assert "refresh 2s" in header
+
+
+async def test_q_quits_and_stops_the_engine() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        assert h.app.return_code == 0
+    assert h.engine.stopped
+
+
+def test_make_app_returns_the_app() -> None:
+    app = make_app(FakeEngine(ledger(())), config=Config(), clock=FakeClock())
+    assert isinstance(app, TokentopApp)
+    assert not app.read_only
+
+
+def assistant_line(sid: str, n: int, output: int, cwd: str) -> str:
+    """One Claude Code assistant record, stamped now so it counts towards the burn rate."""
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    record = {
+        "type": "assistant",
+        "uuid": f"u{n}",
+        "sessionId": sid,
+        "timestamp": stamp,
+        "cwd": cwd,
+        "version": "2.0.14",
+        "requestId": f"req_{n}",
+        "message": {
+            "id": f"msg_{n}",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [{"type": "text", "text": "working on it"}],
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": output,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 1000,
+            },
+        },
+    }
+    return json.dumps(record) + "\n"
+
+
+async def wait_for(
+    pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 15.0
+) -> None:
+    """Poll while the real engine's threads work (a generous bound, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the app to update"
+        await pilot.pause(0.05)
+
+
+async def test_real_engine_appended_lines_change_tokens_and_burn(tmp_path: Path) -> None:
+    from tokentop.engine import Engine
+    from tokentop.pricing import PriceTable
+    from tokentop.sources.claude_code import ClaudeCodeSource
+
+    sid = "0d7f6a8e-1111-4222-8333-944455556666"
+    folder = tmp_path / "projects" / "-work-shop"
+    folder.mkdir(parents=True)
+    transcript = folder / f"{sid}.jsonl"
+    transcript.write_text(assistant_line(sid, 1, 500, "/work/shop"))
+    clock = SystemClock()
+    engine = Engine(
+        [ClaudeCodeSource(config_dirs=[tmp_path])], PriceTable.default().cost, clock=clock
+    )
+    app = make_app(engine, config=Config(), clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.main_table
+        key = f"claude:{sid}"
+
+        def cell(name: str) -> str:
+            return str(table.get_cell(key, name)) if key in app.measured else ""
+
+        await wait_for(pilot, lambda: cell("tokens") == "1.5k")
+        assert cell("project") == "shop"
+        assert cell("status").strip() == "live"
+        burn_before = cell("burn")
+        with transcript.open("a") as f:
+            f.write(assistant_line(sid, 2, 20_000, "/work/shop"))
+        await wait_for(pilot, lambda: cell("tokens") == "22.5k")
+        assert cell("burn") != burn_before
+        assert cell("cost").startswith("$")

@@ -1,0 +1,80 @@
+"""SVG snapshots of the main screens, from fixed data and a fixed clock.
+
+Update after an intended change with `pytest tests/test_snapshots.py --snapshot-update`,
+then look at the report before committing the new SVGs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from textual.pilot import Pilot
+
+from tokentop.clock import FakeClock
+from tokentop.config import Budgets, Config
+from tokentop.ui.app import TokentopApp, make_app
+from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, sample_sessions
+
+SIZE = (150, 32)
+SnapCompare = Callable[..., bool]
+
+
+def fixed_app() -> TokentopApp:
+    processes = FakeProcesses(
+        {
+            "a1b2c3d4-steady": FakeRef(
+                48213, 1.0, ("node", "/usr/bin/claude", "--resume", "a1b2c3d4"), "hook", True
+            ),
+            "e5f6-looping": FakeRef(48377, 1.0, ("claude",), "heuristic", False),
+        }
+    )
+    return make_app(
+        FakeEngine(ledger(sample_sessions())),
+        config=Config(budgets=Budgets(usd=10.0, tokens=5_000_000)),
+        clock=FakeClock(),
+        controller=processes,
+        mapper=processes,
+    )
+
+
+def keys_then_settle(*keys: str) -> Callable[[Pilot[None]], Any]:
+    """Wait for the engine worker, press keys, then wait for the workers they start."""
+
+    async def run(pilot: Pilot[None]) -> None:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        for key in keys:
+            await pilot.press(key)
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+
+    return run
+
+
+def compare(snap_compare: SnapCompare, keys: Sequence[str] = ()) -> bool:
+    return snap_compare(fixed_app(), terminal_size=SIZE, run_before=keys_then_settle(*keys))
+
+
+def test_main_screen(snap_compare: SnapCompare) -> None:
+    assert compare(snap_compare)
+
+
+def test_detail_view(snap_compare: SnapCompare) -> None:
+    assert compare(snap_compare, ["down", "enter"])
+
+
+def test_kill_confirm(snap_compare: SnapCompare) -> None:
+    assert compare(snap_compare, ["space", "space", "k"])
+
+
+def test_help(snap_compare: SnapCompare) -> None:
+    assert compare(snap_compare, ["question_mark"])
+
+
+def test_budget_modal(snap_compare: SnapCompare) -> None:
+    assert compare(snap_compare, ["b"])
+
+
+def test_filtered_and_sorted(snap_compare: SnapCompare) -> None:
+    assert compare(snap_compare, ["s", "slash", "a", "p", "i", "enter"])
