@@ -24,9 +24,11 @@ from textual.widgets.data_table import ColumnKey
 from tokentop.clock import FakeClock, SystemClock
 from tokentop.config import Alerts, Budgets, Config
 from tokentop.model import SessionSnapshot, TokenCounts
-from tokentop.ui.app import LedgerUpdated, MainScreen, TokentopApp, make_app
+from tokentop.ui.app import TokentopApp, make_app
 from tokentop.ui.detail import SessionDetail
 from tokentop.ui.help import HelpScreen, ParseErrorsScreen
+from tokentop.ui.main_screen import MainScreen
+from tokentop.ui.messages import LedgerUpdated
 from tokentop.ui.modals import BudgetModal, ConfirmModal
 from tokentop.ui.table import SessionTable
 from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, make_session, sample_sessions
@@ -54,6 +56,7 @@ class Harness:
             mapper=processes,
             read_only=read_only,
         )
+        self.app.min_redraw_s = 0.0  # draw every snapshot, so each step is observable
         self.notes: list[tuple[str, dict[str, Any]]] = []
         self.bells = 0
         self.app.notify = self._notify  # type: ignore[method-assign]
@@ -182,6 +185,21 @@ async def test_an_older_snapshot_arriving_late_is_ignored() -> None:
         h.app.post_message(LedgerUpdated(ledger(sample_sessions(), 3)))
         await settle(pilot)
         assert projects(h) == ["webshop"]
+
+
+async def test_a_burst_of_snapshots_is_drawn_once_with_the_newest() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        h.app.min_redraw_s = 3600.0
+        drawn = h.app.snapshot
+        steady, *rest = sample_sessions()
+        for n in (1, 2, 3):
+            h.publish((with_(steady, tokens=TokenCounts(output=n * 1_000_000)), *rest))
+        await settle(pilot)
+        assert h.app.snapshot is drawn  # held back: a draw happened moments ago
+        h.app._draw_pending()  # what the scheduled timer does
+        assert h.cell("webshop", "tokens") == "3.0M"
 
 
 async def test_tick_reevaluates_rates_in_a_worker() -> None:

@@ -7,7 +7,7 @@ upward crossing per session rather than on every refresh.
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Hashable, Iterable, Mapping
+from collections.abc import Container, Hashable, Mapping
 from enum import IntEnum
 from typing import TypeVar
 
@@ -108,7 +108,3 @@ def crossings(
             alerts.append((key, level))
         remembered[key] = level
     return remembered, alerts
-
-
-def levels(uses: Iterable[tuple[K, BudgetUse]]) -> dict[K, Level]:
-    return {key: use.level for key, use in uses}

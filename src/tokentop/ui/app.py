@@ -8,18 +8,16 @@ lookups and signals run in thread workers and come back by message or call_from_
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 from textual import work
-from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.css.query import NoMatches
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input
 
 from tokentop.budgets import Level, budget_use, crossings
 from tokentop.clock import Clock
@@ -29,8 +27,10 @@ from tokentop.ui import format as fmt
 from tokentop.ui import keys
 from tokentop.ui.actions import ActionsApp
 from tokentop.ui.detail import DetailView, SessionDetail
-from tokentop.ui.header import HeaderState, HeaderTotals
+from tokentop.ui.header import HeaderState
 from tokentop.ui.help import HelpScreen, ParseErrorsScreen
+from tokentop.ui.main_screen import MainScreen
+from tokentop.ui.messages import FilterEdited, LedgerUpdated
 from tokentop.ui.modals import BudgetChoice, BudgetModal
 from tokentop.ui.processes import ProcessControl, ProcessMapper
 from tokentop.ui.rows import (
@@ -51,6 +51,8 @@ from tokentop.ui.rows import (
 from tokentop.ui.table import SessionTable
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+MIN_REDRAW_S = 0.25
+"""Snapshots arriving faster than this are coalesced (the engine may send 10 per second)."""
 
 
 class EngineLike(Protocol):
@@ -61,44 +63,6 @@ class EngineLike(Protocol):
     def snapshot(self) -> LedgerSnapshot: ...
     def tick(self) -> LedgerSnapshot: ...
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
-
-
-class LedgerUpdated(Message):
-    """The engine has a new snapshot; a newer one replaces this while it is still queued."""
-
-    def __init__(self, snapshot: LedgerSnapshot) -> None:
-        super().__init__()
-        self.snapshot = snapshot
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, LedgerUpdated)
-
-
-class MainScreen(Screen[None]):
-    """Header, session table, filter line and footer."""
-
-    BINDINGS: ClassVar[list[BindingType]] = keys.bindings(keys.screen_ids())
-    AUTO_FOCUS = "#sessions"
-
-    def compose(self) -> ComposeResult:
-        yield HeaderTotals(id="header")
-        yield SessionTable(id="sessions")
-        yield Input(placeholder="filter: agent, project, model, session id…", id="filter")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#filter", Input).display = False
-        app = self.app
-        if isinstance(app, TokentopApp):
-            app.main_ready()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        app = self.app
-        if isinstance(app, TokentopApp):
-            app.filter_text = event.value
-
-    def on_input_submitted(self) -> None:
-        self.query_one(SessionTable).focus()
 
 
 class TokentopApp(ActionsApp):
@@ -141,6 +105,10 @@ class TokentopApp(ActionsApp):
         self._budgets: dict[tuple[SessionKey, str], Budget] = {}
         self._timer: Timer | None = None
         self._ticking = False
+        self.min_redraw_s = MIN_REDRAW_S
+        self._pending: LedgerSnapshot | None = None
+        self._last_draw = 0.0
+        self._draw_scheduled = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -153,9 +121,12 @@ class TokentopApp(ActionsApp):
         self._start_engine()
         self._timer = self.set_interval(self.refresh_s, self._tick)
 
-    def main_ready(self) -> None:
-        """The main screen has its widgets: show the sort and any snapshot already here."""
+    def on_main_screen_mounted(self) -> None:
+        """Show the sort and any snapshot that arrived before the widgets existed."""
         self._resorted()
+
+    def on_filter_edited(self, message: FilterEdited) -> None:
+        self.filter_text = message.text
 
     def on_unmount(self) -> None:
         self.engine.stop()
@@ -183,9 +154,28 @@ class TokentopApp(ActionsApp):
             self._ticking = False
 
     def on_ledger_updated(self, message: LedgerUpdated) -> None:
-        new, old = message.snapshot, self.snapshot
-        if old is None or (new.version, new.taken_at) >= (old.version, old.taken_at):
-            self.snapshot = new
+        """Keep the newest snapshot; draw at most every `min_redraw_s`.
+
+        Any cell update makes DataTable re-render every visible cell, so a burst of
+        snapshots is coalesced here, leaving the UI thread free to answer keys.
+        """
+        new, old = message.snapshot, self._pending or self.snapshot
+        if old is not None and (new.version, new.taken_at) < (old.version, old.taken_at):
+            return
+        self._pending = new
+        wait = self._last_draw + self.min_redraw_s - time.monotonic()
+        if wait <= 0:
+            self._draw_pending()
+        elif not self._draw_scheduled:
+            self._draw_scheduled = True
+            self.set_timer(wait, self._draw_pending)
+
+    def _draw_pending(self) -> None:
+        self._draw_scheduled = False
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._last_draw = time.monotonic()
+            self.snapshot = pending
 
     def watch_snapshot(self) -> None:
         self.refresh_view()
@@ -201,7 +191,7 @@ class TokentopApp(ActionsApp):
 
     @property
     def main_table(self) -> SessionTable:
-        return self.main_screen.query_one(SessionTable)
+        return self.main_screen.table
 
     def refresh_view(self) -> None:
         """Measure every listed session, raise alerts, then update only what changed."""
@@ -228,10 +218,15 @@ class TokentopApp(ActionsApp):
         self._show_detail(snap, now)
 
     def _measure(self, session: SessionSnapshot, now: float) -> Measured:
-        use = budget_use(session, self.budget_of(session), self.config.alerts)
+        """Reuse the last pass's work when the engine handed back the same session object
+        (it does for quiet sessions), so 500 listed sessions cost little per snapshot."""
+        budget = self.budget_of(session)
         activity = self.config.activity(session.last_ts, now)
         status = status_of(activity, session.key, session.last_ts, self.acted)
-        return Measured(session, use, status)
+        old = self.measured.get(str(session.key))
+        if old and old.session is session and old.status == status and old.use.budget == budget:
+            return old
+        return Measured(session, budget_use(session, budget, self.config.alerts), status)
 
     def budget_of(self, session: SessionSnapshot) -> Budget:
         override = self.overrides.get(session.key)
@@ -247,10 +242,17 @@ class TokentopApp(ActionsApp):
 
     def _matches(self, m: Measured) -> bool:
         needle = self.filter_text.strip().lower()
-        return not needle or needle in f"{m.status} {search_text(m.session)}"
+        if not needle:
+            return True
+        if not m.search:
+            m.search = f"{m.status} {search_text(m.session)}"
+        return needle in m.search
 
     def _row(self, m: Measured) -> RowView:
-        return row_view(m.session, m.use, m.status, m.row_key in self.tagged)
+        tagged = m.row_key in self.tagged
+        if m.row is None or m.row.tagged != tagged:
+            m.row = row_view(m.session, m.use, m.status, tagged)
+        return m.row
 
     def _raise_alerts(self) -> None:
         """One notification and bell per session per threshold crossing (budgets.crossings)."""
@@ -286,7 +288,7 @@ class TokentopApp(ActionsApp):
             self.read_only,
             self.config.keys.get("show-errors", keys.DEFAULT_KEYS["show-errors"].keys),
         )
-        self.main_screen.query_one(HeaderTotals).show(figures, state)
+        self.main_screen.header.show(figures, state)
 
     def _show_detail(self, snap: LedgerSnapshot, now: float) -> None:
         screen = self.screen
@@ -315,17 +317,12 @@ class TokentopApp(ActionsApp):
         return [here] if here else []
 
     def action_filter(self) -> None:
-        field = self.main_screen.query_one("#filter", Input)
-        field.display = True
-        field.focus()
+        self.main_screen.open_filter()
 
     def action_clear(self) -> None:
         """Escape: clear the filter, then the tags."""
-        field = self.main_screen.query_one("#filter", Input)
-        if field.display or self.filter_text:
-            field.value = ""
-            field.display = False
-            self.main_table.focus()
+        if self.main_screen.close_filter():
+            self.filter_text = ""
         elif self.tagged:
             self.tagged.clear()
             self.refresh_view()

@@ -167,15 +167,17 @@ def descending(sort: SortName, reverse: bool) -> bool:
 
 
 class Measured:
-    """A listed session with its budget use and status, computed once per snapshot."""
+    """A listed session with its budget use and status; its row and search text are memos."""
 
-    __slots__ = ("row_key", "session", "status", "use")
+    __slots__ = ("row", "row_key", "search", "session", "status", "use")
 
     def __init__(self, session: SessionSnapshot, use: BudgetUse, status: Status) -> None:
         self.row_key = str(session.key)
         self.session = session
         self.use = use
         self.status = status
+        self.row: RowView | None = None
+        self.search = ""
 
 
 class Totals(NamedTuple):

@@ -32,27 +32,30 @@ class KeyedText(Text):
     row_key: str = ""
 
 
-def cells(key: str, row: RowView) -> dict[str, Text]:
-    """Styled cells for a row; the status cell carries the row key."""
+def cells(key: str, row: RowView) -> list[Text]:
+    """Styled cells for a new row, in column order."""
+    return [cell(key, row, name) for name in FIELDS]
+
+
+def cell(key: str, row: RowView, name: str) -> Text:
+    """One styled cell; the status cell carries the row key (see KeyedText)."""
+    if name == "status":
+        status = KeyedText(("● " if row.tagged else "  ") + row.status, STATUS_STYLES[row.status])
+        status.row_key = key
+        return status
+    value: str = getattr(row, name)
     level_style = LEVEL_STYLES[row.level]
-    status = KeyedText(("● " if row.tagged else "  ") + row.status, STATUS_STYLES[row.status])
-    status.row_key = key
-    tag_style = "bold" if row.tagged else ""
-    styles = {
-        "project": tag_style,
-        "cost": level_style,
-        "burn": "bold" if row.burn != "—" else "dim",
-        "spark": "cyan",
-        "budget": level_style,
-        "eta": level_style,
-        "flags": level_style or "yellow",
-    }
-    out: dict[str, Text] = {"status": status}
-    for name in FIELDS[1:]:
-        value: str = getattr(row, name)
-        right = name in RIGHT_ALIGNED
-        out[name] = Text(value, styles.get(name, ""), justify="right" if right else "left")
-    return out
+    if name in ("cost", "budget", "eta"):
+        style = level_style
+    elif name == "flags":
+        style = level_style or "yellow"
+    elif name == "burn":
+        style = "bold" if value != "—" else "dim"
+    elif name == "spark":
+        style = "cyan"
+    else:
+        style = "bold" if name == "project" and row.tagged else ""
+    return Text(value, style, justify="right" if name in RIGHT_ALIGNED else "left")
 
 
 class SessionTable(DataTable[Text]):
@@ -88,7 +91,7 @@ class SessionTable(DataTable[Text]):
         for key, row in rows.items():
             old = self.shown.get(key)
             if old is None:
-                self.add_row(*cells(key, row).values(), key=key)
+                self.add_row(*cells(key, row), key=key)
             elif old != row:
                 self._update_changed(key, old, row)
             self.shown[key] = row
@@ -97,10 +100,9 @@ class SessionTable(DataTable[Text]):
 
     def _update_changed(self, key: str, old: RowView, new: RowView) -> None:
         restyle = old.level != new.level or old.tagged != new.tagged
-        fresh = cells(key, new)
         for index, name in enumerate(FIELDS):
             if restyle or old[index] != new[index]:
-                self.update_cell(key, name, fresh[name])
+                self.update_cell(key, name, cell(key, new, name))
 
     def _reorder(self, order: Sequence[str]) -> None:
         current = [row.key.value for row in self.ordered_rows]
