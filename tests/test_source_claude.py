@@ -349,7 +349,7 @@ def test_unknown_record_types_are_ignored_silently(tmp_path: Path) -> None:
     """New housekeeping types, including ones shaped unlike user/assistant records and a
     `progress` record nesting a subagent's usage (counted from the subagent's own file)."""
     nested = {"message": assistant("msg_sub", 999)}
-    records = [
+    records: list[dict[str, Any]] = [
         {"type": "summary", "summary": "x", "leafUuid": "u"},
         {"type": "queue-operation", "operation": "enqueue", "sessionId": "s1"},
         {"type": "system", "message": "a plain string", "sessionId": "s1"},
@@ -373,7 +373,7 @@ def test_bad_lines_are_counted_and_good_totals_unchanged(
     null_split["message"]["usage"]["cache_creation"]["ephemeral_1h_input_tokens"] = None
     bad_blocks = tool_result("t2")
     bad_blocks["message"]["content"] = [17]
-    bad = [
+    bad: list[dict[str, Any] | bytes] = [
         b'{"type":"assistant","message":{"id":"msg_6","usage":{"input_tok',  # truncated
         b"\x00\xff\xfe binary \x89PNG",
         b"not json at all",
