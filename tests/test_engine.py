@@ -1,0 +1,155 @@
+"""Engine integration: real files on disk, appended to, truncated and rotated while it runs.
+
+Totals must equal what the corpus generator says it wrote (its expected.json), however the
+bytes arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tokentop.engine import Engine
+from tokentop.model import LedgerSnapshot
+from tokentop.pricing import PriceTable
+from tokentop.sources.claude_code import ClaudeCodeSource
+
+GEN = Path(__file__).with_name("gen_claude_corpus.py")
+KINDS = ("input", "output", "cache_read", "cache_write")
+
+
+def make_corpus(out: Path, sessions: int = 6, turns: int = 25, seed: int = 3) -> dict[str, int]:
+    subprocess.run(
+        [sys.executable, str(GEN), str(out), "--sessions", str(sessions), "--turns", str(turns),
+         "--seed", str(seed), "--tool-bytes", "400"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    expected: dict[str, int] = json.loads((out / "expected.json").read_text())["totals"]
+    return expected
+
+
+def totals(snap: LedgerSnapshot) -> dict[str, int]:
+    out = dict.fromkeys(KINDS, 0)
+    for s in snap.sessions:
+        out["input"] += s.tokens.input
+        out["output"] += s.tokens.output
+        out["cache_read"] += s.tokens.cache_read
+        out["cache_write"] += s.tokens.cache_write
+    return out
+
+
+def engine_for(root: Path, cache_dir: Path | None = None, workers: int = 1) -> Engine:
+    source = ClaudeCodeSource(config_dirs=[root])
+    return Engine([source], PriceTable.default().cost, cache_dir=cache_dir, workers=workers)
+
+
+def test_cold_scan_equals_expected(tmp_path: Path) -> None:
+    expected = make_corpus(tmp_path / "c")
+    engine = engine_for(tmp_path / "c")
+    engine.scan()
+    assert totals(engine.snapshot()) == {k: expected[k] for k in KINDS}
+    assert len(engine.snapshot().sessions) == 6
+
+
+def test_two_process_scan_equals_sequential(tmp_path: Path, monkeypatch) -> None:
+    """The parallel cold scan must merge to exactly the sequential totals."""
+    import tokentop.coldscan as coldscan
+
+    expected = make_corpus(tmp_path / "c", sessions=20)
+    monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
+    engine = engine_for(tmp_path / "c", workers=2)
+    engine.scan()
+    snap = engine.snapshot()
+    assert totals(snap) == {k: expected[k] for k in KINDS}
+    sequential = engine_for(tmp_path / "c")
+    sequential.scan()
+    by_key = {s.key: s for s in sequential.snapshot().sessions}
+    for s in snap.sessions:
+        assert s.tokens == by_key[s.key].tokens
+        assert s.cost_usd == pytest.approx(by_key[s.key].cost_usd)
+        assert s.tool_calls == by_key[s.key].tool_calls
+
+
+def test_warm_restart_reads_nothing_new(tmp_path: Path) -> None:
+    expected = make_corpus(tmp_path / "c")
+    first = engine_for(tmp_path / "c", cache_dir=tmp_path / "cache")
+    first.scan()
+    first.save_cache()
+    assert first.bytes_read > 0
+    second = engine_for(tmp_path / "c", cache_dir=tmp_path / "cache")
+    second.load_cache()
+    second.scan()
+    assert second.bytes_read == 0
+    assert totals(second.snapshot()) == {k: expected[k] for k in KINDS}
+    files = sorted((tmp_path / "c" / "projects").rglob("*.jsonl"))
+    line = files[0].read_bytes().splitlines(keepends=True)[1]
+    with files[0].open("ab") as fh:
+        fh.write(line)  # a copy of an existing response: read, but deduped
+    second.scan()
+    assert second.bytes_read == len(line)
+    assert totals(second.snapshot()) == {k: expected[k] for k in KINDS}
+
+
+def _replay(src: Path, dst: Path, rnd: random.Random) -> None:
+    """Copy `src` into `dst` in random-sized appends (splitting lines), then truncate it
+    and write it again from scratch, then rotate it (rename away, rewrite in place)."""
+    data = src.read_bytes()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    pos = 0
+    while pos < len(data):
+        step = rnd.randint(1, 4000)
+        with dst.open("ab") as fh:
+            fh.write(data[pos : pos + step])
+        pos += step
+        time.sleep(rnd.random() * 0.004)
+    mode = rnd.choice(["truncate", "rotate", "none"])
+    if mode == "truncate":
+        with dst.open("wb") as fh:
+            fh.write(data[: len(data) // 2])
+        time.sleep(0.1)
+        with dst.open("ab") as fh:
+            fh.write(data[len(data) // 2 :])
+    elif mode == "rotate":
+        os.replace(dst, dst.with_suffix(".old"))
+        dst.write_bytes(data)
+
+
+def test_live_engine_with_appends_truncation_and_rotation(tmp_path: Path) -> None:
+    expected = make_corpus(tmp_path / "src", sessions=5, turns=30)
+    live = tmp_path / "live"
+    (live / "projects").mkdir(parents=True)
+    engine = engine_for(live)
+    seen: list[LedgerSnapshot] = []
+    engine.add_listener(seen.append)
+    engine.start()
+    try:
+        rnd = random.Random(5)
+        sources = sorted((tmp_path / "src" / "projects").rglob("*.jsonl"))
+        writers = [
+            threading.Thread(
+                target=_replay,
+                args=(f, live / f.relative_to(tmp_path / "src"), random.Random(rnd.random())),
+            )
+            for f in sources
+        ]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        want = {k: expected[k] for k in KINDS}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and totals(engine.snapshot()) != want:
+            time.sleep(0.05)
+        assert totals(engine.snapshot()) == want
+        assert seen, "listeners were never called"
+        assert engine.snapshot().bad_lines == 0
+    finally:
+        engine.stop()
