@@ -26,7 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "claude"
 DEMO = FIXTURES / "projects/-path-to-Demo/1af7fc5e-8455-4414-9ccd-011d40f70b2a.jsonl"
 DEMO_ID = "1af7fc5e-8455-4414-9ccd-011d40f70b2a"
 SUBAGENT_PARENT = "0a1b2c3d-4e5f-4061-8071-2a3b4c5d6e7f"
-GENERATOR = Path("/work/shared/bench/gen_claude_corpus.py")
+GENERATOR = Path(__file__).with_name("gen_claude_corpus.py")
 
 
 # -- helpers ----------------------------------------------------------------------------------

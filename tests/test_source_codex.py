@@ -29,7 +29,9 @@ from tokentop.sources import codex, codex_scan
 from tokentop.sources.codex import CodexFileParser, CodexSource
 
 FIXTURES = Path(__file__).parent / "fixtures" / "codex"
-SAMPLES = FIXTURES / "samples"  # copies of ../shared/samples/codex (see its SOURCES.md)
+SAMPLES = (
+    Path(__file__).parent / "fixtures" / "codex_samples"
+)  # copies of ../shared/samples/codex (see its SOURCES.md)
 RATE_LIMIT_SAMPLE = SAMPLES / "agent-sessions" / "codex_053_rate_limit.jsonl"
 ROLLOUT_SAMPLE = (
     SAMPLES
