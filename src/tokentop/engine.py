@@ -155,7 +155,8 @@ class Engine:
     def discover(self) -> list[Path]:
         found: list[Path] = []
         for source, root in self.roots:
-            found.extend(p for p in walk_files(root, (".jsonl",)) if source.is_transcript(p))
+            suffixes = getattr(source, "suffixes", (".jsonl",))
+            found.extend(p for p in walk_files(root, suffixes) if source.is_transcript(p))
         return found
 
     def scan(self) -> bool:

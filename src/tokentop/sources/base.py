@@ -42,6 +42,9 @@ class Source(Protocol):
     """One agent format: its roots on disk and a parser factory."""
 
     name: ClassVar[str]
+    """Agent name; also the SessionKey.agent of its events."""
+    # A source may also set `suffixes: tuple[str, ...]` (file endings to discover; the
+    # engine defaults to (".jsonl",)).
 
     def roots(self) -> list[Path]:
         """Directories to scan and watch; missing ones are skipped by the caller."""
