@@ -17,6 +17,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import platformdirs
 
+from tokentop.policy_config import Policy, policy_problem
+
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 Percent = Annotated[float, msgspec.Meta(gt=0, le=1000)]
@@ -122,6 +124,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prices: dict[str, Price] = {}
     roots: dict[str, list[str]] = {}
     """`[roots]`: extra directories per agent, e.g. `claude = ["~/work/.claude"]`."""
+    policy: Policy = msgspec.field(default_factory=Policy)
+    """`[policy.*]`: detector thresholds and actions (see policy_config.py)."""
 
     def activity(self, last_ts: float, now: float) -> Activity:
         """Live, idle or ended, from the time since the session's last activity."""
@@ -304,6 +308,9 @@ def _check(config: Config) -> None:
             raise _KeyError(["keys", action], f"unknown action; known: {', '.join(KEY_ACTIONS)}")
         if not keys.strip() or any(not k.strip() for k in keys.split(",")):
             raise _KeyError(["keys", action], 'expected a key name such as "k" or "ctrl+k"')
+    problem = policy_problem(config.policy)
+    if problem is not None:
+        raise _KeyError(*problem)
 
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
