@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tools import KINDS, Corpus, Totals
+from tools import KINDS, Corpus, Totals, differences
 
 if TYPE_CHECKING:
     from live import LiveResult
@@ -33,6 +33,9 @@ def print_table(corpora: list[Corpus], summaries: list[Summary]) -> None:
     print()
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    for s in summaries:
+        for path in s.kept:
+            print(f"kept {s.tool} output with wrong or changed totals: {path}")
     print()
 
 
@@ -44,7 +47,7 @@ def reference(summaries: list[Summary], corpus: str) -> Summary | None:
 
 
 def row(s: Summary, ref: Summary | None, expected: Totals) -> tuple[str, ...]:
-    if s.error is not None or not s.walls or s.totals is None:
+    if s.error is not None or not s.walls:
         return (s.tool, s.corpus, "-", "-", "-", "-", "-", s.error or "no runs")
     ratio = f"{s.wall / ref.wall:.2f}" if ref else "n/a"
     spread = f"{min(s.walls):.3f}-{max(s.walls):.3f}"
@@ -52,11 +55,17 @@ def row(s: Summary, ref: Summary | None, expected: Totals) -> tuple[str, ...]:
     return (s.tool, s.corpus, *cells, target(s, ref), totals_note(s.totals, ref, expected))
 
 
-def totals_note(totals: Totals, ref: Summary | None, expected: Totals) -> str:
-    """Compare with expected.json and, for kinds it reports, with the ccusage run."""
-    notes = [compare(totals, expected, "expected")]
-    if ref is not None and ref.totals is not None and ref.totals is not totals:
-        notes.append(compare(totals, ref.totals, REFERENCE))
+def totals_note(totals: list[Totals], ref: Summary | None, expected: Totals) -> str:
+    """Compare with expected.json and the ccusage run, and flag any run that disagreed."""
+    first = totals[0]
+    notes = [compare(first, expected, "expected")]
+    if ref is not None and ref.totals and ref.totals is not totals:
+        notes.append(compare(first, ref.totals[0], REFERENCE))
+    for i, other in enumerate(totals):
+        if other != first:
+            notes.append(
+                f"UNSTABLE: run {i + 1}/{len(totals)} {compare(other, expected, 'expected')}"
+            )
     return ", ".join(notes)
 
 
@@ -79,9 +88,7 @@ def pass_fail(ok: bool) -> str:
 
 def compare(got: Totals, want: Totals, label: str) -> str:
     """'= label' or the signed difference on every kind both sides report."""
-    if set(got) == {"total"}:
-        want = {"total": sum(want[k] for k in KINDS)}
-    diffs = {k: got[k] - want[k] for k in got if k in want and got[k] != want[k]}
+    diffs = differences(got, want)
     if not diffs:
         return f"= {label}"
     return f"!= {label} (" + ", ".join(f"{k} {d:+,}" for k, d in diffs.items()) + ")"

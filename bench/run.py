@@ -27,6 +27,7 @@ from tools import (
     Totals,
     build_tools,
     ccusage_native,
+    differences,
     ensure_corpus,
     isolated_env,
     monitor_exe,
@@ -45,7 +46,10 @@ class Summary:
     corpus: str
     walls: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
-    totals: Totals | None = None
+    totals: list[Totals] = field(default_factory=list)
+    """One per run, the untimed priming run included: a correct tool repeats itself."""
+    kept: list[str] = field(default_factory=list)
+    """Copies of outputs whose totals were wrong or changed, for inspection."""
     error: str | None = None
 
     @property
@@ -104,39 +108,50 @@ def read_totals(tool: Tool, result: RunResult) -> Totals | str:
         return f"unreadable output: {type(exc).__name__}: {exc}"
 
 
-def bench_corpus(tools: list[Tool], corpus: Corpus, reps: int, scratch: Path) -> list[Summary]:
+@dataclass(frozen=True)
+class Bench:
+    """What every run of one corpus shares."""
+
+    corpus: Corpus
+    env: dict[str, str]
+    scratch: Path
+    keep_dir: Path
+
+
+def bench_corpus(tools: list[Tool], bench: Bench, reps: int) -> list[Summary]:
     """Interleave the tools rep by rep, so drift on a shared machine hits all of them alike."""
-    env = isolated_env(scratch)
-    summaries = {t.name: Summary(t.name, corpus.name) for t in tools}
+    summaries = {t.name: Summary(t.name, bench.corpus.name) for t in tools}
     for tool in tools:
         if tool.prime is not None:
-            tool.prime(corpus)
-            record(summaries[tool.name], tool, run_once(tool, corpus, env, scratch / "prime.json"))
-            summaries[tool.name].walls.clear()
-            summaries[tool.name].rss.clear()
+            tool.prime(bench.corpus)
+            summary = summaries[tool.name]
+            record(summary, tool, bench, timed=False)
     for rep in range(reps):
         for tool in tools:
             summary = summaries[tool.name]
             if summary.error is None:
-                print(f"  {corpus.name} rep {rep + 1}/{reps}: {tool.name}", file=sys.stderr)
-                out = scratch / f"{tool.name}-{corpus.name}.json"
-                record(summary, tool, run_once(tool, corpus, env, out))
+                print(f"  {bench.corpus.name} rep {rep + 1}/{reps}: {tool.name}", file=sys.stderr)
+                record(summary, tool, bench, timed=True)
     return list(summaries.values())
 
 
-def record(summary: Summary, tool: Tool, result: RunResult | str) -> None:
-    if isinstance(result, str):
-        summary.error = result
+def record(summary: Summary, tool: Tool, bench: Bench, *, timed: bool) -> None:
+    """Run once and file the figures; keep the output if its totals look wrong."""
+    out = bench.scratch / f"{tool.name}-{bench.corpus.name}.json"
+    result = run_once(tool, bench.corpus, bench.env, out)
+    totals = result if isinstance(result, str) else read_totals(tool, result)
+    if isinstance(totals, str) or isinstance(result, str):
+        summary.error = totals if isinstance(totals, str) else str(result)
         return
-    totals = read_totals(tool, result)
-    if isinstance(totals, str):
-        summary.error = totals
-        return
-    if summary.totals is not None and totals != summary.totals:
-        summary.error = f"totals changed between runs: {summary.totals} then {totals}"
-    summary.totals = totals
-    summary.walls.append(result.wall_s)
-    summary.rss.append(result.peak_rss)
+    summary.totals.append(totals)
+    if differences(totals, bench.corpus.expected) or totals != summary.totals[0]:
+        bench.keep_dir.mkdir(parents=True, exist_ok=True)
+        kept = bench.keep_dir / f"{tool.name}-{bench.corpus.name}-{len(summary.totals)}.json"
+        shutil.copyfile(result.stdout_path, kept)
+        summary.kept.append(str(kept))
+    if timed:
+        summary.walls.append(result.wall_s)
+        summary.rss.append(result.peak_rss)
 
 
 def select_tools(all_tools: dict[str, Tool], names: list[str] | None) -> list[Tool]:
@@ -156,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp)
         tools = select_tools(build_tools(tokentop, args.peers_dir, scratch), args.tools)
         summaries: list[Summary] = []
+        env, keep_dir = isolated_env(scratch), args.corpus_dir / "kept"
         for corpus in corpora:
             warm_page_cache(corpus)
-            summaries += bench_corpus(tools, corpus, args.reps, scratch)
+            summaries += bench_corpus(tools, Bench(corpus, env, scratch, keep_dir), args.reps)
         live = live_path(tokentop, scratch, args)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print_table(corpora, summaries)

@@ -87,6 +87,13 @@ def isolated_env(scratch: Path) -> dict[str, str]:
     return env
 
 
+def differences(got: Totals, want: Totals) -> Totals:
+    """got - want on every kind got reports; a bare "total" is checked against the sum."""
+    if set(got) == {"total"}:
+        want = {"total": sum(want[k] for k in KINDS)}
+    return {k: got[k] - want[k] for k in got if k in want and got[k] != want[k]}
+
+
 def tokentop_totals(doc: Any) -> Totals:
     """Sum the `tokens` objects of a `tokentop sessions --json` array."""
     sessions = doc["sessions"] if isinstance(doc, dict) else doc
