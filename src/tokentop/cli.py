@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="stream changes as NDJSON")
     add_source_args(p)
     p.add_argument("--ndjson", action="store_true", help="one JSON object per line (default)")
+    p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
+    add_source_args(p)
+    p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
+    p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
     return parser
 
 
@@ -185,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sessions(args, sys.stdout)
         if args.command == "watch":
             return cmd_watch(args, sys.stdout)
+        if args.command == "guard":
+            from tokentop.guard import cmd_guard
+
+            return cmd_guard(args)
         return cmd_app(args)
     except CliError as exc:
         print(f"tokentop: {exc}", file=sys.stderr)

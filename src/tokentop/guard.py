@@ -1,0 +1,231 @@
+"""`tokentop guard`: enforce the policy without a screen, printing decisions and actions as NDJSON.
+
+The engine follows the transcripts; every new snapshot, and a 1 s tick (so rates decay and
+stalls show), is judged by `policy.evaluate`. A decision whose configured action is pause or
+kill is carried out on the session's process, found exactly when possible (a hook or launch
+record, then the file a Codex process holds open) and by agent name and cwd otherwise. A
+guessed mapping that is ambiguous is reported, never acted on. Lines printed:
+
+    {"type": "ready", "sessions": N}                        after the first full scan
+    {"type": "decision", "session": "claude:…", "detector": "loop", "action": "kill", …}
+    {"type": "action", "action": "kill", "ok": true, "pid": 123, "message": "…", …}
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import msgspec
+
+from tokentop.clock import Clock, SystemClock
+from tokentop.config import Config, ConfigError, load_config
+from tokentop.engine import Engine
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.output import iso
+from tokentop.policy import Decision, PolicyState, evaluate
+from tokentop.procs import (
+    Action,
+    ActionResult,
+    ProcessController,
+    ProcessRef,
+    default_action_log,
+    find_agent_processes,
+    find_by_open_file,
+    match_session,
+)
+from tokentop.registry import Registry, default_path
+
+Emit = Callable[[dict[str, Any]], None]
+TICK_S = 1.0
+EXIT_CONFIG = 2
+
+
+class SessionMapper:
+    """Finds the process running a session: recorded first, then open file, then a guess.
+
+    Satisfies the app's `ProcessMapper` protocol. Scans (all of /proc) happen only when asked,
+    i.e. when an action is due, not on every refresh.
+    """
+
+    def __init__(self, registry: Registry, controller: ProcessController) -> None:
+        self.registry = registry
+        self.controller = controller
+
+    def recorded(self, key: SessionKey) -> ProcessRef | None:
+        """The hook's or `tokentop run`'s record for the session, if its process still runs."""
+        record = self.registry.sessions().get(key)
+        ref = record.ref() if record is not None else None
+        if ref is None or self.controller.status(ref) == "gone":
+            return None
+        return ref
+
+    def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
+        ref = self.recorded(session.key)
+        if ref is None and session.key.agent == "codex" and session.files:
+            ref = find_by_open_file(session.files[-1])
+        if ref is None and session.cwd:
+            ref = match_session(session.cwd, find_agent_processes(), agent=session.key.agent)
+        return ref
+
+
+class Guard:
+    """Judges snapshots and carries out the decisions the config allows."""
+
+    def __init__(
+        self,
+        config: Config,
+        controller: ProcessController,
+        mapper: SessionMapper,
+        emit: Emit,
+        clock: Clock | None = None,
+        *,
+        act: bool = True,
+    ) -> None:
+        self.config = config
+        self.controller = controller
+        self.mapper = mapper
+        self.emit = emit
+        self.clock: Clock = clock or SystemClock()
+        self.act = act
+        self.state = PolicyState()
+
+    def check(self, snapshot: LedgerSnapshot) -> list[Decision]:
+        """Evaluate every session once; emit and enforce what is new."""
+        now = self.clock.now()
+        decided: list[Decision] = []
+        for session in snapshot.sessions:
+            alive = self._alive(session, now)
+            for decision in evaluate(session, self.config, now, self.state, process_alive=alive):
+                decided.append(decision)
+                self.emit(decision_dict(decision, session))
+                if decision.action in ("pause", "kill"):
+                    self.enforce(decision, session)
+        return decided
+
+    def _alive(self, session: SessionSnapshot, now: float) -> bool | None:
+        """Whether a recorded process still runs; only asked of sessions quiet long enough
+        to be stalled, so the refresh stays cheap."""
+        stall = self.config.policy.stall
+        if stall.action == "none" or now - session.last_ts < stall.minutes * 60:
+            return None
+        ref = self.mapper.recorded(session.key)
+        return None if ref is None else self.controller.status(ref) == "running"
+
+    def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
+        ref = self.mapper.processes_for(session) if self.act else None
+        origin = f"policy:{decision.detector}"
+        if not self.act:
+            self._not_acted(decision, 0, "dry run: nothing was signalled")
+        elif ref is None:
+            self._not_acted(decision, 0, "no process is mapped to this session; not acted")
+        elif not ref.confident:
+            note = f"the mapping to pid {ref.pid} is a guess (several {ref.agent or 'agent'} "
+            self._not_acted(decision, ref.pid, note + "processes in this cwd); not acted")
+        else:
+            act = self.controller.pause if decision.action == "pause" else self.controller.kill
+            result = act(ref, decision.reason, origin, session=str(session.key))
+            self.emit(action_dict(result, decision, ref))
+
+    def _not_acted(self, decision: Decision, pid: int, message: str) -> None:
+        verb: Action = "pause" if decision.action == "pause" else "kill"
+        result = ActionResult(
+            verb,
+            False,
+            (),
+            message,
+            decision.reason,
+            f"policy:{decision.detector}",
+            self.clock.now(),
+            pid,
+            str(decision.session),
+        )
+        self.emit(action_dict(result, decision, None))
+
+
+def decision_dict(decision: Decision, session: SessionSnapshot) -> dict[str, Any]:
+    return {
+        "type": "decision",
+        "session": str(decision.session),
+        "agent": decision.session.agent,
+        "session_id": decision.session.session_id,
+        "cwd": session.cwd,
+        "detector": decision.detector,
+        "action": decision.action,
+        "level": decision.level,
+        "reason": decision.reason,
+        "time": iso(decision.timestamp),
+    }
+
+
+def action_dict(result: ActionResult, decision: Decision, ref: ProcessRef | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": "action", **msgspec.to_builtins(result)}
+    data["time"] = iso(result.timestamp)
+    data["detector"] = decision.detector
+    if ref is not None:
+        data["mapping"] = ref.how
+        data["command"] = ref.command
+    return data
+
+
+class NdjsonOut:
+    """One compact JSON object per line, flushed, safe to call from any thread."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def __call__(self, obj: dict[str, Any]) -> None:
+        with self.lock:
+            self.out.write(msgspec.json.encode(obj).decode() + "\n")
+            self.out.flush()
+
+
+def run(engine: Engine, guard: Guard, stop: threading.Event, tick: float = TICK_S) -> None:
+    """Follow the engine until `stop` is set; judge each new snapshot, or a fresh one per tick."""
+    latest: list[LedgerSnapshot] = []
+    wake = threading.Event()
+
+    def on_snapshot(snap: LedgerSnapshot) -> None:
+        latest[:] = [snap]  # only the newest matters; an older one queued is dropped
+        wake.set()
+
+    engine.add_listener(on_snapshot)
+    engine.start()
+    ready = False
+    try:
+        while not stop.is_set():
+            wake.wait(tick)
+            wake.clear()
+            snap = latest.pop() if latest else (engine.snapshot() if ready else None)
+            if snap is None:
+                continue
+            if not ready:
+                ready = True
+                guard.emit({"type": "ready", "sessions": len(snap.sessions)})
+            guard.check(snap)
+    finally:
+        engine.stop()
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    from tokentop.cli import make_engine
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"tokentop: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    controller = ProcessController(log_path=default_action_log())
+    mapper = SessionMapper(Registry(args.registry or default_path()), controller)
+    guard = Guard(config, controller, mapper, NdjsonOut(sys.stdout), act=not args.dry_run)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        run(make_engine(args), guard, stop)
+    return 0

@@ -1,0 +1,210 @@
+"""`tokentop guard`: real looping agents killed by policy, and mappings it must not act on.
+
+Agents are the demo agent (a real process appending a real transcript); every child runs in
+its own process group and a finalizer kills the group whatever happens. Timing is polled with
+generous timeouts; the only timed assertion is the issue's "gone within 2 s of the line".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tokentop.config import parse_config
+from tokentop.guard import Guard, SessionMapper
+from tokentop.model import LedgerSnapshot, RecentTool, SessionKey, SessionSnapshot, TokenCounts
+from tokentop.procs import ProcessController, ProcessRef, launch
+from tokentop.registry import Registry, SessionRecord, append
+
+TIMEOUT = 20.0
+LOOP_KILL = """\
+[policy.loop]
+action = "kill"
+repeats = 3
+error_repeats = 3
+"""
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT, step: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class Lines:
+    """Collects a child's stdout lines as JSON objects, from a reader thread."""
+
+    def __init__(self, popen: subprocess.Popen[str]) -> None:
+        self.items: list[dict[str, Any]] = []
+        assert popen.stdout is not None
+        stream = popen.stdout
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.items.append(json.loads(line))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [item for item in list(self.items) if item["type"] == kind]
+
+
+@pytest.fixture
+def groups() -> Iterator[list[int]]:
+    """Process groups to SIGKILL at teardown (SIGCONT first, in case one was paused)."""
+    pgids: list[int] = []
+    yield pgids
+    for pgid in pgids:
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+
+
+def start_guard(tmp_path: Path, groups: list[int], *source: str) -> tuple[Lines, Path]:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(LOOP_KILL)
+    registry = tmp_path / "registry.jsonl"
+    argv = [
+        sys.executable, "-m", "tokentop.cli", "guard", *source, "--no-cache",
+        "--config", str(cfg), "--registry", str(registry),
+    ]  # fmt: skip
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    guard = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    groups.append(guard.pid)
+    lines = Lines(guard)
+    assert wait_until(lambda: bool(lines.of("ready"))), "guard never became ready"
+    return lines, registry
+
+
+def demo_loop(root: Path, kind: str, session_id: str) -> tuple[subprocess.Popen[bytes], ProcessRef]:
+    argv = [
+        sys.executable, "-m", "tokentop.demo_agent", "--kind", kind, "--behavior", "loop",
+        "--root", str(root), "--cwd", "/home/dev/payments", "--interval", "0.1",
+        "--session-id", session_id,
+    ]  # fmt: skip
+    return launch(argv, stdout=subprocess.DEVNULL)
+
+
+def loop_calls(root: Path) -> int:
+    """How many times the looping command has been called so far (tool_use lines)."""
+    count = 0
+    for path in root.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            if "pytest tests/test_parser.py -x -q" in line and '"is_error"' not in line:
+                count += '"tool_use"' in line or '"function_call"' in line
+    return count
+
+
+def assert_killed_within_2s_of_the_trigger(
+    root: Path, popen: subprocess.Popen[bytes], lines: Lines
+) -> None:
+    assert wait_until(lambda: loop_calls(root) >= 3 or popen.poll() is not None)
+    triggered = time.monotonic()
+    assert wait_until(lambda: gone(popen.pid), timeout=5.0), "the looping agent is still running"
+    assert time.monotonic() - triggered < 2.0
+    assert wait_until(lambda: bool(lines.of("action")))
+    decision = lines.of("decision")[0]
+    assert (decision["detector"], decision["action"]) == ("loop", "kill")
+    action = lines.of("action")[0]
+    assert action["ok"] is True and action["pid"] == popen.pid
+    assert action["origin"] == "policy:loop" and action["reason"] == decision["reason"]
+
+
+def test_a_looping_claude_agent_is_killed_through_its_hook_record(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    root = tmp_path / "claude"
+    (root / "projects").mkdir(parents=True)
+    lines, registry = start_guard(tmp_path, groups, "--claude-dir", str(root))
+    session_id = "7d1c0c3e-1111-4222-8333-444455556666"
+    popen, ref = demo_loop(root, "claude", session_id)
+    groups.append(popen.pid)
+    record = SessionRecord("claude", session_id, ref.pid, ref.create_time, "hook", time.time())
+    append(registry, record)
+    assert_killed_within_2s_of_the_trigger(root, popen, lines)
+    assert lines.of("action")[0]["mapping"] == "hook"
+
+
+def test_a_looping_codex_agent_is_killed_through_the_file_it_holds_open(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    pytest.importorskip("tokentop.sources.codex")
+    root = tmp_path / "codex"
+    (root / "sessions").mkdir(parents=True)
+    lines, _ = start_guard(tmp_path, groups, "--codex-dir", str(root))
+    popen, _ = demo_loop(root, "codex", "019a0000-aaaa-7bbb-8ccc-ddddeeeeffff")
+    groups.append(popen.pid)
+    assert_killed_within_2s_of_the_trigger(root, popen, lines)
+    assert lines.of("action")[0]["mapping"] == "open-file"
+
+
+# -- mappings the guard must not act on (in-process, real sleeping children) ------------------
+
+
+def looping_session(cwd: str) -> SessionSnapshot:
+    now = time.time()
+    recent = tuple(RecentTool(now - 1, "Bash", "same", True, "err") for _ in range(6))
+    return SessionSnapshot(
+        SessionKey("claude", "abc"), cwd, "", now - 60, now - 1, TokenCounts(output=10), 0.0,
+        (), (), (), 3, 0.0, 0.0, (), 6, 6, (), recent, (), 0,
+    )  # fmt: skip
+
+
+class FixedMapper(SessionMapper):
+    def __init__(self, ref: ProcessRef | None, controller: ProcessController) -> None:
+        super().__init__(Registry(Path("/nonexistent/registry.jsonl")), controller)
+        self.ref = ref
+
+    def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
+        return self.ref
+
+
+@pytest.mark.parametrize(
+    ("confident", "act", "message"),
+    [
+        (False, True, "is a guess"),
+        (True, False, "dry run"),
+        (None, True, "no process is mapped"),
+    ],
+)
+def test_a_guessed_mapping_a_dry_run_or_no_mapping_is_reported_not_acted(
+    tmp_path: Path, groups: list[int], confident: bool | None, act: bool, message: str
+) -> None:
+    popen, ref = launch([sys.executable, "-c", "import time; time.sleep(60)"])
+    groups.append(popen.pid)
+    if confident is not None:
+        ref = ProcessRef(ref.pid, ref.create_time, ref.cmdline, ref.cwd, "heuristic", confident)
+    controller = ProcessController(log_path=tmp_path / "actions.jsonl")
+    mapper = FixedMapper(ref if confident is not None else None, controller)
+    out: list[dict[str, Any]] = []
+    config = parse_config(LOOP_KILL)
+    guard = Guard(config, controller, mapper, out.append, act=act)
+    snap = LedgerSnapshot(time.time(), (looping_session(str(tmp_path)),), (), 0, 1)
+    assert [d.detector for d in guard.check(snap)] == ["loop"]
+    actions = [o for o in out if o["type"] == "action"]
+    assert len(actions) == 1 and actions[0]["ok"] is False and message in actions[0]["message"]
+    assert controller.status(ref) == "running"
+    assert guard.check(snap) == []  # once per crossing: no second attempt either
