@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+import msgspec
 
 from tokentop import output
 from tokentop.cache import default_cache_dir
@@ -116,8 +117,8 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     engine.save_cache()
     snap = engine.snapshot()
     if args.json:
-        json.dump(output.sessions_list(snap), out, indent=1)
-        out.write("\n")
+        blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(snap)), indent=1)
+        out.write(blob.decode() + "\n")
     else:
         out.write(output.text_table(snap) + "\n")
     warn_bad_files(snap)
@@ -155,7 +156,7 @@ class NdjsonWriter:
                 self.emit({"type": "session", **output.session_dict(s, files)})
 
     def emit(self, obj: dict[str, Any]) -> None:
-        self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.out.write(msgspec.json.encode(obj).decode() + "\n")
         self.out.flush()
 
 
