@@ -104,6 +104,25 @@ class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cache_write_1h: NonNegative | None = None
 
 
+class History(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[history]`: when a session's summary is recorded and how its git output is judged."""
+
+    idle_end_s: Positive = 1800.0
+    """A session quiet for this long has ended; its summary is recorded."""
+    active_gap_s: Positive = 300.0
+    """Quiet gaps shorter than this count as active time (the agent was thinking or waiting)."""
+    min_spend_usd: NonNegative = 0.01
+    """Sessions that spent less are labelled "trivial" rather than "theater"."""
+    commit_slack_s: NonNegative = 300.0
+    """Commits authored up to this long after a session's last activity still count for it."""
+    my_commits_only: bool = True
+    """Count only commits whose author email is the repository's `user.email`."""
+    git_timeout_s: Positive = 10.0
+    """Seconds before a git command is abandoned (the summary then says so)."""
+    top_consumers: Annotated[int, msgspec.Meta(ge=0, le=100)] = 8
+    """How many tools and files to list as the top token consumers."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration file."""
 
@@ -126,6 +145,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[roots]`: extra directories per agent, e.g. `claude = ["~/work/.claude"]`."""
     policy: Policy = msgspec.field(default_factory=Policy)
     """`[policy.*]`: detector thresholds and actions (see policy_config.py)."""
+    history: History = msgspec.field(default_factory=History)
+    """`[history]`: session summaries and accepted output from git."""
 
     def activity(self, last_ts: float, now: float) -> Activity:
         """Live, idle or ended, from the time since the session's last activity."""
