@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
@@ -17,6 +17,11 @@ from tokentop.cache import default_cache_dir
 from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot, SessionSnapshot
 from tokentop.sources.base import Source
+
+if TYPE_CHECKING:
+    from tokentop.config import Config
+    from tokentop.mapping import SessionMapper
+    from tokentop.pricing import PriceTable
 
 EXIT_USAGE = 2
 
@@ -73,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sessions", help="print per-session totals")
     add_source_args(p)
     p.add_argument("--json", action="store_true", help="a JSON array, one object per session")
+    p = sub.add_parser("demo", help="the app over simulated agents (real child processes)")
+    add_source_args(p)
+    p.add_argument("--budget", type=float, default=2.0, help="demo $ budget per session")
+    p.add_argument("--interval", type=float, default=0.5, help="demo agents' pace (s)")
     p = sub.add_parser("watch", help="stream changes as NDJSON")
     add_source_args(p)
     p.add_argument("--ndjson", action="store_true", help="one JSON object per line (default)")
@@ -80,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_args(p)
     p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
     p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
+    from tokentop.hook import add_hook_args
+
+    p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
+    add_source_args(p)
+    add_hook_args(p)
     return parser
 
 
@@ -102,12 +116,36 @@ def make_sources(args: argparse.Namespace) -> list[Source]:
     return sources
 
 
-def make_engine(args: argparse.Namespace) -> Engine:
-    from tokentop.pricing import PriceTable
+def load_config(args: argparse.Namespace) -> Config:
+    from tokentop.config import ConfigError
+    from tokentop.config import load_config as load
 
-    prices = PriceTable.default()
+    try:
+        return load(args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def make_prices(config: Config) -> PriceTable:
+    """The bundled table with `[prices."MODEL"]` overrides (USD per million tokens)."""
+    from tokentop.pricing import ModelPrice, PriceTable
+
+    table = PriceTable.default()
+    overrides: dict[str, ModelPrice] = {}
+    for model, given in config.prices.items():
+        base = table.lookup(model) or ModelPrice(input=0.0, output=0.0)
+        changes = {k: v / 1e6 for k, v in msgspec.structs.asdict(given).items() if v is not None}
+        overrides[model] = msgspec.structs.replace(base, **changes)
+    return table.with_overrides(overrides) if overrides else table
+
+
+def make_engine(
+    args: argparse.Namespace, config: Config | None = None, sources: list[Source] | None = None
+) -> Engine:
+    config = config or load_config(args)
+    prices = make_prices(config)
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    return Engine(make_sources(args), prices.cost, cache_dir=cache_dir)
+    return Engine(sources or make_sources(args), prices.cost, cache_dir=cache_dir)
 
 
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
@@ -177,10 +215,61 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_app(args: argparse.Namespace) -> int:
-    from tokentop.ui.app import run_app
+def run_app(args: argparse.Namespace, engine: Engine, config: Config, mapper: SessionMapper) -> int:
+    """Run the Textual app; imported here so headless commands never load textual."""
+    from tokentop.clock import SystemClock
+    from tokentop.procs import ProcessController, default_action_log
+    from tokentop.ui.app import make_app
 
-    return run_app(make_engine(args), args)
+    app = make_app(
+        engine,
+        config=config,
+        clock=SystemClock(),
+        controller=ProcessController(log_path=default_action_log()),
+        mapper=mapper,
+        read_only=args.read_only or config.read_only,
+    )
+    app.run()
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from tokentop.mapping import SessionMapper
+
+    config = load_config(args)
+    return run_app(args, make_engine(args, config), config, SessionMapper())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The app over simulated agents that are real child processes; they die with it."""
+    from tokentop.demo import DemoFleet
+    from tokentop.mapping import SessionMapper
+    from tokentop.sources.claude_code import ClaudeCodeSource
+    from tokentop.sources.codex import CodexSource
+
+    config = load_config(args)
+    if not config.budgets.default.is_set:
+        config = msgspec.structs.replace(
+            config, budgets=msgspec.structs.replace(config.budgets, usd=args.budget)
+        )
+    fleet = DemoFleet(interval=args.interval)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
+    try:
+        fleet.start()
+        sources: list[Source] = [
+            ClaudeCodeSource(config_dirs=[fleet.claude_root]),
+            CodexSource(homes=[fleet.codex_root]),
+        ]
+        args.no_cache = True
+        engine = make_engine(args, config, sources)
+        return run_app(args, engine, config, SessionMapper(fleet.refs))
+    finally:
+        fleet.stop()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,10 +279,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sessions(args, sys.stdout)
         if args.command == "watch":
             return cmd_watch(args, sys.stdout)
+        if args.command == "demo":
+            return cmd_demo(args)
         if args.command == "guard":
             from tokentop.guard import cmd_guard
 
             return cmd_guard(args)
+        if args.command == "hook":
+            from tokentop.hook import cmd_hook
+
+            return cmd_hook(args)
         return cmd_app(args)
     except CliError as exc:
         print(f"tokentop: {exc}", file=sys.stderr)
