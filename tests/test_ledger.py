@@ -56,8 +56,13 @@ def test_burn_rate_uses_window_and_decays_when_idle() -> None:
     ledger = Ledger(price, window_s=300)
     ledger.apply([usage(str(i), 490, ts=T0 - 30 * i) for i in range(5)])
     snap = ledger.snapshot(clock.now()).sessions[0]
-    assert snap.tokens_per_min == pytest.approx(5 * 500 / 5)
-    assert snap.usd_per_hour == pytest.approx(2.5 * 12)
+    # The session is 2 minutes old, younger than the 5-minute window: averaged over its age.
+    assert snap.tokens_per_min == pytest.approx(5 * 500 / 2)
+    assert snap.usd_per_hour == pytest.approx(2.5 * 30)
+    clock.advance(150)  # now 4.5 min old: still its age
+    assert ledger.snapshot(clock.now()).sessions[0].tokens_per_min == pytest.approx(2500 / 4.5)
+    clock.advance(120)  # 6.5 min old: the trailing 5 minutes hold only the last response
+    assert ledger.snapshot(clock.now()).sessions[0].tokens_per_min == pytest.approx(500 / 5)
     assert snap.burn_series[-1] + snap.burn_series[-2] + snap.burn_series[-3] == 2500
     clock.advance(3600)
     idle = ledger.snapshot(clock.now()).sessions[0]

@@ -539,7 +539,7 @@ def build_session_snapshot(
     total = [0] * KINDS
     for acc in state.by_model.values():
         total = [t + n for t, n in zip(total, acc.tokens, strict=True)]
-    tokens_rate, usd_rate = _rates(state.minutes, now, window_s)
+    tokens_rate, usd_rate = _rates(state.minutes, now, window_s, state.first_ts)
     return SessionSnapshot(
         key=state.key,
         cwd=state.cwd,
@@ -581,9 +581,20 @@ def build_session_snapshot(
     )
 
 
-def _rates(minutes: dict[int, list[float]], now: float, window_s: float) -> tuple[float, float]:
-    """Tokens/min and $/h over the trailing window; an idle session decays to zero."""
-    start = int((now - window_s) // 60)
+def _rates(
+    minutes: dict[int, list[float]], now: float, window_s: float, first_ts: float = 0.0
+) -> tuple[float, float]:
+    """Tokens/min and $/h over the trailing window; an idle session decays to zero.
+
+    A session younger than the window is averaged over its age (at least a minute), so a
+    fresh runaway shows its real pace instead of a fifth of it.
+    """
+    age = now - first_ts if first_ts else window_s
+    if 0 < age < window_s:
+        window_s = max(60.0, age)
+        start = int(first_ts // 60) - 1
+    else:
+        start = int((now - window_s) // 60)
     end = int(now // 60)
     tokens = cost = 0.0
     for minute in range(start + 1, end + 1):
