@@ -1,0 +1,261 @@
+"""The SQLite store: upserts, actions, events, schema versions, concurrency, crash, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tokentop.config import Config
+from tokentop.engine import Engine
+from tokentop.model import SessionKey, SessionSnapshot, TokenCounts, ToolStat
+from tokentop.policy import Decision
+from tokentop.pricing import PriceTable
+from tokentop.procs import ActionResult
+from tokentop.sources.claude_code import ClaudeCodeSource
+from tokentop.store import SCHEMA_VERSION, Store, StoreError, integrity_ok, migrate
+from tokentop.summary import SessionSummary, build_summary
+
+GEN = Path(__file__).with_name("gen_claude_corpus.py")
+
+
+def snapshot(session_id: str, cost: float = 1.5, tools: int = 2, start: float = 1000.0):
+    return SessionSnapshot(
+        key=SessionKey("claude", session_id),
+        cwd="/work/proj",
+        branch="main",
+        first_ts=start,
+        last_ts=start + 600,
+        tokens=TokenCounts(100, 50, 1000, 10),
+        cost_usd=cost,
+        unpriced_models=(),
+        models=(),
+        model_timeline=(),
+        responses=7,
+        tokens_per_min=0.0,
+        usd_per_hour=0.0,
+        burn_series=(),
+        tool_calls=tools,
+        tool_errors=0,
+        tools=tuple(ToolStat(f"Tool{i}", 1, 0) for i in range(tools)),
+        recent_tools=(),
+        files=(),
+        bad_lines=0,
+    )
+
+
+def summary(session_id: str, cost: float = 1.5, tools: int = 2, start: float = 1000.0):
+    snap = snapshot(session_id, cost, tools, start)
+    return build_summary(snap, now=start + 700, reason="idle", config=Config())
+
+
+def test_new_store_is_private_wal_and_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "tokentop.db"
+    with Store(path) as store:
+        store.record_summary(summary("a"))
+        mode = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        version = store.conn.execute("PRAGMA user_version").fetchone()[0]
+    assert (mode, version) == ("wal", SCHEMA_VERSION)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for extra in (path.with_name("tokentop.db-wal"), path.with_name("tokentop.db-shm")):
+        if extra.exists():
+            assert stat.S_IMODE(extra.stat().st_mode) == 0o600
+
+
+def test_recording_again_updates_the_same_row(tmp_path: Path) -> None:
+    with Store(tmp_path / "t.db") as store:
+        store.record_summary(summary("a", cost=1.0))
+        store.record_summary(summary("b", cost=2.0, start=5000))
+        store.record_summary(summary("a", cost=3.0))
+        found, bad = store.summaries()
+        assert bad == 0 and store.summary_count() == 2
+        assert [(s.session_id, s.cost_usd) for s in found] == [("a", 3.0), ("b", 2.0)]
+        assert store.recorded_marks() == {"claude:a": (7, 1160), "claude:b": (7, 1160)}
+        assert [s.session_id for s in store.summaries(since=5500)[0]] == ["b"]
+
+
+def test_summary_lookup_by_key_id_or_prefix(tmp_path: Path) -> None:
+    with Store(tmp_path / "t.db") as store:
+        for sid in ("abc-1", "abc-2", "xyz_9"):
+            store.record_summary(summary(sid))
+        assert store.summary("claude:abc-1").session_id == "abc-1"  # type: ignore[union-attr]
+        assert store.summary("abc-2").session_id == "abc-2"  # type: ignore[union-attr]
+        assert store.summary("xyz").session_id == "xyz_9"  # type: ignore[union-attr]
+        assert store.summary("xyz%") is None  # LIKE wildcards are literal
+        assert store.summary("nope") is None
+        with pytest.raises(StoreError, match="more than one"):
+            store.summary("abc")
+
+
+def test_actions_are_deduplicated_and_the_action_log_imported(tmp_path: Path) -> None:
+    act = ActionResult(
+        "kill", True, (10, 11), "killed", "loop", "policy:loop", 50.0, 10, "claude:a"
+    )
+    log = tmp_path / "actions.jsonl"
+    other = msgspec.structs.replace(act, action="pause", origin="key:p", timestamp=40.0)
+    log.write_bytes(msgspec.json.encode(act) + b"\nnot json\n" + msgspec.json.encode(other) + b"\n")
+    with Store(tmp_path / "t.db") as store:
+        store.record_action(act)
+        assert store.import_action_log(log) == (1, 1)
+        assert store.import_action_log(log) == (0, 1)
+        actions = store.actions_for("claude:a")
+    assert [(a.action, a.origin, a.ok) for a in actions] == [
+        ("pause", "key:p", True),
+        ("kill", "policy:loop", True),
+    ]
+
+
+def test_detector_events_feed_the_summary(tmp_path: Path) -> None:
+    key = SessionKey("claude", "a")
+    decision = Decision(key, "loop", "kill", "same call 5 times", 1200.0, 2)
+    with Store(tmp_path / "t.db") as store:
+        store.record_event(decision)
+        store.record_event(decision)  # the same crossing reported twice counts once
+        events = store.events_for("claude:a")
+        snap = snapshot("a")
+        s = build_summary(snap, now=2000, reason="killed", config=Config(), events=events)
+        store.record_summary(s)
+        [back] = store.summaries()[0]
+    assert [(e.detector, e.action, e.level) for e in back.events] == [("loop", "kill", 2)]
+    assert back.end_reason == "killed"
+
+
+def test_migrate_from_empty_and_refuse_newer(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn) == SCHEMA_VERSION
+    assert migrate(conn) == SCHEMA_VERSION  # idempotent
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"summaries", "actions", "events", "engine_state"} <= tables
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"junk\.db"):
+        Store(path)
+
+
+def test_a_reader_is_not_blocked_by_an_open_write(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    writer, reader = Store(path), Store(path, timeout_ms=100)
+    writer.record_summary(summary("a"))
+    with writer.write() as conn:
+        conn.execute("UPDATE summaries SET cost_usd = 9")
+        assert reader.summary_count() == 1  # WAL: readers see the last commit
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            reader.record_summary(summary("b"))  # only after the busy timeout
+    reader.record_summary(summary("b"))
+    assert writer.summary_count() == 2
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from tests.test_store import summary
+    from tokentop.store import Store
+
+    store = Store(__import__("pathlib").Path(sys.argv[1]))
+    tag, count, tools = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    i = 0
+    while count < 0 or i < count:
+        store.record_summary(summary(f"{tag}-{i % 40}", cost=float(i), tools=tools))
+        i += 1
+        if i == 5:
+            print("writing", flush=True)
+    """
+)
+
+
+def writer(path: Path, tag: str, count: int, tools: int = 3) -> subprocess.Popen[str]:
+    cwd = Path(__file__).parent.parent
+    argv = [sys.executable, "-c", WRITER, str(path), tag, str(count), str(tools)]
+    return subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, text=True)
+
+
+def test_concurrent_processes_all_land(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    Store(path).close()
+    procs = [writer(path, tag, 120) for tag in ("p", "q", "r")]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    with Store(path) as store:
+        found, bad = store.summaries()
+    assert bad == 0 and len(found) == 120
+    assert integrity_ok(path)
+
+
+def test_kill_9_mid_write_leaves_only_whole_rows(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    child = writer(path, "k", -1, tools=3000)  # ~100 KB bodies: the kill lands mid-write
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "writing\n"
+        time.sleep(0.3)  # let it record a few more; any moment will do
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    assert integrity_ok(path)
+    with Store(path) as store:
+        rows = store.conn.execute("SELECT session, cost_usd, body FROM summaries").fetchall()
+        found, bad = store.summaries()
+    assert rows and bad == 0 and len(found) == len(rows)
+    for session, cost, body in rows:
+        s = msgspec.json.decode(body, type=SessionSummary)
+        assert (str(s.key), s.cost_usd, len(s.tools)) == (session, cost, 3000)
+
+
+def make_corpus(out: Path) -> None:
+    argv = [sys.executable, str(GEN), str(out), "--sessions", "4", "--turns", "15", "--seed", "5"]
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def engine_for(root: Path) -> Engine:
+    return Engine([ClaudeCodeSource(config_dirs=[root])], PriceTable.default().cost, workers=1)
+
+
+def test_restart_reads_only_new_bytes_through_the_store(tmp_path: Path) -> None:
+    make_corpus(tmp_path / "c")
+    first = engine_for(tmp_path / "c")
+    with Store(tmp_path / "t.db") as store:
+        assert store.load_engine_state(first) == "no saved state for these roots"
+        first.scan()
+        assert first.bytes_read > 10_000
+        assert store.save_engine_state(first) > 0
+    second = engine_for(tmp_path / "c")
+    with Store(tmp_path / "t.db") as store:
+        assert store.load_engine_state(second) == ""
+    second.scan()
+    assert second.bytes_read == 0
+    tokens = {s.key: s.tokens for s in first.snapshot().sessions}
+    assert {s.key: s.tokens for s in second.snapshot().sessions} == tokens
+    transcript = sorted((tmp_path / "c").rglob("*.jsonl"))[0]
+    line = transcript.read_bytes().splitlines(keepends=True)[1]
+    with transcript.open("ab") as fh:
+        fh.write(line)  # a repeat of a counted response: read, deduped
+    second.scan()
+    assert second.bytes_read == len(line)
+    assert {s.key: s.tokens for s in second.snapshot().sessions} == tokens
+
+
+def test_state_for_other_roots_is_not_used(tmp_path: Path) -> None:
+    make_corpus(tmp_path / "c")
+    (tmp_path / "d").mkdir()
+    engine = engine_for(tmp_path / "c")
+    engine.scan()
+    with Store(tmp_path / "t.db") as store:
+        store.save_engine_state(engine)
+        assert store.load_engine_state(engine_for(tmp_path / "d")) != ""
