@@ -19,7 +19,6 @@ from rich.console import Console
 from textual.message import Message
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
-from textual.widgets.data_table import ColumnKey
 
 from tokentop.clock import FakeClock, SystemClock
 from tokentop.config import Alerts, Budgets, Config
@@ -30,7 +29,7 @@ from tokentop.ui.help import HelpScreen, ParseErrorsScreen
 from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import LedgerUpdated
 from tokentop.ui.modals import BudgetModal, ConfirmModal
-from tokentop.ui.table import SessionTable
+from tokentop.ui.table import SessionTable, cell_text
 from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, make_session, sample_sessions
 
 SIZE = (150, 30)
@@ -78,7 +77,7 @@ class Harness:
         return self.app.main_table
 
     def column(self, name: str) -> list[str]:
-        return [str(self.table.get_cell(row.key, name)) for row in self.table.ordered_rows]
+        return [cell_text(self.table.shown[key], name) for key in self.table.order]
 
     def cell(self, project: str, name: str) -> str:
         index = self.column("project").index(project)
@@ -123,11 +122,10 @@ async def test_rows_show_each_session_sorted_by_burn() -> None:
     assert h.engine.stopped
 
 
-async def test_engine_update_changes_cells_by_key_without_rebuilding() -> None:
+async def test_engine_update_changes_cells_and_the_cursor_follows_its_session() -> None:
     h = Harness()
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        rows_before = dict(h.table.rows)
         h.table.move_cursor(row=projects(h).index("webshop"))
         steady, looping, codex, old = sample_sessions()
         busier = with_(steady, tokens=TokenCounts(output=3_000_000), tokens_per_min=90_000.0)
@@ -136,27 +134,22 @@ async def test_engine_update_changes_cells_by_key_without_rebuilding() -> None:
         assert h.cell("webshop", "tokens") == "3.0M"
         assert projects(h)[0] == "webshop"  # re-sorted by burn
         assert h.table.current_key == str(steady.key)  # the cursor followed its session
-        assert all(h.table.rows[k] is row for k, row in rows_before.items())
 
 
-async def test_only_changed_cells_are_updated() -> None:
+async def test_only_changed_rows_are_rendered_again() -> None:
     sessions = tuple(make_session(f"s{i:03}", cwd=f"/p/proj{i}", tpm=float(i)) for i in range(500))
     h = Harness(sessions)
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert h.table.row_count == 500
-        updates: list[tuple[object, object]] = []
-        original = h.table.update_cell
-
-        def spy(row: Any, column: Any, value: Any, **kw: Any) -> None:
-            updates.append((row, column))
-            original(row, column, value, **kw)
-
-        h.table.update_cell = spy  # type: ignore[method-assign]
-        changed = with_(sessions[7], tokens=TokenCounts(output=9_999_999))
-        h.publish((*sessions[:7], changed, *sessions[8:]))
+        h.table.move_cursor(row=10)
+        await pilot.pause()
+        before = h.table.strips_rendered
+        busiest = sessions[-1]  # top row, visible
+        h.publish((*sessions[:-1], with_(busiest, tokens=TokenCounts(output=9_999_999))))
         await settle(pilot)
-        assert updates == [(str(changed.key), "tokens")]
+        assert h.cell("proj499", "tokens") == "10.0M"
+        assert h.table.strips_rendered - before == 1
 
 
 async def test_sessions_appear_and_disappear_as_rows() -> None:
@@ -245,11 +238,11 @@ async def test_sort_keys_cycle_and_reverse() -> None:
         await pilot.pause()
         assert h.app.sort == "cost"
         assert projects(h) == ["api-gateway", "webshop", "notes", "ml-pipeline"]
-        assert str(h.table.columns[ColumnKey("cost")].label) == "COST▼"
+        assert "COST▼" in h.table.header.plain
         await pilot.press("I")  # htop's invert
         await pilot.pause()
         assert projects(h) == ["ml-pipeline", "notes", "webshop", "api-gateway"]
-        assert str(h.table.columns[ColumnKey("cost")].label) == "COST▲"
+        assert "COST▲" in h.table.header.plain
         await pilot.press("I", "less_than_sign")
         await pilot.pause()
         assert h.app.sort == "burn"
@@ -592,7 +585,7 @@ async def test_real_engine_appended_lines_change_tokens_and_burn(tmp_path: Path)
         key = f"claude:{sid}"
 
         def cell(name: str) -> str:
-            return str(table.get_cell(key, name)) if key in app.measured else ""
+            return cell_text(table.shown[key], name) if key in table.shown else ""
 
         await wait_for(pilot, lambda: cell("tokens") == "1.5k")
         assert cell("project") == "shop"

@@ -1,5 +1,8 @@
-"""Pause/resume, terminate and kill: map in a worker, confirm with pid and command, act in a
-worker, report each result as a notification. Read-only mode refuses and hides them."""
+"""Keys that open screens (details, help, budget) or act on processes.
+
+Pause/resume, terminate and kill: map in a worker, confirm with pid and command, act in a
+worker, report each result as a notification. Read-only mode refuses and hides them.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ from textual import work
 from textual.app import App
 
 from tokentop.clock import Clock
+from tokentop.config import Budget, Config
 from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.ui import keys
 from tokentop.ui.detail import SessionDetail
-from tokentop.ui.modals import ConfirmModal
+from tokentop.ui.help import HelpScreen
+from tokentop.ui.modals import BudgetChoice, BudgetModal, ConfirmModal
 from tokentop.ui.processes import (
     ActionOutcome,
     ProcessControl,
@@ -41,7 +47,7 @@ class Step(NamedTuple):
 
 
 class ActionsApp(App[None]):
-    """The process-control half of TokentopApp."""
+    """The half of TokentopApp that opens dialogs and signals processes."""
 
     controller: ProcessControl | None
     mapper: ProcessMapper | None
@@ -49,11 +55,56 @@ class ActionsApp(App[None]):
     clock: Clock
     acted: dict[SessionKey, tuple[Status, float]]
 
+    config: Config
+    overrides: dict[SessionKey, Budget]
+
+    def current(self) -> Measured | None:
+        raise NotImplementedError
+
     def targets(self) -> list[Measured]:
         raise NotImplementedError
 
     def refresh_view(self) -> None:
         raise NotImplementedError
+
+    def budget_of(self, session: SessionSnapshot) -> Budget:
+        raise NotImplementedError
+
+    # -- keys that open screens --------------------------------------------------------------
+
+    async def action_open_details(self) -> None:
+        here = self.current()
+        if here is None:
+            return
+        screen = SessionDetail(here.session.key)
+        await self.push_screen(screen)
+        self.refresh_view()
+        self.lookup_process(screen, here.session)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            rows = keys.key_help(self.config.keys, self.read_only)
+            self.push_screen(HelpScreen(rows, 'Rebind keys in config.toml: [keys] kill = "K"'))
+
+    def action_budget(self) -> None:
+        here = self.current()
+        if here is None:
+            return
+        session = here.session
+        label = f"{project_name(session.cwd)} ({session.key})"
+
+        def chosen(choice: BudgetChoice | None) -> None:
+            if choice is None:
+                return
+            if choice.budget is None:
+                self.overrides.pop(session.key, None)
+            else:
+                self.overrides[session.key] = choice.budget
+            self.refresh_view()
+
+        self.push_screen(BudgetModal(label, self.budget_of(session)), chosen)
+
+    # -- keys that signal processes ----------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only mode removes the process actions from the footer and ignores their keys."""

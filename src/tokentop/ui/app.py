@@ -28,10 +28,9 @@ from tokentop.ui import keys
 from tokentop.ui.actions import ActionsApp
 from tokentop.ui.detail import DetailView, SessionDetail
 from tokentop.ui.header import HeaderState
-from tokentop.ui.help import HelpScreen, ParseErrorsScreen
+from tokentop.ui.help import ParseErrorsScreen
 from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import FilterEdited, LedgerUpdated
-from tokentop.ui.modals import BudgetChoice, BudgetModal
 from tokentop.ui.processes import ProcessControl, ProcessMapper
 from tokentop.ui.rows import (
     SORTS,
@@ -224,8 +223,12 @@ class TokentopApp(ActionsApp):
         activity = self.config.activity(session.last_ts, now)
         status = status_of(activity, session.key, session.last_ts, self.acted)
         old = self.measured.get(str(session.key))
-        if old and old.session is session and old.status == status and old.use.budget == budget:
-            return old
+        if old and old.status == status and old.use.budget == budget:
+            if old.session is session:
+                return old
+            if old.session == session:  # rebuilt by the ledger, same content
+                old.session = session
+                return old
         return Measured(session, budget_use(session, budget, self.config.alerts), status)
 
     def budget_of(self, session: SessionSnapshot) -> Budget:
@@ -348,15 +351,6 @@ class TokentopApp(ActionsApp):
         self.refresh_view()
         table.move_cursor(row=table.cursor_row + 1)
 
-    async def action_open_details(self) -> None:
-        here = self.current()
-        if here is None:
-            return
-        screen = SessionDetail(here.session.key)
-        await self.push_screen(screen)
-        self.refresh_view()
-        self.lookup_process(screen, here.session)
-
     def action_refresh_rate(self, step: int) -> None:
         index = min(range(len(REFRESH_STEPS)), key=lambda i: abs(REFRESH_STEPS[i] - self.refresh_s))
         self.refresh_s = REFRESH_STEPS[max(0, min(len(REFRESH_STEPS) - 1, index + step))]
@@ -368,29 +362,6 @@ class TokentopApp(ActionsApp):
     def action_show_errors(self) -> None:
         if self.snapshot is not None:
             self.push_screen(ParseErrorsScreen(self.snapshot.files))
-
-    def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            rows = keys.key_help(self.config.keys, self.read_only)
-            self.push_screen(HelpScreen(rows, 'Rebind keys in config.toml: [keys] kill = "K"'))
-
-    def action_budget(self) -> None:
-        here = self.current()
-        if here is None:
-            return
-        session = here.session
-        label = f"{project_name(session.cwd)} ({session.key})"
-
-        def chosen(choice: BudgetChoice | None) -> None:
-            if choice is None:
-                return
-            if choice.budget is None:
-                self.overrides.pop(session.key, None)
-            else:
-                self.overrides[session.key] = choice.budget
-            self.refresh_view()
-
-        self.push_screen(BudgetModal(label, self.budget_of(session)), chosen)
 
 
 def make_app(
