@@ -1,0 +1,258 @@
+"""`tokentop hook` fed real hook JSON (a real subprocess, as Claude Code runs it), the
+session registry it keeps, soft-stop escalation, and `hook install` on settings.json."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from claude_lines import response, write_transcript
+from tokentop.cli import main
+from tokentop.hook import HookFiles, handle
+from tokentop.hook_install import install, merged
+from tokentop.procs import launch, read_action_log
+from tokentop.registry import SessionRecord, SoftStopRecord, append, read
+
+SESSION = "5b0e1d2c-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
+CWD = "/home/dev/shop"
+TIMEOUT = 20.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A transcript of three ~3k-token responses, a config, and private data/cache dirs."""
+    transcript = tmp_path / "claude" / "projects" / "-home-dev-shop" / f"{SESSION}.jsonl"
+    write_transcript(
+        transcript, SESSION, CWD, [response(SESSION, CWD, 3_000, f"t{i}") for i in range(3)]
+    )
+    return tmp_path
+
+
+def hook_json(home: Path, event: str = "PreToolUse") -> str:
+    transcript = home / "claude" / "projects" / "-home-dev-shop" / f"{SESSION}.jsonl"
+    payload = {
+        "session_id": SESSION,
+        "transcript_path": str(transcript),
+        "cwd": CWD,
+        "permission_mode": "default",
+        "hook_event_name": event,
+        "tool_name": "Bash",
+        "tool_input": {"command": "pytest -q", "description": "Run the tests"},
+    }
+    if event == "SessionStart":
+        payload["source"] = "startup"
+        del payload["tool_name"], payload["tool_input"]
+    return json.dumps(payload)
+
+
+def run_hook(home: Path, config: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    cfg = home / "config.toml"
+    cfg.write_text(config)
+    argv = [
+        sys.executable, "-m", "tokentop.cli", "hook",
+        "--config", str(cfg), "--registry", str(home / "registry.jsonl"),
+    ]  # fmt: skip
+    env = {**os.environ, "XDG_CACHE_HOME": str(home / "cache"), "XDG_DATA_HOME": str(home / "data")}
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_an_over_budget_session_is_blocked_with_the_reason(home: Path) -> None:
+    done = run_hook(home, "[budgets]\ntokens = 5000\n", hook_json(home))
+    assert done.returncode == 2
+    assert "over budget: 9,000 of 5,000 tokens" in done.stderr
+    assert "end your turn" in done.stderr and done.stdout == ""
+    records, bad = read(home / "registry.jsonl")
+    assert bad == 0
+    assert [type(r).__name__ for r in records] == ["SessionRecord", "SoftStopRecord"]
+    assert records[1].state == "blocked"  # type: ignore[union-attr]
+
+
+def test_a_session_within_budget_goes_on_and_nothing_is_printed(home: Path) -> None:
+    done = run_hook(home, "[budgets]\ntokens = 1000000\nusd = 50\n", hook_json(home))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_a_looping_session_is_blocked(home: Path) -> None:
+    transcript = home / "claude" / "projects" / "-home-dev-shop" / f"{SESSION}.jsonl"
+    same = [response(SESSION, CWD, 1_000, "pytest -q", error="1 failed") for _ in range(6)]
+    write_transcript(transcript, SESSION, CWD, same)
+    done = run_hook(home, "", hook_json(home))
+    assert done.returncode == 2 and "looping: the same Bash" in done.stderr
+
+
+def test_the_block_lifts_when_the_budget_is_raised(home: Path) -> None:
+    assert run_hook(home, "[budgets]\ntokens = 5000\n", hook_json(home)).returncode == 2
+    assert run_hook(home, "[budgets]\ntokens = 50000\n", hook_json(home)).returncode == 0
+    states = [r.state for r in read(home / "registry.jsonl")[0] if isinstance(r, SoftStopRecord)]
+    assert states == ["blocked", "cleared"]
+
+
+@pytest.mark.parametrize(
+    ("stdin", "config", "message"),
+    [
+        ("not json", "", "unreadable hook input"),
+        ('{"hook_event_name": "PreToolUse"}', "", "no session_id"),
+        (None, "[budgets]\ntokens = 'x'\n", "budgets.tokens: expected an integer"),
+    ],
+)
+def test_bad_input_or_config_is_a_one_line_error_that_never_blocks(
+    home: Path, stdin: str | None, config: str, message: str
+) -> None:
+    done = run_hook(home, config, stdin if stdin is not None else hook_json(home))
+    assert done.returncode == 1 and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_session_start_records_the_agent_above_the_hook_shell(home: Path) -> None:
+    """A fake `claude` runs the hook through a shell, as Claude Code does."""
+    payload = home / "start.json"
+    payload.write_text(hook_json(home, "SessionStart"))
+    registry = home / "registry.jsonl"
+    hook = f"{sys.executable} -m tokentop.hook --registry {registry} < {payload}"
+    exe = home / "bin" / "claude"
+    exe.parent.mkdir()
+    exe.write_text(f"#!/bin/sh\n/bin/sh -c '{hook}'\nexit $?\n")
+    exe.chmod(0o755)
+    popen = subprocess.Popen([str(exe)], start_new_session=True)
+    try:
+        assert popen.wait(timeout=60) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+    records, _ = read(registry)
+    assert len(records) == 1 and isinstance(records[0], SessionRecord)
+    record = records[0]
+    assert (record.pid, record.how, record.cwd) == (popen.pid, "hook", CWD)
+    assert record.transcript_path.endswith(f"{SESSION}.jsonl")
+
+
+@pytest.fixture
+def agent() -> Iterator[subprocess.Popen[bytes]]:
+    popen, _ = launch([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield popen
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=5)
+
+
+def test_an_ignored_soft_stop_escalates_to_kill(home: Path, agent: subprocess.Popen[bytes]) -> None:
+    started = psutil.Process(agent.pid).create_time()
+    registry = home / "registry.jsonl"
+    append(registry, SessionRecord("claude", SESSION, agent.pid, started, "hook", time.time()))
+    config = (
+        "[budgets]\ntokens = 5000\n"
+        "[policy.soft_stop]\nthen = 'kill'\nafter_responses = 1\nafter_s = 0\n"
+    )
+    assert run_hook(home, config, hook_json(home)).returncode == 2  # told to stop
+    assert agent.poll() is None
+    transcript = home / "claude" / "projects" / "-home-dev-shop" / f"{SESSION}.jsonl"
+    with transcript.open("a") as fh:  # ...but it answered with another tool call
+        fh.write("\n".join(response(SESSION, CWD, 3_000, "one more")) + "\n")
+    assert run_hook(home, config, hook_json(home)).returncode == 2
+    assert wait_until(lambda: agent.poll() is not None), "the agent was not killed"
+    log_path = home / "data" / "tokentop" / "actions.jsonl"
+    assert wait_until(lambda: bool(read_action_log(log_path)[0]))  # logged after it is gone
+    log, _ = read_action_log(log_path)
+    assert [(a.action, a.ok, a.origin, a.pid) for a in log] == [
+        ("kill", True, "policy:soft-stop", agent.pid)
+    ]
+    assert "ignored the soft stop (1 more responses" in log[0].reason
+    states = [r.state for r in read(registry)[0] if isinstance(r, SoftStopRecord)]
+    assert states == ["blocked", "escalated"]
+
+
+def test_handle_in_process_reads_only_new_bytes_with_a_cache(home: Path) -> None:
+    files = HookFiles(home / "registry.jsonl", home / "none.toml", home / "cache")
+    (home / "none.toml").write_text("[budgets]\ntokens = 10000\n")
+    err = io.StringIO()
+    assert handle(hook_json(home).encode(), files, time.time(), err) == 0
+    assert list((home / "cache").rglob("*.msgpack"))
+    transcript = home / "claude" / "projects" / "-home-dev-shop" / f"{SESSION}.jsonl"
+    with transcript.open("a") as fh:
+        fh.write("\n".join(response(SESSION, CWD, 3_000, "more")) + "\n")
+    assert handle(hook_json(home).encode(), files, time.time(), err) == 2
+    assert "12,000 of 10,000 tokens" in err.getvalue()
+
+
+# -- install ----------------------------------------------------------------------------------
+
+COMMAND = "/opt/venv/bin/python -m tokentop.hook"
+
+
+def test_install_merges_shows_the_diff_keeps_a_backup_and_is_idempotent(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    mine = {
+        "model": "opus",
+        "hooks": {
+            "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "lint"}]}]
+        },
+    }
+    settings.write_text(json.dumps(mine, indent=2) + "\n")
+    out = io.StringIO()
+    assert install(settings, command=COMMAND, ask=lambda _: "y", out=out) == 0
+    shown = out.getvalue()
+    assert f"+++ {settings} (new)" in shown
+    added = [line for line in shown.splitlines() if line.startswith("+ ")]
+    assert sum(f'"command": "{COMMAND}"' in line for line in added) == 2
+    new = json.loads(settings.read_text())
+    assert new["model"] == "opus"
+    pre = new["hooks"]["PreToolUse"]
+    assert pre[0] == mine["hooks"]["PreToolUse"][0]
+    assert pre[1] == {
+        "matcher": "*",
+        "hooks": [{"type": "command", "command": COMMAND, "timeout": 30}],
+    }
+    assert new["hooks"]["SessionStart"] == [
+        {"hooks": [{"type": "command", "command": COMMAND, "timeout": 30}]}
+    ]
+    backups = list(tmp_path.glob("settings.json.tokentop-backup-*"))
+    assert len(backups) == 1 and json.loads(backups[0].read_text()) == mine
+    before = settings.read_text()
+    again = io.StringIO()
+    assert install(settings, command=COMMAND, ask=lambda _: "y", out=again) == 0
+    assert "already installed" in again.getvalue() and settings.read_text() == before
+    moved = merged(new, "/new/python -m tokentop.hook")
+    assert [h["command"] for g in moved["hooks"]["PreToolUse"] for h in g["hooks"]] == [
+        "lint",
+        "/new/python -m tokentop.hook",
+    ]
+
+
+def test_install_declined_or_on_bad_json_changes_nothing(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"hooks": {}}\n')
+    assert install(settings, command=COMMAND, ask=lambda _: "n", out=io.StringIO()) == 1
+    assert settings.read_text() == '{"hooks": {}}\n'
+    settings.write_text('{"hooks": [}\n')
+    assert install(settings, command=COMMAND, yes=True, out=io.StringIO()) == 1
+    assert settings.read_text() == '{"hooks": [}\n'
+    assert not list(tmp_path.glob("*backup*"))
+
+
+def test_install_from_the_cli_creates_a_missing_settings_file(tmp_path: Path) -> None:
+    settings = tmp_path / "fresh" / "settings.json"
+    assert main(["hook", "install", "--settings", str(settings), "--yes"]) == 0
+    hooks = json.loads(settings.read_text())["hooks"]
+    assert set(hooks) == {"SessionStart", "PreToolUse"}
+    assert hooks["PreToolUse"][0]["hooks"][0]["command"].endswith("-m tokentop.hook")
