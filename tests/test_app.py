@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from rich.console import Console
 from textual.message import Message
 from textual.pilot import Pilot
@@ -23,6 +24,7 @@ from textual.widgets import Input, Static
 from tokentop.clock import FakeClock, SystemClock
 from tokentop.config import Alerts, Budgets, Config
 from tokentop.model import SessionSnapshot, TokenCounts
+from tokentop.ui import format as fmt
 from tokentop.ui.app import TokentopApp, make_app
 from tokentop.ui.detail import SessionDetail
 from tokentop.ui.help import HelpScreen, ParseErrorsScreen
@@ -441,14 +443,16 @@ async def test_cancel_sends_nothing() -> None:
 
 async def test_p_pauses_then_resumes() -> None:
     procs = procs_for_all()
-    h = Harness(processes=procs)
+    h = Harness(processes=procs, config=Config(budgets=Budgets(usd=50.0)))
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        assert h.column("eta")[0] == "4h36"  # $45.70 left at $9.90/h
         await pilot.press("p")
         await settle(pilot)
         await pilot.press("y")
         await settle(pilot)
         assert h.column("status")[0] == "  paused"
+        assert h.column("eta")[0] == ""  # a stopped process burns nothing
         await pilot.press("p")
         await settle(pilot)
         assert "resume" in h.app.screen.body.plain  # type: ignore[attr-defined]
@@ -596,3 +600,34 @@ async def test_real_engine_appended_lines_change_tokens_and_burn(tmp_path: Path)
         await wait_for(pilot, lambda: cell("tokens") == "22.5k")
         assert cell("burn") != burn_before
         assert cell("cost").startswith("$")
+
+
+def test_number_forms_for_narrow_cells() -> None:
+    assert [fmt.compact(n) for n in (0, 999, 1_234, 2_500_000, 123_456_789)] == [
+        "0",
+        "999",
+        "1.2k",
+        "2.5M",
+        "123M",
+    ]
+    assert fmt.cost(1.5, ()) == "$1.50"
+    assert fmt.cost(0.0, ("mystery",)) == "?"  # never $0 for an unknown price
+    assert fmt.cost(2.0, ("mystery",)) == "≥$2.00"
+    assert fmt.duration(59) == "59s" and fmt.duration(3 * 3600 + 300) == "3h05"
+    assert fmt.bar(0.5, 4) == "██  " and fmt.bar(2.0, 4) == "████"
+    assert fmt.sparkline([0, 5, 10], 5) == "   ▅█"
+    assert fmt.bar_chart([0, 8, 16], 2) == ["  █", " ██"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "value"),
+    [("", None), ("5", 5.0), ("$2.50", 2.5), ("500k", 500_000.0), ("2M", 2_000_000.0)],
+)
+def test_budget_amounts_as_users_type_them(typed: str, value: float | None) -> None:
+    assert fmt.parse_amount(typed) == value
+
+
+@pytest.mark.parametrize("typed", ["lots", "-3", "1..2", "nan"])
+def test_bad_budget_amounts_are_refused(typed: str) -> None:
+    with pytest.raises(ValueError):
+        fmt.parse_amount(typed)

@@ -106,10 +106,13 @@ def budget_text(use: BudgetUse) -> str:
     return f"{fmt.bar(use.fraction, BAR_WIDTH)} {mark}{fmt.percent(use.fraction)}"
 
 
-def eta_text(use: BudgetUse) -> str:
+def eta_text(use: BudgetUse, status: Status = "live") -> str:
+    """Time left at the current burn; none for a stopped process, which burns nothing."""
     if use.eta_s is None:
         return ""
-    return "over" if use.eta_s <= 0 else fmt.duration(use.eta_s)
+    if use.eta_s <= 0:
+        return "over"
+    return "" if status in ("paused", "killed") else fmt.duration(use.eta_s)
 
 
 def flags_text(session: SessionSnapshot, use: BudgetUse) -> str:
@@ -130,7 +133,7 @@ def row_view(session: SessionSnapshot, use: BudgetUse, status: Status, tagged: b
         burn_text(session),
         fmt.sparkline(session.burn_series, SPARK_WIDTH),
         budget_text(use),
-        eta_text(use),
+        eta_text(use, status),
         flags_text(session, use),
         use.level,
         tagged,
