@@ -145,7 +145,7 @@ def test_not_a_git_repository(tmp_path: Path) -> None:
 
 
 def test_missing_or_unknown_cwd(tmp_path: Path) -> None:
-    assert "gone" in assess(str(tmp_path / "nope"), START, END, COST, True, CFG).status
+    assert "not found" in assess(str(tmp_path / "nope"), START, END, COST, True, CFG).status
     unknown = assess("", START, END, 0.0, False, CFG)
     assert unknown.status.startswith("no working directory") and unknown.label == "trivial"
 

@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
     add_source_args(p)
     add_hook_args(p)
+    from tokentop.report import report_args, summary_args
+
+    p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
+    add_source_args(p)
+    report_args(p)
+    p = sub.add_parser("summary", help="one recorded session as Markdown")
+    add_source_args(p)
+    summary_args(p)
     return parser
 
 
@@ -289,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tokentop.hook import cmd_hook
 
             return cmd_hook(args)
+        if args.command in ("report", "summary"):
+            from tokentop.report import cmd_report, cmd_summary
+
+            return cmd_report(args) if args.command == "report" else cmd_summary(args)
         return cmd_app(args)
     except CliError as exc:
         print(f"tokentop: {exc}", file=sys.stderr)

@@ -22,6 +22,8 @@ MAX_SCAN_BYTES = 32 * 1024 * 1024
 """Transcript bytes read per session at most; past this the estimate says it is partial."""
 TOKENIZE_CHARS = 8000
 """A longer result is tokenized on this prefix and scaled by its full length."""
+TOKENIZE_BUDGET = 2_000_000
+"""Characters tokenized per session at most; past this, counts use the measured tokens/char."""
 _MARKERS = (b'"tool_use"', b'"tool_result"', b"function_call", b"custom_tool_call")
 _PATCH_FILE = re.compile(r"^\*\*\* (?:Update|Add|Delete) File: (.+)$", re.MULTILINE)
 _PATH_KEYS = ("file_path", "notebook_path", "path")
@@ -86,6 +88,8 @@ class _Tally:
         self.calls: dict[str, tuple[str, str]] = {}
         self.tools: dict[str, list[int]] = {}
         self.files: dict[str, list[int]] = {}
+        self.chars = 0
+        self.tokens = 0
 
     def call(self, call_id: str, tool: str, path: str) -> None:
         self.calls[call_id] = (tool or "?", path)
@@ -100,10 +104,13 @@ class _Tally:
                 acc[1] += 1
 
     def count(self, text: str) -> int:
-        if len(text) <= TOKENIZE_CHARS:
-            return self.tokenizer.count(text)
-        head = self.tokenizer.count(text[:TOKENIZE_CHARS])
-        return round(head * len(text) / TOKENIZE_CHARS)
+        if self.chars >= TOKENIZE_BUDGET:
+            return round(len(text) * self.tokens / self.chars)
+        sample = text[:TOKENIZE_CHARS]
+        counted = self.tokenizer.count(sample)
+        self.chars += len(sample)
+        self.tokens += counted
+        return counted if len(sample) == len(text) else round(counted * len(text) / len(sample))
 
 
 def top_consumers(

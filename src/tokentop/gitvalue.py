@@ -114,7 +114,7 @@ def assess(
     if not cwd:
         return GitValue("no working directory recorded", unknown, file_changes=file_changes)
     if not os.path.isdir(cwd):
-        return GitValue(f"directory gone: {cwd}", unknown, file_changes=file_changes)
+        return GitValue(f"directory not found: {cwd}", unknown, file_changes=file_changes)
     try:
         return _assess(cwd, start, end, cost_usd, file_changes, cfg)
     except GitError as exc:

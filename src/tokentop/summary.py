@@ -21,7 +21,7 @@ from tokentop.budgets import budget_use
 from tokentop.clock import Clock, SystemClock
 from tokentop.config import Alerts, Budget, Config, History
 from tokentop.consumers import Consumers, top_consumers
-from tokentop.gitvalue import GitValue, assess
+from tokentop.gitvalue import NOT_A_REPO, GitValue, assess, label_for
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot, TokenCounts, ToolStat
 from tokentop.sources.base import FILE_CHANGING_TOOLS
 from tokentop.tokens import Tokenizer, get_tokenizer
@@ -216,6 +216,8 @@ def build_summary(
             (m for m, b in buckets.items() if b[0] > 0), config.history.active_gap_s
         )
         peak = max(float(b[0]) for b in buckets.values())
+        span = s.last_ts - s.first_ts
+        active = min(active, max(span, 60.0))  # minute buckets overstate a short session
     else:
         active = max(0.0, s.last_ts - s.first_ts)
         peak = float(max(s.burn_series, default=0))
@@ -298,6 +300,8 @@ class SummaryRecorder:
         self.minutes_for = minutes_for
         self.use_git = use_git
         self._tokenizer = tokenizer
+        self._no_repo: set[str] = set()
+        """Working directories already found not to be in a git repository."""
         self.budgets: dict[SessionKey, Budget] = {}
         """Budgets set live (the app's budget key), which beat the configured ones."""
         self._marks: dict[str, tuple[int, int]] = sink.recorded_marks()
@@ -345,14 +349,16 @@ class SummaryRecorder:
         if not self.use_git:
             return None
         cfg = self.config.history
-        return assess(
-            session.cwd,
-            session.first_ts,
-            session.last_ts,
-            session.cost_usd,
-            file_changes(session),
-            cfg,
+        changed = file_changes(session)
+        if session.cwd in self._no_repo:
+            label = label_for(session.cost_usd, 0, changed, False, cfg)
+            return GitValue(NOT_A_REPO, label, file_changes=changed)
+        value = assess(
+            session.cwd, session.first_ts, session.last_ts, session.cost_usd, changed, cfg
         )
+        if value.status == NOT_A_REPO:
+            self._no_repo.add(session.cwd)
+        return value
 
     def consumers(self, session: SessionSnapshot) -> Consumers | None:
         top = self.config.history.top_consumers
