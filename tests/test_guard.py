@@ -23,7 +23,8 @@ import psutil
 import pytest
 
 from tokentop.config import parse_config
-from tokentop.guard import Guard, SessionMapper
+from tokentop.guard import Guard, RecordedMapper
+from tokentop.mapping import SessionMapper
 from tokentop.model import LedgerSnapshot, RecentTool, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.procs import ProcessController, ProcessRef, launch
 from tokentop.registry import Registry, SessionRecord, append
@@ -174,8 +175,10 @@ def looping_session(cwd: str) -> SessionSnapshot:
 
 
 class FixedMapper(SessionMapper):
-    def __init__(self, ref: ProcessRef | None, controller: ProcessController) -> None:
-        super().__init__(Registry(Path("/nonexistent/registry.jsonl")), controller)
+    """The app's mapper, answering with a fixed process (or none)."""
+
+    def __init__(self, ref: ProcessRef | None) -> None:
+        super().__init__()
         self.ref = ref
 
     def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
@@ -198,7 +201,8 @@ def test_a_guessed_mapping_a_dry_run_or_no_mapping_is_reported_not_acted(
     if confident is not None:
         ref = ProcessRef(ref.pid, ref.create_time, ref.cmdline, ref.cwd, "heuristic", confident)
     controller = ProcessController(log_path=tmp_path / "actions.jsonl")
-    mapper = FixedMapper(ref if confident is not None else None, controller)
+    fallback = FixedMapper(ref if confident is not None else None)
+    mapper = RecordedMapper(Registry(tmp_path / "no-registry.jsonl"), controller, fallback)
     out: list[dict[str, Any]] = []
     config = parse_config(LOOP_KILL)
     guard = Guard(config, controller, mapper, out.append, act=act)

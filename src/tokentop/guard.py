@@ -24,41 +24,36 @@ from typing import Any, TextIO
 import msgspec
 
 from tokentop.clock import Clock, SystemClock
-from tokentop.config import Config, ConfigError, load_config
+from tokentop.config import Config
 from tokentop.engine import Engine
+from tokentop.mapping import SessionMapper
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.output import iso
 from tokentop.policy import Decision, PolicyState, evaluate
-from tokentop.procs import (
-    Action,
-    ActionResult,
-    ProcessController,
-    ProcessRef,
-    default_action_log,
-    find_agent_processes,
-    find_by_open_file,
-    match_session,
-)
+from tokentop.procs import Action, ActionResult, ProcessController, ProcessRef, default_action_log
 from tokentop.registry import Registry, default_path
 
 Emit = Callable[[dict[str, Any]], None]
 TICK_S = 1.0
-EXIT_CONFIG = 2
 
 
-class SessionMapper:
-    """Finds the process running a session: recorded first, then open file, then a guess.
+class RecordedMapper:
+    """Sessions recorded by the hook or `tokentop run` map exactly to their process; the rest
+    go to the app's mapper (open file, then a guess by agent and cwd).
 
-    Satisfies the app's `ProcessMapper` protocol. Scans (all of /proc) happen only when asked,
-    i.e. when an action is due, not on every refresh.
+    Satisfies the app's `ProcessMapper` protocol. The fallback scans /proc, so it is only
+    asked when an action is due, not on every refresh.
     """
 
-    def __init__(self, registry: Registry, controller: ProcessController) -> None:
+    def __init__(
+        self, registry: Registry, controller: ProcessController, fallback: SessionMapper
+    ) -> None:
         self.registry = registry
         self.controller = controller
+        self.fallback = fallback
 
     def recorded(self, key: SessionKey) -> ProcessRef | None:
-        """The hook's or `tokentop run`'s record for the session, if its process still runs."""
+        """The recorded process of the session, if it still runs."""
         record = self.registry.sessions().get(key)
         ref = record.ref() if record is not None else None
         if ref is None or self.controller.status(ref) == "gone":
@@ -66,12 +61,7 @@ class SessionMapper:
         return ref
 
     def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
-        ref = self.recorded(session.key)
-        if ref is None and session.key.agent == "codex" and session.files:
-            ref = find_by_open_file(session.files[-1])
-        if ref is None and session.cwd:
-            ref = match_session(session.cwd, find_agent_processes(), agent=session.key.agent)
-        return ref
+        return self.recorded(session.key) or self.fallback.processes_for(session)
 
 
 class Guard:
@@ -81,7 +71,7 @@ class Guard:
         self,
         config: Config,
         controller: ProcessController,
-        mapper: SessionMapper,
+        mapper: RecordedMapper,
         emit: Emit,
         clock: Clock | None = None,
         *,
@@ -214,18 +204,15 @@ def run(engine: Engine, guard: Guard, stop: threading.Event, tick: float = TICK_
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
-    from tokentop.cli import make_engine
+    from tokentop.cli import load_config, make_engine
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(f"tokentop: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+    config = load_config(args)
     controller = ProcessController(log_path=default_action_log())
-    mapper = SessionMapper(Registry(args.registry or default_path()), controller)
+    registry = Registry(args.registry or default_path())
+    mapper = RecordedMapper(registry, controller, SessionMapper())
     guard = Guard(config, controller, mapper, NdjsonOut(sys.stdout), act=not args.dry_run)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
-        run(make_engine(args), guard, stop)
+        run(make_engine(args, config), guard, stop)
     return 0

@@ -45,6 +45,7 @@ from tokentop.registry import (
 
 if TYPE_CHECKING:
     from tokentop.config import Config
+    from tokentop.ledger import CostFn
     from tokentop.model import SessionSnapshot
     from tokentop.sources.base import FileParser
 
@@ -147,8 +148,10 @@ class HookCall:
         """Why this tool call must be blocked (none: go on); escalates an ignored stop."""
         if not config.policy.soft_stop.enabled:
             return []
-        transcript = Path(self.hook.transcript_path)
-        session = read_session(transcript, self.key, self.now, self.files.cache_dir)
+        from tokentop.cli import make_prices
+
+        transcript, cost = Path(self.hook.transcript_path), make_prices(config).cost
+        session = read_session(transcript, self.key, self.now, cost, self.files.cache_dir)
         reasons = stop_reasons(session, config, self.now) if session is not None else []
         episode = soft_stop_episode(self.records, self.key)
         sid = self.key.session_id
@@ -186,7 +189,7 @@ class HookCall:
 
 
 def read_session(
-    transcript: Path, key: SessionKey, now: float, cache_dir: Path | None = None
+    transcript: Path, key: SessionKey, now: float, cost: CostFn, cache_dir: Path | None = None
 ) -> SessionSnapshot | None:
     """The session as the ledger sees it, from its transcript and its subagents' files.
 
@@ -194,12 +197,11 @@ def read_session(
     only what was appended since the last one (a long session's transcript runs to 10s of MB).
     """
     from tokentop.engine import Engine
-    from tokentop.pricing import PriceTable
 
     subagents = transcript.parent / transcript.stem / "subagents"
     cache = cache_dir / key.session_id if cache_dir is not None else None
     source = SessionFolder(transcript.parent)
-    engine = Engine([source], PriceTable.default().cost, cache_dir=cache, workers=1)
+    engine = Engine([source], cost, cache_dir=cache, workers=1)
     engine.load_cache()
     engine.process([transcript, *sorted(subagents.glob("agent-*.jsonl"))])
     engine.save_cache()
