@@ -18,6 +18,7 @@ from tokentop.clock import Clock, SystemClock
 from tokentop.ledger import CostFn, Ledger, LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
 from tokentop.sources.base import FileParser, Source, walk_files
+from tokentop.sources.wholefile import WholeFileParser
 from tokentop.tail import Tailer, TailState
 
 Listener = Callable[[LedgerSnapshot], None]
@@ -155,6 +156,9 @@ class Engine:
     def discover(self) -> list[Path]:
         found: list[Path] = []
         for source, root in self.roots:
+            if root.is_file():  # a single file named as a root, e.g. a proxy log
+                found.extend([root] if source.is_transcript(root) else [])
+                continue
             suffixes = getattr(source, "suffixes", (".jsonl",))
             found.extend(p for p in walk_files(root, suffixes) if source.is_transcript(p))
         return found
@@ -184,8 +188,13 @@ class Engine:
             source = self._source_for(path)
             if source is None:
                 return False
+            tracked_path = getattr(source, "tracked_path", None)  # e.g. a SQLite -wal file
+            if tracked_path is not None and (real := tracked_path(path)) != path:
+                return self._process_one(real)
             tracked = Tracked(source, Tailer(TailState(path=key)), source.new_parser(path))
             self.files[key] = tracked
+        if isinstance(tracked.parser, WholeFileParser):
+            return self._refresh(tracked, tracked.parser, key)
         changed = False
         while True:
             result = tracked.tailer.read_new()
@@ -204,6 +213,15 @@ class Engine:
                 changed = True
             if not result.more:
                 return changed
+
+    def _refresh(self, tracked: Tracked, parser: WholeFileParser, key: str) -> bool:
+        """A rewritten file (whole JSON, SQLite): the parser re-reads it if it changed."""
+        events: list[Event] = []
+        if not parser.refresh(events):
+            return False
+        tracked.tailer.state.offset = parser.size
+        self.ledger.apply(events, key)
+        return True
 
     def _source_for(self, path: Path) -> Source | None:
         for source, root in self.roots:
