@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="one recorded session as Markdown")
     add_source_args(p)
     summary_args(p)
+    from tokentop.runner import add_run_args
+
+    p = sub.add_parser("run", help="launch an agent and enforce its budget (see run --help)")
+    add_source_args(p)
+    add_run_args(p)
     return parser
 
 
@@ -301,6 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tokentop.report import cmd_report, cmd_summary
 
             return cmd_report(args) if args.command == "report" else cmd_summary(args)
+        if args.command == "run":
+            from tokentop.runner import cmd_run
+
+            return cmd_run(args)
         return cmd_app(args)
     except CliError as exc:
         print(f"tokentop: {exc}", file=sys.stderr)

@@ -259,7 +259,7 @@ def drift_finding(snapshot: SessionSnapshot, config: Config) -> Finding | None:
     over_tokens = drift.tokens and tokens >= drift.tokens
     if not (over_responses or over_tokens):
         return None
-    reason = f"drifting: {responses} responses ({_short(tokens)} tokens) without a file change"
+    reason = f"drifting: {responses} responses ({short_count(tokens)} tokens) without a file change"
     return Finding("drift", drift.action, reason)
 
 
@@ -278,8 +278,10 @@ def runaway_finding(
     since = state.high_since.setdefault(key, now)
     if now - since < runaway.minutes * 60:
         return None
-    limit = _short(runaway.tokens_per_min)
-    reason = f"runaway: {_short(rate)} tokens/min for {(now - since) / 60:.0f} min (limit {limit})"
+    limit = short_count(runaway.tokens_per_min)
+    reason = (
+        f"runaway: {short_count(rate)} tokens/min for {(now - since) / 60:.0f} min (limit {limit})"
+    )
     return Finding("runaway", runaway.action, reason)
 
 
@@ -293,7 +295,8 @@ def stall_finding(snapshot: SessionSnapshot, config: Config, now: float) -> Find
     return Finding("stall", stall.action, reason)
 
 
-def _short(n: float) -> str:
+def short_count(n: float) -> str:
+    """3100000 -> 3.1M, 2500 -> 2.5k: counts in reasons and status lines."""
     for unit, size in (("M", 1e6), ("k", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"

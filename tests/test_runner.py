@@ -1,0 +1,204 @@
+"""`tokentop run` with real agents: the tiny agent of claude_lines.py appends realistic Claude
+Code lines under CLAUDE_CONFIG_DIR. Each run is a real `python -m tokentop.cli run` in its own
+process group; finalizers kill the runner's group and the agent's (its own) whatever happens."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot, TokenCounts
+from tokentop.procs import read_action_log
+from tokentop.registry import SessionRecord, read
+from tokentop.runner import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_STOPPED, Linker
+
+AGENT = Path(__file__).parent / "claude_lines.py"
+TIMEOUT = 30.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class Sandbox:
+    """A Claude root, a data dir (registry, action log) and a working dir for one run."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.claude = tmp_path / "claude"
+        self.claude.mkdir()
+        self.data = tmp_path / "data"
+        self.work = tmp_path / "work"
+        self.work.mkdir()
+        self.env = {
+            **os.environ,
+            "CLAUDE_CONFIG_DIR": str(self.claude),
+            "CODEX_HOME": str(tmp_path / "codex"),
+            "XDG_DATA_HOME": str(self.data),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
+        self.popens: list[subprocess.Popen[str]] = []
+
+    def start(self, *options: str, agent: list[str] | None = None) -> subprocess.Popen[str]:
+        command = agent or [sys.executable, str(AGENT), "0.3", "1500"]
+        argv = [sys.executable, "-m", "tokentop.cli", "run", *options, "--", *command]
+        popen = subprocess.Popen(
+            argv, cwd=self.work, env=self.env, text=True, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self.popens.append(popen)
+        return popen
+
+    def launched(self) -> list[SessionRecord]:
+        records, _ = read(self.data / "tokentop" / "sessions.jsonl")
+        return [r for r in records if isinstance(r, SessionRecord)]
+
+    def transcripts(self) -> list[Path]:
+        return sorted(self.claude.rglob("*.jsonl"))
+
+    def kill_all(self) -> None:
+        pids = [r.pid for r in self.launched()] + [p.pid for p in self.popens]
+        for pid in pids:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, sig)
+        for popen in self.popens:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.communicate(timeout=5)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Sandbox]:
+    sandbox = Sandbox(tmp_path)
+    yield sandbox
+    sandbox.kill_all()
+
+
+def transcript_tokens(path: Path) -> int:
+    total = 0
+    for line in path.read_text().splitlines():
+        usage = json.loads(line).get("message", {}).get("usage")
+        if isinstance(usage, dict):
+            total += sum(v for v in usage.values() if isinstance(v, int))
+    return total
+
+
+def test_a_token_budget_kills_the_agent_once_passed(box: Sandbox) -> None:
+    run = box.start("--budget-tokens", "5000", "--on-budget", "kill")
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == EXIT_STOPPED, err
+    [record] = box.launched()
+    assert record.how == "launched" and record.cwd == str(box.work)
+    assert gone(record.pid)
+    [transcript] = box.transcripts()
+    assert record.transcript_path == str(transcript)
+    spent = transcript_tokens(transcript)
+    assert 5_000 < spent <= 5_000 + 3 * 1_500  # stopped within a few responses of the line
+    log, _ = read_action_log(box.data / "tokentop" / "actions.jsonl")
+    assert [(a.action, a.ok, a.origin, a.pid) for a in log] == [
+        ("kill", True, "policy:budget", record.pid)
+    ]
+    assert "over budget" in err and "stopped by tokentop" in err.splitlines()[-1]
+
+
+def test_a_dollar_budget_that_is_not_reached_lets_the_agent_exit_with_its_own_status(
+    box: Sandbox,
+) -> None:
+    script = "import sys, time; time.sleep(0.2); sys.exit(3)"
+    run = box.start("--budget", "2.50", "--quiet", agent=[sys.executable, "-c", script])
+    out, err = run.communicate(timeout=TIMEOUT)
+    assert (run.returncode, out, err) == (3, "", "")
+
+
+def test_pause_on_budget_then_sigterm_reaches_the_paused_agent(box: Sandbox) -> None:
+    run = box.start("--budget-tokens", "5000", "--on-budget", "pause", "--quiet")
+    assert wait_until(lambda: bool(box.launched()))
+    pid = box.launched()[0].pid
+    assert wait_until(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED)
+    assert run.poll() is None  # the runner waits for a paused agent
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == 128 + signal.SIGTERM and err == ""
+    assert gone(pid)
+
+
+def test_ctrl_c_is_forwarded_to_the_agent(box: Sandbox) -> None:
+    run = box.start("--quiet")
+    assert wait_until(lambda: bool(box.transcripts()) and bool(box.launched()))
+    pid = box.launched()[0].pid
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=TIMEOUT)
+    assert run.returncode == 128 + signal.SIGINT  # the agent's own death by SIGINT
+    assert gone(pid)
+
+
+@pytest.mark.parametrize(
+    ("agent", "code", "message"),
+    [
+        (["/nonexistent/agent-binary"], EXIT_NOT_FOUND, "cannot run /nonexistent/agent-binary"),
+        ([], EXIT_FAILED, "no agent command given"),
+    ],
+)
+def test_tokentop_failures_have_their_own_exit_codes(
+    box: Sandbox, agent: list[str], code: int, message: str
+) -> None:
+    argv = [sys.executable, "-m", "tokentop.cli", "run", "--", *agent]
+    done = subprocess.run(argv, env=box.env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == code and message in done.stderr
+
+
+def test_help_documents_the_exit_codes() -> None:
+    argv = [sys.executable, "-m", "tokentop.cli", "run", "--help"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+    for code in ("124", "125", "126", "127"):
+        assert f"\n  {code} " in done.stdout
+
+
+def snapshot_of(*sessions: tuple[str, str, str]) -> LedgerSnapshot:
+    """Sessions (id, cwd, file) with nothing else of interest."""
+    fields = dict(
+        branch="", first_ts=0.0, last_ts=1.0, tokens=TokenCounts(), cost_usd=0.0,
+        unpriced_models=(), models=(), model_timeline=(), responses=0, tokens_per_min=0.0,
+        usd_per_hour=0.0, burn_series=(), tool_calls=0, tool_errors=0, tools=(),
+        recent_tools=(), bad_lines=0,
+    )  # fmt: skip
+    made = tuple(
+        SessionSnapshot(key=SessionKey("claude", sid), cwd=cwd, files=(path,), **fields)
+        for sid, cwd, path in sessions
+    )
+    return LedgerSnapshot(1.0, made, (), 0, 1)
+
+
+def test_linker_takes_only_new_files_recording_the_agent_cwd(tmp_path: Path) -> None:
+    old, mine, other, blank = (tmp_path / f"{n}.jsonl" for n in ("old", "mine", "other", "blank"))
+    linker = Linker(str(tmp_path), existing={old})
+    assert linker.worth_reading({old, mine, other, blank}) == {mine, other, blank}
+    snap = snapshot_of(
+        ("a", str(tmp_path), str(mine)), ("b", "/elsewhere", str(other)), ("c", "", str(blank))
+    )
+    assert [s.key.session_id for s in linker.judge(snap)] == ["a"]
+    assert linker.linked == {mine} and linker.rejected == {other} and linker.pending == {blank}
+    assert linker.worth_reading({other}) == {blank}  # rejected files are never read again
+    assert [s.key.session_id for s in linker.sessions(snap)] == ["a"]
