@@ -176,3 +176,8 @@ def test_parse_log_binary_and_garbage() -> None:
         1,
         "me@x",
     )
+
+
+def test_a_commit_in_the_first_second_counts(repo: Path) -> None:
+    commit(repo, "quick.py", 1, START)  # git stores whole seconds; the session began at .7
+    assert len(assess(str(repo), START + 0.7, END, COST, False, CFG).commits) == 1

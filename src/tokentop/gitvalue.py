@@ -181,7 +181,8 @@ def _commits_in(cwd: str, start: float, end: float, author: str, timeout: float)
          f"--format={LOG_FORMAT}"],
         timeout,
     )  # fmt: skip
-    commits = [c for c in parse_log(out) if start <= c[0].author_ts <= end]
+    first = float(int(start))  # git keeps whole seconds: a commit in start's second counts
+    commits = [c for c in parse_log(out) if first <= c[0].author_ts <= end]
     return [c for c, email in commits if not author or email.lower() == author.lower()]
 
 

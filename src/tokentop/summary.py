@@ -89,7 +89,7 @@ class SessionSummary(msgspec.Struct, frozen=True):
     models: tuple[ModelShare, ...]
     peak_tokens_per_min: float
     mean_tokens_per_min: float
-    """Tokens per active minute."""
+    """Tokens per active minute (a session shorter than a minute counts as one)."""
     budget_usd: float | None
     budget_tokens: int | None
     budget_used_pct: float | None
@@ -216,8 +216,7 @@ def build_summary(
             (m for m, b in buckets.items() if b[0] > 0), config.history.active_gap_s
         )
         peak = max(float(b[0]) for b in buckets.values())
-        span = s.last_ts - s.first_ts
-        active = min(active, max(span, 60.0))  # minute buckets overstate a short session
+        active = min(active, max(0.0, s.last_ts - s.first_ts))  # buckets round up to minutes
     else:
         active = max(0.0, s.last_ts - s.first_ts)
         peak = float(max(s.burn_series, default=0))
@@ -243,9 +242,7 @@ def build_summary(
             for m in s.models
         ),
         peak_tokens_per_min=peak,
-        mean_tokens_per_min=s.tokens.total / (active / 60.0)
-        if active > 0
-        else float(s.tokens.total),
+        mean_tokens_per_min=s.tokens.total / max(active / 60.0, 1.0),
         budget_usd=budget.usd,
         budget_tokens=budget.tokens,
         budget_used_pct=budget_pct(s, budget),

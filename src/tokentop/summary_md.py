@@ -19,6 +19,8 @@ def when(ts: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 
 def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
     if minutes < 60:
         return f"{minutes} min"
@@ -104,7 +106,13 @@ def _output(git: GitValue | None, cost: float) -> str:
         changed = "; files were changed" if git.file_changes else ""
         return f"{git.status}{changed}"
     if not git.commits:
-        what = "uncommitted changes" if git.dirty or git.file_changes else "no file changes"
+        what = (
+            "the worktree has uncommitted changes"
+            if git.dirty
+            else "files were changed but not committed"
+            if git.file_changes
+            else "no file changes"
+        )
         return f"no commits in the session's window; {what}"
     text = (
         f"{len(git.commits)} commit(s), {git.files_changed} file(s), "

@@ -1,0 +1,242 @@
+"""`tokentop report` and `tokentop summary` over transcripts written by real demo agent processes.
+
+Two agents work in real git repositories made here (one commits, one does not), one in a plain
+directory, one in a directory that does not exist; the report must label each and price the
+commits exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tokentop import report
+from tokentop.cli import main
+from tokentop.report import parse_since
+
+AGENTS = (  # kind, behavior, project dir name ("" = a path that does not exist), seed
+    ("claude", "steady", "webshop", 1),
+    ("claude", "loop", "notes", 2),
+    ("codex", "steady", "ml-pipeline", 3),
+    ("codex", "overbudget", "", 4),
+)
+
+
+def git(repo: Path, *args: str, when: float | None = None) -> str:
+    env = dict(os.environ)
+    if when is not None:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{int(when)} +0000"
+    done = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def make_repo(path: Path) -> None:
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "dev@example.com")
+    (path / "README").write_text("hello\n")
+    git(path, "add", "README")
+    git(path, "commit", "-q", "-m", "initial", when=time.time() - 7200)  # before the session
+
+
+class Fleet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.claude, self.codex = root / "claude", root / "codex"
+        self.db = root / "tokentop.db"
+        self.repos = {"webshop": root / "webshop", "ml-pipeline": root / "ml-pipeline"}
+        self.commit_sha = ""
+
+    def args(self, *extra: str) -> list[str]:
+        dirs = ["--claude-dir", str(self.claude), "--codex-dir", str(self.codex)]
+        return [*extra, *dirs, "--db", str(self.db)]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp("fleet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GIT_CONFIG_GLOBAL", str(root / "no-gitconfig"))
+        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+        mp.setenv("XDG_CONFIG_HOME", str(root / "config"))  # no user config.toml
+        for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+            mp.setenv(var, "Dev")
+        for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+            mp.setenv(var, "dev@example.com")
+        f = Fleet(root)
+        for repo in f.repos.values():
+            make_repo(repo)
+        (root / "notes").mkdir()
+        run_agents(f)
+        (f.repos["webshop"] / "shop.py").write_text("def checkout():\n    return 42\n")
+        git(f.repos["webshop"], "add", "shop.py")
+        git(f.repos["webshop"], "commit", "-q", "-m", "checkout")  # now: in the window + slack
+        f.commit_sha = git(f.repos["webshop"], "rev-parse", "HEAD")
+        yield f
+
+
+def run_agents(f: Fleet) -> None:
+    children = []
+    for kind, behavior, project, seed in AGENTS:
+        cwd = str(f.root / project) if project else "/nonexistent/cli-tools"
+        root = f.claude if kind == "claude" else f.codex
+        argv = [sys.executable, "-m", "tokentop.demo_agent", "--kind", kind,
+                "--behavior", behavior, "--root", str(root), "--cwd", cwd,
+                "--interval", "0.005", "--seed", str(seed), "--max-turns", "8"]  # fmt: skip
+        children.append(subprocess.Popen(argv))
+    assert [c.wait(timeout=60) for c in children] == [0, 0, 0, 0]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_md_report_scans_an_empty_store_and_labels_every_session(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    md = run_cli(fleet.args("report", "--format", "md"), capsys)
+    (fleet.root / "report.md").write_text(md)
+    assert md.startswith("# tokentop report — all recorded sessions, by session")
+    assert "**4 session(s)**" in md
+    assert md.count("\n## ") == 4  # one section per session
+    webshop = md[md.index("## webshop") :].split("\n## ")[0]
+    assert "· leverage" in webshop and "1 commit(s)" in webshop and "/commit" in webshop
+    assert "### Top token consumers (estimate" in webshop
+    notes = md[md.index("## notes") :].split("\n## ")[0]
+    assert "· pending" in notes and "not a git repository; files were changed" in notes
+    pipeline = md[md.index("## ml-pipeline") :].split("\n## ")[0]
+    assert "no commits in the session's window; files were changed but not" in pipeline
+    assert "directory not found: /nonexistent/cli-tools" in md
+
+
+def test_json_report_prices_the_commit_exactly(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = json.loads(run_cli(fleet.args("report", "--format", "json"), capsys))
+    rows = {r["project"]: r for r in doc["rows"]}
+    shop = rows["webshop"]
+    assert (shop["commits"], shop["surviving"], shop["labels"]) == (1, 1, {"leverage": 1})
+    assert shop["usd_per_commit"] == shop["cost_usd"] > 0
+    assert rows["ml-pipeline"]["commits"] == 0
+    assert doc["total"]["sessions"] == 4
+    assert doc["total"]["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in doc["rows"]))
+
+
+def test_groupings_add_up(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    total = json.loads(run_cli(fleet.args("report", "--format", "json"), capsys))["total"]
+    for by in ("day", "project", "agent", "model"):
+        doc = json.loads(run_cli(fleet.args("report", "--format", "json", "--by", by), capsys))
+        assert sum(r["tokens"] for r in doc["rows"]) == total["tokens"], by
+        assert sum(r["cost_usd"] for r in doc["rows"]) == pytest.approx(total["cost_usd"]), by
+    agents = json.loads(run_cli(fleet.args("report", "--format", "json", "--by", "agent"), capsys))
+    assert {r["group"]: r["sessions"] for r in agents["rows"]} == {"claude": 2, "codex": 2}
+
+
+def test_csv_and_table(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = list(
+        csv.DictReader(io.StringIO(run_cli(fleet.args("report", "--format", "csv"), capsys)))
+    )
+    assert len(rows) == 4 and {r["labels"] for r in rows} == {"leverage:1", "pending:1"}
+    table = run_cli(fleet.args("report", "--by", "project"), capsys).splitlines()
+    assert table[0].split()[:3] == ["PROJECT", "SESSIONS", "ACTIVE"]
+    assert table[-1].startswith("total") and len(table) == 6
+
+
+def test_since_filters_and_a_future_date_is_empty(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        run_cli(fleet.args("report", "--since", "2999-01-01"), capsys) == "no recorded sessions\n"
+    )
+    doc = json.loads(run_cli(fleet.args("report", "--since", "1d", "--format", "json"), capsys))
+    assert doc["total"]["sessions"] == 4
+
+
+def test_summary_of_one_session_as_markdown(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = json.loads(run_cli(fleet.args("report", "--format", "json"), capsys))
+    shop = next(r for r in doc["rows"] if r["project"] == "webshop")
+    sid = shop["group"].split(":", 1)[1]
+    md = run_cli(fleet.args("summary", sid[:10]), capsys)
+    assert md.startswith(f"# webshop · claude `{sid[:8]}` · leverage")
+    assert f"`{fleet.commit_sha[:10]}` checkout (+2 −0, 1 file(s))" in md
+    assert "- **Tools:** 8 calls" in md
+
+
+def test_unknown_session_is_a_clear_error(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(fleet.args("summary", "no-such-session", "--no-scan")) == 2
+    assert "no recorded session matches 'no-such-session'" in capsys.readouterr().err
+
+
+def test_survival_is_rechecked_after_a_reset(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "SURVIVAL_RECHECK_S", -1.0)
+    repo = fleet.repos["webshop"]
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    try:
+        doc = json.loads(run_cli(fleet.args("report", "--format", "json"), capsys))
+        shop = next(r for r in doc["rows"] if r["project"] == "webshop")
+        assert (shop["commits"], shop["surviving"], shop["usd_per_surviving_commit"]) == (
+            1,
+            0,
+            None,
+        )
+    finally:
+        git(repo, "reset", "-q", "--hard", fleet.commit_sha)
+    doc = json.loads(run_cli(fleet.args("report", "--format", "json"), capsys))
+    assert next(r for r in doc["rows"] if r["project"] == "webshop")["surviving"] == 1
+
+
+def test_bad_arguments(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(fleet.args("report", "--since", "last tuesday"))
+    assert "not a date" in capsys.readouterr().err
+    junk = fleet.root / "junk.db"
+    junk.write_bytes(b"not a database" * 200)
+    assert main(["report", "--db", str(junk), "--no-scan"]) == 2
+    assert "junk.db" in capsys.readouterr().err
+
+
+def test_parse_since() -> None:
+    now = 1_763_640_000.0
+    assert parse_since("7d", now) == now - 7 * 86400
+    assert parse_since("90m", now) == now - 5400
+    assert parse_since("2025-01-02T03:04:05+00:00", now) == 1735787045.0
+    assert parse_since("today", now) <= now < parse_since("today", now) + 86400
+    assert parse_since("yesterday", now) == parse_since("today", now) - 86400
+
+
+def test_scan_runs_on_an_empty_store_or_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    fixtures = Path(__file__).parent / "fixtures" / "claude" / "ccusage-fixture" / "projects"
+    root = tmp_path / "claude"
+    alpha = root / "projects" / "project-alpha"
+    shutil.copytree(fixtures / "project-alpha", alpha)
+    argv = ["report", "--format", "json", "--claude-dir", str(root), "--db", str(tmp_path / "t.db")]
+
+    def sessions(*extra: str) -> int:
+        return int(json.loads(run_cli([*argv, *extra], capsys))["total"]["sessions"])
+
+    assert sessions() == 1  # empty store: scanned
+    shutil.copytree(fixtures / "project-beta", root / "projects" / "project-beta")
+    assert sessions() == 1  # the store has summaries: no scan unless asked
+    assert sessions("--scan") == 2
+    assert sessions("--no-scan") == 2
