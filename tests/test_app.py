@@ -23,7 +23,7 @@ from textual.widgets import Input, Static
 
 from tokentop.clock import FakeClock, SystemClock
 from tokentop.config import Alerts, Budgets, Config
-from tokentop.model import SessionSnapshot, TokenCounts
+from tokentop.model import RecentTool, SessionSnapshot, TokenCounts
 from tokentop.ui import format as fmt
 from tokentop.ui.app import TokentopApp, make_app
 from tokentop.ui.detail import SessionDetail
@@ -32,7 +32,15 @@ from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import LedgerUpdated
 from tokentop.ui.modals import BudgetModal, ConfirmModal
 from tokentop.ui.table import SessionTable, cell_text
-from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, make_session, sample_sessions
+from ui_fakes import (
+    NOW,
+    FakeEngine,
+    FakeProcesses,
+    FakeRef,
+    ledger,
+    make_session,
+    sample_sessions,
+)
 
 SIZE = (150, 30)
 
@@ -377,6 +385,25 @@ async def test_alerts_can_be_silent_and_quiet_sessions_do_not_alert() -> None:
             "webshop (claude:a1b2c3d4-steady) is over budget: 210% used",
         ]
         assert h.bells == 0
+
+
+async def test_policy_findings_flag_the_row_explain_in_details_and_notify_once() -> None:
+    stuck = tuple(RecentTool(NOW - 300 + 20 * i, "Bash", "same-input", True) for i in range(8))
+    steady, looping, codex, old = sample_sessions()
+    h = Harness((steady, with_(looping, recent_tools=stuck), codex, old))
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert h.cell("api-gateway", "flags") == "LE"
+        assert h.cell("webshop", "flags") == ""
+        loops = [m for m, kw in h.notes if kw["title"] == "loop: api-gateway"]
+        assert loops == ["looping: the same Bash call 6 times in 10 min with no other file change"]
+        h.publish((steady, with_(looping, recent_tools=stuck, responses=50), codex, old))
+        await settle(pilot)
+        assert len([m for m, kw in h.notes if kw["title"] == "loop: api-gateway"]) == 1
+        await pilot.press("enter")
+        await settle(pilot)
+        findings = text_of(h.app.screen.query_one("#detail-findings", Static))
+        assert "looping: the same Bash call" in findings
 
 
 async def test_help_lists_keys_and_closes() -> None:

@@ -23,9 +23,9 @@ from tokentop.budgets import Level, budget_use, crossings
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
-from tokentop.ui import format as fmt
 from tokentop.ui import keys
 from tokentop.ui.actions import ActionsApp
+from tokentop.ui.alerts import DetectionTracker, Notice, budget_notice
 from tokentop.ui.detail import DetailView, SessionDetail
 from tokentop.ui.header import HeaderState
 from tokentop.ui.help import ParseErrorsScreen
@@ -39,7 +39,6 @@ from tokentop.ui.rows import (
     SortName,
     Status,
     descending,
-    project_name,
     row_view,
     search_text,
     sort_value,
@@ -99,6 +98,7 @@ class TokentopApp(ActionsApp):
         self.overrides: dict[SessionKey, Budget] = {}
         self.acted: dict[SessionKey, tuple[Status, float]] = {}
         self.alert_levels: dict[SessionKey, Level] = {}
+        self.detections = DetectionTracker(config)
         self.measured: dict[str, Measured] = {}
         self.alerts_raised: list[tuple[SessionKey, Level]] = []
         self._budgets: dict[tuple[SessionKey, str], Budget] = {}
@@ -208,6 +208,7 @@ class TokentopApp(ActionsApp):
             for m in (self._measure(s, now) for s in visible(snap.sessions, now, hide_after))
         }
         self._raise_alerts()
+        self._judge(now)
         shown = [m for m in self.measured.values() if self._matches(m)]
         reverse = descending(self.sort, self.sort_reversed)
         shown.sort(key=lambda m: sort_value(m.session, m.use, self.sort), reverse=reverse)
@@ -253,9 +254,16 @@ class TokentopApp(ActionsApp):
 
     def _row(self, m: Measured) -> RowView:
         tagged = m.row_key in self.tagged
-        if m.row is None or m.row.tagged != tagged:
-            m.row = row_view(m.session, m.use, m.status, tagged)
+        detected = self.detections.flags(m.session.key) if m.status == "live" else ""
+        if m.row is None or m.row.tagged != tagged or m.detected != detected:
+            m.detected = detected
+            m.row = row_view(m.session, m.use, m.status, tagged, detected)
         return m.row
+
+    def _judge(self, now: float) -> None:
+        """Policy detectors: flags on rows, and one notice per new finding."""
+        for notice in self.detections.update(self.measured.values(), now):
+            self._announce(notice)
 
     def _raise_alerts(self) -> None:
         """One notification and bell per session per threshold crossing (budgets.crossings)."""
@@ -264,17 +272,10 @@ class TokentopApp(ActionsApp):
         self.alert_levels, raised = crossings(self.alert_levels, current, live)
         for key, level in raised:
             self.alerts_raised.append((key, level))
-            self._alert(self.measured[str(key)], level)
+            self._announce(budget_notice(self.measured[str(key)], level))
 
-    def _alert(self, m: Measured, level: Level) -> None:
-        what = "over budget" if level == Level.OVER else "near its budget"
-        share = fmt.percent(m.use.fraction or 0.0)
-        self.notify(
-            f"{project_name(m.session.cwd)} ({m.session.key}) is {what}: {share} used",
-            title="Budget",
-            severity="error" if level == Level.OVER else "warning",
-            timeout=10,
-        )
+    def _announce(self, notice: Notice) -> None:
+        self.notify(notice.message, title=notice.title, severity=notice.severity, timeout=10)
         if self.config.alerts.bell:
             self.bell()
 
@@ -303,7 +304,8 @@ class TokentopApp(ActionsApp):
             return
         use = m.use if m else budget_use(session, self.budget_of(session), self.config.alerts)
         status = m.status if m else "ended"
-        screen.show(DetailView(session, use, status, snap.files, now))
+        reasons = self.detections.reasons(session, now)
+        screen.show(DetailView(session, use, status, snap.files, now, reasons))
 
     # -- keys that only change the view ------------------------------------------------------
 

@@ -32,6 +32,8 @@ class DetailView(NamedTuple):
     status: str
     files: Sequence[FileHealth]
     now: float
+    reasons: Sequence[str] = ()
+    """Why the policy's detectors flag this session, if they do."""
 
 
 class SessionDetail(Screen[None]):
@@ -55,6 +57,7 @@ class SessionDetail(Screen[None]):
                 yield Static(id="detail-models", classes="panel")
                 yield Static(id="detail-timeline", classes="panel")
             with Vertical(classes="detail-column"):
+                yield Static(id="detail-findings", classes="panel")
                 yield Static(id="detail-process", classes="panel")
                 yield Static(id="detail-tools", classes="panel")
                 yield Static(id="detail-files", classes="panel")
@@ -71,6 +74,10 @@ class SessionDetail(Screen[None]):
         self._panel("#detail-tools", "Tools", tools_table(s, view.now))
         self._panel("#detail-files", "Files", files_table(s, view.files))
         self._panel("#detail-process", "Process", self.process_text)
+        findings = self.query_one("#detail-findings", Static)
+        findings.display = bool(view.reasons)
+        if view.reasons:
+            self._panel("#detail-findings", "Detected", Text("\n".join(view.reasons), "yellow"))
 
     def show_process(self, ref: ProcessInfo | None) -> None:
         self.process_text = process_text(ref)

@@ -67,7 +67,8 @@ def _two_columns(left: str, right: str, rows: Sequence[tuple[str, str]]) -> Tabl
 
 
 def _key_table(rows: Sequence[tuple[str, str, str]]) -> Table:
-    table = Table("Key", "Action", "[keys] id", box=None, pad_edge=False, header_style="bold")
+    table = Table("Key", "Action", box=None, pad_edge=False, header_style="bold")
+    table.add_column(Text("[keys] id"))  # Text: a str header would be read as markup
     for key, action, binding_id in rows:
         table.add_row(Text(key, style="bold cyan"), Text(action), Text(binding_id, style="dim"))
     return table

@@ -42,7 +42,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("spark", "LAST 10m", SPARK_WIDTH),
     Column("budget", "BUDGET", BAR_WIDTH + 6, "budget"),
     Column("eta", "ETA", 5),
-    Column("flags", "FLAGS", 5),
+    Column("flags", "FLAGS", 6),
 )
 FLAG_LEGEND = (
     ("O", "over budget"),
@@ -50,6 +50,9 @@ FLAG_LEGEND = (
     ("E", "unparseable lines in this session's files (details: enter)"),
     ("?", "a model has no price, so cost is a lower bound"),
     ("~", "tokens estimated with a tokenizer, not recorded"),
+    ("L", "loop: the same tool call or error over and over (reason in details)"),
+    ("D", "drift: many responses without changing a file"),
+    ("R", "runaway: a burn rate above the policy's limit for minutes"),
 )
 
 
@@ -115,14 +118,16 @@ def eta_text(use: BudgetUse, status: Status = "live") -> str:
     return "" if status in ("paused", "killed") else fmt.duration(use.eta_s)
 
 
-def flags_text(session: SessionSnapshot, use: BudgetUse) -> str:
-    flags = {Level.OVER: "O", Level.WARN: "W"}.get(use.level, "")
+def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> str:
+    flags = {Level.OVER: "O", Level.WARN: "W"}.get(use.level, "") + detected
     flags += "E" if session.bad_lines else ""
     flags += "?" if session.unpriced_models else ""
     return flags + ("~" if session.estimated else "")
 
 
-def row_view(session: SessionSnapshot, use: BudgetUse, status: Status, tagged: bool) -> RowView:
+def row_view(
+    session: SessionSnapshot, use: BudgetUse, status: Status, tagged: bool, detected: str = ""
+) -> RowView:
     return RowView(
         status,
         session.key.agent,
@@ -134,7 +139,7 @@ def row_view(session: SessionSnapshot, use: BudgetUse, status: Status, tagged: b
         fmt.sparkline(session.burn_series, SPARK_WIDTH),
         budget_text(use),
         eta_text(use, status),
-        flags_text(session, use),
+        flags_text(session, use, detected),
         use.level,
         tagged,
     )
@@ -172,7 +177,7 @@ def descending(sort: SortName, reverse: bool) -> bool:
 class Measured:
     """A listed session with its budget use and status; its row and search text are memos."""
 
-    __slots__ = ("row", "row_key", "search", "session", "status", "use")
+    __slots__ = ("detected", "row", "row_key", "search", "session", "status", "use")
 
     def __init__(self, session: SessionSnapshot, use: BudgetUse, status: Status) -> None:
         self.row_key = str(session.key)
@@ -181,6 +186,8 @@ class Measured:
         self.status = status
         self.row: RowView | None = None
         self.search = ""
+        self.detected = ""
+        """Flag letters from the policy detectors."""
 
 
 class Totals(NamedTuple):
