@@ -454,6 +454,26 @@ async def test_tagged_rows_are_killed_together_after_confirming() -> None:
         assert sum("kill pid" in m for m, _ in h.notes) == 2
 
 
+async def test_actions_from_details_act_on_the_shown_session() -> None:
+    procs = procs_for_all()
+    h = Harness(processes=procs)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("space")  # a tag on the main screen does not widen the action
+        h.table.move_cursor(row=projects(h).index("webshop"))
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        assert isinstance(h.app.screen, ConfirmModal)
+        assert "pid 1002" not in h.app.screen.body.plain
+        await pilot.press("y")
+        await settle(pilot)
+        assert [(verb, pid) for verb, pid, *_ in procs.calls] == [("kill", 1001)]
+        assert isinstance(h.app.screen, SessionDetail)
+        assert "killed" in text_of(h.app.screen.query_one("#detail-title", Static))
+
+
 async def test_cancel_sends_nothing() -> None:
     procs = procs_for_all()
     h = Harness(processes=procs)

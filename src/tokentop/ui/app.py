@@ -310,11 +310,16 @@ class TokentopApp(ActionsApp):
     # -- keys that only change the view ------------------------------------------------------
 
     def current(self) -> Measured | None:
-        key = self.main_table.current_key
+        """The session under the cursor, or the one whose details are open."""
+        screen = self.screen
+        key = str(screen.key) if isinstance(screen, SessionDetail) else self.main_table.current_key
         return self.measured.get(key) if key else None
 
     def targets(self) -> list[Measured]:
-        """Tagged sessions still listed, else the one under the cursor."""
+        """Tagged sessions still listed, else the current one; details act on their own."""
+        if isinstance(self.screen, SessionDetail):
+            here = self.current()
+            return [here] if here else []
         tagged = [m for key, m in self.measured.items() if key in self.tagged]
         if tagged:
             return tagged

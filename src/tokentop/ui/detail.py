@@ -17,10 +17,13 @@ from textual.widgets import Footer, Static
 from tokentop.budgets import BudgetUse
 from tokentop.model import FileHealth, SessionKey, SessionSnapshot
 from tokentop.ui import format as fmt
+from tokentop.ui import keys
 from tokentop.ui.processes import ProcessInfo, command_of
 from tokentop.ui.rows import budget_text, eta_text, project_name, short_model
 
 CHART_HEIGHT = 5
+DETAIL_IDS = frozenset({"pause-resume", "terminate", "kill", "budget"})
+"""Keys that act on the shown session from the details too."""
 KINDS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "reasoning")
 
 
@@ -41,6 +44,7 @@ class SessionDetail(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back", id="back"),
+        *keys.bindings(DETAIL_IDS),
     ]
 
     def __init__(self, key: SessionKey) -> None:
