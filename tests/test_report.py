@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tokentop import report
@@ -240,3 +241,24 @@ def test_scan_runs_on_an_empty_store_or_when_asked(
     assert sessions() == 1  # the store has summaries: no scan unless asked
     assert sessions("--scan") == 2
     assert sessions("--no-scan") == 2
+
+
+def test_default_store_takes_in_the_action_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokentop.procs import ActionResult, default_action_log
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    log = default_action_log()
+    assert log.is_relative_to(tmp_path)
+    log.parent.mkdir(parents=True)
+    kill = ActionResult(
+        "kill", True, (4242,), "killed pid 4242", "loop: same call 5 times", "policy:loop",
+        1_767_960_000.0, 4242, "claude:session-alpha",
+    )  # fmt: skip
+    log.write_bytes(msgspec.json.encode(kill) + b"\n")
+    fixtures = Path(__file__).parent / "fixtures" / "claude" / "ccusage-fixture"
+    md = run_cli(["summary", "session-alpha", "--claude-dir", str(fixtures)], capsys)
+    assert "**kill** by policy:loop (ok): loop: same call 5 times" in md
+    assert (tmp_path / "data" / "tokentop" / "tokentop.db").exists()

@@ -157,10 +157,16 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _open_store(args: argparse.Namespace) -> Store:
+    """The store; the default one first takes in the action log the process controller keeps."""
+    from tokentop.procs import default_action_log
+
     try:
-        return Store(args.db)
+        store = Store(args.db)
     except StoreError as exc:
         raise CliError(str(exc)) from None
+    if args.db is None:
+        store.import_action_log(default_action_log())
+    return store
 
 
 def scan_into(
@@ -276,10 +282,6 @@ def _model_rows(summaries: Iterable[SessionSummary]) -> list[ReportRow]:
     return sorted(rows.values(), key=lambda r: -r.cost_usd)
 
 
-def total_row(summaries: list[SessionSummary]) -> ReportRow | None:
-    return _row("total", summaries) if summaries else None
-
-
 # -- rendering -------------------------------------------------------------------------------
 
 COLUMNS = (
@@ -317,7 +319,7 @@ def _line(row: ReportRow, by: str, short: bool) -> list[str]:
 def render(
     fmt: str, rows: list[ReportRow], summaries: list[SessionSummary], by: str, since: float | None
 ) -> str:
-    total = total_row(summaries)
+    total = _row("total", summaries) if summaries else None
     if fmt == "json":
         doc = {"by": by, "since": since, "rows": rows, "total": total}
         return msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n"
