@@ -98,6 +98,9 @@ def test_a_looping_session_is_blocked(home: Path) -> None:
     write_transcript(transcript, SESSION, CWD, same)
     done = run_hook(home, "", hook_json(home))
     assert done.returncode == 2 and "looping: the same Bash" in done.stderr
+    moved_on = [*same, response(SESSION, CWD, 1_000, "git log -1")]
+    write_transcript(transcript, SESSION, CWD, moved_on)  # a different call: let it go
+    assert run_hook(home, "", hook_json(home)).returncode == 0
 
 
 def test_the_block_lifts_when_the_budget_is_raised(home: Path) -> None:

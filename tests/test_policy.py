@@ -3,6 +3,7 @@ normal sessions (the shared samples and the demo's steady agent, replayed line b
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from tokentop.clock import FakeClock
 from tokentop.config import Budget, Budgets, Config, parse_config
+from tokentop.engine import Engine
 from tokentop.ledger import Ledger
 from tokentop.model import RecentTool, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.policy import (
@@ -20,6 +22,7 @@ from tokentop.policy import (
     PolicyState,
     detect,
     evaluate,
+    loop_finding,
     ping_pong,
     repeated_call,
     repeated_error,
@@ -159,11 +162,30 @@ def test_loop_table(name: str, recent: tuple[RecentTool, ...], reason: str | Non
 
 def test_repeat_rules_directly() -> None:
     edits = calls(*["Edit:a", "Bash:t"] * 3)
-    assert repeated_call(edits, 3) == ("Edit", 3)  # the same edit, redone, keeps counting
+    assert repeated_call(edits, 3) == (("Edit", "a"), 3)  # the same edit, redone, counts
     assert repeated_call(calls("Bash:t", "Bash:t", "Edit:b", "Bash:t"), 3) is None
-    assert repeated_error(calls("Bash:a!e", "Read:b!e", "Bash:c!e"), 2) == ("Bash", 2)
+    assert repeated_error(calls("Bash:a!e", "Read:b!e", "Bash:c!e"), 2) == (("Bash", "e"), 2)
     assert ping_pong(calls("Bash:t", "Bash:t", "Bash:t", "Bash:t"), 2) is None
-    assert ping_pong(calls("A:1", "B:2", "A:1", "B:2"), 2) == ("A", "B")
+    assert ping_pong(calls("A:1", "B:2", "A:1", "B:2"), 2) == (("A", "1"), ("B", "2"))
+
+
+@pytest.mark.parametrize(
+    ("recent", "ongoing"),
+    [
+        (calls(*["Bash:t"] * 6), True),
+        (calls(*["Bash:t"] * 6, "Read:other"), False),  # the agent has moved on
+        (calls(*[f"Bash:{i}!boom" for i in range(5)]), True),
+        (calls(*[f"Bash:{i}!boom" for i in range(5)], "Read:x!"), False),
+        ((*calls(*[f"Bash:{i}!boom" for i in range(5)]), call("Bash", "9", error=None)), True),
+        (calls(*["Read:x", "Bash:t"] * 4), True),
+    ],
+)
+def test_an_ongoing_loop_is_one_the_newest_call_continues(
+    recent: tuple[RecentTool, ...], ongoing: bool
+) -> None:
+    snap = session(recent_tools=recent)
+    assert loop_finding(snap, Config(), NOW) is not None
+    assert (loop_finding(snap, Config(), NOW, ongoing=True) is not None) is ongoing
 
 
 def test_loop_rules_can_be_turned_off() -> None:
@@ -275,6 +297,27 @@ def test_defaults_are_silent_on_the_codex_samples() -> None:
     codex = pytest.importorskip("tokentop.sources.codex")
     paths = fixture_files("codex") + fixture_files("codex_samples")
     assert list(replay_decisions(codex.CodexSource(homes=[]), paths)) == []
+
+
+def test_defaults_are_silent_on_every_session_the_engine_finds_in_the_samples() -> None:
+    """The engine over the fixture copies of the shared samples, each session judged as if it
+    had just been written to (with a live process, so stall is asked too)."""
+    claude_dirs = [FIXTURES / "claude", FIXTURES / "claude" / "ccusage-fixture"]
+    sources: list[Source] = [ClaudeCodeSource(config_dirs=claude_dirs)]
+    with contextlib.suppress(ImportError):
+        from tokentop.sources.codex import CodexSource
+
+        sources.append(CodexSource(homes=[FIXTURES / "codex", FIXTURES / "codex_samples"]))
+    engine = Engine(sources, PriceTable.default().cost, workers=1)
+    engine.scan()
+    sessions = engine.snapshot().sessions
+    assert len({s.key for s in sessions if s.key.agent == "claude"}) >= 3
+    for snap in sessions:
+        for now in (snap.last_ts + 1, snap.last_ts + 3600):
+            assert (
+                evaluate(snap, Config(), now, PolicyState(), process_alive=now < snap.last_ts + 60)
+                == []
+            )
 
 
 def demo_transcript(tmp_path: Path, behavior: str, turns: int) -> Path:

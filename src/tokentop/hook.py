@@ -232,12 +232,16 @@ class SessionFolder:
 
 
 def stop_reasons(session: SessionSnapshot, config: Config, now: float) -> list[str]:
-    """Why the agent must stop: over its budget, or looping (detectors not set to "none")."""
-    from tokentop.policy import LIMIT_LEVEL, detect
+    """Why the agent must stop: over its budget, or about to repeat a loop (each unless its
+    detector's action is "none")."""
+    from tokentop.policy import budget_finding, loop_finding
 
-    found = detect(session, config, now)
-    over = [d for d in found if d.detector == "budget" and d.level >= LIMIT_LEVEL]
-    return [d.reason for d in over + [d for d in found if d.detector == "loop"]]
+    policy = config.policy
+    found = [
+        budget_finding(session, config) if policy.budget.action != "none" else None,
+        loop_finding(session, config, now, ongoing=True) if policy.loop.action != "none" else None,
+    ]
+    return [f.reason for f in found if f is not None and (f.detector, f.level) != ("budget", 1)]
 
 
 def stop_message(reasons: list[str]) -> str:

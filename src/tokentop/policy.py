@@ -20,7 +20,7 @@ import msgspec
 from tokentop.budgets import Level, budget_use
 from tokentop.config import Budget, Budgets, Config
 from tokentop.model import RecentTool, SessionKey, SessionSnapshot, TokenCounts
-from tokentop.policy_config import ALL_TOKEN_KINDS, PolicyAction, TokenKind
+from tokentop.policy_config import ALL_TOKEN_KINDS, LoopPolicy, PolicyAction, TokenKind
 
 Detector = Literal["budget", "loop", "drift", "runaway", "stall"]
 DETECTORS: tuple[Detector, ...] = ("budget", "loop", "drift", "runaway", "stall")
@@ -184,25 +184,38 @@ def with_budget(config: Config, usd: float | None, tokens: int | None) -> Config
 Signature = tuple[str, str]
 
 
-def loop_finding(snapshot: SessionSnapshot, config: Config, now: float) -> Finding | None:
-    """The same call repeated, the same error repeated, or two calls in ping-pong."""
+def loop_finding(
+    snapshot: SessionSnapshot, config: Config, now: float, *, ongoing: bool = False
+) -> Finding | None:
+    """The same call repeated, the same error repeated, or two calls in ping-pong.
+
+    With `ongoing`, only a loop that the newest call continues counts: the hook blocks the
+    looping call, not an agent that has moved on to something else.
+    """
     loop = config.policy.loop
     calls = [t for t in snapshot.recent_tools if now - t.timestamp <= loop.window_s]
+    reason = _loop_reason(calls, loop, ongoing) if calls else ""
+    return Finding("loop", loop.action, f"looping: {reason}") if reason else None
+
+
+def _loop_reason(calls: Sequence[RecentTool], loop: LoopPolicy, ongoing: bool) -> str:
+    newest = (calls[-1].name, calls[-1].input_hash)
+    answered = [c for c in calls if c.is_error is not None]
+    last_error = (answered[-1].name, answered[-1].output_hash) if answered else None
     minutes = f"{loop.window_s / 60:g} min"
-    reason = ""
-    if loop.repeats and (hit := repeated_call(calls, loop.repeats)):
-        reason = f"the same {hit[0]} call {hit[1]} times in {minutes} with no other file change"
-    elif loop.error_repeats and (hit := repeated_error(calls, loop.error_repeats)):
-        reason = f"the same {hit[0]} error {hit[1]} times in {minutes}"
-    elif loop.ping_pong and (pair := ping_pong(calls, loop.ping_pong)):
-        reason = f"{pair[0]} and {pair[1]} alternating {loop.ping_pong} times over"
-    if not reason:
-        return None
-    return Finding("loop", loop.action, f"looping: {reason}")
+    call = repeated_call(calls, loop.repeats) if loop.repeats else None
+    if call and (not ongoing or call[0] == newest):
+        return f"the same {call[0][0]} call {call[1]} times in {minutes} with no other file change"
+    error = repeated_error(calls, loop.error_repeats) if loop.error_repeats else None
+    if error and (not ongoing or error[0] == last_error):
+        return f"the same {error[0][0]} error {error[1]} times in {minutes}"
+    pair = ping_pong(calls, loop.ping_pong) if loop.ping_pong else None
+    return f"{pair[0][0]} and {pair[1][0]} alternating {loop.ping_pong} times over" if pair else ""
 
 
-def repeated_call(calls: Sequence[RecentTool], limit: int) -> tuple[str, int] | None:
-    """(tool name, count) of a call made `limit` times since the last *other* file change.
+def repeated_call(calls: Sequence[RecentTool], limit: int) -> tuple[Signature, int] | None:
+    """((name, input hash), count) of a call made `limit` times since the last *other* file
+    change.
 
     A different file-changing call is progress (run tests, edit, run tests), so counting
     stops there, newest first; the same edit made again and again keeps counting.
@@ -215,33 +228,34 @@ def repeated_call(calls: Sequence[RecentTool], limit: int) -> tuple[str, int] | 
             continue
         counts[sig] = counts.get(sig, 0) + 1
         if counts[sig] >= limit:
-            return call.name, counts[sig]
+            return sig, counts[sig]
         if call.file_changing:
             only = sig
     return None
 
 
-def repeated_error(calls: Sequence[RecentTool], limit: int) -> tuple[str, int] | None:
-    """(tool name, count) of an error output that came back `limit` times."""
+def repeated_error(calls: Sequence[RecentTool], limit: int) -> tuple[Signature, int] | None:
+    """((name, output hash), count) of an error output that came back `limit` times."""
     counts: dict[Signature, int] = {}
     for call in calls:
         if call.is_error and call.output_hash:
             sig = (call.name, call.output_hash)
             counts[sig] = counts.get(sig, 0) + 1
             if counts[sig] >= limit:
-                return call.name, counts[sig]
+                return sig, counts[sig]
     return None
 
 
-def ping_pong(calls: Sequence[RecentTool], cycles: int) -> tuple[str, str] | None:
-    """The names of two distinct calls that alternate over the newest 2 × `cycles` calls."""
+def ping_pong(calls: Sequence[RecentTool], cycles: int) -> tuple[Signature, Signature] | None:
+    """Two distinct calls that alternate over the newest 2 × `cycles` calls (so a ping-pong
+    that is found is always ongoing)."""
     tail = list(_signatures(calls))[-2 * cycles :]
     if len(tail) < 2 * cycles:
         return None
     a, b = tail[0], tail[1]
     if a == b or any(sig != (a, b)[i % 2] for i, sig in enumerate(tail)):
         return None
-    return a[0], b[0]
+    return a, b
 
 
 def _signatures(calls: Sequence[RecentTool]) -> Iterator[Signature]:
