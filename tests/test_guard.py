@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
 import pytest
 
@@ -212,3 +213,30 @@ def test_a_guessed_mapping_a_dry_run_or_no_mapping_is_reported_not_acted(
     assert len(actions) == 1 and actions[0]["ok"] is False and message in actions[0]["message"]
     assert controller.status(ref) == "running"
     assert guard.check(snap) == []  # once per crossing: no second attempt either
+
+
+def test_stall_is_reported_for_a_silent_session_whose_process_still_runs(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    popen, ref = launch([sys.executable, "-c", "import time; time.sleep(60)"])
+    groups.append(popen.pid)
+    registry = tmp_path / "registry.jsonl"
+    old, new = SessionKey("claude", "old"), SessionKey("claude", "abc")
+    for key in (old, new):  # /clear: a new session in the same process
+        append(
+            registry, SessionRecord("claude", key.session_id, ref.pid, ref.create_time, "hook", 0)
+        )
+    controller = ProcessController(log_path=tmp_path / "actions.jsonl")
+    mapper = RecordedMapper(Registry(registry), controller, FixedMapper(None))
+    out: list[dict[str, Any]] = []
+    guard = Guard(parse_config(""), controller, mapper, out.append)
+    silent = msgspec.structs.replace(looping_session(str(tmp_path)), recent_tools=())
+    quiet = time.time() - 16 * 60
+    sessions = tuple(
+        msgspec.structs.replace(silent, key=key, last_ts=quiet, first_ts=quiet)
+        for key in (old, new)
+    )
+    found = guard.check(LedgerSnapshot(time.time(), sessions, (), 0, 1))
+    assert [(d.session, d.detector, d.action) for d in found] == [(new, "stall", "warn")]
+    assert "transcript silent for 16 min" in out[0]["reason"]
+    assert [o["type"] for o in out] == ["decision"]  # informational: nothing is signalled

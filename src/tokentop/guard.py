@@ -35,6 +35,10 @@ from tokentop.registry import Registry, default_path
 
 Emit = Callable[[dict[str, Any]], None]
 TICK_S = 1.0
+STATUS_TTL_S = 10.0
+"""How long a process's running/stopped state is reused for the stall detector."""
+STALL_HORIZON_S = 24 * 3600.0
+"""Sessions quiet for longer are not checked for a stall (their record is history)."""
 
 
 class RecordedMapper:
@@ -84,13 +88,15 @@ class Guard:
         self.clock: Clock = clock or SystemClock()
         self.act = act
         self.state = PolicyState()
+        self._alive_at: dict[SessionKey, tuple[float, bool]] = {}
 
     def check(self, snapshot: LedgerSnapshot) -> list[Decision]:
         """Evaluate every session once; emit and enforce what is new."""
         now = self.clock.now()
         decided: list[Decision] = []
+        recorded = self.mapper.registry.sessions()  # one stat per check, not per session
         for session in snapshot.sessions:
-            alive = self._alive(session, now)
+            alive = self._alive(session, now) if session.key in recorded else None
             for decision in evaluate(session, self.config, now, self.state, process_alive=alive):
                 decided.append(decision)
                 self.emit(decision_dict(decision, session))
@@ -99,13 +105,21 @@ class Guard:
         return decided
 
     def _alive(self, session: SessionSnapshot, now: float) -> bool | None:
-        """Whether a recorded process still runs; only asked of sessions quiet long enough
-        to be stalled, so the refresh stays cheap."""
+        """Whether the session's recorded process still runs it. Asked only of sessions quiet
+        long enough to be stalled, and at most every STATUS_TTL_S, so a tick stays cheap."""
         stall = self.config.policy.stall
-        if stall.action == "none" or now - session.last_ts < stall.minutes * 60:
+        quiet = now - session.last_ts
+        if stall.action == "none" or not stall.minutes * 60 <= quiet < STALL_HORIZON_S:
             return None
-        ref = self.mapper.recorded(session.key)
-        return None if ref is None else self.controller.status(ref) == "running"
+        checked = self._alive_at.get(session.key)
+        if checked is not None and now - checked[0] < STATUS_TTL_S:
+            return checked[1]
+        registry = self.mapper.registry
+        record = registry.sessions().get(session.key)
+        ref = record.ref() if record is not None and registry.is_current(record) else None
+        alive = ref is not None and self.controller.status(ref) == "running"
+        self._alive_at[session.key] = (now, alive)
+        return alive
 
     def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
         ref = self.mapper.processes_for(session) if self.act else None

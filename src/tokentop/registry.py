@@ -138,6 +138,7 @@ class Registry:
         self.bad_lines = 0
         self._stamp: tuple[int, int] | None = None
         self._sessions: dict[SessionKey, SessionRecord] = {}
+        self._current: dict[tuple[int, float], SessionKey] = {}
 
     def sessions(self) -> dict[SessionKey, SessionRecord]:
         try:
@@ -149,4 +150,11 @@ class Registry:
             self._stamp = stamp
             records, self.bad_lines = read(self.path)
             self._sessions = latest_sessions(records)
+            self._current = {(r.pid, r.create_time): k for k, r in self._sessions.items()}
         return self._sessions
+
+    def is_current(self, record: SessionRecord) -> bool:
+        """Whether `record` is its process's newest session (Claude Code's /clear starts a new
+        session in the same process; the old one has ended, not stalled)."""
+        self.sessions()
+        return self._current.get((record.pid, record.create_time)) == record.key
