@@ -149,7 +149,6 @@ class Run:
         self.engine = engine
         self.config = config
         self.err = err
-        self.quiet = quiet
         self.state: PolicyState = PolicyState()
         self.controller: ProcessController = ProcessController(log_path=default_action_log())
         self.changed: set[Path] = set()
