@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
 from tokentop import output
 from tokentop.cache import default_cache_dir
 from tokentop.engine import Engine
-from tokentop.model import LedgerSnapshot, SessionSnapshot
+from tokentop.model import LedgerSnapshot
 from tokentop.sources.base import Source
 
 if TYPE_CHECKING:
@@ -184,50 +183,6 @@ def warn_bad_files(snap: LedgerSnapshot) -> None:
         )
 
 
-class NdjsonWriter:
-    """Prints one line per session whose counters changed since the last snapshot."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.seen: dict[str, tuple[Any, ...]] = {}
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def _mark(s: SessionSnapshot) -> tuple[Any, ...]:
-        return (s.tokens, s.responses, s.tool_calls, s.tool_errors, s.bad_lines, s.cwd)
-
-    def __call__(self, snap: LedgerSnapshot) -> None:
-        files = {f.path: f for f in snap.files}
-        with self.lock:
-            for s in snap.sessions:
-                sid, mark = str(s.key), self._mark(s)
-                if self.seen.get(sid) == mark:
-                    continue
-                self.seen[sid] = mark
-                self.emit({"type": "session", **output.session_dict(s, files)})
-
-    def emit(self, obj: dict[str, Any]) -> None:
-        self.out.write(msgspec.json.encode(obj).decode() + "\n")
-        self.out.flush()
-
-
-def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
-    engine = make_engine(args)
-    writer = NdjsonWriter(out)
-    done = threading.Event()
-    engine.add_listener(writer)
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    engine.start()
-    try:
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.stop()
-    return 0
-
-
 def run_app(args: argparse.Namespace, engine: Engine, config: Config, mapper: SessionMapper) -> int:
     """Run the Textual app; imported here so headless commands never load textual."""
     from tokentop.clock import SystemClock
@@ -291,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sessions":
             return cmd_sessions(args, sys.stdout)
         if args.command == "watch":
+            from tokentop.stream import cmd_watch
+
             return cmd_watch(args, sys.stdout)
         if args.command == "demo":
             return cmd_demo(args)
