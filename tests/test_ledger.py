@@ -111,3 +111,17 @@ def test_rate_card_matches_price_table_below_and_above_tier() -> None:
     ledger.apply([UsageEvent(KEY, "a", T0, model, small), UsageEvent(KEY, "b", T0, model, large)])
     expected = (prices.cost(model, small) or 0) + (prices.cost(model, large) or 0)
     assert ledger.snapshot(T0).sessions[0].cost_usd == pytest.approx(expected, rel=1e-12)
+
+
+def test_today_counts_only_buckets_since_local_midnight() -> None:
+    from datetime import datetime, timedelta
+
+    midnight = datetime(2026, 11, 20).timestamp()  # local midnight, as the ledger uses
+    ledger = Ledger(price)
+    ledger.apply([usage("a", 90, ts=midnight - 120), usage("b", 190, ts=midnight + 60)])
+    now = (datetime(2026, 11, 20) + timedelta(hours=2)).timestamp()
+    snap = ledger.snapshot(now).sessions[0]
+    assert (snap.tokens.total, snap.tokens_today) == (300, 200)
+    assert snap.cost_today == pytest.approx(0.2)
+    again = ledger.snapshot(now + 60).sessions[0]  # cached counters, time fields refreshed
+    assert again.tokens_today == 200 and again.tokens_per_min == 0

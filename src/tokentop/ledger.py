@@ -9,6 +9,7 @@ lines of one response).
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 
@@ -169,8 +170,9 @@ class Ledger:
         self.state = state
         self._tokens = array("q", state.seen_tokens)
         self._cost = array("d", state.seen_cost)
-        self._cache: dict[str, tuple[int, SessionSnapshot]] = {}
-        """Snapshots of quiet sessions (rates already zero), reused until the session changes."""
+        self._cache: dict[str, tuple[tuple[int, float], SessionSnapshot, bool]] = {}
+        """Last snapshot per session: reused as is while the session is quiet (its rates are
+        zero), with fresh rates while it is active, rebuilt when its counters change."""
         self._dirty: set[str] = set(state.sessions)
         self._rates: dict[str, tuple[tuple[float, ...] | None, int]] = {}
         self._last_key: SessionKey | None = None
@@ -486,17 +488,49 @@ class Ledger:
         bad = sum(files[f].bad_lines for f in state.files if f in files)
         quiet = state.last_ts < now - max(self.window_s, SERIES_MINUTES * 60) - 60
         cached = self._cache.get(sid)
-        if cached and quiet and sid not in self._dirty and cached[0] == bad:
-            return cached[1]
-        snap = build_session_snapshot(state, now, self.window_s, bad)
-        if quiet:
-            self._cache[sid] = (bad, snap)
+        midnight = _local_midnight(now)
+        if cached and sid not in self._dirty and cached[0] == (bad, midnight):
+            if quiet and cached[2]:
+                return cached[1]
+            snap = _with_rates(cached[1], state, now, self.window_s)  # only time moved
         else:
-            self._cache.pop(sid, None)
+            snap = build_session_snapshot(state, now, self.window_s, bad)
+        self._cache[sid] = ((bad, midnight), snap, quiet)
         return snap
 
     def session_ids(self) -> list[str]:
         return list(self.state.sessions)
+
+
+def _local_midnight(now: float) -> float:
+    day = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp()
+
+
+def _today(minutes: dict[int, list[float]], now: float) -> tuple[int, float]:
+    first = int(_local_midnight(now) // 60)
+    tokens = cost = 0.0
+    for minute, (t, c) in minutes.items():
+        if minute >= first:
+            tokens += t
+            cost += c
+    return int(tokens), cost
+
+
+def _with_rates(
+    snap: SessionSnapshot, state: SessionState, now: float, window_s: float
+) -> SessionSnapshot:
+    """The same counters with the time-dependent fields evaluated at `now`."""
+    tokens_rate, usd_rate = _rates(state.minutes, now, window_s, state.first_ts)
+    tokens_today, cost_today = _today(state.minutes, now)
+    return msgspec.structs.replace(
+        snap,
+        tokens_per_min=tokens_rate,
+        usd_per_hour=usd_rate,
+        burn_series=_series(state.minutes, now),
+        tokens_today=tokens_today,
+        cost_today=cost_today,
+    )
 
 
 def _unit_rates(cost_fn: CostFn, model: str) -> tuple[float, ...] | None:
@@ -540,6 +574,7 @@ def build_session_snapshot(
     for acc in state.by_model.values():
         total = [t + n for t, n in zip(total, acc.tokens, strict=True)]
     tokens_rate, usd_rate = _rates(state.minutes, now, window_s, state.first_ts)
+    tokens_today, cost_today = _today(state.minutes, now)
     return SessionSnapshot(
         key=state.key,
         cwd=state.cwd,
@@ -578,6 +613,8 @@ def build_session_snapshot(
         parent=state.parent,
         responses_since_change=state.responses_since_change,
         tokens_since_change=state.tokens_since_change,
+        tokens_today=tokens_today,
+        cost_today=cost_today,
     )
 
 

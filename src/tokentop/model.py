@@ -203,6 +203,9 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     responses_since_change: int = 0
     """Responses since the last file-changing tool call (the drift detector reads it)."""
     tokens_since_change: int = 0
+    tokens_today: int = 0
+    """Tokens (all kinds) spent since local midnight of the snapshot's clock."""
+    cost_today: float = 0.0
 
     @property
     def cost_known(self) -> bool:
