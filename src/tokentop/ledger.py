@@ -9,9 +9,9 @@ lines of one response).
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from array import array
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 
 import msgspec
 
