@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from source_helpers import dedupe_sum, engine_for, feed_split, tiny_tokenizer, usage
 from tokentop import tokens
-from tokentop.model import Event, SessionKey, TokenCounts
+from tokentop.model import Event, SessionKey, TokenCounts, UsageEvent
 from tokentop.sources.generic import GenericFileParser, GenericJsonlSource
 
 FIXTURE = Path(__file__).parent / "fixtures" / "generic" / "usage.jsonl"
@@ -33,7 +33,7 @@ def test_fixture_totals() -> None:
     tiny encoding ("abab ab" -> 4 output, "ab" -> 1 input). run-2 is labelled agent `aider`,
     its timestamp in ms. Four bad lines: bad time, no session, negative count, not JSON."""
     parser, events = parse()
-    by_session: dict[SessionKey, list[Event]] = {}
+    by_session: dict[SessionKey, list[UsageEvent]] = {}
     for e in usage(events):
         by_session.setdefault(e.session, []).append(e)
     run1 = by_session[SessionKey("jsonl", "run-1")]
