@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -55,6 +55,31 @@ def add_source_args(p: argparse.ArgumentParser, top: bool = False) -> None:
         metavar="DIR",
         default=default([]),
         help="Codex home (holding sessions/); repeatable",
+    )
+    for flag, what in (
+        ("--gemini-dir", "Gemini CLI home (~/.gemini, holding tmp/)"),
+        ("--openclaw-dir", "OpenClaw state dir (~/.openclaw, holding agents/)"),
+        ("--opencode-dir", "opencode data dir (~/.local/share/opencode)"),
+    ):
+        p.add_argument(
+            flag, action="append", type=Path, metavar="DIR", default=default([]), help=what
+        )
+    p.add_argument(
+        "--proxy-log",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        default=default([]),
+        help="LiteLLM proxy log (JSONL from tokentop.litellm_callback); repeatable, "
+        "read in addition to the agents' dirs",
+    )
+    p.add_argument(
+        "--jsonl",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        default=default([]),
+        help="generic usage JSONL (schema in docs/proxy.md); repeatable",
     )
     p.add_argument(
         "--no-cache", action="store_true", default=default(False), help="cold scan, no cache"
@@ -110,21 +135,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:
+    """Agent dirs: all defaults, or only the dirs given. Log files are always added."""
     from tokentop.sources.claude_code import ClaudeCodeSource
     from tokentop.sources.codex import CodexSource
+    from tokentop.sources.gemini import GeminiSource
+    from tokentop.sources.generic import GenericJsonlSource
+    from tokentop.sources.litellm import LiteLLMSource
+    from tokentop.sources.openclaw import OpenClawSource
+    from tokentop.sources.opencode import OpencodeSource
 
-    claude_dirs: list[Path] = args.claude_dir
-    codex_dirs: list[Path] = args.codex_dir
-    if not claude_dirs and not codex_dirs:
-        return [ClaudeCodeSource(), CodexSource()]
-    for d in [*claude_dirs, *codex_dirs]:
+    makers: dict[str, Callable[[list[Path] | None], Source]] = {
+        "claude_dir": lambda d: ClaudeCodeSource(config_dirs=d),
+        "codex_dir": lambda d: CodexSource(homes=d),
+        "gemini_dir": lambda d: GeminiSource(homes=d),
+        "openclaw_dir": lambda d: OpenClawSource(dirs=d),
+        "opencode_dir": lambda d: OpencodeSource(dirs=d),
+    }
+    given: dict[str, list[Path]] = {k: getattr(args, k, None) or [] for k in makers}
+    for d in (d for dirs in given.values() for d in dirs):
         if not d.is_dir():
             raise CliError(f"not a directory: {d}")
-    sources: list[Source] = []
-    if claude_dirs:
-        sources.append(ClaudeCodeSource(config_dirs=claude_dirs))
-    if codex_dirs:
-        sources.append(CodexSource(homes=codex_dirs))
+    any_given = any(given.values())
+    sources: list[Source] = [
+        make(dirs or None) for key, make in makers.items() if (dirs := given[key]) or not any_given
+    ]
+    for flag, kind in (("proxy_log", LiteLLMSource), ("jsonl", GenericJsonlSource)):
+        files: list[Path] = getattr(args, flag, None) or []
+        for f in files:  # a log not written yet is fine: it is picked up when it appears
+            if f.is_dir() or not f.parent.is_dir():
+                raise CliError(f"not a file in an existing directory: {f}")
+        if files:
+            sources.append(kind([f.resolve() for f in files]))
     return sources
 
 
