@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tokentop.model import FileHealth, LedgerSnapshot, SessionSnapshot
+from tokentop.reconcile import by_session, reconcile
 
 
 def iso(ts: float) -> str | None:
@@ -65,9 +66,16 @@ def file_dict(f: FileHealth) -> dict[str, Any]:
 
 
 def sessions_list(snap: LedgerSnapshot) -> list[dict[str, Any]]:
+    """Sessions oldest first; one seen both in a transcript and in proxy logs also carries
+    a `reconciliation` object (see reconcile.py)."""
     files = {f.path: f for f in snap.files}
     ordered = sorted(snap.sessions, key=lambda s: (s.last_ts, str(s.key)))
-    return [session_dict(s, files) for s in ordered]
+    pairs = by_session(reconcile(snap))
+    rows = [session_dict(s, files) for s in ordered]
+    for s, row in zip(ordered, rows, strict=True):
+        if s.key in pairs:
+            row["reconciliation"] = pairs[s.key].as_dict()
+    return rows
 
 
 def orphan_bad_files(snap: LedgerSnapshot) -> list[FileHealth]:
