@@ -153,3 +153,19 @@ def test_live_engine_with_appends_truncation_and_rotation(tmp_path: Path) -> Non
         assert engine.snapshot().bad_lines == 0
     finally:
         engine.stop()
+
+
+def test_cache_with_a_stale_dedupe_side_file_is_ignored(tmp_path: Path) -> None:
+    """A crash between writing the side file and the main file must not mix two saves."""
+    expected = make_corpus(tmp_path / "c")
+    first = engine_for(tmp_path / "c", cache_dir=tmp_path / "cache")
+    first.scan()
+    first.save_cache()
+    [side] = (tmp_path / "cache").glob("*.dedupe")
+    side.write_bytes(b"another-save\n" + side.read_bytes().partition(b"\n")[2])
+    second = engine_for(tmp_path / "c", cache_dir=tmp_path / "cache")
+    second.load_cache()
+    assert "stale" in second.cache_note
+    second.scan()
+    assert second.bytes_read > 0  # cold scan
+    assert totals(second.snapshot()) == {k: expected[k] for k in KINDS}

@@ -6,7 +6,8 @@ import msgspec
 import pytest
 
 from tokentop.clock import FakeClock
-from tokentop.ledger import Ledger, LedgerState
+from tokentop.ledger import Ledger
+from tokentop.ledger_state import LedgerState
 from tokentop.model import SessionInfo, SessionKey, TokenCounts, ToolCall, ToolResult, UsageEvent
 
 KEY = SessionKey("claude", "s1")

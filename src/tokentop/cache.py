@@ -9,15 +9,17 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import platformdirs
 
-from tokentop.ledger import LedgerState
+from tokentop.ledger_state import LedgerState
 from tokentop.tail import TailState
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class FileRecord(msgspec.Struct, array_like=True):
@@ -37,6 +39,8 @@ class CacheFile(msgspec.Struct):
     roots: list[str]
     files: list[FileRecord]
     ledger: LedgerState
+    dedupe_id: str = ""
+    """Names the side file holding the ledger's packed dedupe tables (see `save`)."""
 
 
 _DECODER = msgspec.msgpack.Decoder(CacheFile)
@@ -52,8 +56,35 @@ def cache_path(cache_dir: Path, roots: list[str]) -> Path:
     return cache_dir / f"state-{digest}.msgpack"
 
 
+def dedupe_path(path: Path) -> Path:
+    return path.with_suffix(".dedupe")
+
+
+def dedupe_loader(path: Path, dedupe_id: str) -> Callable[[], bytes] | None:
+    """Opens the side file now (checking it belongs to this save) and reads it when the
+    ledger first needs its dedupe tables; None if it is missing or from another save (a
+    crash between the two writes), and the caller then scans cold."""
+    try:
+        fh = dedupe_path(path).open("rb")
+    except OSError:
+        return None
+    if fh.readline().rstrip(b"\n").decode(errors="replace") != dedupe_id:
+        fh.close()
+        return None
+
+    def load_blob() -> bytes:
+        with fh:  # the open handle survives a later replacement of the file
+            return fh.read()
+
+    return load_blob
+
+
 def load(path: Path) -> tuple[CacheFile | None, str]:
-    """The cache at `path`, or None and the reason it can't be used."""
+    """The cache at `path`, or None and the reason it can't be used.
+
+    The dedupe tables stay on disk (`dedupe_loader`): a restart that finds nothing new never
+    reads them, which is most of a large history's cache.
+    """
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -70,9 +101,21 @@ def load(path: Path) -> tuple[CacheFile | None, str]:
 
 
 def save(path: Path, data: CacheFile) -> None:
-    """Write atomically: a crash leaves the old cache or the new one, never half of one."""
+    """Write atomically: a crash leaves the old cache or the new one, never half of one.
+
+    The packed dedupe tables go to a side file written first, tagged with an id that the
+    main file names; a crash between the two writes leaves a mismatch that `load` detects.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = msgspec.msgpack.encode(data)
+    if data.ledger.packed:
+        dedupe_id = uuid.uuid4().hex
+        _write(dedupe_path(path), dedupe_id.encode() + b"\n" + data.ledger.packed)
+        ledger = msgspec.structs.replace(data.ledger, packed=b"")
+        data = msgspec.structs.replace(data, ledger=ledger, dedupe_id=dedupe_id)
+    _write(path, msgspec.msgpack.encode(data))
+
+
+def _write(path: Path, blob: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

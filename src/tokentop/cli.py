@@ -92,7 +92,13 @@ def add_source_args(p: argparse.ArgumentParser, top: bool = False) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _wanted(argv: Sequence[str] | None, name: str) -> bool:
+    """Whether `name` may be the subcommand; its heavy argument module is imported only then,
+    so `sessions` and `watch` start fast (the warm-restart target is 0.2 s in all)."""
+    return argv is None or name in argv or "-h" in argv or "--help" in argv
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tokentop", description="top for token spend: watch AI coding agents burn tokens"
     )
@@ -113,43 +119,41 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_args(p)
     p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
     p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
-    from tokentop.hook import add_hook_args
-
     p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
     add_source_args(p)
-    add_hook_args(p)
-    from tokentop.report import report_args, summary_args
+    if _wanted(argv, "hook"):
+        from tokentop.hook import add_hook_args
 
+        add_hook_args(p)
     p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
     add_source_args(p)
-    report_args(p)
-    p = sub.add_parser("summary", help="one recorded session as Markdown")
-    add_source_args(p)
-    summary_args(p)
-    from tokentop.runner import add_run_args
+    q = sub.add_parser("summary", help="one recorded session as Markdown")
+    add_source_args(q)
+    if _wanted(argv, "report") or _wanted(argv, "summary"):
+        from tokentop.report import report_args, summary_args
 
+        report_args(p)
+        summary_args(q)
     p = sub.add_parser("run", help="launch an agent and enforce its budget (see run --help)")
     add_source_args(p)
-    add_run_args(p)
+    if _wanted(argv, "run"):
+        from tokentop.runner import add_run_args
+
+        add_run_args(p)
     return parser
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:
-    """Agent dirs: all defaults, or only the dirs given. Log files are always added."""
-    from tokentop.sources.claude_code import ClaudeCodeSource
-    from tokentop.sources.codex import CodexSource
-    from tokentop.sources.gemini import GeminiSource
-    from tokentop.sources.generic import GenericJsonlSource
-    from tokentop.sources.litellm import LiteLLMSource
-    from tokentop.sources.openclaw import OpenClawSource
-    from tokentop.sources.opencode import OpencodeSource
+    """Agent dirs: all defaults, or only the dirs given. Log files are always added.
 
+    Each source module is imported only when used: startup time is part of a warm restart.
+    """
     makers: dict[str, Callable[[list[Path] | None], Source]] = {
-        "claude_dir": lambda d: ClaudeCodeSource(config_dirs=d),
-        "codex_dir": lambda d: CodexSource(homes=d),
-        "gemini_dir": lambda d: GeminiSource(homes=d),
-        "openclaw_dir": lambda d: OpenClawSource(dirs=d),
-        "opencode_dir": lambda d: OpencodeSource(dirs=d),
+        "claude_dir": _claude,
+        "codex_dir": _codex,
+        "gemini_dir": _gemini,
+        "openclaw_dir": _openclaw,
+        "opencode_dir": _opencode,
     }
     given: dict[str, list[Path]] = {k: getattr(args, k, None) or [] for k in makers}
     for d in (d for dirs in given.values() for d in dirs):
@@ -159,7 +163,7 @@ def make_sources(args: argparse.Namespace) -> list[Source]:
     sources: list[Source] = [
         make(dirs or None) for key, make in makers.items() if (dirs := given[key]) or not any_given
     ]
-    for flag, kind in (("proxy_log", LiteLLMSource), ("jsonl", GenericJsonlSource)):
+    for flag, kind in (("proxy_log", _litellm), ("jsonl", _generic)):
         files: list[Path] = getattr(args, flag, None) or []
         for f in files:  # a log not written yet is fine: it is picked up when it appears
             if f.is_dir() or not f.parent.is_dir():
@@ -167,6 +171,48 @@ def make_sources(args: argparse.Namespace) -> list[Source]:
         if files:
             sources.append(kind([f.resolve() for f in files]))
     return sources
+
+
+def _claude(dirs: list[Path] | None) -> Source:
+    from tokentop.sources.claude_code import ClaudeCodeSource
+
+    return ClaudeCodeSource(config_dirs=dirs)
+
+
+def _codex(dirs: list[Path] | None) -> Source:
+    from tokentop.sources.codex import CodexSource
+
+    return CodexSource(homes=dirs)
+
+
+def _gemini(dirs: list[Path] | None) -> Source:
+    from tokentop.sources.gemini import GeminiSource
+
+    return GeminiSource(homes=dirs)
+
+
+def _openclaw(dirs: list[Path] | None) -> Source:
+    from tokentop.sources.openclaw import OpenClawSource
+
+    return OpenClawSource(dirs=dirs)
+
+
+def _opencode(dirs: list[Path] | None) -> Source:
+    from tokentop.sources.opencode import OpencodeSource
+
+    return OpencodeSource(dirs=dirs)
+
+
+def _litellm(files: list[Path]) -> Source:
+    from tokentop.sources.litellm import LiteLLMSource
+
+    return LiteLLMSource(files)
+
+
+def _generic(files: list[Path]) -> Source:
+    from tokentop.sources.generic import GenericJsonlSource
+
+    return GenericJsonlSource(files)
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -282,7 +328,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     try:
         if args.command == "sessions":
             return cmd_sessions(args, sys.stdout)

@@ -6,6 +6,7 @@ from the engine thread, coalesced so a burst of appends produces at most `max_hz
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +16,8 @@ import msgspec
 
 from tokentop import cache as cache_mod
 from tokentop.clock import Clock, SystemClock
-from tokentop.ledger import CostFn, Ledger, LedgerState
+from tokentop.ledger import CostFn, Ledger
+from tokentop.ledger_state import LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
 from tokentop.sources.base import FileParser, Source, walk_files
 from tokentop.sources.wholefile import WholeFileParser
@@ -39,6 +41,18 @@ class Tracked:
         return FileHealth(
             p.path, self.source.name, self.tailer.state.offset, p.lines, p.bad_lines, p.last_error
         )
+
+
+def _unchanged(tailer: Tailer, path: str) -> bool:
+    """Same file, fully read: one stat instead of open/fstat/read/close (warm restarts)."""
+    state = tailer.state
+    if not state.inode or tailer.pending_bytes:
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_ino == state.inode and st.st_dev == state.dev and st.st_size == state.offset
 
 
 class Engine:
@@ -79,6 +93,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._feed: object | None = None
         self._last_snapshot: LedgerSnapshot | None = None
+        self._saved: tuple[int, int, int] | None = None
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -93,7 +108,13 @@ class Engine:
         self.cache_note = why
         if data is None:
             return
-        ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s)
+        packed = None
+        if data.dedupe_id:
+            packed = cache_mod.dedupe_loader(self._cache_path, data.dedupe_id)
+            if packed is None:
+                self.cache_note = "cache ignored (its dedupe tables are missing or stale)"
+                return
+        ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s, packed)
         files = self._tracked_from(data.files)
         if files is None:
             self.cache_note = "cache ignored (parser state changed)"
@@ -101,6 +122,10 @@ class Engine:
         with self._lock:
             self.ledger = ledger
             self.files = files
+            self._saved = self._change_mark()
+
+    def _change_mark(self) -> tuple[int, int, int]:
+        return (self.ledger.version, self.bytes_read, len(self.files))
 
     def _tracked_from(self, records: list[cache_mod.FileRecord]) -> dict[str, Tracked] | None:
         by_name = {s.name: s for s in self.sources}
@@ -139,7 +164,8 @@ class Engine:
         return True
 
     def save_cache(self) -> None:
-        if self._cache_path is None:
+        """Persist offsets and counters, unless nothing changed since they were loaded/saved."""
+        if self._cache_path is None or self._saved == self._change_mark():
             return
         records = self.file_records()
         with self._lock:
@@ -148,6 +174,7 @@ class Engine:
             )
             try:
                 cache_mod.save(self._cache_path, data)
+                self._saved = self._change_mark()
             except OSError as exc:
                 self.cache_note = f"cache not saved: {exc.strerror}"
 
@@ -195,6 +222,8 @@ class Engine:
             self.files[key] = tracked
         if isinstance(tracked.parser, WholeFileParser):
             return self._refresh(tracked, tracked.parser, key)
+        if _unchanged(tracked.tailer, key):
+            return False
         changed = False
         while True:
             result = tracked.tailer.read_new()

@@ -9,12 +9,24 @@ lines of one response).
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 import msgspec
 
+from tokentop.ledger_state import (
+    KINDS,
+    RECENT_TOOLS,
+    LedgerState,
+    ModelAcc,
+    RecentCall,
+    SessionState,
+    ToolAcc,
+    pack,
+    unpack,
+)
 from tokentop.model import (
     Event,
     FileHealth,
@@ -32,129 +44,11 @@ from tokentop.model import (
 )
 
 CostFn = Callable[[str, TokenCounts], "float | None"]
-KINDS = 6
-"""Fields of TokenCounts, stored flat in arrays to keep hundreds of thousands of keys small."""
-RECENT_TOOLS = 30
 LINEAR_PRICE_LIMIT = 100_000
 """Below this much input no known price table has a long-context tier, so a response's cost
 is a dot product of per-kind rates probed once per model (the cold-scan hot path). A cost
 function bound to an object with `linear_limit(model)` (the PriceTable) gives a tighter one."""
 SERIES_MINUTES = 30
-
-
-class ModelAcc(msgspec.Struct, array_like=True, gc=False):
-    tokens: list[int]
-    cost: float = 0.0
-    unpriced: bool = False
-    responses: int = 0
-
-
-class ToolAcc(msgspec.Struct, array_like=True, gc=False):
-    calls: int = 0
-    errors: int = 0
-
-
-class RecentCall(msgspec.Struct, array_like=True, gc=False):
-    timestamp: float
-    name: str
-    input_hash: str
-    call_id: str
-    outcome: int = -1
-    """-1 while pending, 0 ok, 1 error."""
-    output_hash: str = ""
-    file_changing: bool = False
-
-
-class SessionState(msgspec.Struct):
-    """Mutable accumulator for one session; persisted as-is by the cache."""
-
-    agent: str
-    session_id: str
-    cwd: str = ""
-    branch: str = ""
-    parent: str = ""
-    first_ts: float = 0.0
-    last_ts: float = 0.0
-    by_model: dict[str, ModelAcc] = msgspec.field(default_factory=dict)
-    minutes: dict[int, list[float]] = msgspec.field(default_factory=dict)
-    """Minute index -> [tokens, cost]; the burn rate and chart read it."""
-    timeline: list[tuple[float, str]] = msgspec.field(default_factory=list)
-    tools: dict[str, ToolAcc] = msgspec.field(default_factory=dict)
-    recent: list[RecentCall] = msgspec.field(default_factory=list)
-    responses_since_change: int = 0
-    tokens_since_change: int = 0
-    files: list[str] = msgspec.field(default_factory=list)
-    estimated: bool = False
-
-    @property
-    def key(self) -> SessionKey:
-        return SessionKey(self.agent, self.session_id)
-
-    def touch(self, ts: float) -> None:
-        if ts <= 0:
-            return
-        if not self.first_ts or ts < self.first_ts:
-            self.first_ts = ts
-        self.last_ts = max(self.last_ts, ts)
-
-    def note_model(self, ts: float, model: str) -> None:
-        """Record a model change; out-of-order events insert at their place in time."""
-        if not model:
-            return
-        timeline = self.timeline
-        if timeline and timeline[-1][0] <= ts:
-            if timeline[-1][1] != model:
-                timeline.append((ts, model))
-            return
-        idx = sum(1 for t, _ in timeline if t <= ts)
-        if idx and timeline[idx - 1][1] == model:
-            return
-        timeline.insert(idx, (ts, model))
-
-    def absorb(self, other: SessionState) -> None:
-        """Add another partial view of the same session (from a parallel scan)."""
-        for model, acc in other.by_model.items():
-            mine = self.by_model.setdefault(model, ModelAcc([0] * KINDS))
-            mine.tokens = [a + b for a, b in zip(mine.tokens, acc.tokens, strict=True)]
-            mine.cost += acc.cost
-            mine.unpriced = mine.unpriced or acc.unpriced
-            mine.responses += acc.responses
-        for minute, (tokens, cost) in other.minutes.items():
-            bucket = self.minutes.setdefault(minute, [0.0, 0.0])
-            bucket[0] += tokens
-            bucket[1] += cost
-        for name, tool in other.tools.items():
-            mine_tool = self.tools.setdefault(name, ToolAcc())
-            mine_tool.calls += tool.calls
-            mine_tool.errors += tool.errors
-        for ts, model in other.timeline:
-            self.note_model(ts, model)
-        merged = sorted(self.recent + other.recent, key=lambda c: c.timestamp)
-        self.recent = merged[-RECENT_TOOLS:]
-        self.responses_since_change += other.responses_since_change
-        self.tokens_since_change += other.tokens_since_change
-        self.files += [f for f in other.files if f not in self.files]
-        self.cwd = self.cwd or other.cwd
-        self.branch = self.branch or other.branch
-        self.parent = self.parent or other.parent
-        self.estimated = self.estimated or other.estimated
-        self.touch(other.first_ts)
-        self.touch(other.last_ts)
-
-
-class LedgerState(msgspec.Struct):
-    """Everything needed to resume counting without re-reading files (see cache.py)."""
-
-    sessions: dict[str, SessionState] = msgspec.field(default_factory=dict)
-    seen: dict[str, int] = msgspec.field(default_factory=dict)
-    """dedupe_key -> slot in the flat arrays below."""
-    seen_tokens: bytes = b""
-    seen_session: list[str] = msgspec.field(default_factory=list)
-    seen_model: list[str] = msgspec.field(default_factory=list)
-    seen_cost: bytes = b""
-    tool_calls: dict[str, str] = msgspec.field(default_factory=dict)
-    """call id -> tool name; the same call copied into a resumed file counts once."""
-    tool_results: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Ledger:
@@ -166,8 +60,10 @@ class Ledger:
         self.version = 0
         self._load(LedgerState())
 
-    def _load(self, state: LedgerState) -> None:
+    def _load(self, state: LedgerState, packed: Callable[[], bytes] | None = None) -> None:
         self.state = state
+        self._packed: bytes | Callable[[], bytes] = packed or state.packed
+        """Dedupe tables still encoded: decoded on the first event, re-used as is on export."""
         self._tokens = array("q", state.seen_tokens)
         self._cost = array("d", state.seen_cost)
         self._cache: dict[str, tuple[tuple[int, float], SessionSnapshot, bool]] = {}
@@ -178,22 +74,45 @@ class Ledger:
         self._last_key: SessionKey | None = None
         self._last_path = ""
         self._last_session = SessionState("", "")
+        self._last_sid = ""
+
+    def _packed_blob(self) -> bytes:
+        packed = self._packed
+        return packed() if callable(packed) else packed
+
+    def _unpack(self) -> None:
+        if self._packed:
+            unpack(self._packed_blob(), self.state)
+            self._packed = b""
+            self._tokens = array("q", self.state.seen_tokens)
+            self._cost = array("d", self.state.seen_cost)
 
     def export(self) -> LedgerState:
-        """The state to persist; arrays are flattened to bytes for a compact file."""
-        self.state.seen_tokens = self._tokens.tobytes()
-        self.state.seen_cost = self._cost.tobytes()
-        return self.state
+        """The state to persist: the sessions, and the dedupe tables packed into one blob."""
+        blob = self._packed_blob() or pack(self.state, self._tokens.tobytes(), self._cost.tobytes())
+        sessions = {sid: st.packed_copy() for sid, st in self.state.sessions.items()}
+        return LedgerState(sessions=sessions, packed=blob)
 
     @classmethod
-    def restore(cls, state: LedgerState, cost_fn: CostFn, window_s: float = 300.0) -> Ledger:
+    def restore(
+        cls,
+        state: LedgerState,
+        cost_fn: CostFn,
+        window_s: float = 300.0,
+        packed: Callable[[], bytes] | None = None,
+    ) -> Ledger:
+        """A ledger resuming from `state`; `packed` loads the dedupe tables when first needed
+        (the cache keeps them in a side file), else they come from `state.packed`."""
         ledger = cls(cost_fn, window_s)
-        ledger._load(state)
+        ledger._load(state, packed)
         return ledger
 
     def merge(self, other: LedgerState) -> bool:
         """Fold in a ledger built from other files; False (nothing changed) if any dedupe key,
         tool call or result is in both, because then only a sequential pass is exact."""
+        self._unpack()
+        if other.packed:
+            unpack(other.packed, other)
         st = self.state
         if (
             st.seen.keys() & other.seen.keys()
@@ -224,6 +143,8 @@ class Ledger:
 
     def apply(self, events: Iterable[Event], path: str = "") -> int:
         """Apply events read from `path`; returns how many changed a counter."""
+        if self._packed:
+            self._unpack()
         changed = 0
         usage, call, result = self._usage, self._tool_call, self._tool_result
         for event in events:
@@ -244,15 +165,18 @@ class Ledger:
         # Consecutive events nearly always share a session and file: skip the lookups then.
         if key is self._last_key and path == self._last_path:
             return self._last_session
-        sid = str(key)
+        sid = sys.intern(str(key))
         state = self.state.sessions.get(sid)
         if state is None:
             state = SessionState(key.agent, key.session_id)
             self.state.sessions[sid] = state
         if path and path not in state.files:
             state.files.append(path)
+        if state.minutes_packed:
+            state.minute_map()
         self._dirty.add(sid)
         self._last_key, self._last_path, self._last_session = key, path, state
+        self._last_sid = sid
         return state
 
     def _info(self, event: SessionInfo, path: str) -> int:
@@ -318,8 +242,8 @@ class Ledger:
         cost = self._event_cost(event, model)
         state = self.state
         state.seen[event.dedupe_key] = len(state.seen_session)
-        state.seen_session.append(str(event.session))
-        state.seen_model.append(model)
+        state.seen_session.append(self._last_sid)
+        state.seen_model.append(sys.intern(model))
         self._tokens.extend((ti, to, tr, tw5, tw1, tx))
         self._cost.append(math.nan if cost is None else cost)
         timeline = session.timeline
@@ -411,9 +335,10 @@ class Ledger:
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
         minute = int(ts // 60)
-        bucket = session.minutes.get(minute)
+        minutes = session.minute_map()
+        bucket = minutes.get(minute)
         if bucket is None:
-            bucket = session.minutes[minute] = [0.0, 0.0]
+            bucket = minutes[minute] = [0.0, 0.0]
         bucket[0] += d.total
         bucket[1] += cost or 0.0
 
@@ -421,7 +346,7 @@ class Ledger:
         calls = self.state.tool_calls
         if event.call_id in calls:
             return 0
-        calls[event.call_id] = event.name
+        calls[event.call_id] = sys.intern(event.name)
         session = self._session(event.session, path)
         acc = session.tools.get(event.name)
         if acc is None:
@@ -521,16 +446,32 @@ def _with_rates(
     snap: SessionSnapshot, state: SessionState, now: float, window_s: float
 ) -> SessionSnapshot:
     """The same counters with the time-dependent fields evaluated at `now`."""
-    tokens_rate, usd_rate = _rates(state.minutes, now, window_s, state.first_ts)
-    tokens_today, cost_today = _today(state.minutes, now)
+    rate, usd, series, today, cost_today = _time_fields(state, now, window_s)
     return msgspec.structs.replace(
         snap,
-        tokens_per_min=tokens_rate,
-        usd_per_hour=usd_rate,
-        burn_series=_series(state.minutes, now),
-        tokens_today=tokens_today,
+        tokens_per_min=rate,
+        usd_per_hour=usd,
+        burn_series=series,
+        tokens_today=today,
         cost_today=cost_today,
     )
+
+
+_IDLE_SERIES = (0,) * SERIES_MINUTES
+
+
+def _time_fields(
+    state: SessionState, now: float, window_s: float
+) -> tuple[float, float, tuple[int, ...], int, float]:
+    """Burn rates, sparkline and today's spend at `now`; all zero for a session idle since
+    before midnight and the window, without unpacking its minutes."""
+    horizon = now - max(window_s, SERIES_MINUTES * 60) - 60
+    if state.last_ts < min(horizon, _local_midnight(now)):
+        return 0.0, 0.0, _IDLE_SERIES, 0, 0.0
+    minutes = state.minute_map()
+    rate, usd = _rates(minutes, now, window_s, state.first_ts)
+    today, cost_today = _today(minutes, now)
+    return rate, usd, _series(minutes, now), today, cost_today
 
 
 def _unit_rates(cost_fn: CostFn, model: str) -> tuple[float, ...] | None:
@@ -573,8 +514,7 @@ def build_session_snapshot(
     total = [0] * KINDS
     for acc in state.by_model.values():
         total = [t + n for t, n in zip(total, acc.tokens, strict=True)]
-    tokens_rate, usd_rate = _rates(state.minutes, now, window_s, state.first_ts)
-    tokens_today, cost_today = _today(state.minutes, now)
+    tokens_rate, usd_rate, series, tokens_today, cost_today = _time_fields(state, now, window_s)
     return SessionSnapshot(
         key=state.key,
         cwd=state.cwd,
@@ -589,7 +529,7 @@ def build_session_snapshot(
         responses=sum(acc.responses for acc in state.by_model.values()),
         tokens_per_min=tokens_rate,
         usd_per_hour=usd_rate,
-        burn_series=_series(state.minutes, now),
+        burn_series=series,
         tool_calls=sum(t.calls for t in state.tools.values()),
         tool_errors=sum(t.errors for t in state.tools.values()),
         tools=tuple(

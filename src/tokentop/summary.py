@@ -269,7 +269,7 @@ def engine_minutes(engine: Engine) -> MinutesFn:
             state = engine.ledger.state.sessions.get(str(key))
             try:
                 return (
-                    {} if state is None else {m: tuple(b) for m, b in list(state.minutes.items())}
+                    {} if state is None else {m: tuple(b) for m, b in list(state.minute_map().items())}
                 )
             except RuntimeError:
                 continue

@@ -1,0 +1,224 @@
+"""The ledger's mutable state: per-session accumulators and the global dedupe tables.
+
+Both are msgspec Structs so the cache can persist them. The dedupe tables (every response
+key, tool call and result ever seen) are most of a large history's state, so they are
+packed into one compact blob for the cache and unpacked only when new events arrive: a
+restart over unchanged files never decodes them.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+
+import msgspec
+
+from tokentop.model import SessionKey
+
+KINDS = 6
+"""Fields of TokenCounts, stored flat in arrays to keep hundreds of thousands of keys small."""
+RECENT_TOOLS = 30
+SEP = "\0"
+"""Separates packed keys; no dedupe key or call id contains a NUL."""
+
+
+class ModelAcc(msgspec.Struct, array_like=True, gc=False):
+    tokens: list[int]
+    cost: float = 0.0
+    unpriced: bool = False
+    responses: int = 0
+
+
+class ToolAcc(msgspec.Struct, array_like=True, gc=False):
+    calls: int = 0
+    errors: int = 0
+
+
+class RecentCall(msgspec.Struct, array_like=True, gc=False):
+    timestamp: float
+    name: str
+    input_hash: str
+    call_id: str
+    outcome: int = -1
+    """-1 while pending, 0 ok, 1 error."""
+    output_hash: str = ""
+    file_changing: bool = False
+
+
+class SessionState(msgspec.Struct):
+    """Mutable accumulator for one session; persisted as-is by the cache."""
+
+    agent: str
+    session_id: str
+    cwd: str = ""
+    branch: str = ""
+    parent: str = ""
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    by_model: dict[str, ModelAcc] = msgspec.field(default_factory=dict)
+    minutes: dict[int, list[float]] = msgspec.field(default_factory=dict)
+    minutes_packed: bytes = b""
+    """`minutes` as flat doubles (minute, tokens, cost, ...) in the cache; unpacked on first
+    use by `minute_map`, so a restart never builds the buckets of quiet sessions."""
+    """Minute index -> [tokens, cost]; the burn rate and chart read it."""
+    timeline: list[tuple[float, str]] = msgspec.field(default_factory=list)
+    tools: dict[str, ToolAcc] = msgspec.field(default_factory=dict)
+    recent: list[RecentCall] = msgspec.field(default_factory=list)
+    responses_since_change: int = 0
+    tokens_since_change: int = 0
+    files: list[str] = msgspec.field(default_factory=list)
+    estimated: bool = False
+
+    def minute_map(self) -> dict[int, list[float]]:
+        """Minute index -> [tokens, cost]; the burn rate and chart read it."""
+        if self.minutes_packed:
+            flat = array("d", self.minutes_packed)
+            self.minutes = {
+                int(flat[i]): [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)
+            }
+            self.minutes_packed = b""
+        return self.minutes
+
+    def packed_copy(self) -> SessionState:
+        """This session with its minutes packed, for the cache (the live state is untouched)."""
+        if not self.minutes:
+            return self
+        flat = array("d", [x for m, (t, c) in self.minutes.items() for x in (m, t, c)])
+        return msgspec.structs.replace(self, minutes={}, minutes_packed=flat.tobytes())
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.agent, self.session_id)
+
+    def touch(self, ts: float) -> None:
+        if ts <= 0:
+            return
+        if not self.first_ts or ts < self.first_ts:
+            self.first_ts = ts
+        self.last_ts = max(self.last_ts, ts)
+
+    def note_model(self, ts: float, model: str) -> None:
+        """Record a model change; out-of-order events insert at their place in time."""
+        if not model:
+            return
+        timeline = self.timeline
+        if timeline and timeline[-1][0] <= ts:
+            if timeline[-1][1] != model:
+                timeline.append((ts, model))
+            return
+        idx = sum(1 for t, _ in timeline if t <= ts)
+        if idx and timeline[idx - 1][1] == model:
+            return
+        timeline.insert(idx, (ts, model))
+
+    def absorb(self, other: SessionState) -> None:
+        """Add another partial view of the same session (from a parallel scan)."""
+        for model, acc in other.by_model.items():
+            mine = self.by_model.setdefault(model, ModelAcc([0] * KINDS))
+            mine.tokens = [a + b for a, b in zip(mine.tokens, acc.tokens, strict=True)]
+            mine.cost += acc.cost
+            mine.unpriced = mine.unpriced or acc.unpriced
+            mine.responses += acc.responses
+        mine_minutes = self.minute_map()
+        for minute, (tokens, cost) in other.minute_map().items():
+            bucket = mine_minutes.setdefault(minute, [0.0, 0.0])
+            bucket[0] += tokens
+            bucket[1] += cost
+        for name, tool in other.tools.items():
+            mine_tool = self.tools.setdefault(name, ToolAcc())
+            mine_tool.calls += tool.calls
+            mine_tool.errors += tool.errors
+        for ts, model in other.timeline:
+            self.note_model(ts, model)
+        merged = sorted(self.recent + other.recent, key=lambda c: c.timestamp)
+        self.recent = merged[-RECENT_TOOLS:]
+        self.responses_since_change += other.responses_since_change
+        self.tokens_since_change += other.tokens_since_change
+        self.files += [f for f in other.files if f not in self.files]
+        self.cwd = self.cwd or other.cwd
+        self.branch = self.branch or other.branch
+        self.parent = self.parent or other.parent
+        self.estimated = self.estimated or other.estimated
+        self.touch(other.first_ts)
+        self.touch(other.last_ts)
+
+
+class LedgerState(msgspec.Struct):
+    """Everything needed to resume counting without re-reading files (see cache.py).
+
+    Either the dedupe fields are filled, or `packed` holds them (see pack/unpack).
+    """
+
+    sessions: dict[str, SessionState] = msgspec.field(default_factory=dict)
+    seen: dict[str, int] = msgspec.field(default_factory=dict)
+    """dedupe_key -> slot in the flat arrays below."""
+    seen_tokens: bytes = b""
+    seen_session: list[str] = msgspec.field(default_factory=list)
+    seen_model: list[str] = msgspec.field(default_factory=list)
+    seen_cost: bytes = b""
+    tool_calls: dict[str, str] = msgspec.field(default_factory=dict)
+    """call id -> tool name; the same call copied into a resumed file counts once."""
+    tool_results: dict[str, int] = msgspec.field(default_factory=dict)
+    packed: bytes = b""
+
+
+class PackedDedupe(msgspec.Struct, array_like=True):
+    """The dedupe tables with keys joined into single strings and repeated names indexed:
+    a few large strings decode in milliseconds where 500k small ones take a second."""
+
+    keys: str
+    tokens: bytes
+    cost: bytes
+    sessions: list[str]
+    session_idx: bytes
+    models: list[str]
+    model_idx: bytes
+    call_keys: str
+    tool_names: list[str]
+    call_name_idx: bytes
+    result_keys: str
+    result_outcomes: bytes
+
+
+def _index(values: list[str]) -> tuple[list[str], bytes]:
+    names: dict[str, int] = {}
+    idx = array("I", [names.setdefault(v, len(names)) for v in values])
+    return list(names), idx.tobytes()
+
+
+def _expand(names: list[str], idx: bytes) -> list[str]:
+    interned = [sys.intern(n) for n in names]
+    return [interned[i] for i in array("I", idx)]
+
+
+def _split(joined: str) -> list[str]:
+    return joined.split(SEP) if joined else []
+
+
+def pack(state: LedgerState, tokens: bytes, cost: bytes) -> bytes:
+    """Encode the dedupe tables of `state` (slot order is the `seen` dict's order)."""
+    sessions, session_idx = _index(state.seen_session)
+    models, model_idx = _index(state.seen_model)
+    tool_names, call_name_idx = _index(list(state.tool_calls.values()))
+    packed = PackedDedupe(
+        SEP.join(state.seen), tokens, cost, sessions, session_idx, models, model_idx,
+        SEP.join(state.tool_calls), tool_names, call_name_idx,
+        SEP.join(state.tool_results), bytes(state.tool_results.values()),
+    )  # fmt: skip
+    return msgspec.msgpack.encode(packed)
+
+
+def unpack(blob: bytes, state: LedgerState) -> None:
+    """Fill the dedupe fields of `state` from a `pack` blob."""
+    p = msgspec.msgpack.decode(blob, type=PackedDedupe)
+    keys = _split(p.keys)
+    state.seen = dict(zip(keys, range(len(keys)), strict=True))
+    state.seen_tokens = p.tokens
+    state.seen_cost = p.cost
+    state.seen_session = _expand(p.sessions, p.session_idx)
+    state.seen_model = _expand(p.models, p.model_idx)
+    state.tool_calls = dict(
+        zip(_split(p.call_keys), _expand(p.tool_names, p.call_name_idx), strict=True)
+    )
+    state.tool_results = dict(zip(_split(p.result_keys), p.result_outcomes, strict=True))
+    state.packed = b""
