@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tokentop.cache import FileRecord
-from tokentop.ledger import CostFn, LedgerState
+from tokentop.ledger import CostFn
+from tokentop.ledger_state import LedgerState
 
 if TYPE_CHECKING:
     from tokentop.engine import Engine
