@@ -268,9 +268,8 @@ def engine_minutes(engine: Engine) -> MinutesFn:
         for _ in range(5):  # the engine thread may be adding a minute while we copy
             state = engine.ledger.state.sessions.get(str(key))
             try:
-                return (
-                    {} if state is None else {m: tuple(b) for m, b in list(state.minute_map().items())}
-                )
+                buckets = {} if state is None else state.minute_map()
+                return {m: tuple(b) for m, b in list(buckets.items())}
             except RuntimeError:
                 continue
         return {}
