@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
-from tokentop import output
+from tokentop import __version__, output
 from tokentop.cache import default_cache_dir
 from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot
@@ -103,6 +103,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="tokentop", description="top for token spend: watch AI coding agents burn tokens"
     )
     add_source_args(parser, top=True)
+    parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
     parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("sessions", help="print per-session totals")
