@@ -6,15 +6,12 @@ from another version is ignored (with a reason) and the engine does a cold scan.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import uuid
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
-import platformdirs
 
 from tokentop.ledger_state import LedgerState
 from tokentop.tail import TailState
@@ -47,12 +44,15 @@ _DECODER = msgspec.msgpack.Decoder(CacheFile)
 
 
 def default_cache_dir() -> Path:
+    import platformdirs  # imported here: startup time is part of a warm restart
+
     return Path(platformdirs.user_cache_dir("tokentop"))
 
 
 def cache_path(cache_dir: Path, roots: list[str]) -> Path:
     """One cache per distinct set of roots, so --claude-dir runs don't clobber the default."""
-    digest = hashlib.sha1("\0".join(sorted(roots)).encode()).hexdigest()[:16]
+    joined = "\0".join(sorted(roots)).encode()
+    digest = f"{zlib.crc32(joined):08x}{zlib.adler32(joined):08x}"
     return cache_dir / f"state-{digest}.msgpack"
 
 
@@ -108,7 +108,7 @@ def save(path: Path, data: CacheFile) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if data.ledger.packed:
-        dedupe_id = uuid.uuid4().hex
+        dedupe_id = os.urandom(16).hex()
         _write(dedupe_path(path), dedupe_id.encode() + b"\n" + data.ledger.packed)
         ledger = msgspec.structs.replace(data.ledger, packed=b"")
         data = msgspec.structs.replace(data, ledger=ledger, dedupe_id=dedupe_id)
@@ -116,6 +116,8 @@ def save(path: Path, data: CacheFile) -> None:
 
 
 def _write(path: Path, blob: bytes) -> None:
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

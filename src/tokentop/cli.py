@@ -228,22 +228,26 @@ def load_config(args: argparse.Namespace) -> Config:
 
 def make_prices(config: Config) -> PriceTable:
     """The bundled table with `[prices."MODEL"]` overrides (USD per million tokens)."""
-    from tokentop.pricing import ModelPrice, PriceTable
+    from tokentop.lazyprices import build_table
 
-    table = PriceTable.default()
-    overrides: dict[str, ModelPrice] = {}
-    for model, given in config.prices.items():
-        base = table.lookup(model) or ModelPrice(input=0.0, output=0.0)
-        changes = {k: v / 1e6 for k, v in msgspec.structs.asdict(given).items() if v is not None}
-        overrides[model] = msgspec.structs.replace(base, **changes)
-    return table.with_overrides(overrides) if overrides else table
+    return build_table(config.prices)
+
+
+def config_if_any(args: argparse.Namespace) -> Config | None:
+    """The config when one is given or exists; None (defaults) without importing it."""
+    import platformdirs
+
+    default = Path(platformdirs.user_config_dir("tokentop")) / "config.toml"
+    return load_config(args) if args.config or default.exists() else None
 
 
 def make_engine(
     args: argparse.Namespace, config: Config | None = None, sources: list[Source] | None = None
 ) -> Engine:
-    config = config or load_config(args)
-    prices = make_prices(config)
+    from tokentop.lazyprices import LazyPrices
+
+    config = config or config_if_any(args)
+    prices = LazyPrices(config.prices if config else None)
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     return Engine(sources or make_sources(args), prices.cost, cache_dir=cache_dir)
 

@@ -9,13 +9,11 @@ which keeps the totals exact whatever the split.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +24,8 @@ from tokentop.ledger import CostFn
 from tokentop.ledger_state import LedgerState
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from tokentop.engine import Engine
     from tokentop.sources.base import Source
 
@@ -87,6 +87,8 @@ def _run_child(
 ) -> bytes | None:
     # fork is fast and safe while this is the only thread (the `sessions` command); under
     # the live app other threads exist, and forking them is unsafe, so spawn instead.
+    import multiprocessing  # only a cold scan pays for this import
+
     method = "fork" if threading.active_count() == 1 else "spawn"
     ctx: Any = multiprocessing.get_context(method)
     receiver, sender = ctx.Pipe(duplex=False)

@@ -195,10 +195,11 @@ class Engine:
         paths = {Path(p) for p in self.files}
         paths.update(self.discover())
         done: set[Path] = set()
-        if self.workers > 1:
+        fresh = [p for p in paths if str(p) not in self.files]
+        if self.workers > 1 and fresh:
             from tokentop.coldscan import scan_parallel
 
-            done = scan_parallel(self, [p for p in paths if str(p) not in self.files])
+            done = scan_parallel(self, fresh)
         return self.process(paths - done) or bool(done)
 
     def process(self, paths: set[Path] | list[Path]) -> bool:
