@@ -75,6 +75,7 @@ class Ledger:
         self._last_path = ""
         self._last_session = SessionState("", "")
         self._last_sid = ""
+        self._last_model = ""
 
     def _packed_blob(self) -> bytes:
         packed = self._packed
@@ -146,11 +147,16 @@ class Ledger:
         if self._packed:
             self._unpack()
         changed = 0
-        usage, call, result = self._usage, self._tool_call, self._tool_result
+        add, grow, call, result = self._add_new, self._grow, self._tool_call, self._tool_result
+        seen = self.state.seen
         for event in events:
             kind = type(event)
             if kind is UsageEvent:
-                changed += usage(event, path)  # type: ignore[arg-type]
+                slot = seen.get(event.dedupe_key)  # type: ignore[union-attr]
+                if slot is None:
+                    changed += add(event, path)  # type: ignore[arg-type]
+                else:
+                    changed += grow(slot, event, path)  # type: ignore[arg-type]
             elif kind is ToolCall:
                 changed += call(event, path)  # type: ignore[arg-type]
             elif kind is ToolResult:
@@ -239,11 +245,25 @@ class Ledger:
         if event.estimated:
             session.estimated = True
         model = event.model
-        cost = self._event_cost(event, model)
+        cost = event.cost_usd
+        if cost is None:  # the rate-card fast path of _event_cost, inlined
+            card = self._rates.get(model) or self._card(model)
+            rates = card[0]
+            if rates is None:
+                pass
+            elif ti + tr + tw5 + tw1 > card[1]:
+                cost = self.cost_fn(model, t)
+            else:
+                cost = (
+                    ti * rates[0] + to * rates[1] + tr * rates[2]
+                    + tw5 * rates[3] + tw1 * rates[4] + tx * rates[5]
+                )  # fmt: skip
         state = self.state
         state.seen[event.dedupe_key] = len(state.seen_session)
         state.seen_session.append(self._last_sid)
-        state.seen_model.append(sys.intern(model))
+        if model is not self._last_model:
+            self._last_model = sys.intern(model)
+        state.seen_model.append(self._last_model)
         self._tokens.extend((ti, to, tr, tw5, tw1, tx))
         self._cost.append(math.nan if cost is None else cost)
         timeline = session.timeline
@@ -283,10 +303,7 @@ class Ledger:
         if event.cost_usd is not None:
             return event.cost_usd
         t = event.tokens
-        card = self._rates.get(model)
-        if card is None:
-            card = self._rates[model] = self._rate_card(model)
-        rates, limit = card
+        rates, limit = self._rates.get(model) or self._card(model)
         if rates is None:
             return None
         if t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h > limit:
@@ -299,6 +316,10 @@ class Ledger:
             + t.cache_write_1h * rates[4]
             + t.reasoning * rates[5]
         )
+
+    def _card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
+        card = self._rates[model] = self._rate_card(model)
+        return card
 
     def _rate_card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
         owner = getattr(self.cost_fn, "__self__", None)

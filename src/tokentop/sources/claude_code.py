@@ -283,8 +283,12 @@ class ClaudeFileParser(FileParser, tag="claude"):
     def _assistant(
         self, record: AnyRecord, message: _Message, offset: int, out: list[Event]
     ) -> None:
-        session = self._session(record)
-        ts = epoch(record.timestamp)
+        sid = record.sessionId
+        if self.session_from_path or not sid:
+            sid = self.session_id
+        session = _KEYS.get(sid) or session_key(sid)  # inlined: one call per line matters here
+        stamp = record.timestamp
+        ts = stamp.timestamp() if type(stamp) is datetime and stamp.tzinfo else epoch(stamp)
         usage = message.usage
         if usage is not None and message.model != SYNTHETIC_MODEL:
             event = self._usage(record, message, usage, session, ts, offset)
