@@ -38,7 +38,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("models", "MODEL", 16),
     Column("tokens", "TOKENS", 7, "tokens"),
     Column("cost", "COST", 8, "cost"),
-    Column("burn", "BURN", 15, "burn"),
+    Column("burn", "BURN", 18, "burn"),
     Column("spark", "LAST 10m", SPARK_WIDTH),
     Column("budget", "BUDGET", BAR_WIDTH + 6, "budget"),
     Column("eta", "ETA", 5),

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Regenerate screenshots/*.svg: the real app over `tokentop demo`'s agents, at a fixed clock.
+
+    python scripts/export_screenshots.py              # writes screenshots/*.svg
+    python scripts/export_screenshots.py --out DIR
+
+The demo's four agents (tokentop.demo.DEFAULT_FLEET) are replayed with the demo agent's own
+record builders and behaviours, at the demo's pace, but stamped by a simulated clock instead
+of the wall clock, into a temporary root at a fixed path. The real Engine reads those
+transcripts; the real app runs over its snapshot with `FakeClock`, in UTC, at 160x45. Every
+run writes the same bytes, so a diff of the SVGs shows exactly what changed on screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from tokentop.clock import FakeClock
+from tokentop.config import Budgets, Config
+from tokentop.demo import DEFAULT_FLEET, DemoAgentSpec
+from tokentop.demo_agent import PROFILES, Transcript, Work, session_batches, transcript_path
+from tokentop.demo_records import Record, random_uuid
+from tokentop.engine import Engine
+from tokentop.mapping import SessionMapper
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.pricing import PriceTable
+from tokentop.procs import ActionResult, ProcessRef
+from tokentop.sources.base import Source
+from tokentop.sources.claude_code import ClaudeCodeSource
+from tokentop.sources.codex import CodexSource
+from tokentop.ui.app import TokentopApp, make_app
+
+SIZE = (160, 45)
+NOW = 1_763_640_000.0
+"""2025-11-20 12:00:00 UTC, the FakeClock's default start."""
+ROOT = Path("/tmp/tokentop-demo-shots")
+"""A fixed path: transcript paths show in the details, so a random temp dir would change them."""
+INTERVAL = 0.5
+"""`tokentop demo`'s default --interval."""
+BUDGET_USD = 2.0
+"""`tokentop demo`'s default --budget."""
+RUNNING_FOR_S = {"webshop": 150.0, "payments-api": 95.0, "ml-pipeline": 75.0, "cli-tools": 330.0}
+"""How long each demo agent has been running when the shots are taken: the demo's first
+minutes, when one agent is over the $2 budget and another is near it."""
+QUIET_FOR_S = {"cli-tools": 120.0}
+"""Agents that stopped writing this long before the shots (so one row shows as idle)."""
+FIRST_PID = 48_213
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def restamp(records: list[Record], ts: float) -> None:
+    """Put the simulated clock's time where the record builders put the wall clock's."""
+    for record in records:
+        if "timestamp" in record:
+            record["timestamp"] = iso(ts)
+        payload = record.get("payload")
+        if record.get("type") == "session_meta" and isinstance(payload, dict):
+            payload["timestamp"] = iso(ts)
+
+
+def stamped_batches(
+    spec: DemoAgentSpec, session_id: str, start: float, end: float
+) -> Iterator[list[Record]]:
+    """The agent's batches from `start` to `end`, paced as `demo_agent.Pacer` paces them."""
+    rng = random.Random(f"{spec.seed}:{spec.kind}:{spec.behavior}:{spec.project}")
+    jitter = random.Random(spec.seed)
+    work = Work(spec.kind, spec.behavior, rng, spec.project)
+    pace = PROFILES[spec.behavior].pace
+    ts = start
+    for records, pause in session_batches(spec.kind, work, session_id, 0):
+        if ts > end:
+            return
+        restamp(records, ts)
+        yield records
+        ts += INTERVAL * pause * pace * jitter.uniform(0.7, 1.3)
+
+
+def agent_path(spec: DemoAgentSpec, root: Path, session_id: str, start: float) -> Path:
+    if spec.kind == "claude":
+        return transcript_path("claude", root / "claude", spec.project, session_id)
+    day = datetime.fromtimestamp(start, UTC)
+    folder = root / "codex" / "sessions" / day.strftime("%Y/%m/%d")
+    return folder / f"rollout-{day.strftime('%Y-%m-%dT%H-%M-%S')}-{session_id}.jsonl"
+
+
+def write_demo_root(root: Path) -> dict[SessionKey, ProcessRef]:
+    """Write every demo agent's transcript; the process each would run as, as the demo maps it."""
+    refs: dict[SessionKey, ProcessRef] = {}
+    for n, spec in enumerate(DEFAULT_FLEET):
+        name = os.path.basename(spec.project)
+        session_id = random_uuid(random.Random(spec.seed), 4 if spec.kind == "claude" else 7)
+        start, end = NOW - RUNNING_FOR_S[name], NOW - QUIET_FOR_S.get(name, 1.0)
+        path = agent_path(spec, root, session_id, start)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        transcript = Transcript(path, keep_open=False)
+        for records in stamped_batches(spec, session_id, start, end):
+            transcript.append(records)
+        refs[SessionKey(spec.kind, session_id)] = demo_ref(spec, FIRST_PID + 7 * n, session_id)
+    return refs
+
+
+def demo_ref(spec: DemoAgentSpec, pid: int, session_id: str) -> ProcessRef:
+    argv = (
+        "python3", "-m", "tokentop.demo_agent", "--kind", spec.kind, "--behavior", spec.behavior,
+        "--root", f"{ROOT}/{spec.kind}", "--cwd", spec.project, "--session-id", session_id,
+    )  # fmt: skip
+    return ProcessRef(pid, NOW - 600, argv, spec.project, "launched", True, spec.kind)
+
+
+class ScannedEngine:
+    """The real Engine, scanned once at the fixed clock; it does not follow files afterwards."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def start(self) -> None:
+        self.engine.scan()
+
+    def stop(self) -> None:
+        pass
+
+    def snapshot(self) -> LedgerSnapshot:
+        return self.engine.snapshot()
+
+    def tick(self) -> LedgerSnapshot:
+        return self.engine.snapshot()
+
+    def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None:
+        pass
+
+
+class NoSignals:
+    """A controller that signals nothing: the shots never act on a process."""
+
+    def _result(self, action: str, ref: ProcessRef, reason: str, origin: str) -> ActionResult:
+        return msgspec.convert(
+            {"action": action, "ok": False, "pids": [], "message": "screenshots: no signal",
+             "reason": reason, "origin": origin, "timestamp": NOW, "pid": ref.pid},
+            ActionResult,
+        )  # fmt: skip
+
+    def pause(self, ref: ProcessRef, reason: str, origin: str) -> ActionResult:
+        return self._result("pause", ref, reason, origin)
+
+    def resume(self, ref: ProcessRef, reason: str, origin: str) -> ActionResult:
+        return self._result("resume", ref, reason, origin)
+
+    def terminate(self, ref: ProcessRef, reason: str, origin: str) -> ActionResult:
+        return self._result("terminate", ref, reason, origin)
+
+    def kill(self, ref: ProcessRef, reason: str, origin: str) -> ActionResult:
+        return self._result("kill", ref, reason, origin)
+
+
+def demo_app(root: Path) -> TokentopApp:
+    refs = write_demo_root(root)
+    clock = FakeClock(NOW)
+    sources: list[Source] = [
+        ClaudeCodeSource(config_dirs=[root / "claude"]),
+        CodexSource(homes=[root / "codex"]),
+    ]
+    engine = Engine(sources, PriceTable.default().cost, clock=clock, workers=1)
+    return make_app(
+        ScannedEngine(engine),
+        config=Config(budgets=Budgets(usd=BUDGET_USD)),
+        clock=clock,
+        controller=NoSignals(),
+        mapper=SessionMapper(refs),
+    )
+
+
+def project_of(session: SessionSnapshot) -> str:
+    return os.path.basename(session.cwd)
+
+
+SHOTS: dict[str, tuple[str, ...]] = {
+    "main": (),
+    "detail": ("select:payments-api", "enter"),
+    "kill_confirm": ("select:ml-pipeline", "k"),
+    "help": ("question_mark",),
+}
+"""Screenshot name -> keys pressed first ("select:PROJECT" moves the cursor to that row)."""
+
+
+async def take(name: str, steps: tuple[str, ...], root: Path, out: Path) -> None:
+    app = demo_app(root)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        app.clear_notifications()  # alerts raised on the first frame would cover the rows
+        for step in steps:
+            if step.startswith("select:"):
+                app.main_table.move_cursor(row_of(app, step.removeprefix("select:")))
+            else:
+                await pilot.press(step)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        await pilot.pause()
+        svg = app.export_screenshot(title=f"tokentop — {name.replace('_', ' ')}")
+    (out / f"{name}.svg").write_text(svg, encoding="utf-8")
+
+
+def row_of(app: TokentopApp, project: str) -> int:
+    """The table row showing the session of `project`."""
+    keys = [k for k, m in app.measured.items() if project_of(m.session) == project]
+    return app.main_table.row_index(keys[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "screenshots")
+    args = parser.parse_args(argv)
+    os.environ["TZ"] = "UTC"  # "today" starts at local midnight
+    time.tzset()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, steps in SHOTS.items():
+        shutil.rmtree(ROOT, ignore_errors=True)
+        try:
+            asyncio.run(take(name, steps, ROOT, args.out))
+        finally:
+            shutil.rmtree(ROOT, ignore_errors=True)
+        print(args.out / f"{name}.svg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
