@@ -39,9 +39,16 @@ def make_session(
     unpriced: tuple[str, ...] = (),
     series: tuple[int, ...] = (),
     bad_lines: int = 0,
+    today: int | None = None,
+    estimated: bool = False,
 ) -> SessionSnapshot:
-    """A session whose last activity was `ago` seconds before the fake clock's start."""
+    """A session whose last activity was `ago` seconds before the fake clock's start.
+
+    By default it spent everything today when it was active within 12 hours, else nothing.
+    """
     tokens = tokens or TokenCounts(input=1_000, output=20_000, cache_read=400_000)
+    if today is None:
+        today = tokens.total if ago < 12 * 3600 else 0
     path = f"/home/dev/.claude/projects/-home-dev-src-{cwd.rsplit('/', 1)[-1]}/{sid}.jsonl"
     return SessionSnapshot(
         key=SessionKey(agent, sid),
@@ -67,6 +74,9 @@ def make_session(
         ),
         files=(path,),
         bad_lines=bad_lines,
+        estimated=estimated,
+        tokens_today=today,
+        cost_today=cost * today / tokens.total if tokens.total else 0.0,
     )
 
 

@@ -7,7 +7,6 @@ lookups and signals run in thread workers and come back by message or call_from_
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable
 from typing import ClassVar, Protocol
@@ -214,7 +213,7 @@ class TokentopApp(ActionsApp):
         shown.sort(key=lambda m: sort_value(m.session, m.use, self.sort), reverse=reverse)
         rows = {m.row_key: self._row(m) for m in shown}
         table.sync(rows, [m.row_key for m in shown])
-        self._show_header(snap, now)
+        self._show_header(snap)
         self._show_detail(snap, now)
 
     def _measure(self, session: SessionSnapshot, now: float) -> Measured:
@@ -279,10 +278,9 @@ class TokentopApp(ActionsApp):
         if self.config.alerts.bell:
             self.bell()
 
-    def _show_header(self, snap: LedgerSnapshot, now: float) -> None:
-        midnight = dt.datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    def _show_header(self, snap: LedgerSnapshot) -> None:
         statuses = {m.session.key: m.status for m in self.measured.values()}
-        figures = totals(snap, len(self.measured), statuses, midnight.timestamp())
+        figures = totals(snap, len(self.measured), statuses)
         state = HeaderState(
             self.sort,
             descending(self.sort, self.sort_reversed),

@@ -204,18 +204,13 @@ class Totals(NamedTuple):
     bad_files: int
 
 
-def totals(
-    snap: LedgerSnapshot, listed: int, statuses: Mapping[SessionKey, Status], since: float
-) -> Totals:
-    """Today's figures: sessions with activity since `since` (local midnight) count whole.
-
-    The snapshot has per-session totals only, so a session that started yesterday and is
-    still running counts its earlier tokens too.
-    """
-    today = [s for s in snap.sessions if s.last_ts >= since]
+def totals(snap: LedgerSnapshot, listed: int, statuses: Mapping[SessionKey, Status]) -> Totals:
+    """Today's figures: each session's spend since local midnight (the ledger's minute
+    buckets, so a session that started yesterday counts only today's part); the burn of all."""
+    today = [s for s in snap.sessions if s.tokens_today or s.cost_today]
     return Totals(
-        sum(s.tokens.total for s in today),
-        sum(s.cost_usd for s in today),
+        sum(s.tokens_today for s in today),
+        sum(s.cost_today for s in today),
         any(s.unpriced_models for s in today),
         sum(s.usd_per_hour for s in snap.sessions),
         sum(s.tokens_per_min for s in snap.sessions),
