@@ -26,6 +26,7 @@ from tokentop.ledger_state import (
     ToolAcc,
     pack,
     unpack,
+    unpacked_tables,
 )
 from tokentop.model import (
     Event,
@@ -110,25 +111,28 @@ class Ledger:
 
     def merge(self, other: LedgerState) -> bool:
         """Fold in a ledger built from other files; False (nothing changed) if any dedupe key,
-        tool call or result is in both, because then only a sequential pass is exact."""
+        tool call or result is in both, because then only a sequential pass is exact.
+
+        The other side's packed tables are merged straight from their key lists, without
+        building its dicts first: the cold scan's peak memory is this moment.
+        """
         self._unpack()
-        if other.packed:
-            unpack(other.packed, other)
         st = self.state
-        if (
-            st.seen.keys() & other.seen.keys()
-            or st.tool_calls.keys() & other.tool_calls.keys()
-            or st.tool_results.keys() & other.tool_results.keys()
+        t = unpacked_tables(other)
+        if not (
+            st.seen.keys().isdisjoint(t.keys)
+            and st.tool_calls.keys().isdisjoint(t.call_keys)
+            and st.tool_results.keys().isdisjoint(t.result_keys)
         ):
             return False
         offset = len(st.seen_session)
-        st.seen.update({k: v + offset for k, v in other.seen.items()})
-        st.seen_session.extend(other.seen_session)
-        st.seen_model.extend(other.seen_model)
-        self._tokens.frombytes(other.seen_tokens)
-        self._cost.frombytes(other.seen_cost)
-        st.tool_calls.update(other.tool_calls)
-        st.tool_results.update(other.tool_results)
+        st.seen.update(zip(t.keys, range(offset, offset + len(t.keys)), strict=True))
+        st.seen_session.extend(t.sessions)
+        st.seen_model.extend(t.models)
+        self._tokens.frombytes(t.tokens)
+        self._cost.frombytes(t.cost)
+        st.tool_calls.update(zip(t.call_keys, t.call_names, strict=True))
+        st.tool_results.update(zip(t.result_keys, t.outcomes, strict=True))
         for sid, session in other.sessions.items():
             mine = st.sessions.get(sid)
             if mine is None:

@@ -208,17 +208,44 @@ def pack(state: LedgerState, tokens: bytes, cost: bytes) -> bytes:
     return msgspec.msgpack.encode(packed)
 
 
+class Tables(msgspec.Struct):
+    """Dedupe tables as parallel lists, the form a merge consumes."""
+
+    keys: list[str]
+    tokens: bytes
+    cost: bytes
+    sessions: list[str]
+    models: list[str]
+    call_keys: list[str]
+    call_names: list[str]
+    result_keys: list[str]
+    outcomes: bytes | list[int]
+
+
+def unpacked_tables(state: LedgerState) -> Tables:
+    """The dedupe tables of `state`, from its packed blob if it has one."""
+    if not state.packed:
+        return Tables(
+            list(state.seen), state.seen_tokens, state.seen_cost, state.seen_session,
+            state.seen_model, list(state.tool_calls), list(state.tool_calls.values()),
+            list(state.tool_results), list(state.tool_results.values()),
+        )  # fmt: skip
+    p = msgspec.msgpack.decode(state.packed, type=PackedDedupe)
+    return Tables(
+        _split(p.keys), p.tokens, p.cost, _expand(p.sessions, p.session_idx),
+        _expand(p.models, p.model_idx), _split(p.call_keys),
+        _expand(p.tool_names, p.call_name_idx), _split(p.result_keys), p.result_outcomes,
+    )  # fmt: skip
+
+
 def unpack(blob: bytes, state: LedgerState) -> None:
     """Fill the dedupe fields of `state` from a `pack` blob."""
-    p = msgspec.msgpack.decode(blob, type=PackedDedupe)
-    keys = _split(p.keys)
-    state.seen = dict(zip(keys, range(len(keys)), strict=True))
-    state.seen_tokens = p.tokens
-    state.seen_cost = p.cost
-    state.seen_session = _expand(p.sessions, p.session_idx)
-    state.seen_model = _expand(p.models, p.model_idx)
-    state.tool_calls = dict(
-        zip(_split(p.call_keys), _expand(p.tool_names, p.call_name_idx), strict=True)
-    )
-    state.tool_results = dict(zip(_split(p.result_keys), p.result_outcomes, strict=True))
+    t = unpacked_tables(LedgerState(packed=blob))
+    state.seen = dict(zip(t.keys, range(len(t.keys)), strict=True))
+    state.seen_tokens = t.tokens
+    state.seen_cost = t.cost
+    state.seen_session = t.sessions
+    state.seen_model = t.models
+    state.tool_calls = dict(zip(t.call_keys, t.call_names, strict=True))
+    state.tool_results = dict(zip(t.result_keys, t.outcomes, strict=True))
     state.packed = b""
