@@ -220,6 +220,9 @@ def build_summary(
     else:
         active = max(0.0, s.last_ts - s.first_ts)
         peak = float(max(s.burn_series, default=0))
+    mean = s.tokens.total / max(active / 60.0, 1.0)
+    # A short session split across two calendar minutes can average more per minute than
+    # either bucket holds; the peak is never below the mean.
     shares = timeline_shares(s)
     budget = budget or config.budget_for(s.key.agent, s.cwd)
     return SessionSummary(
@@ -241,8 +244,8 @@ def build_summary(
             ModelShare(m.model, m.tokens, m.cost_usd, m.responses, shares.get(m.model, 0.0))
             for m in s.models
         ),
-        peak_tokens_per_min=peak,
-        mean_tokens_per_min=s.tokens.total / max(active / 60.0, 1.0),
+        peak_tokens_per_min=max(peak, mean),
+        mean_tokens_per_min=mean,
         budget_usd=budget.usd,
         budget_tokens=budget.tokens,
         budget_used_pct=budget_pct(s, budget),
