@@ -57,6 +57,25 @@ class Source(Protocol):
     def new_parser(self, path: Path) -> FileParser: ...
 
 
+class FileListSource:
+    """A source whose roots are files named on the command line, each its own root."""
+
+    name: ClassVar[str]
+    parser_type: ClassVar[type[FileParser]]
+
+    def __init__(self, files: list[Path]) -> None:
+        self._files = [Path(f) for f in files]
+
+    def roots(self) -> list[Path]:
+        return list(self._files)
+
+    def is_transcript(self, path: Path) -> bool:
+        return path in self._files
+
+    def new_parser(self, path: Path) -> FileParser:
+        return self.parser_type(path=str(path))
+
+
 def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
     """Yield files under `root` ending in one of `suffixes`; unreadable folders are skipped."""
     stack = [str(root)]

@@ -23,14 +23,13 @@ byte offset, which is stable for an appended file; give an `id` if the file is r
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, ClassVar
 
 import msgspec
 
 from tokentop import tokens as tokens_mod
 from tokentop.model import Event, SessionKey, TokenCounts, UsageEvent
-from tokentop.sources.base import parse_iso
+from tokentop.sources.base import FileListSource, FileParser, parse_iso
 from tokentop.sources.jsonlines import JsonLinesParser
 
 AGENT = "jsonl"
@@ -55,24 +54,6 @@ class _Line(msgspec.Struct, gc=False):
 
 
 _LINE = msgspec.json.Decoder(_Line)
-
-
-class GenericJsonlSource:
-    """JSONL files given by path; each is its own root."""
-
-    name: ClassVar[str] = AGENT
-
-    def __init__(self, files: list[Path]) -> None:
-        self._files = [Path(f) for f in files]
-
-    def roots(self) -> list[Path]:
-        return list(self._files)
-
-    def is_transcript(self, path: Path) -> bool:
-        return path in self._files
-
-    def new_parser(self, path: Path) -> GenericFileParser:
-        return GenericFileParser(path=str(path))
 
 
 def epoch(value: float | str) -> float:
@@ -116,3 +97,10 @@ class GenericFileParser(JsonLinesParser, tag="jsonl"):
                 estimated=estimated,
             )
         )
+
+
+class GenericJsonlSource(FileListSource):
+    """JSONL files given by path; each is its own root."""
+
+    name: ClassVar[str] = AGENT
+    parser_type: ClassVar[type[FileParser]] = GenericFileParser

@@ -24,14 +24,13 @@ The proxy has no built-in file logger; `tokentop.litellm_callback` appends each 
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
 
 from tokentop import tokens as tokens_mod
 from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
-from tokentop.sources.base import parse_iso
+from tokentop.sources.base import FileListSource, FileParser, parse_iso
 from tokentop.sources.jsonlines import DECODE_ERRORS, JsonLinesParser
 
 AGENT = "litellm"
@@ -89,24 +88,6 @@ class _Payload(msgspec.Struct, gc=False):
 _PAYLOAD = msgspec.json.Decoder(_Payload)
 _RESPONSE = msgspec.json.Decoder(_Response)
 _ANY = msgspec.json.Decoder()
-
-
-class LiteLLMSource:
-    """Proxy log files given by path (each one is its own root)."""
-
-    name: ClassVar[str] = AGENT
-
-    def __init__(self, files: list[Path]) -> None:
-        self._files = [Path(f) for f in files]
-
-    def roots(self) -> list[Path]:
-        return list(self._files)
-
-    def is_transcript(self, path: Path) -> bool:
-        return path in self._files
-
-    def new_parser(self, path: Path) -> LiteLLMFileParser:
-        return LiteLLMFileParser(path=str(path))
 
 
 def epoch(value: float | str | None) -> float:
@@ -229,3 +210,10 @@ def _text(node: object) -> str:
         parts += [_text(v) for k, v in node.items() if isinstance(v, dict | list)]
         return "\n".join(t for t in parts if t)
     return ""
+
+
+class LiteLLMSource(FileListSource):
+    """Proxy log files given by path (each one is its own root)."""
+
+    name: ClassVar[str] = AGENT
+    parser_type: ClassVar[type[FileParser]] = LiteLLMFileParser
