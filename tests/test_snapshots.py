@@ -6,21 +6,29 @@ then look at the report before committing the new SVGs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 
 from tokentop.clock import FakeClock
 from tokentop.config import Budgets, Config
+from tokentop.store import Store
 from tokentop.ui.app import TokentopApp, make_app
-from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, sample_sessions
+from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, sample_sessions, stored_history
 
 SIZE = (150, 32)
 SnapCompare = Callable[..., bool]
 
 
-def fixed_app() -> TokentopApp:
+def fixed_app(store: Store | None = None) -> TokentopApp:
+    """The sample sessions; with a store, only the three that are not due to be recorded, so
+    the timer recording the ended one cannot race the snapshot."""
+    sessions = sample_sessions() if store is None else sample_sessions()[:3]
     processes = FakeProcesses(
         {
             "a1b2c3d4-steady": FakeRef(
@@ -30,11 +38,12 @@ def fixed_app() -> TokentopApp:
         }
     )
     return make_app(
-        FakeEngine(ledger(sample_sessions())),
+        FakeEngine(ledger(sessions)),
         config=Config(budgets=Budgets(usd=10.0, tokens=5_000_000)),
         clock=FakeClock(),
         controller=processes,
         mapper=processes,
+        store=store,
     )
 
 
@@ -52,8 +61,25 @@ def keys_then_settle(*keys: str) -> Callable[[Pilot[None]], Any]:
     return run
 
 
-def compare(snap_compare: SnapCompare, keys: Sequence[str] = ()) -> bool:
-    return snap_compare(fixed_app(), terminal_size=SIZE, run_before=keys_then_settle(*keys))
+def compare(
+    snap_compare: SnapCompare, keys: Sequence[str] = (), store: Store | None = None
+) -> bool:
+    app = fixed_app(store)
+    return snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle(*keys))
+
+
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """History shows local times: pin the zone so the SVG is the same on every machine."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
 
 
 def test_main_screen(snap_compare: SnapCompare) -> None:
@@ -78,3 +104,18 @@ def test_budget_modal(snap_compare: SnapCompare) -> None:
 
 def test_filtered_and_sorted(snap_compare: SnapCompare) -> None:
     assert compare(snap_compare, ["s", "slash", "a", "p", "i", "enter"])
+
+
+def test_history(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    store = stored_history(tmp_path / "history.db")
+    assert compare(snap_compare, ["h"], store)
+
+
+def test_history_filtered_by_cost(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    store = stored_history(tmp_path / "history.db")
+    assert compare(snap_compare, ["h", "s", "slash", "s", "r", "c", "enter"], store)
+
+
+def test_history_summary(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    store = stored_history(tmp_path / "history.db")
+    assert compare(snap_compare, ["h", "down", "down", "enter"], store)

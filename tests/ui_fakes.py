@@ -9,8 +9,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tokentop.clock import FakeClock
+from tokentop.config import Config
+from tokentop.gitvalue import Commit, GitValue
 from tokentop.model import (
     FileHealth,
     LedgerSnapshot,
@@ -21,6 +24,8 @@ from tokentop.model import (
     TokenCounts,
     ToolStat,
 )
+from tokentop.store import Store
+from tokentop.summary import SessionSummary, build_summary
 
 NOW = FakeClock().now()
 
@@ -206,3 +211,29 @@ class FakeProcesses:
 
     def kill(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
         return self._act("kill", ref, reason, origin)
+
+
+# -- recorded history ------------------------------------------------------------------------
+
+
+def summary_of(session: SessionSnapshot, git_value: GitValue | None = None) -> SessionSummary:
+    return build_summary(session, now=NOW, reason="idle", config=Config(), git=git_value)
+
+
+def stored_history(path: Path) -> Store:
+    """Three recorded sessions: one with two commits, one without, one estimated."""
+    store = Store(path)
+    shop = make_session("aaaa-shop", cost=3.0, ago=7200)
+    commits = (fake_commit("c1"), fake_commit("c2"))
+    two = GitValue("ok", "leverage", commits=commits, files_changed=1, lines_added=6,
+                   lines_removed=2, usd_per_commit=1.5)  # fmt: skip
+    store.record_summary(summary_of(shop, two))
+    gateway = make_session("bbbb-gate", cwd="/home/dev/src/api-gateway", cost=9.0, ago=5000)
+    store.record_summary(summary_of(gateway, GitValue("ok", "theater")))
+    notes = make_session("cccc-notes", cwd="/home/dev/notes", cost=0.5, ago=3000, estimated=True)
+    store.record_summary(summary_of(notes))
+    return store
+
+
+def fake_commit(sha: str) -> Commit:
+    return Commit(sha * 20, NOW - 7500, f"commit {sha}", ("a.py",), 3, 1)

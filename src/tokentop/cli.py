@@ -275,12 +275,24 @@ def warn_bad_files(snap: LedgerSnapshot) -> None:
         )
 
 
-def run_app(args: argparse.Namespace, engine: Engine, config: Config, mapper: SessionMapper) -> int:
+def run_app(
+    args: argparse.Namespace,
+    engine: Engine,
+    config: Config,
+    mapper: SessionMapper,
+    store_path: Path | None = None,
+) -> int:
     """Run the Textual app; imported here so headless commands never load textual."""
     from tokentop.clock import SystemClock
     from tokentop.procs import ProcessController, default_action_log
+    from tokentop.store import Store, StoreError
     from tokentop.ui.app import make_app
 
+    try:  # the store is left open at exit: a worker may still be finishing a write
+        store: Store | None = Store(store_path)
+    except StoreError as exc:
+        print(f"tokentop: history is off: {exc}", file=sys.stderr)
+        store = None
     app = make_app(
         engine,
         config=config,
@@ -288,6 +300,7 @@ def run_app(args: argparse.Namespace, engine: Engine, config: Config, mapper: Se
         controller=ProcessController(log_path=default_action_log()),
         mapper=mapper,
         read_only=args.read_only or config.read_only,
+        store=store,
     )
     app.run()
     return 0
@@ -323,7 +336,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ]
         args.no_cache = True
         engine = make_engine(args, config, sources)
-        return run_app(args, engine, config, SessionMapper(fleet.refs))
+        store = fleet.root / "history.db"  # never the user's store; removed with the root
+        return run_app(args, engine, config, SessionMapper(fleet.refs), store)
     finally:
         fleet.stop()
 

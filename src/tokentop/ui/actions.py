@@ -169,7 +169,11 @@ class ActionsApp(App[None]):
         assert controller is not None
         for step in plan:
             outcome = act(controller, step.verb, step.ref, origin)
+            self.after_action(step, outcome, origin)
             self.call_from_thread(self._report, step, outcome)
+
+    def after_action(self, step: Step, outcome: ActionOutcome, origin: str) -> None:
+        """Called in the worker after each action (the app logs it to the store)."""
 
     def _report(self, step: Step, outcome: ActionOutcome) -> None:
         self.notify(

@@ -21,9 +21,11 @@ from textual.timer import Timer
 from tokentop.budgets import Level, budget_use, crossings
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
+from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.store import Store
+from tokentop.summary import engine_minutes
 from tokentop.ui import keys
-from tokentop.ui.actions import ActionsApp
 from tokentop.ui.alerts import DetectionTracker, Notice, budget_notice
 from tokentop.ui.detail import DetailView, SessionDetail
 from tokentop.ui.header import HeaderState
@@ -31,6 +33,7 @@ from tokentop.ui.help import ParseErrorsScreen
 from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import FilterEdited, LedgerUpdated
 from tokentop.ui.processes import ProcessControl, ProcessMapper
+from tokentop.ui.recording import RecordingApp
 from tokentop.ui.rows import (
     SORTS,
     Measured,
@@ -62,7 +65,7 @@ class EngineLike(Protocol):
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
 
 
-class TokentopApp(ActionsApp):
+class TokentopApp(RecordingApp):
     """top for token spend."""
 
     CSS_PATH = "tokentop.tcss"
@@ -82,6 +85,7 @@ class TokentopApp(ActionsApp):
         controller: ProcessControl | None = None,
         mapper: ProcessMapper | None = None,
         read_only: bool = False,
+        store: Store | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -107,6 +111,8 @@ class TokentopApp(ActionsApp):
         self._pending: LedgerSnapshot | None = None
         self._last_draw = 0.0
         self._draw_scheduled = False
+        minutes = engine_minutes(engine) if isinstance(engine, Engine) else None
+        self.init_recording(store, minutes)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -142,6 +148,9 @@ class TokentopApp(ActionsApp):
         if not self._ticking:
             self._ticking = True
             self._tick_engine()
+        if self.snapshot is not None:
+            listed = tuple(m.session for m in self.measured.values())
+            self.record_ended(self.snapshot, listed)
 
     @work(thread=True, group="tick")
     def _tick_engine(self) -> None:
@@ -303,7 +312,8 @@ class TokentopApp(ActionsApp):
         use = m.use if m else budget_use(session, self.budget_of(session), self.config.alerts)
         status = m.status if m else "ended"
         reasons = self.detections.reasons(session, now)
-        screen.show(DetailView(session, use, status, snap.files, now, reasons))
+        git = self.git_for(session)
+        screen.show(DetailView(session, use, status, snap.files, now, reasons, git))
 
     # -- keys that only change the view ------------------------------------------------------
 
@@ -377,10 +387,13 @@ def make_app(
     controller: ProcessControl | None = None,
     mapper: ProcessMapper | None = None,
     read_only: bool = False,
+    store: Store | None = None,
 ) -> TokentopApp:
     """The app over `engine`. It starts the engine on mount and stops it on exit.
 
     Without a controller and mapper the action keys explain that process control is off.
+    With a store, sessions that end are recorded there, actions are logged, and `h` shows
+    the history; the caller owns the store.
     """
     return TokentopApp(
         engine,
@@ -389,4 +402,5 @@ def make_app(
         controller=controller,
         mapper=mapper,
         read_only=read_only,
+        store=store,
     )

@@ -15,9 +15,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tokentop.budgets import BudgetUse
+from tokentop.gitvalue import GitValue, per_commit
 from tokentop.model import FileHealth, SessionKey, SessionSnapshot
 from tokentop.ui import format as fmt
 from tokentop.ui import keys
+from tokentop.ui.history_rows import LABEL_STYLES
 from tokentop.ui.processes import ProcessInfo, command_of
 from tokentop.ui.rows import budget_text, eta_text, project_name, short_model
 
@@ -37,6 +39,8 @@ class DetailView(NamedTuple):
     now: float
     reasons: Sequence[str] = ()
     """Why the policy's detectors flag this session, if they do."""
+    git: GitValue | None = None
+    """What git says the session produced so far; None until git has answered."""
 
 
 class SessionDetail(Screen[None]):
@@ -62,6 +66,7 @@ class SessionDetail(Screen[None]):
                 yield Static(id="detail-timeline", classes="panel")
             with Vertical(classes="detail-column"):
                 yield Static(id="detail-findings", classes="panel")
+                yield Static(id="detail-commits", classes="panel")
                 yield Static(id="detail-process", classes="panel")
                 yield Static(id="detail-tools", classes="panel")
                 yield Static(id="detail-files", classes="panel")
@@ -78,6 +83,7 @@ class SessionDetail(Screen[None]):
         self._panel("#detail-tools", "Tools", tools_table(s, view.now))
         self._panel("#detail-files", "Files", files_table(s, view.files))
         self._panel("#detail-process", "Process", self.process_text)
+        self._panel("#detail-commits", "Commits", commits_table(s, view.git, view.now))
         findings = self.query_one("#detail-findings", Static)
         findings.display = bool(view.reasons)
         if view.reasons:
@@ -184,6 +190,34 @@ def files_table(s: SessionSnapshot, health: Sequence[FileHealth]) -> Table:
             where.append(f"\n{f.last_error}", style="yellow")
         table.add_row(lines, bad, where)
     return table
+
+
+COMMITS_LISTED = 5
+
+
+def commits_table(s: SessionSnapshot, git: GitValue | None, now: float) -> Group | Text:
+    """Commits authored in the session's window, and the spend per commit so far."""
+    if git is None:
+        return Text("asking git…", style="dim")
+    if git.status != "ok":
+        return Text(git.status, style="dim")
+    label = Text(git.label, style=LABEL_STYLES.get(git.label, ""))
+    dollars = per_commit(s.cost_usd, len(git.commits))
+    head = Text.assemble(
+        label,
+        f"  {len(git.commits)} commit{'' if len(git.commits) == 1 else 's'}",
+        (f"  {fmt.usd(dollars)}/commit", "bold") if dollars is not None else "",
+        f"  {git.files_changed} files  +{git.lines_added} −{git.lines_removed}",
+        ("  uncommitted changes" if git.dirty else "", "yellow"),
+        (f"  on {git.branch}" if git.branch else "", "dim"),
+    )
+    if not git.commits:
+        return head
+    table = Table("ago", "commit", "lines", "subject", box=None, header_style="dim")
+    for c in sorted(git.commits, key=lambda c: -c.author_ts)[:COMMITS_LISTED]:
+        lines = f"+{c.added} −{c.removed}"
+        table.add_row(fmt.duration(now - c.author_ts), c.sha[:7], lines, Text(c.subject))
+    return Group(head, table)
 
 
 def process_text(ref: ProcessInfo | None) -> Text:

@@ -42,6 +42,11 @@ DEFAULT_KEYS: dict[str, KeySpec] = {
 """Binding id -> default keys; the ids are exactly those config's [keys] accepts."""
 assert set(DEFAULT_KEYS) == set(KEY_ACTIONS), "keys and config.KEY_ACTIONS must agree"
 
+UI_KEYS: dict[str, tuple[KeySpec, str]] = {
+    "history": (KeySpec("h", "app.history", "History"), "Show recorded sessions (history)"),
+}
+"""Bindings that `[keys]` cannot rebind yet (config.KEY_ACTIONS does not list them)."""
+
 ACTION_IDS = frozenset({"pause-resume", "terminate", "kill"})
 """Bindings hidden and refused in read-only mode."""
 TABLE_IDS = frozenset({"open-details"})
@@ -50,16 +55,20 @@ APP_IDS = frozenset({"help", "quit"})
 """Bound on the app, so they work on every screen."""
 
 
+def all_specs() -> dict[str, KeySpec]:
+    return {**DEFAULT_KEYS, **{binding_id: spec for binding_id, (spec, _) in UI_KEYS.items()}}
+
+
 def bindings(ids: frozenset[str] | set[str]) -> list[BindingType]:
     return [
         Binding(spec.keys, spec.action, spec.label, show=bool(spec.label), id=binding_id)
-        for binding_id, spec in DEFAULT_KEYS.items()
+        for binding_id, spec in all_specs().items()
         if binding_id in ids
     ]
 
 
 def screen_ids() -> frozenset[str]:
-    return frozenset(DEFAULT_KEYS) - TABLE_IDS - APP_IDS
+    return frozenset(all_specs()) - TABLE_IDS - APP_IDS
 
 
 def key_help(overrides: Mapping[str, str], read_only: bool) -> list[tuple[str, str, str]]:
@@ -70,4 +79,6 @@ def key_help(overrides: Mapping[str, str], read_only: bool) -> list[tuple[str, s
             continue
         keys = overrides.get(binding_id, spec.keys)
         rows.append((keys.replace(",", " "), KEY_ACTIONS[binding_id], binding_id))
+    for spec, what in UI_KEYS.values():
+        rows.append((spec.keys.replace(",", " "), what, ""))
     return rows
