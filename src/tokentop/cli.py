@@ -19,6 +19,7 @@ from tokentop.sources.base import Source
 
 if TYPE_CHECKING:
     from tokentop.config import Config
+    from tokentop.guard import RecordedMapper
     from tokentop.mapping import SessionMapper
     from tokentop.pricing import PriceTable
 
@@ -279,7 +280,7 @@ def run_app(
     args: argparse.Namespace,
     engine: Engine,
     config: Config,
-    mapper: SessionMapper,
+    mapper: SessionMapper | RecordedMapper,
     store_path: Path | None = None,
 ) -> int:
     """Run the Textual app; imported here so headless commands never load textual."""
@@ -307,10 +308,16 @@ def run_app(
 
 
 def cmd_app(args: argparse.Namespace) -> int:
+    """The app over the user's agents. Sessions recorded by the hook or `tokentop run` map to
+    their process exactly; the rest by open file, then by a labelled guess."""
+    from tokentop.guard import RecordedMapper
     from tokentop.mapping import SessionMapper
+    from tokentop.procs import ProcessController
+    from tokentop.registry import Registry, default_path
 
     config = load_config(args)
-    return run_app(args, make_engine(args, config), config, SessionMapper())
+    mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
+    return run_app(args, make_engine(args, config), config, mapper)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
