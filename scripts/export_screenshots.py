@@ -7,8 +7,10 @@
 The demo's four agents (tokentop.demo.DEFAULT_FLEET) are replayed with the demo agent's own
 record builders and behaviours, at the demo's pace, but stamped by a simulated clock instead
 of the wall clock, into a temporary root at a fixed path. The real Engine reads those
-transcripts; the real app runs over its snapshot with `FakeClock`, in UTC, at 160x45. Every
-run writes the same bytes, so a diff of the SVGs shows exactly what changed on screen.
+transcripts; the real app runs over its snapshot with `FakeClock`, in UTC, at 160x45. The
+history shot shows earlier demo sessions, replayed the same way in real git repositories with
+commits at fixed times, and recorded by the real SummaryRecorder into a store in the root.
+Every run writes the same bytes, so a diff of the SVGs shows exactly what changed on screen.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import asyncio
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
@@ -39,6 +43,8 @@ from tokentop.procs import ActionResult, ProcessRef
 from tokentop.sources.base import Source
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.sources.codex import CodexSource
+from tokentop.store import Store
+from tokentop.summary import EndReason, SummaryRecorder, engine_minutes
 from tokentop.ui.app import TokentopApp, make_app
 
 SIZE = (160, 45)
@@ -97,20 +103,103 @@ def agent_path(spec: DemoAgentSpec, root: Path, session_id: str, start: float) -
     return folder / f"rollout-{day.strftime('%Y-%m-%dT%H-%M-%S')}-{session_id}.jsonl"
 
 
+def write_agent(spec: DemoAgentSpec, root: Path, start: float, end: float) -> str:
+    """One agent's transcript from `start` to `end` under `root`; returns its session id."""
+    session_id = random_uuid(random.Random(spec.seed), 4 if spec.kind == "claude" else 7)
+    path = agent_path(spec, root, session_id, start)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    transcript = Transcript(path, keep_open=False)
+    for records in stamped_batches(spec, session_id, start, end):
+        transcript.append(records)
+    return session_id
+
+
 def write_demo_root(root: Path) -> dict[SessionKey, ProcessRef]:
     """Write every demo agent's transcript; the process each would run as, as the demo maps it."""
     refs: dict[SessionKey, ProcessRef] = {}
     for n, spec in enumerate(DEFAULT_FLEET):
         name = os.path.basename(spec.project)
-        session_id = random_uuid(random.Random(spec.seed), 4 if spec.kind == "claude" else 7)
         start, end = NOW - RUNNING_FOR_S[name], NOW - QUIET_FOR_S.get(name, 1.0)
-        path = agent_path(spec, root, session_id, start)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        transcript = Transcript(path, keep_open=False)
-        for records in stamped_batches(spec, session_id, start, end):
-            transcript.append(records)
+        session_id = write_agent(spec, root, start, end)
         refs[SessionKey(spec.kind, session_id)] = demo_ref(spec, FIRST_PID + 7 * n, session_id)
     return refs
+
+
+# -- the history: earlier demo sessions, in real git repositories -----------------------------
+
+
+class Earlier(NamedTuple):
+    """A session that ended earlier today, and the commits made in its project meanwhile."""
+
+    kind: str
+    behavior: str
+    project: str
+    seed: int
+    hours_ago: float
+    minutes: float
+    commits_at: tuple[float, ...] = ()
+    """Minutes after the session's start."""
+    reason: EndReason = "idle"
+
+
+EARLIER = (
+    Earlier("claude", "steady", "webshop", 11, 3.8, 9, (3, 6, 8.5)),
+    Earlier("claude", "loop", "payments-api", 12, 3.2, 4),
+    Earlier("codex", "overbudget", "ml-pipeline", 13, 2.6, 2.5, (), "killed"),
+    Earlier("claude", "steady", "docs-site", 14, 2.1, 0.06),
+    Earlier("codex", "steady", "cli-tools", 15, 1.5, 14, (5, 12)),
+    Earlier("claude", "steady", "webshop", 16, 0.9, 6, (4,)),
+)
+GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+"""No user config may change a commit (signing, hooks): the same sha on every machine."""
+
+
+def git(repo: Path, *args: str, when: float = NOW) -> None:
+    env = {**os.environ, **GIT_ENV, "GIT_AUTHOR_NAME": "Demo", "GIT_COMMITTER_NAME": "Demo"}
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "demo@example.com"
+    env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{int(when)} +0000"
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+def init_repo(repo: Path) -> None:
+    """A repository with yesterday's work in it, so only the sessions' own commits count."""
+    if (repo / ".git").exists():
+        return
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "demo@example.com")
+    (repo / "README.md").write_text(f"# {repo.name}\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "Initial commit", when=NOW - 86_400)
+
+
+def commit_in(repo: Path, when: float, n: int) -> None:
+    (repo / f"step_{int(when)}.py").write_text("".join(f"step_{i} = {i}\n" for i in range(3 + n)))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", f"Normalize values, part {n}", when=when)
+
+
+def record_history(root: Path, store: Store, config: Config) -> None:
+    """Replay the earlier sessions (cwd: a real repository) and record them as the app would."""
+    reasons: dict[str, EndReason] = {}
+    for e in EARLIER:
+        repo = root / "repos" / e.project
+        start = NOW - e.hours_ago * 3600
+        init_repo(repo)
+        for n, minute in enumerate(e.commits_at):
+            commit_in(repo, start + minute * 60, n)
+        spec = DemoAgentSpec(e.kind, e.behavior, str(repo), e.seed)
+        reasons[write_agent(spec, root / "earlier", start, start + e.minutes * 60)] = e.reason
+    clock = FakeClock(NOW)
+    engine = Engine(sources_in(root / "earlier"), PriceTable.default().cost, clock=clock, workers=1)
+    engine.scan()
+    recorder = SummaryRecorder(store, config, clock, minutes_for=engine_minutes(engine))
+    for session in sorted(engine.snapshot().sessions, key=lambda s: s.first_ts):
+        recorder.record(session, reasons[session.key.session_id])
+
+
+def sources_in(root: Path) -> list[Source]:
+    return [ClaudeCodeSource(config_dirs=[root / "claude"]), CodexSource(homes=[root / "codex"])]
 
 
 def demo_ref(spec: DemoAgentSpec, pid: int, session_id: str) -> ProcessRef:
@@ -167,19 +256,19 @@ class NoSignals:
 
 
 def demo_app(root: Path) -> TokentopApp:
+    config = Config(budgets=Budgets(usd=BUDGET_USD))
+    store = Store(root / "history.db")
+    record_history(root, store, config)
     refs = write_demo_root(root)
     clock = FakeClock(NOW)
-    sources: list[Source] = [
-        ClaudeCodeSource(config_dirs=[root / "claude"]),
-        CodexSource(homes=[root / "codex"]),
-    ]
-    engine = Engine(sources, PriceTable.default().cost, clock=clock, workers=1)
+    engine = Engine(sources_in(root), PriceTable.default().cost, clock=clock, workers=1)
     return make_app(
         ScannedEngine(engine),
-        config=Config(budgets=Budgets(usd=BUDGET_USD)),
+        config=config,
         clock=clock,
         controller=NoSignals(),
         mapper=SessionMapper(refs),
+        store=store,
     )
 
 
@@ -192,6 +281,7 @@ SHOTS: dict[str, tuple[str, ...]] = {
     "detail": ("select:payments-api", "enter"),
     "kill_confirm": ("select:ml-pipeline", "k"),
     "help": ("question_mark",),
+    "history": ("h",),
 }
 """Screenshot name -> keys pressed first ("select:PROJECT" moves the cursor to that row)."""
 
@@ -225,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "screenshots")
     args = parser.parse_args(argv)
     os.environ["TZ"] = "UTC"  # "today" starts at local midnight
+    os.environ.update(GIT_ENV)  # git as the recorder runs it: no user config either
     time.tzset()
     args.out.mkdir(parents=True, exist_ok=True)
     for name, steps in SHOTS.items():

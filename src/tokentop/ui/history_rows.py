@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple
 from tokentop.gitvalue import per_commit
 from tokentop.summary import SessionSummary
 from tokentop.ui import format as fmt
+from tokentop.ui.rows import short_model
 
 HistorySort = Literal[
     "end", "cost", "tokens", "commits", "per-commit", "active", "project", "agent"
@@ -100,7 +101,7 @@ def main_models(s: SessionSummary) -> str:
     ordered = sorted(s.models, key=lambda m: -m.tokens.total)
     if not ordered:
         return "?"
-    name = ordered[0].model.removeprefix("claude-")
+    name = short_model(ordered[0].model)
     return name + (f" +{len(ordered) - 1}" if len(ordered) > 1 else "")
 
 
