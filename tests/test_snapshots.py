@@ -17,18 +17,30 @@ from textual.pilot import Pilot
 
 from tokentop.clock import FakeClock
 from tokentop.config import Budgets, Config
+from tokentop.model import SessionSnapshot, TokenCounts
 from tokentop.store import Store
 from tokentop.ui.app import TokentopApp, make_app
-from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, sample_sessions, stored_history
+from ui_fakes import (
+    FakeEngine,
+    FakeProcesses,
+    FakeRef,
+    ledger,
+    make_session,
+    sample_sessions,
+    stored_history,
+)
 
 SIZE = (150, 32)
 SnapCompare = Callable[..., bool]
 
 
-def fixed_app(store: Store | None = None) -> TokentopApp:
+def fixed_app(
+    store: Store | None = None, sessions: tuple[SessionSnapshot, ...] | None = None
+) -> TokentopApp:
     """The sample sessions; with a store, only the three that are not due to be recorded, so
     the timer recording the ended one cannot race the snapshot."""
-    sessions = sample_sessions() if store is None else sample_sessions()[:3]
+    if sessions is None:
+        sessions = sample_sessions() if store is None else sample_sessions()[:3]
     processes = FakeProcesses(
         {
             "a1b2c3d4-steady": FakeRef(
@@ -119,3 +131,22 @@ def test_history_filtered_by_cost(snap_compare: SnapCompare, tmp_path: Path, utc
 def test_history_summary(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
     store = stored_history(tmp_path / "history.db")
     assert compare(snap_compare, ["h", "down", "down", "enter"], store)
+
+
+def test_detail_reconciled_and_estimated(snap_compare: SnapCompare) -> None:
+    """A transcript whose proxy log saw more, next to an estimated generic-JSONL session."""
+    sid = "0d7f6a8e-1111-4222-8333-944455556666"
+    transcript = make_session(sid, cwd="/home/dev/src/shop", cost=3.0, tpm=800.0)
+    proxy = make_session(
+        sid, agent="litellm", cwd="", cost=3.4, tpm=10.0,
+        tokens=TokenCounts(input=1_000, output=25_000, cache_read=400_000),
+    )  # fmt: skip
+    piped = make_session("gen-1", agent="jsonl", cwd="/p/piped", tpm=20.0, estimated=True)
+    app = fixed_app(sessions=(transcript, proxy, piped))
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle("enter"))
+
+
+def test_main_screen_with_estimates(snap_compare: SnapCompare) -> None:
+    piped = make_session("gen-1", agent="jsonl", cwd="/p/piped", tpm=20.0, estimated=True)
+    app = fixed_app(sessions=(*sample_sessions()[:2], piped))
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle())

@@ -27,13 +27,13 @@ from tokentop.store import Store
 from tokentop.summary import engine_minutes
 from tokentop.ui import keys
 from tokentop.ui.alerts import DetectionTracker, Notice, budget_notice
-from tokentop.ui.detail import DetailView, SessionDetail
+from tokentop.ui.detail import SessionDetail
 from tokentop.ui.header import HeaderState
 from tokentop.ui.help import ParseErrorsScreen
+from tokentop.ui.insights import InsightsApp
 from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import FilterEdited, LedgerUpdated
 from tokentop.ui.processes import ProcessControl, ProcessMapper
-from tokentop.ui.recording import RecordingApp
 from tokentop.ui.rows import (
     SORTS,
     Measured,
@@ -65,7 +65,7 @@ class EngineLike(Protocol):
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
 
 
-class TokentopApp(RecordingApp):
+class TokentopApp(InsightsApp):
     """top for token spend."""
 
     CSS_PATH = "tokentop.tcss"
@@ -113,6 +113,7 @@ class TokentopApp(RecordingApp):
         self._draw_scheduled = False
         minutes = engine_minutes(engine) if isinstance(engine, Engine) else None
         self.init_recording(store, minutes)
+        self.init_insights()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -223,7 +224,7 @@ class TokentopApp(RecordingApp):
         rows = {m.row_key: self._row(m) for m in shown}
         table.sync(rows, [m.row_key for m in shown])
         self._show_header(snap)
-        self._show_detail(snap, now)
+        self.show_detail(snap, now)
 
     def _measure(self, session: SessionSnapshot, now: float) -> Measured:
         """Reuse the last pass's work when the engine handed back the same session object
@@ -300,20 +301,6 @@ class TokentopApp(RecordingApp):
             self.config.keys.get("show-errors", keys.DEFAULT_KEYS["show-errors"].keys),
         )
         self.main_screen.header.show(figures, state)
-
-    def _show_detail(self, snap: LedgerSnapshot, now: float) -> None:
-        screen = self.screen
-        if not isinstance(screen, SessionDetail):
-            return
-        m = self.measured.get(str(screen.key))
-        session = m.session if m else next((s for s in snap.sessions if s.key == screen.key), None)
-        if session is None:
-            return
-        use = m.use if m else budget_use(session, self.budget_of(session), self.config.alerts)
-        status = m.status if m else "ended"
-        reasons = self.detections.reasons(session, now)
-        git = self.git_for(session)
-        screen.show(DetailView(session, use, status, snap.files, now, reasons, git))
 
     # -- keys that only change the view ------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple
 
 from rich.console import Group, RenderableType
@@ -17,11 +17,20 @@ from textual.widgets import Footer, Static
 from tokentop.budgets import BudgetUse
 from tokentop.gitvalue import GitValue, per_commit
 from tokentop.model import FileHealth, SessionKey, SessionSnapshot
+from tokentop.reconcile import Reconciliation
 from tokentop.ui import format as fmt
 from tokentop.ui import keys
 from tokentop.ui.history_rows import LABEL_STYLES
 from tokentop.ui.processes import ProcessInfo, command_of
-from tokentop.ui.rows import budget_text, eta_text, project_name, short_model
+from tokentop.ui.rows import (
+    approx,
+    budget_text,
+    cost_text,
+    eta_text,
+    project_name,
+    short_model,
+    tokens_text,
+)
 
 CHART_HEIGHT = 5
 DETAIL_IDS = frozenset({"pause-resume", "terminate", "kill", "budget"})
@@ -41,6 +50,8 @@ class DetailView(NamedTuple):
     """Why the policy's detectors flag this session, if they do."""
     git: GitValue | None = None
     """What git says the session produced so far; None until git has answered."""
+    reconciliation: Reconciliation | None = None
+    """The same session as a transcript and in proxy logs, when both were found."""
 
 
 class SessionDetail(Screen[None]):
@@ -63,6 +74,7 @@ class SessionDetail(Screen[None]):
             with VerticalScroll(classes="detail-column"):
                 yield Static(id="detail-tokens", classes="panel")
                 yield Static(id="detail-models", classes="panel")
+                yield Static(id="detail-reconciliation", classes="panel")
                 yield Static(id="detail-timeline", classes="panel")
             with Vertical(classes="detail-column"):
                 yield Static(id="detail-findings", classes="panel")
@@ -84,6 +96,11 @@ class SessionDetail(Screen[None]):
         self._panel("#detail-files", "Files", files_table(s, view.files))
         self._panel("#detail-process", "Process", self.process_text)
         self._panel("#detail-commits", "Commits", commits_table(s, view.git, view.now))
+        recon = self.query_one("#detail-reconciliation", Static)
+        recon.display = view.reconciliation is not None
+        if view.reconciliation is not None:
+            body = reconciliation_table(view.reconciliation)
+            self._panel("#detail-reconciliation", "Transcript vs proxy", body)
         findings = self.query_one("#detail-findings", Static)
         findings.display = bool(view.reasons)
         if view.reasons:
@@ -107,7 +124,7 @@ def title_text(view: DetailView) -> Text:
         (view.status, "bold"),
         f"  {s.cwd}" + (f" ({s.branch})" if s.branch else ""),
         "\n",
-        f"{fmt.compact(s.tokens.total)} tokens  {fmt.cost(s.cost_usd, s.unpriced_models)}  ",
+        f"{tokens_text(s)} tokens  {cost_text(s)}  ",
         f"{s.responses} responses  started {fmt.duration(view.now - s.first_ts)} ago, ",
         f"last activity {fmt.duration(view.now - s.last_ts)} ago   budget {budget}",
         f"  ETA {eta}" if eta else "",
@@ -135,23 +152,68 @@ def burn_chart(s: SessionSnapshot, width: int) -> Group:
     return Group(heading, *lines, Text(axis, style="dim"))
 
 
-def tokens_table(s: SessionSnapshot) -> Table:
+def tokens_table(s: SessionSnapshot) -> Table | Group:
     table = Table("kind", "tokens", "share", box=None, header_style="dim")
     total = s.tokens.total or 1
     for kind in KINDS:
         count: int = getattr(s.tokens, kind)
         if count:
             table.add_row(kind, fmt.compact(count), fmt.percent(count / total))
-    table.add_row(Text("total", style="bold"), Text(fmt.compact(s.tokens.total), style="bold"))
+    table.add_row(Text("total", style="bold"), Text(tokens_text(s), style="bold"))
+    if s.estimated:
+        return Group(table, Text("≈ some tokens estimated with a tokenizer", style="dim"))
     return table
 
 
 def models_table(s: SessionSnapshot) -> Table:
     table = Table("model", "tokens", "resp", "cost", box=None, header_style="dim")
     for m in sorted(s.models, key=lambda m: -m.tokens.total):
-        cost = fmt.usd(m.cost_usd) if m.cost_usd is not None else Text("no price", "yellow")
-        table.add_row(short_model(m.model), fmt.compact(m.tokens.total), str(m.responses), cost)
+        tokens = approx(fmt.compact(m.tokens.total), s.estimated)
+        cost = approx(fmt.usd(m.cost_usd), s.estimated) if m.cost_usd is not None else None
+        price = Text("no price", "yellow") if cost is None else cost
+        table.add_row(short_model(m.model), tokens, str(m.responses), price)
     return table
+
+
+def reconciliation_table(r: Reconciliation) -> Group:
+    """Both totals of one session and the difference (proxy − transcript)."""
+    how = "session id" if r.matched_by == "session_id" else "time window, model and cwd"
+    table = Table("", "tokens", "cost", "responses", box=None, header_style="dim")
+    table.add_row(
+        f"transcript ({r.transcript.agent})",
+        fmt.compact(r.transcript_tokens.total),
+        fmt.usd(r.transcript_cost_usd),
+        str(r.transcript_responses),
+    )
+    table.add_row(
+        f"proxy ({r.proxy.agent})",
+        fmt.compact(r.proxy_tokens.total),
+        fmt.usd(r.proxy_cost_usd),
+        str(r.proxy_responses),
+    )
+    delta = r.delta_tokens.total
+    style = "bold yellow" if delta or abs(r.delta_cost_usd) >= 0.005 else "green"
+    table.add_row(
+        Text("difference", style=style),
+        Text(signed(delta, fmt.compact), style=style),
+        Text(signed(r.delta_cost_usd, fmt.usd), style=style),
+        Text(signed(r.proxy_responses - r.transcript_responses, str), style=style),
+    )
+    return Group(Text(f"matched by {how}: {r.proxy}", style="dim"), table, verdict(delta))
+
+
+def signed(value: float, show: Callable[[float], str]) -> str:
+    if value == 0:
+        return show(0)
+    return ("+" if value > 0 else "−") + show(abs(value))
+
+
+def verdict(delta_tokens: int) -> Text:
+    if delta_tokens > 0:
+        return Text("the proxy saw more than the transcript records", style="dim")
+    if delta_tokens < 0:
+        return Text("the transcript counts more than went through the proxy", style="dim")
+    return Text("both agree", style="green")
 
 
 def timeline_text(s: SessionSnapshot, now: float) -> Text:

@@ -31,12 +31,13 @@ class HeaderTotals(Static):
 
 
 def money_line(t: Totals) -> Text:
-    cost = fmt.usd(t.cost) if not t.cost_is_lower_bound else f"≥{fmt.usd(t.cost)}"
+    mark = "≈" if t.estimated else ""
+    cost = mark + (fmt.usd(t.cost) if not t.cost_is_lower_bound else f"≥{fmt.usd(t.cost)}")
     per_hour = fmt.usd(t.usd_per_hour)
     return Text.assemble(
         ("tokentop", "bold"),
         "  today ",
-        (f"{fmt.compact(t.tokens)} tok", "bold"),
+        (f"{mark}{fmt.compact(t.tokens)} tok", "bold"),
         " ",
         (cost, "bold"),
         "   now ",

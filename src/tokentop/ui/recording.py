@@ -1,9 +1,8 @@
-"""The half of TokentopApp that writes history and reads git: summaries, actions, commits.
+"""The part of TokentopApp that writes history: session summaries and the action log.
 
 Sessions that end while the app watches are recorded as summaries (summary.SummaryRecorder
-over the store); actions taken with the keys go to the store's action log; the detail view
-shows what git says the live session produced. Every store and git call runs in a thread
-worker, and a failing store is reported once, never raised into the UI.
+over the store), and actions taken with the keys go to the store's action log. Every store
+call runs in a thread worker, and a failing store is reported once, never raised into the UI.
 """
 
 from __future__ import annotations
@@ -14,22 +13,19 @@ import msgspec
 from textual import work
 
 from tokentop.config import Budget
-from tokentop.gitvalue import GitValue, assess
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.procs import ActionResult
 from tokentop.store import Store
-from tokentop.summary import MinutesFn, SessionSummary, SummaryRecorder, file_changes
+from tokentop.summary import MinutesFn, SessionSummary, SummaryRecorder
 from tokentop.ui.actions import ActionsApp, Step
 from tokentop.ui.history import HistoryScreen
 from tokentop.ui.processes import ActionOutcome
 
-GIT_REFRESH_S = 30.0
-"""How long the detail view reuses a session's git assessment before asking git again."""
 ENDING_VERBS = frozenset({"terminate", "kill"})
 
 
 class RecordingApp(ActionsApp):
-    """Summaries, the action log and git, all off the UI thread."""
+    """Summaries and the action log, written off the UI thread."""
 
     def init_recording(self, store: Store | None, minutes_for: MinutesFn | None) -> None:
         self.store = store
@@ -37,8 +33,6 @@ class RecordingApp(ActionsApp):
         self.recorder: SummaryRecorder | None = None
         """Made in the first worker that needs it: it reads the store's marks."""
         self.summaries_recorded = 0
-        self.git_cache: dict[SessionKey, tuple[GitValue, float]] = {}
-        self._git_pending: set[SessionKey] = set()
         self._record_lock = threading.Lock()
         self._observing = False
         self._store_problem = ""
@@ -123,35 +117,3 @@ class RecordingApp(ActionsApp):
             return
         if outcome.ok and step.verb in ENDING_VERBS:
             self.call_from_thread(self._recorded, [])
-
-    # -- git ---------------------------------------------------------------------------------
-
-    def git_for(self, session: SessionSnapshot) -> GitValue | None:
-        """The session's last git assessment; a missing or stale one is refreshed in a worker."""
-        cached = self.git_cache.get(session.key)
-        now = self.clock.now()
-        stale = cached is None or now - cached[1] >= GIT_REFRESH_S
-        if stale and session.key not in self._git_pending:
-            self._git_pending.add(session.key)
-            self._assess_git(session, now)
-        return cached[0] if cached is not None else None
-
-    @work(thread=True, group="git")
-    def _assess_git(self, session: SessionSnapshot, now: float) -> None:
-        try:
-            value = assess(
-                session.cwd,
-                session.first_ts,
-                session.last_ts,
-                session.cost_usd,
-                file_changes(session),
-                self.config.history,
-            )
-        except Exception as exc:  # assess reports git's failures itself; anything else too
-            value = GitValue(f"git not read: {exc}", "trivial")
-        self.call_from_thread(self._git_assessed, session.key, value, now)
-
-    def _git_assessed(self, key: SessionKey, value: GitValue, now: float) -> None:
-        self._git_pending.discard(key)
-        self.git_cache[key] = (value, now)
-        self.refresh_view()

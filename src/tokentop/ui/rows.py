@@ -125,6 +125,19 @@ def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> 
     return flags + ("~" if session.estimated else "")
 
 
+def approx(text: str, estimated: bool) -> str:
+    """Figures built on tokenizer estimates are marked ≈ wherever they are shown."""
+    return f"≈{text}" if estimated else text
+
+
+def tokens_text(session: SessionSnapshot) -> str:
+    return approx(fmt.compact(session.tokens.total), session.estimated)
+
+
+def cost_text(session: SessionSnapshot) -> str:
+    return approx(fmt.cost(session.cost_usd, session.unpriced_models), session.estimated)
+
+
 def row_view(
     session: SessionSnapshot, use: BudgetUse, status: Status, tagged: bool, detected: str = ""
 ) -> RowView:
@@ -133,8 +146,8 @@ def row_view(
         session.key.agent,
         project_name(session.cwd),
         models_text(session),
-        fmt.compact(session.tokens.total),
-        fmt.cost(session.cost_usd, session.unpriced_models),
+        tokens_text(session),
+        cost_text(session),
         burn_text(session),
         fmt.sparkline(session.burn_series, SPARK_WIDTH),
         budget_text(use),
@@ -202,6 +215,8 @@ class Totals(NamedTuple):
     listed: int
     bad_lines: int
     bad_files: int
+    estimated: bool = False
+    """Part of today's figures comes from tokenizer estimates."""
 
 
 def totals(snap: LedgerSnapshot, listed: int, statuses: Mapping[SessionKey, Status]) -> Totals:
@@ -218,6 +233,7 @@ def totals(snap: LedgerSnapshot, listed: int, statuses: Mapping[SessionKey, Stat
         listed,
         snap.bad_lines,
         sum(1 for f in snap.files if f.bad_lines),
+        any(s.estimated for s in today),
     )
 
 
