@@ -19,8 +19,8 @@ from tokentop.ui.rows import FLAG_LEGEND, SORTS
 
 COLUMN_HELP = (
     ("STATUS", "live: activity within live_timeout_s; idle; ended; paused/killed by you"),
-    ("TOKENS", "every kind: input, output, cache read and write, reasoning"),
-    ("COST", "priced models only; ? = no price known, ≥ = part unpriced"),
+    ("TOKENS", "every kind: input, output, cache read and write, reasoning; ≈ = estimated"),
+    ("COST", "priced models only; ? = no price known, ≥ = part unpriced, ≈ = estimated"),
     ("BURN", "tokens per minute and dollars per hour over the last 5 minutes"),
     ("LAST 10m", "tokens per minute, one block per minute, oldest on the left"),
     ("BUDGET", "share of the session's budget used ($ or tokens, whichever is further)"),
