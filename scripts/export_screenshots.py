@@ -314,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "screenshots")
     args = parser.parse_args(argv)
+    if shutil.which("git") is None:
+        print("export_screenshots: git is needed for the history shot", file=sys.stderr)
+        return 2
     os.environ["TZ"] = "UTC"  # "today" starts at local midnight
     os.environ.update(GIT_ENV)  # git as the recorder runs it: no user config either
     time.tzset()
