@@ -39,6 +39,7 @@ KEY_ACTIONS: Final[dict[str, str]] = {
     "faster": "Refresh faster",
     "slower": "Refresh slower",
     "show-errors": "Show files with unparseable lines",
+    "history": "Show recorded sessions (history)",
     "help": "Show keys and columns",
     "quit": "Quit",
     "back": "Back / clear filter and tags",

@@ -35,6 +35,7 @@ DEFAULT_KEYS: dict[str, KeySpec] = {
     "faster": KeySpec("+", "app.refresh_rate(-1)", ""),
     "slower": KeySpec("-", "app.refresh_rate(1)", ""),
     "show-errors": KeySpec("e", "app.show_errors", ""),
+    "history": KeySpec("h", "app.history", "History"),
     "help": KeySpec("?,f1", "app.help", "Help"),
     "quit": KeySpec("q,f10", "app.quit", "Quit"),
     "back": KeySpec("escape", "app.clear", ""),
@@ -42,9 +43,7 @@ DEFAULT_KEYS: dict[str, KeySpec] = {
 """Binding id -> default keys; the ids are exactly those config's [keys] accepts."""
 assert set(DEFAULT_KEYS) == set(KEY_ACTIONS), "keys and config.KEY_ACTIONS must agree"
 
-UI_KEYS: dict[str, tuple[KeySpec, str]] = {
-    "history": (KeySpec("h", "app.history", "History"), "Show recorded sessions (history)"),
-}
+UI_KEYS: dict[str, tuple[KeySpec, str]] = {}
 """Bindings that `[keys]` cannot rebind yet (config.KEY_ACTIONS does not list them)."""
 
 ACTION_IDS = frozenset({"pause-resume", "terminate", "kill"})
