@@ -678,3 +678,26 @@ def test_budget_amounts_as_users_type_them(typed: str, value: float | None) -> N
 def test_bad_budget_amounts_are_refused(typed: str) -> None:
     with pytest.raises(ValueError):
         fmt.parse_amount(typed)
+
+
+async def test_an_empty_table_says_where_it_looks_and_why(tmp_path: Path) -> None:
+    """No sessions: the roots being watched and a pointer to the demo. A filter that hides
+    every row says so instead."""
+    from tokentop.engine import Engine
+    from tokentop.pricing import PriceTable
+    from tokentop.sources.claude_code import ClaudeCodeSource
+
+    engine = Engine([ClaudeCodeSource(config_dirs=[tmp_path])], PriceTable.default().cost)
+    app = make_app(engine, config=Config(), clock=SystemClock())
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await settle(pilot)
+        note = text_of(app.main_screen.query_one("#empty", Static))
+        assert str(tmp_path / "projects") in note and "tokentop demo" in note
+    h = Harness()
+    async with h.app.run_test() as pilot:
+        await settle(pilot)
+        assert not h.app.main_screen.query_one("#empty", Static).display
+        await pilot.press("slash", *"zzzz-nothing", "enter")
+        await settle(pilot)
+        assert "matches the filter" in text_of(h.app.main_screen.query_one("#empty", Static))

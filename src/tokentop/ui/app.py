@@ -223,8 +223,24 @@ class TokentopApp(InsightsApp):
         shown.sort(key=lambda m: sort_value(m.session, m.use, self.sort), reverse=reverse)
         rows = {m.row_key: self._row(m) for m in shown}
         table.sync(rows, [m.row_key for m in shown])
+        self.main_screen.show_empty(self._empty_text(len(snap.sessions), len(shown)))
         self._show_header(snap)
         self.show_detail(snap, now)
+
+    def _empty_text(self, total: int, shown: int) -> str:
+        if shown:
+            return ""
+        if self.measured:
+            return "No session matches the filter (escape clears it)."
+        if total:
+            hours = f"{self.config.hide_after_h:g}"
+            return f"{total} session(s), none active in the last {hours} h (hide_after_h)."
+        roots: list[str] = getattr(self.engine, "root_names", list)()
+        where = "\n".join(f"  {r.replace(':', '  ', 1)}" for r in roots)
+        return (
+            "No agent sessions found yet. tokentop is watching:\n"
+            f"{where}\nStart an agent, or try `tokentop demo`."
+        )
 
     def _measure(self, session: SessionSnapshot, now: float) -> Measured:
         """Reuse the last pass's work when the engine handed back the same session object

@@ -7,7 +7,7 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import Footer, Input, Static
 
 from tokentop.ui import keys
 from tokentop.ui.header import HeaderTotals
@@ -23,12 +23,14 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield HeaderTotals(id="header")
+        yield Static("", id="empty")
         yield SessionTable(id="sessions")
         yield Input(placeholder="filter: agent, project, model, session id…", id="filter")
         yield Footer()
 
     def on_mount(self) -> None:
         self.filter_input.display = False
+        self.query_one("#empty", Static).display = False
         self.post_message(MainScreenMounted())
 
     @property
@@ -42,6 +44,13 @@ class MainScreen(Screen[None]):
     @property
     def filter_input(self) -> Input:
         return self.query_one("#filter", Input)
+
+    def show_empty(self, text: str) -> None:
+        """Say why the table is empty (no sessions, all filtered out); hide when it is not."""
+        note = self.query_one("#empty", Static)
+        note.display = bool(text)
+        if text:
+            note.update(text)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
