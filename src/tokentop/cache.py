@@ -44,9 +44,9 @@ _DECODER = msgspec.msgpack.Decoder(CacheFile)
 
 
 def default_cache_dir() -> Path:
-    import platformdirs  # imported here: startup time is part of a warm restart
+    from tokentop.dirs import user_dir
 
-    return Path(platformdirs.user_cache_dir("tokentop"))
+    return user_dir("cache")
 
 
 def cache_path(cache_dir: Path, roots: list[str]) -> Path:

@@ -236,9 +236,9 @@ def make_prices(config: Config) -> PriceTable:
 
 def config_if_any(args: argparse.Namespace) -> Config | None:
     """The config when one is given or exists; None (defaults) without importing it."""
-    import platformdirs
+    from tokentop.dirs import user_dir
 
-    default = Path(platformdirs.user_config_dir("tokentop")) / "config.toml"
+    default = user_dir("config") / "config.toml"
     return load_config(args) if args.config or default.exists() else None
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL (~10 ms at startup)
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -132,7 +132,7 @@ def parse_iso(value: str) -> float:
 
 def short_hash(data: bytes) -> str:
     """Stable 16-hex digest, used to compare tool inputs and outputs without keeping them."""
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+    return blake2b(data, digest_size=8).hexdigest()
 
 
 FILE_CHANGING_TOOLS = frozenset(
