@@ -129,17 +129,42 @@ def test_fifo_in_place_of_file_does_not_block(tmp_path: Path) -> None:
     assert result.gone and "not a regular file" in result.error
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_permission_denied_is_reported_not_raised(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     path.write_bytes(b"x\n")
     path.chmod(0)
+    tmp_path.chmod(0o755)
     try:
-        result = Tailer(path).read_new()
+        gone, error = _read_as_unprivileged(path) if os.geteuid() == 0 else _read(path)
     finally:
         path.chmod(0o600)
-    assert result.gone
-    assert "Permission denied" in result.error
+    assert gone
+    assert "Permission denied" in error
+
+
+def _read(path: Path) -> tuple[bool, str]:
+    result = Tailer(path).read_new()
+    return result.gone, result.error
+
+
+def _read_as_unprivileged(path: Path) -> tuple[bool, str]:
+    """Root reads any file, so read from a forked child that has dropped to `nobody`."""
+    receive, send = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            gone, error = _read(path)
+            os.write(send, f"{int(gone)}{error}".encode())
+        finally:
+            os._exit(0)
+    os.close(send)
+    with os.fdopen(receive, "rb") as pipe:
+        reply = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert reply, "the unprivileged child reported nothing"
+    return reply[0] == "1", reply[1:]
 
 
 def test_open_failure_other_than_missing_is_reported(
