@@ -89,6 +89,33 @@ def test_tool_calls_results_and_timeline() -> None:
     assert snap.cwd == "/p"
 
 
+def test_tool_result_before_its_call_and_copies_count_once() -> None:
+    """A result can be read before its call (files read in any order); every copy of
+    either, in this file or a resumed one, counts once, also after an export/restore."""
+    ledger = Ledger(price)
+    ledger.apply([ToolResult(KEY, "c1", T0 + 2, is_error=True)], "f1")
+    snap = ledger.snapshot(T0).sessions[0]
+    assert (snap.tool_calls, snap.tool_errors) == (0, 1)
+    assert [(t.name, t.errors) for t in snap.tools] == [("?", 1)]
+    ledger.apply([ToolCall(KEY, "c1", T0 + 1, "Bash", "h1"), ToolCall(KEY, "c2", T0, "Read", "h")])
+    ledger.apply([ToolResult(KEY, "c1", T0 + 2, is_error=True)], "f2")
+    blob = msgspec.msgpack.encode(ledger.export())
+    again = Ledger.restore(msgspec.msgpack.decode(blob, type=LedgerState), price)
+    again.apply(
+        [
+            ToolCall(KEY, "c1", T0 + 1, "Bash", "h1"),
+            ToolCall(KEY, "c2", T0, "Read", "h"),
+            ToolResult(KEY, "c1", T0 + 2, is_error=True),
+            ToolResult(KEY, "c2", T0 + 3, is_error=True),
+            ToolResult(KEY, "c2", T0 + 3, is_error=True),
+        ],
+        "f3",
+    )
+    snap = again.snapshot(T0).sessions[0]
+    assert (snap.tool_calls, snap.tool_errors) == (2, 2)
+    assert {t.name: (t.calls, t.errors) for t in snap.tools} == {"Bash": (1, 1), "Read": (1, 1)}
+
+
 def test_export_restore_roundtrip_keeps_dedupe() -> None:
     ledger = Ledger(price)
     ledger.apply([usage("a", 8)], "f1")

@@ -16,7 +16,7 @@ import msgspec
 from tokentop.ledger_state import LedgerState
 from tokentop.tail import TailState
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 class FileRecord(msgspec.Struct, array_like=True):

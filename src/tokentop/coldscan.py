@@ -73,10 +73,11 @@ def scan_parallel(engine: Engine, fresh: Sequence[Path]) -> set[Path]:
     except Exception:
         return set()  # a test's lambda cost function, say: read sequentially instead
     mine, theirs = partition(fresh, [r for _, r in engine.roots], sizes)
-    blob = _run_child(engine.sources, engine.cost_fn, theirs, lambda: engine.process(mine))
-    if blob is None:
+    blobs = _run_child(engine.sources, engine.cost_fn, theirs, lambda: engine.process(mine))
+    if blobs is None:
         return set(mine)
-    result = msgspec.msgpack.decode(blob, type=WorkerResult)
+    result = msgspec.msgpack.decode(blobs.pop(), type=WorkerResult)
+    result.ledger.packed = blobs.pop()  # the only reference: the merge drops it once read
     if not engine.absorb(result.ledger, result.files, result.bytes_read):
         return set(mine)
     return set(fresh)
@@ -84,7 +85,9 @@ def scan_parallel(engine: Engine, fresh: Sequence[Path]) -> set[Path]:
 
 def _run_child(
     sources: Sequence[Source], cost_fn: CostFn, paths: list[Path], meanwhile: object
-) -> bytes | None:
+) -> list[bytes] | None:
+    """The child's packed dedupe tables and its encoded `WorkerResult`, as two messages so
+    neither side ever holds the tables twice."""
     # fork is fast and safe while this is the only thread (the `sessions` command); under
     # the live app other threads exist, and forking them is unsafe, so spawn instead.
     import multiprocessing  # only a cold scan pays for this import
@@ -97,8 +100,7 @@ def _run_child(
     sender.close()
     try:
         meanwhile()  # type: ignore[operator]
-        blob: bytes = receiver.recv_bytes()
-        return blob
+        return [receiver.recv_bytes(), receiver.recv_bytes()]
     except (EOFError, OSError):
         return None
     finally:
@@ -115,8 +117,12 @@ def _child_main(
 
     engine = Engine(sources, cost_fn, workers=1)
     engine.process(paths)
-    result = WorkerResult(engine.ledger.export(), engine.file_records(), engine.bytes_read)
-    sender.send_bytes(msgspec.msgpack.encode(result))
+    state = engine.ledger.export()
+    sender.send_bytes(state.packed)
+    state.packed = b""
+    sender.send_bytes(
+        msgspec.msgpack.encode(WorkerResult(state, engine.file_records(), engine.bytes_read))
+    )
     sender.close()
 
 

@@ -19,12 +19,15 @@ import msgspec
 from tokentop.ledger_state import (
     KINDS,
     RECENT_TOOLS,
+    SEP,
     LedgerState,
     ModelAcc,
     RecentCall,
     SessionState,
     ToolAcc,
+    call_mark,
     pack,
+    parse_mark,
     unpack,
     unpacked_tables,
 )
@@ -119,11 +122,8 @@ class Ledger:
         self._unpack()
         st = self.state
         t = unpacked_tables(other)
-        if not (
-            st.seen.keys().isdisjoint(t.keys)
-            and st.tool_calls.keys().isdisjoint(t.call_keys)
-            and st.tool_results.keys().isdisjoint(t.result_keys)
-        ):
+        other.packed = b""  # read: free it before the tables grow
+        if not (st.seen.keys().isdisjoint(t.keys) and st.tool_calls.keys().isdisjoint(t.call_keys)):
             return False
         offset = len(st.seen_session)
         st.seen.update(zip(t.keys, range(offset, offset + len(t.keys)), strict=True))
@@ -131,8 +131,7 @@ class Ledger:
         st.seen_model.extend(t.models)
         self._tokens.frombytes(t.tokens)
         self._cost.frombytes(t.cost)
-        st.tool_calls.update(zip(t.call_keys, t.call_names, strict=True))
-        st.tool_results.update(zip(t.result_keys, t.outcomes, strict=True))
+        st.tool_calls.update(zip(t.call_keys, t.call_marks, strict=True))
         for sid, session in other.sessions.items():
             mine = st.sessions.get(sid)
             if mine is None:
@@ -369,14 +368,26 @@ class Ledger:
 
     def _tool_call(self, event: ToolCall, path: str = "") -> int:
         calls = self.state.tool_calls
-        if event.call_id in calls:
+        mark = calls.get(event.call_id)
+        failed = False
+        if mark is None:
+            calls[event.call_id] = sys.intern(event.name)
+        elif mark[:1] == SEP:  # its result came first
+            failed = parse_mark(mark)[1] == 1
+            calls[event.call_id] = call_mark(event.name, int(failed))
+        else:
             return 0
-        calls[event.call_id] = sys.intern(event.name)
         session = self._session(event.session, path)
         acc = session.tools.get(event.name)
         if acc is None:
             acc = session.tools[event.name] = ToolAcc()
         acc.calls += 1
+        unknown = session.tools.get("?") if failed else None
+        if unknown is not None and unknown.errors:  # its error was counted under "?"
+            acc.errors += 1
+            unknown.errors -= 1
+            if not unknown.errors and not unknown.calls:
+                del session.tools["?"]
         session.touch(event.timestamp)
         recent = session.recent
         recent.append(
@@ -395,12 +406,13 @@ class Ledger:
         return 1
 
     def _tool_result(self, event: ToolResult, path: str = "") -> int:
-        results = self.state.tool_results
+        calls = self.state.tool_calls
         call_id = event.call_id
-        if call_id in results:
+        name = calls.get(call_id, "")
+        if SEP in name:
             return 0
         outcome = int(event.is_error)
-        results[call_id] = outcome
+        calls[call_id] = call_mark(name, outcome)
         session = self._session(event.session, path)
         recent = session.recent
         for i in range(len(recent) - 1, -1, -1):  # the result usually follows its call closely
@@ -410,8 +422,7 @@ class Ledger:
                 item.output_hash = event.output_hash
                 break
         if outcome:
-            name = self.state.tool_calls.get(call_id, "?")
-            session.tools.setdefault(name, ToolAcc()).errors += 1
+            session.tools.setdefault(name or "?", ToolAcc()).errors += 1
         return 1
 
     # -- snapshots -------------------------------------------------------------------------

@@ -20,6 +20,20 @@ KINDS = 6
 RECENT_TOOLS = 30
 SEP = "\0"
 """Separates packed keys; no dedupe key or call id contains a NUL."""
+NO_RESULT = -1
+
+
+def call_mark(name: str, outcome: int = NO_RESULT) -> str:
+    """A tool_calls value: the tool's name ("" until its call is read, as a result can
+    come first), then NUL and 0 (ok) or 1 (error) once its result is read. Interned, so
+    the 100k's of values share a handful of strings."""
+    return sys.intern(name if outcome == NO_RESULT else f"{name}{SEP}{outcome}")
+
+
+def parse_mark(mark: str) -> tuple[str, int]:
+    """(name, outcome) of a `call_mark`; outcome is NO_RESULT before the result."""
+    name, sep, outcome = mark.partition(SEP)
+    return name, int(outcome) if sep else NO_RESULT
 
 
 class ModelAcc(msgspec.Struct, array_like=True, gc=False):
@@ -157,8 +171,8 @@ class LedgerState(msgspec.Struct):
     seen_model: list[str] = msgspec.field(default_factory=list)
     seen_cost: bytes = b""
     tool_calls: dict[str, str] = msgspec.field(default_factory=dict)
-    """call id -> tool name; the same call copied into a resumed file counts once."""
-    tool_results: dict[str, int] = msgspec.field(default_factory=dict)
+    """call id -> `call_mark(name, outcome)`: the same call or result copied into a resumed
+    file counts once. One table for both halves, because a call's id is its result's id."""
     packed: bytes = b""
 
 
@@ -174,10 +188,8 @@ class PackedDedupe(msgspec.Struct, array_like=True):
     models: list[str]
     model_idx: bytes
     call_keys: str
-    tool_names: list[str]
-    call_name_idx: bytes
-    result_keys: str
-    result_outcomes: bytes
+    call_marks: list[str]
+    call_mark_idx: bytes
 
 
 def _index(values: list[str]) -> tuple[list[str], bytes]:
@@ -199,11 +211,10 @@ def pack(state: LedgerState, tokens: bytes, cost: bytes) -> bytes:
     """Encode the dedupe tables of `state` (slot order is the `seen` dict's order)."""
     sessions, session_idx = _index(state.seen_session)
     models, model_idx = _index(state.seen_model)
-    tool_names, call_name_idx = _index(list(state.tool_calls.values()))
+    marks, mark_idx = _index(list(state.tool_calls.values()))
     packed = PackedDedupe(
         SEP.join(state.seen), tokens, cost, sessions, session_idx, models, model_idx,
-        SEP.join(state.tool_calls), tool_names, call_name_idx,
-        SEP.join(state.tool_results), bytes(state.tool_results.values()),
+        SEP.join(state.tool_calls), marks, mark_idx,
     )  # fmt: skip
     return msgspec.msgpack.encode(packed)
 
@@ -217,9 +228,7 @@ class Tables(msgspec.Struct):
     sessions: list[str]
     models: list[str]
     call_keys: list[str]
-    call_names: list[str]
-    result_keys: list[str]
-    outcomes: bytes | list[int]
+    call_marks: list[str]
 
 
 def unpacked_tables(state: LedgerState) -> Tables:
@@ -228,13 +237,11 @@ def unpacked_tables(state: LedgerState) -> Tables:
         return Tables(
             list(state.seen), state.seen_tokens, state.seen_cost, state.seen_session,
             state.seen_model, list(state.tool_calls), list(state.tool_calls.values()),
-            list(state.tool_results), list(state.tool_results.values()),
         )  # fmt: skip
     p = msgspec.msgpack.decode(state.packed, type=PackedDedupe)
     return Tables(
         _split(p.keys), p.tokens, p.cost, _expand(p.sessions, p.session_idx),
-        _expand(p.models, p.model_idx), _split(p.call_keys),
-        _expand(p.tool_names, p.call_name_idx), _split(p.result_keys), p.result_outcomes,
+        _expand(p.models, p.model_idx), _split(p.call_keys), _expand(p.call_marks, p.call_mark_idx),
     )  # fmt: skip
 
 
@@ -246,6 +253,5 @@ def unpack(blob: bytes, state: LedgerState) -> None:
     state.seen_cost = t.cost
     state.seen_session = t.sessions
     state.seen_model = t.models
-    state.tool_calls = dict(zip(t.call_keys, t.call_names, strict=True))
-    state.tool_results = dict(zip(t.result_keys, t.outcomes, strict=True))
+    state.tool_calls = dict(zip(t.call_keys, t.call_marks, strict=True))
     state.packed = b""

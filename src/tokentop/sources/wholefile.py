@@ -14,9 +14,9 @@ missed as long as a change notification arrives for it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
+from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
 
 from tokentop.model import Event
 from tokentop.sources.base import MAX_LINE_BYTES, FileParser
@@ -75,7 +75,7 @@ class WholeFileParser(FileParser):
             self.last_error = f"cannot read: {exc.strerror or exc}"
             return False
         self.seen, self.read_at_ns, self.size = sig, time.time_ns(), len(data)
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        digest = blake2b(data, digest_size=16).hexdigest()
         if digest == self.digest:
             return False
         error = self.parse_whole(data, out)
