@@ -168,6 +168,36 @@ def subagent_parent(path: Path) -> str:
 # -- parser ---------------------------------------------------------------------------------
 
 
+_PLACEHOLDER = SessionInfo(SessionKey(AGENT, ""), 0.0)
+"""Holds the pending response's place in a feed's events until `_flush` builds it."""
+
+
+class _Pending:
+    """The response being read in one feed: its place in `out` and its largest copy so far.
+
+    Its event is built once the response's last line in the feed is known, so the ledger
+    sees one event per response read in one go, and the smaller copies cost no objects.
+    """
+
+    __slots__ = ("index", "message", "record", "session", "ts", "usage", "write_1h", "write_5m")
+
+    def __init__(self) -> None:
+        self.index = -1
+
+    def keep(
+        self,
+        record: AnyRecord,
+        message: _Message,
+        usage: _Usage,
+        session: SessionKey,
+        ts: float,
+        write_5m: int,
+        write_1h: int,
+    ) -> None:
+        self.record, self.message, self.usage = record, message, usage
+        self.session, self.ts, self.write_5m, self.write_1h = session, ts, write_5m, write_1h
+
+
 class ClaudeFileParser(FileParser, tag="claude"):
     """Turns complete transcript lines into events; all state is persisted with the offset.
 
@@ -187,10 +217,6 @@ class ClaudeFileParser(FileParser, tag="claude"):
     last_key: str = ""
     last_total: int = 0
     """Largest total emitted for `last_key`; a following copy that is not larger is dropped."""
-    pending: int = -1
-    """Index in this feed's `out` of the event for `last_key`: a larger copy of the same
-    response replaces it there instead of being appended, so the ledger sees one event per
-    response read in one go (half the events on a cold scan). -1 between feeds."""
 
     def feed(self, data: bytes, out: list[Event]) -> None:
         """Decode every complete line and turn user/assistant records into events.
@@ -203,7 +229,7 @@ class ClaudeFileParser(FileParser, tag="claude"):
         decode = _RECORD.decode
         base = self.offset
         pos = count = 0
-        self.pending = -1
+        pending = _Pending()
         record: AnyRecord | None
         while (end := find(b"\n", pos)) >= 0:
             start = pos
@@ -229,12 +255,12 @@ class ClaudeFileParser(FileParser, tag="claude"):
                 continue
             kind = record.type
             if kind == "assistant" or not kind:  # old or hand-made lines have no type
-                self._assistant(record, message, base + start, out)
+                self._assistant(record, message, base + start, out, pending)
             elif kind == "user" and type(message.content) is list:
                 self._user(record, message.content, base + start, out)
+        self._flush(pending, out)
         self.lines += count
         self.offset = base + pos
-        self.pending = -1
 
     def _refit(
         self, line: memoryview, number: int, error: str, out: list[Event]
@@ -281,7 +307,7 @@ class ClaudeFileParser(FileParser, tag="claude"):
         return session_key(sid)
 
     def _assistant(
-        self, record: AnyRecord, message: _Message, offset: int, out: list[Event]
+        self, record: AnyRecord, message: _Message, offset: int, out: list[Event], pending: _Pending
     ) -> None:
         sid = record.sessionId
         if self.session_from_path or not sid:
@@ -291,14 +317,7 @@ class ClaudeFileParser(FileParser, tag="claude"):
         ts = stamp.timestamp() if type(stamp) is datetime and stamp.tzinfo else epoch(stamp)
         usage = message.usage
         if usage is not None and message.model != SYNTHETIC_MODEL:
-            event = self._usage(record, message, usage, session, ts, offset)
-            if event is not None:
-                if event.dedupe_key == self.last_key and self.pending >= 0:
-                    out[self.pending] = event
-                else:
-                    self.pending = len(out)
-                    out.append(event)
-                self.last_key = event.dedupe_key
+            self._usage(record, message, usage, session, ts, offset, out, pending)
         content = message.content
         if type(content) is list:
             for index, block in enumerate(content):
@@ -313,9 +332,12 @@ class ClaudeFileParser(FileParser, tag="claude"):
         session: SessionKey,
         ts: float,
         offset: int,
-    ) -> UsageEvent | None:
-        """The line's usage, unless it repeats the previous line's key without growing
-        (the ledger already holds a copy at least this large) or is all zero."""
+        out: list[Event],
+        pending: _Pending,
+    ) -> None:
+        """Keep the line's usage as the pending copy of its response, unless it repeats the
+        previous line's key without growing (a copy at least this large is already kept) or
+        is all zero. The event is built only when the response's last copy is known."""
         split = usage.cache_creation
         if split is not None:
             write_5m = split.ephemeral_5m_input_tokens
@@ -323,31 +345,48 @@ class ClaudeFileParser(FileParser, tag="claude"):
         else:
             write_5m = usage.cache_creation_input_tokens
             write_1h = 0
-        tokens = TokenCounts(
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cache_read_input_tokens,
-            write_5m,
-            write_1h,
-        )
-        total = tokens.total
+        total = (
+            usage.input_tokens + usage.output_tokens + usage.cache_read_input_tokens
+            + write_5m + write_1h
+        )  # fmt: skip
         key = "claude:" + message.id if message.id else self._local_key(record, offset)
-        if not total or (key == self.last_key and total <= self.last_total):
-            return None
-        if key != self.last_key:
-            self.pending = -1
+        if not total:
+            return
+        if key == self.last_key:
+            if total <= self.last_total:
+                return
+            if pending.index >= 0:  # a larger copy replaces the pending one
+                self.last_total = total
+                pending.keep(record, message, usage, session, ts, write_5m, write_1h)
+                return
+        self._flush(pending, out)
+        self.last_key = key
         self.last_total = total
-        return UsageEvent(
-            session,
-            key,
-            ts,
-            message.model or "",
+        pending.index = len(out)
+        out.append(_PLACEHOLDER)
+        pending.keep(record, message, usage, session, ts, write_5m, write_1h)
+
+    def _flush(self, p: _Pending, out: list[Event]) -> None:
+        """Build the pending response's event in its place in `out`."""
+        if p.index < 0:
+            return
+        usage, record = p.usage, p.record
+        tokens = TokenCounts(
+            usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens,
+            p.write_5m, p.write_1h,
+        )  # fmt: skip
+        out[p.index] = UsageEvent(
+            p.session,
+            self.last_key,
+            p.ts,
+            p.message.model or "",
             tokens,
             record.cwd or "",
             record.gitBranch or "",
             record.costUSD,
             bool(record.isSidechain) or self.session_from_path,
         )
+        p.index = -1
 
     def _tool_call(
         self,
