@@ -9,11 +9,11 @@ folds sidechain replays and resumed-session copies found in other files.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, ClassVar
+from zlib import crc32
 
 import msgspec
 
@@ -300,12 +300,6 @@ class ClaudeFileParser(FileParser, tag="claude"):
             )
         )
 
-    def _session(self, record: AnyRecord) -> SessionKey:
-        sid = record.sessionId
-        if self.session_from_path or not sid:
-            sid = self.session_id
-        return session_key(sid)
-
     def _assistant(
         self, record: AnyRecord, message: _Message, offset: int, out: list[Event], pending: _Pending
     ) -> None:
@@ -415,12 +409,23 @@ class ClaudeFileParser(FileParser, tag="claude"):
             if block.type != "tool_result":
                 continue
             if session is None:
-                session = self._session(record)
-                ts = epoch(record.timestamp)
+                sid = record.sessionId
+                if self.session_from_path or not sid:
+                    sid = self.session_id
+                session = _KEYS.get(sid) or session_key(sid)
+                stamp = record.timestamp
+                ts = stamp.timestamp() if type(stamp) is datetime and stamp.tzinfo else epoch(stamp)
             call_id = block.tool_use_id or f"{self._local_key(record, offset)}/{index}"
+            content = block.content
             out.append(
-                ToolResult(session, call_id, ts, bool(block.is_error), output_hash(block.content))
-            )
+                ToolResult(
+                    session,
+                    call_id,
+                    ts,
+                    bool(block.is_error),
+                    (crc32(content) << 32 | (len(content) & 0xFFFFFFFF)).to_bytes(8).hex(),
+                )
+            )  # the hash is output_hash, inlined
 
 
 _KEYS: dict[str, SessionKey] = {}
@@ -442,7 +447,7 @@ def output_hash(raw: bytes) -> str:
     Outputs are most of a transcript's bytes (often MBs); crc32 runs at ~3 GB/s where
     blake2b manages ~0.6, and equality within one session is all the loop detector needs.
     """
-    return (zlib.crc32(raw) << 32 | (len(raw) & 0xFFFFFFFF)).to_bytes(8).hex()
+    return (crc32(raw) << 32 | (len(raw) & 0xFFFFFFFF)).to_bytes(8).hex()
 
 
 def epoch(value: datetime | str | None) -> float:
