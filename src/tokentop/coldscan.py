@@ -117,7 +117,7 @@ def _child_main(
 
     engine = Engine(sources, cost_fn, workers=1)
     engine.process(paths)
-    state = engine.ledger.export()
+    state = engine.ledger.export(final=True)
     sender.send_bytes(state.packed)
     state.packed = b""
     sender.send_bytes(

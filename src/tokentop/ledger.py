@@ -92,9 +92,17 @@ class Ledger:
             self._tokens = array("q", self.state.seen_tokens)
             self._cost = array("d", self.state.seen_cost)
 
-    def export(self) -> LedgerState:
-        """The state to persist: the sessions, and the dedupe tables packed into one blob."""
-        blob = self._packed_blob() or pack(self.state, self._tokens.tobytes(), self._cost.tobytes())
+    def export(self, *, final: bool = False) -> LedgerState:
+        """The state to persist: the sessions, and the dedupe tables packed into one blob.
+
+        `final` hands the tables over: this ledger must not be used afterwards.
+        """
+        blob = self._packed_blob()
+        if not blob:
+            tokens, cost = self._tokens.tobytes(), self._cost.tobytes()
+            if final:
+                self._tokens, self._cost = array("q"), array("d")
+            blob = pack(self.state, tokens, cost, consume=final)
         sessions = {sid: st.packed_copy() for sid, st in self.state.sessions.items()}
         return LedgerState(sessions=sessions, packed=blob)
 

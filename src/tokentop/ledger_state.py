@@ -207,15 +207,24 @@ def _split(joined: str) -> list[str]:
     return joined.split(SEP) if joined else []
 
 
-def pack(state: LedgerState, tokens: bytes, cost: bytes) -> bytes:
-    """Encode the dedupe tables of `state` (slot order is the `seen` dict's order)."""
+def pack(state: LedgerState, tokens: bytes, cost: bytes, *, consume: bool = False) -> bytes:
+    """Encode the dedupe tables of `state` (slot order is the `seen` dict's order).
+
+    With `consume`, each table is emptied as soon as it is joined, so a process that only
+    hands its tables on (the cold scan's child) never holds them twice.
+    """
     sessions, session_idx = _index(state.seen_session)
     models, model_idx = _index(state.seen_model)
     marks, mark_idx = _index(list(state.tool_calls.values()))
+    keys = SEP.join(state.seen)
+    if consume:
+        state.seen, state.seen_session, state.seen_model = {}, [], []
+    call_keys = SEP.join(state.tool_calls)
+    if consume:
+        state.tool_calls = {}
     packed = PackedDedupe(
-        SEP.join(state.seen), tokens, cost, sessions, session_idx, models, model_idx,
-        SEP.join(state.tool_calls), marks, mark_idx,
-    )  # fmt: skip
+        keys, tokens, cost, sessions, session_idx, models, model_idx, call_keys, marks, mark_idx
+    )
     return msgspec.msgpack.encode(packed)
 
 
