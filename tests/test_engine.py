@@ -66,8 +66,11 @@ def test_two_process_scan_equals_sequential(tmp_path: Path, monkeypatch) -> None
     expected = make_corpus(tmp_path / "c", sessions=20)
     monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
     engine = engine_for(tmp_path / "c", workers=2)
+    merged = spy_absorb(engine)
     engine.scan()
     snap = engine.snapshot()
+    assert merged == [True], "the child's ledger must have been merged, not re-read"
+    assert engine.bytes_read == corpus_bytes(tmp_path / "c")
     assert totals(snap) == {k: expected[k] for k in KINDS}
     sequential = engine_for(tmp_path / "c")
     sequential.scan()
@@ -76,6 +79,57 @@ def test_two_process_scan_equals_sequential(tmp_path: Path, monkeypatch) -> None
         assert s.tokens == by_key[s.key].tokens
         assert s.cost_usd == pytest.approx(by_key[s.key].cost_usd)
         assert s.tool_calls == by_key[s.key].tool_calls
+
+
+def spy_absorb(engine: Engine) -> list[bool]:
+    """Record what each merge of a child's ledger returned."""
+    calls: list[bool] = []
+    absorb = engine.absorb
+
+    def spy(*args: object, **kwargs: object) -> bool:
+        calls.append(absorb(*args, **kwargs))  # type: ignore[arg-type]
+        return calls[-1]
+
+    engine.absorb = spy  # type: ignore[method-assign]
+    return calls
+
+
+def corpus_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*.jsonl"))
+
+
+def test_two_process_scan_spawns_when_threads_run(tmp_path: Path, monkeypatch) -> None:
+    """Under the live app other threads exist, so the child is spawned, not forked."""
+    import tokentop.coldscan as coldscan
+
+    expected = make_corpus(tmp_path / "c", sessions=12)
+    monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
+    engine = engine_for(tmp_path / "c", workers=2)
+    merged = spy_absorb(engine)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        engine.scan()
+    finally:
+        stop.set()
+        other.join()
+    assert merged == [True]
+    assert totals(engine.snapshot()) == {k: expected[k] for k in KINDS}
+
+
+def test_refused_merge_falls_back_to_reading_the_childs_files(tmp_path: Path, monkeypatch) -> None:
+    """When the halves share a dedupe key the merge is refused; the files the child read are
+    then read again here, and the totals stay exact."""
+    import tokentop.coldscan as coldscan
+
+    expected = make_corpus(tmp_path / "c", sessions=20)
+    monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
+    engine = engine_for(tmp_path / "c", workers=2)
+    engine.absorb = lambda *args, **kwargs: False  # type: ignore[method-assign]
+    engine.scan()
+    assert engine.bytes_read == corpus_bytes(tmp_path / "c")
+    assert totals(engine.snapshot()) == {k: expected[k] for k in KINDS}
 
 
 def test_warm_restart_reads_nothing_new(tmp_path: Path) -> None:
