@@ -107,40 +107,46 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
     parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
     sub = parser.add_subparsers(dest="command")
+    # Every subcommand is listed, but only the one being run gets its arguments: building
+    # them all costs more than the rest of a warm `sessions` run's argument handling.
     p = sub.add_parser("sessions", help="print per-session totals")
-    add_source_args(p)
-    p.add_argument("--json", action="store_true", help="a JSON array, one object per session")
+    if _wanted(argv, "sessions"):
+        add_source_args(p)
+        p.add_argument("--json", action="store_true", help="a JSON array, one object per session")
     p = sub.add_parser("demo", help="the app over simulated agents (real child processes)")
-    add_source_args(p)
-    p.add_argument("--budget", type=float, default=2.0, help="demo $ budget per session")
-    p.add_argument("--interval", type=float, default=0.5, help="demo agents' pace (s)")
+    if _wanted(argv, "demo"):
+        add_source_args(p)
+        p.add_argument("--budget", type=float, default=2.0, help="demo $ budget per session")
+        p.add_argument("--interval", type=float, default=0.5, help="demo agents' pace (s)")
     p = sub.add_parser("watch", help="stream changes as NDJSON")
-    add_source_args(p)
-    p.add_argument("--ndjson", action="store_true", help="one JSON object per line (default)")
+    if _wanted(argv, "watch"):
+        add_source_args(p)
+        p.add_argument("--ndjson", action="store_true", help="one JSON object per line (default)")
     p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
-    add_source_args(p)
-    p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
-    p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
+    if _wanted(argv, "guard"):
+        add_source_args(p)
+        p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
+        p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
     p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
-    add_source_args(p)
     if _wanted(argv, "hook"):
         from tokentop.hook import add_hook_args
 
+        add_source_args(p)
         add_hook_args(p)
     p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
-    add_source_args(p)
     q = sub.add_parser("summary", help="one recorded session as Markdown")
-    add_source_args(q)
     if _wanted(argv, "report") or _wanted(argv, "summary"):
         from tokentop.report import report_args, summary_args
 
+        add_source_args(p)
+        add_source_args(q)
         report_args(p)
         summary_args(q)
     p = sub.add_parser("run", help="launch an agent and enforce its budget (see run --help)")
-    add_source_args(p)
     if _wanted(argv, "run"):
         from tokentop.runner import add_run_args
 
+        add_source_args(p)
         add_run_args(p)
     return parser
 

@@ -78,7 +78,12 @@ class FileListSource:
 
 def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
     """Yield files under `root` ending in one of `suffixes`; unreadable folders are skipped."""
-    stack = [str(root)]
+    return map(Path, walk_names(str(root), suffixes))
+
+
+def walk_names(root: str, suffixes: tuple[str, ...]) -> Iterator[str]:
+    """`walk_files` as plain path strings, for callers that skip most of what they find."""
+    stack = [root]
     while stack:
         folder = stack.pop()
         try:
@@ -88,7 +93,7 @@ def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
                         elif entry.name.endswith(suffixes) and entry.is_file():
-                            yield Path(entry.path)
+                            yield entry.path
                     except OSError:
                         continue
         except OSError:
