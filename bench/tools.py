@@ -71,7 +71,10 @@ def isolated_env(scratch: Path) -> dict[str, str]:
 
     No tool may read the user's real transcripts or touch the user's caches.
     """
-    env = {k: v for k, v in os.environ.items() if k not in ("CLAUDE_CONFIG_DIR", "CODEX_HOME")}
+    # PYTHONDONTWRITEBYTECODE (set on some CI images) would make every tokentop run compile
+    # its modules from source, which no installed copy does.
+    dropped = ("CLAUDE_CONFIG_DIR", "CODEX_HOME", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     dirs = {
         "HOME": "home",
         "XDG_CACHE_HOME": "xdg/cache",
