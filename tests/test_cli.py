@@ -89,6 +89,40 @@ def test_missing_dir_and_bad_config_are_one_line_errors(tmp_path: Path) -> None:
     assert "budgets" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_config_roots_add_dirs_and_log_files(tmp_path: Path) -> None:
+    """`[roots]` adds an agent dir to the defaults and log files to the sources; a dir given
+    on the command line replaces the dirs, and the log files stay."""
+    import shutil
+
+    shutil.copytree(FIXTURES / "claude" / "projects", tmp_path / "home" / ".claude" / "projects")
+    config = tmp_path / "config.toml"
+    extra = FIXTURES / "claude" / "ccusage-fixture"
+    usage = FIXTURES / "generic" / "usage.jsonl"
+    config.write_text(f"[roots]\nclaude = ['{extra}']\njsonl = ['{usage}']\n")
+    proc = tokentop(tmp_path, "sessions", "--json", "--no-cache", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    found = {(s["agent"], s["session_id"]) for s in json.loads(proc.stdout)}
+    assert ("claude", DEMO_ID) in found  # the default dir
+    assert any(sid.startswith("session-") for agent, sid in found if agent == "claude")
+    assert ("jsonl", "run-1") in found
+
+    only = FIXTURES / "claude" / "projects"
+    proc = tokentop(
+        tmp_path, "sessions", "--json", "--no-cache", "--config", str(config),
+        "--claude-dir", str(only),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    agents = sorted({(s["agent"], s["session_id"]) for s in json.loads(proc.stdout)})
+    logged = {k for k in found if k[0] != "claude"}  # a generic line may name its agent
+    assert ("jsonl", "run-1") in logged
+    assert agents == sorted({("claude", DEMO_ID)} | logged)
+
+    config.write_text("[roots]\nclaud = ['/tmp']\n")
+    proc = tokentop(tmp_path, "sessions", "--config", str(config))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "roots.claud" in proc.stderr and "known: claude" in proc.stderr
+
+
 class Watch:
     """`tokentop watch --ndjson` in a subprocess, its lines collected by a thread."""
 

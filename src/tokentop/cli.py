@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -151,63 +152,81 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    """Agent dirs: all defaults, or only the dirs given. Log files are always added.
+def make_sources(args: argparse.Namespace, config: Config | None = None) -> list[Source]:
+    """Agent dirs: the defaults plus the config's `[roots]`, or only the dirs given on the
+    command line. Log files, from flags and from `[roots]`, are always added.
 
     Each source module is imported only when used: startup time is part of a warm restart.
     """
-    makers: dict[str, Callable[[list[Path] | None], Source]] = {
-        "claude_dir": _claude,
-        "codex_dir": _codex,
-        "gemini_dir": _gemini,
-        "openclaw_dir": _openclaw,
-        "opencode_dir": _opencode,
+    makers: dict[str, Callable[[list[Path] | None, list[Path]], Source]] = {
+        "claude": _claude,
+        "codex": _codex,
+        "gemini": _gemini,
+        "openclaw": _openclaw,
+        "opencode": _opencode,
     }
-    given: dict[str, list[Path]] = {k: getattr(args, k, None) or [] for k in makers}
+    roots = config.roots if config else {}
+    given: dict[str, list[Path]] = {k: getattr(args, f"{k}_dir", None) or [] for k in makers}
     for d in (d for dirs in given.values() for d in dirs):
         if not d.is_dir():
             raise CliError(f"not a directory: {d}")
     any_given = any(given.values())
     sources: list[Source] = [
-        make(dirs or None) for key, make in makers.items() if (dirs := given[key]) or not any_given
+        make(dirs or None, [] if any_given else _paths(roots.get(key, [])))
+        for key, make in makers.items()
+        if (dirs := given[key]) or not any_given
     ]
     for flag, kind in (("proxy_log", _litellm), ("jsonl", _generic)):
-        files: list[Path] = getattr(args, flag, None) or []
+        files: list[Path] = (getattr(args, flag, None) or []) + _paths(roots.get(flag, []))
         for f in files:  # a log not written yet is fine: it is picked up when it appears
             if f.is_dir() or not f.parent.is_dir():
                 raise CliError(f"not a file in an existing directory: {f}")
         if files:
-            sources.append(kind([f.resolve() for f in files]))
+            sources.append(kind(list(dict.fromkeys(f.resolve() for f in files))))
     return sources
 
 
-def _claude(dirs: list[Path] | None) -> Source:
-    from tokentop.sources.claude_code import ClaudeCodeSource
+def _paths(entries: list[str]) -> list[Path]:
+    return [Path(e).expanduser() for e in entries]
 
+
+def _claude(dirs: list[Path] | None, extra: list[Path]) -> Source:
+    from tokentop.sources.claude_code import ClaudeCodeSource, default_config_dirs
+
+    if dirs is None and extra:
+        dirs = default_config_dirs(os.environ) + extra
     return ClaudeCodeSource(config_dirs=dirs)
 
 
-def _codex(dirs: list[Path] | None) -> Source:
-    from tokentop.sources.codex import CodexSource
+def _codex(dirs: list[Path] | None, extra: list[Path]) -> Source:
+    from tokentop.sources.codex import CodexSource, codex_homes
 
+    if dirs is None and extra:
+        dirs = codex_homes(os.environ) + extra
     return CodexSource(homes=dirs)
 
 
-def _gemini(dirs: list[Path] | None) -> Source:
-    from tokentop.sources.gemini import GeminiSource
+def _gemini(dirs: list[Path] | None, extra: list[Path]) -> Source:
+    from tokentop.sources.gemini import GeminiSource, gemini_homes
 
+    if dirs is None and extra:
+        dirs = gemini_homes(os.environ) + extra
     return GeminiSource(homes=dirs)
 
 
-def _openclaw(dirs: list[Path] | None) -> Source:
-    from tokentop.sources.openclaw import OpenClawSource
+def _openclaw(dirs: list[Path] | None, extra: list[Path]) -> Source:
+    from tokentop.sources.openclaw import OpenClawSource, openclaw_dirs
 
+    if dirs is None and extra:
+        dirs = openclaw_dirs(os.environ) + extra
     return OpenClawSource(dirs=dirs)
 
 
-def _opencode(dirs: list[Path] | None) -> Source:
-    from tokentop.sources.opencode import OpencodeSource
+def _opencode(dirs: list[Path] | None, extra: list[Path]) -> Source:
+    from tokentop.sources.opencode import OpencodeSource, opencode_dirs
 
+    if dirs is None and extra:
+        dirs = opencode_dirs(os.environ) + extra
     return OpencodeSource(dirs=dirs)
 
 
@@ -256,7 +275,7 @@ def make_engine(
     config = config or config_if_any(args)
     prices = LazyPrices(config.prices if config else None)
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    return Engine(sources or make_sources(args), prices.cost, cache_dir=cache_dir)
+    return Engine(sources or make_sources(args, config), prices.cost, cache_dir=cache_dir)
 
 
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:

@@ -47,6 +47,10 @@ KEY_ACTIONS: Final[dict[str, str]] = {
 """Binding ids that `[keys]` may rebind, with what each does (the UI binds exactly these)."""
 
 
+ROOT_KINDS: Final = ("claude", "codex", "gemini", "openclaw", "opencode", "proxy_log", "jsonl")
+"""`[roots]` keys: agent directories, then LiteLLM proxy logs and generic JSONL files."""
+
+
 class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A session budget; a field left out inherits from the less specific level."""
 
@@ -143,7 +147,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[keys]`: binding id -> key(s), e.g. `kill = "K"` or `filter = "/,f"`."""
     prices: dict[str, Price] = {}
     roots: dict[str, list[str]] = {}
-    """`[roots]`: extra directories per agent, e.g. `claude = ["~/work/.claude"]`."""
+    """`[roots]`: directories read for an agent besides its defaults, e.g.
+    `claude = ["~/work/.claude"]`, and log files: `proxy_log = [...]`, `jsonl = [...]`."""
     policy: Policy = msgspec.field(default_factory=Policy)
     """`[policy.*]`: detector thresholds and actions (see policy_config.py)."""
     history: History = msgspec.field(default_factory=History)
@@ -330,6 +335,9 @@ def _check(config: Config) -> None:
             raise _KeyError(["keys", action], f"unknown action; known: {', '.join(KEY_ACTIONS)}")
         if not keys.strip() or any(not k.strip() for k in keys.split(",")):
             raise _KeyError(["keys", action], 'expected a key name such as "k" or "ctrl+k"')
+    for name in config.roots:
+        if name not in ROOT_KINDS:
+            raise _KeyError(["roots", name], f"unknown; known: {', '.join(ROOT_KINDS)}")
     problem = policy_problem(config.policy)
     if problem is not None:
         raise _KeyError(*problem)
