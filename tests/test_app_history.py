@@ -17,7 +17,7 @@ from textual.widgets import Static
 from test_app import Harness, settle, text_of
 from tokentop.clock import FakeClock
 from tokentop.config import Config, History
-from tokentop.model import SessionSnapshot, TokenCounts
+from tokentop.model import RecentTool, SessionSnapshot, TokenCounts
 from tokentop.store import Store
 from tokentop.ui.app import TokentopApp, make_app
 from tokentop.ui.history import HistoryScreen, SummaryScreen
@@ -211,6 +211,28 @@ async def test_a_kill_from_the_app_is_logged_and_its_session_recorded(tmp_path: 
         summary = reopened.summary("claude:ffff-kill")
     assert (action.action, action.ok, action.origin) == ("kill", True, "key:k")
     assert summary is not None and summary.end_reason == "killed"
+
+
+async def test_findings_are_kept_in_the_store_once_for_the_summary(tmp_path: Path) -> None:
+    """A loop the app detects goes to the store once (not on every tick), where the
+    session's summary reads it when it is recorded."""
+    path = tmp_path / "tokentop.db"
+    stuck = tuple(RecentTool(NOW - 300 + 20 * i, "Bash", "same-input", True) for i in range(8))
+    looping = msgspec.structs.replace(
+        make_session("e5f6-looping", cwd="/home/dev/api", tpm=500.0), recent_tools=stuck
+    )
+    app, _ = app_with((looping,), Store(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for _ in range(3):
+            app._tick()
+            await settle(pilot)
+        await app.workers.wait_for_complete()
+    with Store(path) as reopened:
+        kept = reopened.events_for("claude:e5f6-looping")
+    loops = [e for e in kept if e.detector == "loop"]
+    assert len(loops) == 1
+    assert loops[0].reason.startswith("looping: the same Bash call 6 times")
 
 
 async def test_a_store_that_fails_is_reported_once_and_the_app_goes_on(tmp_path: Path) -> None:

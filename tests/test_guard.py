@@ -29,6 +29,7 @@ from tokentop.mapping import SessionMapper
 from tokentop.model import LedgerSnapshot, RecentTool, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.procs import ProcessController, ProcessRef, launch
 from tokentop.registry import Registry, SessionRecord, append
+from tokentop.store import Store
 
 TIMEOUT = 20.0
 LOOP_KILL = """\
@@ -148,6 +149,10 @@ def test_a_looping_claude_agent_is_killed_through_its_hook_record(
     append(registry, record)
     assert_killed_within_2s_of_the_trigger(root, popen, lines)
     assert lines.of("action")[0]["mapping"] == "hook"
+    with Store(tmp_path / "data" / "tokentop" / "tokentop.db") as store:  # XDG_DATA_HOME
+        kept = store.events_for(f"claude:{session_id}")
+    assert [(e.detector, e.action) for e in kept] == [("loop", "kill")]
+    assert kept[0].reason == lines.of("decision")[0]["reason"]
 
 
 def test_a_looping_codex_agent_is_killed_through_the_file_it_holds_open(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from tokentop.output import iso
 from tokentop.policy import Decision, PolicyState, evaluate
 from tokentop.procs import Action, ActionResult, ProcessController, ProcessRef, default_action_log
 from tokentop.registry import Registry, default_path
+from tokentop.store import Store, StoreError
 
 Emit = Callable[[dict[str, Any]], None]
 TICK_S = 1.0
@@ -80,8 +82,11 @@ class Guard:
         clock: Clock | None = None,
         *,
         act: bool = True,
+        store: Store | None = None,
     ) -> None:
         self.config = config
+        self.store = store
+        """Where findings are kept for the sessions' summaries; None keeps them nowhere."""
         self.controller = controller
         self.mapper = mapper
         self.emit = emit
@@ -102,7 +107,20 @@ class Guard:
                 self.emit(decision_dict(decision, session))
                 if decision.action in ("pause", "kill"):
                     self.enforce(decision, session)
+        if decided:
+            self._keep(decided)
         return decided
+
+    def _keep(self, decisions: list[Decision]) -> None:
+        """Record findings in the store; a store that fails is reported once and dropped."""
+        if self.store is None:
+            return
+        try:
+            for decision in decisions:
+                self.store.record_event(decision)
+        except (sqlite3.Error, OSError) as exc:
+            print(f"tokentop: findings not recorded: {exc}", file=sys.stderr)
+            self.store = None
 
     def _alive(self, session: SessionSnapshot, now: float) -> bool | None:
         """Whether the session's recorded process still runs it. Asked only of sessions quiet
@@ -224,7 +242,13 @@ def cmd_guard(args: argparse.Namespace) -> int:
     controller = ProcessController(log_path=default_action_log())
     registry = Registry(args.registry or default_path())
     mapper = RecordedMapper(registry, controller, SessionMapper())
-    guard = Guard(config, controller, mapper, NdjsonOut(sys.stdout), act=not args.dry_run)
+    try:
+        store: Store | None = Store()
+    except StoreError as exc:
+        print(f"tokentop: findings not recorded: {exc}", file=sys.stderr)
+        store = None
+    out = NdjsonOut(sys.stdout)
+    guard = Guard(config, controller, mapper, out, act=not args.dry_run, store=store)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):

@@ -48,6 +48,8 @@ class DetectionTracker:
         self.config = config
         self.state = PolicyState()
         self.judged: set[SessionKey] = set()
+        self.fresh: list[Decision] = []
+        """Findings not yet handed to the store (see `take_fresh`)."""
 
     def update(self, measured: Iterable[Measured], now: float) -> list[Notice]:
         """Judge live sessions; announce the findings that are new since the last call."""
@@ -58,11 +60,17 @@ class DetectionTracker:
                 continue
             live.add(m.session.key)
             found = evaluate(m.session, self.config, now, self.state)
+            self.fresh += found
             new.extend(finding_notice(m, d) for d in found if d.detector != "budget")
         for key in self.judged - live:
             self.state.forget(key)
         self.judged = live
         return new
+
+    def take_fresh(self) -> list[Decision]:
+        """The findings since the last call, budget ones included, for the store."""
+        fresh, self.fresh = self.fresh, []
+        return fresh
 
     def flags(self, key: SessionKey) -> str:
         """Letters for the conditions that hold now."""

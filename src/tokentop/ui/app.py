@@ -289,6 +289,8 @@ class TokentopApp(InsightsApp):
         """Policy detectors: flags on rows, and one notice per new finding."""
         for notice in self.detections.update(self.measured.values(), now):
             self._announce(notice)
+        if fresh := self.detections.take_fresh():
+            self.record_findings(fresh)
 
     def _raise_alerts(self) -> None:
         """One notification and bell per session per threshold crossing (budgets.crossings)."""

@@ -1,7 +1,8 @@
-"""The part of TokentopApp that writes history: session summaries and the action log.
+"""The part of TokentopApp that writes history: session summaries, findings and actions.
 
 Sessions that end while the app watches are recorded as summaries (summary.SummaryRecorder
-over the store), and actions taken with the keys go to the store's action log. Every store
+over the store); detector findings and actions taken with the keys go to the store, where
+those summaries read them. Every store
 call runs in a thread worker, and a failing store is reported once, never raised into the UI.
 """
 
@@ -14,6 +15,7 @@ from textual import work
 
 from tokentop.config import Budget
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.policy import Decision
 from tokentop.procs import ActionResult
 from tokentop.store import Store
 from tokentop.summary import MinutesFn, SessionSummary, SummaryRecorder
@@ -91,6 +93,22 @@ class RecordingApp(ActionsApp):
         if problem != self._store_problem:
             self._store_problem = problem
             self.notify(f"History not recorded: {problem}", title="Store", severity="warning")
+
+    # -- detector findings -------------------------------------------------------------------
+
+    def record_findings(self, decisions: list[Decision]) -> None:
+        """Keep each new finding in the store, where the session's summary reads it."""
+        if self.store is not None:
+            self._record_findings(self.store, decisions)
+
+    @work(thread=True, group="findings")
+    def _record_findings(self, store: Store, decisions: list[Decision]) -> None:
+        try:
+            with self._record_lock:
+                for decision in decisions:
+                    store.record_event(decision)
+        except Exception as exc:  # a locked or broken store must not stop the app
+            self.call_from_thread(self._store_failed, exc)
 
     # -- actions -----------------------------------------------------------------------------
 
