@@ -96,7 +96,7 @@ def run_once(tool: Tool, corpus: Corpus, env: dict[str, str], out: Path) -> RunR
         result = measure(tool.argv(corpus), env | tool.env(corpus), out)
     except OSError as exc:
         return f"not available: {exc}"
-    if result.returncode != 0:
+    if result.returncode not in tool.ok_codes:
         last = result.stderr_tail.strip().splitlines()
         return f"not available: exit {result.returncode}: {last[-1][:160] if last else ''}"
     return result

@@ -39,6 +39,8 @@ class Tool:
     totals: Callable[[Any], Totals] = field(default=lambda doc: {})
     prime: Callable[[Corpus], None] | None = None
     """Called before the timed runs (e.g. to reset a cache); the tool then runs once untimed."""
+    ok_codes: tuple[int, ...] = (0,)
+    """Exit statuses that still come with a complete report."""
 
 
 def ensure_corpus(name: str, root: Path, generator: Path) -> Corpus:
@@ -160,6 +162,8 @@ def build_tools(tokentop: list[str], peers: Path, scratch: Path) -> dict[str, To
         Tool("tokentop-warm", tt_warm, totals=tokentop_totals, prime=reset_cache),
         Tool("ccusage", ccusage(ccusage_native(peers)), claude_dir, ccusage_totals),
         Tool("ccusage-npm", ccusage(npm), claude_dir, ccusage_totals),
-        Tool("claude-monitor", monitor, totals=monitor_totals),
+        # 20 is claude-monitor's "no_active_session": no message in its current 5-hour
+        # window, which a corpus older than that has; the history totals are still complete.
+        Tool("claude-monitor", monitor, totals=monitor_totals, ok_codes=(0, 20)),
     ]
     return {t.name: t for t in tools}
