@@ -20,13 +20,18 @@ def usage(events: Iterable[Event]) -> list[UsageEvent]:
 
 
 def dedupe_sum(events: Iterable[Event]) -> TokenCounts:
-    """Max-wins by dedupe key, then the sum: what the ledger counts."""
-    best: dict[str, TokenCounts] = {}
+    """What the ledger counts: per dedupe key the largest recorded copy (an estimate only
+    while nothing was recorded), then the sum."""
+    best: dict[str, UsageEvent] = {}
     for event in usage(events):
         kept = best.get(event.dedupe_key)
-        if kept is None or event.tokens.total > kept.total:
-            best[event.dedupe_key] = event.tokens
-    return sum(best.values(), TokenCounts())
+        if (
+            kept is None
+            or (kept.estimated and not event.estimated)
+            or (kept.estimated == event.estimated and event.tokens.total > kept.tokens.total)
+        ):
+            best[event.dedupe_key] = event
+    return sum((e.tokens for e in best.values()), TokenCounts())
 
 
 def feed_split(

@@ -116,6 +116,29 @@ def test_tool_result_before_its_call_and_copies_count_once() -> None:
     assert {t.name: (t.calls, t.errors) for t in snap.tools} == {"Bash": (1, 1), "Read": (1, 1)}
 
 
+def estimate(key: str, out: int) -> UsageEvent:
+    return UsageEvent(KEY, key, T0, "m", TokenCounts(output=out), cwd="/p", estimated=True)
+
+
+def test_recorded_usage_replaces_an_estimate_larger_or_smaller() -> None:
+    """A message estimated while it streams is replaced by its recorded usage, even a smaller
+    one; an estimate never overrides recorded usage; estimates of one message grow."""
+    ledger = Ledger(price)
+    ledger.apply([estimate("a", 500), estimate("a", 800), estimate("b", 40)], "f1")
+    snap = ledger.snapshot(T0).sessions[0]
+    assert (snap.tokens.total, snap.estimated) == (840, True)
+    ledger.apply([usage("a", 90)], "f1")  # 10 in + 90 out recorded: below the estimate
+    snap = ledger.snapshot(T0).sessions[0]
+    assert (snap.tokens, snap.estimated) == (TokenCounts(input=10, output=130), True)
+    assert snap.cost_usd == pytest.approx(0.140)
+    blob = msgspec.msgpack.encode(ledger.export())
+    again = Ledger.restore(msgspec.msgpack.decode(blob, type=LedgerState), price)
+    again.apply([usage("b", 60), estimate("a", 5000), estimate("b", 5000)], "f2")
+    snap = again.snapshot(T0).sessions[0]
+    assert (snap.tokens, snap.estimated) == (TokenCounts(input=20, output=150), False)
+    assert snap.responses == 2
+
+
 def test_export_restore_roundtrip_keeps_dedupe() -> None:
     ledger = Ledger(price)
     ledger.apply([usage("a", 8)], "f1")

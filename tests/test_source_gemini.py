@@ -7,6 +7,7 @@ cache_read = cached, output = candidates, reasoning = thoughts.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from source_helpers import by_id, dedupe_sum, engine_for, feed_split, usage
+from source_helpers import by_id, dedupe_sum, engine_for, feed_split, tiny_tokenizer, usage, write
+from tokentop import tokens
 from tokentop.model import Event, SessionInfo, TokenCounts, ToolCall, ToolResult
 from tokentop.sources.gemini import GeminiFileParser, GeminiLegacyParser, GeminiSource
 
@@ -42,6 +44,33 @@ def parse(path: Path, home: Path) -> tuple[GeminiFileParser, list[Event]]:
     out: list[Event] = []
     parser.feed(path.read_bytes(), out)
     return parser, out
+
+
+def test_a_message_still_streaming_is_estimated_until_its_usage_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gemini appends a message before its usage; tokentop estimates its text (marked
+    estimated) until the re-appended copy with `tokens` replaces it, here with less."""
+    monkeypatch.setattr(tokens, "_tokenizer", tiny_tokenizer())
+    home = tmp_path / "gemini"
+    path = home / "tmp/webapp/chats/session-2026-05-01T10-00-abcd1234.jsonl"
+    meta = {"sessionId": MAIN_ID, "projectHash": "webapp", "startTime": "2026-05-01T10:00:00Z"}
+    msg = {"id": "g1", "timestamp": "2026-05-01T10:00:05Z", "type": "gemini",
+           "content": "abab x " * 20, "thoughts": [{"subject": "ab", "description": "x"}],
+           "tokens": None, "model": "gemini-2.5-pro"}  # fmt: skip
+    write(path, json.dumps(meta) + "\n" + json.dumps(msg) + "\n")
+    engine = engine_for(GeminiSource(homes=[home]))
+    engine.scan()
+    streaming = by_id(engine.snapshot())[MAIN_ID]
+    # tiny tokenizer: "abab x " is ab, ab, " ", x, " " = 5 tokens (x20); "ab\nx" is 3
+    assert (streaming.tokens, streaming.estimated) == (TokenCounts(output=100, reasoning=3), True)
+    recorded = {"input": 30, "output": 12, "cached": 10, "thoughts": 2, "tool": 0, "total": 44}
+    with path.open("a") as f:
+        f.write(json.dumps({**msg, "tokens": recorded}) + "\n")
+    engine.scan()
+    done = by_id(engine.snapshot())[MAIN_ID]
+    assert done.tokens == TokenCounts(input=20, output=12, cache_read=10, reasoning=2)
+    assert done.estimated is False and done.responses == 1
 
 
 # -- shared samples -------------------------------------------------------------------------

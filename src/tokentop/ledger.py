@@ -70,6 +70,7 @@ class Ledger:
         """Dedupe tables still encoded: decoded on the first event, re-used as is on export."""
         self._tokens = array("q", state.seen_tokens)
         self._cost = array("d", state.seen_cost)
+        self._estimated = set(state.estimated_slots)
         self._cache: dict[str, tuple[tuple[int, float], SessionSnapshot, bool]] = {}
         """Last snapshot per session: reused as is while the session is quiet (its rates are
         zero), with fresh rates while it is active, rebuilt when its counters change."""
@@ -104,7 +105,7 @@ class Ledger:
                 self._tokens, self._cost = array("q"), array("d")
             blob = pack(self.state, tokens, cost, consume=final)
         sessions = {sid: st.packed_copy() for sid, st in self.state.sessions.items()}
-        return LedgerState(sessions=sessions, packed=blob)
+        return LedgerState(sessions=sessions, packed=blob, estimated_slots=sorted(self._estimated))
 
     @classmethod
     def restore(
@@ -134,6 +135,7 @@ class Ledger:
         if not (st.seen.keys().isdisjoint(t.keys) and st.tool_calls.keys().isdisjoint(t.call_keys)):
             return False
         offset = len(st.seen_session)
+        self._estimated.update(slot + offset for slot in other.estimated_slots)
         st.seen.update(zip(t.keys, range(offset, offset + len(t.keys)), strict=True))
         st.seen_session.extend(t.sessions)
         st.seen_model.extend(t.models)
@@ -212,11 +214,19 @@ class Ledger:
         return self._grow(slot, event, path)
 
     def _grow(self, slot: int, event: UsageEvent, path: str) -> int:
-        """A later copy of a counted response: count only what it adds (max wins)."""
+        """A later copy of a counted response: count only what it adds (max wins).
+
+        An estimate never beats recorded usage, and recorded usage replaces an estimate
+        whatever its size (a streamed message is estimated until its usage is written).
+        """
         t = event.tokens
         base = slot * KINDS
         old = self._tokens[base : base + KINDS]
-        if t.total <= sum(old):
+        was_estimate = slot in self._estimated
+        if event.estimated and not was_estimate:
+            return 0
+        replaces = was_estimate and not event.estimated
+        if not replaces and t.total <= sum(old):
             return 0
         counts = _counts(t)
         sid = self.state.seen_session[slot]
@@ -231,7 +241,11 @@ class Ledger:
         self._dirty.add(sid)
         if path and path not in session.files:
             session.files.append(path)
-        session.tokens_since_change += delta.total
+        session.tokens_since_change = max(0, session.tokens_since_change + delta.total)
+        if replaces:
+            self._estimated.discard(slot)
+            seen_session = self.state.seen_session
+            session.estimated = any(seen_session[s] == sid for s in self._estimated)
         self._accumulate(session, model, event.timestamp, delta, cost_delta, responses=0)
         return 1
 
@@ -270,6 +284,8 @@ class Ledger:
                     + tw5 * rates[3] + tw1 * rates[4] + tx * rates[5]
                 )  # fmt: skip
         state = self.state
+        if event.estimated:
+            self._estimated.add(len(state.seen_session))
         state.seen[event.dedupe_key] = len(state.seen_session)
         state.seen_session.append(self._last_sid)
         if model is not self._last_model:

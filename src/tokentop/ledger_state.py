@@ -170,6 +170,8 @@ class LedgerState(msgspec.Struct):
     seen_session: list[str] = msgspec.field(default_factory=list)
     seen_model: list[str] = msgspec.field(default_factory=list)
     seen_cost: bytes = b""
+    estimated_slots: list[int] = msgspec.field(default_factory=list)
+    """Slots whose tokens are a tokenizer estimate: the first recorded copy replaces them."""
     tool_calls: dict[str, str] = msgspec.field(default_factory=dict)
     """call id -> `call_mark(name, outcome)`: the same call or result copied into a resumed
     file counts once. One table for both halves, because a call's id is its result's id."""

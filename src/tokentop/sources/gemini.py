@@ -5,6 +5,8 @@ line per message, `{"$set": {...}}` metadata updates (`$set.messages` replaces t
 list) and `{"$rewindTo": id}` markers. A `gemini` message is appended first without
 `tokens` and re-appended with the same `id` once usage arrives, so each message is keyed
 `gemini:<sessionId>:<message id>` and the ledger keeps its largest copy (last/max wins).
+Until then its text is estimated with the tokenizer (marked estimated); the recorded usage
+replaces the estimate, larger or smaller.
 Rewound messages were billed, so their tokens stay counted.
 
 Legacy `session-*.json` files are one JSON document rewritten on every update; they are
@@ -25,6 +27,7 @@ from typing import ClassVar
 
 import msgspec
 
+from tokentop import tokens as tokens_mod
 from tokentop.model import (
     Event,
     SessionInfo,
@@ -65,6 +68,9 @@ class _Message(msgspec.Struct, gc=False):
     model: str | None = None
     tokens: _Tokens | None = None
     toolCalls: list[_ToolCall] | None = None
+    content: msgspec.Raw = msgspec.Raw(b"null")
+    thoughts: msgspec.Raw = msgspec.Raw(b"null")
+    """Kept raw: decoded only to estimate a message whose usage is not written yet."""
 
 
 class _Set(msgspec.Struct, gc=False):
@@ -84,6 +90,8 @@ class _Line(msgspec.Struct, gc=False):
     model: str | None = None
     tokens: _Tokens | None = None
     toolCalls: list[_ToolCall] | None = None
+    content: msgspec.Raw = msgspec.Raw(b"null")
+    thoughts: msgspec.Raw = msgspec.Raw(b"null")
     set: _Set | None = msgspec.field(default=None, name="$set")
 
 
@@ -170,6 +178,36 @@ def token_counts(t: _Tokens) -> TokenCounts:
     )
 
 
+class _Part(msgspec.Struct, gc=False):
+    text: str = ""
+
+
+class _Thought(msgspec.Struct, gc=False):
+    subject: str = ""
+    description: str = ""
+
+
+_CONTENT = msgspec.json.Decoder(str | list[_Part] | None)
+_THOUGHTS = msgspec.json.Decoder(list[_Thought] | None)
+
+
+def estimated_output(msg: _Message | _Line) -> TokenCounts:
+    """The tokenizer's count of a message's text (output) and thoughts (reasoning)."""
+    try:
+        content = _CONTENT.decode(msg.content)
+        thoughts = _THOUGHTS.decode(msg.thoughts) or []
+    except DECODE_ERRORS:
+        return TokenCounts()
+    text = content if isinstance(content, str) else "".join(p.text for p in content or ())
+    thought = "\n".join(f"{t.subject}\n{t.description}" for t in thoughts)
+    if not text and not thought:
+        return TokenCounts()
+    count = tokens_mod.get_tokenizer().count
+    return TokenCounts(
+        output=count(text) if text else 0, reasoning=count(thought) if thought else 0
+    )
+
+
 class _Messages:
     """Message handling shared by the JSONL and legacy parsers (a slot-less mixin)."""
 
@@ -184,9 +222,14 @@ class _Messages:
         key = SessionKey(AGENT, self.session_id)
         ts = parse_iso(msg.timestamp) if msg.timestamp else 0.0
         tokens = token_counts(msg.tokens) if msg.tokens is not None else None
+        dedupe = f"{AGENT}:{self.session_id}:{msg.id}"
         if tokens is not None and tokens.total:
-            dedupe = f"{AGENT}:{self.session_id}:{msg.id}"
             out.append(UsageEvent(key, dedupe, ts, msg.model or "", tokens, self.cwd))
+        elif msg.type == "gemini" and (estimate := estimated_output(msg)).total:
+            # appended before its usage (still streaming): estimated until re-appended
+            out.append(
+                UsageEvent(key, dedupe, ts, msg.model or "", estimate, self.cwd, estimated=True)
+            )
         for call in msg.toolCalls or ():
             if call.id:
                 self.tool_call(key, ts, call, out)
