@@ -85,13 +85,19 @@ def escape_cwd(cwd: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "-", cwd)
 
 
-def run_agent(tick: float, tokens: int) -> int:
-    """The tiny agent: a new session file in the Claude layout, one response per tick."""
+def run_agent(tick: float, tokens: int, resume: str = "") -> int:
+    """The tiny agent: a new session file in the Claude layout, one response per tick; or,
+    given a session id, more responses appended to that session's existing file (as
+    `codex resume <id>` does to its rollout)."""
     root = Path(os.environ["CLAUDE_CONFIG_DIR"])
     cwd = os.getcwd()
-    session_id = str(uuid.uuid4())
-    path = root / "projects" / escape_cwd(cwd) / f"{session_id}.jsonl"
-    write_transcript(path, session_id, cwd, [])
+    if resume:
+        [path] = (root / "projects").glob(f"*/{resume}.jsonl")
+        session_id = resume
+    else:
+        session_id = str(uuid.uuid4())
+        path = root / "projects" / escape_cwd(cwd) / f"{session_id}.jsonl"
+        write_transcript(path, session_id, cwd, [])
     for turn in range(10_000):
         with path.open("a") as fh:
             fh.write("\n".join(response(session_id, cwd, tokens, f"step {turn}")) + "\n")
@@ -100,4 +106,4 @@ def run_agent(tick: float, tokens: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_agent(float(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(run_agent(float(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4]))

@@ -191,6 +191,28 @@ def snapshot_of(*sessions: tuple[str, str, str]) -> LedgerSnapshot:
     return LedgerSnapshot(1.0, made, (), 0, 1)
 
 
+def test_a_resumed_session_named_on_the_command_line_is_linked_and_budgeted(
+    box: Sandbox,
+) -> None:
+    """An agent that appends to an existing session (as `codex resume <id>` does) is linked
+    through the id on its command line, even from another cwd, and its budget counts the
+    whole session: 4000 tokens before the launch, so it is stopped after one response."""
+    import claude_lines
+
+    sid = "3f0c9a1e-5b7d-4c2a-9e8f-1a2b3c4d5e6f"
+    path = box.claude / "projects" / "-elsewhere" / f"{sid}.jsonl"
+    before = [claude_lines.response(sid, "/elsewhere", 2000) for _ in range(2)]
+    claude_lines.write_transcript(path, sid, "/elsewhere", before)
+    agent = [sys.executable, str(AGENT), "0.3", "1500", sid]
+    run = box.start("--budget-tokens", "5000", "--on-budget", "kill", agent=agent)
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == EXIT_STOPPED, err
+    [record] = box.launched()
+    assert (record.session_id, record.transcript_path) == (sid, str(path))
+    assert box.transcripts() == [path]
+    assert 5_000 < transcript_tokens(path) <= 4_000 + 3 * 1_500
+
+
 def test_linker_takes_only_new_files_recording_the_agent_cwd(tmp_path: Path) -> None:
     old, mine, other, blank = (tmp_path / f"{n}.jsonl" for n in ("old", "mine", "other", "blank"))
     linker = Linker(str(tmp_path), existing={old})

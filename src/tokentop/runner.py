@@ -5,16 +5,19 @@
 The agent runs in its own process group, so its pid is known exactly (and recorded in the
 session registry for the app and the guard). Its transcript is linked when it appears: a
 session file that is new under the Claude Code or Codex roots since the launch and records the
-agent's working directory. While the agent runs, a one-line status goes to stderr (none with
---quiet), and the policy is applied to the linked sessions: the budget (the flags beat the
-config's budgets) and the detectors with the actions set in config. Ctrl-C, SIGTERM and SIGHUP
-are passed on to the agent's process group.
+agent's working directory, or an existing one whose session id is on the command line
+(`codex resume <id>` appends to that session's rollout; its budget counts the whole session,
+as budgets do everywhere in tokentop). While the agent runs, a one-line status goes to stderr
+(none with --quiet), and the policy is applied to the linked sessions: the budget (the flags
+beat the config's budgets) and the detectors with the actions set in config. Ctrl-C, SIGTERM
+and SIGHUP are passed on to the agent's process group.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -102,21 +105,40 @@ def run_config(config: Config, args: argparse.Namespace) -> Config:
     return msgspec.structs.replace(config, policy=policy)
 
 
-class Linker:
-    """Which transcripts belong to the launched agent: new since launch, with its cwd."""
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
-    def __init__(self, cwd: str, existing: set[Path]) -> None:
+
+def named_sessions(argv: list[str]) -> set[str]:
+    """Session ids on an agent's command line (`codex resume <id>`, `claude -r <id>`)."""
+    return {m.lower() for arg in argv for m in _UUID.findall(arg)}
+
+
+class Linker:
+    """Which transcripts belong to the launched agent: new since launch with its cwd, or an
+    existing session named on its command line."""
+
+    def __init__(self, cwd: str, existing: set[Path], named: set[str] | None = None) -> None:
         self.cwd = os.path.realpath(cwd)
         self.existing = existing
+        self.named = named or set()
+        """Session ids on the command line: their existing files are linked when they grow."""
         self.linked: set[Path] = set()
         self.rejected: set[Path] = set()
         self.pending: set[Path] = set()
         """New files whose cwd is not known yet (no record carrying it has been read)."""
+        self.resumed: set[Path] = set()
+        """Existing files of a named session: linked whatever cwd they record."""
 
     def worth_reading(self, changed: set[Path]) -> set[Path]:
         fresh = changed - self.existing - self.rejected - self.linked
-        self.pending |= fresh
+        resumed = {p for p in changed & self.existing if self._named(p)} - self.linked
+        self.resumed |= resumed
+        self.pending |= fresh | resumed
         return (changed & self.linked) | self.pending
+
+    def _named(self, path: Path) -> bool:
+        stem = path.stem.lower()
+        return any(stem.endswith(sid) for sid in self.named)
 
     def judge(self, snapshot: LedgerSnapshot) -> list[SessionSnapshot]:
         """Sort pending files by their session's cwd; returns the newly linked sessions."""
@@ -124,10 +146,10 @@ class Linker:
         new: list[SessionSnapshot] = []
         for path in list(self.pending):
             session = by_file.get(str(path))
-            if session is None or not session.cwd:
+            if session is None or not (session.cwd or path in self.resumed):
                 continue  # nothing readable yet
             self.pending.discard(path)
-            if os.path.realpath(session.cwd) != self.cwd:
+            if path not in self.resumed and os.path.realpath(session.cwd) != self.cwd:
                 self.rejected.add(path)
                 continue
             self.linked.add(path)
@@ -168,6 +190,7 @@ class Run:
         feed = ChangeFeed(roots, self._relevant, self._on_changes, sweep_interval=STATUS_EVERY_S)
         feed.start()  # before the launch, so the new transcript's creation is seen
         self.linker.existing = set(self.engine.discover())
+        self.linker.named = named_sessions(argv)
         try:
             popen, ref = launch(argv)
         except OSError as error:
