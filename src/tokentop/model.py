@@ -1,11 +1,15 @@
-"""Frozen value types passed between layers: events in, snapshots out."""
+"""Frozen value types passed between layers: events in, snapshots out.
+
+The small ones are `gc=False`: they never form reference cycles, and a cold scan makes
+hundreds of thousands of them, which the cyclic collector then need not track.
+"""
 
 from __future__ import annotations
 
 import msgspec
 
 
-class SessionKey(msgspec.Struct, frozen=True, order=True, array_like=True):
+class SessionKey(msgspec.Struct, frozen=True, order=True, array_like=True, gc=False):
     """Identifies one agent session across files (a resumed or subagent file maps to its parent)."""
 
     agent: str
@@ -16,7 +20,7 @@ class SessionKey(msgspec.Struct, frozen=True, order=True, array_like=True):
         return f"{self.agent}:{self.session_id}"
 
 
-class TokenCounts(msgspec.Struct, frozen=True, array_like=True):
+class TokenCounts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Token counts split by how they are billed; every field is disjoint from the others.
 
     `input` excludes cached tokens and `output` excludes reasoning, so the sum of all
@@ -81,7 +85,7 @@ class TokenCounts(msgspec.Struct, frozen=True, array_like=True):
 ZERO = TokenCounts()
 
 
-class UsageEvent(msgspec.Struct, frozen=True):
+class UsageEvent(msgspec.Struct, frozen=True, gc=False):
     """One billed API response (or a difference of cumulative counters) from a transcript."""
 
     session: SessionKey
@@ -100,7 +104,7 @@ class UsageEvent(msgspec.Struct, frozen=True):
     """True when the tokens were estimated with a tokenizer, not recorded."""
 
 
-class ToolCall(msgspec.Struct, frozen=True):
+class ToolCall(msgspec.Struct, frozen=True, gc=False):
     """A tool invocation; the loop detectors compare `name` + `input_hash`."""
 
     session: SessionKey
@@ -111,7 +115,7 @@ class ToolCall(msgspec.Struct, frozen=True):
     file_changing: bool = False
 
 
-class ToolResult(msgspec.Struct, frozen=True):
+class ToolResult(msgspec.Struct, frozen=True, gc=False):
     """The outcome of a tool call, matched to the call by `call_id`."""
 
     session: SessionKey
@@ -121,7 +125,7 @@ class ToolResult(msgspec.Struct, frozen=True):
     output_hash: str = ""
 
 
-class SessionInfo(msgspec.Struct, frozen=True):
+class SessionInfo(msgspec.Struct, frozen=True, gc=False):
     """Metadata seen in a transcript that carries no tokens (session start, cwd, model switch)."""
 
     session: SessionKey
@@ -136,7 +140,7 @@ class SessionInfo(msgspec.Struct, frozen=True):
 Event = UsageEvent | ToolCall | ToolResult | SessionInfo
 
 
-class ModelUsage(msgspec.Struct, frozen=True):
+class ModelUsage(msgspec.Struct, frozen=True, gc=False):
     """A session's tokens and cost for one model; `cost_usd` is None when the model is unpriced."""
 
     model: str
@@ -145,13 +149,13 @@ class ModelUsage(msgspec.Struct, frozen=True):
     responses: int
 
 
-class ToolStat(msgspec.Struct, frozen=True):
+class ToolStat(msgspec.Struct, frozen=True, gc=False):
     name: str
     calls: int
     errors: int
 
 
-class RecentTool(msgspec.Struct, frozen=True):
+class RecentTool(msgspec.Struct, frozen=True, gc=False):
     timestamp: float
     name: str
     input_hash: str
@@ -161,7 +165,7 @@ class RecentTool(msgspec.Struct, frozen=True):
     file_changing: bool = False
 
 
-class FileHealth(msgspec.Struct, frozen=True):
+class FileHealth(msgspec.Struct, frozen=True, gc=False):
     """Per-file read state, shown so that unparseable input is never silent."""
 
     path: str
