@@ -119,6 +119,10 @@ def test_md_report_scans_an_empty_store_and_labels_every_session(
     assert "### Top token consumers (estimate" in webshop
     notes = md[md.index("## notes") :].split("\n## ")[0]
     assert "· pending" in notes and "not a git repository; files were changed" in notes
+    # the looping agent: the scan judged it as of its last line, no app was watching
+    assert "# Detector events and actions" in notes
+    assert "**loop** (policy: warn): looping: the same Bash call" in notes
+    assert "**loop**" not in webshop
     pipeline = md[md.index("## ml-pipeline") :].split("\n## ")[0]
     assert "no commits in the session's window; files were changed but not" in pipeline
     assert "directory not found: /nonexistent/cli-tools" in md

@@ -26,6 +26,7 @@ from tokentop.clock import Clock, SystemClock
 from tokentop.config import Config, ConfigError, load_config
 from tokentop.gitvalue import check_survival
 from tokentop.output import compact
+from tokentop.policy import PolicyState, evaluate
 from tokentop.store import Store, StoreError
 from tokentop.summary import SessionSummary, SummaryRecorder, end_reason, engine_minutes
 from tokentop.summary_md import duration, summary_markdown, usd, when
@@ -185,9 +186,14 @@ def scan_into(
     )
     now = clock.now()
     recorded = 0
+    policy = PolicyState()
     for session in engine.snapshot().sessions:
         if (since is not None and session.last_ts < since) or not recorder.changed(session):
             continue
+        # The detectors, judged as of the session's last activity, so a summary lists a loop
+        # or a drift even when no app or guard was watching (a repeat is ignored by the store).
+        for finding in evaluate(session, config, session.last_ts or now, policy):
+            store.record_event(finding)
         recorder.record(session, end_reason(session, now, config.history) or "open")
         recorded += 1
     return recorded

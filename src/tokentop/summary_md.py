@@ -178,7 +178,7 @@ def _consumer_row(c: Consumer) -> tuple[str, str, str, str]:
 
 def _events(s: SessionSummary, heading: str) -> list[str]:
     lines = [
-        f"- {when(e.timestamp, '%H:%M:%S')} **{e.detector}** → {e.action}: {e.reason}"
+        f"- {when(e.timestamp, '%H:%M:%S')} **{e.detector}** (policy: {e.action}): {e.reason}"
         for e in s.events
     ]
     lines += [
