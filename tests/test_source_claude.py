@@ -553,3 +553,33 @@ def test_generated_corpus_matches_expected_totals(tmp_path: Path) -> None:
         expected["cache_read"],
         expected["cache_write"],
     )
+
+
+def test_the_latest_tool_calls_of_each_session_carry_their_hashes(tmp_path: Path) -> None:
+    """Only each session's newest tool calls and results are hashed when a file is read in
+    one go; those are all the loop detectors see, so a loop at the end of a long file is
+    found and every call the ledger keeps has its input and output hash."""
+    import claude_lines
+    from tokentop.config import Config
+    from tokentop.engine import Engine
+    from tokentop.policy import loop_finding
+    from tokentop.pricing import PriceTable
+
+    sid = "5e1f3c2a-7b6d-4e8f-9a0b-1c2d3e4f5a6b"
+    cwd = "/home/dev/app"
+    varied = [claude_lines.response(sid, cwd, 900, f"step {i}") for i in range(150)]
+    stuck = [claude_lines.response(sid, cwd, 900, "pytest -x", error="1 failed") for _ in range(8)]
+    path = tmp_path / "projects" / "-home-dev-app" / f"{sid}.jsonl"
+    claude_lines.write_transcript(path, sid, cwd, varied + stuck)
+    engine = Engine([ClaudeCodeSource([tmp_path])], PriceTable.default().cost, workers=1)
+    engine.scan()
+    [session] = engine.snapshot().sessions
+    assert session.tool_calls == 158 and session.tool_errors == 8
+    assert len(session.recent_tools) == 30
+    assert all(len(t.input_hash) == 16 and len(t.output_hash) == 16 for t in session.recent_tools)
+    assert {t.input_hash for t in session.recent_tools[-8:]} == {
+        claude_code.short_hash(json.dumps({"command": "pytest -x"}).encode())
+    }
+    last = session.recent_tools[-1]
+    finding = loop_finding(session, Config(), last.timestamp)
+    assert finding is not None and "the same Bash call" in finding.reason

@@ -17,6 +17,7 @@ from zlib import crc32
 
 import msgspec
 
+from tokentop.ledger_state import RECENT_TOOLS
 from tokentop.model import (
     Event,
     SessionInfo,
@@ -179,10 +180,14 @@ class _Pending:
     sees one event per response read in one go, and the smaller copies cost no objects.
     """
 
-    __slots__ = ("index", "message", "record", "session", "ts", "usage", "write_1h", "write_5m")
+    __slots__ = (
+        "index", "message", "record", "session", "to_hash", "ts", "usage", "write_1h", "write_5m",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.index = -1
+        self.to_hash: list[tuple[int, SessionKey, msgspec.Raw]] = []
+        """Tool calls and results whose input/output hash is not computed yet (see `hash_tail`)."""
 
     def keep(
         self,
@@ -257,8 +262,9 @@ class ClaudeFileParser(FileParser, tag="claude"):
             if kind == "assistant" or not kind:  # old or hand-made lines have no type
                 self._assistant(record, message, base + start, out, pending)
             elif kind == "user" and type(message.content) is list:
-                self._user(record, message.content, base + start, out)
+                self._user(record, message.content, base + start, out, pending)
         self._flush(pending, out)
+        hash_tail(pending.to_hash, out)
         self.lines += count
         self.offset = base + pos
 
@@ -316,6 +322,7 @@ class ClaudeFileParser(FileParser, tag="claude"):
         if type(content) is list:
             for index, block in enumerate(content):
                 if block.type == "tool_use":
+                    pending.to_hash.append((len(out), session, block.input))
                     out.append(self._tool_call(block, index, session, ts, record, offset))
 
     def _usage(
@@ -393,15 +400,20 @@ class ClaudeFileParser(FileParser, tag="claude"):
     ) -> ToolCall:
         name = block.name
         call_id = block.id or f"{self._local_key(record, offset)}/{index}"
-        return ToolCall(
-            session, call_id, ts, name, short_hash(block.input), name in FILE_CHANGING_TOOLS
-        )
+        return ToolCall(session, call_id, ts, name, "", name in FILE_CHANGING_TOOLS)
 
     def _local_key(self, record: AnyRecord, offset: int) -> str:
         """A key for a record without message id: unique to this file and line."""
         return f"claude:{self.path}#{record.uuid or offset}"
 
-    def _user(self, record: AnyRecord, blocks: list[_Block], offset: int, out: list[Event]) -> None:
+    def _user(
+        self,
+        record: AnyRecord,
+        blocks: list[_Block],
+        offset: int,
+        out: list[Event],
+        pending: _Pending,
+    ) -> None:
         """A ToolResult per tool_result block."""
         session: SessionKey | None = None
         ts = 0.0
@@ -416,16 +428,35 @@ class ClaudeFileParser(FileParser, tag="claude"):
                 stamp = record.timestamp
                 ts = stamp.timestamp() if type(stamp) is datetime and stamp.tzinfo else epoch(stamp)
             call_id = block.tool_use_id or f"{self._local_key(record, offset)}/{index}"
-            content = block.content
-            out.append(
-                ToolResult(
-                    session,
-                    call_id,
-                    ts,
-                    bool(block.is_error),
-                    (crc32(content) << 32 | (len(content) & 0xFFFFFFFF)).to_bytes(8).hex(),
-                )
-            )  # the hash is output_hash, inlined
+            pending.to_hash.append((len(out), session, block.content))
+            out.append(ToolResult(session, call_id, ts, bool(block.is_error)))
+
+
+HASHED_PER_SESSION = 2 * RECENT_TOOLS
+"""Tool calls (and results) per session and feed whose hashes are computed: the loop
+detectors only compare the ledger's last RECENT_TOOLS calls, and the older ones of a feed
+are pushed out of that list by the newer ones of the same feed. Twice as many, so a
+result whose call is still listed always has its hash."""
+
+
+def hash_tail(to_hash: list[tuple[int, SessionKey, msgspec.Raw]], out: list[Event]) -> None:
+    """Fill in the input/output hashes of each session's latest tool calls and results.
+
+    Hashing every tool output would read most of a transcript's bytes a second time; on a
+    cold scan only the newest calls of each session ever reach the loop detectors.
+    """
+    seen: dict[tuple[SessionKey, type], int] = {}
+    for index, session, raw in reversed(to_hash):
+        event = out[index]
+        kind = type(event)
+        n = seen.get((session, kind), 0)
+        if n >= HASHED_PER_SESSION:
+            continue
+        seen[session, kind] = n + 1
+        if kind is ToolCall:
+            out[index] = msgspec.structs.replace(event, input_hash=short_hash(raw))
+        else:
+            out[index] = msgspec.structs.replace(event, output_hash=output_hash(raw))
 
 
 _KEYS: dict[str, SessionKey] = {}
