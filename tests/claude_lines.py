@@ -88,10 +88,14 @@ def escape_cwd(cwd: str) -> str:
 def run_agent(tick: float, tokens: int, resume: str = "") -> int:
     """The tiny agent: a new session file in the Claude layout, one response per tick; or,
     given a session id, more responses appended to that session's existing file (as
-    `codex resume <id>` does to its rollout)."""
+    `codex resume <id>` does to its rollout); given "resume", to this cwd's latest session."""
     root = Path(os.environ["CLAUDE_CONFIG_DIR"])
     cwd = os.getcwd()
-    if resume:
+    if resume == "resume":  # the latest session of this cwd, as `codex resume --last` picks
+        folder = root / "projects" / escape_cwd(cwd)
+        path = max(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+        session_id = path.stem
+    elif resume:
         [path] = (root / "projects").glob(f"*/{resume}.jsonl")
         session_id = resume
     else:

@@ -213,6 +213,28 @@ def test_a_resumed_session_named_on_the_command_line_is_linked_and_budgeted(
     assert 5_000 < transcript_tokens(path) <= 4_000 + 3 * 1_500
 
 
+def test_resume_without_an_id_links_the_growing_session_of_its_cwd(box: Sandbox) -> None:
+    """`codex resume --last` names no session: an existing file that records the agent's cwd
+    and grows after the launch is linked; a session of another cwd that grows is not."""
+    import claude_lines
+
+    mine, other = "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d", "7b8c9d0e-1f2a-4b3c-9d4e-5f6a7b8c9d0e"
+    cwd = str(box.work)
+    path = box.claude / "projects" / claude_lines.escape_cwd(cwd) / f"{mine}.jsonl"
+    claude_lines.write_transcript(path, mine, cwd, [claude_lines.response(mine, cwd, 3000)])
+    elsewhere = box.claude / "projects" / "-elsewhere" / f"{other}.jsonl"
+    claude_lines.write_transcript(elsewhere, other, "/elsewhere", [])
+    agent = [sys.executable, str(AGENT), "0.3", "1500", "resume"]
+    run = box.start("--budget-tokens", "5000", "--on-budget", "kill", agent=agent)
+    time.sleep(0.5)
+    with elsewhere.open("a") as fh:  # another agent's session grows meanwhile
+        fh.write("\n".join(claude_lines.response(other, "/elsewhere", 9000)) + "\n")
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == EXIT_STOPPED, err
+    [record] = box.launched()
+    assert (record.session_id, record.transcript_path) == (mine, str(path))
+
+
 def test_linker_takes_only_new_files_recording_the_agent_cwd(tmp_path: Path) -> None:
     old, mine, other, blank = (tmp_path / f"{n}.jsonl" for n in ("old", "mine", "other", "blank"))
     linker = Linker(str(tmp_path), existing={old})

@@ -5,12 +5,14 @@
 The agent runs in its own process group, so its pid is known exactly (and recorded in the
 session registry for the app and the guard). Its transcript is linked when it appears: a
 session file that is new under the Claude Code or Codex roots since the launch and records the
-agent's working directory, or an existing one whose session id is on the command line
-(`codex resume <id>` appends to that session's rollout; its budget counts the whole session,
-as budgets do everywhere in tokentop). While the agent runs, a one-line status goes to stderr
-(none with --quiet), and the policy is applied to the linked sessions: the budget (the flags
-beat the config's budgets) and the detectors with the actions set in config. Ctrl-C, SIGTERM
-and SIGHUP are passed on to the agent's process group.
+agent's working directory. An existing session is linked too when its id is on the command
+line (`codex resume <id>` appends to that session's rollout), or, when the command resumes a
+session it picks itself (`codex resume --last`), an existing file of the agent's cwd that
+grows after the launch; the budget then counts the whole session, as budgets do everywhere in
+tokentop. While the agent runs, a one-line status goes to stderr (none with --quiet), and the
+policy is applied to the linked sessions: the budget (the flags beat the config's budgets) and
+the detectors with the actions set in config. Ctrl-C, SIGTERM and SIGHUP are passed on to the
+agent's process group.
 """
 
 from __future__ import annotations
@@ -113,15 +115,25 @@ def named_sessions(argv: list[str]) -> set[str]:
     return {m.lower() for arg in argv for m in _UUID.findall(arg)}
 
 
+def resumes(argv: list[str]) -> bool:
+    """Whether the agent continues an existing session it may pick itself (`codex resume
+    --last`, or its picker): then an existing file of this cwd that grows is linked too."""
+    return "resume" in argv[1:]
+
+
 class Linker:
     """Which transcripts belong to the launched agent: new since launch with its cwd, or an
     existing session named on its command line."""
 
-    def __init__(self, cwd: str, existing: set[Path], named: set[str] | None = None) -> None:
+    def __init__(
+        self, cwd: str, existing: set[Path], named: set[str] | None = None, resuming: bool = False
+    ) -> None:
         self.cwd = os.path.realpath(cwd)
         self.existing = existing
         self.named = named or set()
         """Session ids on the command line: their existing files are linked when they grow."""
+        self.resuming = resuming
+        """The agent resumes a session it picks: existing files that grow are candidates."""
         self.linked: set[Path] = set()
         self.rejected: set[Path] = set()
         self.pending: set[Path] = set()
@@ -133,6 +145,8 @@ class Linker:
         fresh = changed - self.existing - self.rejected - self.linked
         resumed = {p for p in changed & self.existing if self._named(p)} - self.linked
         self.resumed |= resumed
+        if self.resuming:  # judged by cwd like new files
+            fresh |= (changed & self.existing) - self.rejected - self.linked
         self.pending |= fresh | resumed
         return (changed & self.linked) | self.pending
 
@@ -191,6 +205,7 @@ class Run:
         feed.start()  # before the launch, so the new transcript's creation is seen
         self.linker.existing = set(self.engine.discover())
         self.linker.named = named_sessions(argv)
+        self.linker.resuming = resumes(argv) and not self.linker.named
         try:
             popen, ref = launch(argv)
         except OSError as error:
