@@ -66,6 +66,12 @@ class RecordedMapper:
             return None
         return ref
 
+    def exact_ref(self, key: SessionKey) -> ProcessRef | None:
+        """The recorded process of the session, alive or not (see `recorded`)."""
+        record = self.registry.sessions().get(key)
+        ref = record.ref() if record is not None else None
+        return ref or self.fallback.exact_ref(key)
+
     def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
         return self.recorded(session.key) or self.fallback.processes_for(session)
 

@@ -33,6 +33,11 @@ class SessionMapper:
         with self._lock:
             self.exact[key] = ref
 
+    def exact_ref(self, key: SessionKey) -> ProcessRef | None:
+        """The process known for certain to run `key` (launched here), without any scan."""
+        with self._lock:
+            return self.exact.get(key)
+
     def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
         with self._lock:
             ref = self.exact.get(session.key)

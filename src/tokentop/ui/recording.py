@@ -63,7 +63,7 @@ class RecordingApp(ActionsApp):
             with self._record_lock:
                 recorder = self._recorder()
                 recorder.budgets = budgets  # set live with `b`: they beat the configured ones
-                done = recorder.observe(snapshot)
+                done = recorder.observe(snapshot, self._alive(snapshot, recorder))
         except Exception as exc:  # a locked or broken store must not stop the app
             self.call_from_thread(self._store_failed, exc)
             return
@@ -71,6 +71,20 @@ class RecordingApp(ActionsApp):
             self._observing = False
         if done:
             self.call_from_thread(self._recorded, done)
+
+    def _alive(self, snapshot: LedgerSnapshot, recorder: SummaryRecorder) -> dict[SessionKey, bool]:
+        """Worker thread: whether each exactly mapped session's process still runs, so a
+        session whose agent exited is recorded then, not after the idle timeout. Only sessions
+        launched or reported by a hook are asked (no /proc scan), and only unrecorded ones."""
+        exact = getattr(self.mapper, "exact_ref", None)
+        status = getattr(self.controller, "status", None)
+        if exact is None or status is None:
+            return {}
+        alive: dict[SessionKey, bool] = {}
+        for session in snapshot.sessions:
+            if recorder.changed(session) and (ref := exact(session.key)) is not None:
+                alive[session.key] = status(ref) != "gone"
+        return alive
 
     def _recorder(self) -> SummaryRecorder:
         """Worker threads only (the recorder reads the store when it is made)."""
