@@ -21,6 +21,7 @@ from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot, TokenCou
 from tokentop.procs import read_action_log
 from tokentop.registry import SessionRecord, read
 from tokentop.runner import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_STOPPED, Linker
+from tokentop.store import Store
 
 AGENT = Path(__file__).parent / "claude_lines.py"
 TIMEOUT = 30.0
@@ -121,6 +122,15 @@ def test_a_token_budget_kills_the_agent_once_passed(box: Sandbox) -> None:
         ("kill", True, "policy:budget", record.pid)
     ]
     assert "over budget" in err and "stopped by tokentop" in err.splitlines()[-1]
+    with Store(box.data / "tokentop" / "tokentop.db") as store:  # the default store
+        summary = store.summary(f"claude:{record.session_id}")
+    assert summary is not None and summary.end_reason == "killed"
+    assert summary.tokens.total == spent
+    assert [(e.detector, e.action) for e in summary.events] == [
+        ("budget", "warn"),
+        ("budget", "kill"),
+    ]
+    assert [(a.action, a.origin) for a in summary.actions] == [("kill", "policy:budget")]
 
 
 def test_a_dollar_budget_that_is_not_reached_lets_the_agent_exit_with_its_own_status(

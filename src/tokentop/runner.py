@@ -194,6 +194,8 @@ class Run:
         self.linker = Linker(os.getcwd(), set())
         self.sessions: list[SessionSnapshot] = []
         """The linked sessions as last seen."""
+        self.findings: list[Decision] = []
+        """Detector decisions, kept in the store with the summaries at the end."""
         self.status = StatusLine(err, enabled=not quiet)
 
     def run(self, argv: list[str]) -> int:
@@ -221,7 +223,35 @@ class Run:
         code = self._exit_status(popen)
         ended = "stopped by tokentop" if self.stopped is not None else f"exited with {code}"
         self.status.finish(status_text(self.sessions, self.config, ended))
+        self._record_history()
         return code
+
+    def _record_history(self) -> None:
+        """Keep the linked sessions' summaries, findings and actions in the store, as the
+        app does when a session's process exits. A store that fails only costs the history."""
+        import sqlite3
+
+        from tokentop.clock import SystemClock
+        from tokentop.procs import default_action_log
+        from tokentop.store import Store, StoreError
+        from tokentop.summary import SummaryRecorder, engine_minutes
+
+        self.engine.process(self.linker.linked)  # the agent's last lines
+        sessions = self.linker.sessions(self.engine.snapshot())
+        if not sessions:
+            return
+        try:
+            with Store() as store:
+                store.import_action_log(default_action_log())
+                for finding in self.findings:
+                    store.record_event(finding)
+                recorder = SummaryRecorder(
+                    store, self.config, SystemClock(), minutes_for=engine_minutes(self.engine)
+                )
+                for session in sessions:
+                    recorder.record(session, "killed" if self.stopped else "exited")
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            self.status.note(f"history not recorded: {exc}")
 
     def _relevant(self, path: Path) -> bool:
         return any(source.is_transcript(path) for source in self.engine.sources)
@@ -272,6 +302,7 @@ class Run:
         now = time.time()
         for session in sessions:
             for decision in evaluate(session, self.config, now, self.state, process_alive=alive):
+                self.findings.append(decision)
                 self._carry_out(decision, ref)
 
     def _carry_out(self, decision: Decision, ref: ProcessRef) -> None:
