@@ -176,3 +176,23 @@ def test_today_counts_only_buckets_since_local_midnight() -> None:
     assert snap.cost_today == pytest.approx(0.2)
     again = ledger.snapshot(now + 60).sessions[0]  # cached counters, time fields refreshed
     assert again.tokens_today == 200 and again.tokens_per_min == 0
+
+
+def test_minute_buckets_in_and_out_of_order_survive_the_cache() -> None:
+    """Per-minute buckets are packed arrays: in-order minutes append, an earlier one (a
+    subagent file read after its parent's) is inserted or added in its place."""
+    from tokentop.ledger_state import SessionState
+
+    state = SessionState("claude", "s1")
+    for minute, tokens in [(100, 1), (102, 2), (102, 3), (101, 4), (99, 5), (103, 6), (101, 1)]:
+        state.add_minute(minute, tokens, tokens / 8)
+    expected = [(99, 5, 0.625), (100, 1, 0.125), (101, 5, 0.625), (102, 5, 0.625), (103, 6, 0.75)]
+    assert state.minute_items() == expected
+    assert state.minute_items(100, 102) == expected[1:4]
+    assert state.minute_items(104, 200) == []
+    again = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=SessionState)
+    assert again.minute_items() == expected
+    again.add_minute(98, 1, 0.0)
+    again.add_minute(103, 1, 0.0)
+    assert [m for m, _, _ in again.minute_items()] == [98, 99, 100, 101, 102, 103]
+    assert again.minute_items(103, 103) == [(103, 7, 0.75)]

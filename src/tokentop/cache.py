@@ -16,7 +16,7 @@ import msgspec
 from tokentop.ledger_state import LedgerState
 from tokentop.tail import TailState
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 class FileRecord(msgspec.Struct, array_like=True):

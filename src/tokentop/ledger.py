@@ -21,6 +21,7 @@ from tokentop.ledger_state import (
     RECENT_TOOLS,
     SEP,
     LedgerState,
+    MinuteItems,
     ModelAcc,
     RecentCall,
     SessionState,
@@ -104,7 +105,7 @@ class Ledger:
             if final:
                 self._tokens, self._cost = array("q"), array("d")
             blob = pack(self.state, tokens, cost, consume=final)
-        sessions = {sid: st.packed_copy() for sid, st in self.state.sessions.items()}
+        sessions = dict(self.state.sessions)
         return LedgerState(sessions=sessions, packed=blob, estimated_slots=sorted(self._estimated))
 
     @classmethod
@@ -191,8 +192,6 @@ class Ledger:
             self.state.sessions[sid] = state
         if path and path not in state.files:
             state.files.append(path)
-        if state.minutes_packed:
-            state.minute_map()
         self._dirty.add(sid)
         self._last_key, self._last_path, self._last_session = key, path, state
         self._last_sid = sid
@@ -318,12 +317,7 @@ class Ledger:
             session.last_ts = ts
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
-        minute = int(ts // 60)
-        bucket = session.minutes.get(minute)
-        if bucket is None:
-            bucket = session.minutes[minute] = [0.0, 0.0]
-        bucket[0] += ti + to + tr + tw5 + tw1 + tx
-        bucket[1] += cost or 0.0
+        session.add_minute(int(ts // 60), ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
         return 1
 
     def _event_cost(self, event: UsageEvent, model: str) -> float | None:
@@ -382,13 +376,7 @@ class Ledger:
             session.last_ts = ts
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
-        minute = int(ts // 60)
-        minutes = session.minute_map()
-        bucket = minutes.get(minute)
-        if bucket is None:
-            bucket = minutes[minute] = [0.0, 0.0]
-        bucket[0] += d.total
-        bucket[1] += cost or 0.0
+        session.add_minute(int(ts // 60), d.total, cost or 0.0)
 
     def _tool_call(self, event: ToolCall, path: str = "") -> int:
         calls = self.state.tool_calls
@@ -492,16 +480,6 @@ def _local_midnight(now: float) -> float:
     return day.timestamp()
 
 
-def _today(minutes: dict[int, list[float]], now: float) -> tuple[int, float]:
-    first = int(_local_midnight(now) // 60)
-    tokens = cost = 0.0
-    for minute, (t, c) in minutes.items():
-        if minute >= first:
-            tokens += t
-            cost += c
-    return int(tokens), cost
-
-
 def _with_rates(
     snap: SessionSnapshot, state: SessionState, now: float, window_s: float
 ) -> SessionSnapshot:
@@ -524,14 +502,26 @@ def _time_fields(
     state: SessionState, now: float, window_s: float
 ) -> tuple[float, float, tuple[int, ...], int, float]:
     """Burn rates, sparkline and today's spend at `now`; all zero for a session idle since
-    before midnight and the window, without unpacking its minutes."""
+    before midnight and the window, without reading its minutes."""
     horizon = now - max(window_s, SERIES_MINUTES * 60) - 60
     if state.last_ts < min(horizon, _local_midnight(now)):
         return 0.0, 0.0, _IDLE_SERIES, 0, 0.0
-    minutes = state.minute_map()
-    rate, usd = _rates(minutes, now, window_s, state.first_ts)
-    today, cost_today = _today(minutes, now)
-    return rate, usd, _series(minutes, now), today, cost_today
+    end = int(now // 60)
+    first = min(int(_local_midnight(now) // 60), end - SERIES_MINUTES + 1)
+    recent = state.minute_items(min(first, int((now - window_s) // 60)), end)
+    rate, usd = _rates(recent, now, window_s, state.first_ts)
+    today, cost_today = _today(recent, now)
+    return rate, usd, _series(recent, now), today, cost_today
+
+
+def _today(minutes: MinuteItems, now: float) -> tuple[int, float]:
+    first = int(_local_midnight(now) // 60)
+    tokens = cost = 0.0
+    for minute, t, c in minutes:
+        if minute >= first:
+            tokens += t
+            cost += c
+    return int(tokens), cost
 
 
 def _unit_rates(cost_fn: CostFn, model: str) -> tuple[float, ...] | None:
@@ -619,7 +609,7 @@ def build_session_snapshot(
 
 
 def _rates(
-    minutes: dict[int, list[float]], now: float, window_s: float, first_ts: float = 0.0
+    minutes: MinuteItems, now: float, window_s: float, first_ts: float = 0.0
 ) -> tuple[float, float]:
     """Tokens/min and $/h over the trailing window; an idle session decays to zero.
 
@@ -634,17 +624,15 @@ def _rates(
         start = int((now - window_s) // 60)
     end = int(now // 60)
     tokens = cost = 0.0
-    for minute in range(start + 1, end + 1):
-        bucket = minutes.get(minute)
-        if bucket:
-            tokens += bucket[0]
-            cost += bucket[1]
+    for minute, t, c in minutes:
+        if start < minute <= end:
+            tokens += t
+            cost += c
     span_min = window_s / 60.0
     return tokens / span_min, cost * 60.0 / span_min
 
 
-def _series(minutes: dict[int, list[float]], now: float) -> tuple[int, ...]:
+def _series(minutes: MinuteItems, now: float) -> tuple[int, ...]:
     end = int(now // 60)
-    return tuple(
-        int(minutes.get(m, (0.0, 0.0))[0]) for m in range(end - SERIES_MINUTES + 1, end + 1)
-    )
+    by_minute = {m: t for m, t, _ in minutes}
+    return tuple(int(by_minute.get(m, 0.0)) for m in range(end - SERIES_MINUTES + 1, end + 1))

@@ -8,12 +8,18 @@ restart over unchanged files never decodes them.
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
+from bisect import bisect_left, bisect_right
 
 import msgspec
 
 from tokentop.model import SessionKey
+
+_STAMP = struct.Struct("<q")
+_PAIR = struct.Struct("<dd")
+MinuteItems = list[tuple[int, float, float]]
 
 KINDS = 6
 """Fields of TokenCounts, stored flat in arrays to keep hundreds of thousands of keys small."""
@@ -70,11 +76,15 @@ class SessionState(msgspec.Struct):
     first_ts: float = 0.0
     last_ts: float = 0.0
     by_model: dict[str, ModelAcc] = msgspec.field(default_factory=dict)
-    minutes: dict[int, list[float]] = msgspec.field(default_factory=dict)
-    minutes_packed: bytes = b""
-    """`minutes` as flat doubles (minute, tokens, cost, ...) in the cache; unpacked on first
-    use by `minute_map`, so a restart never builds the buckets of quiet sessions."""
-    """Minute index -> [tokens, cost]; the burn rate and chart read it."""
+    minute_index: bytearray = msgspec.field(default_factory=bytearray)
+    """Minutes (Unix time // 60) with activity before `minute`, as ascending int64s."""
+    minute_values: bytearray = msgspec.field(default_factory=bytearray)
+    """Tokens and cost (two doubles) for each entry of `minute_index`. Packed, a bucket costs
+    24 bytes where a dict of lists took ~190: a long history has 100k's of them."""
+    minute: int = -1
+    """The latest active minute, kept unpacked (most events add to it); -1 before any."""
+    minute_tokens: float = 0.0
+    minute_cost: float = 0.0
     timeline: list[tuple[float, str]] = msgspec.field(default_factory=list)
     tools: dict[str, ToolAcc] = msgspec.field(default_factory=dict)
     recent: list[RecentCall] = msgspec.field(default_factory=list)
@@ -83,22 +93,49 @@ class SessionState(msgspec.Struct):
     files: list[str] = msgspec.field(default_factory=list)
     estimated: bool = False
 
-    def minute_map(self) -> dict[int, list[float]]:
-        """Minute index -> [tokens, cost]; the burn rate and chart read it."""
-        if self.minutes_packed:
-            flat = array("d", self.minutes_packed)
-            self.minutes = {
-                int(flat[i]): [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)
-            }
-            self.minutes_packed = b""
-        return self.minutes
+    def add_minute(self, minute: int, tokens: float, cost: float) -> None:
+        """Add to a minute's bucket. Events nearly always fall in the latest minute or start a
+        new one; an earlier minute (a subagent file read after its parent's) is inserted or
+        added in its place."""
+        if minute == self.minute:
+            self.minute_tokens += tokens
+            self.minute_cost += cost
+        elif minute > self.minute:
+            if self.minute >= 0:
+                self.minute_index += _STAMP.pack(self.minute)
+                self.minute_values += _PAIR.pack(self.minute_tokens, self.minute_cost)
+            self.minute, self.minute_tokens, self.minute_cost = minute, tokens, cost
+        else:
+            self._add_earlier(minute, tokens, cost)
 
-    def packed_copy(self) -> SessionState:
-        """This session with its minutes packed, for the cache (the live state is untouched)."""
-        if not self.minutes:
-            return self
-        flat = array("d", [x for m, (t, c) in self.minutes.items() for x in (m, t, c)])
-        return msgspec.structs.replace(self, minutes={}, minutes_packed=flat.tobytes())
+    def _add_earlier(self, minute: int, tokens: float, cost: float) -> None:
+        index, values = self.minute_index, self.minute_values
+        i = bisect_left(array("q", index), minute)
+        at = 16 * i
+        if i * 8 < len(index) and _STAMP.unpack_from(index, i * 8)[0] == minute:
+            old_tokens, old_cost = _PAIR.unpack_from(values, at)
+            _PAIR.pack_into(values, at, old_tokens + tokens, old_cost + cost)
+        else:
+            index[i * 8 : i * 8] = _STAMP.pack(minute)
+            values[at:at] = _PAIR.pack(tokens, cost)
+
+    def minute_items(self, first: int | None = None, last: int | None = None) -> MinuteItems:
+        """(minute, tokens, cost) per active minute in [first, last], ascending; a copy, so
+        any thread may read while the engine thread adds."""
+        while True:
+            latest = (self.minute, self.minute_tokens, self.minute_cost)
+            index = array("q", self.minute_index)
+            values = array("d", self.minute_values)
+            if len(values) == 2 * len(index) and latest[0] == self.minute:
+                break  # else the engine thread moved buckets meanwhile: copy again
+        lo = 0 if first is None else bisect_left(index, first)
+        hi = len(index) if last is None else bisect_right(index, last)
+        tokens, costs = values[2 * lo : 2 * hi : 2], values[2 * lo + 1 : 2 * hi : 2]
+        items = list(zip(index[lo:hi], tokens, costs, strict=True))
+        newest = latest[0]
+        if newest >= 0 and (first is None or newest >= first) and (last is None or newest <= last):
+            items.append(latest)
+        return items
 
     @property
     def key(self) -> SessionKey:
@@ -133,11 +170,8 @@ class SessionState(msgspec.Struct):
             mine.cost += acc.cost
             mine.unpriced = mine.unpriced or acc.unpriced
             mine.responses += acc.responses
-        mine_minutes = self.minute_map()
-        for minute, (tokens, cost) in other.minute_map().items():
-            bucket = mine_minutes.setdefault(minute, [0.0, 0.0])
-            bucket[0] += tokens
-            bucket[1] += cost
+        for minute, tokens, cost in other.minute_items():
+            self.add_minute(minute, tokens, cost)
         for name, tool in other.tools.items():
             mine_tool = self.tools.setdefault(name, ToolAcc())
             mine_tool.calls += tool.calls

@@ -268,14 +268,8 @@ def engine_minutes(engine: Engine) -> MinutesFn:
     """Per-minute buckets of a session from the engine's ledger (copied; safe from any thread)."""
 
     def minutes(key: SessionKey) -> Minutes:
-        for _ in range(5):  # the engine thread may be adding a minute while we copy
-            state = engine.ledger.state.sessions.get(str(key))
-            try:
-                buckets = {} if state is None else state.minute_map()
-                return {m: tuple(b) for m, b in list(buckets.items())}
-            except RuntimeError:
-                continue
-        return {}
+        state = engine.ledger.state.sessions.get(str(key))
+        return {} if state is None else {m: (t, c) for m, t, c in state.minute_items()}
 
     return minutes
 
