@@ -223,3 +223,56 @@ def test_cache_with_a_stale_dedupe_side_file_is_ignored(tmp_path: Path) -> None:
     second.scan()
     assert second.bytes_read > 0  # cold scan
     assert totals(second.snapshot()) == {k: expected[k] for k in KINDS}
+
+
+def test_sessions_json_is_remembered_only_while_nothing_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A warm `sessions --json` over unchanged files with only quiet sessions prints what
+    the previous run computed, without decoding the ledger; any change, or an active
+    session, computes it again, and the result equals a cold scan's."""
+    from tokentop import ledger as ledger_mod
+    from tokentop.cli import main
+
+    make_corpus(tmp_path / "c", sessions=4)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    (tmp_path / "codex").mkdir()
+    dirs = ["--claude-dir", str(tmp_path / "c"), "--codex-dir", str(tmp_path / "codex")]
+    warm = ["sessions", "--json", "--cache-dir", str(tmp_path / "cache"), *dirs]
+
+    def run(argv: list[str]) -> str:
+        assert main(argv) == 0
+        return capsys.readouterr().out
+
+    first = run(warm)
+    assert list((tmp_path / "cache").glob("*.sessions"))
+    with monkeypatch.context() as m:
+        m.setattr(ledger_mod.Ledger, "restore", None)  # any decode of the ledger fails
+        assert run(warm) == first
+
+    transcript = sorted((tmp_path / "c").rglob("*.jsonl"))[0]
+    with transcript.open("a") as fh:
+        fh.write(json.dumps(json.loads(transcript.read_text().splitlines()[-1]) | {
+            "uuid": "u-new", "message": {"id": "msg_new", "model": "claude-sonnet-4-5-20250929",
+            "usage": {"input_tokens": 7, "output_tokens": 5}}, "type": "assistant",
+        }) + "\n")  # fmt: skip
+    changed = run(warm)
+    assert changed != first
+    assert changed == run(["sessions", "--json", "--no-cache", *dirs])
+    totals_first = sum(s["tokens"]["total"] for s in json.loads(first))
+    assert sum(s["tokens"]["total"] for s in json.loads(changed)) == totals_first + 12
+
+    live = tmp_path / "c" / "projects" / "-live" / "live-1.jsonl"
+    live.parent.mkdir()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    live.write_text(json.dumps({
+        "type": "assistant", "sessionId": "live-1", "timestamp": now, "cwd": "/live",
+        "message": {"id": "msg_live", "model": "claude-sonnet-4-5-20250929",
+                    "usage": {"input_tokens": 3, "output_tokens": 4}},
+    }) + "\n")  # fmt: skip
+    active = run(warm)
+    with monkeypatch.context() as m:
+        m.setattr(ledger_mod.Ledger, "restore", None)
+        with pytest.raises(TypeError):  # not remembered: an active session's burn moves
+            run(warm)
+    assert '"session_id": "live-1"' in active

@@ -38,9 +38,32 @@ class CacheFile(msgspec.Struct):
     ledger: LedgerState
     dedupe_id: str = ""
     """Names the side file holding the ledger's packed dedupe tables (see `save`)."""
+    save_id: str = ""
+    """New on every save: what a result computed from this cache refers to (sessions_cache)."""
+
+
+class CacheHead(msgspec.Struct):
+    """A CacheFile with the ledger left encoded: enough to tell whether anything changed."""
+
+    version: int
+    roots: list[str]
+    files: list[FileRecord]
+    ledger: msgspec.Raw
+    dedupe_id: str = ""
+    save_id: str = ""
 
 
 _DECODER = msgspec.msgpack.Decoder(CacheFile)
+_HEAD = msgspec.msgpack.Decoder(CacheHead)
+
+
+def load_head(path: Path) -> CacheHead | None:
+    """The cache's file records and save id, without decoding its ledger (~10x faster)."""
+    try:
+        head = _HEAD.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return head if head.version == CACHE_VERSION else None
 
 
 def default_cache_dir() -> Path:
@@ -107,15 +130,17 @@ def save(path: Path, data: CacheFile) -> None:
     main file names; a crash between the two writes leaves a mismatch that `load` detects.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = msgspec.structs.replace(data, save_id=data.save_id or os.urandom(16).hex())
     if data.ledger.packed:
         dedupe_id = os.urandom(16).hex()
-        _write(dedupe_path(path), dedupe_id.encode() + b"\n" + data.ledger.packed)
+        write_atomic(dedupe_path(path), dedupe_id.encode() + b"\n" + data.ledger.packed)
         ledger = msgspec.structs.replace(data.ledger, packed=b"")
         data = msgspec.structs.replace(data, ledger=ledger, dedupe_id=dedupe_id)
-    _write(path, msgspec.msgpack.encode(data))
+    write_atomic(path, msgspec.msgpack.encode(data))
 
 
-def _write(path: Path, blob: bytes) -> None:
+def write_atomic(path: Path, blob: bytes) -> None:
+    """Replace `path` with `blob` (mode 0600): readers see the old file or the new one."""
     import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)

@@ -279,26 +279,37 @@ def make_engine(
 
 
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
+    from tokentop import sessions_cache
+
     engine = make_engine(args)
+    if args.json:
+        remembered = sessions_cache.recall(engine)
+        if remembered is not None:  # nothing changed since: see sessions_cache
+            out.write(remembered.out)
+            sys.stderr.write(remembered.err)
+            return 0
     engine.load_cache()
     engine.scan()
     engine.save_cache()
     snap = engine.snapshot()
+    err = bad_files_text(snap)
     if args.json:
         blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(snap)), indent=1)
-        out.write(blob.decode() + "\n")
+        text = blob.decode() + "\n"
+        sessions_cache.remember(engine, snap, text, err)
     else:
-        out.write(output.text_table(snap) + "\n")
-    warn_bad_files(snap)
+        text = output.text_table(snap) + "\n"
+    out.write(text)
+    sys.stderr.write(err)
     return 0
 
 
-def warn_bad_files(snap: LedgerSnapshot) -> None:
-    for f in output.orphan_bad_files(snap):
-        print(
-            f"tokentop: {f.bad_lines} unparseable line(s) in {f.path}: {f.last_error}",
-            file=sys.stderr,
-        )
+def bad_files_text(snap: LedgerSnapshot) -> str:
+    """Unparseable lines in files that belong to no session (the others show in the JSON)."""
+    return "".join(
+        f"tokentop: {f.bad_lines} unparseable line(s) in {f.path}: {f.last_error}\n"
+        for f in output.orphan_bad_files(snap)
+    )
 
 
 def run_app(

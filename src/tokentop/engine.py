@@ -10,7 +10,7 @@ import operator
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,13 @@ def _parser_decoder() -> msgspec.msgpack.Decoder[Any]:
     if decoder is None:
         decoder = _DECODERS[kinds] = msgspec.msgpack.Decoder(reduce(operator.or_, kinds))
     return decoder
+
+
+def whole_file_kinds() -> set[str]:
+    """Parser tags of the files that are rewritten whole (their size says nothing)."""
+    return {
+        str(k.__struct_config__.tag) for k in _tagged(FileParser) if issubclass(k, WholeFileParser)
+    }
 
 
 def _tagged(cls: type[FileParser]) -> list[type[FileParser]]:
@@ -119,6 +126,8 @@ class Engine:
         self._feed: object | None = None
         self._last_snapshot: LedgerSnapshot | None = None
         self._saved: tuple[int, int, int] | None = None
+        self.cache_id = ""
+        """The save id of the cache this engine's state matches ("" when it matches none)."""
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -148,6 +157,7 @@ class Engine:
             self.ledger = ledger
             self.files = files
             self._saved = self._change_mark()
+            self.cache_id = data.save_id
 
     def _change_mark(self) -> tuple[int, int, int]:
         return (self.ledger.version, self.bytes_read, len(self.files))
@@ -194,12 +204,15 @@ class Engine:
             return
         records = self.file_records()
         with self._lock:
+            save_id = os.urandom(16).hex()
             data = cache_mod.CacheFile(
-                cache_mod.CACHE_VERSION, self.root_names(), records, self.ledger.export()
-            )
+                cache_mod.CACHE_VERSION, self.root_names(), records, self.ledger.export(),
+                save_id=save_id,
+            )  # fmt: skip
             try:
                 cache_mod.save(self._cache_path, data)
                 self._saved = self._change_mark()
+                self.cache_id = save_id
             except OSError as exc:
                 self.cache_note = f"cache not saved: {exc.strerror}"
 
@@ -211,7 +224,14 @@ class Engine:
     def _discover(self, skip_known: bool) -> list[Path]:
         """Transcripts under the roots; with `skip_known`, only files not yet followed (a
         warm restart then builds no Path for the thousands it already knows)."""
-        known = self.files if skip_known else {}
+        return self.discover_new(self.files if skip_known else ())
+
+    @property
+    def cache_path(self) -> Path | None:
+        return self._cache_path
+
+    def discover_new(self, known: Container[str]) -> list[Path]:
+        """Transcripts under the roots whose path is not in `known`."""
         found: list[Path] = []
         for source, root in self.roots:
             if root.is_file():  # a single file named as a root, e.g. a proxy log
