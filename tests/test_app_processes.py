@@ -5,18 +5,14 @@ recorded as exited. Every child runs in its own process group, killed at teardow
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-import pytest
 from textual.pilot import Pilot
 
 from tokentop.clock import SystemClock
@@ -35,16 +31,6 @@ from tokentop.ui.table import cell_text
 
 SIZE = (160, 30)
 TIMEOUT = 20.0
-
-
-@pytest.fixture
-def groups() -> Iterator[list[int]]:
-    pgids: list[int] = []
-    yield pgids
-    for pgid in pgids:
-        for sig in (signal.SIGCONT, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
 
 
 def start_agent(

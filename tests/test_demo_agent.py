@@ -5,15 +5,13 @@ Only structure is checked here, with plain json; the real parsers have their own
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +54,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-@pytest.fixture
-def groups() -> Iterator[list[int]]:
-    """Process groups to SIGKILL at teardown, whatever happens."""
-    pgids: list[int] = []
-    yield pgids
-    for pgid in pgids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
 
 
 # --- Claude Code ------------------------------------------------------------------------------

@@ -7,15 +7,13 @@ generous timeouts; the only timed assertion is the issue's "gone within 2 s of t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +69,6 @@ class Lines:
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [item for item in list(self.items) if item["type"] == kind]
-
-
-@pytest.fixture
-def groups() -> Iterator[list[int]]:
-    """Process groups to SIGKILL at teardown (SIGCONT first, in case one was paused)."""
-    pgids: list[int] = []
-    yield pgids
-    for pgid in pgids:
-        for sig in (signal.SIGCONT, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
 
 
 def start_guard(tmp_path: Path, groups: list[int], *source: str) -> tuple[Lines, Path]:
