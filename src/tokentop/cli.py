@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -16,7 +16,7 @@ from tokentop import __version__, output
 from tokentop.cache import default_cache_dir
 from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot
-from tokentop.sources.base import Source
+from tokentop.sources.base import DirSource, Source
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -158,22 +158,15 @@ def make_sources(args: argparse.Namespace, config: Config | None = None) -> list
 
     Each source module is imported only when used: startup time is part of a warm restart.
     """
-    makers: dict[str, Callable[[list[Path] | None, list[Path]], Source]] = {
-        "claude": _claude,
-        "codex": _codex,
-        "gemini": _gemini,
-        "openclaw": _openclaw,
-        "opencode": _opencode,
-    }
     roots = config.roots if config else {}
-    given: dict[str, list[Path]] = {k: getattr(args, f"{k}_dir", None) or [] for k in makers}
+    given: dict[str, list[Path]] = {k: getattr(args, f"{k}_dir", None) or [] for k in AGENT_SOURCES}
     for d in (d for dirs in given.values() for d in dirs):
         if not d.is_dir():
             raise CliError(f"not a directory: {d}")
     any_given = any(given.values())
     sources: list[Source] = [
-        make(dirs or None, [] if any_given else _paths(roots.get(key, [])))
-        for key, make in makers.items()
+        _agent_source(key, dirs or None, [] if any_given else _paths(roots.get(key, [])))
+        for key in AGENT_SOURCES
         if (dirs := given[key]) or not any_given
     ]
     for flag, kind in (("proxy_log", _litellm), ("jsonl", _generic)):
@@ -190,44 +183,25 @@ def _paths(entries: list[str]) -> list[Path]:
     return [Path(e).expanduser() for e in entries]
 
 
-def _claude(dirs: list[Path] | None, extra: list[Path]) -> Source:
-    from tokentop.sources.claude_code import ClaudeCodeSource, default_config_dirs
+AGENT_SOURCES: dict[str, tuple[str, str]] = {
+    "claude": ("tokentop.sources.claude_code", "ClaudeCodeSource"),
+    "codex": ("tokentop.sources.codex", "CodexSource"),
+    "gemini": ("tokentop.sources.gemini", "GeminiSource"),
+    "openclaw": ("tokentop.sources.openclaw", "OpenClawSource"),
+    "opencode": ("tokentop.sources.opencode", "OpencodeSource"),
+}
+"""Agent key (as in `--KEY-dir` and `[roots]`) -> the module and class of its source."""
 
+
+def _agent_source(key: str, dirs: list[Path] | None, extra: list[Path]) -> Source:
+    """The agent's source over `dirs`, else its default folders plus `extra`."""
+    from importlib import import_module
+
+    module, name = AGENT_SOURCES[key]
+    cls: type[DirSource] = getattr(import_module(module), name)
     if dirs is None and extra:
-        dirs = default_config_dirs(os.environ) + extra
-    return ClaudeCodeSource(config_dirs=dirs)
-
-
-def _codex(dirs: list[Path] | None, extra: list[Path]) -> Source:
-    from tokentop.sources.codex import CodexSource, codex_homes
-
-    if dirs is None and extra:
-        dirs = codex_homes(os.environ) + extra
-    return CodexSource(homes=dirs)
-
-
-def _gemini(dirs: list[Path] | None, extra: list[Path]) -> Source:
-    from tokentop.sources.gemini import GeminiSource, gemini_homes
-
-    if dirs is None and extra:
-        dirs = gemini_homes(os.environ) + extra
-    return GeminiSource(homes=dirs)
-
-
-def _openclaw(dirs: list[Path] | None, extra: list[Path]) -> Source:
-    from tokentop.sources.openclaw import OpenClawSource, openclaw_dirs
-
-    if dirs is None and extra:
-        dirs = openclaw_dirs(os.environ) + extra
-    return OpenClawSource(dirs=dirs)
-
-
-def _opencode(dirs: list[Path] | None, extra: list[Path]) -> Source:
-    from tokentop.sources.opencode import OpencodeSource, opencode_dirs
-
-    if dirs is None and extra:
-        dirs = opencode_dirs(os.environ) + extra
-    return OpencodeSource(dirs=dirs)
+        dirs = cls.default_dirs(os.environ) + extra
+    return cls(dirs)
 
 
 def _litellm(files: list[Path]) -> Source:

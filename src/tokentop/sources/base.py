@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL (~10 ms at startup)
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -55,6 +55,41 @@ class Source(Protocol):
         ...
 
     def new_parser(self, path: Path) -> FileParser: ...
+
+
+class DirSource:
+    """A source whose roots come from agent folders: the ones given, else the agent's
+    defaults (`default_dirs`), each mapped to its roots by `roots_in`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, dirs: list[Path] | None = None, env: Mapping[str, str] | None = None):
+        env = os.environ if env is None else env
+        folders = dirs if dirs is not None else self.default_dirs(env)
+        self._roots = list(dict.fromkeys(r for f in folders for r in self.roots_in(f)))
+
+    @staticmethod
+    def default_dirs(env: Mapping[str, str]) -> list[Path]:
+        raise NotImplementedError
+
+    def roots_in(self, folder: Path) -> list[Path]:
+        return [folder]
+
+    def roots(self) -> list[Path]:
+        return list(self._roots)
+
+    def is_transcript(self, path: Path) -> bool:
+        return path.suffix == ".jsonl" and any(path.is_relative_to(r) for r in self._roots)
+
+    def new_parser(self, path: Path) -> FileParser:
+        raise NotImplementedError
+
+
+def env_dirs(env: Mapping[str, str], var: str) -> list[Path]:
+    """The folders of a comma list in `$var` ("~" is the env's HOME); [] when it is unset."""
+    home = env.get("HOME") or str(Path.home())
+    listed = (p.strip() for p in env.get(var, "").split(","))
+    return [Path(home + p[1:]) if p == "~" or p.startswith("~/") else Path(p) for p in listed if p]
 
 
 class FileListSource:

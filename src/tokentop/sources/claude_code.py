@@ -8,7 +8,6 @@ folds sidechain replays and resumed-session copies found in other files.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,14 @@ from tokentop.model import (
     ToolResult,
     UsageEvent,
 )
-from tokentop.sources.base import FILE_CHANGING_TOOLS, MAX_LINE_BYTES, FileParser, short_hash
+from tokentop.sources.base import (
+    FILE_CHANGING_TOOLS,
+    MAX_LINE_BYTES,
+    DirSource,
+    FileParser,
+    env_dirs,
+    short_hash,
+)
 
 AGENT = "claude"
 SYNTHETIC_MODEL = "<synthetic>"
@@ -112,7 +118,7 @@ _KNOWN_TYPES = frozenset({"assistant", "user"})
 # -- source ---------------------------------------------------------------------------------
 
 
-class ClaudeCodeSource:
+class ClaudeCodeSource(DirSource):
     """Finds Claude Code's `projects/` folders the way Claude Code and ccusage do."""
 
     name: ClassVar[str] = AGENT
@@ -120,20 +126,14 @@ class ClaudeCodeSource:
     def __init__(
         self, config_dirs: list[Path] | None = None, env: Mapping[str, str] | None = None
     ) -> None:
-        env = os.environ if env is None else env
-        dirs = config_dirs if config_dirs is not None else default_config_dirs(env)
-        roots: list[Path] = []
-        for folder in dirs:
-            root = projects_dir(folder)
-            if root not in roots:
-                roots.append(root)
-        self._roots = roots
+        super().__init__(config_dirs, env)
 
-    def roots(self) -> list[Path]:
-        return list(self._roots)
+    @staticmethod
+    def default_dirs(env: Mapping[str, str]) -> list[Path]:
+        return default_config_dirs(env)
 
-    def is_transcript(self, path: Path) -> bool:
-        return path.suffix == ".jsonl" and any(path.is_relative_to(r) for r in self._roots)
+    def roots_in(self, folder: Path) -> list[Path]:
+        return [projects_dir(folder)]
 
     def new_parser(self, path: Path) -> ClaudeFileParser:
         parent = subagent_parent(path)
@@ -144,10 +144,10 @@ class ClaudeCodeSource:
 
 def default_config_dirs(env: Mapping[str, str]) -> list[Path]:
     """`$CLAUDE_CONFIG_DIR` (comma list) if set, else both XDG and legacy locations."""
-    home = Path(env.get("HOME") or Path.home())
-    listed = [p.strip() for p in env.get("CLAUDE_CONFIG_DIR", "").split(",") if p.strip()]
+    listed = env_dirs(env, "CLAUDE_CONFIG_DIR")
     if listed:
-        return [home / p[2:] if p == "~" or p.startswith("~/") else Path(p) for p in listed]
+        return listed
+    home = Path(env.get("HOME") or Path.home())
     xdg = env.get("XDG_CONFIG_HOME") or str(home / ".config")
     return [Path(xdg) / "claude", home / ".claude"]
 

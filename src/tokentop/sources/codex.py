@@ -38,7 +38,6 @@ or ends with `"success": false`.
 
 from __future__ import annotations
 
-import os
 import re
 import zlib
 from collections.abc import Mapping
@@ -59,7 +58,9 @@ from tokentop.model import (
 from tokentop.sources.base import (
     FILE_CHANGING_TOOLS,
     MAX_LINE_BYTES,
+    DirSource,
     FileParser,
+    env_dirs,
     parse_iso,
     short_hash,
 )
@@ -149,25 +150,20 @@ _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 # -- source ---------------------------------------------------------------------------------
 
 
-class CodexSource:
+class CodexSource(DirSource):
     """Finds rollouts under every Codex home, live and archived."""
 
     name: ClassVar[str] = AGENT
 
     def __init__(self, homes: list[Path] | None = None, env: Mapping[str, str] | None = None):
-        env = os.environ if env is None else env
-        roots: list[Path] = []
-        for home in homes if homes is not None else codex_homes(env):
-            for sub in ("sessions", "archived_sessions"):
-                if home / sub not in roots:
-                    roots.append(home / sub)
-        self._roots = roots
+        super().__init__(homes, env)
 
-    def roots(self) -> list[Path]:
-        return list(self._roots)
+    @staticmethod
+    def default_dirs(env: Mapping[str, str]) -> list[Path]:
+        return codex_homes(env)
 
-    def is_transcript(self, path: Path) -> bool:
-        return path.suffix == ".jsonl" and any(path.is_relative_to(r) for r in self._roots)
+    def roots_in(self, folder: Path) -> list[Path]:
+        return [folder / "sessions", folder / "archived_sessions"]
 
     def new_parser(self, path: Path) -> CodexFileParser:
         return CodexFileParser(path=str(path), session_id=session_id_from_name(path))
@@ -175,10 +171,7 @@ class CodexSource:
 
 def codex_homes(env: Mapping[str, str]) -> list[Path]:
     """`$CODEX_HOME` (a comma list is allowed, as in ccusage), else `~/.codex`."""
-    listed = [p.strip() for p in env.get("CODEX_HOME", "").split(",") if p.strip()]
-    if listed:
-        return [Path(p).expanduser() for p in listed]
-    return [Path(env.get("HOME") or Path.home()) / ".codex"]
+    return env_dirs(env, "CODEX_HOME") or [Path(env.get("HOME") or Path.home()) / ".codex"]
 
 
 def session_id_from_name(path: Path) -> str:

@@ -20,7 +20,6 @@ kept as reasoning; `tool` (toolUsePromptTokenCount) is extra prompt input.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -37,7 +36,14 @@ from tokentop.model import (
     ToolResult,
     UsageEvent,
 )
-from tokentop.sources.base import FILE_CHANGING_TOOLS, FileParser, parse_iso, short_hash
+from tokentop.sources.base import (
+    FILE_CHANGING_TOOLS,
+    DirSource,
+    FileParser,
+    env_dirs,
+    parse_iso,
+    short_hash,
+)
 from tokentop.sources.jsonlines import DECODE_ERRORS, JsonLinesParser
 from tokentop.sources.wholefile import WholeFileParser, signature
 
@@ -106,24 +112,23 @@ _CONVERSATION = msgspec.json.Decoder(_Conversation)
 _REGISTRY = msgspec.json.Decoder(dict[str, dict[str, str]])
 
 
-class GeminiSource:
+class GeminiSource(DirSource):
     """Finds chat files under every Gemini CLI home's `tmp/`."""
 
     name: ClassVar[str] = AGENT
     suffixes: ClassVar[tuple[str, ...]] = (".jsonl", ".json")
 
     def __init__(self, homes: list[Path] | None = None, env: Mapping[str, str] | None = None):
-        env = os.environ if env is None else env
-        roots: list[Path] = []
-        for home in homes if homes is not None else gemini_homes(env):
-            root = home if home.name == "tmp" and not (home / "tmp").is_dir() else home / "tmp"
-            if root not in roots:
-                roots.append(root)
-        self._roots = roots
+        super().__init__(homes, env)
         self._registry: dict[Path, tuple[int, dict[str, str]]] = {}
 
-    def roots(self) -> list[Path]:
-        return list(self._roots)
+    @staticmethod
+    def default_dirs(env: Mapping[str, str]) -> list[Path]:
+        return gemini_homes(env)
+
+    def roots_in(self, folder: Path) -> list[Path]:
+        tmp_itself = folder.name == "tmp" and not (folder / "tmp").is_dir()
+        return [folder if tmp_itself else folder / "tmp"]
 
     def _projects(self, gemini_home: Path) -> dict[str, str]:
         """The home's project registry, re-read only when `projects.json` changes."""
@@ -151,9 +156,9 @@ class GeminiSource:
 def gemini_homes(env: Mapping[str, str]) -> list[Path]:
     """`$GEMINI_DATA_DIR` (comma list, as ccusage), else `$GEMINI_CLI_HOME/.gemini`, else
     `~/.gemini`."""
-    listed = [p.strip() for p in env.get("GEMINI_DATA_DIR", "").split(",") if p.strip()]
+    listed = env_dirs(env, "GEMINI_DATA_DIR")
     if listed:
-        return [Path(p).expanduser() for p in listed]
+        return listed
     home = env.get("GEMINI_CLI_HOME") or env.get("HOME") or str(Path.home())
     return [Path(home) / ".gemini"]
 

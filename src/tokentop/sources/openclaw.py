@@ -11,7 +11,6 @@ are skipped. `cost.total` is OpenClaw's own price and is used when above zero; a
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from tokentop.model import (
     ToolResult,
     UsageEvent,
 )
-from tokentop.sources.base import FILE_CHANGING_TOOLS, parse_iso, short_hash
+from tokentop.sources.base import FILE_CHANGING_TOOLS, DirSource, env_dirs, parse_iso, short_hash
 from tokentop.sources.jsonlines import JsonLinesParser
 
 AGENT = "openclaw"
@@ -83,23 +82,18 @@ class _Record(msgspec.Struct, gc=False):
 _RECORD = msgspec.json.Decoder(_Record)
 
 
-class OpenClawSource:
+class OpenClawSource(DirSource):
     """Finds session transcripts under every OpenClaw state dir."""
 
     name: ClassVar[str] = AGENT
     suffixes: ClassVar[tuple[str, ...]] = ("",)  # archived copies end in a timestamp
 
-    def __init__(self, dirs: list[Path] | None = None, env: Mapping[str, str] | None = None):
-        env = os.environ if env is None else env
-        roots: list[Path] = []
-        for folder in dirs if dirs is not None else openclaw_dirs(env):
-            root = folder if folder.name == "agents" else folder / "agents"
-            if root not in roots:
-                roots.append(root)
-        self._roots = roots
+    @staticmethod
+    def default_dirs(env: Mapping[str, str]) -> list[Path]:
+        return openclaw_dirs(env)
 
-    def roots(self) -> list[Path]:
-        return list(self._roots)
+    def roots_in(self, folder: Path) -> list[Path]:
+        return [folder if folder.name == "agents" else folder / "agents"]
 
     def is_transcript(self, path: Path) -> bool:
         if path.parent.name != "sessions":
@@ -112,9 +106,9 @@ class OpenClawSource:
 
 def openclaw_dirs(env: Mapping[str, str]) -> list[Path]:
     """`$OPENCLAW_DIR` (comma list, as ccusage), else `~/.openclaw` and its legacy names."""
-    listed = [p.strip() for p in env.get("OPENCLAW_DIR", "").split(",") if p.strip()]
+    listed = env_dirs(env, "OPENCLAW_DIR")
     if listed:
-        return [Path(p).expanduser() for p in listed]
+        return listed
     home = Path(env.get("HOME") or Path.home())
     return [home / name for name in LEGACY_DIRS]
 

@@ -30,7 +30,7 @@ from typing import ClassVar
 import msgspec
 
 from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
-from tokentop.sources.base import FileParser
+from tokentop.sources.base import DirSource, FileParser, env_dirs
 from tokentop.sources.jsonlines import DECODE_ERRORS
 from tokentop.sources.wholefile import Signature, WholeFileParser, settled, signature
 
@@ -81,24 +81,19 @@ class _Message(msgspec.Struct, gc=False):
 _MESSAGE = msgspec.json.Decoder(_Message)
 
 
-class OpencodeSource:
+class OpencodeSource(DirSource):
     """The database (and its `-wal`) and the legacy message folder of every data dir."""
 
     name: ClassVar[str] = AGENT
     suffixes: ClassVar[tuple[str, ...]] = (".json",)
 
-    def __init__(self, dirs: list[Path] | None = None, env: Mapping[str, str] | None = None):
-        env = os.environ if env is None else env
-        roots: list[Path] = []
-        for data in dirs if dirs is not None else opencode_dirs(env):
-            dbs = {data / "opencode.db", *data.glob("opencode-*.db")}
-            for db in sorted(dbs):
-                roots += [db, Path(f"{db}-wal")]
-            roots.append(data / "storage" / "message")
-        self._roots = roots
+    @staticmethod
+    def default_dirs(env: Mapping[str, str]) -> list[Path]:
+        return opencode_dirs(env)
 
-    def roots(self) -> list[Path]:
-        return list(self._roots)
+    def roots_in(self, folder: Path) -> list[Path]:
+        dbs = sorted({folder / "opencode.db", *folder.glob("opencode-*.db")})
+        return [*(p for db in dbs for p in (db, Path(f"{db}-wal"))), folder / "storage" / "message"]
 
     def is_transcript(self, path: Path) -> bool:
         if path.name.endswith((".db", ".db-wal")):
@@ -117,9 +112,9 @@ class OpencodeSource:
 
 def opencode_dirs(env: Mapping[str, str]) -> list[Path]:
     """`$OPENCODE_DATA_DIR` (comma list, as ccusage), else `$XDG_DATA_HOME/opencode`."""
-    listed = [p.strip() for p in env.get("OPENCODE_DATA_DIR", "").split(",") if p.strip()]
+    listed = env_dirs(env, "OPENCODE_DATA_DIR")
     if listed:
-        return [Path(p).expanduser() for p in listed]
+        return listed
     home = Path(env.get("HOME") or Path.home())
     return [Path(env.get("XDG_DATA_HOME") or home / ".local" / "share") / "opencode"]
 
