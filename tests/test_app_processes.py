@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 from textual.pilot import Pilot
 
+from proc_helpers import gone, psutil_status
 from tokentop.clock import SystemClock
 from tokentop.config import Config
 from tokentop.demo_agent import escape_cwd
@@ -70,14 +71,6 @@ async def until(pilot: Pilot[None], condition: Callable[[], bool]) -> None:
         await pilot.pause(0.05)
 
 
-def state(pid: int) -> str:
-    try:
-        status: str = psutil.Process(pid).status()
-    except psutil.NoSuchProcess:
-        return "gone"
-    return "gone" if status == psutil.STATUS_ZOMBIE else status
-
-
 def grows(path: Path, seconds: float = 0.6) -> bool:
     before = path.stat().st_size
     time.sleep(seconds)
@@ -107,16 +100,16 @@ async def test_p_pauses_and_resumes_and_k_kills_a_real_agent(
 
         shown = await confirm(pilot, app, "p")
         assert f"pid {popen.pid}" in shown
-        await until(pilot, lambda: state(popen.pid) == psutil.STATUS_STOPPED)
+        await until(pilot, lambda: psutil_status(popen.pid) == psutil.STATUS_STOPPED)
         assert not grows(transcript)
         await until(pilot, lambda: cell_text(table.shown[str(key)], "status").strip() == "paused")
 
         await confirm(pilot, app, "p")
-        await until(pilot, lambda: state(popen.pid) != psutil.STATUS_STOPPED)
+        await until(pilot, lambda: psutil_status(popen.pid) != psutil.STATUS_STOPPED)
         assert grows(transcript)
 
         await confirm(pilot, app, "k")
-        await until(pilot, lambda: state(popen.pid) == "gone")
+        await until(pilot, lambda: gone(popen.pid))
         assert not grows(transcript)
     log, bad = read_action_log(tmp_path / "actions.jsonl")
     assert bad == 0

@@ -10,18 +10,19 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+import proc_helpers
 from tokentop.demo_agent import escape_cwd
 
 CWD = "/home/dev/work/my.project"
 TIMEOUT = 15.0
+wait_until = partial(proc_helpers.wait_until, timeout=TIMEOUT)
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
@@ -45,15 +46,6 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     data = path.read_text()
     assert data.endswith("\n")
     return [json.loads(line) for line in data.splitlines()]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # --- Claude Code ------------------------------------------------------------------------------

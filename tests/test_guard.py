@@ -13,14 +13,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import psutil
 import pytest
 
+import proc_helpers
+from proc_helpers import gone
 from tokentop.config import parse_config
 from tokentop.guard import Guard, RecordedMapper
 from tokentop.mapping import SessionMapper
@@ -30,28 +31,13 @@ from tokentop.registry import Registry, SessionRecord, append
 from tokentop.store import Store
 
 TIMEOUT = 20.0
+wait_until = partial(proc_helpers.wait_until, timeout=TIMEOUT, step=0.01)
 LOOP_KILL = """\
 [policy.loop]
 action = "kill"
 repeats = 3
 error_repeats = 3
 """
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 class Lines:

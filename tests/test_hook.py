@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import psutil
 import pytest
 
+import proc_helpers
 from claude_lines import response, write_transcript
 from tokentop.cli import main
 from tokentop.hook import HookFiles, handle
@@ -27,15 +29,7 @@ from tokentop.registry import SessionRecord, SoftStopRecord, append, read
 SESSION = "5b0e1d2c-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
 CWD = "/home/dev/shop"
 TIMEOUT = 20.0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+wait_until = partial(proc_helpers.wait_until, timeout=TIMEOUT)
 
 
 @pytest.fixture

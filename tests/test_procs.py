@@ -15,12 +15,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import msgspec
 import psutil
 import pytest
 
+import proc_helpers
+from proc_helpers import gone, psutil_status
 from tokentop.procs import (
     ProcessController,
     ProcessRef,
@@ -35,16 +38,8 @@ from tokentop.procs import (
 )
 
 TIMEOUT = 15.0
+wait_until = partial(proc_helpers.wait_until, timeout=TIMEOUT)
 FAST = "0.02"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def size(path: Path) -> int:
@@ -63,17 +58,6 @@ def grows(path: Path, timeout: float) -> bool:
 def transcript(root: Path) -> Path:
     assert wait_until(lambda: any(root.rglob("*.jsonl"))), f"no transcript under {root}"
     return next(root.rglob("*.jsonl"))
-
-
-def psutil_status(pid: int) -> str:
-    try:
-        return str(psutil.Process(pid).status())
-    except psutil.NoSuchProcess:
-        return "gone"
-
-
-def gone(pid: int) -> bool:
-    return psutil_status(pid) in ("gone", psutil.STATUS_ZOMBIE)
 
 
 Spawn = Callable[..., tuple[subprocess.Popen[bytes], ProcessRef]]

@@ -11,12 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import psutil
 import pytest
 
+import proc_helpers
+from proc_helpers import gone
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.procs import read_action_log
 from tokentop.registry import SessionRecord, read
@@ -25,22 +28,7 @@ from tokentop.store import Store
 
 AGENT = Path(__file__).parent / "claude_lines.py"
 TIMEOUT = 30.0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+wait_until = partial(proc_helpers.wait_until, timeout=TIMEOUT)
 
 
 class Sandbox:
