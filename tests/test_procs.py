@@ -52,7 +52,7 @@ def size(path: Path) -> int:
 def grows(path: Path, timeout: float) -> bool:
     """Whether the file grows within `timeout` (polled)."""
     start = size(path)
-    return wait_until(lambda: size(path) > start, timeout)
+    return wait_until(lambda: size(path) > start, timeout=timeout)
 
 
 def transcript(root: Path) -> Path:
