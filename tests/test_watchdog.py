@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.ui_fakes import NOW, ledger, make_session
 
 from tokentop.budgets import Level
 from tokentop.clock import FakeClock
 from tokentop.config import Budget, parse_config
+from tokentop.keeper import HistoryKeeper
 from tokentop.model import SessionKey
+from tokentop.store import Store
 from tokentop.watchdog import ProcessState, Watchdog
 
 KEY = SessionKey("claude", "s1")
@@ -138,3 +142,46 @@ def _fields(obj: object) -> dict[str, object]:
     import msgspec
 
     return msgspec.structs.asdict(obj)  # type: ignore[arg-type]
+
+
+def test_the_history_keeper_records_each_ending_with_how_it_ended(tmp_path: Path) -> None:
+    processes: dict[SessionKey, ProcessState] = {}
+    dog, clock = watchdog(processes=processes)
+    killed, exited = make_session("s1", ago=5), make_session("s2", ago=5)
+    with Store(tmp_path / "history.db") as store:
+        keeper = HistoryKeeper(store, dog.config, clock, use_git=False)
+        dog.subscribe(keeper.take)
+        dog.observe(ledger([killed, exited]))
+        dog.note_action(killed.key, "kill", ok=True, at=NOW)
+        processes[killed.key] = processes[exited.key] = "gone"
+        clock.advance(1)
+        dog.observe(ledger([killed, exited]))
+        keeper.close()
+        recorded = {s.session_id: s.end_reason for s in store.summaries()[0]}
+    assert recorded == {"s1": "killed", "s2": "exited"}
+    assert keeper.recorded == 2
+
+
+def test_the_history_keeper_keeps_decisions_as_the_sessions_events(tmp_path: Path) -> None:
+    dog, _ = watchdog("[budgets]\nusd = 0.5\n[policy.budget]\naction = 'kill'\n")
+    with Store(tmp_path / "history.db") as store:
+        keeper = HistoryKeeper(store, dog.config, dog.clock, use_git=False)
+        dog.subscribe(keeper.take)
+        dog.observe(ledger([make_session("s1", ago=5, cost=1.0)]))
+        keeper.close()
+        events = store.events_for(str(KEY))
+    assert [(e.detector, e.action) for e in events] == [("budget", "kill")]
+
+
+def test_a_failing_store_is_reported_once_and_the_keeper_goes_on(tmp_path: Path) -> None:
+    dog, _ = watchdog("[budgets]\nusd = 0.5\n[policy.budget]\naction = 'kill'\n")
+    errors: list[Exception] = []
+    store = Store(tmp_path / "history.db")
+    keeper = HistoryKeeper(store, dog.config, dog.clock, use_git=False, on_error=errors.append)
+    dog.subscribe(keeper.take)
+    store.close()  # every write now fails
+    for sid in ("s1", "s2"):
+        dog.observe(ledger([make_session(sid, ago=5, cost=1.0)]))
+        assert keeper.flush(5)
+    keeper.close()
+    assert len(errors) == 1

@@ -29,7 +29,7 @@ from tokentop.tokens import Tokenizer, get_tokenizer
 if TYPE_CHECKING:
     from tokentop.engine import Engine
 
-EndReason = Literal["exited", "killed", "idle", "open"]
+EndReason = Literal["exited", "killed", "terminated", "paused-then-exited", "idle", "open"]
 """Why the summary was recorded; "open" is a snapshot of a session that may still go on."""
 Minutes = Mapping[int, Sequence[float]]
 """Minute index (unix seconds // 60) -> [tokens, cost], as the ledger keeps it."""

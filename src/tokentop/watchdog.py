@@ -33,6 +33,7 @@ ProcessState = Literal["running", "stopped", "gone"]
 ProcessProbe = Callable[[SessionKey], "ProcessState | None"]
 """The state of the process exactly mapped to a session; None when none is known."""
 Verb = Literal["pause", "resume", "terminate", "kill"]
+Subscriber = Callable[["Judgement"], None]
 
 STOPPED: frozenset[SessionState] = frozenset({"paused", "killed", "terminated", "exited"})
 """States in which a session cannot be burning, whatever its last minutes say."""
@@ -108,6 +109,19 @@ class Watchdog:
         self._budgets: dict[tuple[SessionKey, str], Budget] = {}
         self._configs: dict[Budget, Config] = {}
         self._last: Judgement | None = None
+        self._subscribers: list[Subscriber] = []
+
+    # -- the engine's side ------------------------------------------------------------------
+
+    def subscribe(self, fn: Subscriber) -> None:
+        """`fn` gets every judgement, on the engine thread: hand it over, never block there."""
+        self._subscribers.append(fn)
+
+    def observe(self, snapshot: LedgerSnapshot) -> None:
+        """An engine listener: judge the snapshot and hand the judgement to every subscriber."""
+        judgement = self.judge(snapshot)
+        for fn in list(self._subscribers):
+            fn(judgement)
 
     # -- inputs from front-ends ------------------------------------------------------------
 
