@@ -16,6 +16,7 @@ from tokentop import __version__, output
 from tokentop.cache import default_cache_dir
 from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot
+from tokentop.safetext import json_for_terminal, safe
 from tokentop.sources.base import DirSource, Source
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     err = bad_files_text(snap)
     if args.json:
         blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(snap)), indent=1)
-        text = blob.decode() + "\n"
+        text = json_for_terminal(blob).decode() + "\n"
         sessions_cache.remember(engine, snap, text, err)
     else:
         text = output.text_table(snap) + "\n"
@@ -281,7 +282,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
 def bad_files_text(snap: LedgerSnapshot) -> str:
     """Unparseable lines in files that belong to no session (the others show in the JSON)."""
     return "".join(
-        f"tokentop: {f.bad_lines} unparseable line(s) in {f.path}: {f.last_error}\n"
+        f"tokentop: {f.bad_lines} unparseable line(s) in {safe(f.path)}: {safe(f.last_error)}\n"
         for f in output.orphan_bad_files(snap)
     )
 
