@@ -101,3 +101,10 @@ def test_hostile_input_never_escapes_the_cache_dir_or_blocks(
     assert not any((tmp_path / "outside").iterdir())
     names = {p.name for p in hook_dir.iterdir()}
     assert names and all(n == GOOD or n.startswith("h-") for n in names), names
+
+
+def test_the_stop_message_escapes_what_the_transcript_named() -> None:
+    from tokentop.hook import stop_message
+
+    text = stop_message(["looping: the same \x1b]2;PWNED\x07 call 6 times"])
+    assert "\x1b" not in text and "\\x1b]2;PWNED\\x07" in text

@@ -33,6 +33,7 @@ from tokentop.output import iso
 from tokentop.policy import Decision, PolicyState, evaluate
 from tokentop.procs import Action, ActionResult, ProcessController, ProcessRef, default_action_log
 from tokentop.registry import Registry, default_path
+from tokentop.safetext import json_for_terminal
 from tokentop.store import Store, StoreError
 
 Emit = Callable[[dict[str, Any]], None]
@@ -210,7 +211,7 @@ class NdjsonOut:
 
     def __call__(self, obj: dict[str, Any]) -> None:
         with self.lock:
-            self.out.write(msgspec.json.encode(obj).decode() + "\n")
+            self.out.write(json_for_terminal(msgspec.json.encode(obj)).decode() + "\n")
             self.out.flush()
 
 

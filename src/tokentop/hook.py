@@ -47,6 +47,7 @@ from tokentop.registry import (
     read,
     soft_stop_episode,
 )
+from tokentop.safetext import safe
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -103,8 +104,6 @@ def cmd_hook(args: argparse.Namespace) -> int:
 
 def fail(err: TextIO, message: str) -> int:
     """One line on stderr (escaped: it may quote the input); the agent goes on."""
-    from tokentop.safetext import safe
-
     err.write(f"tokentop hook: {safe(message)[:500]}\n")
     return EXIT_ERROR
 
@@ -283,7 +282,7 @@ def stop_reasons(session: SessionSnapshot, config: Config, now: float) -> list[s
 
 def stop_message(reasons: list[str]) -> str:
     return (
-        f"tokentop: stop. This session is {'; and '.join(reasons)}.\n"
+        f"tokentop: stop. This session is {'; and '.join(safe(r) for r in reasons)}.\n"
         "Do not start anything new and do not retry the same thing. Reply with a short summary "
         "of what is done, what is left and what blocked you, then end your turn.\n"
         "(The user can lift this by raising the budget in tokentop's config.)\n"
