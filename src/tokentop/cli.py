@@ -303,7 +303,7 @@ def run_app(
     try:  # the store is left open at exit: a worker may still be finishing a write
         store: Store | None = Store(store_path)
     except StoreError as exc:
-        print(f"tokentop: history is off: {exc}", file=sys.stderr)
+        print(f"tokentop: history is off: {safe(str(exc))}", file=sys.stderr)
         store = None
     app = make_app(
         engine,
@@ -393,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         return cmd_app(args)
     except CliError as exc:
-        print(f"tokentop: {exc}", file=sys.stderr)
+        print(f"tokentop: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return 0
