@@ -64,7 +64,7 @@ def test_a_symlink_planted_at_the_temp_name_is_never_written_through(
     assert cli("hook", "install", "--settings", str(settings), "--yes").returncode == 0
     assert victim.read_text() == "precious\n"
     # Even a planted symlink at the very name chosen is refused (O_EXCL|O_NOFOLLOW):
-    monkeypatch.setattr(files.secrets, "token_hex", lambda n: "guessed")
+    monkeypatch.setattr(files, "temp_suffix", lambda: "guessed")
     (tmp_path / ".settings.json.guessed.tmp").symlink_to(victim)
     with pytest.raises(FileExistsError):
         write_atomic(settings, b"{}")

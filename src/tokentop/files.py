@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def write_atomic(
             mode = stat.S_IMODE(os.stat(target).st_mode)
         except FileNotFoundError:
             mode = PRIVATE
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    tmp = target.with_name(f".{target.name}.{temp_suffix()}.tmp")
     fd = os.open(tmp, _CREATE, PRIVATE)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -49,6 +48,12 @@ def write_atomic(
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def temp_suffix() -> str:
+    """Unpredictable, so no one can plant a link at the name in advance (O_EXCL refuses it
+    anyway)."""
+    return os.urandom(8).hex()
 
 
 def append_private(path: Path, data: bytes) -> None:

@@ -9,6 +9,7 @@ JSON output keeps the exact text: its encoder escapes control characters itself.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -87,7 +88,9 @@ def _json_escape(match: re.Match[str]) -> str:
     return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
 
 
-_BEYOND_ASCII = re.compile("[\x7f-\U0010ffff]")
+@functools.cache
+def _beyond_ascii() -> re.Pattern[str]:
+    return re.compile("[^\x00-\x7e]")  # compiled on first use: the hook never needs it
 
 
 def json_for_terminal(blob: bytes) -> bytes:
@@ -95,7 +98,7 @@ def json_for_terminal(blob: bytes) -> bytes:
     raw (DEL, C1 controls, format characters, line separators) written as `\\u` escapes."""
     if blob.isascii() and b"\x7f" not in blob:
         return blob
-    return _BEYOND_ASCII.sub(_json_escape, blob.decode()).encode()
+    return _beyond_ascii().sub(_json_escape, blob.decode()).encode()
 
 
 def path_text(path: str) -> str:
