@@ -59,7 +59,7 @@ def temp_suffix() -> str:
 def append_private(path: Path, data: bytes) -> None:
     """Append `data` with one write to a file created 0600 (an existing one of ours is made
     0600 too); raises OSError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, _APPEND, PRIVATE)
     try:
         _private_fd(fd)
