@@ -81,3 +81,16 @@ async def test_rows_detail_and_notifications_show_escapes() -> None:
         notes = list(app._notifications)
         assert [n.message for n in notes] == ["budget: \\x1b]2;PWNED\\x07 [bold]x[/]"]
         assert notes[0].title == "t\\u202e" and not notes[0].markup
+
+
+def test_history_rows_and_the_summary_screen_text_are_escaped() -> None:
+    from tokentop.summary_md import summary_markdown
+    from tokentop.ui.history_rows import history_row
+    from ui_fakes import NOW, summary_of
+
+    summary = summary_of(hostile_session())
+    row = history_row(summary, NOW)
+    assert row.project == "\\x1b]52;c;cHduZWQ=\\x07x"
+    assert row.models.startswith("\\x1b]2;PWNED\\x07[/bold]sonnet")
+    text = summary_markdown(summary, heading="#")
+    assert not any(raw in text for raw in RAW) and "\\u202egnp.exe" in text
