@@ -61,6 +61,8 @@ def test_a_good_call_caches_under_the_cache_dir(tmp_path: Path, transcript: Path
 
 
 def hostile_inputs(tmp: Path, transcript: Path) -> list[bytes]:
+    fifo = tmp / "fifo.jsonl"
+    os.mkfifo(fifo)  # reading it would hang the agent's tool call
     deep = b'{"session_id": "s", "tool_input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     return [
         payload(transcript, "../../../../" + str(tmp / "outside" / "x").lstrip("/")),
@@ -70,6 +72,9 @@ def hostile_inputs(tmp: Path, transcript: Path) -> list[bytes]:
         payload(transcript, "a\0b"),
         payload(transcript, GOOD, transcript_path=str(transcript) + "\0x"),
         payload(transcript, 5),
+        payload(transcript, GOOD, transcript_path=str(fifo)),
+        payload(transcript, GOOD, transcript_path="/dev/zero"),
+        payload(transcript, GOOD, transcript_path="relative.jsonl"),
         payload(transcript, GOOD, transcript_path=["a"]),
         payload(transcript, GOOD, tool_input={"x": "y" * (5 << 20)}),
         deep,
@@ -85,8 +90,9 @@ def test_hostile_input_never_escapes_the_cache_dir_or_blocks(
     tmp_path: Path, transcript: Path
 ) -> None:
     (tmp_path / "outside").mkdir()
+    inputs = hostile_inputs(tmp_path, transcript)
     before = files_under(tmp_path)
-    for stdin in hostile_inputs(tmp_path, transcript):
+    for stdin in inputs:
         done = run_hook(tmp_path, stdin)
         err = done.stderr.decode(errors="replace")
         assert done.returncode == 0, (stdin[:80], err)

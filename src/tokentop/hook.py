@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -130,6 +131,16 @@ def read_input(raw: bytes) -> HookInput | str:
     return hook
 
 
+def is_transcript(path: str) -> bool:
+    """Only an absolute path to a regular .jsonl file is read (never a FIFO or a device)."""
+    if not os.path.isabs(path) or not path.endswith(".jsonl"):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def handle(raw: bytes, files: HookFiles, now: float, err: TextIO) -> int:
     """Answer one hook call; returns the exit status."""
     hook = read_input(raw)
@@ -139,6 +150,8 @@ def handle(raw: bytes, files: HookFiles, now: float, err: TextIO) -> int:
     call.remember()
     if hook.hook_event_name != "PreToolUse" or not hook.transcript_path:
         return EXIT_GO_ON
+    if not is_transcript(hook.transcript_path):
+        return fail(err, f"not a transcript file: {hook.transcript_path[:200]}")
     try:
         from tokentop.config import load_config
 
