@@ -16,6 +16,7 @@ from tokentop import __version__, output
 from tokentop.cache import default_cache_dir
 from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot
+from tokentop.safetext import json_for_terminal, safe
 from tokentop.sources.base import DirSource, Source
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     err = bad_files_text(snap)
     if args.json:
         blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(snap)), indent=1)
-        text = blob.decode() + "\n"
+        text = json_for_terminal(blob).decode() + "\n"
         sessions_cache.remember(engine, snap, text, err)
     else:
         text = output.text_table(snap) + "\n"
@@ -281,7 +282,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
 def bad_files_text(snap: LedgerSnapshot) -> str:
     """Unparseable lines in files that belong to no session (the others show in the JSON)."""
     return "".join(
-        f"tokentop: {f.bad_lines} unparseable line(s) in {f.path}: {f.last_error}\n"
+        f"tokentop: {f.bad_lines} unparseable line(s) in {safe(f.path)}: {safe(f.last_error)}\n"
         for f in output.orphan_bad_files(snap)
     )
 
@@ -302,7 +303,7 @@ def run_app(
     try:  # the store is left open at exit: a worker may still be finishing a write
         store: Store | None = Store(store_path)
     except StoreError as exc:
-        print(f"tokentop: history is off: {exc}", file=sys.stderr)
+        print(f"tokentop: history is off: {safe(str(exc))}", file=sys.stderr)
         store = None
     app = make_app(
         engine,
@@ -392,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         return cmd_app(args)
     except CliError as exc:
-        print(f"tokentop: {exc}", file=sys.stderr)
+        print(f"tokentop: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return 0

@@ -122,6 +122,8 @@ class History(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Commits authored up to this long after a session's last activity still count for it."""
     my_commits_only: bool = True
     """Count only commits whose author email is the repository's `user.email`."""
+    git: bool = True
+    """Ask git what a session produced; false never runs git in any repository."""
     git_timeout_s: Positive = 10.0
     """Seconds before a git command is abandoned (the summary then says so)."""
     top_consumers: Annotated[int, msgspec.Meta(ge=0, le=100)] = 8

@@ -33,6 +33,7 @@ from tokentop.output import iso
 from tokentop.policy import Decision, PolicyState, evaluate
 from tokentop.procs import Action, ActionResult, ProcessController, ProcessRef, default_action_log
 from tokentop.registry import Registry, default_path
+from tokentop.safetext import json_for_terminal, safe
 from tokentop.store import Store, StoreError
 
 Emit = Callable[[dict[str, Any]], None]
@@ -125,7 +126,7 @@ class Guard:
             for decision in decisions:
                 self.store.record_event(decision)
         except (sqlite3.Error, OSError) as exc:
-            print(f"tokentop: findings not recorded: {exc}", file=sys.stderr)
+            print(f"tokentop: findings not recorded: {safe(str(exc))}", file=sys.stderr)
             self.store = None
 
     def _alive(self, session: SessionSnapshot, now: float) -> bool | None:
@@ -210,7 +211,7 @@ class NdjsonOut:
 
     def __call__(self, obj: dict[str, Any]) -> None:
         with self.lock:
-            self.out.write(msgspec.json.encode(obj).decode() + "\n")
+            self.out.write(json_for_terminal(msgspec.json.encode(obj)).decode() + "\n")
             self.out.flush()
 
 
@@ -251,7 +252,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
     try:
         store: Store | None = Store()
     except StoreError as exc:
-        print(f"tokentop: findings not recorded: {exc}", file=sys.stderr)
+        print(f"tokentop: findings not recorded: {safe(str(exc))}", file=sys.stderr)
         store = None
     out = NdjsonOut(sys.stdout)
     guard = Guard(config, controller, mapper, out, act=not args.dry_run, store=store)

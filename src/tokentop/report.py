@@ -27,6 +27,7 @@ from tokentop.config import Config, ConfigError, load_config
 from tokentop.gitvalue import check_survival
 from tokentop.output import compact
 from tokentop.policy import PolicyState, evaluate
+from tokentop.safetext import csv_text, json_for_terminal, md_inline, safe
 from tokentop.store import Store, StoreError
 from tokentop.summary import SessionSummary, SummaryRecorder, end_reason, engine_minutes
 from tokentop.summary_md import duration, summary_markdown, usd, when
@@ -328,7 +329,8 @@ def render(
     total = _row("total", summaries) if summaries else None
     if fmt == "json":
         doc = {"by": by, "since": since, "rows": rows, "total": total}
-        return msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n"
+        blob = msgspec.json.format(msgspec.json.encode(doc), indent=1)
+        return json_for_terminal(blob).decode() + "\n"
     if fmt == "csv":
         return _csv(rows, by)
     if fmt == "md":
@@ -340,7 +342,7 @@ def _text_table(rows: list[ReportRow], by: str, total: ReportRow | None) -> str:
     if not rows or total is None:
         return "no recorded sessions\n"
     table = [[h.upper() for h in _header(by)]]
-    table += [_line(r, by, short=True) for r in rows]
+    table += [[safe(c) for c in _line(r, by, short=True)] for r in rows]
     table.append(["total", *([""] if by == "session" else []), *_cells(total)])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
@@ -355,7 +357,7 @@ def _csv(rows: list[ReportRow], by: str) -> str:
                 "usd_per_surviving_commit", "labels"])  # fmt: skip
     for r in rows:
         w.writerow([
-            r.group, r.project, r.sessions, when(r.start, "%Y-%m-%dT%H:%M:%S"),
+            csv_text(r.group), csv_text(r.project), r.sessions, when(r.start, "%Y-%m-%dT%H:%M:%S"),
             when(r.end, "%Y-%m-%dT%H:%M:%S"), round(r.active_s), r.tokens, round(r.cost_usd, 6),
             r.cost_complete, _blank(r.commits), _blank(r.surviving), _blank(r.usd_per_commit),
             _blank(r.usd_per_surviving_commit), ";".join(f"{k}:{v}" for k, v in r.labels.items()),
@@ -382,9 +384,7 @@ def markdown_report(
     parts.append(_overview(total))
     header = _header(by)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [
-        "| " + " | ".join(c.replace("|", "\\|") for c in _line(r, by, True)) + " |" for r in rows
-    ]
+    lines += ["| " + " | ".join(md_inline(c) for c in _line(r, by, True)) + " |" for r in rows]
     parts.append("\n".join(lines))
     if by == "session":
         ranked = sorted(summaries, key=lambda s: -s.cost_usd)

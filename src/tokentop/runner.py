@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tokentop.safetext import safe
+
 if TYPE_CHECKING:
     import subprocess
 
@@ -344,7 +346,7 @@ class StatusLine:
     def show(self, sessions: list[SessionSnapshot], config: Config, state: str) -> None:
         if not self.enabled:
             return
-        text = status_text(sessions, config, state)
+        text = safe(status_text(sessions, config, state))
         if self.tty:
             self.err.write(f"\r\x1b[K{text}")
             self.err.flush()
@@ -355,11 +357,11 @@ class StatusLine:
 
     def note(self, text: str) -> None:
         if self.enabled:
-            self.err.write(("\r\x1b[K" if self.tty else "") + f"tokentop: {text}\n")
+            self.err.write(("\r\x1b[K" if self.tty else "") + f"tokentop: {safe(text)}\n")
 
     def finish(self, text: str) -> None:
         if self.enabled:
-            self.err.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+            self.err.write(("\r\x1b[K" if self.tty else "") + safe(text) + "\n")
 
 
 def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> str:

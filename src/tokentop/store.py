@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import platformdirs
 
+from tokentop.files import make_private
 from tokentop.model import SessionKey
 from tokentop.summary import ActionRecord, EventRecord, SessionSummary
 
@@ -354,6 +355,8 @@ def _create_private(path: Path) -> None:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        for part in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            make_private(part)  # a db of ours made 0644 elsewhere fills with private data
         return
     except OSError as exc:
         raise StoreError(f"{path}: cannot create: {exc.strerror}") from None

@@ -16,6 +16,7 @@ from textual.app import App
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
 from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.safetext import safe
 from tokentop.ui import keys
 from tokentop.ui.detail import SessionDetail
 from tokentop.ui.help import HelpScreen
@@ -217,13 +218,13 @@ def confirm_body(plan: Sequence[Step], missing: Sequence[SessionSnapshot]) -> Te
     body = Text()
     for step in plan:
         body.append(f"{step.verb} ", "bold")
-        body.append(f"{project_name(step.session.cwd)} ({step.session.key})\n")
+        body.append(f"{project_name(step.session.cwd)} ({safe(str(step.session.key))})\n")
         body.append(f"  pid {step.ref.pid}", "bold")
         body.append(f"  mapped by {step.ref.how}\n", "dim")
         body.append(f"  {command_of(step.ref, 70)}\n")
         if not step.ref.confident:
             body.append("  ⚠ a guess from the working directory: check the command\n", "yellow")
     for session in missing:
-        name = f"{project_name(session.cwd)} ({session.key})"
+        name = f"{project_name(session.cwd)} ({safe(str(session.key))})"
         body.append(f"skipped {name}: no process mapped\n", "dim")
     return body

@@ -18,6 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Markdown, Static
 
 from tokentop.clock import Clock
+from tokentop.safetext import safe
 from tokentop.summary import SessionSummary
 from tokentop.summary_md import summary_markdown
 from tokentop.ui import format as fmt
@@ -149,7 +150,7 @@ class HistoryScreen(Screen[None]):
 
     def header_text(self) -> Text:
         if self.error:
-            return Text(self.error, style="bold red")
+            return Text(safe(self.error), style="bold red")
         if not self.loaded:
             return Text("reading the store…", style="dim")
         if not self.summaries:

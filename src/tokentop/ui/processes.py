@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 from tokentop.model import SessionSnapshot
+from tokentop.safetext import safe
 
 Verb = Literal["pause", "resume", "terminate", "kill"]
 
@@ -57,7 +58,7 @@ class ProcessControl(Protocol):
 
 def command_of(ref: ProcessInfo, width: int = 80) -> str:
     """The command line as one line, shortened for a dialog."""
-    text = " ".join(ref.cmdline) or "(command unknown)"
+    text = safe(" ".join(ref.cmdline)) or "(command unknown)"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

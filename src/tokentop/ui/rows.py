@@ -13,6 +13,7 @@ from typing import Literal, NamedTuple
 
 from tokentop.budgets import BudgetUse, Level
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.safetext import safe
 from tokentop.ui import format as fmt
 
 Status = Literal["live", "idle", "ended", "paused", "killed"]
@@ -75,7 +76,8 @@ class RowView(NamedTuple):
 
 
 def project_name(cwd: str) -> str:
-    return os.path.basename(cwd.rstrip("/")) or cwd or "?"
+    """The cwd's last folder, escaped for display (a transcript's cwd is untrusted)."""
+    return safe(os.path.basename(cwd.rstrip("/")) or cwd or "?")
 
 
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
@@ -143,9 +145,9 @@ def row_view(
 ) -> RowView:
     return RowView(
         status,
-        session.key.agent,
+        safe(session.key.agent),
         project_name(session.cwd),
-        models_text(session),
+        safe(models_text(session)),
         tokens_text(session),
         cost_text(session),
         burn_text(session),
