@@ -573,6 +573,19 @@ async def test_q_quits_and_stops_the_engine() -> None:
     assert h.engine.stopped
 
 
+async def test_ctrl_c_quits_like_q_even_from_a_dialog() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        assert isinstance(h.app.screen, BudgetModal)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert h.app.return_code == 0
+    assert h.engine.stopped
+
+
 def test_make_app_returns_the_app() -> None:
     app = make_app(FakeEngine(ledger(())), config=Config(), clock=FakeClock())
     assert isinstance(app, TokentopApp)

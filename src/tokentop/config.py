@@ -46,6 +46,28 @@ KEY_ACTIONS: Final[dict[str, str]] = {
 }
 """Binding ids that `[keys]` may rebind, with what each does (the UI binds exactly these)."""
 
+DEFAULT_KEYS: Final[dict[str, str]] = {
+    "filter": "/,f4",
+    "sort-next": "s,>,f6",
+    "sort-prev": "<",
+    "sort-reverse": "I",
+    "open-details": "enter",
+    "tag": "space",
+    "pause-resume": "p",
+    "terminate": "t",
+    "kill": "k,f9",
+    "budget": "b",
+    "faster": "+",
+    "slower": "-",
+    "show-errors": "e",
+    "history": "h",
+    "help": "?,f1",
+    "quit": "q,f10",
+    "back": "escape",
+}
+"""The keys of each binding id unless `[keys]` rebinds it; here so that a clash is a config
+error (ui/keys.py builds its bindings from these)."""
+
 
 ROOT_KINDS: Final = ("claude", "codex", "gemini", "openclaw", "opencode", "proxy_log", "jsonl")
 """`[roots]` keys: agent directories, then LiteLLM proxy logs and generic JSONL files."""
@@ -335,12 +357,28 @@ def _check(config: Config) -> None:
             raise _KeyError(["keys", action], f"unknown action; known: {', '.join(KEY_ACTIONS)}")
         if not keys.strip() or any(not k.strip() for k in keys.split(",")):
             raise _KeyError(["keys", action], 'expected a key name such as "k" or "ctrl+k"')
+    _check_key_clashes(config.keys)
     for name in config.roots:
         if name not in ROOT_KINDS:
             raise _KeyError(["roots", name], f"unknown; known: {', '.join(ROOT_KINDS)}")
     problem = policy_problem(config.policy)
     if problem is not None:
         raise _KeyError(*problem)
+
+
+def _check_key_clashes(keys: dict[str, str]) -> None:
+    """One key bound to two ids would make one of them unreachable: name both."""
+    owner: dict[str, str] = {}
+    for binding_id in KEY_ACTIONS:
+        for key in keys.get(binding_id, DEFAULT_KEYS[binding_id]).split(","):
+            other = owner.setdefault(key.strip(), binding_id)
+            if other != binding_id:
+                culprit, first = (binding_id, other) if binding_id in keys else (other, binding_id)
+                raise _KeyError(
+                    ["keys", culprit],
+                    f"{key.strip()!r} is bound to both {first} and {culprit}; "
+                    f"rebind one of them in [keys]",
+                )
 
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")

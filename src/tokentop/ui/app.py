@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 from textual import work
-from textual.binding import BindingType
+from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -71,7 +71,10 @@ class TokentopApp(InsightsApp):
     CSS_PATH = "tokentop.tcss"
     TITLE = "tokentop"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS: ClassVar[list[BindingType]] = keys.bindings(keys.APP_IDS)
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *keys.bindings(keys.APP_IDS),
+        Binding("ctrl+c", "quit", show=False, priority=True),  # as htop, btop and k9s do
+    ]
 
     snapshot: reactive[LedgerSnapshot | None] = reactive(None, always_update=True, init=False)
     filter_text: reactive[str] = reactive("", init=False)
