@@ -16,6 +16,7 @@ from tokentop import __version__, output
 from tokentop.cache import default_cache_dir
 from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot
+from tokentop.quantities import usd_arg
 from tokentop.sources.base import DirSource, Source
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the app over simulated agents (real child processes)")
     if _wanted(argv, "demo"):
         add_source_args(p)
-        p.add_argument("--budget", type=float, default=2.0, help="demo $ budget per session")
+        p.add_argument("--budget", type=usd_arg, default=2.0, help="demo $ budget per session")
         p.add_argument("--interval", type=float, default=0.5, help="demo agents' pace (s)")
     p = sub.add_parser("watch", help="stream changes as NDJSON")
     if _wanted(argv, "watch"):
@@ -221,9 +222,14 @@ def load_config(args: argparse.Namespace) -> Config:
     from tokentop.config import load_config as load
 
     try:
-        return load(args.config)
+        config = load(args.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    if getattr(args, "command", None) not in ("guard", "run"):
+        return config
+    from tokentop.session_budgets import read_budgets  # the budgets set with `b` in the app
+
+    return msgspec.structs.replace(config, session_budgets=read_budgets(getattr(args, "db", None)))
 
 
 def make_prices(config: Config) -> PriceTable:

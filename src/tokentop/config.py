@@ -22,7 +22,9 @@ from tokentop.policy_config import Policy, policy_problem
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 Percent = Annotated[float, msgspec.Meta(gt=0, le=1000)]
-TokenLimit = Annotated[int, msgspec.Meta(ge=0)]
+TokenLimit = Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+Dollars = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+"""A budget in dollars: finite (TOML allows inf) and at most a billion, as quantities.py."""
 Activity = Literal["live", "idle", "ended"]
 
 KEY_ACTIONS: Final[dict[str, str]] = {
@@ -76,7 +78,7 @@ ROOT_KINDS: Final = ("claude", "codex", "gemini", "openclaw", "opencode", "proxy
 class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A session budget; a field left out inherits from the less specific level."""
 
-    usd: NonNegative | None = None
+    usd: Dollars | None = None
     """Dollars per session."""
     tokens: TokenLimit | None = None
     """Tokens per session, all kinds counted (input, output, cache read/write, reasoning)."""
@@ -96,7 +98,7 @@ class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Budgets(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[budgets]`: the default per-session budget and its overrides."""
 
-    usd: NonNegative | None = None
+    usd: Dollars | None = None
     """Default dollar budget per session."""
     tokens: TokenLimit | None = None
     """Default token budget per session."""
@@ -175,6 +177,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[policy.*]`: detector thresholds and actions (see policy_config.py)."""
     history: History = msgspec.field(default_factory=History)
     """`[history]`: session summaries and accepted output from git."""
+    session_budgets: dict[str, Budget] = {}
+    """Budgets set for one session ("agent:session_id") with `b`, from the store, not TOML."""
 
     def activity(self, last_ts: float, now: float) -> Activity:
         """Live, idle or ended, from the time since the session's last activity."""
@@ -183,8 +187,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return "live"
         return "idle" if quiet <= self.ended_after_s else "ended"
 
-    def budget_for(self, agent: str, cwd: str) -> Budget:
-        """The configured budget: the default, then the agent's, then the project's fields."""
+    def budget_for(self, agent: str, cwd: str, session_id: str = "") -> Budget:
+        """The session's own budget if one was set with `b`; else the configured one: the
+        default, then the agent's, then the project's fields."""
+        own = self.session_budgets.get(f"{agent}:{session_id}") if session_id else None
+        if own is not None:
+            return own
         budget = self.budgets.default
         agent_budget = self.budgets.agents.get(agent)
         if agent_budget is not None:
@@ -266,6 +274,8 @@ _KEYED: Final = {
 
 
 def _convert(data: dict[str, Any]) -> Config:
+    if "session_budgets" in data:  # kept in the store by the `b` key, never in the file
+        raise _KeyError(["session_budgets"], "unknown setting (set with the b key instead)")
     entries = {section: _pop_entries(data, section, typ) for section, typ in _KEYED.items()}
     base: Config = _convert_value(data, Config, [])
     budgets = msgspec.structs.replace(

@@ -104,8 +104,11 @@ def handle(raw: bytes, files: HookFiles, now: float, err: TextIO) -> int:
         return EXIT_GO_ON
     try:
         from tokentop.config import load_config
+        from tokentop.session_budgets import read_budgets
 
-        config = load_config(files.config)
+        config = msgspec.structs.replace(
+            load_config(files.config), session_budgets=read_budgets()
+        )  # the budgets set with `b` in the app count here too
     except Exception as error:  # ConfigError, or anything else: never block on our own fault
         err.write(f"tokentop hook: {error}\n")
         return EXIT_ERROR

@@ -224,7 +224,7 @@ def build_summary(
     # A short session split across two calendar minutes can average more per minute than
     # either bucket holds; the peak is never below the mean.
     shares = timeline_shares(s)
-    budget = budget or config.budget_for(s.key.agent, s.cwd)
+    budget = budget or config.budget_for(s.key.agent, s.cwd, s.key.session_id)
     return SessionSummary(
         agent=s.key.agent,
         session_id=s.key.session_id,

@@ -26,6 +26,7 @@ from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.store import Store
 from tokentop.summary import engine_minutes
 from tokentop.ui import keys
+from tokentop.ui.actions import stored_budgets
 from tokentop.ui.alerts import DetectionTracker, Notice, budget_notice
 from tokentop.ui.detail import SessionDetail
 from tokentop.ui.header import HeaderState
@@ -101,7 +102,7 @@ class TokentopApp(InsightsApp):
         self.sort_reversed = False
         self.refresh_s = config.refresh_s
         self.tagged: set[str] = set()
-        self.overrides: dict[SessionKey, Budget] = {}
+        self.overrides: dict[SessionKey, Budget] = stored_budgets(store)
         self.acted: dict[SessionKey, tuple[Status, float]] = {}
         self.alert_levels: dict[SessionKey, Level] = {}
         self.detections = DetectionTracker(config)
