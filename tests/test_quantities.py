@@ -83,7 +83,7 @@ def test_a_bad_run_budget_exits_2_with_the_reason(flag: list[str]) -> None:
 
 @pytest.mark.parametrize("value", ["inf", "nan", "2e9"])
 def test_the_config_refuses_budgets_no_dialog_would_take(value: str) -> None:
-    with pytest.raises(ConfigError, match="budgets.usd"):
+    with pytest.raises(ConfigError, match=r"budgets\.usd"):
         parse_config(f"[budgets]\nusd = {value}\n")
 
 
