@@ -9,7 +9,7 @@ import pytest
 
 from tokentop.cli import build_parser
 from tokentop.config import ConfigError, parse_config
-from tokentop.quantities import QuantityError, parse_tokens, parse_usd
+from tokentop.quantities import QuantityError, parse_tokens, parse_usd, plural
 from tokentop.ui import format as fmt
 
 
@@ -91,3 +91,12 @@ def test_a_tiny_budget_never_overflows_the_budget_column() -> None:
     assert fmt.percent(93925.0) == ">999%"
     assert fmt.percent(9.99) == "999%"
     assert len(fmt.percent(1e12)) <= 5
+
+
+def test_counts_agree_with_their_nouns() -> None:
+    assert [plural(n, "error") for n in (0, 1, 12, 1200)] == [
+        "0 errors",
+        "1 error",
+        "12 errors",
+        "1,200 errors",
+    ]

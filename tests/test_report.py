@@ -112,10 +112,10 @@ def test_md_report_scans_an_empty_store_and_labels_every_session(
     md = run_cli(fleet.args("report", "--format", "md"), capsys)
     (fleet.root / "report.md").write_text(md)
     assert md.startswith("# tokentop report — all recorded sessions, by session")
-    assert "**4 session(s)**" in md
+    assert "**4 sessions**" in md
     assert md.count("\n## ") == 4  # one section per session
     webshop = md[md.index("## webshop") :].split("\n## ")[0]
-    assert "· leverage" in webshop and "1 commit(s)" in webshop and "/commit" in webshop
+    assert "· leverage" in webshop and "1 commit," in webshop and "/commit" in webshop
     assert "### Top token consumers (estimate" in webshop
     notes = md[md.index("## notes") :].split("\n## ")[0]
     assert "· pending" in notes and "not a git repository; files were changed" in notes
@@ -179,7 +179,7 @@ def test_summary_of_one_session_as_markdown(
     sid = shop["group"].split(":", 1)[1]
     md = run_cli(fleet.args("summary", sid[:10]), capsys)
     assert md.startswith(f"# webshop · claude `{sid[:8]}` · leverage")
-    assert f"`{fleet.commit_sha[:10]}` checkout (+2 −0, 1 file(s))" in md
+    assert f"`{fleet.commit_sha[:10]}` checkout (+2 −0, 1 file)" in md
     assert "- **Tools:** 8 calls" in md
 
 

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
@@ -103,12 +103,14 @@ def _wanted(argv: Sequence[str] | None, name: str) -> bool:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tokentop", description="top for token spend: watch AI coding agents burn tokens"
+        prog="tokentop",
+        description="top for token spend: watch AI coding agents burn tokens",
+        allow_abbrev=False,  # `--json` must never be taken for `--jsonl`
     )
     add_source_args(parser, top=True)
     parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
     parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     # Every subcommand is listed, but only the one being run gets its arguments: building
     # them all costs more than the rest of a warm `sessions` run's argument handling.
     p = sub.add_parser("sessions", help="print per-session totals")
@@ -119,15 +121,25 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     if _wanted(argv, "demo"):
         add_source_args(p)
         p.add_argument("--budget", type=usd_arg, default=2.0, help="demo $ budget per session")
-        p.add_argument("--interval", type=float, default=0.5, help="demo agents' pace (s)")
+        p.add_argument(
+            "--interval",
+            type=interval_arg,
+            default=0.5,
+            help=f"demo agents' pace in seconds ({MIN_INTERVAL:g} to {MAX_INTERVAL:g})",
+        )
     p = sub.add_parser("watch", help="stream changes as NDJSON")
     if _wanted(argv, "watch"):
         add_source_args(p)
-        p.add_argument("--ndjson", action="store_true", help="one JSON object per line (default)")
+        p.add_argument(
+            "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
+        )
     p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
     if _wanted(argv, "guard"):
         add_source_args(p)
         p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
+        p.add_argument(
+            "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
+        )
         p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
     p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
     if _wanted(argv, "hook"):
@@ -153,6 +165,31 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers: no prefix matching either (argparse's default allows it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+MIN_INTERVAL = 0.05
+MAX_INTERVAL = 60.0
+
+
+def interval_arg(text: str) -> float:
+    """The demo's pace: below 0.05 s its agents would write hundreds of MB a minute."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not MIN_INTERVAL <= value <= MAX_INTERVAL:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_INTERVAL:g} and {MAX_INTERVAL:g} seconds: {text!r}"
+        )
+    return value
+
+
 def make_sources(args: argparse.Namespace, config: Config | None = None) -> list[Source]:
     """Agent dirs: the defaults plus the config's `[roots]`, or only the dirs given on the
     command line. Log files, from flags and from `[roots]`, are always added.
@@ -171,8 +208,12 @@ def make_sources(args: argparse.Namespace, config: Config | None = None) -> list
         if (dirs := given[key]) or not any_given
     ]
     for flag, kind in (("proxy_log", _litellm), ("jsonl", _generic)):
-        files: list[Path] = (getattr(args, flag, None) or []) + _paths(roots.get(flag, []))
-        for f in files:  # a log not written yet is fine: it is picked up when it appears
+        named: list[Path] = getattr(args, flag, None) or []
+        for f in named:  # a typo on the command line is an error, as for a dir
+            if not f.is_file():
+                raise CliError(f"no such file: {f} (--{flag.replace('_', '-')})")
+        files = named + _paths(roots.get(flag, []))
+        for f in files:  # one in [roots] may not be written yet: it is read when it appears
             if f.is_dir() or not f.parent.is_dir():
                 raise CliError(f"not a file in an existing directory: {f}")
         if files:
@@ -323,6 +364,15 @@ def run_app(
     return 0
 
 
+def need_terminal() -> None:
+    """The app draws on a terminal; without one Textual fails with a traceback."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CliError(
+            "the app needs a terminal (stdin and stdout are not both a TTY); "
+            "`tokentop sessions` and `tokentop watch` print without one"
+        )
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     """The app over the user's agents. Sessions recorded by the hook or `tokentop run` map to
     their process exactly; the rest by open file, then by a labelled guess."""
@@ -331,6 +381,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     from tokentop.procs import ProcessController
     from tokentop.registry import Registry, default_path
 
+    need_terminal()
     config = load_config(args)
     mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
     return run_app(args, make_engine(args, config), config, mapper)
@@ -343,6 +394,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tokentop.sources.claude_code import ClaudeCodeSource
     from tokentop.sources.codex import CodexSource
 
+    need_terminal()
     config = load_config(args)
     if not config.budgets.default.is_set:
         config = msgspec.structs.replace(

@@ -298,14 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m tokentop.hook`: the installed hook command (lighter than the full CLI)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["escalate"]:
-        p = argparse.ArgumentParser(prog="tokentop.hook escalate")
+        p = argparse.ArgumentParser(prog="tokentop.hook escalate", allow_abbrev=False)
         p.add_argument("action", choices=["pause", "kill"])
         p.add_argument("--pid", type=int, required=True)
         p.add_argument("--create-time", type=float, required=True)
         p.add_argument("--session", default="")
         p.add_argument("--reason", default="")
         return escalate(p.parse_args(argv[1:]))
-    p = argparse.ArgumentParser(prog="tokentop hook", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="tokentop hook", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     add_hook_args(p)
     p.add_argument("--config", type=Path, metavar="FILE", help="config TOML file")
     return cmd_hook(p.parse_args(argv))

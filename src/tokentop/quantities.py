@@ -97,3 +97,8 @@ def _required(parse: Callable[[str], T | None], text: str) -> T:
     if value is None:
         raise argparse.ArgumentTypeError("expected an amount")
     return value
+
+
+def plural(n: int, word: str) -> str:
+    """ "1 error", "12 calls": the count with its noun in agreement (regular plurals only)."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"

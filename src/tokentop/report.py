@@ -27,6 +27,7 @@ from tokentop.config import Config, ConfigError, load_config
 from tokentop.gitvalue import check_survival
 from tokentop.output import compact
 from tokentop.policy import PolicyState, evaluate
+from tokentop.quantities import plural
 from tokentop.store import Store, StoreError
 from tokentop.summary import SessionSummary, SummaryRecorder, end_reason, engine_minutes
 from tokentop.summary_md import duration, summary_markdown, usd, when
@@ -396,10 +397,10 @@ def markdown_report(
 
 def _overview(t: ReportRow) -> str:
     labels = ", ".join(f"{n} {label}" for label, n in t.labels.items())
-    commits = f"{t.commits} commit(s)" + (
+    commits = plural(t.commits, "commit") + (
         f" ({usd(t.usd_per_commit)}/commit)" if t.usd_per_commit is not None else ""
     )
     return (
-        f"**{t.sessions} session(s)**, {usd(t.cost_usd, t.cost_complete)}, "
+        f"**{plural(t.sessions, 'session')}**, {usd(t.cost_usd, t.cost_complete)}, "
         f"{compact(t.tokens)} tokens, active {duration(t.active_s)}; {commits}; {labels}."
     )

@@ -17,6 +17,7 @@ from textual.widgets import Footer, Static
 from tokentop.budgets import BudgetUse
 from tokentop.gitvalue import GitValue, per_commit
 from tokentop.model import FileHealth, SessionKey, SessionSnapshot
+from tokentop.quantities import plural
 from tokentop.reconcile import Reconciliation
 from tokentop.ui import format as fmt
 from tokentop.ui import keys
@@ -224,7 +225,7 @@ def timeline_text(s: SessionSnapshot, now: float) -> Text:
 
 
 def tools_table(s: SessionSnapshot, now: float) -> Group:
-    summary = Text(f"{s.tool_calls} calls, {s.tool_errors} errors", style="dim")
+    summary = Text(f"{plural(s.tool_calls, 'call')}, {plural(s.tool_errors, 'error')}", style="dim")
     top = sorted(s.tools, key=lambda t: -t.calls)[:6]
     counts = ", ".join(f"{t.name} {t.calls}" + (f" ({t.errors}✗)" if t.errors else "") for t in top)
     recent = Table("ago", "tool", "result", "input", box=None, header_style="dim")
@@ -269,7 +270,7 @@ def commits_table(s: SessionSnapshot, git: GitValue | None, now: float) -> Group
         label,
         f"  {len(git.commits)} commit{'' if len(git.commits) == 1 else 's'}",
         (f"  {fmt.usd(dollars)}/commit", "bold") if dollars is not None else "",
-        f"  {git.files_changed} files  +{git.lines_added} −{git.lines_removed}",
+        f"  {plural(git.files_changed, 'file')}  +{git.lines_added} −{git.lines_removed}",
         ("  uncommitted changes" if git.dirty else "", "yellow"),
         (f"  on {git.branch}" if git.branch else "", "dim"),
     )
