@@ -339,6 +339,7 @@ def run_app(
     config: Config,
     mapper: SessionMapper | RecordedMapper,
     store_path: Path | None = None,
+    action_log: Path | None = None,
 ) -> int:
     """Run the Textual app; imported here so headless commands never load textual."""
     from tokentop.clock import SystemClock
@@ -355,7 +356,7 @@ def run_app(
         engine,
         config=config,
         clock=SystemClock(),
-        controller=ProcessController(log_path=default_action_log()),
+        controller=ProcessController(log_path=action_log or default_action_log()),
         mapper=mapper,
         read_only=args.read_only or config.read_only,
         store=store,
@@ -411,8 +412,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ]
         args.no_cache = True
         engine = make_engine(args, config, sources)
-        store = fleet.root / "history.db"  # never the user's store; removed with the root
-        return run_app(args, engine, config, SessionMapper(fleet.refs), store)
+        store = fleet.root / "history.db"  # never the user's store or log: removed with the root
+        log = fleet.root / "actions.jsonl"
+        return run_app(args, engine, config, SessionMapper(fleet.refs), store, log)
     finally:
         fleet.stop()
 

@@ -397,7 +397,8 @@ def markdown_report(
 
 def _overview(t: ReportRow) -> str:
     labels = ", ".join(f"{n} {label}" for label, n in t.labels.items())
-    commits = plural(t.commits, "commit") + (
+    counted = "commits unknown" if t.commits is None else plural(t.commits, "commit")
+    commits = counted + (
         f" ({usd(t.usd_per_commit)}/commit)" if t.usd_per_commit is not None else ""
     )
     return (

@@ -197,7 +197,7 @@ class ActionsApp(App[None]):
         controller = self.controller
         assert controller is not None
         for step in plan:
-            outcome = act(controller, step.verb, step.ref, origin)
+            outcome = act(controller, step.verb, step.ref, origin, str(step.session.key))
             self.after_action(step, outcome, origin)
             self.call_from_thread(self._report, step, outcome)
 
