@@ -176,10 +176,11 @@ def timeline_shares(snapshot: SessionSnapshot) -> dict[str, float]:
 
 
 def file_changes(snapshot: SessionSnapshot) -> bool:
-    """Whether the session called a file-changing tool (Edit, Write, apply_patch ...)."""
-    if any(t.name in FILE_CHANGING_TOOLS and t.calls for t in snapshot.tools):
+    """Whether a file-changing tool call (Edit, Write, apply_patch ...) succeeded: a denied
+    or failed one (`is_error: true`) changed nothing, so more calls than errors are needed."""
+    if any(t.name in FILE_CHANGING_TOOLS and t.calls > t.errors for t in snapshot.tools):
         return True
-    return any(r.file_changing for r in snapshot.recent_tools)
+    return any(r.file_changing and r.is_error is False for r in snapshot.recent_tools)
 
 
 def budget_pct(snapshot: SessionSnapshot, budget: Budget) -> float | None:
