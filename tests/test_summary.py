@@ -117,9 +117,9 @@ def test_a_denied_write_is_not_a_file_change(tmp_path: Path) -> None:
     """The shared sample 1af7fc5e: its only Write was denied (is_error: true), so its summary
     says no files were changed and it is not labelled pending."""
     from tokentop.engine import Engine
+    from tokentop.gitvalue import assess
     from tokentop.pricing import PriceTable
     from tokentop.sources.claude_code import ClaudeCodeSource
-    from tokentop.gitvalue import assess
     from tokentop.summary_md import summary_markdown
 
     fixtures = Path(__file__).parent / "fixtures"
