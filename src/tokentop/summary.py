@@ -10,7 +10,7 @@ to a sink (the store), which upserts it, so recording a session again updates it
 from __future__ import annotations
 
 import math
-import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -190,7 +190,19 @@ def budget_pct(snapshot: SessionSnapshot, budget: Budget) -> float | None:
 
 def project_name(cwd: str, git: GitValue | None) -> str:
     root = git.repo if git is not None and git.repo else cwd
-    return os.path.basename(root.rstrip("/")) or root
+    return base_name(root) or root[:NAME_MAX]
+
+
+NAME_MAX = 40
+"""A project name longer than this is cut: a table column, not a path."""
+
+
+def base_name(path: str) -> str:
+    """The last part of a POSIX or Windows path (C:\\work\\shop -> shop), at most NAME_MAX
+    characters: a transcript may record either kind, whatever this machine is."""
+    parts = [p for p in re.split(r"[\\/]", path) if p]
+    name = parts[-1] if parts else ""
+    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
 
 
 def build_summary(

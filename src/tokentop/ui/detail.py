@@ -125,10 +125,10 @@ def title_text(view: DetailView) -> Text:
         (view.status, "bold"),
         f"  {s.cwd}" + (f" ({s.branch})" if s.branch else ""),
         "\n",
-        f"{tokens_text(s)} tokens  {cost_text(s)}  ",
-        f"{s.responses} responses  started {fmt.duration(view.now - s.first_ts)} ago, ",
-        f"last activity {fmt.duration(view.now - s.last_ts)} ago   budget {budget}",
-        f"  ETA {eta}" if eta else "",
+        f"{tokens_text(s)} tokens  {cost_text(s)}  budget {budget}",
+        f"  ETA {eta}" if eta else "",  # before the rest: an 80-column line ends about here
+        f"   {s.responses} responses  started {fmt.duration(view.now - s.first_ts)} ago, ",
+        f"last activity {fmt.duration(view.now - s.last_ts)} ago",
     )
 
 
