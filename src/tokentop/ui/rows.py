@@ -114,10 +114,11 @@ FLAG_LEGEND = (
     ("W", "budget warning"),
     ("E", "unparseable lines in this session's files (details: enter)"),
     ("?", "a model has no price, so cost is a lower bound"),
-    ("~", "tokens estimated with a tokenizer, not recorded"),
+    ("≈", "tokens estimated with a tokenizer, not recorded"),
     ("L", "loop: the same tool call or error over and over (reason in details)"),
     ("D", "drift: many responses without changing a file"),
     ("R", "runaway: a burn rate above the policy's limit for minutes"),
+    ("S", "stall: silent for minutes while its process still runs"),
 )
 
 
@@ -189,7 +190,7 @@ def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> 
     flags = {Level.OVER: "O", Level.WARN: "W"}.get(use.level, "") + detected
     flags += "E" if session.bad_lines else ""
     flags += "?" if session.unpriced_models else ""
-    return flags + ("~" if session.estimated else "")
+    return flags + ("≈" if session.estimated else "")
 
 
 def approx(text: str, estimated: bool) -> str:
