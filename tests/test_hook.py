@@ -209,7 +209,10 @@ def test_install_merges_shows_the_diff_keeps_a_backup_and_is_idempotent(tmp_path
     out = io.StringIO()
     assert install(settings, command=COMMAND, ask=lambda _: "y", out=out) == 0
     shown = out.getvalue()
-    assert f"+++ {settings} (new)" in shown
+    assert f"--- {settings}\n+++ {settings} (with the hook)" in shown  # not "(new)": it exists
+    fresh = io.StringIO()
+    assert install(tmp_path / "none.json", command=COMMAND, ask=lambda _: "y", out=fresh) == 0
+    assert f"--- /dev/null\n+++ {tmp_path / 'none.json'} (new)" in fresh.getvalue()
     added = [line for line in shown.splitlines() if line.startswith("+ ")]
     assert sum(f'"command": "{COMMAND}"' in line for line in added) == 2
     new = json.loads(settings.read_text())
