@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tokentop.cli import build_parser
-from tokentop.config import ConfigError, parse_config
+from tokentop.cli import build_parser, load_config
+from tokentop.config import Budget, ConfigError, parse_config
+from tokentop.model import SessionKey
 from tokentop.quantities import QuantityError, parse_tokens, parse_usd, plural
+from tokentop.store import Store
 from tokentop.ui import format as fmt
 
 
@@ -100,3 +103,20 @@ def test_counts_agree_with_their_nouns() -> None:
         "12 errors",
         "1,200 errors",
     ]
+
+
+@pytest.mark.parametrize("command", ["guard", "run"])
+def test_guard_and_run_load_the_budgets_kept_in_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "none"))
+    key = SessionKey("codex", "0199a")
+    with Store(tmp_path / "tokentop" / "tokentop.db") as store:
+        store.set_budget(key, Budget(usd=1.5))
+    args = build_parser([command]).parse_args([command])
+    config = load_config(args)
+    assert config.budget_for("codex", "/w/shop", "0199a") == Budget(usd=1.5)
+    assert config.budget_for("codex", "/w/shop", "other") == Budget()
+    sessions = build_parser(["sessions"]).parse_args(["sessions"])
+    assert load_config(sessions).session_budgets == {}  # only the enforcing front-ends read it
