@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,9 +115,14 @@ def test_guard_and_run_load_the_budgets_kept_in_the_store(
     key = SessionKey("codex", "0199a")
     with Store(tmp_path / "tokentop" / "tokentop.db") as store:
         store.set_budget(key, Budget(usd=1.5))
-    args = build_parser([command]).parse_args([command])
-    config = load_config(args)
-    assert config.budget_for("codex", "/w/shop", "0199a") == Budget(usd=1.5)
-    assert config.budget_for("codex", "/w/shop", "other") == Budget()
+        args = build_parser([command]).parse_args([command])
+        config = load_config(args)
+        assert config.budget_for("codex", "/w/shop", "0199a") == Budget(usd=1.5)
+        assert config.budget_for("codex", "/w/shop", "other") == Budget()
+        store.set_budget(key, Budget(tokens=2_000_000))  # changed with `b` while guard runs
+        deadline = time.monotonic() + 10
+        while config.budget_for("codex", "/w/shop", "0199a") != Budget(tokens=2_000_000):
+            assert time.monotonic() < deadline, "a running guard or run never saw the change"
+            time.sleep(0.2)
     sessions = build_parser(["sessions"]).parse_args(["sessions"])
     assert load_config(sessions).session_budgets == {}  # only the enforcing front-ends read it

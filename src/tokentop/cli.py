@@ -110,9 +110,9 @@ def load_config(args: argparse.Namespace) -> Config:
         raise CliError(str(exc)) from None
     if getattr(args, "command", None) not in ("guard", "run"):
         return config
-    from tokentop.session_budgets import read_budgets  # the budgets set with `b` in the app
+    from tokentop.session_budgets import LiveBudgets  # the budgets set with `b` in the app
 
-    return msgspec.structs.replace(config, session_budgets=read_budgets(getattr(args, "db", None)))
+    return msgspec.structs.replace(config, session_budgets=LiveBudgets(getattr(args, "db", None)))
 
 
 def make_prices(config: Config) -> PriceTable:

@@ -11,6 +11,7 @@ import fnmatch
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -177,7 +178,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[policy.*]`: detector thresholds and actions (see policy_config.py)."""
     history: History = msgspec.field(default_factory=History)
     """`[history]`: session summaries and accepted output from git."""
-    session_budgets: dict[str, Budget] = {}
+    session_budgets: Mapping[str, Budget] = {}
     """Budgets set for one session ("agent:session_id") with `b`, from the store, not TOML."""
 
     def activity(self, last_ts: float, now: float) -> Activity:

@@ -6,7 +6,10 @@ hook, which runs on every tool call, pays for sqlite3 only, not for the store's 
 
 from __future__ import annotations
 
+import math
 import sqlite3
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +45,30 @@ def budget_rows(rows: list[Any]) -> dict[str, Budget]:
         except msgspec.ValidationError:
             continue
     return found
+
+
+class LiveBudgets(Mapping[str, Budget]):
+    """The stored budgets, read again at most every `ttl_s`: a `guard` or `run` that runs for
+    hours sees a budget set with `b` within seconds, for one small read per `ttl_s`."""
+
+    def __init__(self, path: Path | None = None, ttl_s: float = 2.0) -> None:
+        self.path = path
+        self.ttl_s = ttl_s
+        self._read_at = -math.inf
+        self._budgets: dict[str, Budget] = {}
+
+    def _fresh(self) -> dict[str, Budget]:
+        now = time.monotonic()
+        if now - self._read_at >= self.ttl_s:
+            self._budgets = read_budgets(self.path)
+            self._read_at = now
+        return self._budgets
+
+    def __getitem__(self, key: str) -> Budget:
+        return self._fresh()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fresh())
+
+    def __len__(self) -> int:
+        return len(self._fresh())

@@ -66,14 +66,13 @@ class BudgetModal(ModalScreen[BudgetChoice | None]):
         self.label = label
         self.current = current
         self.where = (
-            "Saved in tokentop's store: the hook honours it at once, "
-            "guard and run from their next start."
+            "Saved in tokentop's store: the hook, guard and run honour it within seconds."
             if kept
             else "For this run only: no store, so the hook, guard and run do not see it."
         )
 
     def compose(self) -> ComposeResult:
-        usd = "" if self.current.usd is None else f"{self.current.usd:g}"
+        usd = "" if self.current.usd is None else f"{self.current.usd:.2f}".removesuffix(".00")
         tokens = "" if self.current.tokens is None else fmt.compact(self.current.tokens)
         with Vertical(classes="dialog"):
             yield Label(f"Budget for {self.label}", classes="dialog-title")
