@@ -637,6 +637,20 @@ async def test_ctrl_c_quits_like_q_even_from_a_dialog() -> None:
     assert h.engine.stopped
 
 
+async def test_arrows_scroll_a_narrow_table_a_column_at_a_time() -> None:
+    h = Harness()
+    async with h.app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot)
+        table = h.app.main_table
+        assert table.virtual_size.width > table.size.width  # narrower than even the 80 layout
+        await pilot.press("right")
+        await pilot.pause()
+        assert int(table.scroll_x) == table.column_starts()[1] - 1  # STATUS scrolled away whole
+        await pilot.press("left")
+        await pilot.pause()
+        assert int(table.scroll_x) == 0
+
+
 def test_make_app_returns_the_app() -> None:
     app = make_app(FakeEngine(ledger(())), config=Config(), clock=FakeClock())
     assert isinstance(app, TokentopApp)

@@ -87,6 +87,8 @@ class SessionTable(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "cursor_to(0)", "First", show=False),
         Binding("end", "cursor_to(-1)", "Last", show=False),
+        Binding("right", "scroll_column(1)", "Right", show=False),
+        Binding("left", "scroll_column(-1)", "Left", show=False),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "session-table--header",
@@ -237,6 +239,22 @@ class SessionTable(ScrollView, can_focus=True):
 
     def action_cursor_to(self, row: int) -> None:
         self.move_cursor(row if row >= 0 else len(self.order) - 1)
+
+    def column_starts(self) -> list[int]:
+        """Where each column begins on the line (after the one-space margin)."""
+        starts, x = [], 1
+        for column in self.column_layout.columns:
+            starts.append(x)
+            x += column.width + self.column_layout.gap
+        return starts
+
+    def action_scroll_column(self, step: int) -> None:
+        """The arrows move a whole column sideways, not one character (htop does the same)."""
+        x = int(self.scroll_x)
+        starts = [s - 1 for s in self.column_starts()]
+        later = [s for s in starts if s > x] if step > 0 else [s for s in starts if s < x][::-1]
+        if later:
+            self.scroll_to(x=later[0], animate=False)
 
     async def on_click(self, event: events.Click) -> None:
         """A click selects its row; a double click opens the details."""
