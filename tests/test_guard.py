@@ -168,8 +168,10 @@ class FixedMapper(SessionMapper):
     ("confident", "act", "message"),
     [
         (False, True, "is a guess"),
-        (True, False, "dry run"),
+        (True, False, "dry run: would kill pid "),
         (None, True, "no process is mapped"),
+        (None, False, "dry run: no process is mapped to this session; not acted"),
+        (False, False, "dry run: the mapping to pid "),
     ],
 )
 def test_a_guessed_mapping_a_dry_run_or_no_mapping_is_reported_not_acted(

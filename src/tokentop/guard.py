@@ -147,15 +147,17 @@ class Guard:
         return alive
 
     def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
-        ref = self.mapper.processes_for(session) if self.act else None
+        ref = self.mapper.processes_for(session)  # mapping only reads: a dry run does it too
         origin = f"policy:{decision.detector}"
-        if not self.act:
-            self._not_acted(decision, 0, "dry run: nothing was signalled")
-        elif ref is None:
-            self._not_acted(decision, 0, "no process is mapped to this session; not acted")
+        dry = "" if self.act else "dry run: "
+        if ref is None:
+            self._not_acted(decision, 0, dry + "no process is mapped to this session; not acted")
         elif not ref.confident:
             note = f"the mapping to pid {ref.pid} is a guess (several {ref.agent or 'agent'} "
-            self._not_acted(decision, ref.pid, note + "processes in this cwd); not acted")
+            self._not_acted(decision, ref.pid, dry + note + "processes in this cwd); not acted")
+        elif not self.act:
+            would = f"dry run: would {decision.action} pid {ref.pid}; nothing was signalled"
+            self._not_acted(decision, ref.pid, would)
         else:
             act = self.controller.pause if decision.action == "pause" else self.controller.kill
             result = act(ref, decision.reason, origin, session=str(session.key))

@@ -154,8 +154,11 @@ def handle(raw: bytes, files: HookFiles, now: float, err: TextIO) -> int:
         return fail(err, f"not a transcript file: {hook.transcript_path[:200]}")
     try:
         from tokentop.config import load_config
+        from tokentop.session_budgets import read_budgets
 
-        config = load_config(files.config)
+        config = msgspec.structs.replace(
+            load_config(files.config), session_budgets=read_budgets()
+        )  # the budgets set with `b` in the app count here too
     except Exception as error:  # ConfigError, or anything else: never block on our own fault
         return fail(err, str(error))
     reasons = call.soft_stop(config)
@@ -344,14 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m tokentop.hook`: the installed hook command (lighter than the full CLI)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["escalate"]:
-        p = argparse.ArgumentParser(prog="tokentop.hook escalate")
+        p = argparse.ArgumentParser(prog="tokentop.hook escalate", allow_abbrev=False)
         p.add_argument("action", choices=["pause", "kill"])
         p.add_argument("--pid", type=int, required=True)
         p.add_argument("--create-time", type=float, required=True)
         p.add_argument("--session", default="")
         p.add_argument("--reason", default="")
         return escalate(p.parse_args(argv[1:]))
-    p = argparse.ArgumentParser(prog="tokentop hook", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="tokentop hook", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     add_hook_args(p)
     p.add_argument("--config", type=Path, metavar="FILE", help="config TOML file")
     return cmd_hook(p.parse_args(argv))

@@ -127,8 +127,10 @@ def _plan(path: Path, command: str) -> tuple[str, str | None]:
 
 
 def _diff(old: str, new: str, path: Path) -> list[str]:
+    before = str(path) if old else "/dev/null"  # "(new)" only when there is no file yet
+    after = f"{path} (with the hook)" if old else f"{path} (new)"
     lines = difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True), str(path), f"{path} (new)"
+        old.splitlines(keepends=True), new.splitlines(keepends=True), before, after
     )
     return [line if line.endswith("\n") else line + "\n" for line in lines]
 

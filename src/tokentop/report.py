@@ -1,9 +1,10 @@
 """`tokentop report` and `tokentop summary SESSION`: recorded history, grouped and printed.
 
-Both read the store. When it has nothing yet (or `--scan` is given) they first run the engine
-over the transcript roots and record a summary of every session found, so a report works
-right after installing, on any transcript tree. Sessions still going on are recorded as
-"open" and updated by the next scan. Survival of recorded commits is re-checked on each run.
+Both first run the engine over the transcript roots (resuming from the offsets saved in the
+store, so only what was appended is read) and record a summary of every session that changed,
+so a report lists a session written since the last one, on any transcript tree; `--no-scan`
+shows the store as it is. Sessions still going on are recorded as "open" and updated by the
+next scan. Survival of recorded commits is re-checked with git on every run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tokentop.config import Config, ConfigError, load_config
 from tokentop.gitvalue import check_survival
 from tokentop.output import compact
 from tokentop.policy import PolicyState, evaluate
+from tokentop.quantities import plural
 from tokentop.safetext import csv_text, json_for_terminal, md_inline, safe
 from tokentop.store import Store, StoreError
 from tokentop.summary import SessionSummary, SummaryRecorder, end_reason, engine_minutes
@@ -34,8 +36,6 @@ from tokentop.summary_md import duration, summary_markdown, usd, when
 
 BY = ("session", "day", "project", "agent", "model")
 FORMATS = ("table", "json", "csv", "md")
-SURVIVAL_RECHECK_S = 300.0
-"""A survival check younger than this is reused rather than asking git again."""
 MD_SESSIONS = 20
 """Sessions given a full section in a Markdown report (the most expensive first)."""
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
@@ -90,8 +90,8 @@ def _store_args(p: argparse.ArgumentParser) -> None:
         "--scan",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="read the transcripts and record their sessions first "
-        "(default: only when the store has nothing to show)",
+        help="read the transcripts and record changed sessions first (default; "
+        "--no-scan shows the store as it is)",
     )
     p.add_argument("--no-git", action="store_true", help="do not look at git repositories")
 
@@ -117,7 +117,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     clock = SystemClock()
     since: float | None = args.since
     with _open_store(args) as store:
-        if args.scan or (args.scan is None and store.summary_count() == 0):
+        if args.scan is not False:
             scan_into(store, args, config, clock, since)
         summaries, bad = store.summaries(since)
         summaries = refresh_survival(store, summaries, config, clock.now())
@@ -133,10 +133,9 @@ def cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
     config = _config(args)
     clock = SystemClock()
     with _open_store(args) as store:
-        found = _find(store, args.session)
-        if args.scan or (args.scan is None and found is None):
+        if args.scan is not False:
             scan_into(store, args, config, clock, None)
-            found = _find(store, args.session)
+        found = _find(store, args.session)
         if found is None:
             raise CliError(f"no recorded session matches {args.session!r}")
         [found] = refresh_survival(store, [found], config, clock.now())
@@ -207,7 +206,7 @@ def refresh_survival(
     fresh: list[SessionSummary] = []
     for s in summaries:
         git = s.git
-        if git is not None and git.commits and now - git.survival_checked_at > SURVIVAL_RECHECK_S:
+        if git is not None and git.commits:  # git is asked each time: a reset shows at once
             checked = check_survival(git, s.cost_usd, config.history, now)
             if checked is not git:
                 s = msgspec.structs.replace(s, git=checked)
@@ -396,10 +395,11 @@ def markdown_report(
 
 def _overview(t: ReportRow) -> str:
     labels = ", ".join(f"{n} {label}" for label, n in t.labels.items())
-    commits = f"{t.commits} commit(s)" + (
+    counted = "commits unknown" if t.commits is None else plural(t.commits, "commit")
+    commits = counted + (
         f" ({usd(t.usd_per_commit)}/commit)" if t.usd_per_commit is not None else ""
     )
     return (
-        f"**{t.sessions} session(s)**, {usd(t.cost_usd, t.cost_complete)}, "
+        f"**{plural(t.sessions, 'session')}**, {usd(t.cost_usd, t.cost_complete)}, "
         f"{compact(t.tokens)} tokens, active {duration(t.active_s)}; {commits}; {labels}."
     )

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tokentop.quantities import tokens_arg, usd_arg
 from tokentop.safetext import safe
 
 if TYPE_CHECKING:
@@ -63,8 +64,10 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.description = __doc__.split("\n")[0]
     p.epilog = EXIT_CODES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--budget", type=float, metavar="USD", help="dollar budget for the session")
-    p.add_argument("--budget-tokens", type=int, metavar="N", help="token budget (all kinds)")
+    p.add_argument("--budget", type=usd_arg, metavar="USD", help="dollar budget for the session")
+    p.add_argument(
+        "--budget-tokens", type=tokens_arg, metavar="N", help="token budget (all kinds; 2M, 500k)"
+    )
     p.add_argument(
         "--on-budget",
         choices=["warn", "pause", "kill"],
@@ -97,10 +100,6 @@ def run_config(config: Config, args: argparse.Namespace) -> Config:
 
     from tokentop.policy import with_budget
 
-    if (args.budget or 0) < 0 or (args.budget_tokens or 0) < 0:
-        from tokentop.cli import CliError
-
-        raise CliError("budgets must not be negative")
     config = with_budget(config, args.budget, args.budget_tokens)
     if args.on_budget is None:
         return config
@@ -372,7 +371,8 @@ def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> 
     tokens = sum(s.tokens.total for s in sessions)
     cost = sum(s.cost_usd for s in sessions)
     rate = sum(s.tokens_per_min for s in sessions)
-    budget = config.budget_for(sessions[0].key.agent, sessions[0].cwd)
+    key = sessions[0].key
+    budget = config.budget_for(key.agent, sessions[0].cwd, key.session_id)
     spent = f"{short(tokens)} tok" + (
         f" of {short(budget.tokens)}" if budget.tokens is not None else ""
     )

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from tokentop.consumers import Consumer, Consumers
 from tokentop.gitvalue import GitValue
 from tokentop.output import compact
+from tokentop.quantities import plural
 from tokentop.safetext import md_code, md_inline
 from tokentop.summary import SessionSummary
 
@@ -118,7 +119,7 @@ def _output(git: GitValue | None, cost: float) -> str:
         )
         return f"no commits in the session's window; {what}"
     text = (
-        f"{len(git.commits)} commit(s), {git.files_changed} file(s), "
+        f"{plural(len(git.commits), 'commit')}, {plural(git.files_changed, 'file')}, "
         f"+{git.lines_added} −{git.lines_removed} lines · {usd(git.usd_per_commit)}/commit"
     )
     if git.surviving is not None:
@@ -136,7 +137,7 @@ def _tools(s: SessionSummary) -> str:
     listed = ", ".join(f"{md_inline(t.name)} {t.calls}" for t in s.tools[:TOOLS_LISTED])
     more = ", …" if len(s.tools) > TOOLS_LISTED else ""
     errors = f" ({s.tool_errors} failed)" if s.tool_errors else ""
-    return f"{s.tool_calls} calls{errors}: {listed}{more}"
+    return f"{plural(s.tool_calls, 'call')}{errors}: {listed}{more}"
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
@@ -198,7 +199,7 @@ def _events(s: SessionSummary, heading: str) -> list[str]:
 def _commits(git: GitValue, heading: str) -> list[str]:
     lines = [
         f"- {md_code(c.sha[:10])} {md_inline(c.subject)} "
-        f"(+{c.added} −{c.removed}, {len(c.files)} file(s))"
+        f"(+{c.added} −{c.removed}, {plural(len(c.files), 'file')})"
         for c in git.commits
     ]
     return [f"{heading}# Commits", "\n".join(lines)]

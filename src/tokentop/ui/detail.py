@@ -17,6 +17,7 @@ from textual.widgets import Footer, Static
 from tokentop.budgets import BudgetUse
 from tokentop.gitvalue import GitValue, per_commit
 from tokentop.model import FileHealth, SessionKey, SessionSnapshot
+from tokentop.quantities import plural
 from tokentop.reconcile import Reconciliation
 from tokentop.safetext import safe
 from tokentop.ui import format as fmt
@@ -126,10 +127,10 @@ def title_text(view: DetailView) -> Text:
         (view.status, "bold"),
         f"  {safe(s.cwd)}" + (f" ({safe(s.branch)})" if s.branch else ""),
         "\n",
-        f"{tokens_text(s)} tokens  {cost_text(s)}  ",
-        f"{s.responses} responses  started {fmt.duration(view.now - s.first_ts)} ago, ",
-        f"last activity {fmt.duration(view.now - s.last_ts)} ago   budget {budget}",
-        f"  ETA {eta}" if eta else "",
+        f"{tokens_text(s)} tokens  {cost_text(s)}  budget {budget}",
+        f"  ETA {eta}" if eta else "",  # before the rest: an 80-column line ends about here
+        f"   {s.responses} responses  started {fmt.duration(view.now - s.first_ts)} ago, ",
+        f"last activity {fmt.duration(view.now - s.last_ts)} ago",
     )
 
 
@@ -227,7 +228,7 @@ def timeline_text(s: SessionSnapshot, now: float) -> Text:
 
 
 def tools_table(s: SessionSnapshot, now: float) -> Group:
-    summary = Text(f"{s.tool_calls} calls, {s.tool_errors} errors", style="dim")
+    summary = Text(f"{plural(s.tool_calls, 'call')}, {plural(s.tool_errors, 'error')}", style="dim")
     top = sorted(s.tools, key=lambda t: -t.calls)[:6]
     counts = ", ".join(
         f"{safe(t.name)} {t.calls}" + (f" ({t.errors}✗)" if t.errors else "") for t in top
@@ -275,7 +276,7 @@ def commits_table(s: SessionSnapshot, git: GitValue | None, now: float) -> Group
         label,
         f"  {len(git.commits)} commit{'' if len(git.commits) == 1 else 's'}",
         (f"  {fmt.usd(dollars)}/commit", "bold") if dollars is not None else "",
-        f"  {git.files_changed} files  +{git.lines_added} −{git.lines_removed}",
+        f"  {plural(git.files_changed, 'file')}  +{git.lines_added} −{git.lines_removed}",
         ("  uncommitted changes" if git.dirty else "", "yellow"),
         (f"  on {safe(git.branch)}" if git.branch else "", "dim"),
     )

@@ -18,6 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Markdown, Static
 
 from tokentop.clock import Clock
+from tokentop.quantities import plural
 from tokentop.safetext import safe
 from tokentop.summary import SessionSummary
 from tokentop.summary_md import summary_markdown
@@ -158,9 +159,9 @@ class HistoryScreen(Screen[None]):
         t = history_totals(self.shown)
         line = Text.assemble(
             ("History", "bold"),
-            f"  {t.sessions} of {len(self.summaries)} sessions  ",
+            f"  {t.sessions} of {plural(len(self.summaries), 'session')}  ",
             (f"{fmt.compact(t.tokens)} tok  {fmt.usd(t.cost)}", "bold"),
-            f"  {t.commits} commits",
+            f"  {plural(t.commits, 'commit')}",
             f"  {fmt.usd(per)}/commit" if (per := t.per_commit) is not None else "",
             ("\nsort ", "dim"),
             f"{self.sort}{'▼' if self.descending else '▲'}",

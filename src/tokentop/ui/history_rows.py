@@ -11,7 +11,7 @@ from typing import Literal, NamedTuple
 
 from tokentop.gitvalue import per_commit
 from tokentop.safetext import safe
-from tokentop.summary import SessionSummary
+from tokentop.summary import SessionSummary, base_name
 from tokentop.ui import format as fmt
 from tokentop.ui.rows import short_model
 
@@ -114,7 +114,7 @@ def history_row(s: SessionSummary, now: float) -> HistoryRow:
         key=str(s.key),
         ended=local_time(s.end, now),
         agent=safe(s.agent),
-        project=safe(s.project) or "?",
+        project=safe(base_name(s.project)) or "?",  # bounded, even for rows stored before
         models=safe(main_models(s)),
         active=fmt.duration(s.active_s),
         tokens=f"≈{tokens}" if s.estimated else tokens,
