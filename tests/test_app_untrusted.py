@@ -58,9 +58,9 @@ async def test_rows_detail_and_notifications_show_escapes() -> None:
         table = app.main_table
         [row] = [table.shown[key] for key in table.order]
         assert cell_text(row, "project") == "\\x1b]52;c;cHduZWQ=\\x07x"
-        assert cell_text(row, "models").startswith("\\x1b]2;PWNED\\x07[/bold]sonnet")
+        assert cell_text(row, "models").startswith("claude-\\x1b]2;PWNED\\x07[/bold]sonnet")
         main_svg = app.export_screenshot()
-        assert "PWNED" in main_svg and not any(raw in main_svg for raw in RAW)
+        assert "x1b]52;c;" in main_svg and not any(raw in main_svg for raw in RAW)
         app.notify("budget: \x1b]2;PWNED\x07 [bold]x[/]", title="t\u202e")
         await pilot.press("enter")
         await app.workers.wait_for_complete()
@@ -91,6 +91,6 @@ def test_history_rows_and_the_summary_screen_text_are_escaped() -> None:
     summary = summary_of(hostile_session())
     row = history_row(summary, NOW)
     assert row.project == "\\x1b]52;c;cHduZWQ=\\x07x"
-    assert row.models.startswith("\\x1b]2;PWNED\\x07[/bold]sonnet")
+    assert row.models.startswith("claude-\\x1b]2;PWNED\\x07[/bold]sonnet")
     text = summary_markdown(summary, heading="#")
     assert not any(raw in text for raw in RAW) and "\\u202egnp.exe" in text

@@ -87,7 +87,7 @@ def test_report_runs_none_of_them(tmp_path: Path) -> None:
             str(tmp_path / "t.db"), "--claude-dir", str(tmp_path / "claude")]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "2 commit(s)" in done.stdout, done.stdout  # git was read, all the same
+    assert "2 commits" in done.stdout, done.stdout  # git was read, all the same
     assert [m.name for m in marks.values() if m.exists()] == []
 
 
