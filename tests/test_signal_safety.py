@@ -85,11 +85,12 @@ def test_a_script_named_like_an_agent_in_the_transcripts_cwd_survives_guard(
     python3 = shutil.which("python3") or sys.executable
     sleep = shutil.which("sleep")
     assert sleep is not None
+    named = fake_agents.copy_of_sleep(victim / "bin" / "claude")
     impostors = [
         start([python3, "claude.py"], groups, cwd=victim),
         start(["claude", "600"], groups, cwd=victim, executable=sleep),
-        start([str(fake_agents.copy_of_sleep(victim / "bin" / "claude")), "600"], groups, cwd=victim),
-    ]  # fmt: skip
+        start([str(named), "600"], groups, cwd=victim),
+    ]
     root = tmp_path / "claude"
     claude_session(root, SESSION_A, victim, 9_000)
     lines = start_guard(tmp_path, groups, "--claude-dir", str(root))

@@ -12,6 +12,7 @@ shows that only after the program itself rewrote its argv.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -119,5 +120,4 @@ def _real(path: str, cwd: str) -> str:
 
 
 def _runs_module(cmdline: Sequence[str], module: str) -> bool:
-    args = list(cmdline)
-    return any(a == "-m" and b == module for a, b in zip(args, args[1:], strict=False))
+    return any(a == "-m" and b == module for a, b in itertools.pairwise(cmdline))

@@ -182,7 +182,9 @@ def match_session(
     if not matches:
         return None
     newest = max(matches, key=lambda ref: ref.create_time)
-    return msgspec.structs.replace(newest, how="heuristic", confident=len(matches) == 1 and not rivals)
+    return msgspec.structs.replace(
+        newest, how="heuristic", confident=len(matches) == 1 and not rivals
+    )
 
 
 def find_by_open_file(path: str | os.PathLike[str]) -> ProcessRef | None:
