@@ -242,3 +242,70 @@ def test_a_pid_reused_within_50_ms_is_not_signalled(tmp_path: Path, groups: list
         assert not result.ok and result.pids == () and "reused" in result.message
     assert psutil.Process(second.pid).status() not in (psutil.STATUS_STOPPED, "zombie")
     assert second.poll() is None and not gone(second.pid)
+
+
+@pytest.mark.parametrize(
+    ("exe", "argv", "expected"),
+    [
+        ("{home}/.local/share/claude/versions/2.0.14", ["claude", "-p", "x"], "claude"),
+        ("/opt/homebrew/Caskroom/claude-code/2.0.14/claude", ["claude"], "claude"),
+        (
+            "{npm}/lib/node_modules/@openai/codex/vendor/x86_64-unknown-linux-musl/codex/codex",
+            ["codex", "exec"],
+            "codex",
+        ),
+        ("/usr/bin/node", ["node", "{npm}/bin/claude", "--resume"], "claude"),
+        ("/usr/bin/node", ["node", "--no-warnings", "{npm}/bin/codex"], "codex"),
+        ("/usr/bin/node", ["node", "{npm}/bin/gemini"], "gemini"),
+        ("/usr/local/bin/bun", ["bun", "run", "{npm}/bin/opencode"], "opencode"),
+        ("/usr/bin/node", ["node", "{npm}/bin/openclaw", "gateway"], "openclaw"),
+        ("/usr/bin/node", ["claude"], "claude"),  # Claude Code's process.title over its argv
+        ("/usr/bin/python3.11", ["python3", "claude.py"], ""),
+        ("/usr/bin/python3.11", ["python3", "{home}/claude"], ""),
+        ("/usr/bin/sleep", ["claude", "600"], ""),  # exec -a claude sleep
+        ("{home}/bin/claude", ["claude"], ""),  # a binary merely named claude
+        ("/usr/bin/node", ["node", "{home}/claude.js"], ""),
+        ("/usr/bin/node", ["claude", "server.js"], ""),  # exec -a claude node server.js
+        ("/usr/bin/node", ["node", "-e", "{npm}/bin/claude"], ""),
+        ("/usr/bin/python3", ["python3", "-m", "tokentop.demo_agent"], ""),  # demo: writers only
+    ],
+)
+def test_agents_are_recognised_by_install_layout_not_by_name(
+    tmp_path: Path, exe: str, argv: list[str], expected: str
+) -> None:
+    from tokentop.installs import agent_install
+
+    npm = tmp_path / "npm"
+    body = fake_agents.SLEEPER
+    fake_agents.npm_package(npm, "@anthropic-ai/claude-code", "cli.js", "claude", body)
+    fake_agents.npm_package(npm, "@openai/codex", "bin/codex.js", "codex", body)
+    fake_agents.npm_package(npm, "@google/gemini-cli", "dist/index.js", "gemini", body)
+    fake_agents.npm_package(npm, "opencode-ai", "bin/opencode", "opencode", body)
+    fake_agents.npm_package(npm, "openclaw", "openclaw.mjs", "openclaw", body)
+    where = {"home": str(tmp_path / "home"), "npm": str(npm)}
+    cmdline = [arg.format(**where) for arg in argv]
+    assert agent_install(exe.format(**where), cmdline, str(tmp_path)) == expected
+
+
+def test_run_never_acts_for_a_session_another_agent_runs_in_its_cwd(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    """`tokentop run` links new transcripts of its cwd; one that the hook records for another
+    live agent is not its child's, so its budget stops neither."""
+    from test_runner import Sandbox
+
+    box = Sandbox(tmp_path)
+    other = start([str(fake_agents.native_claude(tmp_path / "home")), "600"], groups, cwd=box.work)
+    started = psutil.Process(other.pid).create_time()
+    registry = box.data / "tokentop" / "sessions.jsonl"
+    append(registry, SessionRecord("claude", SESSION_B, other.pid, started, "hook", time.time()))
+    child = [sys.executable, "-c", "import time; time.sleep(4)"]
+    run = box.start("--budget-tokens", "1000", "--on-budget", "kill", agent=child)
+    groups.append(run.pid)
+    assert wait_until(lambda: bool(psutil.Process(run.pid).children()))
+    claude_session(box.claude, SESSION_B, box.work, 9_000)  # written by the other agent
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == 0, err  # its own child ended by itself
+    assert f"not acted: claude:{SESSION_B} runs in pid {other.pid}" in err
+    assert other.poll() is None
+    assert [r.how for r in box.launched()] == ["hook"]  # not claimed as run's own session

@@ -14,6 +14,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import psutil
 
 from tokentop.model import SessionKey, SessionSnapshot
 from tokentop.procmap import find_agent_processes, find_by_open_file, match_session
@@ -32,6 +35,32 @@ def automatic_refusal(verb: str, ref: ProcessRef) -> str:
         return ""
     doubt = "" if ref.confident else ", ambiguous: another session or agent shares its cwd"
     return f"would {verb} pid {ref.pid}: the process is a guess{doubt}; {GUESS_HINT}"
+
+
+def runs_elsewhere(session: SessionSnapshot, ref: ProcessRef, registry: Path) -> int:
+    """The pid of another process known exactly to run `session`, outside `ref`'s tree (0 when
+    none is): a live hook record, or a known agent writing its file. `tokentop run` links new
+    transcripts of its cwd, so a second agent started there must not be taken for its child."""
+    from tokentop.procs import ProcessController
+    from tokentop.registry import latest_sessions, read
+
+    mine = _tree(ref.pid)
+    record = latest_sessions(read(registry)[0]).get(session.key)
+    other = record.ref() if record is not None and record.how == "hook" else None
+    if other is not None and other.pid not in mine and ProcessController().status(other) != "gone":
+        return other.pid
+    for path in session.files if session.key.agent == "codex" else ():
+        writer = find_by_open_file(path)
+        if writer is not None and writer.pid not in mine:
+            return writer.pid
+    return 0
+
+
+def _tree(pid: int) -> set[int]:
+    try:
+        return {pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))}
+    except psutil.Error:
+        return {pid}
 
 
 class SessionMapper:
