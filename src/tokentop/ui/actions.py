@@ -243,9 +243,10 @@ def is_guess(ref: ProcessInfo) -> bool:
 def guess_warning(ref: ProcessInfo) -> str:
     """Says plainly that the process is a guess, and why it may be the wrong one."""
     text = (
-        "  ⚠ This process is a guess: an agent running in the session's folder, not known to\n"
-        "    run this session. Check the command; tokentop never acts on a guess by itself.\n"
+        "  ⚠ This process is a guess: an agent working in the session's folder,\n"
+        "    not one known to run this session. Check the command before you\n"
+        "    confirm; tokentop never acts on a guess by itself.\n"
     )
     if not ref.confident:
-        text += "  ⚠ Ambiguous: another live session or agent process shares this folder.\n"
+        text += "  ⚠ Ambiguous: another live session or agent shares this folder.\n"
     return text
