@@ -91,6 +91,10 @@ def test_a_script_named_like_an_agent_in_the_transcripts_cwd_survives_guard(
         start(["claude", "600"], groups, cwd=victim, executable=sleep),
         start([str(named), "600"], groups, cwd=victim),
     ]
+    script = impostors[0]  # and a hook record naming it, as an older tokentop could write
+    started = psutil.Process(script.pid).create_time()
+    record = SessionRecord("claude", SESSION_A, script.pid, started, "hook", time.time())
+    append(tmp_path / "registry.jsonl", record)
     root = tmp_path / "claude"
     claude_session(root, SESSION_A, victim, 9_000)
     lines = start_guard(tmp_path, groups, "--claude-dir", str(root))

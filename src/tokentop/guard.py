@@ -31,6 +31,7 @@ from tokentop.mapping import SessionMapper, automatic_refusal
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.output import iso
 from tokentop.policy import Decision, PolicyState, evaluate
+from tokentop.procmap import is_agent
 from tokentop.procs import Action, ActionResult, ProcessController, ProcessRef, default_action_log
 from tokentop.registry import Registry, default_path
 from tokentop.store import Store, StoreError
@@ -59,12 +60,13 @@ class RecordedMapper:
         self.fallback = fallback
 
     def recorded(self, key: SessionKey) -> ProcessRef | None:
-        """The recorded process of the session, if it still runs."""
+        """The recorded process of the session, if it still runs; a hook's record only while
+        its process is a known agent install (a record from an older tokentop may not be)."""
         record = self.registry.sessions().get(key)
         ref = record.ref() if record is not None else None
         if ref is None or self.controller.status(ref) == "gone":
             return None
-        return ref
+        return ref if ref.how != "hook" or is_agent(ref.pid) else None
 
     def exact_ref(self, key: SessionKey) -> ProcessRef | None:
         """The recorded process of the session, alive or not (see `recorded`)."""

@@ -194,7 +194,7 @@ def find_by_open_file(path: str | os.PathLike[str]) -> ProcessRef | None:
     target = os.path.realpath(path)
     me = os.getpid()
     writers = [
-        pid for pid in _user_pids() if pid != me and _writes_to(pid, target) and _is_agent(pid)
+        pid for pid in _user_pids() if pid != me and _writes_to(pid, target) and is_agent(pid)
     ]
     if not writers:
         return None
@@ -292,7 +292,7 @@ def _install_of(proc: psutil.Process, *, demo: bool = False) -> str:
         return ""
 
 
-def _is_agent(pid: int) -> bool:
+def is_agent(pid: int) -> bool:
     """Whether `pid` is a known agent install (or tokentop's demo agent)."""
     try:
         return bool(_install_of(psutil.Process(pid), demo=True))
