@@ -144,8 +144,9 @@ def test_session_start_records_the_agent_above_the_hook_shell(home: Path) -> Non
 
 
 @pytest.fixture
-def agent() -> Iterator[subprocess.Popen[bytes]]:
-    popen, _ = launch([sys.executable, "-c", "import time; time.sleep(120)"])
+def agent(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A native Claude Code install (escalation acts only on a known agent install)."""
+    popen, _ = launch([str(fake_agents.native_claude(tmp_path / "install")), "120"])
     yield popen
     with contextlib.suppress(ProcessLookupError):
         os.killpg(popen.pid, signal.SIGKILL)

@@ -313,3 +313,33 @@ def test_run_never_acts_for_a_session_another_agent_runs_in_its_cwd(
     assert f"not acted: claude:{SESSION_B} runs in pid {other.pid}" in err
     assert other.poll() is None
     assert [r.how for r in box.launched()] == ["hook"]  # not claimed as run's own session
+
+
+def test_hook_escalation_never_kills_a_recorded_process_that_is_no_agent(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    """An ignored soft stop escalates to kill only a known agent install: a hook record that
+    names `python3 claude.py` (as an older tokentop could write) is not acted on."""
+    from claude_lines import write_transcript as write
+    from test_hook import CWD, SESSION, hook_json, run_hook
+    from tokentop.registry import SoftStopRecord, read
+
+    transcript = tmp_path / "claude" / "projects" / "-home-dev-shop" / f"{SESSION}.jsonl"
+    write(transcript, SESSION, CWD, [response(SESSION, CWD, 3_000, f"t{i}") for i in range(3)])
+    (tmp_path / "claude.py").write_text("import time\ntime.sleep(600)\n")
+    script = start([shutil.which("python3") or sys.executable, "claude.py"], groups, cwd=tmp_path)
+    started = psutil.Process(script.pid).create_time()
+    registry = tmp_path / "registry.jsonl"
+    append(registry, SessionRecord("claude", SESSION, script.pid, started, "hook", time.time()))
+    config = (
+        "[budgets]\ntokens = 5000\n"
+        "[policy.soft_stop]\nthen = 'kill'\nafter_responses = 1\nafter_s = 0\n"
+    )
+    assert run_hook(tmp_path, config, hook_json(tmp_path)).returncode == 2
+    with transcript.open("a") as fh:  # the agent ignored the stop
+        fh.write("\n".join(response(SESSION, CWD, 3_000, "one more")) + "\n")
+    assert run_hook(tmp_path, config, hook_json(tmp_path)).returncode == 2  # still blocked
+    states = [r.state for r in read(registry)[0] if isinstance(r, SoftStopRecord)]
+    assert states == ["blocked"]  # not escalated
+    time.sleep(1.0)  # an escalation helper, had one been started, acts within this
+    assert script.poll() is None
