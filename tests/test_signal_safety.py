@@ -258,6 +258,7 @@ def test_a_pid_reused_within_50_ms_is_not_signalled(tmp_path: Path, groups: list
             ["codex", "exec"],
             "codex",
         ),
+        ("{home}/.vscode/extensions/openai.chatgpt-0.4.1/bin/linux-x86_64/codex", [], "codex"),
         ("/usr/bin/node", ["node", "{npm}/bin/claude", "--resume"], "claude"),
         ("/usr/bin/node", ["node", "--no-warnings", "{npm}/bin/codex"], "codex"),
         ("/usr/bin/node", ["node", "{npm}/bin/gemini"], "gemini"),

@@ -26,6 +26,7 @@ NATIVE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("codex", r"/node_modules/@openai/codex[^/]*/vendor/[^/]+/codex/codex(?:\.exe)?$"),
         ("codex", r"/Caskroom/codex/[^/]+/codex(?:-[^/]+)?$"),
         ("codex", r"/Cellar/codex/[^/]+/bin/codex$"),
+        ("codex", r"/extensions/openai\.chatgpt-[^/]+/bin/[^/]+/codex$"),
         ("opencode", r"/node_modules/opencode-[^/]+/bin/opencode(?:\.exe)?$"),
         ("opencode", r"/\.opencode/bin/opencode$"),
         ("opencode", r"/Cellar/opencode/[^/]+/bin/opencode$"),
