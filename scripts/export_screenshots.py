@@ -7,7 +7,8 @@
 The demo's four agents (tokentop.demo.DEFAULT_FLEET) are replayed with the demo agent's own
 record builders and behaviours, at the demo's pace, but stamped by a simulated clock instead
 of the wall clock, into a temporary root at a fixed path. The real Engine reads those
-transcripts; the real app runs over its snapshot with `FakeClock`, in UTC, at 160x45. The
+transcripts; the real app runs over its snapshot with `FakeClock`, in UTC, at 160x45 (and the
+main screen once more at 80x24). The
 history shot shows earlier demo sessions, replayed the same way in real git repositories with
 commits at fixed times, and recorded by the real SummaryRecorder into a store in the root.
 Every run writes the same bytes, so a diff of the SVGs shows exactly what changed on screen.
@@ -282,13 +283,16 @@ SHOTS: dict[str, tuple[str, ...]] = {
     "kill_confirm": ("select:ml-pipeline", "k"),
     "help": ("question_mark",),
     "history": ("h",),
+    "main_80x24": (),
 }
 """Screenshot name -> keys pressed first ("select:PROJECT" moves the cursor to that row)."""
+SIZES: dict[str, tuple[int, int]] = {"main_80x24": (80, 24)}
+"""Shots taken at another terminal size than SIZE: the classic 80x24 terminal."""
 
 
 async def take(name: str, steps: tuple[str, ...], root: Path, out: Path) -> None:
     app = demo_app(root)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZES.get(name, SIZE)) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
         app.clear_notifications()  # alerts raised on the first frame would cover the rows

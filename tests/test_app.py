@@ -22,8 +22,12 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from tokentop.clock import FakeClock, SystemClock
-from tokentop.config import Alerts, Budgets, Config
+from tokentop.config import Alerts, Budget, Budgets, Config
 from tokentop.model import RecentTool, SessionSnapshot, TokenCounts
+from tokentop.policy import budget_finding
+from tokentop.quantities import parse_usd
+from tokentop.session_budgets import read_budgets
+from tokentop.store import Store
 from tokentop.ui import format as fmt
 from tokentop.ui.app import TokentopApp, make_app
 from tokentop.ui.detail import SessionDetail
@@ -55,6 +59,7 @@ class Harness:
         config: Config | None = None,
         processes: FakeProcesses | None = None,
         read_only: bool = False,
+        store: Store | None = None,
     ) -> None:
         self.engine = FakeEngine(ledger(sessions if sessions is not None else sample_sessions()))
         self.app = make_app(
@@ -64,6 +69,7 @@ class Harness:
             controller=processes,
             mapper=processes,
             read_only=read_only,
+            store=store,
         )
         self.app.min_redraw_s = 0.0  # draw every snapshot, so each step is observable
         self.notes: list[tuple[str, dict[str, Any]]] = []
@@ -358,6 +364,51 @@ async def test_budget_modal_rejects_garbage_and_can_reset() -> None:
         assert h.cell("api-gateway", "budget").endswith(" 9%")
 
 
+async def budget_error(pilot: Pilot[None], usd: str) -> str:
+    """Type `usd` into the open budget dialog, submit, and return the error it shows."""
+    pilot.app.screen.query_one("#usd", Input).value = usd
+    await pilot.press("enter")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, BudgetModal)
+    return text_of(pilot.app.screen.query_one("#budget-error", Static))
+
+
+async def test_budget_dialog_reasons_and_the_store_keeps_the_budget(tmp_path: Path) -> None:
+    """`3,50` is never $350, nan/inf/1e400/1e-9 are refused with their reason, and a saved
+    budget survives a restart and reaches the front-ends that read the store (hook, guard,
+    run) through read_budgets."""
+    db = tmp_path / "tokentop.db"
+    key = sample_sessions()[1].key
+    with Store(db) as store:
+        h = Harness(store=store)
+        async with h.app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("b")
+            await pilot.pause()
+            where = text_of(h.app.screen.query_one("#budget-where", Static))
+            assert "Saved in tokentop's store" in where
+            assert "ambiguous comma" in await budget_error(pilot, "3,50")
+            assert "not a finite number" in await budget_error(pilot, "nan")
+            assert "not a finite number" in await budget_error(pilot, "inf")
+            assert "too large" in await budget_error(pilot, "1e400")
+            assert "too small" in await budget_error(pilot, "1e-9")
+            h.app.screen.query_one("#usd", Input).value = "3.50"
+            h.app.screen.query_one("#tokens", Input).value = "2M"
+            await pilot.press("enter")
+            await settle(pilot)
+        assert store.budgets() == {str(key): Budget(3.5, 2_000_000)}
+    with Store(db) as store:
+        h = Harness(store=store)
+        async with h.app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert h.app.overrides[key] == Budget(3.5, 2_000_000)
+            assert h.cell("api-gateway", "budget").endswith("%")
+    config = msgspec.structs.replace(Config(), session_budgets=read_budgets(db))
+    finding = budget_finding(sample_sessions()[1], config)
+    assert finding is not None and "over budget" in finding.reason
+    assert budget_finding(sample_sessions()[1], Config()) is None
+
+
 async def test_alert_fires_once_per_threshold_crossing() -> None:
     h = Harness(config=Config(budgets=Budgets(usd=10.0)))
     steady = make_session("s1", cost=1.0, tpm=100.0)
@@ -573,6 +624,33 @@ async def test_q_quits_and_stops_the_engine() -> None:
     assert h.engine.stopped
 
 
+async def test_ctrl_c_quits_like_q_even_from_a_dialog() -> None:
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        assert isinstance(h.app.screen, BudgetModal)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert h.app.return_code == 0
+    assert h.engine.stopped
+
+
+async def test_arrows_scroll_a_narrow_table_a_column_at_a_time() -> None:
+    h = Harness()
+    async with h.app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot)
+        table = h.app.main_table
+        assert table.virtual_size.width > table.size.width  # narrower than even the 80 layout
+        await pilot.press("right")
+        await pilot.pause()
+        assert int(table.scroll_x) == table.column_starts()[1] - 1  # STATUS scrolled away whole
+        await pilot.press("left")
+        await pilot.pause()
+        assert int(table.scroll_x) == 0
+
+
 def test_make_app_returns_the_app() -> None:
     app = make_app(FakeEngine(ledger(())), config=Config(), clock=FakeClock())
     assert isinstance(app, TokentopApp)
@@ -671,13 +749,13 @@ def test_number_forms_for_narrow_cells() -> None:
     [("", None), ("5", 5.0), ("$2.50", 2.5), ("500k", 500_000.0), ("2M", 2_000_000.0)],
 )
 def test_budget_amounts_as_users_type_them(typed: str, value: float | None) -> None:
-    assert fmt.parse_amount(typed) == value
+    assert parse_usd(typed) == value
 
 
 @pytest.mark.parametrize("typed", ["lots", "-3", "1..2", "nan"])
 def test_bad_budget_amounts_are_refused(typed: str) -> None:
     with pytest.raises(ValueError):
-        fmt.parse_amount(typed)
+        parse_usd(typed)
 
 
 async def test_an_empty_table_says_where_it_looks_and_why(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ async def test_estimated_sessions_show_approximate_figures_everywhere() -> None:
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert (h.cell("piped", "tokens"), h.cell("piped", "cost")) == ("≈421k", "≈$1.00")
-        assert h.cell("piped", "flags") == "~"
+        assert h.cell("piped", "flags") == "≈"
         assert (h.cell("exact", "tokens"), h.cell("exact", "cost")) == ("421k", "$2.00")
         header = text_of(h.app.main_screen.query_one("#header", Static))
         assert "today ≈842k tok ≈$3.00" in header

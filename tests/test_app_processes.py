@@ -118,6 +118,7 @@ async def test_p_pauses_and_resumes_and_k_kills_a_real_agent(
         ("resume", True, "key:p", popen.pid),
         ("kill", True, "key:k", popen.pid),
     ]
+    assert {a.session for a in log} == {str(key)}  # the real id, never ""
 
 
 async def test_an_agent_that_exits_is_recorded_as_exited(tmp_path: Path, groups: list[int]) -> None:

@@ -196,3 +196,60 @@ def test_empty_roots_print_an_empty_result(tmp_path: Path, command: list[str]) -
     assert proc.returncode == 0, proc.stderr
     if "--json" in command:
         assert json.loads(proc.stdout) == []
+
+
+def test_watch_json_is_not_taken_for_jsonl(tmp_path: Path) -> None:
+    """`--json` where `--ndjson` is meant works; an abbreviation never matches a longer flag."""
+    sample = FIXTURES / "claude"
+    watch = Watch(tmp_path, "--json", "--claude-dir", str(sample))
+    try:
+        first = watch.wait_for(lambda o: o["type"] == "session")
+        assert first["agent"] == "claude"
+    finally:
+        watch.close()
+    for abbreviated in (["watch", "--nd"], ["sessions", "--js"], ["--read"]):
+        proc = tokentop(tmp_path, *abbreviated, "--claude-dir", str(tmp_path))
+        assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr, abbreviated
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["demo", "--interval", "0"], "--interval: must be between 0.05 and 60"),
+        (["demo", "--interval", "nan"], "--interval: must be between"),
+        (["demo", "--interval", "-1"], "--interval: must be between"),
+        (["demo", "--budget", "nan"], "--budget: not a finite number"),
+        (["run", "--budget", "-1", "--", "true"], "--budget: must be zero or more"),
+        (["run", "--budget-tokens", "2x", "--", "true"], "--budget-tokens: not a number"),
+    ],
+)
+def test_nonsense_values_exit_2_with_the_reason(
+    tmp_path: Path, args: list[str], reason: str
+) -> None:
+    proc = tokentop(tmp_path, *args)
+    assert proc.returncode == 2
+    assert reason in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_app_without_a_terminal_says_so_in_one_line(tmp_path: Path) -> None:
+    """`timeout 6 tokentop demo` under CI: no TTY, so one line and exit 2, no traceback and
+    no demo agents started."""
+    for command in (["demo"], []):
+        proc = subprocess.run(
+            ["timeout", "20", sys.executable, "-m", "tokentop.cli", *command],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+            env=env_for(tmp_path),
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "needs a terminal" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--jsonl", "--proxy-log"])
+def test_a_missing_log_file_is_an_error_like_a_missing_dir(tmp_path: Path, flag: str) -> None:
+    missing = tmp_path / "usage.jsonl"
+    proc = tokentop(tmp_path, "sessions", "--claude-dir", str(tmp_path), flag, str(missing))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"tokentop: no such file: {missing} ({flag})"
+    missing.write_text("")
+    proc = tokentop(tmp_path, "sessions", "--claude-dir", str(tmp_path), flag, str(missing))
+    assert proc.returncode == 0, proc.stderr

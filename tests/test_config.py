@@ -107,6 +107,11 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
         ("[keys]\nkil = 'K'\n", "c.toml:2: keys.kil: unknown action; known: filter, "),
         ("[keys]\nkill = ' '\n", "c.toml:2: keys.kill: expected a key name"),
         ("[keys]\nkill = 3\n", "c.toml:2: keys.kill: expected a string, got an integer"),
+        ("[keys]\nkill = 'p'\n", "c.toml:2: keys.kill: 'p' is bound to both pause-resume and kill"),
+        (
+            "[keys]\nhelp = 'x'\nquit = 'x,q'\n",
+            "c.toml:3: keys.quit: 'x' is bound to both help and quit",
+        ),
         ("[roots]\nclaude = ['a', 3]\n", r"c.toml:2: roots.claude\[1\]: expected a string"),
         ("[alerts]\nwarn_pct = 100\n", r"c.toml:2: alerts.warn_pct: must be below .*\(100\)"),
     ],

@@ -5,11 +5,19 @@ Only structure is checked here, with plain json; the real parsers have their own
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import pty
 import re
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -332,3 +340,60 @@ def test_bad_arguments_and_unwritable_roots_get_a_message(tmp_path: Path) -> Non
 def test_escape_cwd_matches_claude_code() -> None:
     assert escape_cwd("/Users/r/ghq/github.com/x/y") == "-Users-r-ghq-github-com-x-y"
     assert escape_cwd("/path/to/Demo") == "-path-to-Demo"
+
+
+class Terminal:
+    """A real pseudo-terminal running `tokentop ARGS`, its output collected as bytes."""
+
+    def __init__(self, env: dict[str, str], *args: str, size: tuple[int, int] = (150, 30)) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: become tokentop on the terminal
+            argv = [sys.executable, "-m", "tokentop.cli", *args]
+            os.execve(sys.executable, argv, env)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        self.seen = b""
+
+    def wait_for(self, text: bytes, timeout: float = 40.0) -> None:
+        end = time.monotonic() + timeout
+        while text not in self.seen:
+            assert time.monotonic() < end, f"{text!r} never shown"
+            ready, _, _ = select.select([self.fd], [], [], 0.2)
+            if ready:
+                with contextlib.suppress(OSError):
+                    self.seen += os.read(self.fd, 65536)
+
+    def press(self, key: bytes, then: bytes) -> None:
+        os.write(self.fd, key)
+        self.wait_for(then)
+
+    def quit(self) -> int:
+        os.write(self.fd, b"q")
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(OSError):
+                os.read(self.fd, 65536)
+            time.sleep(0.1)
+        raise AssertionError("the app did not quit on q")
+
+
+def test_the_demos_kills_stay_out_of_the_users_action_log(tmp_path: Path) -> None:
+    """`tokentop demo` on a real terminal: `k` then `y` kills a demo agent; that action is
+    demo state, kept in the demo's temp dir, never in the user's actions.jsonl."""
+    env = dict(os.environ, TERM="xterm-256color")
+    for var in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        env[var] = str(tmp_path / var.lower())
+    term = Terminal(env, "demo", "--interval", "0.2")
+    try:
+        term.wait_for(b"webshop")
+        term.press(b"k", then=b"Kill 1")
+        term.press(b"y", then=b"killed")
+        assert term.quit() == 0
+    finally:  # SIGTERM: the demo then stops its agents as it does on exit
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(term.pid, signal.SIGTERM)
+            os.waitpid(term.pid, 0)
+    assert not (tmp_path / "xdg_data_home" / "tokentop" / "actions.jsonl").exists()

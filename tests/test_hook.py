@@ -105,6 +105,21 @@ def test_the_block_lifts_when_the_budget_is_raised(home: Path) -> None:
     assert states == ["blocked", "cleared"]
 
 
+def test_a_budget_set_with_b_in_the_app_is_honoured_by_the_hook(home: Path) -> None:
+    """The app keeps `b` budgets in the store; the hook reads them on its next call."""
+    from tokentop.config import Budget
+    from tokentop.model import SessionKey
+    from tokentop.store import Store
+
+    assert run_hook(home, "", hook_json(home)).returncode == 0  # no budget configured
+    with Store(home / "data" / "tokentop" / "tokentop.db") as store:
+        store.set_budget(SessionKey("claude", SESSION), Budget(tokens=5000))
+        done = run_hook(home, "", hook_json(home))
+        assert done.returncode == 2 and "over budget: 9,000 of 5,000 tokens" in done.stderr
+        store.set_budget(SessionKey("claude", SESSION), None)  # "Use config" in the dialog
+    assert run_hook(home, "", hook_json(home)).returncode == 0
+
+
 @pytest.mark.parametrize(
     ("stdin", "config", "message"),
     [
@@ -117,7 +132,7 @@ def test_bad_input_or_config_is_a_one_line_error_that_never_blocks(
     home: Path, stdin: str | None, config: str, message: str
 ) -> None:
     done = run_hook(home, config, stdin if stdin is not None else hook_json(home))
-    assert done.returncode == 1 and message in done.stderr
+    assert done.returncode == 0 and message in done.stderr and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
 
 
@@ -210,7 +225,10 @@ def test_install_merges_shows_the_diff_keeps_a_backup_and_is_idempotent(tmp_path
     out = io.StringIO()
     assert install(settings, command=COMMAND, ask=lambda _: "y", out=out) == 0
     shown = out.getvalue()
-    assert f"+++ {settings} (new)" in shown
+    assert f"--- {settings}\n+++ {settings} (with the hook)" in shown  # not "(new)": it exists
+    fresh = io.StringIO()
+    assert install(tmp_path / "none.json", command=COMMAND, ask=lambda _: "y", out=fresh) == 0
+    assert f"--- /dev/null\n+++ {tmp_path / 'none.json'} (new)" in fresh.getvalue()
     added = [line for line in shown.splitlines() if line.startswith("+ ")]
     assert sum(f'"command": "{COMMAND}"' in line for line in added) == 2
     new = json.loads(settings.read_text())

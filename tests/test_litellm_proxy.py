@@ -7,7 +7,8 @@ must equal the usage the upstream returned.
 
 LiteLLM[proxy] pins `rich<14`, which would downgrade the rich that Textual renders with (and
 break the UI snapshots), so it is not a test extra: the fixture installs it once into its
-own venv under the temp dir (about 2 minutes; reused afterwards), or uses
+own venv under the user cache dir, ~/.cache/tokentop/test-litellm-*/ (about 700 MB and 2
+minutes; reused afterwards, never left in /tmp), or uses
 `$TOKENTOP_PROXY_PYTHON` (a Python that has `litellm[proxy]`). The test skips with the pip
 error when that install is impossible, except under CI, where it fails.
 """
@@ -35,6 +36,7 @@ from typing import Any
 import pytest
 
 from tokentop import litellm_callback
+from tokentop.dirs import user_dir
 from tokentop.engine import Engine
 from tokentop.model import TokenCounts
 from tokentop.pricing import PriceTable
@@ -155,17 +157,33 @@ def free_port() -> int:
         return port
 
 
+def proxy_venv() -> Path:
+    """Where the proxy's venv lives: the user cache dir (XDG_CACHE_HOME), one per LiteLLM
+    version and Python, so the 700 MB are neither in /tmp nor rebuilt on every run."""
+    tag = hashlib.sha256(f"{LITELLM_SPEC} {sys.version}".encode()).hexdigest()[:12]
+    return user_dir("cache") / f"test-litellm-{tag}"
+
+
+def test_the_proxy_venv_lives_in_the_user_cache_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere/cache")
+    venv = proxy_venv()
+    assert venv.parent == user_dir("cache") and venv.name.startswith("test-litellm-")
+    if sys.platform.startswith("linux"):
+        assert venv.is_relative_to("/somewhere/cache/tokentop")
+    assert not venv.is_relative_to(tempfile.gettempdir())
+
+
 def proxy_python() -> Path:
     """A Python with litellm[proxy]: `$TOKENTOP_PROXY_PYTHON`, else a cached private venv."""
     given = os.environ.get("TOKENTOP_PROXY_PYTHON")
     if given:
         return Path(given)
-    tag = hashlib.sha256(f"{LITELLM_SPEC} {sys.version}".encode()).hexdigest()[:12]
-    venv = Path(tempfile.gettempdir()) / f"tokentop-litellm-{tag}"
+    venv = proxy_venv()
     python = venv / "bin" / "python"
     if (venv / "ready").exists():
         return python
-    staging = Path(tempfile.mkdtemp(prefix="tokentop-litellm-build-"))
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="test-litellm-build-", dir=venv.parent))
     try:
         subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, timeout=120)
         subprocess.run(

@@ -74,10 +74,13 @@ def keys_then_settle(*keys: str) -> Callable[[Pilot[None]], Any]:
 
 
 def compare(
-    snap_compare: SnapCompare, keys: Sequence[str] = (), store: Store | None = None
+    snap_compare: SnapCompare,
+    keys: Sequence[str] = (),
+    store: Store | None = None,
+    size: tuple[int, int] = SIZE,
 ) -> bool:
     app = fixed_app(store)
-    return snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle(*keys))
+    return snap_compare(app, terminal_size=size, run_before=keys_then_settle(*keys))
 
 
 @pytest.fixture
@@ -96,6 +99,16 @@ def utc() -> Iterator[None]:
 
 def test_main_screen(snap_compare: SnapCompare) -> None:
     assert compare(snap_compare)
+
+
+def test_main_screen_80x24(snap_compare: SnapCompare) -> None:
+    """The classic terminal: BUDGET, ETA and FLAGS in view; MODEL and the sparkline go."""
+    assert compare(snap_compare, size=(80, 24))
+
+
+def test_detail_view_80x24(snap_compare: SnapCompare) -> None:
+    """The first detail line keeps tokens, cost, budget and ETA at 80 columns."""
+    assert compare(snap_compare, ["down", "enter"], size=(80, 24))
 
 
 def test_detail_view(snap_compare: SnapCompare) -> None:

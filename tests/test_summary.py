@@ -109,6 +109,32 @@ def test_without_minutes_active_time_is_the_span() -> None:
 def test_file_changes_from_tools() -> None:
     assert not file_changes(snap())
     assert file_changes(snap(tools=(ToolStat("Edit", 1, 0),)))
+    assert not file_changes(snap(tools=(ToolStat("Write", 1, 1),)))  # denied: nothing written
+    assert file_changes(snap(tools=(ToolStat("Write", 2, 1),)))
+
+
+def test_a_denied_write_is_not_a_file_change(tmp_path: Path) -> None:
+    """The shared sample 1af7fc5e: its only Write was denied (is_error: true), so its summary
+    says no files were changed and it is not labelled pending."""
+    from tokentop.engine import Engine
+    from tokentop.gitvalue import assess
+    from tokentop.pricing import PriceTable
+    from tokentop.sources.claude_code import ClaudeCodeSource
+    from tokentop.summary_md import summary_markdown
+
+    fixtures = Path(__file__).parent / "fixtures"
+    engine = Engine([ClaudeCodeSource([fixtures / "claude"])], PriceTable.default().cost)
+    engine.scan()
+    (sample,) = [s for s in engine.snapshot().sessions if s.key.session_id.startswith("1af7fc5e")]
+    assert {t.name: (t.calls, t.errors) for t in sample.tools}["Write"] == (1, 1)
+    assert not file_changes(sample)
+    cfg = History()
+    git = assess(
+        str(tmp_path), sample.first_ts, sample.last_ts, sample.cost_usd, file_changes(sample), cfg
+    )
+    summary = build_summary(sample, now=sample.last_ts + 99999, reason="idle", config=CFG, git=git)
+    assert summary.label == "theater"  # spent, changed nothing, committed nothing
+    assert "files were changed" not in summary_markdown(summary)
 
 
 def test_recorder_records_ended_sessions_once_and_again_when_changed(tmp_path: Path) -> None:

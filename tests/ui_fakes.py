@@ -200,16 +200,16 @@ class FakeProcesses:
         self.calls.append((verb, ref.pid, reason, origin))
         return FakeResult(True, f"{verb} pid {ref.pid}: done")
 
-    def pause(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+    def pause(self, ref: FakeRef, reason: str, origin: str, *, session: str = "") -> FakeResult:
         return self._act("pause", ref, reason, origin)
 
-    def resume(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+    def resume(self, ref: FakeRef, reason: str, origin: str, *, session: str = "") -> FakeResult:
         return self._act("resume", ref, reason, origin)
 
-    def terminate(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+    def terminate(self, ref: FakeRef, reason: str, origin: str, *, session: str = "") -> FakeResult:
         return self._act("terminate", ref, reason, origin)
 
-    def kill(self, ref: FakeRef, reason: str, origin: str) -> FakeResult:
+    def kill(self, ref: FakeRef, reason: str, origin: str, *, session: str = "") -> FakeResult:
         return self._act("kill", ref, reason, origin)
 
 

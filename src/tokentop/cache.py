@@ -13,6 +13,8 @@ from pathlib import Path
 
 import msgspec
 
+from tokentop import files
+from tokentop.files import make_private
 from tokentop.ledger_state import LedgerState
 from tokentop.tail import TailState
 
@@ -108,6 +110,8 @@ def load(path: Path) -> tuple[CacheFile | None, str]:
     The dedupe tables stay on disk (`dedupe_loader`): a restart that finds nothing new never
     reads them, which is most of a large history's cache.
     """
+    make_private(path)
+    make_private(dedupe_path(path))
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -129,7 +133,7 @@ def save(path: Path, data: CacheFile) -> None:
     The packed dedupe tables go to a side file written first, tagged with an id that the
     main file names; a crash between the two writes leaves a mismatch that `load` detects.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = msgspec.structs.replace(data, save_id=data.save_id or os.urandom(16).hex())
     if data.ledger.packed:
         dedupe_id = os.urandom(16).hex()
@@ -141,14 +145,4 @@ def save(path: Path, data: CacheFile) -> None:
 
 def write_atomic(path: Path, blob: bytes) -> None:
     """Replace `path` with `blob` (mode 0600): readers see the old file or the new one."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_atomic(path, blob)

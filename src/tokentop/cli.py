@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
-from tokentop import __version__, output
+from tokentop import output
 from tokentop.cache import default_cache_dir
+from tokentop.cli_args import build_parser
 from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot
+from tokentop.safetext import json_for_terminal, safe
 from tokentop.sources.base import DirSource, Source
 
 if TYPE_CHECKING:
@@ -29,127 +31,6 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line, never as a traceback."""
-
-
-def add_source_args(p: argparse.ArgumentParser, top: bool = False) -> None:
-    """Source options, accepted before or after the subcommand.
-
-    Subparsers get SUPPRESS defaults; otherwise their defaults would overwrite values given
-    before the subcommand.
-    """
-
-    def default(value: object) -> object:
-        return value if top else argparse.SUPPRESS
-
-    p.add_argument(
-        "--claude-dir",
-        action="append",
-        type=Path,
-        default=default([]),
-        metavar="DIR",
-        help="Claude Code config dir (or its projects/ dir); repeatable. "
-        "Giving any --*-dir reads only the dirs given.",
-    )
-    p.add_argument(
-        "--codex-dir",
-        action="append",
-        type=Path,
-        metavar="DIR",
-        default=default([]),
-        help="Codex home (holding sessions/); repeatable",
-    )
-    for flag, what in (
-        ("--gemini-dir", "Gemini CLI home (~/.gemini, holding tmp/)"),
-        ("--openclaw-dir", "OpenClaw state dir (~/.openclaw, holding agents/)"),
-        ("--opencode-dir", "opencode data dir (~/.local/share/opencode)"),
-    ):
-        p.add_argument(
-            flag, action="append", type=Path, metavar="DIR", default=default([]), help=what
-        )
-    p.add_argument(
-        "--proxy-log",
-        action="append",
-        type=Path,
-        metavar="FILE",
-        default=default([]),
-        help="LiteLLM proxy log (JSONL from tokentop.litellm_callback); repeatable, "
-        "read in addition to the agents' dirs",
-    )
-    p.add_argument(
-        "--jsonl",
-        action="append",
-        type=Path,
-        metavar="FILE",
-        default=default([]),
-        help="generic usage JSONL (schema in docs/proxy.md); repeatable",
-    )
-    p.add_argument(
-        "--no-cache", action="store_true", default=default(False), help="cold scan, no cache"
-    )
-    p.add_argument(
-        "--cache-dir", type=Path, default=default(None), metavar="DIR", help="cache location"
-    )
-    p.add_argument(
-        "--config", type=Path, default=default(None), metavar="FILE", help="config TOML file"
-    )
-
-
-def _wanted(argv: Sequence[str] | None, name: str) -> bool:
-    """Whether `name` may be the subcommand; its heavy argument module is imported only then,
-    so `sessions` and `watch` start fast (the warm-restart target is 0.2 s in all)."""
-    return argv is None or name in argv or "-h" in argv or "--help" in argv
-
-
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tokentop", description="top for token spend: watch AI coding agents burn tokens"
-    )
-    add_source_args(parser, top=True)
-    parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
-    parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
-    sub = parser.add_subparsers(dest="command")
-    # Every subcommand is listed, but only the one being run gets its arguments: building
-    # them all costs more than the rest of a warm `sessions` run's argument handling.
-    p = sub.add_parser("sessions", help="print per-session totals")
-    if _wanted(argv, "sessions"):
-        add_source_args(p)
-        p.add_argument("--json", action="store_true", help="a JSON array, one object per session")
-    p = sub.add_parser("demo", help="the app over simulated agents (real child processes)")
-    if _wanted(argv, "demo"):
-        add_source_args(p)
-        p.add_argument("--budget", type=float, default=2.0, help="demo $ budget per session")
-        p.add_argument("--interval", type=float, default=0.5, help="demo agents' pace (s)")
-    p = sub.add_parser("watch", help="stream changes as NDJSON")
-    if _wanted(argv, "watch"):
-        add_source_args(p)
-        p.add_argument("--ndjson", action="store_true", help="one JSON object per line (default)")
-    p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
-    if _wanted(argv, "guard"):
-        add_source_args(p)
-        p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
-        p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
-    p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
-    if _wanted(argv, "hook"):
-        from tokentop.hook import add_hook_args
-
-        add_source_args(p)
-        add_hook_args(p)
-    p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
-    q = sub.add_parser("summary", help="one recorded session as Markdown")
-    if _wanted(argv, "report") or _wanted(argv, "summary"):
-        from tokentop.report import report_args, summary_args
-
-        add_source_args(p)
-        add_source_args(q)
-        report_args(p)
-        summary_args(q)
-    p = sub.add_parser("run", help="launch an agent and enforce its budget (see run --help)")
-    if _wanted(argv, "run"):
-        from tokentop.runner import add_run_args
-
-        add_source_args(p)
-        add_run_args(p)
-    return parser
 
 
 def make_sources(args: argparse.Namespace, config: Config | None = None) -> list[Source]:
@@ -170,8 +51,12 @@ def make_sources(args: argparse.Namespace, config: Config | None = None) -> list
         if (dirs := given[key]) or not any_given
     ]
     for flag, kind in (("proxy_log", _litellm), ("jsonl", _generic)):
-        files: list[Path] = (getattr(args, flag, None) or []) + _paths(roots.get(flag, []))
-        for f in files:  # a log not written yet is fine: it is picked up when it appears
+        named: list[Path] = getattr(args, flag, None) or []
+        for f in named:  # a typo on the command line is an error, as for a dir
+            if not f.is_file():
+                raise CliError(f"no such file: {f} (--{flag.replace('_', '-')})")
+        files = named + _paths(roots.get(flag, []))
+        for f in files:  # one in [roots] may not be written yet: it is read when it appears
             if f.is_dir() or not f.parent.is_dir():
                 raise CliError(f"not a file in an existing directory: {f}")
         if files:
@@ -221,9 +106,14 @@ def load_config(args: argparse.Namespace) -> Config:
     from tokentop.config import load_config as load
 
     try:
-        return load(args.config)
+        config = load(args.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    if getattr(args, "command", None) not in ("guard", "run"):
+        return config
+    from tokentop.session_budgets import LiveBudgets  # the budgets set with `b` in the app
+
+    return msgspec.structs.replace(config, session_budgets=LiveBudgets(getattr(args, "db", None)))
 
 
 def make_prices(config: Config) -> PriceTable:
@@ -269,7 +159,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     err = bad_files_text(snap)
     if args.json:
         blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(snap)), indent=1)
-        text = blob.decode() + "\n"
+        text = json_for_terminal(blob).decode() + "\n"
         sessions_cache.remember(engine, snap, text, err)
     else:
         text = output.text_table(snap) + "\n"
@@ -281,7 +171,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
 def bad_files_text(snap: LedgerSnapshot) -> str:
     """Unparseable lines in files that belong to no session (the others show in the JSON)."""
     return "".join(
-        f"tokentop: {f.bad_lines} unparseable line(s) in {f.path}: {f.last_error}\n"
+        f"tokentop: {f.bad_lines} unparseable line(s) in {safe(f.path)}: {safe(f.last_error)}\n"
         for f in output.orphan_bad_files(snap)
     )
 
@@ -292,6 +182,7 @@ def run_app(
     config: Config,
     mapper: SessionMapper | RecordedMapper,
     store_path: Path | None = None,
+    action_log: Path | None = None,
 ) -> int:
     """Run the Textual app; imported here so headless commands never load textual."""
     from tokentop.clock import SystemClock
@@ -302,19 +193,28 @@ def run_app(
     try:  # the store is left open at exit: a worker may still be finishing a write
         store: Store | None = Store(store_path)
     except StoreError as exc:
-        print(f"tokentop: history is off: {exc}", file=sys.stderr)
+        print(f"tokentop: history is off: {safe(str(exc))}", file=sys.stderr)
         store = None
     app = make_app(
         engine,
         config=config,
         clock=SystemClock(),
-        controller=ProcessController(log_path=default_action_log()),
+        controller=ProcessController(log_path=action_log or default_action_log()),
         mapper=mapper,
         read_only=args.read_only or config.read_only,
         store=store,
     )
     app.run()
     return 0
+
+
+def need_terminal() -> None:
+    """The app draws on a terminal; without one Textual fails with a traceback."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CliError(
+            "the app needs a terminal (stdin and stdout are not both a TTY); "
+            "`tokentop sessions` and `tokentop watch` print without one"
+        )
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -325,6 +225,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     from tokentop.procs import ProcessController
     from tokentop.registry import Registry, default_path
 
+    need_terminal()
     config = load_config(args)
     mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
     return run_app(args, make_engine(args, config), config, mapper)
@@ -337,6 +238,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tokentop.sources.claude_code import ClaudeCodeSource
     from tokentop.sources.codex import CodexSource
 
+    need_terminal()
     config = load_config(args)
     if not config.budgets.default.is_set:
         config = msgspec.structs.replace(
@@ -353,8 +255,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ]
         args.no_cache = True
         engine = make_engine(args, config, sources)
-        store = fleet.root / "history.db"  # never the user's store; removed with the root
-        return run_app(args, engine, config, SessionMapper(fleet.refs), store)
+        store = fleet.root / "history.db"  # never the user's store or log: removed with the root
+        log = fleet.root / "actions.jsonl"
+        return run_app(args, engine, config, SessionMapper(fleet.refs), store, log)
     finally:
         fleet.stop()
 
@@ -392,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         return cmd_app(args)
     except CliError as exc:
-        print(f"tokentop: {exc}", file=sys.stderr)
+        print(f"tokentop: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return 0

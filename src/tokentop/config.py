@@ -11,6 +11,7 @@ import fnmatch
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -22,7 +23,9 @@ from tokentop.policy_config import Policy, policy_problem
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 Percent = Annotated[float, msgspec.Meta(gt=0, le=1000)]
-TokenLimit = Annotated[int, msgspec.Meta(ge=0)]
+TokenLimit = Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+Dollars = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+"""A budget in dollars: finite (TOML allows inf) and at most a billion, as quantities.py."""
 Activity = Literal["live", "idle", "ended"]
 
 KEY_ACTIONS: Final[dict[str, str]] = {
@@ -46,6 +49,28 @@ KEY_ACTIONS: Final[dict[str, str]] = {
 }
 """Binding ids that `[keys]` may rebind, with what each does (the UI binds exactly these)."""
 
+DEFAULT_KEYS: Final[dict[str, str]] = {
+    "filter": "/,f4",
+    "sort-next": "s,>,f6",
+    "sort-prev": "<",
+    "sort-reverse": "I",
+    "open-details": "enter",
+    "tag": "space",
+    "pause-resume": "p",
+    "terminate": "t",
+    "kill": "k,f9",
+    "budget": "b",
+    "faster": "+",
+    "slower": "-",
+    "show-errors": "e",
+    "history": "h",
+    "help": "?,f1",
+    "quit": "q,f10",
+    "back": "escape",
+}
+"""The keys of each binding id unless `[keys]` rebinds it; here so that a clash is a config
+error (ui/keys.py builds its bindings from these)."""
+
 
 ROOT_KINDS: Final = ("claude", "codex", "gemini", "openclaw", "opencode", "proxy_log", "jsonl")
 """`[roots]` keys: agent directories, then LiteLLM proxy logs and generic JSONL files."""
@@ -54,7 +79,7 @@ ROOT_KINDS: Final = ("claude", "codex", "gemini", "openclaw", "opencode", "proxy
 class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A session budget; a field left out inherits from the less specific level."""
 
-    usd: NonNegative | None = None
+    usd: Dollars | None = None
     """Dollars per session."""
     tokens: TokenLimit | None = None
     """Tokens per session, all kinds counted (input, output, cache read/write, reasoning)."""
@@ -74,7 +99,7 @@ class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Budgets(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[budgets]`: the default per-session budget and its overrides."""
 
-    usd: NonNegative | None = None
+    usd: Dollars | None = None
     """Default dollar budget per session."""
     tokens: TokenLimit | None = None
     """Default token budget per session."""
@@ -122,6 +147,8 @@ class History(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Commits authored up to this long after a session's last activity still count for it."""
     my_commits_only: bool = True
     """Count only commits whose author email is the repository's `user.email`."""
+    git: bool = True
+    """Ask git what a session produced; false never runs git in any repository."""
     git_timeout_s: Positive = 10.0
     """Seconds before a git command is abandoned (the summary then says so)."""
     top_consumers: Annotated[int, msgspec.Meta(ge=0, le=100)] = 8
@@ -153,6 +180,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[policy.*]`: detector thresholds and actions (see policy_config.py)."""
     history: History = msgspec.field(default_factory=History)
     """`[history]`: session summaries and accepted output from git."""
+    session_budgets: Mapping[str, Budget] = {}
+    """Budgets set for one session ("agent:session_id") with `b`, from the store, not TOML."""
 
     def activity(self, last_ts: float, now: float) -> Activity:
         """Live, idle or ended, from the time since the session's last activity."""
@@ -161,8 +190,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return "live"
         return "idle" if quiet <= self.ended_after_s else "ended"
 
-    def budget_for(self, agent: str, cwd: str) -> Budget:
-        """The configured budget: the default, then the agent's, then the project's fields."""
+    def budget_for(self, agent: str, cwd: str, session_id: str = "") -> Budget:
+        """The session's own budget if one was set with `b`; else the configured one: the
+        default, then the agent's, then the project's fields."""
+        own = self.session_budgets.get(f"{agent}:{session_id}") if session_id else None
+        if own is not None:
+            return own
         budget = self.budgets.default
         agent_budget = self.budgets.agents.get(agent)
         if agent_budget is not None:
@@ -244,6 +277,8 @@ _KEYED: Final = {
 
 
 def _convert(data: dict[str, Any]) -> Config:
+    if "session_budgets" in data:  # kept in the store by the `b` key, never in the file
+        raise _KeyError(["session_budgets"], "unknown setting (set with the b key instead)")
     entries = {section: _pop_entries(data, section, typ) for section, typ in _KEYED.items()}
     base: Config = _convert_value(data, Config, [])
     budgets = msgspec.structs.replace(
@@ -335,12 +370,28 @@ def _check(config: Config) -> None:
             raise _KeyError(["keys", action], f"unknown action; known: {', '.join(KEY_ACTIONS)}")
         if not keys.strip() or any(not k.strip() for k in keys.split(",")):
             raise _KeyError(["keys", action], 'expected a key name such as "k" or "ctrl+k"')
+    _check_key_clashes(config.keys)
     for name in config.roots:
         if name not in ROOT_KINDS:
             raise _KeyError(["roots", name], f"unknown; known: {', '.join(ROOT_KINDS)}")
     problem = policy_problem(config.policy)
     if problem is not None:
         raise _KeyError(*problem)
+
+
+def _check_key_clashes(keys: dict[str, str]) -> None:
+    """One key bound to two ids would make one of them unreachable: name both."""
+    owner: dict[str, str] = {}
+    for binding_id in KEY_ACTIONS:
+        for key in keys.get(binding_id, DEFAULT_KEYS[binding_id]).split(","):
+            other = owner.setdefault(key.strip(), binding_id)
+            if other != binding_id:
+                culprit, first = (binding_id, other) if binding_id in keys else (other, binding_id)
+                raise _KeyError(
+                    ["keys", culprit],
+                    f"{key.strip()!r} is bound to both {first} and {culprit}; "
+                    f"rebind one of them in [keys]",
+                )
 
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -312,7 +312,9 @@ def run(args: argparse.Namespace) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tokentop.demo_agent", description=__doc__.split("\n")[0]
+        prog="python -m tokentop.demo_agent",
+        description=__doc__.split("\n")[0],
+        allow_abbrev=False,
     )
     parser.add_argument("--kind", choices=KINDS, required=True)
     parser.add_argument("--behavior", choices=BEHAVIORS, required=True)

@@ -11,6 +11,7 @@ away does not.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Sequence
 from typing import Literal
@@ -24,6 +25,7 @@ NOT_A_REPO = "not a git repository"
 NUMSTAT_SEP = "\x1e"
 FIELD_SEP = "\x1f"
 LOG_FORMAT = f"{NUMSTAT_SEP}%H{FIELD_SEP}%at{FIELD_SEP}%ae{FIELD_SEP}%s"
+GIT_OFF = "git is off ([history] git = false)"
 PREFILTER_MARGIN_S = 86400
 """`git log --since` filters on committer time; a day of margin covers clock skew, and the
 author time (which is what counts) is checked exactly afterwards."""
@@ -64,17 +66,104 @@ class GitError(Exception):
     """A git command failed or timed out; the message is one line for the summary."""
 
 
-def run_git(cwd: str, args: Sequence[str], timeout: float, stdin: bytes | None = None) -> str:
-    """Run git in `cwd` without prompts or pagers; stdout, or GitError with a short reason."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+HARDENING = (
+    "--no-pager",
+    "-c", "core.fsmonitor=false",
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.quotepath=off",
+    "-c", "diff.external=",
+    "-c", "log.showSignature=false",
+    "-c", "color.ui=false",
+    "-c", "safe.bareRepository=explicit",
+)  # fmt: skip
+"""Options before every git command: nothing the repository's config names is run (no
+fsmonitor daemon, hooks, external diff or signature program; no implicit bare repository)."""
+NO_PROGRAMS = ("--no-ext-diff", "--no-textconv", "--no-color")
+"""For commands that print diffs: no external diff or textconv filter from .gitattributes."""
+_KEEP_GIT_ENV = frozenset({"GIT_CONFIG_GLOBAL"})
+_SHA = re.compile(r"[0-9a-f]{7,64}")
+
+
+def git_env() -> dict[str, str]:
+    """The environment for git: no system config, no optional locks, no prompts, and none of
+    the caller's GIT_* variables that would point git at another repository or program."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEEP_GIT_ENV}
+    env |= {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+    return env | {"LC_ALL": "C", "GIT_ATTR_NOSYSTEM": "1"}
+
+
+def owned_repo(cwd: str) -> str:
+    """Why git must not run in `cwd` ("" when it may): it must be an absolute directory owned
+    by this user, inside a repository whose top folder and `.git` are owned by this user too
+    (git would otherwise read, and run, config that someone else wrote)."""
+    if not os.path.isabs(cwd):
+        return f"not an absolute path: {cwd}"
+    uid = os.geteuid()
+    try:
+        if os.stat(cwd).st_uid != uid:
+            return f"not owned by you: {cwd}"
+        top = _repo_top(cwd)
+        if top is None:
+            return NOT_A_REPO
+        if os.stat(top).st_uid != uid or os.lstat(os.path.join(top, ".git")).st_uid != uid:
+            return f"repository not owned by you: {top}"
+    except OSError as exc:
+        return f"cannot inspect {cwd}: {exc.strerror}"
+    return ""
+
+
+def _repo_top(cwd: str) -> str | None:
+    """The nearest folder from `cwd` up that holds `.git`, as git's own discovery finds it."""
+    path = os.path.realpath(cwd)
+    while True:
+        if os.path.lexists(os.path.join(path, ".git")):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def repo_filters(cwd: str, timeout: float) -> dict[str, str]:
+    """Config (as GIT_CONFIG_KEY/VALUE variables) that blanks every clean/smudge/process filter
+    the repository's own config defines: `git status` runs a clean filter on a file whose
+    stat changed, so a repository could otherwise make it run any command."""
+    regexp = r"^filter\..*\.(clean|smudge|process)$"
+    try:
+        out = run_git(cwd, ["config", "--show-scope", "-z", "--get-regexp", regexp], timeout)
+    except GitError as exc:
+        if str(exc) != "git config exited 1":  # exit 1, silent: no such key
+            raise
+        out = ""
+    keys = sorted({
+        entry.split("\t", 1)[1].split("\n", 1)[0]
+        for entry in out.split("\0")
+        if "\t" in entry and not entry.startswith(("global\t", "system\t"))
+    })  # fmt: skip
+    env = {"GIT_CONFIG_COUNT": str(len(keys))}
+    for n, key in enumerate(keys):
+        env |= {f"GIT_CONFIG_KEY_{n}": key, f"GIT_CONFIG_VALUE_{n}": ""}
+    return env
+
+
+def run_git(
+    cwd: str,
+    args: Sequence[str],
+    timeout: float,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Run hardened git in `cwd` (see HARDENING); stdout, or GitError with a short reason.
+
+    `cwd` is only ever the working directory of the process, never an argument."""
     try:
         proc = subprocess.run(
-            ["git", "-c", "core.quotepath=off", *args],
+            ["git", *HARDENING, *args],
             cwd=cwd,
             input=stdin,
             capture_output=True,
             timeout=timeout,
-            env=env,
+            env=git_env() | (env or {}),
             check=False,
         )
     except FileNotFoundError as exc:
@@ -111,10 +200,15 @@ def assess(
 ) -> GitValue:
     """Find the commits in `cwd`'s repository authored in [start, end + slack] and label them."""
     unknown = label_for(cost_usd, 0, file_changes, False, cfg)
+    if not cfg.git:
+        return GitValue(GIT_OFF, unknown, file_changes=file_changes)
     if not cwd:
         return GitValue("no working directory recorded", unknown, file_changes=file_changes)
     if not os.path.isdir(cwd):
         return GitValue(f"directory not found: {cwd}", unknown, file_changes=file_changes)
+    refused = owned_repo(cwd)
+    if refused:
+        return GitValue(refused, unknown, file_changes=file_changes)
     try:
         return _assess(cwd, start, end, cost_usd, file_changes, cfg)
     except GitError as exc:
@@ -130,7 +224,8 @@ def _assess(
     branch = _branch(cwd, t)
     author = _my_email(cwd, t) if cfg.my_commits_only else ""
     commits = _commits_in(cwd, start, end + cfg.commit_slack_s, author, t)
-    dirty = bool(run_git(cwd, ["status", "--porcelain", "--untracked-files=normal"], t).strip())
+    status = ["status", "--porcelain", "--untracked-files=normal", "--ignore-submodules=all"]
+    dirty = bool(run_git(cwd, status, t, env=repo_filters(cwd, t)).strip())
     files = {f for c in commits for f in c.files}
     return GitValue(
         "ok",
@@ -177,8 +272,8 @@ def _commits_in(cwd: str, start: float, end: float, author: str, timeout: float)
     since = int(start) - PREFILTER_MARGIN_S
     out = run_git(
         cwd,
-        ["log", "--branches", "HEAD", f"--since={since}", "--no-renames", "--numstat",
-         f"--format={LOG_FORMAT}"],
+        ["log", *NO_PROGRAMS, "--no-show-signature", "--branches", "HEAD", f"--since={since}",
+         "--no-renames", "--numstat", f"--format={LOG_FORMAT}"],
         timeout,
     )  # fmt: skip
     first = float(int(start))  # git keeps whole seconds: a commit in start's second counts
@@ -210,7 +305,9 @@ def parse_log(out: str) -> list[tuple[Commit, str]]:
 
 def check_survival(value: GitValue, cost_usd: float, cfg: History, now: float) -> GitValue:
     """Re-check which of the session's commits are still on its branch; unchanged on error."""
-    if value.status != "ok" or not value.commits or not os.path.isdir(value.repo):
+    if not cfg.git or value.status != "ok" or not value.commits or not os.path.isdir(value.repo):
+        return value
+    if owned_repo(value.repo):
         return value
     try:
         surviving = _surviving(value, cfg.git_timeout_s)
@@ -231,13 +328,16 @@ def _surviving(value: GitValue, timeout: float) -> int:
     count = 0
     missing: list[Commit] = []
     for commit in value.commits:
+        if not _SHA.fullmatch(commit.sha):
+            continue  # a stored sha is only ever hex; anything else is not passed to git
         if _is_ancestor(value.repo, commit.sha, head, timeout):
             count += 1
         else:
             missing.append(commit)
     if missing:
         since = int(min(c.author_ts for c in missing)) - PREFILTER_MARGIN_S
-        on_branch = _patch_ids(value.repo, ["log", "-p", f"--since={since}", head], timeout)
+        log = ["log", *NO_PROGRAMS, "--no-show-signature", "-p", f"--since={since}", head]
+        on_branch = _patch_ids(value.repo, log, timeout)
         count += sum(1 for c in missing if _patch_id(value.repo, c.sha, timeout) in on_branch)
     return count
 
@@ -270,7 +370,7 @@ def _patch_ids(repo: str, log_args: list[str], timeout: float) -> set[str]:
 
 def _patch_id(repo: str, sha: str, timeout: float) -> str:
     try:
-        ids = _patch_ids(repo, ["show", "--format=commit %H", sha], timeout)
+        ids = _patch_ids(repo, ["show", *NO_PROGRAMS, "--format=commit %H", sha], timeout)
     except GitError:
         return ""  # the commit object is gone (gc): it cannot have survived
     return next(iter(ids), "")

@@ -34,6 +34,7 @@ from tokentop.policy import Decision, PolicyState, evaluate
 from tokentop.procmap import is_agent
 from tokentop.procs import Action, ActionResult, ProcessController, ProcessRef, default_action_log
 from tokentop.registry import Registry, default_path
+from tokentop.safetext import json_for_terminal, safe
 from tokentop.store import Store, StoreError
 
 Emit = Callable[[dict[str, Any]], None]
@@ -133,7 +134,7 @@ class Guard:
             for decision in decisions:
                 self.store.record_event(decision)
         except (sqlite3.Error, OSError) as exc:
-            print(f"tokentop: findings not recorded: {exc}", file=sys.stderr)
+            print(f"tokentop: findings not recorded: {safe(str(exc))}", file=sys.stderr)
             self.store = None
 
     def _alive(self, session: SessionSnapshot, now: float) -> bool | None:
@@ -154,14 +155,16 @@ class Guard:
         return alive
 
     def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
-        ref = self.mapper.processes_for(session) if self.act else None
+        ref = self.mapper.processes_for(session)  # mapping only reads: a dry run does it too
         origin = f"policy:{decision.detector}"
-        if not self.act:
-            self._not_acted(decision, 0, "dry run: nothing was signalled")
-        elif ref is None:
-            self._not_acted(decision, 0, "no process is mapped to this session; not acted")
+        dry = "" if self.act else "dry run: "
+        if ref is None:
+            self._not_acted(decision, 0, dry + "no process is mapped to this session; not acted")
         elif refusal := automatic_refusal(decision.action, ref):
-            self._not_acted(decision, ref.pid, refusal, ref)
+            self._not_acted(decision, ref.pid, dry + refusal, ref)
+        elif not self.act:
+            would = f"dry run: would {decision.action} pid {ref.pid}; nothing was signalled"
+            self._not_acted(decision, ref.pid, would, ref)
         else:
             act = self.controller.pause if decision.action == "pause" else self.controller.kill
             result = act(ref, decision.reason, origin, session=str(session.key))
@@ -219,7 +222,7 @@ class NdjsonOut:
 
     def __call__(self, obj: dict[str, Any]) -> None:
         with self.lock:
-            self.out.write(msgspec.json.encode(obj).decode() + "\n")
+            self.out.write(json_for_terminal(msgspec.json.encode(obj)).decode() + "\n")
             self.out.flush()
 
 
@@ -260,7 +263,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
     try:
         store: Store | None = Store()
     except StoreError as exc:
-        print(f"tokentop: findings not recorded: {exc}", file=sys.stderr)
+        print(f"tokentop: findings not recorded: {safe(str(exc))}", file=sys.stderr)
         store = None
     out = NdjsonOut(sys.stdout)
     guard = Guard(config, controller, mapper, out, act=not args.dry_run, store=store)

@@ -7,9 +7,12 @@ right process. Before each tool call it reads the session's transcript and, when
 is over budget or looping, blocks the call and tells the agent to wrap up.
 
 Exit status, as Claude Code reads it:
-    0  go on; nothing is printed
+    0  go on; nothing is printed, or one line on stderr when tokentop could not read its input
+       or config (tokentop's own fault never blocks the agent, and never shows a traceback)
     2  PreToolUse: the tool call is blocked; stderr is the reason the agent is shown
-    1  tokentop could not read its input or config (shown to the user; never blocks)
+
+The input is untrusted: at most MAX_INPUT_BYTES are read, and a session id names a cache
+folder only when it is uuid-like (otherwise its hash does), so no id can reach outside it.
 
 If the agent carries on after being blocked (`[policy.soft_stop]` after_responses more
 responses or after_s seconds), the hook escalates with `then` = pause or kill, through a
@@ -22,7 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
+import re
+import stat
 import subprocess
 import sys
 import time
@@ -42,6 +48,7 @@ from tokentop.registry import (
     read,
     soft_stop_episode,
 )
+from tokentop.safetext import safe
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -50,8 +57,12 @@ if TYPE_CHECKING:
     from tokentop.sources.base import FileParser
 
 EXIT_GO_ON = 0
-EXIT_ERROR = 1
+EXIT_ERROR = 0
+"""tokentop's own error: reported on stderr, and the agent goes on."""
 EXIT_BLOCK = 2
+MAX_INPUT_BYTES = 4 << 20
+"""Claude Code's hook JSON carries the tool's input (a whole file for Write): ample room."""
+_ID_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 AGENT = "claude"
 PARENT_WAIT_S = 10.0
 
@@ -85,30 +96,71 @@ def cmd_hook(args: argparse.Namespace) -> int:
     from tokentop.cache import default_cache_dir
 
     files = HookFiles(args.registry or default_path(), args.config, default_cache_dir() / "hook")
-    return handle(sys.stdin.buffer.read(), files, time.time(), sys.stderr)
+    raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    try:
+        return handle(raw, files, time.time(), sys.stderr)
+    except Exception as error:  # never a traceback, never a blocked agent for our own fault
+        return fail(sys.stderr, f"internal error: {error!r}")
+
+
+def fail(err: TextIO, message: str) -> int:
+    """One line on stderr (escaped: it may quote the input); the agent goes on."""
+    err.write(f"tokentop hook: {safe(message)[:500]}\n")
+    return EXIT_ERROR
+
+
+def cache_name(session_id: str) -> str:
+    """A folder name for the session: the id itself when uuid-like, else a hash of it."""
+    if _ID_LIKE.fullmatch(session_id):
+        return session_id
+    return "h-" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def read_input(raw: bytes) -> HookInput | str:
+    """The hook's input, or why it is unusable."""
+    if len(raw) > MAX_INPUT_BYTES:
+        return f"hook input larger than {MAX_INPUT_BYTES} bytes ignored"
+    try:
+        hook = msgspec.json.decode(raw, type=HookInput)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
+        return f"unreadable hook input on stdin ({error})"
+    if not hook.session_id:
+        return "the hook input has no session_id"
+    if "\0" in hook.transcript_path or "\0" in hook.session_id:
+        return "NUL in the hook input's session_id or transcript_path"
+    return hook
+
+
+def is_transcript(path: str) -> bool:
+    """Only an absolute path to a regular .jsonl file is read (never a FIFO or a device)."""
+    if not os.path.isabs(path) or not path.endswith(".jsonl"):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def handle(raw: bytes, files: HookFiles, now: float, err: TextIO) -> int:
     """Answer one hook call; returns the exit status."""
-    try:
-        hook = msgspec.json.decode(raw, type=HookInput)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        err.write(f"tokentop hook: unreadable hook input on stdin ({error})\n")
-        return EXIT_ERROR
-    if not hook.session_id:
-        err.write("tokentop hook: the hook input has no session_id\n")
-        return EXIT_ERROR
+    hook = read_input(raw)
+    if isinstance(hook, str):
+        return fail(err, hook)
     call = HookCall(hook, files, now)
     call.remember()
     if hook.hook_event_name != "PreToolUse" or not hook.transcript_path:
         return EXIT_GO_ON
+    if not is_transcript(hook.transcript_path):
+        return fail(err, f"not a transcript file: {hook.transcript_path[:200]}")
     try:
         from tokentop.config import load_config
+        from tokentop.session_budgets import read_budgets
 
-        config = load_config(files.config)
+        config = msgspec.structs.replace(
+            load_config(files.config), session_budgets=read_budgets()
+        )  # the budgets set with `b` in the app count here too
     except Exception as error:  # ConfigError, or anything else: never block on our own fault
-        err.write(f"tokentop hook: {error}\n")
-        return EXIT_ERROR
+        return fail(err, str(error))
     reasons = call.soft_stop(config)
     if reasons:
         err.write(stop_message(reasons))
@@ -199,7 +251,7 @@ def read_session(
     from tokentop.engine import Engine
 
     subagents = transcript.parent / transcript.stem / "subagents"
-    cache = cache_dir / key.session_id if cache_dir is not None else None
+    cache = cache_dir / cache_name(key.session_id) if cache_dir is not None else None
     source = SessionFolder(transcript.parent)
     engine = Engine([source], cost, cache_dir=cache, workers=1)
     engine.load_cache()
@@ -246,7 +298,7 @@ def stop_reasons(session: SessionSnapshot, config: Config, now: float) -> list[s
 
 def stop_message(reasons: list[str]) -> str:
     return (
-        f"tokentop: stop. This session is {'; and '.join(reasons)}.\n"
+        f"tokentop: stop. This session is {'; and '.join(safe(r) for r in reasons)}.\n"
         "Do not start anything new and do not retry the same thing. Reply with a short summary "
         "of what is done, what is left and what blocked you, then end your turn.\n"
         "(The user can lift this by raising the budget in tokentop's config.)\n"
@@ -268,7 +320,7 @@ def spawn_escalation(action: str, record: SessionRecord, reason: str) -> None:
     argv = [
         sys.executable, "-m", "tokentop.hook", "escalate", action,
         "--pid", str(record.pid), "--create-time", repr(record.create_time),
-        "--session", str(record.key), "--reason", reason,
+        f"--session={record.key}", f"--reason={reason}",
     ]  # fmt: skip
     quiet = subprocess.DEVNULL
     with contextlib.suppress(OSError):  # the block still stands; the guard can act instead
@@ -303,14 +355,16 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m tokentop.hook`: the installed hook command (lighter than the full CLI)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["escalate"]:
-        p = argparse.ArgumentParser(prog="tokentop.hook escalate")
+        p = argparse.ArgumentParser(prog="tokentop.hook escalate", allow_abbrev=False)
         p.add_argument("action", choices=["pause", "kill"])
         p.add_argument("--pid", type=int, required=True)
         p.add_argument("--create-time", type=float, required=True)
         p.add_argument("--session", default="")
         p.add_argument("--reason", default="")
         return escalate(p.parse_args(argv[1:]))
-    p = argparse.ArgumentParser(prog="tokentop hook", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="tokentop hook", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     add_hook_args(p)
     p.add_argument("--config", type=Path, metavar="FILE", help="config TOML file")
     return cmd_hook(p.parse_args(argv))

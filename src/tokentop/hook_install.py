@@ -1,8 +1,9 @@
 """`tokentop hook install`: merge tokentop's hook into Claude Code's settings.json.
 
 Shows the diff, asks (unless --yes), keeps a timestamped backup of the old file, writes the new
-one atomically, and does nothing when the hook is already there (an entry of ours whose command
-changed, e.g. after a reinstall, is updated in place). Other hooks and settings are untouched.
+one atomically (through a symlink, to its target), and does nothing when the hook is already
+there (an entry of ours whose command changed, e.g. after a reinstall, is updated in place).
+Other hooks and settings are untouched.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import difflib
 import json
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tokentop.files import create_new, write_atomic
 
 HOOK_EVENTS: dict[str, str | None] = {"SessionStart": None, "PreToolUse": "*"}
 """Event -> matcher (None: the event takes no matcher)."""
@@ -125,8 +127,10 @@ def _plan(path: Path, command: str) -> tuple[str, str | None]:
 
 
 def _diff(old: str, new: str, path: Path) -> list[str]:
+    before = str(path) if old else "/dev/null"  # "(new)" only when there is no file yet
+    after = f"{path} (with the hook)" if old else f"{path} (new)"
     lines = difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True), str(path), f"{path} (new)"
+        old.splitlines(keepends=True), new.splitlines(keepends=True), before, after
     )
     return [line if line.endswith("\n") else line + "\n" for line in lines]
 
@@ -138,21 +142,29 @@ def _confirmed(path: Path, ask: Callable[[str], str]) -> bool:
         return False
 
 
+def _backup(path: Path, blob: bytes) -> Path:
+    """A new backup file (never an existing one, never through a planted symlink)."""
+    try:
+        create_new(path, blob)
+    except FileExistsError:
+        path = path.with_name(f"{path.name}-{os.urandom(3).hex()}")
+        create_new(path, blob)
+    return path
+
+
 def _write(path: Path, old_text: str, new_text: str, out: Any) -> int:
-    """Back up the old file (if any), then replace it atomically."""
+    """Back up the old file (if any), then replace it atomically; a symlinked settings.json
+    (a dotfiles repo) is updated at its target and stays a link."""
     backup = path.with_name(f"{path.name}.tokentop-backup-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if old_text:
-            shutil.copy2(path, backup)
-        tmp = path.with_name(f".{path.name}.tokentop-tmp")
-        tmp.write_text(new_text, encoding="utf-8")
-        if old_text:
-            shutil.copymode(path, tmp)
-        os.replace(tmp, path)
+            backup = _backup(backup, old_text.encode("utf-8"))
+        written = write_atomic(path, new_text.encode("utf-8"), mode=None, durable=True)
     except OSError as error:
         print(f"tokentop: cannot write {path}: {error}; nothing was changed", file=sys.stderr)
         return EXIT_FAILED
     saved = f" (backup: {backup})" if old_text else ""
-    out.write(f"Installed tokentop's hook in {path}{saved}.\n")
+    via = f" (the link's target, {written})" if written != path.absolute() else ""
+    out.write(f"Installed tokentop's hook in {path}{via}{saved}.\n")
     return EXIT_OK

@@ -8,6 +8,7 @@ from typing import Any
 
 from tokentop.model import FileHealth, LedgerSnapshot, SessionSnapshot
 from tokentop.reconcile import by_session, reconcile
+from tokentop.safetext import path_text, safe
 
 
 def iso(ts: float) -> str | None:
@@ -50,13 +51,13 @@ def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None)
         "tool_errors": s.tool_errors,
         "estimated": s.estimated,
         "bad_lines": s.bad_lines,
-        "files": [file_dict(files[f]) if f in files else {"path": f} for f in s.files],
+        "files": [file_dict(files[f]) if f in files else {"path": path_text(f)} for f in s.files],
     }
 
 
 def file_dict(f: FileHealth) -> dict[str, Any]:
     return {
-        "path": f.path,
+        "path": path_text(f.path),
         "agent": f.agent,
         "bytes_read": f.bytes_read,
         "lines": f.lines,
@@ -100,9 +101,9 @@ def text_table(snap: LedgerSnapshot) -> str:
         project = os.path.basename(s.cwd.rstrip("/")) if s.cwd else "-"
         rows.append(
             (
-                s.key.agent,
-                s.key.session_id[:12],
-                project[:24],
+                safe(s.key.agent),
+                safe(s.key.session_id[:12]),
+                safe(project)[:24],
                 compact(s.tokens.total),
                 cost,
                 compact(s.tokens_per_min),

@@ -131,7 +131,7 @@ def _decided(key: SessionKey, f: Finding, now: float) -> Decision:
 
 def budget_finding(snapshot: SessionSnapshot, config: Config) -> Finding | None:
     """Warn at alerts.warn_pct, act (policy.budget.action) at alerts.over_pct."""
-    budget = config.budget_for(snapshot.key.agent, snapshot.cwd)
+    budget = config.budget_for(snapshot.key.agent, snapshot.cwd, snapshot.key.session_id)
     if not budget.is_set:
         return None
     kinds = config.policy.budget.token_kinds

@@ -21,6 +21,7 @@ import msgspec
 import psutil
 
 from tokentop.clock import Clock, SystemClock
+from tokentop.files import append_private
 from tokentop.procmap import (
     KNOWN_AGENTS,
     How,
@@ -200,12 +201,7 @@ class ProcessController:
         line = msgspec.json.encode(result) + b"\n"
         try:
             with self._lock:
-                self._log_path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(fd, line)
-                finally:
-                    os.close(fd)
+                append_private(self._log_path, line)
         except OSError as error:
             note = f" (not recorded in {self._log_path}: {error.strerror or error})"
             return msgspec.structs.replace(result, message=result.message + note)

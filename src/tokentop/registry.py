@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from tokentop.files import append_private
 from tokentop.model import SessionKey
 
 if TYPE_CHECKING:
@@ -87,12 +88,7 @@ def append(path: Path, record: Record) -> str:
     """Add one line with a single write; returns "" or why it could not be written."""
     line = msgspec.json.encode(record) + b"\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        append_private(path, line)
     except OSError as error:
         return f"cannot write {path}: {error.strerror or error}"
     return ""

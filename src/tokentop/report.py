@@ -1,9 +1,10 @@
 """`tokentop report` and `tokentop summary SESSION`: recorded history, grouped and printed.
 
-Both read the store. When it has nothing yet (or `--scan` is given) they first run the engine
-over the transcript roots and record a summary of every session found, so a report works
-right after installing, on any transcript tree. Sessions still going on are recorded as
-"open" and updated by the next scan. Survival of recorded commits is re-checked on each run.
+Both first run the engine over the transcript roots (resuming from the offsets saved in the
+store, so only what was appended is read) and record a summary of every session that changed,
+so a report lists a session written since the last one, on any transcript tree; `--no-scan`
+shows the store as it is. Sessions still going on are recorded as "open" and updated by the
+next scan. Survival of recorded commits is re-checked with git on every run.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ from tokentop.config import Config, ConfigError, load_config
 from tokentop.gitvalue import check_survival
 from tokentop.output import compact
 from tokentop.policy import PolicyState, evaluate
+from tokentop.quantities import plural
+from tokentop.safetext import csv_text, json_for_terminal, md_inline, safe
 from tokentop.store import Store, StoreError
 from tokentop.summary import SessionSummary, SummaryRecorder, end_reason, engine_minutes
 from tokentop.summary_md import duration, summary_markdown, usd, when
 
 BY = ("session", "day", "project", "agent", "model")
 FORMATS = ("table", "json", "csv", "md")
-SURVIVAL_RECHECK_S = 300.0
-"""A survival check younger than this is reused rather than asking git again."""
 MD_SESSIONS = 20
 """Sessions given a full section in a Markdown report (the most expensive first)."""
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
@@ -89,8 +90,8 @@ def _store_args(p: argparse.ArgumentParser) -> None:
         "--scan",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="read the transcripts and record their sessions first "
-        "(default: only when the store has nothing to show)",
+        help="read the transcripts and record changed sessions first (default; "
+        "--no-scan shows the store as it is)",
     )
     p.add_argument("--no-git", action="store_true", help="do not look at git repositories")
 
@@ -116,7 +117,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     clock = SystemClock()
     since: float | None = args.since
     with _open_store(args) as store:
-        if args.scan or (args.scan is None and store.summary_count() == 0):
+        if args.scan is not False:
             scan_into(store, args, config, clock, since)
         summaries, bad = store.summaries(since)
         summaries = refresh_survival(store, summaries, config, clock.now())
@@ -132,10 +133,9 @@ def cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
     config = _config(args)
     clock = SystemClock()
     with _open_store(args) as store:
-        found = _find(store, args.session)
-        if args.scan or (args.scan is None and found is None):
+        if args.scan is not False:
             scan_into(store, args, config, clock, None)
-            found = _find(store, args.session)
+        found = _find(store, args.session)
         if found is None:
             raise CliError(f"no recorded session matches {args.session!r}")
         [found] = refresh_survival(store, [found], config, clock.now())
@@ -206,7 +206,7 @@ def refresh_survival(
     fresh: list[SessionSummary] = []
     for s in summaries:
         git = s.git
-        if git is not None and git.commits and now - git.survival_checked_at > SURVIVAL_RECHECK_S:
+        if git is not None and git.commits:  # git is asked each time: a reset shows at once
             checked = check_survival(git, s.cost_usd, config.history, now)
             if checked is not git:
                 s = msgspec.structs.replace(s, git=checked)
@@ -328,7 +328,8 @@ def render(
     total = _row("total", summaries) if summaries else None
     if fmt == "json":
         doc = {"by": by, "since": since, "rows": rows, "total": total}
-        return msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n"
+        blob = msgspec.json.format(msgspec.json.encode(doc), indent=1)
+        return json_for_terminal(blob).decode() + "\n"
     if fmt == "csv":
         return _csv(rows, by)
     if fmt == "md":
@@ -340,7 +341,7 @@ def _text_table(rows: list[ReportRow], by: str, total: ReportRow | None) -> str:
     if not rows or total is None:
         return "no recorded sessions\n"
     table = [[h.upper() for h in _header(by)]]
-    table += [_line(r, by, short=True) for r in rows]
+    table += [[safe(c) for c in _line(r, by, short=True)] for r in rows]
     table.append(["total", *([""] if by == "session" else []), *_cells(total)])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
@@ -355,7 +356,7 @@ def _csv(rows: list[ReportRow], by: str) -> str:
                 "usd_per_surviving_commit", "labels"])  # fmt: skip
     for r in rows:
         w.writerow([
-            r.group, r.project, r.sessions, when(r.start, "%Y-%m-%dT%H:%M:%S"),
+            csv_text(r.group), csv_text(r.project), r.sessions, when(r.start, "%Y-%m-%dT%H:%M:%S"),
             when(r.end, "%Y-%m-%dT%H:%M:%S"), round(r.active_s), r.tokens, round(r.cost_usd, 6),
             r.cost_complete, _blank(r.commits), _blank(r.surviving), _blank(r.usd_per_commit),
             _blank(r.usd_per_surviving_commit), ";".join(f"{k}:{v}" for k, v in r.labels.items()),
@@ -382,9 +383,7 @@ def markdown_report(
     parts.append(_overview(total))
     header = _header(by)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [
-        "| " + " | ".join(c.replace("|", "\\|") for c in _line(r, by, True)) + " |" for r in rows
-    ]
+    lines += ["| " + " | ".join(md_inline(c) for c in _line(r, by, True)) + " |" for r in rows]
     parts.append("\n".join(lines))
     if by == "session":
         ranked = sorted(summaries, key=lambda s: -s.cost_usd)
@@ -396,10 +395,11 @@ def markdown_report(
 
 def _overview(t: ReportRow) -> str:
     labels = ", ".join(f"{n} {label}" for label, n in t.labels.items())
-    commits = f"{t.commits} commit(s)" + (
+    counted = "commits unknown" if t.commits is None else plural(t.commits, "commit")
+    commits = counted + (
         f" ({usd(t.usd_per_commit)}/commit)" if t.usd_per_commit is not None else ""
     )
     return (
-        f"**{t.sessions} session(s)**, {usd(t.cost_usd, t.cost_complete)}, "
+        f"**{plural(t.sessions, 'session')}**, {usd(t.cost_usd, t.cost_complete)}, "
         f"{compact(t.tokens)} tokens, active {duration(t.active_s)}; {commits}; {labels}."
     )

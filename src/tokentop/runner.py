@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tokentop.quantities import tokens_arg, usd_arg
+from tokentop.safetext import safe
+
 if TYPE_CHECKING:
     import subprocess
 
@@ -61,8 +64,10 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.description = __doc__.split("\n")[0]
     p.epilog = EXIT_CODES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--budget", type=float, metavar="USD", help="dollar budget for the session")
-    p.add_argument("--budget-tokens", type=int, metavar="N", help="token budget (all kinds)")
+    p.add_argument("--budget", type=usd_arg, metavar="USD", help="dollar budget for the session")
+    p.add_argument(
+        "--budget-tokens", type=tokens_arg, metavar="N", help="token budget (all kinds; 2M, 500k)"
+    )
     p.add_argument(
         "--on-budget",
         choices=["warn", "pause", "kill"],
@@ -95,10 +100,6 @@ def run_config(config: Config, args: argparse.Namespace) -> Config:
 
     from tokentop.policy import with_budget
 
-    if (args.budget or 0) < 0 or (args.budget_tokens or 0) < 0:
-        from tokentop.cli import CliError
-
-        raise CliError("budgets must not be negative")
     config = with_budget(config, args.budget, args.budget_tokens)
     if args.on_budget is None:
         return config
@@ -358,7 +359,7 @@ class StatusLine:
     def show(self, sessions: list[SessionSnapshot], config: Config, state: str) -> None:
         if not self.enabled:
             return
-        text = status_text(sessions, config, state)
+        text = safe(status_text(sessions, config, state))
         if self.tty:
             self.err.write(f"\r\x1b[K{text}")
             self.err.flush()
@@ -369,11 +370,11 @@ class StatusLine:
 
     def note(self, text: str) -> None:
         if self.enabled:
-            self.err.write(("\r\x1b[K" if self.tty else "") + f"tokentop: {text}\n")
+            self.err.write(("\r\x1b[K" if self.tty else "") + f"tokentop: {safe(text)}\n")
 
     def finish(self, text: str) -> None:
         if self.enabled:
-            self.err.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+            self.err.write(("\r\x1b[K" if self.tty else "") + safe(text) + "\n")
 
 
 def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> str:
@@ -384,7 +385,8 @@ def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> 
     tokens = sum(s.tokens.total for s in sessions)
     cost = sum(s.cost_usd for s in sessions)
     rate = sum(s.tokens_per_min for s in sessions)
-    budget = config.budget_for(sessions[0].key.agent, sessions[0].cwd)
+    key = sessions[0].key
+    budget = config.budget_for(key.agent, sessions[0].cwd, key.session_id)
     spent = f"{short(tokens)} tok" + (
         f" of {short(budget.tokens)}" if budget.tokens is not None else ""
     )

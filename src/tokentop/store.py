@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import platformdirs
 
+from tokentop.config import Budget
+from tokentop.files import make_private
 from tokentop.model import SessionKey
+from tokentop.session_budgets import budget_rows
 from tokentop.summary import ActionRecord, EventRecord, SessionSummary
 
 if TYPE_CHECKING:
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's write transaction (each lasts milliseconds)."""
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE summaries (
@@ -90,7 +93,15 @@ def _create_v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
+def _create_v2(conn: sqlite3.Connection) -> None:
+    """Budgets set per session with `b`, so that every front-end honours them."""
+    conn.execute(
+        "CREATE TABLE budget_overrides (session TEXT PRIMARY KEY, "  # "agent:session_id"
+        "usd REAL, tokens INTEGER, set_at REAL NOT NULL)"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _create_v2)
 """MIGRATIONS[n] takes a file from user_version n to n + 1."""
 
 
@@ -316,6 +327,22 @@ class Store:
             return "saved state ignored (parser state changed)"
         return ""
 
+    # -- budget overrides ------------------------------------------------------------------
+
+    def set_budget(self, session: SessionKey, budget: Budget | None) -> None:
+        """Keep the session's own budget; None returns it to the configured one."""
+        with self.write() as conn:
+            if budget is None:
+                conn.execute("DELETE FROM budget_overrides WHERE session = ?", (str(session),))
+                return
+            conn.execute(
+                "INSERT OR REPLACE INTO budget_overrides VALUES (?,?,?,?)",
+                (str(session), budget.usd, budget.tokens, time.time()),
+            )
+
+    def budgets(self) -> dict[str, Budget]:
+        return budget_rows(self._rows("SELECT session, usd, tokens FROM budget_overrides"))
+
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to SCHEMA_VERSION, one step per transaction; returns the version."""
@@ -354,6 +381,8 @@ def _create_private(path: Path) -> None:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        for part in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            make_private(part)  # a db of ours made 0644 elsewhere fills with private data
         return
     except OSError as exc:
         raise StoreError(f"{path}: cannot create: {exc.strerror}") from None

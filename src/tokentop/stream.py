@@ -18,6 +18,7 @@ from tokentop import output
 from tokentop.model import LedgerSnapshot, SessionSnapshot
 from tokentop.policy import PolicyState, evaluate
 from tokentop.procs import ActionResult, default_action_log
+from tokentop.safetext import json_for_terminal
 from tokentop.tail import Tailer, TailState
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class NdjsonWriter:
             self.emit(decision_dict(decision, s))
 
     def emit(self, obj: dict[str, Any]) -> None:
-        self.out.write(msgspec.json.encode(obj).decode() + "\n")
+        self.out.write(json_for_terminal(msgspec.json.encode(obj)).decode() + "\n")
         self.out.flush()
 
 

@@ -10,7 +10,7 @@ to a sink (the store), which upserts it, so recording a session again updates it
 from __future__ import annotations
 
 import math
-import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -29,7 +29,7 @@ from tokentop.tokens import Tokenizer, get_tokenizer
 if TYPE_CHECKING:
     from tokentop.engine import Engine
 
-EndReason = Literal["exited", "killed", "idle", "open"]
+EndReason = Literal["exited", "killed", "terminated", "paused-then-exited", "idle", "open"]
 """Why the summary was recorded; "open" is a snapshot of a session that may still go on."""
 Minutes = Mapping[int, Sequence[float]]
 """Minute index (unix seconds // 60) -> [tokens, cost], as the ledger keeps it."""
@@ -176,10 +176,11 @@ def timeline_shares(snapshot: SessionSnapshot) -> dict[str, float]:
 
 
 def file_changes(snapshot: SessionSnapshot) -> bool:
-    """Whether the session called a file-changing tool (Edit, Write, apply_patch ...)."""
-    if any(t.name in FILE_CHANGING_TOOLS and t.calls for t in snapshot.tools):
+    """Whether a file-changing tool call (Edit, Write, apply_patch ...) succeeded: a denied
+    or failed one (`is_error: true`) changed nothing, so more calls than errors are needed."""
+    if any(t.name in FILE_CHANGING_TOOLS and t.calls > t.errors for t in snapshot.tools):
         return True
-    return any(r.file_changing for r in snapshot.recent_tools)
+    return any(r.file_changing and r.is_error is False for r in snapshot.recent_tools)
 
 
 def budget_pct(snapshot: SessionSnapshot, budget: Budget) -> float | None:
@@ -189,7 +190,19 @@ def budget_pct(snapshot: SessionSnapshot, budget: Budget) -> float | None:
 
 def project_name(cwd: str, git: GitValue | None) -> str:
     root = git.repo if git is not None and git.repo else cwd
-    return os.path.basename(root.rstrip("/")) or root
+    return base_name(root) or root[:NAME_MAX]
+
+
+NAME_MAX = 40
+"""A project name longer than this is cut: a table column, not a path."""
+
+
+def base_name(path: str) -> str:
+    """The last part of a POSIX or Windows path (C:\\work\\shop -> shop), at most NAME_MAX
+    characters: a transcript may record either kind, whatever this machine is."""
+    parts = [p for p in re.split(r"[\\/]", path) if p]
+    name = parts[-1] if parts else ""
+    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
 
 
 def build_summary(
@@ -224,7 +237,7 @@ def build_summary(
     # A short session split across two calendar minutes can average more per minute than
     # either bucket holds; the peak is never below the mean.
     shares = timeline_shares(s)
-    budget = budget or config.budget_for(s.key.agent, s.cwd)
+    budget = budget or config.budget_for(s.key.agent, s.cwd, s.key.session_id)
     return SessionSummary(
         agent=s.key.agent,
         session_id=s.key.session_id,

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from tokentop.consumers import Consumer, Consumers
 from tokentop.gitvalue import GitValue
 from tokentop.output import compact
+from tokentop.quantities import plural
+from tokentop.safetext import md_code, md_inline
 from tokentop.summary import SessionSummary
 
 TOOLS_LISTED = 6
@@ -35,14 +37,15 @@ def usd(value: float | None, complete: bool = True) -> str:
 
 
 def cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Untrusted text safe inside a Markdown table cell (escaped, one line, pipes literal)."""
+    return md_inline(text)
 
 
 def summary_markdown(s: SessionSummary, heading: str = "##") -> str:
     """The whole summary: headline facts as a list, then the tables that have content."""
     parts = [
-        f"{heading} {s.project or '(no project)'} · {s.agent} `{s.session_id[:8]}` · {s.label}"
+        f"{heading} {md_inline(s.project) or '(no project)'} · {md_inline(s.agent)} "
+        f"{md_code(s.session_id[:8])} · {s.label}"
     ]
     parts.append("\n".join(_facts(s)))
     parts += _models(s, heading)
@@ -59,7 +62,7 @@ def _facts(s: SessionSummary) -> list[str]:
     lines = [
         f"- **When:** {span} ({duration(s.end - s.start)}; active {duration(s.active_s)}) · "
         f"recorded as {s.end_reason}",
-        f"- **Where:** `{s.cwd or '?'}`" + (f" on `{s.branch}`" if s.branch else ""),
+        f"- **Where:** {md_code(s.cwd or '?')}" + (f" on {md_code(s.branch)}" if s.branch else ""),
         f"- **Spend:** {usd(s.cost_usd, not s.unpriced_models)} · {_tokens(s)}",
         f"- **Burn:** peak {compact(s.peak_tokens_per_min)} tok/min, "
         f"mean {compact(s.mean_tokens_per_min)} tok/min over {s.responses} responses",
@@ -68,7 +71,8 @@ def _facts(s: SessionSummary) -> list[str]:
         f"- **Tools:** {_tools(s)}",
     ]
     if s.unpriced_models:
-        lines.append(f"- **Unpriced models:** {', '.join(s.unpriced_models)} (cost is a floor)")
+        names = ", ".join(md_inline(m) for m in s.unpriced_models)
+        lines.append(f"- **Unpriced models:** {names} (cost is a floor)")
     if s.estimated:
         lines.append("- Some token counts were estimated with a tokenizer.")
     return lines
@@ -104,7 +108,7 @@ def _output(git: GitValue | None, cost: float) -> str:
         return "not assessed"
     if git.status != "ok":
         changed = "; files were changed" if git.file_changes else ""
-        return f"{git.status}{changed}"
+        return f"{md_inline(git.status)}{changed}"
     if not git.commits:
         what = (
             "the worktree has uncommitted changes"
@@ -115,7 +119,7 @@ def _output(git: GitValue | None, cost: float) -> str:
         )
         return f"no commits in the session's window; {what}"
     text = (
-        f"{len(git.commits)} commit(s), {git.files_changed} file(s), "
+        f"{plural(len(git.commits), 'commit')}, {plural(git.files_changed, 'file')}, "
         f"+{git.lines_added} −{git.lines_removed} lines · {usd(git.usd_per_commit)}/commit"
     )
     if git.surviving is not None:
@@ -130,16 +134,17 @@ def _output(git: GitValue | None, cost: float) -> str:
 def _tools(s: SessionSummary) -> str:
     if not s.tool_calls:
         return "none"
-    listed = ", ".join(f"{t.name} {t.calls}" for t in s.tools[:TOOLS_LISTED])
+    listed = ", ".join(f"{md_inline(t.name)} {t.calls}" for t in s.tools[:TOOLS_LISTED])
     more = ", …" if len(s.tools) > TOOLS_LISTED else ""
     errors = f" ({s.tool_errors} failed)" if s.tool_errors else ""
-    return f"{s.tool_calls} calls{errors}: {listed}{more}"
+    return f"{plural(s.tool_calls, 'call')}{errors}: {listed}{more}"
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    """A Markdown table of cells that are already Markdown (untrusted parts escaped)."""
     head = list(header)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -148,7 +153,7 @@ def _models(s: SessionSummary, heading: str) -> list[str]:
         return []
     rows = [
         (
-            m.model,
+            cell(m.model),
             compact(m.tokens.total),
             usd(m.cost_usd) if m.cost_usd is not None else "unpriced",
             str(m.responses),
@@ -172,18 +177,20 @@ def _consumers(c: Consumers, heading: str) -> list[str]:
 
 
 def _consumer_row(c: Consumer) -> tuple[str, str, str, str]:
-    name = f"`{c.name}`" if c.kind == "file" else c.name
+    name = md_code(c.name, in_table=True) if c.kind == "file" else cell(c.name)
     return (c.kind, name, compact(c.tokens), str(c.calls))
 
 
 def _events(s: SessionSummary, heading: str) -> list[str]:
     lines = [
-        f"- {when(e.timestamp, '%H:%M:%S')} **{e.detector}** (policy: {e.action}): {e.reason}"
+        f"- {when(e.timestamp, '%H:%M:%S')} **{md_inline(e.detector)}** "
+        f"(policy: {md_inline(e.action)}): {md_inline(e.reason)}"
         for e in s.events
     ]
     lines += [
-        f"- {when(a.timestamp, '%H:%M:%S')} **{a.action}** by {a.origin or '?'}"
-        f" ({'ok' if a.ok else 'failed'}): {a.reason or a.message}"
+        f"- {when(a.timestamp, '%H:%M:%S')} **{md_inline(a.action)}** by "
+        f"{md_inline(a.origin or '?')} ({'ok' if a.ok else 'failed'}): "
+        f"{md_inline(a.reason or a.message)}"
         for a in s.actions
     ]
     return [f"{heading}# Detector events and actions", "\n".join(lines)] if lines else []
@@ -191,7 +198,8 @@ def _events(s: SessionSummary, heading: str) -> list[str]:
 
 def _commits(git: GitValue, heading: str) -> list[str]:
     lines = [
-        f"- `{c.sha[:10]}` {c.subject} (+{c.added} −{c.removed}, {len(c.files)} file(s))"
+        f"- {md_code(c.sha[:10])} {md_inline(c.subject)} "
+        f"(+{c.added} −{c.removed}, {plural(len(c.files), 'file')})"
         for c in git.commits
     ]
     return [f"{heading}# Commits", "\n".join(lines)]

@@ -6,6 +6,7 @@ worker, report each result as a notification. Read-only mode refuses and hides t
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -16,6 +17,8 @@ from textual.app import App
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
 from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.safetext import safe
+from tokentop.store import Store, StoreError
 from tokentop.ui import keys
 from tokentop.ui.detail import SessionDetail
 from tokentop.ui.help import HelpScreen
@@ -38,6 +41,21 @@ NO_PROCESS_HINT = (
 )
 
 
+def stored_budgets(store: Store | None) -> dict[SessionKey, Budget]:
+    """The budgets set with `b` in earlier runs, by session."""
+    if store is None:
+        return {}
+    try:
+        kept = store.budgets()
+    except sqlite3.Error:
+        return {}
+    found: dict[SessionKey, Budget] = {}
+    for name, budget in kept.items():
+        agent, _, session_id = name.partition(":")
+        found[SessionKey(agent, session_id)] = budget
+    return found
+
+
 class Step(NamedTuple):
     """One confirmed action on one session's process."""
 
@@ -58,6 +76,7 @@ class ActionsApp(App[None]):
 
     config: Config
     overrides: dict[SessionKey, Budget]
+    store: Store | None
 
     def current(self) -> Measured | None:
         raise NotImplementedError
@@ -101,9 +120,20 @@ class ActionsApp(App[None]):
                 self.overrides.pop(session.key, None)
             else:
                 self.overrides[session.key] = choice.budget
+            self.keep_budget(session.key, choice.budget)
             self.refresh_view()
 
-        self.push_screen(BudgetModal(label, self.budget_of(session)), chosen)
+        kept = self.store is not None
+        self.push_screen(BudgetModal(label, self.budget_of(session), kept), chosen)
+
+    def keep_budget(self, key: SessionKey, budget: Budget | None) -> None:
+        """Save it for the hook, guard and run (and the next start of the app)."""
+        if self.store is None:
+            return
+        try:
+            self.store.set_budget(key, budget)
+        except (StoreError, sqlite3.Error) as exc:
+            self.notify(f"Budget kept for this run only: {exc}", severity="warning")
 
     # -- keys that signal processes ----------------------------------------------------------
 
@@ -174,7 +204,7 @@ class ActionsApp(App[None]):
         controller = self.controller
         assert controller is not None
         for step in plan:
-            outcome = act(controller, step.verb, step.ref, origin)
+            outcome = act(controller, step.verb, step.ref, origin, str(step.session.key))
             self.after_action(step, outcome, origin)
             self.call_from_thread(self._report, step, outcome)
 
@@ -223,14 +253,14 @@ def confirm_body(plan: Sequence[Step], missing: Sequence[SessionSnapshot]) -> Te
     body = Text()
     for step in plan:
         body.append(f"{step.verb} ", "bold")
-        body.append(f"{project_name(step.session.cwd)} ({step.session.key})\n")
+        body.append(f"{project_name(step.session.cwd)} ({safe(str(step.session.key))})\n")
         body.append(f"  pid {step.ref.pid}", "bold")
         body.append(f"  mapped by {step.ref.how}\n", "dim")
         body.append(f"  {command_of(step.ref, 70)}\n")
         if is_guess(step.ref):
             body.append(guess_warning(step.ref), "yellow")
     for session in missing:
-        name = f"{project_name(session.cwd)} ({session.key})"
+        name = f"{project_name(session.cwd)} ({safe(str(session.key))})"
         body.append(f"skipped {name}: no process mapped\n", "dim")
     return body
 

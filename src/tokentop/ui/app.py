@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 from textual import work
-from textual.binding import BindingType
+from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -26,6 +26,7 @@ from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.store import Store
 from tokentop.summary import engine_minutes
 from tokentop.ui import keys
+from tokentop.ui.actions import stored_budgets
 from tokentop.ui.alerts import DetectionTracker, Notice, budget_notice
 from tokentop.ui.detail import SessionDetail
 from tokentop.ui.header import HeaderState
@@ -71,7 +72,10 @@ class TokentopApp(InsightsApp):
     CSS_PATH = "tokentop.tcss"
     TITLE = "tokentop"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS: ClassVar[list[BindingType]] = keys.bindings(keys.APP_IDS)
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *keys.bindings(keys.APP_IDS),
+        Binding("ctrl+c", "quit", show=False, priority=True),  # as htop, btop and k9s do
+    ]
 
     snapshot: reactive[LedgerSnapshot | None] = reactive(None, always_update=True, init=False)
     filter_text: reactive[str] = reactive("", init=False)
@@ -98,7 +102,7 @@ class TokentopApp(InsightsApp):
         self.sort_reversed = False
         self.refresh_s = config.refresh_s
         self.tagged: set[str] = set()
-        self.overrides: dict[SessionKey, Budget] = {}
+        self.overrides: dict[SessionKey, Budget] = stored_budgets(store)
         self.acted: dict[SessionKey, tuple[Status, float]] = {}
         self.alert_levels: dict[SessionKey, Level] = {}
         self.detections = DetectionTracker(config)

@@ -17,7 +17,9 @@ from textual.widgets import Footer, Static
 from tokentop.budgets import BudgetUse
 from tokentop.gitvalue import GitValue, per_commit
 from tokentop.model import FileHealth, SessionKey, SessionSnapshot
+from tokentop.quantities import plural
 from tokentop.reconcile import Reconciliation
+from tokentop.safetext import safe
 from tokentop.ui import format as fmt
 from tokentop.ui import keys
 from tokentop.ui.history_rows import LABEL_STYLES
@@ -104,7 +106,8 @@ class SessionDetail(Screen[None]):
         findings = self.query_one("#detail-findings", Static)
         findings.display = bool(view.reasons)
         if view.reasons:
-            self._panel("#detail-findings", "Detected", Text("\n".join(view.reasons), "yellow"))
+            reasons = "\n".join(safe(r) for r in view.reasons)
+            self._panel("#detail-findings", "Detected", Text(reasons, "yellow"))
 
     def show_process(self, ref: ProcessInfo | None) -> None:
         self.process_text = process_text(ref)
@@ -119,15 +122,15 @@ def title_text(view: DetailView) -> Text:
     budget = budget_text(use) or "no budget"
     eta = eta_text(use)
     return Text.assemble(
-        (f"{project_name(s.cwd)}", "bold"),
-        f"  {s.key}  ",
+        (safe(project_name(s.cwd)), "bold"),
+        f"  {safe(str(s.key))}  ",
         (view.status, "bold"),
-        f"  {s.cwd}" + (f" ({s.branch})" if s.branch else ""),
+        f"  {safe(s.cwd)}" + (f" ({safe(s.branch)})" if s.branch else ""),
         "\n",
-        f"{tokens_text(s)} tokens  {cost_text(s)}  ",
-        f"{s.responses} responses  started {fmt.duration(view.now - s.first_ts)} ago, ",
-        f"last activity {fmt.duration(view.now - s.last_ts)} ago   budget {budget}",
-        f"  ETA {eta}" if eta else "",
+        f"{tokens_text(s)} tokens  {cost_text(s)}  budget {budget}",
+        f"  ETA {eta}" if eta else "",  # before the rest: an 80-column line ends about here
+        f"   {s.responses} responses  started {fmt.duration(view.now - s.first_ts)} ago, ",
+        f"last activity {fmt.duration(view.now - s.last_ts)} ago",
     )
 
 
@@ -171,7 +174,7 @@ def models_table(s: SessionSnapshot) -> Table:
         tokens = approx(fmt.compact(m.tokens.total), s.estimated)
         cost = approx(fmt.usd(m.cost_usd), s.estimated) if m.cost_usd is not None else None
         price = Text("no price", "yellow") if cost is None else cost
-        table.add_row(short_model(m.model), tokens, str(m.responses), price)
+        table.add_row(Text(safe(short_model(m.model))), tokens, str(m.responses), price)
     return table
 
 
@@ -199,7 +202,8 @@ def reconciliation_table(r: Reconciliation) -> Group:
         Text(signed(r.delta_cost_usd, fmt.usd), style=style),
         Text(signed(r.proxy_responses - r.transcript_responses, str), style=style),
     )
-    return Group(Text(f"matched by {how}: {r.proxy}", style="dim"), table, verdict(delta))
+    matched = Text(f"matched by {how}: {safe(str(r.proxy))}", style="dim")
+    return Group(matched, table, verdict(delta))
 
 
 def signed(value: float, show: Callable[[float], str]) -> str:
@@ -219,14 +223,16 @@ def verdict(delta_tokens: int) -> Text:
 def timeline_text(s: SessionSnapshot, now: float) -> Text:
     if not s.model_timeline:
         return Text("no model recorded", style="dim")
-    parts = [f"{fmt.duration(now - ts)} ago {short_model(model)}" for ts, model in s.model_timeline]
+    parts = [f"{fmt.duration(now - ts)} ago {safe(short_model(m))}" for ts, m in s.model_timeline]
     return Text(" → ".join(parts))
 
 
 def tools_table(s: SessionSnapshot, now: float) -> Group:
-    summary = Text(f"{s.tool_calls} calls, {s.tool_errors} errors", style="dim")
+    summary = Text(f"{plural(s.tool_calls, 'call')}, {plural(s.tool_errors, 'error')}", style="dim")
     top = sorted(s.tools, key=lambda t: -t.calls)[:6]
-    counts = ", ".join(f"{t.name} {t.calls}" + (f" ({t.errors}✗)" if t.errors else "") for t in top)
+    counts = ", ".join(
+        f"{safe(t.name)} {t.calls}" + (f" ({t.errors}✗)" if t.errors else "") for t in top
+    )
     recent = Table("ago", "tool", "result", "input", box=None, header_style="dim")
     for call in list(s.recent_tools)[-8:][::-1]:
         result = (
@@ -236,7 +242,8 @@ def tools_table(s: SessionSnapshot, now: float) -> Group:
             if call.is_error
             else Text("ok", "green")
         )
-        recent.add_row(fmt.duration(now - call.timestamp), call.name, result, call.input_hash[:8])
+        name, digest = Text(safe(call.name)), Text(safe(call.input_hash[:8]))
+        recent.add_row(fmt.duration(now - call.timestamp), name, result, digest)
     return Group(summary, Text(counts), recent)
 
 
@@ -247,9 +254,9 @@ def files_table(s: SessionSnapshot, health: Sequence[FileHealth]) -> Table:
         f = by_path.get(path)
         lines = str(f.lines) if f else "?"
         bad = Text(str(f.bad_lines), "bold red") if f and f.bad_lines else Text("0", "dim")
-        where = Text(path)
+        where = Text(safe(path))
         if f and f.last_error:
-            where.append(f"\n{f.last_error}", style="yellow")
+            where.append(f"\n{safe(f.last_error)}", style="yellow")
         table.add_row(lines, bad, where)
     return table
 
@@ -262,23 +269,24 @@ def commits_table(s: SessionSnapshot, git: GitValue | None, now: float) -> Group
     if git is None:
         return Text("asking git…", style="dim")
     if git.status != "ok":
-        return Text(git.status, style="dim")
+        return Text(safe(git.status), style="dim")
     label = Text(git.label, style=LABEL_STYLES.get(git.label, ""))
     dollars = per_commit(s.cost_usd, len(git.commits))
     head = Text.assemble(
         label,
         f"  {len(git.commits)} commit{'' if len(git.commits) == 1 else 's'}",
         (f"  {fmt.usd(dollars)}/commit", "bold") if dollars is not None else "",
-        f"  {git.files_changed} files  +{git.lines_added} −{git.lines_removed}",
+        f"  {plural(git.files_changed, 'file')}  +{git.lines_added} −{git.lines_removed}",
         ("  uncommitted changes" if git.dirty else "", "yellow"),
-        (f"  on {git.branch}" if git.branch else "", "dim"),
+        (f"  on {safe(git.branch)}" if git.branch else "", "dim"),
     )
     if not git.commits:
         return head
     table = Table("ago", "commit", "lines", "subject", box=None, header_style="dim")
     for c in sorted(git.commits, key=lambda c: -c.author_ts)[:COMMITS_LISTED]:
         lines = f"+{c.added} −{c.removed}"
-        table.add_row(fmt.duration(now - c.author_ts), c.sha[:7], lines, Text(c.subject))
+        sha, subject = Text(safe(c.sha[:7])), Text(safe(c.subject))
+        table.add_row(fmt.duration(now - c.author_ts), sha, lines, subject)
     return Group(head, table)
 
 
@@ -296,5 +304,5 @@ def process_text(ref: ProcessInfo | None) -> Text:
         ref.how,
         (guess, "yellow"),
         "\n",
-        command_of(ref, 200),
+        safe(command_of(ref, 200)),
     )

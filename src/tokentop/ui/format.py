@@ -68,28 +68,10 @@ def duration(seconds: float) -> str:
 
 
 def percent(fraction: float) -> str:
+    """At most 5 characters, however tiny the budget was: ">999%" beyond that."""
     if math.isinf(fraction):
         return "∞%"
-    return f"{fraction * 100:.0f}%"
-
-
-_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
-
-
-def parse_amount(text: str) -> float | None:
-    """Read what a user types for a limit: "" (none), "5", "$2.50", "500k", "2M", "1,000"."""
-    cleaned = text.strip().lstrip("$").replace(",", "").replace("_", "").strip()
-    if not cleaned:
-        return None
-    scale = _SUFFIX.get(cleaned[-1].lower(), 1.0)
-    number = cleaned[:-1] if scale != 1.0 else cleaned
-    try:
-        value = float(number) * scale
-    except ValueError:
-        raise ValueError(f"not a number: {text.strip()!r}") from None
-    if value < 0 or math.isnan(value) or math.isinf(value):
-        raise ValueError(f"must be zero or more: {text.strip()!r}")
-    return value
+    return f"{fraction * 100:.0f}%" if fraction < 9.995 else ">999%"
 
 
 def bar_chart(series: Sequence[float], height: int) -> list[str]:

@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tokentop.model import FileHealth
+from tokentop.safetext import safe
 from tokentop.ui.rows import FLAG_LEGEND, SORTS
 
 COLUMN_HELP = (
@@ -97,8 +98,8 @@ def parse_errors_table(files: Sequence[FileHealth]) -> Table | Text:
         return Text(f"All {len(files)} files parsed cleanly.", style="green")
     table = Table("Bad", "Lines", "Agent", "File / last error", box=None, header_style="bold")
     for f in bad:
-        where = Text(f.path)
+        where = Text(safe(f.path))
         if f.last_error:
-            where.append(f"\n{f.last_error}", style="yellow")
+            where.append(f"\n{safe(f.last_error)}", style="yellow")
         table.add_row(Text(str(f.bad_lines), style="bold red"), str(f.lines), f.agent, where)
     return table

@@ -18,6 +18,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Markdown, Static
 
 from tokentop.clock import Clock
+from tokentop.quantities import plural
+from tokentop.safetext import safe
 from tokentop.summary import SessionSummary
 from tokentop.summary_md import summary_markdown
 from tokentop.ui import format as fmt
@@ -149,7 +151,7 @@ class HistoryScreen(Screen[None]):
 
     def header_text(self) -> Text:
         if self.error:
-            return Text(self.error, style="bold red")
+            return Text(safe(self.error), style="bold red")
         if not self.loaded:
             return Text("reading the store…", style="dim")
         if not self.summaries:
@@ -157,9 +159,9 @@ class HistoryScreen(Screen[None]):
         t = history_totals(self.shown)
         line = Text.assemble(
             ("History", "bold"),
-            f"  {t.sessions} of {len(self.summaries)} sessions  ",
+            f"  {t.sessions} of {plural(len(self.summaries), 'session')}  ",
             (f"{fmt.compact(t.tokens)} tok  {fmt.usd(t.cost)}", "bold"),
-            f"  {t.commits} commits",
+            f"  {plural(t.commits, 'commit')}",
             f"  {fmt.usd(per)}/commit" if (per := t.per_commit) is not None else "",
             ("\nsort ", "dim"),
             f"{self.sort}{'▼' if self.descending else '▲'}",

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
 from tokentop.gitvalue import per_commit
-from tokentop.summary import SessionSummary
+from tokentop.safetext import safe
+from tokentop.summary import SessionSummary, base_name
 from tokentop.ui import format as fmt
 from tokentop.ui.rows import short_model
 
@@ -112,9 +113,9 @@ def history_row(s: SessionSummary, now: float) -> HistoryRow:
     return HistoryRow(
         key=str(s.key),
         ended=local_time(s.end, now),
-        agent=s.agent,
-        project=s.project or "?",
-        models=main_models(s),
+        agent=safe(s.agent),
+        project=safe(base_name(s.project)) or "?",  # bounded, even for rows stored before
+        models=safe(main_models(s)),
         active=fmt.duration(s.active_s),
         tokens=f"≈{tokens}" if s.estimated else tokens,
         cost=summary_cost(s),

@@ -8,11 +8,13 @@ logs, both totals and their difference (reconcile.py, once per snapshot version)
 from __future__ import annotations
 
 from textual import work
+from textual.notifications import SeverityLevel
 
 from tokentop.budgets import budget_use
 from tokentop.gitvalue import GitValue, assess
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.reconcile import Reconciliation, by_session, reconcile
+from tokentop.safetext import safe
 from tokentop.summary import file_changes
 from tokentop.ui.alerts import DetectionTracker
 from tokentop.ui.detail import DetailView, SessionDetail
@@ -28,6 +30,19 @@ class InsightsApp(RecordingApp):
 
     measured: dict[str, Measured]
     detections: DetectionTracker
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification is plain text, escaped: most quote a session's cwd or key."""
+        message, title = safe(message, keep_newlines=True), safe(title)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def init_insights(self) -> None:
         self.git_cache: dict[SessionKey, tuple[GitValue, float]] = {}

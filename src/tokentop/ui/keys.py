@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from textual.binding import Binding, BindingType
 
+from tokentop.config import DEFAULT_KEYS as KEY_STRINGS
 from tokentop.config import KEY_ACTIONS
 
 
@@ -42,6 +43,7 @@ DEFAULT_KEYS: dict[str, KeySpec] = {
 }
 """Binding id -> default keys; the ids are exactly those config's [keys] accepts."""
 assert set(DEFAULT_KEYS) == set(KEY_ACTIONS), "keys and config.KEY_ACTIONS must agree"
+assert {k: s.keys for k, s in DEFAULT_KEYS.items()} == KEY_STRINGS, "and config.DEFAULT_KEYS"
 
 UI_KEYS: dict[str, tuple[KeySpec, str]] = {}
 """Bindings that `[keys]` cannot rebind yet (config.KEY_ACTIONS does not list them)."""

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from tokentop.config import Budget
+from tokentop.quantities import QuantityError, parse_tokens, parse_usd
 from tokentop.ui import format as fmt
 
 
@@ -60,13 +61,18 @@ class BudgetModal(ModalScreen[BudgetChoice | None]):
         Binding("escape", "cancel", "Cancel", show=False),
     ]
 
-    def __init__(self, label: str, current: Budget) -> None:
+    def __init__(self, label: str, current: Budget, kept: bool = True) -> None:
         super().__init__()
         self.label = label
         self.current = current
+        self.where = (
+            "Saved in tokentop's store: the hook, guard and run honour it within seconds."
+            if kept
+            else "For this run only: no store, so the hook, guard and run do not see it."
+        )
 
     def compose(self) -> ComposeResult:
-        usd = "" if self.current.usd is None else f"{self.current.usd:g}"
+        usd = "" if self.current.usd is None else f"{self.current.usd:.2f}".removesuffix(".00")
         tokens = "" if self.current.tokens is None else fmt.compact(self.current.tokens)
         with Vertical(classes="dialog"):
             yield Label(f"Budget for {self.label}", classes="dialog-title")
@@ -74,6 +80,7 @@ class BudgetModal(ModalScreen[BudgetChoice | None]):
             yield Input(usd, placeholder="e.g. 5 or 2.50", id="usd")
             yield Label("Tokens (empty: no token limit; 500k, 2M accepted)")
             yield Input(tokens, placeholder="e.g. 2M", id="tokens")
+            yield Static(self.where, id="budget-where")
             yield Static("", id="budget-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
@@ -96,10 +103,10 @@ class BudgetModal(ModalScreen[BudgetChoice | None]):
 
     def save(self) -> None:
         try:
-            usd = fmt.parse_amount(self.query_one("#usd", Input).value)
-            tokens = fmt.parse_amount(self.query_one("#tokens", Input).value)
-        except ValueError as exc:
+            usd = parse_usd(self.query_one("#usd", Input).value)
+            tokens = parse_tokens(self.query_one("#tokens", Input).value)
+        except QuantityError as exc:
             self.query_one("#budget-error", Static).update(str(exc))
             return
-        budget = Budget(usd, None if tokens is None else round(tokens))
+        budget = Budget(usd, tokens)
         self.dismiss(BudgetChoice(budget))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 from tokentop.model import SessionSnapshot
+from tokentop.safetext import safe
 
 Verb = Literal["pause", "resume", "terminate", "kill"]
 
@@ -49,20 +50,23 @@ class ProcessControl(Protocol):
     """The controller's actions. `ref` is whatever the mapper returned (typed Any so the
     controller may declare its own concrete ref type)."""
 
-    def pause(self, ref: Any, reason: str, origin: str) -> ActionOutcome: ...
-    def resume(self, ref: Any, reason: str, origin: str) -> ActionOutcome: ...
-    def terminate(self, ref: Any, reason: str, origin: str) -> ActionOutcome: ...
-    def kill(self, ref: Any, reason: str, origin: str) -> ActionOutcome: ...
+    def pause(self, ref: Any, reason: str, origin: str, *, session: str) -> ActionOutcome: ...
+    def resume(self, ref: Any, reason: str, origin: str, *, session: str) -> ActionOutcome: ...
+    def terminate(self, ref: Any, reason: str, origin: str, *, session: str) -> ActionOutcome: ...
+    def kill(self, ref: Any, reason: str, origin: str, *, session: str) -> ActionOutcome: ...
 
 
 def command_of(ref: ProcessInfo, width: int = 80) -> str:
     """The command line as one line, shortened for a dialog."""
-    text = " ".join(ref.cmdline) or "(command unknown)"
+    text = safe(" ".join(ref.cmdline)) or "(command unknown)"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def act(controller: ProcessControl, verb: Verb, ref: ProcessInfo, origin: str) -> ActionOutcome:
-    """Run one action; a controller that raises anyway is reported, not propagated."""
+def act(
+    controller: ProcessControl, verb: Verb, ref: ProcessInfo, origin: str, session: str
+) -> ActionOutcome:
+    """Run one action, logged under `session` ("agent:id"); a controller that raises anyway
+    is reported, not propagated."""
     reason = f"{verb} requested in tokentop"
     method = {
         "pause": controller.pause,
@@ -71,7 +75,7 @@ def act(controller: ProcessControl, verb: Verb, ref: ProcessInfo, origin: str) -
         "kill": controller.kill,
     }[verb]
     try:
-        return method(ref, reason, origin)
+        return method(ref, reason, origin, session=session)
     except Exception as exc:  # the UI must survive a faulty controller
         return _Failed(f"{verb} pid {ref.pid} failed: {exc}")
 

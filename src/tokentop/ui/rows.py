@@ -6,13 +6,14 @@ No Textual here; the widgets turn RowViews into styled cells.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Literal, NamedTuple
 
 from tokentop.budgets import BudgetUse, Level
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.safetext import safe
+from tokentop.summary import base_name
 from tokentop.ui import format as fmt
 
 Status = Literal["live", "idle", "ended", "paused", "killed"]
@@ -33,7 +34,7 @@ class Column(NamedTuple):
 
 COLUMNS: tuple[Column, ...] = (
     Column("status", "STATUS", 8, "recent"),
-    Column("agent", "AGENT", 6, "agent"),
+    Column("agent", "AGENT", 8, "agent"),  # opencode, openclaw, litellm: never cut
     Column("project", "PROJECT", 16, "project"),
     Column("models", "MODEL", 16),
     Column("tokens", "TOKENS", 7, "tokens"),
@@ -44,15 +45,81 @@ COLUMNS: tuple[Column, ...] = (
     Column("eta", "ETA", 5),
     Column("flags", "FLAGS", 6),
 )
+GAP = 2
+"""Spaces between columns (1 in a narrow layout)."""
+DROP_FIRST = ("spark", "models")
+"""Below the full width these go first: the sparkline and the model matter least."""
+NARROW = (("budget", 6), ("burn", 7), ("project", 10))
+"""Then these narrow: BUDGET to its percent, BURN to tokens/min, PROJECT down to 10."""
+
+
+class Layout(NamedTuple):
+    """The columns shown at one width, and the gap between them."""
+
+    columns: tuple[Column, ...]
+    gap: int
+
+    @property
+    def width(self) -> int:
+        return 1 + sum(c.width for c in self.columns) + self.gap * len(self.columns)
+
+
+def layout_for(width: int) -> Layout:
+    """All columns when they fit; else drop, then narrow, keeping BUDGET, ETA and FLAGS
+    on an 80-column terminal. PROJECT takes back any width left over."""
+    layout = Layout(COLUMNS, GAP)
+    for key in DROP_FIRST:
+        if layout.width <= width:
+            return layout
+        layout = Layout(tuple(c for c in layout.columns if c.key != key), layout.gap)
+    if layout.width > width:
+        layout = layout._replace(gap=1)
+    for key, narrow in NARROW:
+        if layout.width <= width:
+            break
+        layout = _resized(layout, key, narrow)
+    room = width - layout.width
+    project = next(c for c in layout.columns if c.key == "project")
+    if room > 0 and project.width < 16:
+        layout = _resized(layout, "project", min(16, project.width + room))
+    return layout
+
+
+def _resized(layout: Layout, key: str, width: int) -> Layout:
+    return layout._replace(
+        columns=tuple(c._replace(width=width) if c.key == key else c for c in layout.columns)
+    )
+
+
+def fit(value: str, width: int, key: str) -> str:
+    """A cell cut to its column: BUDGET keeps its percent, BURN whole words, names an …."""
+    if len(value) <= width:
+        return value
+    if key == "budget":
+        return value.rsplit(" ", 1)[-1][-width:]
+    if key == "burn":
+        words = value.split(" ")
+        kept = words[0]
+        for word in words[1:]:
+            if len(kept) + 1 + len(word) > width:
+                break
+            kept += " " + word
+        return kept[:width]
+    if key in ("project", "models", "agent"):
+        return value[: width - 1] + "…"
+    return value[:width]
+
+
 FLAG_LEGEND = (
     ("O", "over budget"),
     ("W", "budget warning"),
     ("E", "unparseable lines in this session's files (details: enter)"),
     ("?", "a model has no price, so cost is a lower bound"),
-    ("~", "tokens estimated with a tokenizer, not recorded"),
+    ("≈", "tokens estimated with a tokenizer, not recorded"),
     ("L", "loop: the same tool call or error over and over (reason in details)"),
     ("D", "drift: many responses without changing a file"),
     ("R", "runaway: a burn rate above the policy's limit for minutes"),
+    ("S", "stall: silent for minutes while its process still runs"),
 )
 
 
@@ -75,15 +142,18 @@ class RowView(NamedTuple):
 
 
 def project_name(cwd: str) -> str:
-    return os.path.basename(cwd.rstrip("/")) or cwd or "?"
+    """The cwd's last folder, bounded and escaped (a transcript's cwd is untrusted)."""
+    return safe(base_name(cwd)) or "?"
 
 
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
 
 
 def short_model(model: str) -> str:
-    """claude-sonnet-4-5-20250929 -> sonnet-4-5: the part that tells models apart."""
-    return _DATE_SUFFIX.sub("", model.removeprefix("claude-"))
+    """claude-sonnet-4-5-20250929 -> sonnet-4-5: the part that tells models apart. The vendor
+    stays when the family name does not follow it (claude-3-5-sonnet is not "3-5-sonnet")."""
+    rest = model.removeprefix("claude-")
+    return _DATE_SUFFIX.sub("", rest if rest[:1].isalpha() else model)
 
 
 def models_text(session: SessionSnapshot) -> str:
@@ -122,7 +192,7 @@ def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> 
     flags = {Level.OVER: "O", Level.WARN: "W"}.get(use.level, "") + detected
     flags += "E" if session.bad_lines else ""
     flags += "?" if session.unpriced_models else ""
-    return flags + ("~" if session.estimated else "")
+    return flags + ("≈" if session.estimated else "")
 
 
 def approx(text: str, estimated: bool) -> str:
@@ -143,9 +213,9 @@ def row_view(
 ) -> RowView:
     return RowView(
         status,
-        session.key.agent,
+        safe(session.key.agent),
         project_name(session.cwd),
-        models_text(session),
+        safe(models_text(session)),
         tokens_text(session),
         cost_text(session),
         burn_text(session),

@@ -23,7 +23,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tokentop.budgets import Level
-from tokentop.ui.rows import COLUMNS, RowView, SortName
+from tokentop.ui.rows import COLUMNS, Layout, RowView, SortName, fit, layout_for
 
 STATUS_STYLES = {
     "live": "bold green",
@@ -35,9 +35,9 @@ STATUS_STYLES = {
 LEVEL_STYLES = {Level.OK: "", Level.WARN: "bold yellow", Level.OVER: "bold red"}
 FIELDS = tuple(c.key for c in COLUMNS)
 RIGHT_ALIGNED = frozenset({"tokens", "cost", "eta"})
-GAP = 2
-"""Spaces between columns."""
-WIDTH = 1 + sum(c.width for c in COLUMNS) + GAP * len(COLUMNS)
+FULL = layout_for(10_000)
+WIDTH = FULL.width
+"""The width that shows every column."""
 STRIP_CACHE_SIZE = 2048
 
 
@@ -64,15 +64,15 @@ def cell_style(row: RowView, name: str) -> str:
     return "bold" if name == "project" and row.tagged else ""
 
 
-def row_text(row: RowView) -> Text:
+def row_text(row: RowView, layout: Layout = FULL) -> Text:
     """The row as one line of fixed-width columns."""
     line = Text(" ", no_wrap=True, end="")
-    for column in COLUMNS:
-        value = cell_text(row, column.key)[: column.width]
+    for column in layout.columns:
+        value = fit(cell_text(row, column.key), column.width, column.key)
         if column.key in RIGHT_ALIGNED:
             value = value.rjust(column.width)
         line.append(value.ljust(column.width), cell_style(row, column.key))
-        line.append(" " * GAP)
+        line.append(" " * layout.gap)
     return line
 
 
@@ -87,6 +87,8 @@ class SessionTable(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "cursor_to(0)", "First", show=False),
         Binding("end", "cursor_to(-1)", "Last", show=False),
+        Binding("right", "scroll_column(1)", "Right", show=False),
+        Binding("left", "scroll_column(-1)", "Left", show=False),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "session-table--header",
@@ -112,6 +114,8 @@ class SessionTable(ScrollView, can_focus=True):
         self.shown: dict[str, RowView] = {}
         self.order: list[str] = []
         self.header = Text(" " * WIDTH)
+        self.column_layout = FULL
+        self._sort: tuple[SortName, bool] | None = None
         self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(STRIP_CACHE_SIZE)
         self._styles: dict[str, Style] = {}
         self.strips_rendered = 0
@@ -136,20 +140,32 @@ class SessionTable(ScrollView, can_focus=True):
         self.shown = dict(rows)
         if list(order) != self.order:
             self.order = list(order)
-            self.virtual_size = Size(WIDTH, len(self.order) + 1)
+            self.virtual_size = Size(self.column_layout.width, len(self.order) + 1)
             index = self.order.index(keep) if keep in self.shown else self.cursor_row
             self.cursor_row = max(0, min(index, len(self.order) - 1))
         self.refresh()
 
     def mark_sort(self, sort: SortName, descending: bool) -> None:
         """Show which column orders the rows, htop style."""
+        self._sort = (sort, descending)
         header = Text(" ", no_wrap=True, end="")
-        for column in COLUMNS:
+        for column in self.column_layout.columns:
             label = column.label + (("▼" if descending else "▲") if column.sort == sort else "")
             right = column.key in RIGHT_ALIGNED
             label = label.rjust(column.width) if right else label.ljust(column.width)
-            header.append(label[: column.width] + " " * GAP)
+            header.append(label[: column.width] + " " * self.column_layout.gap)
         self.header = header
+        self.refresh()
+
+    def on_resize(self) -> None:
+        """Pick the columns that fit: at 80 columns BUDGET, ETA and FLAGS stay in view."""
+        layout = layout_for(self.size.width)
+        if layout == self.column_layout:
+            return
+        self.column_layout = layout
+        self.virtual_size = Size(layout.width, len(self.order) + 1)
+        if self._sort is not None:
+            self.mark_sort(*self._sort)
         self.refresh()
 
     # -- rendering ---------------------------------------------------------------------------
@@ -178,12 +194,12 @@ class SessionTable(ScrollView, can_focus=True):
 
     def _strip(self, key: tuple[object, ...], content: RowView | Text, kind: str) -> Strip:
         """A full-width line for a row or the header, built once per distinct content."""
-        width = max(WIDTH, self.size.width)
+        width = max(self.column_layout.width, self.size.width)
         cache_key = (*key, self.app.theme, width)
         strip = self._strips.get(cache_key)
         if strip is None:
             self.strips_rendered += 1
-            text = content if isinstance(content, Text) else row_text(content)
+            text = content if isinstance(content, Text) else row_text(content, self.column_layout)
             base = self.rich_style + self._styles.get(kind, Style())
             segments = text.render(self.app.console)
             strip = Strip(segments).apply_style(base).adjust_cell_length(width, base)
@@ -223,6 +239,22 @@ class SessionTable(ScrollView, can_focus=True):
 
     def action_cursor_to(self, row: int) -> None:
         self.move_cursor(row if row >= 0 else len(self.order) - 1)
+
+    def column_starts(self) -> list[int]:
+        """Where each column begins on the line (after the one-space margin)."""
+        starts, x = [], 1
+        for column in self.column_layout.columns:
+            starts.append(x)
+            x += column.width + self.column_layout.gap
+        return starts
+
+    def action_scroll_column(self, step: int) -> None:
+        """The arrows move a whole column sideways, not one character (htop does the same)."""
+        x = int(self.scroll_x)
+        starts = [s - 1 for s in self.column_starts()]
+        later = [s for s in starts if s > x] if step > 0 else [s for s in starts if s < x][::-1]
+        if later:
+            self.scroll_to(x=later[0], animate=False)
 
     async def on_click(self, event: events.Click) -> None:
         """A click selects its row; a double click opens the details."""

@@ -1,0 +1,173 @@
+"""The command line's arguments: the top parser, the subcommands' options, and value types.
+
+Only the subcommand being run gets its arguments built (see `_wanted`): building them all
+costs more than the rest of a warm `sessions` run's argument handling.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokentop import __version__
+from tokentop.quantities import usd_arg
+
+
+def add_source_args(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """Source options, accepted before or after the subcommand.
+
+    Subparsers get SUPPRESS defaults; otherwise their defaults would overwrite values given
+    before the subcommand.
+    """
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument(
+        "--claude-dir",
+        action="append",
+        type=Path,
+        default=default([]),
+        metavar="DIR",
+        help="Claude Code config dir (or its projects/ dir); repeatable. "
+        "Giving any --*-dir reads only the dirs given.",
+    )
+    p.add_argument(
+        "--codex-dir",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        default=default([]),
+        help="Codex home (holding sessions/); repeatable",
+    )
+    for flag, what in (
+        ("--gemini-dir", "Gemini CLI home (~/.gemini, holding tmp/)"),
+        ("--openclaw-dir", "OpenClaw state dir (~/.openclaw, holding agents/)"),
+        ("--opencode-dir", "opencode data dir (~/.local/share/opencode)"),
+    ):
+        p.add_argument(
+            flag, action="append", type=Path, metavar="DIR", default=default([]), help=what
+        )
+    p.add_argument(
+        "--proxy-log",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        default=default([]),
+        help="LiteLLM proxy log (JSONL from tokentop.litellm_callback); repeatable, "
+        "read in addition to the agents' dirs",
+    )
+    p.add_argument(
+        "--jsonl",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        default=default([]),
+        help="generic usage JSONL (schema in docs/proxy.md); repeatable",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", default=default(False), help="cold scan, no cache"
+    )
+    p.add_argument(
+        "--cache-dir", type=Path, default=default(None), metavar="DIR", help="cache location"
+    )
+    p.add_argument(
+        "--config", type=Path, default=default(None), metavar="FILE", help="config TOML file"
+    )
+
+
+def _wanted(argv: Sequence[str] | None, name: str) -> bool:
+    """Whether `name` may be the subcommand; its heavy argument module is imported only then,
+    so `sessions` and `watch` start fast (the warm-restart target is 0.2 s in all)."""
+    return argv is None or name in argv or "-h" in argv or "--help" in argv
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokentop",
+        description="top for token spend: watch AI coding agents burn tokens",
+        allow_abbrev=False,  # `--json` must never be taken for `--jsonl`
+    )
+    add_source_args(parser, top=True)
+    parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
+    parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    # Every subcommand is listed, but only the one being run gets its arguments: building
+    # them all costs more than the rest of a warm `sessions` run's argument handling.
+    p = sub.add_parser("sessions", help="print per-session totals")
+    if _wanted(argv, "sessions"):
+        add_source_args(p)
+        p.add_argument("--json", action="store_true", help="a JSON array, one object per session")
+    p = sub.add_parser("demo", help="the app over simulated agents (real child processes)")
+    if _wanted(argv, "demo"):
+        add_source_args(p)
+        p.add_argument("--budget", type=usd_arg, default=2.0, help="demo $ budget per session")
+        p.add_argument(
+            "--interval",
+            type=interval_arg,
+            default=0.5,
+            help=f"demo agents' pace in seconds ({MIN_INTERVAL:g} to {MAX_INTERVAL:g})",
+        )
+    p = sub.add_parser("watch", help="stream changes as NDJSON")
+    if _wanted(argv, "watch"):
+        add_source_args(p)
+        p.add_argument(
+            "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
+        )
+    p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
+    if _wanted(argv, "guard"):
+        add_source_args(p)
+        p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
+        p.add_argument(
+            "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
+        )
+        p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
+    p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
+    if _wanted(argv, "hook"):
+        from tokentop.hook import add_hook_args
+
+        add_source_args(p)
+        add_hook_args(p)
+    p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
+    q = sub.add_parser("summary", help="one recorded session as Markdown")
+    if _wanted(argv, "report") or _wanted(argv, "summary"):
+        from tokentop.report import report_args, summary_args
+
+        add_source_args(p)
+        add_source_args(q)
+        report_args(p)
+        summary_args(q)
+    p = sub.add_parser("run", help="launch an agent and enforce its budget (see run --help)")
+    if _wanted(argv, "run"):
+        from tokentop.runner import add_run_args
+
+        add_source_args(p)
+        add_run_args(p)
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers: no prefix matching either (argparse's default allows it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+MIN_INTERVAL = 0.05
+MAX_INTERVAL = 60.0
+
+
+def interval_arg(text: str) -> float:
+    """The demo's pace: below 0.05 s its agents would write hundreds of MB a minute."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not MIN_INTERVAL <= value <= MAX_INTERVAL:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_INTERVAL:g} and {MAX_INTERVAL:g} seconds: {text!r}"
+        )
+    return value

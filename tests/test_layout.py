@@ -1,0 +1,51 @@
+"""The session table's columns at each width, and names that stay readable in them."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokentop.summary import base_name, project_name
+from tokentop.ui.rows import COLUMNS, fit, layout_for, short_model
+from tokentop.ui.rows import project_name as row_project
+
+
+@pytest.mark.parametrize("width", [80, 78, 90, 100, 120])
+def test_narrow_terminals_keep_budget_eta_and_flags(width: int) -> None:
+    layout = layout_for(width)
+    keys = [c.key for c in layout.columns]
+    assert layout.width <= width
+    assert {"budget", "eta", "flags", "burn", "cost", "tokens", "project"} <= set(keys)
+    assert "spark" not in keys  # the least useful goes first
+
+
+def test_the_full_layout_when_it_fits_and_models_before_project() -> None:
+    assert layout_for(200).columns == COLUMNS
+    assert "models" in [c.key for c in layout_for(130).columns]
+    assert "models" not in [c.key for c in layout_for(100).columns]
+    assert next(c.width for c in layout_for(80).columns if c.key == "project") >= 10
+
+
+def test_agent_names_are_never_cut() -> None:
+    agent = next(c for c in layout_for(80).columns if c.key == "agent")
+    for name in ("opencode", "openclaw", "litellm", "gemini", "claude", "codex"):
+        assert fit(name, agent.width, "agent") == name
+
+
+def test_narrow_cells_keep_what_matters() -> None:
+    assert fit("██▌    42%", 6, "budget") == "42%"
+    assert fit("3.6M/m $184.01/h", 7, "burn") == "3.6M/m"
+    assert fit("payments-api-service", 10, "project") == "payments-…"
+
+
+def test_model_names_keep_their_vendor_unless_the_family_says_it() -> None:
+    assert short_model("claude-sonnet-4-5-20250929") == "sonnet-4-5"
+    assert short_model("claude-3-5-sonnet-20241022") == "claude-3-5-sonnet"
+    assert short_model("gpt-5-codex") == "gpt-5-codex"
+
+
+def test_a_windows_cwd_is_a_short_project_name() -> None:
+    assert row_project(r"C:\Users\dev\src\webshop") == "webshop"
+    assert project_name("C:\\Users\\dev\\src\\api\\", None) == "api"
+    assert row_project("/home/dev/src/webshop/") == "webshop"
+    assert len(base_name("C:\\" + "x" * 200)) == 40
+    assert row_project("") == "?"

@@ -1,0 +1,187 @@
+"""The Watchdog: states, zero burn once stopped, how sessions end, crossings, live budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.ui_fakes import NOW, ledger, make_session
+
+from tokentop.budgets import Level
+from tokentop.clock import FakeClock
+from tokentop.config import Budget, parse_config
+from tokentop.keeper import HistoryKeeper
+from tokentop.model import SessionKey
+from tokentop.store import Store
+from tokentop.watchdog import ProcessState, Watchdog
+
+KEY = SessionKey("claude", "s1")
+
+
+def watchdog(
+    text: str = "", processes: dict[SessionKey, ProcessState] | None = None
+) -> tuple[Watchdog, FakeClock]:
+    clock = FakeClock(NOW)
+    known = processes if processes is not None else {}
+    return Watchdog(parse_config(text), clock, probe=known.get), clock
+
+
+def test_states_follow_activity_until_an_action_or_the_process_says_otherwise() -> None:
+    processes: dict[SessionKey, ProcessState] = {}
+    dog, _ = watchdog(processes=processes)
+    live = make_session("s1", ago=5, tpm=1e6, usd_h=30.0)
+    assert dog.judge(ledger([live])).sessions[0].state == "live"
+    processes[KEY] = "stopped"  # SIGSTOPped by `tokentop run` or by hand
+    judged = dog.judge(ledger([live])).sessions[0]
+    assert judged.state == "paused"
+    assert (judged.session.tokens_per_min, judged.session.usd_per_hour) == (0.0, 0.0)
+    assert judged.use.eta_s is None
+
+
+def test_a_killed_session_stops_burning_at_once_and_the_header_counts_only_live_ones() -> None:
+    dog, _ = watchdog("[budgets]\nusd = 100\n")
+    burning = make_session("s1", ago=5, tpm=3.6e6, usd_h=184.0)
+    other = make_session("s2", ago=5, tpm=1e6, usd_h=10.0)
+    first = dog.judge(ledger([burning, other]))
+    assert first.burn_tokens_per_min == 4.6e6
+    dog.note_action(KEY, "kill", ok=True, at=NOW)
+    after = dog.judge(ledger([burning, other]))
+    killed = after.of(KEY)
+    assert killed is not None and killed.state == "killed"
+    assert killed.session.tokens_per_min == 0.0 and killed.use.eta_s is None
+    assert (after.burn_tokens_per_min, after.burn_usd_per_hour) == (1e6, 10.0)
+
+
+def test_a_failed_action_changes_nothing() -> None:
+    dog, _ = watchdog()
+    dog.note_action(KEY, "kill", ok=False, at=NOW)
+    assert dog.judge(ledger([make_session("s1", ago=5)])).sessions[0].state == "live"
+
+
+def test_each_session_ends_once_with_the_action_that_ended_it() -> None:
+    processes: dict[SessionKey, ProcessState] = {}
+    dog, clock = watchdog(processes=processes)
+    sessions = [make_session(s, ago=5) for s in ("s1", "s2", "s3", "s4")]
+    keys = [s.key for s in sessions]
+    assert dog.judge(ledger(sessions)).endings == ()
+    dog.note_action(keys[0], "kill", ok=True, at=NOW)
+    dog.note_action(keys[1], "terminate", ok=True, at=NOW)
+    dog.note_action(keys[2], "pause", ok=True, at=NOW)
+    for key in keys:
+        processes[key] = "gone"
+    clock.advance(2)
+    ended = {e.key.session_id: e.how for e in dog.judge(ledger(sessions)).endings}
+    assert ended == {"s1": "killed", "s2": "terminated", "s3": "paused-then-exited", "s4": "exited"}
+    assert dog.judge(ledger(sessions)).endings == ()  # once
+
+
+def test_a_quiet_session_ends_as_idle_and_ends_again_after_new_activity() -> None:
+    dog, clock = watchdog("[history]\nidle_end_s = 600\n")
+    quiet = make_session("s1", ago=700)
+    assert [e.how for e in dog.judge(ledger([quiet])).endings] == ["idle"]
+    assert dog.judge(ledger([quiet])).endings == ()
+    resumed = make_session("s1", ago=-1000)  # active again, later on the clock
+    clock.advance(2000)
+    assert [e.how for e in dog.judge(ledger([resumed])).endings] == ["idle"]
+
+
+def test_resume_and_new_activity_clear_a_pause() -> None:
+    dog, _ = watchdog()
+    dog.note_action(KEY, "pause", ok=True, at=NOW)
+    session = make_session("s1", ago=5)
+    assert dog.judge(ledger([session])).sessions[0].state == "paused"
+    dog.note_action(KEY, "resume", ok=True, at=NOW + 1)
+    assert dog.judge(ledger([session])).sessions[0].state == "live"
+    dog.note_action(KEY, "pause", ok=True, at=NOW - 100)  # before the session's last line
+    assert dog.judge(ledger([session])).sessions[0].state == "live"
+
+
+def test_budget_crossings_fire_once_and_honour_a_live_budget() -> None:
+    dog, _ = watchdog("[budgets]\nusd = 10\n")
+    session = make_session("s1", ago=5, cost=1.0)
+    assert dog.judge(ledger([session])).crossings == ()
+    dog.set_budget(KEY, Budget(usd=1.1))
+    assert dog.judge(ledger([session])).crossings == ((KEY, Level.WARN),)
+    assert dog.judge(ledger([session])).crossings == ()
+    dog.set_budget(KEY, Budget(usd=0.5))
+    judgement = dog.judge(ledger([session]))
+    assert judgement.crossings == ((KEY, Level.OVER),)
+    assert judgement.sessions[0].use.budget == Budget(usd=0.5)
+
+
+def test_the_budget_detector_measures_against_the_live_budget() -> None:
+    dog, _ = watchdog("[budgets]\nusd = 10\n[policy.budget]\naction = 'kill'\n")
+    session = make_session("s1", ago=5, cost=1.0)
+    assert dog.judge(ledger([session])).decisions == ()
+    dog.set_budget(KEY, Budget(usd=0.5))
+    decisions = dog.judge(ledger([session])).decisions
+    assert [(d.detector, d.action) for d in decisions] == [("budget", "kill")]
+
+
+def test_history_never_fires_a_burst_of_decisions_or_crossings() -> None:
+    dog, _ = watchdog("[budgets]\nusd = 0.5\n[policy.budget]\naction = 'kill'\n")
+    old = make_session("s1", ago=5000, cost=9.0)
+    judgement = dog.judge(ledger([old]))
+    assert judgement.decisions == () and judgement.crossings == ()
+    assert judgement.sessions[0].state in ("idle", "ended")
+    assert judgement.sessions[0].use.level == Level.OVER  # coloured, not announced
+
+
+def test_flags_name_the_detectors_that_hold() -> None:
+    from tests.test_policy import calls
+
+    dog, _ = watchdog()
+    looping = make_session("s1", ago=5)
+    looping = looping.__class__(**{**_fields(looping), "recent_tools": calls(*["Bash:t"] * 6)})
+    judgement = dog.judge(ledger([looping]))
+    assert judgement.sessions[0].flags == "L"
+    assert [d.detector for d in judgement.decisions] == ["loop"]
+    assert dog.reasons(looping) and "Bash" in dog.reasons(looping)[0]
+
+
+def _fields(obj: object) -> dict[str, object]:
+    import msgspec
+
+    return msgspec.structs.asdict(obj)  # type: ignore[arg-type]
+
+
+def test_the_history_keeper_records_each_ending_with_how_it_ended(tmp_path: Path) -> None:
+    processes: dict[SessionKey, ProcessState] = {}
+    dog, clock = watchdog(processes=processes)
+    killed, exited = make_session("s1", ago=5), make_session("s2", ago=5)
+    with Store(tmp_path / "history.db") as store:
+        keeper = HistoryKeeper(store, dog.config, clock, use_git=False)
+        dog.subscribe(keeper.take)
+        dog.observe(ledger([killed, exited]))
+        dog.note_action(killed.key, "kill", ok=True, at=NOW)
+        processes[killed.key] = processes[exited.key] = "gone"
+        clock.advance(1)
+        dog.observe(ledger([killed, exited]))
+        keeper.close()
+        recorded = {s.session_id: s.end_reason for s in store.summaries()[0]}
+    assert recorded == {"s1": "killed", "s2": "exited"}
+    assert keeper.recorded == 2
+
+
+def test_the_history_keeper_keeps_decisions_as_the_sessions_events(tmp_path: Path) -> None:
+    dog, _ = watchdog("[budgets]\nusd = 0.5\n[policy.budget]\naction = 'kill'\n")
+    with Store(tmp_path / "history.db") as store:
+        keeper = HistoryKeeper(store, dog.config, dog.clock, use_git=False)
+        dog.subscribe(keeper.take)
+        dog.observe(ledger([make_session("s1", ago=5, cost=1.0)]))
+        keeper.close()
+        events = store.events_for(str(KEY))
+    assert [(e.detector, e.action) for e in events] == [("budget", "kill")]
+
+
+def test_a_failing_store_is_reported_once_and_the_keeper_goes_on(tmp_path: Path) -> None:
+    dog, _ = watchdog("[budgets]\nusd = 0.5\n[policy.budget]\naction = 'kill'\n")
+    errors: list[Exception] = []
+    store = Store(tmp_path / "history.db")
+    keeper = HistoryKeeper(store, dog.config, dog.clock, use_git=False, on_error=errors.append)
+    dog.subscribe(keeper.take)
+    store.close()  # every write now fails
+    for sid in ("s1", "s2"):
+        dog.observe(ledger([make_session(sid, ago=5, cost=1.0)]))
+        assert keeper.flush(5)
+    keeper.close()
+    assert len(errors) == 1
