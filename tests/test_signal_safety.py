@@ -344,3 +344,20 @@ def test_hook_escalation_never_kills_a_recorded_process_that_is_no_agent(
     assert states == ["blocked"]  # not escalated
     time.sleep(1.0)  # an escalation helper, had one been started, acts within this
     assert script.poll() is None
+
+
+def test_the_confirm_says_plainly_when_a_process_is_a_guess() -> None:
+    """From the keys a person may act on a guess, after a confirm that says it is one."""
+    from tokentop.ui.actions import Step, confirm_body
+    from ui_fakes import FakeRef, make_session
+
+    session = make_session("s1")
+
+    def body(how: str, confident: bool) -> str:
+        ref = FakeRef(7, 1.0, ("claude",), how, confident)
+        return confirm_body([Step("kill", session, ref)], []).plain
+
+    assert "guess" not in body("hook", True) and "guess" not in body("open-file", True)
+    alone = body("heuristic", True)
+    assert "This process is a guess" in alone and "Ambiguous" not in alone
+    assert "Ambiguous: another live session" in body("heuristic", False)
