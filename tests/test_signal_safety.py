@@ -265,6 +265,7 @@ def test_a_pid_reused_within_50_ms_is_not_signalled(tmp_path: Path, groups: list
         ("/usr/local/bin/bun", ["bun", "run", "{npm}/bin/opencode"], "opencode"),
         ("/usr/bin/node", ["node", "{npm}/bin/openclaw", "gateway"], "openclaw"),
         ("/usr/bin/node", ["claude"], "claude"),  # Claude Code's process.title over its argv
+        ("/usr/bin/node", ["claude", "", "", ""], "claude"),  # ...as psutil reads it
         ("/usr/bin/python3.11", ["python3", "claude.py"], ""),
         ("/usr/bin/python3.11", ["python3", "{home}/claude"], ""),
         ("/usr/bin/sleep", ["claude", "600"], ""),  # exec -a claude sleep
@@ -361,3 +362,18 @@ def test_the_confirm_says_plainly_when_a_process_is_a_guess() -> None:
     alone = body("heuristic", True)
     assert "This process is a guess" in alone and "Ambiguous" not in alone
     assert "Ambiguous: another live session" in body("heuristic", False)
+
+
+@fake_agents.needs_node
+def test_an_npm_agent_that_sets_its_title_is_still_found(tmp_path: Path, groups: list[int]) -> None:
+    """Claude Code sets process.title = "claude": its argv then no longer names cli.js."""
+    body = "process.title = 'claude';\n" + fake_agents.SLEEPER
+    agent = start(fake_agents.npm_claude(tmp_path / "npm", body), groups, cwd=tmp_path)
+    from tokentop.procs import find_agent_processes
+
+    def titled() -> bool:
+        return psutil.Process(agent.pid).cmdline()[0] == "claude"
+
+    assert wait_until(titled)
+    found = {ref.pid: ref.agent for ref in find_agent_processes()}
+    assert found.get(agent.pid) == "claude"

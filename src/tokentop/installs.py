@@ -6,8 +6,8 @@ A name is cheap: `python3 claude.py`, `exec -a claude sleep 600` or a copy of `s
 `…/claude/versions/<version>`, Codex's in `node_modules/@openai/codex…/vendor/<triple>/codex/`,
 and the npm packages run as node or bun with a script inside `node_modules/<package>/` (the
 `claude` on PATH is a symlink to `…/@anthropic-ai/claude-code/cli.js`). Claude Code also sets
-its process title, so a node process whose whole command line is `claude` counts: the kernel
-shows that only after the program itself rewrote its argv.
+its process title, so a node process whose whole command line is `claude` counts: node shows
+that only after the program itself wrote its title over its argv.
 """
 
 from __future__ import annotations
@@ -83,8 +83,11 @@ def agent_install(exe: str, cmdline: Sequence[str], cwd: str = "", *, demo: bool
 
 
 def _js_agent(cmdline: Sequence[str], cwd: str) -> str:
-    if len(cmdline) == 1 and cmdline[0] in TITLES:
-        return cmdline[0]  # the agent set its title over its argv
+    title = list(cmdline)
+    while title and not title[-1]:
+        title.pop()  # a title written over argv leaves the rest of it as empty strings
+    if len(title) == 1 and title[0] in TITLES:
+        return title[0]  # the agent set its title over its argv
     return _match(ENTRY_POINTS, _script_path(cmdline, cwd, NODE_OPTS_WITH_VALUE))
 
 

@@ -72,7 +72,7 @@ def ref_for_pid(pid: int, how: How = "hook", confident: bool = True) -> ProcessR
         proc = psutil.Process(pid)
         with proc.oneshot():
             started = proc.create_time()
-            cmdline = tuple(proc.cmdline())
+            cmdline = _args(proc.cmdline())
             cwd = _cwd_of(proc)
             agent = _install_of(proc, demo=True) or agent_name(proc.name(), cmdline)
     except psutil.Error:
@@ -228,9 +228,17 @@ def _is_live_and_ours(info: dict[str, Any], uid: int) -> bool:
 
 
 def _scanned_ref(info: dict[str, Any], agent: str) -> ProcessRef:
-    cmdline = tuple(info["cmdline"] or ())
+    cmdline = _args(info["cmdline"] or ())
     started = float(info["create_time"] or 0.0)
     return ProcessRef(info["pid"], started, cmdline, info["cwd"] or "", "heuristic", False, agent)
+
+
+def _args(cmdline: Sequence[str]) -> tuple[str, ...]:
+    """argv without the empty strings a process title written over it leaves behind."""
+    args = list(cmdline)
+    while args and not args[-1]:
+        args.pop()
+    return tuple(args)
 
 
 def _wrapped(ref: ProcessRef, parent: tuple[ProcessRef, int] | None) -> bool:
