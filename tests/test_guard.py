@@ -171,7 +171,7 @@ class FixedMapper(SessionMapper):
         (True, False, "dry run: would kill pid "),
         (None, True, "no process is mapped"),
         (None, False, "dry run: no process is mapped to this session; not acted"),
-        (False, False, "dry run: the mapping to pid "),
+        (False, False, "dry run: would kill pid "),
     ],
 )
 def test_a_guessed_mapping_a_dry_run_or_no_mapping_is_reported_not_acted(
@@ -180,7 +180,8 @@ def test_a_guessed_mapping_a_dry_run_or_no_mapping_is_reported_not_acted(
     popen, ref = launch([sys.executable, "-c", "import time; time.sleep(60)"])
     groups.append(popen.pid)
     if confident is not None:
-        ref = ProcessRef(ref.pid, ref.create_time, ref.cmdline, ref.cwd, "heuristic", confident)
+        how = "launched" if confident else "heuristic"  # exact, or an ambiguous guess
+        ref = ProcessRef(ref.pid, ref.create_time, ref.cmdline, ref.cwd, how, confident)
     controller = ProcessController(log_path=tmp_path / "actions.jsonl")
     fallback = FixedMapper(ref if confident is not None else None)
     mapper = RecordedMapper(Registry(tmp_path / "no-registry.jsonl"), controller, fallback)
@@ -191,6 +192,7 @@ def test_a_guessed_mapping_a_dry_run_or_no_mapping_is_reported_not_acted(
     assert [d.detector for d in guard.check(snap)] == ["loop"]
     actions = [o for o in out if o["type"] == "action"]
     assert len(actions) == 1 and actions[0]["ok"] is False and message in actions[0]["message"]
+    assert ("the process is a guess, ambiguous" in actions[0]["message"]) is (confident is False)
     assert controller.status(ref) == "running"
     assert guard.check(snap) == []  # once per crossing: no second attempt either
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import fake_agents
 import proc_helpers
 from claude_lines import response, write_transcript
 from tokentop.cli import main
@@ -135,17 +136,16 @@ def test_bad_input_or_config_is_a_one_line_error_that_never_blocks(
     assert "Traceback" not in done.stderr
 
 
+@fake_agents.needs_node
 def test_session_start_records_the_agent_above_the_hook_shell(home: Path) -> None:
-    """A fake `claude` runs the hook through a shell, as Claude Code does."""
+    """A fake npm `claude` (node running cli.js) runs the hook through a shell, as Claude
+    Code does; the hook records that known agent install, checked among its ancestors."""
     payload = home / "start.json"
     payload.write_text(hook_json(home, "SessionStart"))
     registry = home / "registry.jsonl"
     hook = f"{sys.executable} -m tokentop.hook --registry {registry} < {payload}"
-    exe = home / "bin" / "claude"
-    exe.parent.mkdir()
-    exe.write_text(f"#!/bin/sh\n/bin/sh -c '{hook}'\nexit $?\n")
-    exe.chmod(0o755)
-    popen = subprocess.Popen([str(exe)], start_new_session=True)
+    exe = fake_agents.npm_claude(home / "npm", fake_agents.SHELL)
+    popen = subprocess.Popen([*exe, hook], start_new_session=True)
     try:
         assert popen.wait(timeout=60) == 0
     finally:
@@ -159,8 +159,9 @@ def test_session_start_records_the_agent_above_the_hook_shell(home: Path) -> Non
 
 
 @pytest.fixture
-def agent() -> Iterator[subprocess.Popen[bytes]]:
-    popen, _ = launch([sys.executable, "-c", "import time; time.sleep(120)"])
+def agent(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A native Claude Code install (escalation acts only on a known agent install)."""
+    popen, _ = launch([str(fake_agents.native_claude(tmp_path / "install")), "120"])
     yield popen
     with contextlib.suppress(ProcessLookupError):
         os.killpg(popen.pid, signal.SIGKILL)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import msgspec
 import psutil
 import pytest
 
+import fake_agents
 import proc_helpers
 from proc_helpers import gone, psutil_status
 from tokentop.procs import (
@@ -291,22 +291,12 @@ def test_agent_name(name: str, cmdline: list[str], expected: str) -> None:
     assert agent_name(name, cmdline) == expected
 
 
-def fake_agent(folder: Path, name: str = "claude") -> Path:
-    """An executable whose process name is `name` (a copy of sleep)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    sleep = shutil.which("sleep")
-    assert sleep is not None
-    path = folder / name
-    shutil.copy(sleep, path)
-    return path
-
-
 def test_heuristic_scan_and_cwd_match(spawn: Spawn, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    agent = fake_agent(tmp_path / "bin")
+    agent = fake_agents.native_claude(tmp_path / "home")
     first, _ = spawn([str(agent), "60"], cwd=project)
-    _, other_ref = spawn([str(fake_agent(tmp_path / "bin2", "codex")), "60"], cwd=project)
+    _, other_ref = spawn([str(fake_agents.native_codex(tmp_path / "npm")), "60"], cwd=project)
 
     found = {ref.pid: ref for ref in find_agent_processes()}
     assert found[first.pid].agent == "claude" and found[first.pid].how == "heuristic"
@@ -315,7 +305,10 @@ def test_heuristic_scan_and_cwd_match(spawn: Spawn, tmp_path: Path) -> None:
 
     match = match_session(str(project), found.values(), agent="claude")
     assert match is not None and match.pid == first.pid and match.confident
+    assert not match.exact
     assert match_session(str(tmp_path / "elsewhere"), found.values()) is None
+    shared = match_session(str(project), found.values(), agent="claude", rivals=1)
+    assert shared is not None and not shared.confident  # another live session in this cwd
 
     second, _ = spawn([str(agent), "60"], cwd=project)
     assert wait_until(lambda: second.pid in {r.pid for r in find_agent_processes()})
@@ -324,13 +317,11 @@ def test_heuristic_scan_and_cwd_match(spawn: Spawn, tmp_path: Path) -> None:
     assert ambiguous.pid == second.pid  # the newest process is the best guess
 
 
+@fake_agents.needs_node
 def test_a_wrapper_and_its_same_agent_child_are_one_process(spawn: Spawn, tmp_path: Path) -> None:
-    inner = fake_agent(tmp_path / "vendor")
-    wrapper = tmp_path / "bin" / "claude"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f"#!/bin/sh\n{inner} 60 &\nwait\n")
-    wrapper.chmod(0o755)
-    popen, _ = spawn([str(wrapper)])
+    native = fake_agents.native_codex(tmp_path / "npm")
+    wrapper = fake_agents.npm_codex(tmp_path / "npm", fake_agents.WRAPPER)
+    popen, _ = spawn([*wrapper, str(native), "60"])
     assert wait_until(lambda: len(psutil.Process(popen.pid).children()) == 1)
     child = psutil.Process(popen.pid).children()[0].pid
     pids = {ref.pid for ref in find_agent_processes()}
@@ -348,15 +339,18 @@ def test_find_by_open_file_maps_a_codex_rollout_to_its_writer(spawn: Spawn, tmp_
     assert find_by_open_file(tmp_path / "nobody-writes-this.jsonl") is None
 
 
+@fake_agents.needs_node
 def test_find_agent_ancestor_finds_the_agent_above_a_hook_shell(tmp_path: Path) -> None:
+    """npm's Claude Code runs the hook through a shell; a wrapper merely named `claude`
+    between them is no agent and is passed over."""
     out = tmp_path / "out"
     hook = "from tokentop.procs import find_agent_ancestor as f; r = f(); print(r.pid if r else 0)"
-    agent = tmp_path / "claude"
-    agent.write_text(
-        f"#!/bin/sh\n/bin/sh -c '{sys.executable} -c \"{hook}\" > {out}; true'\ntrue\n"
-    )
-    agent.chmod(0o755)
-    popen = subprocess.Popen([str(agent)], start_new_session=True)
+    named = tmp_path / "bin" / "claude"  # a script named like the agent: not an install
+    named.parent.mkdir()
+    named.write_text(f"#!/bin/sh\n{sys.executable} -c '{hook}' > {out}\n")
+    named.chmod(0o755)
+    agent = fake_agents.npm_claude(tmp_path / "npm", fake_agents.SHELL)
+    popen = subprocess.Popen([*agent, str(named)], start_new_session=True)
     try:
         assert popen.wait(timeout=TIMEOUT) == 0
     finally:

@@ -2,9 +2,9 @@
 
 The engine follows the transcripts; every new snapshot, and a 1 s tick (so rates decay and
 stalls show), is judged by `policy.evaluate`. A decision whose configured action is pause or
-kill is carried out on the session's process, found exactly when possible (a hook or launch
-record, then the file a Codex process holds open) and by agent name and cwd otherwise. A
-guessed mapping that is ambiguous is reported, never acted on. Lines printed:
+kill is carried out on the session's process only when it is mapped exactly: a hook or launch
+record, or a known agent install holding the session's file open (Codex). A process guessed
+from the cwd is reported as what would have been done, never acted on. Lines printed:
 
     {"type": "ready", "sessions": N}                        after the first full scan
     {"type": "decision", "session": "claude:…", "detector": "loop", "action": "kill", …}
@@ -19,7 +19,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import msgspec
@@ -27,10 +27,11 @@ import msgspec
 from tokentop.clock import Clock, SystemClock
 from tokentop.config import Config
 from tokentop.engine import Engine
-from tokentop.mapping import SessionMapper
+from tokentop.mapping import SessionMapper, automatic_refusal
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.output import iso
 from tokentop.policy import Decision, PolicyState, evaluate
+from tokentop.procmap import is_agent
 from tokentop.procs import Action, ActionResult, ProcessController, ProcessRef, default_action_log
 from tokentop.registry import Registry, default_path
 from tokentop.safetext import json_for_terminal, safe
@@ -60,12 +61,13 @@ class RecordedMapper:
         self.fallback = fallback
 
     def recorded(self, key: SessionKey) -> ProcessRef | None:
-        """The recorded process of the session, if it still runs."""
+        """The recorded process of the session, if it still runs; a hook's record only while
+        its process is a known agent install (a record from an older tokentop may not be)."""
         record = self.registry.sessions().get(key)
         ref = record.ref() if record is not None else None
         if ref is None or self.controller.status(ref) == "gone":
             return None
-        return ref
+        return ref if ref.how != "hook" or is_agent(ref.pid) else None
 
     def exact_ref(self, key: SessionKey) -> ProcessRef | None:
         """The recorded process of the session, alive or not (see `recorded`)."""
@@ -75,6 +77,10 @@ class RecordedMapper:
 
     def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
         return self.recorded(session.key) or self.fallback.processes_for(session)
+
+    def observe(self, live: Iterable[SessionSnapshot]) -> None:
+        """The live sessions, so a guess shared by two of them is marked ambiguous."""
+        self.fallback.observe(live)
 
 
 class Guard:
@@ -107,6 +113,8 @@ class Guard:
         now = self.clock.now()
         decided: list[Decision] = []
         recorded = self.mapper.registry.sessions()  # one stat per check, not per session
+        live = self.config.activity
+        self.mapper.observe(s for s in snapshot.sessions if live(s.last_ts, now) == "live")
         for session in snapshot.sessions:
             alive = self._alive(session, now) if session.key in recorded else None
             for decision in evaluate(session, self.config, now, self.state, process_alive=alive):
@@ -152,18 +160,19 @@ class Guard:
         dry = "" if self.act else "dry run: "
         if ref is None:
             self._not_acted(decision, 0, dry + "no process is mapped to this session; not acted")
-        elif not ref.confident:
-            note = f"the mapping to pid {ref.pid} is a guess (several {ref.agent or 'agent'} "
-            self._not_acted(decision, ref.pid, dry + note + "processes in this cwd); not acted")
+        elif refusal := automatic_refusal(decision.action, ref):
+            self._not_acted(decision, ref.pid, dry + refusal, ref)
         elif not self.act:
             would = f"dry run: would {decision.action} pid {ref.pid}; nothing was signalled"
-            self._not_acted(decision, ref.pid, would)
+            self._not_acted(decision, ref.pid, would, ref)
         else:
             act = self.controller.pause if decision.action == "pause" else self.controller.kill
             result = act(ref, decision.reason, origin, session=str(session.key))
             self.emit(action_dict(result, decision, ref))
 
-    def _not_acted(self, decision: Decision, pid: int, message: str) -> None:
+    def _not_acted(
+        self, decision: Decision, pid: int, message: str, ref: ProcessRef | None = None
+    ) -> None:
         verb: Action = "pause" if decision.action == "pause" else "kill"
         result = ActionResult(
             verb,
@@ -176,7 +185,7 @@ class Guard:
             pid,
             str(decision.session),
         )
-        self.emit(action_dict(result, decision, None))
+        self.emit(action_dict(result, decision, ref))
 
 
 def decision_dict(decision: Decision, session: SessionSnapshot) -> dict[str, Any]:

@@ -231,7 +231,7 @@ class HookCall:
             soft.after_s and waited >= soft.after_s
         )
         record = latest_sessions(self.records).get(self.key)
-        if not due or record is None or record.pid <= 0:
+        if not due or record is None or not exact_agent(record):
             return
         note = f"ignored the soft stop ({more} more responses, {waited:.0f} s): {reason}"
         spawn_escalation(soft.then, record, note)
@@ -303,6 +303,14 @@ def stop_message(reasons: list[str]) -> str:
         "of what is done, what is left and what blocked you, then end your turn.\n"
         "(The user can lift this by raising the budget in tokentop's config.)\n"
     )
+
+
+def exact_agent(record: SessionRecord) -> bool:
+    """Whether escalation may act on the recorded process: one `tokentop run` launched, or one
+    the hook found among its ancestors that is still a known agent install."""
+    from tokentop.procmap import is_agent
+
+    return record.pid > 0 and (record.how == "launched" or is_agent(record.pid))
 
 
 def spawn_escalation(action: str, record: SessionRecord, reason: str) -> None:

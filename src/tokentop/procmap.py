@@ -1,7 +1,9 @@
 """Which process runs a session: launch it ourselves, ask the hook, or guess from psutil.
 
-Exact mappings (launched, hook, open-file) are confident; a heuristic match on agent name
-and cwd is confident only when exactly one process fits.
+Exact mappings (launched, hook, open-file) are what automatic actions act on. Every process
+found here by scanning (a guess by cwd, a writer of a file, an agent above the hook) must be a
+known agent install (`tokentop.installs`), never merely a process with an agent's name. A guess
+is confident only when exactly one process fits and no other live session shares the cwd.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from typing import IO, Any, Literal
 import msgspec
 import psutil
 
+from tokentop.installs import agent_install
+
 How = Literal["launched", "hook", "heuristic", "open-file"]
+EXACT: frozenset[str] = frozenset({"launched", "hook", "open-file"})
+"""Mappings automatic actions may act on; "heuristic" is a guess that only alerts."""
 Stdio = int | IO[Any] | None
 
 KNOWN_AGENTS: tuple[str, ...] = (
@@ -29,7 +35,7 @@ KNOWN_AGENTS: tuple[str, ...] = (
     "crush",
     "cursor-agent",
 )
-"""Executable names of agent CLIs (process name, or script name after an interpreter)."""
+"""Names of agent CLIs, for labels only: a name is no evidence (see `tokentop.installs`)."""
 
 INTERPRETERS = ("node", "nodejs", "bun", "deno", "python", "pypy", "uv", "uvx", "pipx", "npx")
 SCRIPT_SUFFIXES = (".js", ".mjs", ".cjs", ".ts", ".py", ".exe")
@@ -50,6 +56,11 @@ class ProcessRef(msgspec.Struct, frozen=True):
     """The known agent name the process matched, "" when unknown."""
 
     @property
+    def exact(self) -> bool:
+        """Whether automatic actions (policy, guard, hook escalation) may act on it."""
+        return self.how in EXACT
+
+    @property
     def command(self) -> str:
         """The command line as one string, for confirm dialogs."""
         return " ".join(self.cmdline)
@@ -61,11 +72,12 @@ def ref_for_pid(pid: int, how: How = "hook", confident: bool = True) -> ProcessR
         proc = psutil.Process(pid)
         with proc.oneshot():
             started = proc.create_time()
-            cmdline = tuple(proc.cmdline())
+            cmdline = _args(proc.cmdline())
             cwd = _cwd_of(proc)
+            agent = _install_of(proc, demo=True) or agent_name(proc.name(), cmdline)
     except psutil.Error:
         return None
-    return ProcessRef(pid, started, cmdline, cwd, how, confident, agent_name(proc.name(), cmdline))
+    return ProcessRef(pid, started, cmdline, cwd, how, confident, agent)
 
 
 def launch(
@@ -104,7 +116,8 @@ def launch(
 
 
 def agent_name(name: str, cmdline: Sequence[str], known: Sequence[str] = KNOWN_AGENTS) -> str:
-    """The known agent a process runs: its name, argv[0], or the script after an interpreter."""
+    """The agent a process is named after (its name, argv[0], or the script after an
+    interpreter): a label for display, never evidence that it is an agent."""
     candidates = [name]
     if cmdline:
         first = _stem(cmdline[0])
@@ -134,8 +147,8 @@ def _cwd_of(proc: psutil.Process) -> str:
         return ""
 
 
-def find_agent_processes(known: Sequence[str] = KNOWN_AGENTS) -> list[ProcessRef]:
-    """The current user's running agent processes (how="heuristic", not yet confident).
+def find_agent_processes() -> list[ProcessRef]:
+    """The current user's running known agent installs (how="heuristic", not yet confident).
 
     A child running the same agent as its parent (the npm `codex` wrapper and its binary)
     is folded into the parent, since every action covers the whole tree.
@@ -146,19 +159,19 @@ def find_agent_processes(known: Sequence[str] = KNOWN_AGENTS) -> list[ProcessRef
         info: dict[str, Any] = proc.info
         if info["pid"] == me or not _is_live_and_ours(info, uid):
             continue
-        agent = agent_name(info["name"] or "", info["cmdline"] or (), known)
+        agent = agent_install(info["exe"] or "", info["cmdline"] or (), info["cwd"] or "")
         if agent:
             found[info["pid"]] = (_scanned_ref(info, agent), info["ppid"] or 0)
     return [ref for ref, ppid in found.values() if not _wrapped(ref, found.get(ppid))]
 
 
 def match_session(
-    cwd: str, candidates: Iterable[ProcessRef], agent: str | None = None
+    cwd: str, candidates: Iterable[ProcessRef], agent: str | None = None, rivals: int = 0
 ) -> ProcessRef | None:
     """The candidate working in `cwd` (and running `agent`, if given).
 
-    Several candidates in the same cwd make the match ambiguous: the newest process is
-    returned with confident=False so the UI asks before acting.
+    Several candidates in the same cwd, or `rivals` (other live sessions of the agent in that
+    cwd), make the match ambiguous: the newest process is returned with confident=False.
     """
     want = _same_path_key(cwd)
     matches = [
@@ -169,39 +182,43 @@ def match_session(
     if not matches:
         return None
     newest = max(matches, key=lambda ref: ref.create_time)
-    return msgspec.structs.replace(newest, how="heuristic", confident=len(matches) == 1)
+    return msgspec.structs.replace(
+        newest, how="heuristic", confident=len(matches) == 1 and not rivals
+    )
 
 
 def find_by_open_file(path: str | os.PathLike[str]) -> ProcessRef | None:
-    """The process holding `path` open for writing: an exact mapping (Codex keeps its rollout
-    open for the whole session). Readers such as `tail -f` are ignored."""
+    """The known agent holding `path` open for writing: an exact mapping (Codex keeps its
+    rollout open for the whole session). Readers such as `tail -f`, and writers that are no
+    agent install (a log shipper, `sleep 600 3>>rollout.jsonl`), are ignored."""
     target = os.path.realpath(path)
     me = os.getpid()
-    writers = [pid for pid in _user_pids() if pid != me and _writes_to(pid, target)]
+    writers = [
+        pid for pid in _user_pids() if pid != me and _writes_to(pid, target) and is_agent(pid)
+    ]
     if not writers:
         return None
     top = next((pid for pid in writers if _ppid(pid) not in writers), writers[0])
     return ref_for_pid(_lift_to_wrapper(top), how="open-file", confident=True)
 
 
-def find_agent_ancestor(
-    pid: int | None = None, known: Sequence[str] = KNOWN_AGENTS
-) -> ProcessRef | None:
-    """The nearest known agent among `pid`'s ancestors (default: this process's).
+def find_agent_ancestor(pid: int | None = None) -> ProcessRef | None:
+    """The nearest known agent install among `pid`'s ancestors (default: this process's).
 
-    A hook command runs under a shell under the agent, so its parent is not always the agent.
+    A hook command runs under a shell under the agent, so its parent is not always the agent;
+    an ancestor merely named like an agent (a wrapper script, `exec -a claude`) is skipped.
     """
     try:
         start = psutil.Process(pid)
         for proc in start.parents():
-            if agent_name(proc.name(), proc.cmdline(), known):
+            if _install_of(proc):
                 return ref_for_pid(_lift_to_wrapper(proc.pid), how="hook", confident=True)
     except psutil.Error:
         return None
     return None
 
 
-_SCAN_ATTRS = ["pid", "ppid", "name", "cmdline", "create_time", "uids", "cwd", "status"]
+_SCAN_ATTRS = ["pid", "ppid", "name", "exe", "cmdline", "create_time", "uids", "cwd", "status"]
 
 
 def _is_live_and_ours(info: dict[str, Any], uid: int) -> bool:
@@ -211,9 +228,17 @@ def _is_live_and_ours(info: dict[str, Any], uid: int) -> bool:
 
 
 def _scanned_ref(info: dict[str, Any], agent: str) -> ProcessRef:
-    cmdline = tuple(info["cmdline"] or ())
+    cmdline = _args(info["cmdline"] or ())
     started = float(info["create_time"] or 0.0)
     return ProcessRef(info["pid"], started, cmdline, info["cwd"] or "", "heuristic", False, agent)
+
+
+def _args(cmdline: Sequence[str]) -> tuple[str, ...]:
+    """argv without the empty strings a process title written over it leaves behind."""
+    args = list(cmdline)
+    while args and not args[-1]:
+        args.pop()
+    return tuple(args)
 
 
 def _wrapped(ref: ProcessRef, parent: tuple[ProcessRef, int] | None) -> bool:
@@ -266,13 +291,30 @@ def _ppid(pid: int) -> int:
         return -1
 
 
+def _install_of(proc: psutil.Process, *, demo: bool = False) -> str:
+    """The agent `proc` runs when it is a known install; "" otherwise or when hidden."""
+    try:
+        with proc.oneshot():
+            return agent_install(proc.exe(), proc.cmdline(), _cwd_of(proc), demo=demo)
+    except psutil.Error:
+        return ""
+
+
+def is_agent(pid: int) -> bool:
+    """Whether `pid` is a known agent install (or tokentop's demo agent)."""
+    try:
+        return bool(_install_of(psutil.Process(pid), demo=True))
+    except psutil.Error:
+        return False
+
+
 def _lift_to_wrapper(pid: int) -> int:
     """The parent, when it runs the same agent (the node wrapper of a native binary)."""
     try:
         proc = psutil.Process(pid)
         parent = proc.parent()
-        own = agent_name(proc.name(), proc.cmdline())
-        if parent is not None and own and agent_name(parent.name(), parent.cmdline()) == own:
+        own = _install_of(proc)
+        if parent is not None and own and _install_of(parent) == own:
             return parent.pid
     except psutil.Error:
         pass

@@ -1,6 +1,7 @@
 """Map agent sessions to processes, and pause, resume, terminate or kill them safely.
 
-Every action re-checks the pid's `create_time` (a reused pid is refused), never touches
+Every action re-checks the pid's `create_time`, which must equal the remembered one exactly (a
+reused pid is refused), never touches
 tokentop itself or its ancestors, signals only the current user's processes, returns an
 `ActionResult` instead of raising, and is appended to a JSONL action log.
 """
@@ -56,8 +57,6 @@ __all__ = [
 Action = Literal["pause", "resume", "terminate", "kill"]
 Status = Literal["running", "stopped", "gone", "unknown"]
 
-CREATE_TIME_TOLERANCE = 0.05
-"""Seconds; create_time is derived from boot time + clock ticks, so a live pid matches exactly."""
 KILL_WAIT = 2.0
 """Seconds to wait for SIGKILLed processes to disappear before reporting survivors."""
 _STOPPED = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
@@ -158,7 +157,7 @@ class ProcessController:
         """The process's state now; a reused pid or a zombie counts as gone."""
         try:
             proc = psutil.Process(ref.pid)
-            if abs(proc.create_time() - ref.create_time) > CREATE_TIME_TOLERANCE:
+            if not same_process(proc.create_time(), ref):
                 return "gone"
             state = proc.status()
         except psutil.NoSuchProcess:
@@ -251,6 +250,13 @@ class ProcessController:
         return True, pids, f"Killed {what}{_plus_children(len(tree) - 1)}."
 
 
+def same_process(create_time: float, ref: ProcessRef) -> bool:
+    """Whether a process started at `create_time` is the one `ref` remembers. psutil reports
+    the same float for the same process (boot time + clock ticks since boot), so any
+    difference, however small, means the pid was reused."""
+    return create_time == ref.create_time
+
+
 def _protected_pids() -> set[int]:
     """tokentop itself, its parent and every ancestor: never signalled."""
     pids = {0, 1, os.getpid(), os.getppid()}
@@ -272,7 +278,7 @@ def _checked_process(ref: ProcessRef) -> psutil.Process:
         raise _Refused(f"Nothing to do: pid {ref.pid} has already exited.") from None
     except psutil.AccessDenied:
         raise _Refused(f"Refused: no permission to inspect pid {ref.pid}.") from None
-    if abs(started - ref.create_time) > CREATE_TIME_TOLERANCE:
+    if not same_process(started, ref):
         raise _Refused(
             f"Refused: pid {ref.pid} now belongs to a different process (started "
             f"{_clock_time(started)}, expected {_clock_time(ref.create_time)}); "

@@ -287,9 +287,12 @@ class Run:
             self.status.show(self.sessions, self.config, state)
 
     def _record(self, session: SessionSnapshot, ref: ProcessRef) -> None:
-        """Tell the registry (so the app and the guard map this session exactly)."""
+        """Tell the registry (so the app and the guard map this session exactly), unless
+        another process is known to run the session (a second agent in the same cwd)."""
         from tokentop.registry import SessionRecord, append, default_path
 
+        if self._elsewhere(session, ref):
+            return
         key = session.key
         record = SessionRecord(
             key.agent, key.session_id, ref.pid, ref.create_time, "launched", time.time(),
@@ -304,10 +307,21 @@ class Run:
         for session in sessions:
             for decision in evaluate(session, self.config, now, self.state, process_alive=alive):
                 self.findings.append(decision)
-                self._carry_out(decision, ref)
+                self._carry_out(decision, ref, session)
 
-    def _carry_out(self, decision: Decision, ref: ProcessRef) -> None:
+    def _elsewhere(self, session: SessionSnapshot, ref: ProcessRef) -> int:
+        from tokentop.mapping import runs_elsewhere
+        from tokentop.registry import default_path
+
+        return runs_elsewhere(session, ref, default_path())
+
+    def _carry_out(self, decision: Decision, ref: ProcessRef, snapshot: SessionSnapshot) -> None:
         origin, session = f"policy:{decision.detector}", str(decision.session)
+        other = self._elsewhere(snapshot, ref) if decision.action in ("pause", "kill") else 0
+        if other:
+            note = f"not acted: {session} runs in pid {other}, not in the agent tokentop started"
+            self.status.note(f"{decision.reason}: {note}")
+            return
         if decision.action == "pause":
             result = self.controller.pause(ref, decision.reason, origin, session=session)
         elif decision.action == "kill":

@@ -72,6 +72,7 @@ class ActionsApp(App[None]):
     read_only: bool
     clock: Clock
     acted: dict[SessionKey, tuple[Status, float]]
+    measured: dict[str, Measured]
 
     config: Config
     overrides: dict[SessionKey, Budget]
@@ -168,6 +169,9 @@ class ActionsApp(App[None]):
         """Find each session's process (a /proc scan, so off the UI thread)."""
         mapper = self.mapper
         assert mapper is not None
+        observe = getattr(mapper, "observe", None)  # lets a guess shared by two sessions show
+        if observe is not None:
+            observe(m.session for m in list(self.measured.values()) if m.status == "live")
         found = [(s, status, mapper.processes_for(s)) for s, status in targets]
         self.call_from_thread(self._confirm, what, origin, found)
 
@@ -184,7 +188,9 @@ class ActionsApp(App[None]):
             self.notify(f"No process is mapped to {names}: {NO_PROCESS_HINT}.", severity="warning")
             return
         verbs = sorted({step.verb for step in plan})
-        title = f"{'/'.join(verbs).capitalize()} {plural(len(plan), 'session')}?"
+        guesses = sum(is_guess(step.ref) for step in plan)
+        warning = f" ({plural(guesses, 'guessed process')})" if guesses else ""
+        title = f"{'/'.join(verbs).capitalize()} {plural(len(plan), 'session')}{warning}?"
 
         def confirmed(yes: bool | None) -> None:
             if yes:
@@ -251,9 +257,26 @@ def confirm_body(plan: Sequence[Step], missing: Sequence[SessionSnapshot]) -> Te
         body.append(f"  pid {step.ref.pid}", "bold")
         body.append(f"  mapped by {step.ref.how}\n", "dim")
         body.append(f"  {command_of(step.ref, 70)}\n")
-        if not step.ref.confident:
-            body.append("  ⚠ a guess from the working directory: check the command\n", "yellow")
+        if is_guess(step.ref):
+            body.append(guess_warning(step.ref), "yellow")
     for session in missing:
         name = f"{project_name(session.cwd)} ({safe(str(session.key))})"
         body.append(f"skipped {name}: no process mapped\n", "dim")
     return body
+
+
+def is_guess(ref: ProcessInfo) -> bool:
+    """A process found by agent install and cwd rather than an exact mapping."""
+    return ref.how == "heuristic" or not ref.confident
+
+
+def guess_warning(ref: ProcessInfo) -> str:
+    """Says plainly that the process is a guess, and why it may be the wrong one."""
+    text = (
+        "  ⚠ This process is a guess: an agent working in the session's folder,\n"
+        "    not one known to run this session. Check the command before you\n"
+        "    confirm; tokentop never acts on a guess by itself.\n"
+    )
+    if not ref.confident:
+        text += "  ⚠ Ambiguous: another live session or agent shares this folder.\n"
+    return text

@@ -296,7 +296,8 @@ def process_text(ref: ProcessInfo | None) -> Text:
             "no process mapped: start the agent with `tokentop run -- …` or install the hook",
             style="yellow",
         )
-    guess = "" if ref.confident else "  (a guess: check the command)"
+    guessed = ref.how == "heuristic" or not ref.confident
+    guess = "  (a guess: check the command; never acted on by itself)" if guessed else ""
     return Text.assemble(
         ("pid ", "dim"),
         (str(ref.pid), "bold"),
