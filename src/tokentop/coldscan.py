@@ -18,6 +18,7 @@ on EOF, so no signal that ends the parent can leave it behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import struct
@@ -265,10 +266,8 @@ class Worker:
         with self.queue.lock:
             self.queue.items.clear()  # only left when the scan is abandoned
         if self.proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-            except OSError:
-                pass
         if self.busy:
             self.proc.kill()
         try:

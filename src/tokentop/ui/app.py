@@ -22,6 +22,7 @@ from tokentop.budgets import Level, budget_use, crossings
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
 from tokentop.engine import Engine
+from tokentop.enginefail import EngineFailure
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.store import Store
 from tokentop.summary import engine_minutes
@@ -32,7 +33,7 @@ from tokentop.ui.header import HeaderState
 from tokentop.ui.help import ParseErrorsScreen
 from tokentop.ui.insights import InsightsApp
 from tokentop.ui.main_screen import MainScreen
-from tokentop.ui.messages import FilterEdited, LedgerUpdated
+from tokentop.ui.messages import EngineFailed, FilterEdited, LedgerUpdated
 from tokentop.ui.processes import ProcessControl, ProcessMapper
 from tokentop.ui.rows import (
     SORTS,
@@ -111,6 +112,11 @@ class TokentopApp(InsightsApp):
         self._pending: LedgerSnapshot | None = None
         self._last_draw = 0.0
         self._draw_scheduled = False
+        self.show_all = False
+        """`a`: list sessions older than hide_after_h too."""
+        self.engine_failure: EngineFailure | None = None
+        self.engine_down = False
+        self._failures: list[float] = []
         minutes = engine_minutes(engine) if isinstance(engine, Engine) else None
         self.init_recording(store, minutes)
         self.init_insights()
@@ -123,6 +129,9 @@ class TokentopApp(InsightsApp):
     def on_mount(self) -> None:
         self.set_keymap(self.config.keys)
         self.engine.add_listener(self._on_engine_snapshot)
+        add_failure_listener = getattr(self.engine, "add_failure_listener", None)
+        if add_failure_listener is not None:
+            add_failure_listener(lambda f: self.post_message(EngineFailed(f)))
         self._start_engine()
         self._timer = self.set_interval(self.refresh_s, self._tick)
 
@@ -145,7 +154,40 @@ class TokentopApp(InsightsApp):
         self.engine.start()
         self.post_message(LedgerUpdated(self.engine.snapshot()))
 
+    def on_engine_failed(self, message: EngineFailed) -> None:
+        """Say the numbers are frozen and why, then restart (backing off if it keeps failing)."""
+        self.engine_failure, self.engine_down = message.failure, True
+        now = time.monotonic()
+        self._failures = [t for t in self._failures if now - t < 300] + [now]
+        self._show_banner()
+        self.set_timer(min(60.0, 2.0 ** len(self._failures)), self._restart_engine)
+
+    @work(thread=True, group="engine")
+    def _restart_engine(self) -> None:
+        self.engine.restart()  # type: ignore[attr-defined]
+        self.call_from_thread(self._restarted)
+
+    def _restarted(self) -> None:
+        self.engine_down = False
+        self._show_banner()
+
+    def _show_banner(self) -> None:
+        failure = self.engine_failure
+        if failure is None:
+            return
+        at = time.strftime("%H:%M:%S", time.localtime(failure.at))
+        log = f"  log: {failure.log}" if failure.log else ""
+        if self.engine_down:
+            text = (
+                f"⚠ engine stopped at {at}: {failure.reason}; numbers are frozen, restarting…{log}"
+            )
+        else:
+            text = f"engine restarted after it stopped at {at}: {failure.reason}{log}"
+        self.main_screen.show_banner(text, failed=self.engine_down)
+
     def _tick(self) -> None:
+        if self.engine_down:
+            return  # a fresh evaluation of frozen counters would pass for live numbers
         if not self._ticking:
             self._ticking = True
             self._tick_engine()
@@ -211,7 +253,7 @@ class TokentopApp(InsightsApp):
         except (NoMatches, StopIteration):
             return
         now = self.clock.now()
-        hide_after = self.config.hide_after_h * 3600
+        hide_after = float("inf") if self.show_all else self.config.hide_after_h * 3600
         self.measured = {
             m.row_key: m
             for m in (self._measure(s, now) for s in visible(snap.sessions, now, hide_after))
@@ -234,7 +276,11 @@ class TokentopApp(InsightsApp):
             return "No session matches the filter (escape clears it)."
         if total:
             hours = f"{self.config.hide_after_h:g}"
-            return f"{total} session(s), none active in the last {hours} h (hide_after_h)."
+            key = self.config.keys.get("show-all", "a")
+            return (
+                f"{total} session(s), none active in the last {hours} h (hide_after_h). "
+                f"Press {key} to show them."
+            )
         roots: list[str] = getattr(self.engine, "root_names", list)()
         where = "\n".join(f"  {r.replace(':', '  ', 1)}" for r in roots)
         return (
@@ -317,6 +363,8 @@ class TokentopApp(InsightsApp):
             len(self.tagged & set(self.measured)),
             self.read_only,
             self.config.keys.get("show-errors", keys.DEFAULT_KEYS["show-errors"].keys),
+            getattr(self.engine, "progress", None),
+            self.show_all,
         )
         self.main_screen.header.show(figures, state)
 
@@ -377,6 +425,10 @@ class TokentopApp(InsightsApp):
         if self._timer is not None:
             self._timer.stop()
         self._timer = self.set_interval(self.refresh_s, self._tick)
+        self.refresh_view()
+
+    def action_show_all(self) -> None:
+        self.show_all = not self.show_all
         self.refresh_view()
 
     def action_show_errors(self) -> None:
