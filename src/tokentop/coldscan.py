@@ -2,7 +2,7 @@
 
 Sessions active in the last hour are what a user opens tokentop for, so this process reads
 files newest first (by mtime) and publishes a snapshot every `PUBLISH_S`; older history
-fills in behind. When the fresh files are big enough, a worker process reads from the
+fills in behind. When the fresh files are big enough, worker processes read from the
 other end of the same queue (oldest first), in batches; each batch comes back as a ledger
 that is merged, or, if any dedupe key or tool call is already known here (a resumed
 transcript repeats responses), read again here, which keeps the totals exact whatever
@@ -45,8 +45,10 @@ STEP_BYTES = 1024 * 1024
 """What this process reads between checks for stop, merges and snapshots."""
 BATCH_BYTES = 12 * 1024 * 1024
 """What the worker reads per batch: each batch costs an export and a merge."""
+MAX_WORKERS = 4
+"""Each worker holds a batch's tables; more cores than this rarely pay on one disk."""
 PUBLISH_S = 0.4
-FIRST_PUBLISH_S = 0.15
+FIRST_PUBLISH_S = 0.0
 
 
 class WorkerResult(msgspec.Struct):
@@ -72,7 +74,7 @@ class ScanProgress(msgspec.Struct, frozen=True):
 
 
 class _Queue:
-    """Files newest first; this process takes from the front, the worker from the back."""
+    """Files newest first; this process takes from the front, the workers from the back."""
 
     def __init__(self, files: list[tuple[Path, int]]) -> None:
         self.items = deque(files)
@@ -117,44 +119,46 @@ class ColdScan:
         self.files_done = 0
         self.bytes_done = 0
         self.started = time.monotonic()
-        self.worker: Worker | None = None
+        self.workers: list[Worker] = []
 
     def run(self) -> bool:
         """Read everything (or until the engine stops); True if anything changed."""
-        if self._parallel():
-            self.worker = Worker.start(self.engine, self.queue)
+        for _ in range(self._worker_count()):
+            if (worker := Worker.start(self.engine, self.queue)) is not None:
+                self.workers.append(worker)
         try:
             changed = self._loop()
         finally:
-            if self.worker is not None:
-                self.worker.close()
-        changed |= self._merge(self.worker.take_results() if self.worker else [])
+            for worker in self.workers:
+                worker.close()
+        for worker in self.workers:
+            changed |= self._merge(worker.take_results())
         self.engine.progress = None
         return changed
 
-    def _parallel(self) -> bool:
-        if self.engine.workers < 2 or (os.cpu_count() or 1) < 2:
-            return False
-        if self.bytes_total < PARALLEL_MIN_BYTES:
-            return False
+    def _worker_count(self) -> int:
+        """One process per other core; with snapshots to publish (a live front-end) one per
+        core, because then this process's core is shared with the UI or the consumer."""
+        cores = min(os.cpu_count() or 1, MAX_WORKERS + 1)
+        if self.engine.workers < 2 or cores < 2 or self.bytes_total < PARALLEL_MIN_BYTES:
+            return 0
         try:
             pickle.dumps((self.engine.sources, self.engine.cost_fn))
         except Exception:
-            return False  # a test's lambda cost function, say: read here instead
-        return True
+            return 0  # a test's lambda cost function, say: read here instead
+        return cores if self.publish is not None else cores - 1
 
     def _loop(self) -> bool:
         changed = False
         next_publish = time.monotonic() + FIRST_PUBLISH_S
         while not self.engine.stopping():
-            worker = self.worker
-            if worker is not None:
+            for worker in self.workers:
                 changed |= self._merge(worker.take_results())
             step = self.queue.take(STEP_BYTES, newest=True)
             if step:
                 changed |= self.engine.process(p for p, _ in step)
                 self._done(step)
-            elif worker is None or not worker.wait_idle(0.05):
+            elif not any([w.wait_idle(0.02) for w in self.workers]):
                 break
             if self.publish is not None and time.monotonic() >= next_publish:
                 self.publish()
