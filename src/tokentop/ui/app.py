@@ -136,8 +136,9 @@ class TokentopApp(InsightsApp):
         self._timer = self.set_interval(self.refresh_s, self._tick)
 
     def on_main_screen_mounted(self) -> None:
-        """Show the sort and any snapshot that arrived before the widgets existed."""
+        """Show the sort, and any snapshot or failure that arrived before the widgets existed."""
         self._resorted()
+        self._show_banner()
 
     def on_filter_edited(self, message: FilterEdited) -> None:
         self.filter_text = message.text
@@ -183,7 +184,10 @@ class TokentopApp(InsightsApp):
             )
         else:
             text = f"engine restarted after it stopped at {at}: {failure.reason}{log}"
-        self.main_screen.show_banner(text, failed=self.engine_down)
+        try:
+            self.main_screen.show_banner(text, failed=self.engine_down)
+        except (NoMatches, StopIteration):
+            pass  # shown once the main screen is mounted
 
     def _tick(self) -> None:
         if self.engine_down:
