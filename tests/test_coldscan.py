@@ -114,7 +114,7 @@ def test_newest_files_are_read_first(big_history: tuple[Path, dict[str, Any]]) -
         os.utime(path, (now - 100 - age, now - 100 - age))
     newest = files[-1]
     os.utime(newest, (now, now))
-    order = [p for p, _ in coldscan.newest_first(files)]
+    order = [item[0] for item in coldscan.newest_first(files)]
     assert order[0] == newest and order[1:] == files[:-1]
 
 

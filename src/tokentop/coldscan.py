@@ -47,6 +47,8 @@ BATCH_BYTES = 12 * 1024 * 1024
 """What the worker reads per batch: each batch costs an export and a merge."""
 MAX_WORKERS = 4
 """Each worker holds a batch's tables; more cores than this rarely pay on one disk."""
+LEAD_S = 0.5
+"""Live, this process reads the newest files itself this long, while workers start."""
 PUBLISH_S = 0.4
 FIRST_PUBLISH_S = 0.0
 
@@ -73,15 +75,20 @@ class ScanProgress(msgspec.Struct, frozen=True):
         return self.elapsed_s * (self.bytes_total - self.bytes_done) / self.bytes_done
 
 
-class _Queue:
-    """Files newest first; this process takes from the front, the workers from the back."""
+Item = tuple[Path, int, float]
+"""A file to read: path, size, mtime."""
 
-    def __init__(self, files: list[tuple[Path, int]]) -> None:
+
+class _Queue:
+    """Files newest first, taken from the front (or, `newest=False`, from the back)."""
+
+    def __init__(self, files: list[Item]) -> None:
         self.items = deque(files)
         self.lock = threading.Lock()
 
-    def take(self, limit: int, newest: bool) -> list[tuple[Path, int]]:
-        batch: list[tuple[Path, int]] = []
+    def take(self, limit: int, newest: bool) -> list[Item]:
+        """Up to `limit` bytes (at least one file)."""
+        batch: list[Item] = []
         total = 0
         with self.lock:
             while self.items and (not batch or total < limit):
@@ -91,17 +98,17 @@ class _Queue:
         return batch
 
 
-def newest_first(paths: Sequence[Path]) -> list[tuple[Path, int]]:
-    """(path, size) by mtime, newest first; files that vanished sort last."""
-    stats: list[tuple[float, Path, int]] = []
+def newest_first(paths: Sequence[Path]) -> list[Item]:
+    """(path, size, mtime), newest first; files that vanished sort last."""
+    items: list[Item] = []
     for path in paths:
         try:
             st = path.stat()
-            stats.append((st.st_mtime, path, st.st_size))
+            items.append((path, st.st_size, st.st_mtime))
         except OSError:
-            stats.append((0.0, path, 0))
-    stats.sort(key=lambda s: -s[0])
-    return [(p, size) for _, p, size in stats]
+            items.append((path, 0, 0.0))
+    items.sort(key=lambda item: -item[2])
+    return items
 
 
 class ColdScan:
@@ -115,7 +122,7 @@ class ColdScan:
         files = newest_first(fresh)
         self.queue = _Queue(files)
         self.files_total = len(files)
-        self.bytes_total = sum(size for _, size in files)
+        self.bytes_total = sum(item[1] for item in files)
         self.files_done = 0
         self.bytes_done = 0
         self.started = time.monotonic()
@@ -123,16 +130,18 @@ class ColdScan:
 
     def run(self) -> bool:
         """Read everything (or until the engine stops); True if anything changed."""
+        live = self.publish is not None
         for _ in range(self._worker_count()):
-            if (worker := Worker.start(self.engine, self.queue)) is not None:
+            if (worker := Worker.start(self.engine, self.queue, newest=live)) is not None:
                 self.workers.append(worker)
         try:
             changed = self._loop()
         finally:
             for worker in self.workers:
                 worker.close()
-        for worker in self.workers:
-            changed |= self._merge(worker.take_results())
+        if not self.engine.stopping():
+            for worker in self.workers:
+                changed |= self._merge(worker.take_results())
         self.engine.progress = None
         return changed
 
@@ -149,23 +158,30 @@ class ColdScan:
         return cores if self.publish is not None else cores - 1
 
     def _loop(self) -> bool:
+        """Read steps newest first, merge what the workers send, publish on the way.
+
+        Live, with workers, this process reads only for its first `LEAD_S` (the newest
+        files, while the workers start) and then merges: its core is shared with the UI, and
+        the workers read newest first too."""
         changed = False
         next_publish = time.monotonic() + FIRST_PUBLISH_S
+        lead_until = self.started + LEAD_S if self.publish is not None else float("inf")
         while not self.engine.stopping():
             for worker in self.workers:
                 changed |= self._merge(worker.take_results())
-            step = self.queue.take(STEP_BYTES, newest=True)
+            led = time.monotonic() > lead_until and any(w.busy for w in self.workers)
+            step = [] if led else self.queue.take(STEP_BYTES, newest=True)
             if step:
-                changed |= self.engine.process(p for p, _ in step)
+                changed |= self.engine.process(item[0] for item in step)
                 self._done(step)
-            elif not any([w.wait_idle(0.02) for w in self.workers]):
+            elif not any([w.wait_idle(0.02) for w in self.workers]) and not self.queue.items:
                 break
             if self.publish is not None and time.monotonic() >= next_publish:
                 self.publish()
                 next_publish = time.monotonic() + PUBLISH_S
         return changed
 
-    def _merge(self, results: list[tuple[list[tuple[Path, int]], WorkerResult | None]]) -> bool:
+    def _merge(self, results: list[tuple[list[Item], WorkerResult | None]]) -> bool:
         """Fold in the worker's batches; a refused (or lost) batch is read here instead."""
         changed = False
         for batch, result in results:
@@ -173,14 +189,14 @@ class ColdScan:
                 result.ledger, result.files, result.bytes_read
             )
             if not ok:
-                changed |= self.engine.process(p for p, _ in batch)
+                changed |= self.engine.process(item[0] for item in batch)
             changed = True
             self._done(batch)
         return changed
 
-    def _done(self, batch: list[tuple[Path, int]]) -> None:
+    def _done(self, batch: list[Item]) -> None:
         self.files_done += len(batch)
-        self.bytes_done += sum(size for _, size in batch)
+        self.bytes_done += sum(item[1] for item in batch)
         self.engine.progress = self.progress()
 
     def progress(self) -> ScanProgress:
@@ -193,16 +209,17 @@ class ColdScan:
 class Worker:
     """The child process and the thread that feeds it batches and collects its ledgers."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], queue: _Queue) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], queue: _Queue, newest: bool) -> None:
         self.proc = proc
         self.queue = queue
+        self.newest = newest
         self.cond = threading.Condition()
-        self.results: list[tuple[list[tuple[Path, int]], WorkerResult | None]] = []
+        self.results: list[tuple[list[Item], WorkerResult | None]] = []
         self.busy = True
         self.thread = threading.Thread(target=self._feed, name="tokentop-coldscan", daemon=True)
 
     @classmethod
-    def start(cls, engine: Engine, queue: _Queue) -> Worker | None:
+    def start(cls, engine: Engine, queue: _Queue, *, newest: bool) -> Worker | None:
         cmd = [sys.executable, "-m", "tokentop.coldscan", str(os.getpid())]
         try:
             proc = subprocess.Popen(
@@ -214,7 +231,7 @@ class Worker:
             )
         except OSError:
             return None
-        worker = cls(proc, queue)
+        worker = cls(proc, queue, newest)
         try:
             assert proc.stdin is not None
             _send(proc.stdin, pickle.dumps((engine.sources, engine.cost_fn)))
@@ -227,7 +244,7 @@ class Worker:
     def _feed(self) -> None:
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
-        while batch := self.queue.take(BATCH_BYTES, newest=False):
+        while batch := self.queue.take(BATCH_BYTES, newest=self.newest):
             result = self._one(stdin, stdout, batch)
             with self.cond:
                 self.results.append((batch, result))
@@ -238,11 +255,9 @@ class Worker:
             self.busy = False
             self.cond.notify_all()
 
-    def _one(
-        self, stdin: IO[bytes], stdout: IO[bytes], batch: list[tuple[Path, int]]
-    ) -> WorkerResult | None:
+    def _one(self, stdin: IO[bytes], stdout: IO[bytes], batch: list[Item]) -> WorkerResult | None:
         try:
-            _send(stdin, msgspec.msgpack.encode([os.fsencode(p) for p, _ in batch]))
+            _send(stdin, msgspec.msgpack.encode([os.fsencode(item[0]) for item in batch]))
             packed = _recv(stdout)
             encoded = _recv(stdout)
             if packed is None or encoded is None:
@@ -253,7 +268,7 @@ class Worker:
         result.ledger.packed = packed
         return result
 
-    def take_results(self) -> list[tuple[list[tuple[Path, int]], WorkerResult | None]]:
+    def take_results(self) -> list[tuple[list[Item], WorkerResult | None]]:
         with self.cond:
             results, self.results = self.results, []
         return results
