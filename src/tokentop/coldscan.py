@@ -47,7 +47,7 @@ BATCH_BYTES = 12 * 1024 * 1024
 """What the worker reads per batch: each batch costs an export and a merge."""
 MAX_WORKERS = 4
 """Each worker holds a batch's tables; more cores than this rarely pay on one disk."""
-LEAD_S = 0.5
+LEAD_S = 0.15
 """Live, this process reads the newest files itself this long, while workers start."""
 PUBLISH_S = 0.4
 FIRST_PUBLISH_S = 0.0

@@ -7,6 +7,7 @@ lookups and signals run in thread workers and come back by message or call_from_
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import ClassVar, Protocol
@@ -132,6 +133,8 @@ class TokentopApp(InsightsApp):
         add_failure_listener = getattr(self.engine, "add_failure_listener", None)
         if add_failure_listener is not None:
             add_failure_listener(lambda f: self.post_message(EngineFailed(f)))
+        if (failure := getattr(self.engine, "failure", None)) is not None:
+            self.post_message(EngineFailed(failure))  # it failed before we listened
         self._start_engine()
         self._timer = self.set_interval(self.refresh_s, self._tick)
 
@@ -157,6 +160,8 @@ class TokentopApp(InsightsApp):
 
     def on_engine_failed(self, message: EngineFailed) -> None:
         """Say the numbers are frozen and why, then restart (backing off if it keeps failing)."""
+        if message.failure is self.engine_failure:
+            return  # reported twice: failed while the app was starting to listen
         self.engine_failure, self.engine_down = message.failure, True
         now = time.monotonic()
         self._failures = [t for t in self._failures if now - t < 300] + [now]
@@ -184,10 +189,8 @@ class TokentopApp(InsightsApp):
             )
         else:
             text = f"engine restarted after it stopped at {at}: {failure.reason}{log}"
-        try:
+        with contextlib.suppress(NoMatches, StopIteration):  # else shown once it is mounted
             self.main_screen.show_banner(text, failed=self.engine_down)
-        except (NoMatches, StopIteration):
-            pass  # shown once the main screen is mounted
 
     def _tick(self) -> None:
         if self.engine_down:
