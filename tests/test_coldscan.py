@@ -132,6 +132,21 @@ def scan_workers(pid: int) -> list[psutil.Process]:
     return [c for c in children if "tokentop.coldscan" in " ".join(_cmdline(c))]
 
 
+def pipes_of(pid: int) -> int:
+    """How many pipe ends `pid` holds (a worker holding its own copy of the other end of
+    its pipe would never see EOF, and could block forever)."""
+    fds = Path(f"/proc/{pid}/fd")
+    if not fds.is_dir():
+        pytest.skip("no /proc here")
+    links = []
+    for fd in fds.iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:
+            continue
+    return sum(link.startswith("pipe:") for link in links)
+
+
 def _cmdline(proc: psutil.Process) -> list[str]:
     try:
         return proc.cmdline()
@@ -148,6 +163,7 @@ def test_no_worker_outlives_sessions_killed_mid_scan(
     try:
         workers: list[psutil.Process] = []
         assert wait_until(lambda: bool(workers.extend(scan_workers(proc.pid)) or workers), 30)
+        assert all(pipes_of(w.pid) <= 2 for w in workers), "only its own stdin and stdout"
         proc.send_signal(sig)
         proc.wait(timeout=10)
         assert wait_until(lambda: all(gone(w.pid) for w in workers), 10), "worker left behind"
