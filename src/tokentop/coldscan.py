@@ -148,14 +148,14 @@ class ColdScan:
     def _worker_count(self) -> int:
         """One process per other core; with snapshots to publish (a live front-end) one per
         core, because then this process's core is shared with the UI or the consumer."""
-        cores = min(os.cpu_count() or 1, MAX_WORKERS + 1)
+        cores = os.cpu_count() or 1
         if self.engine.workers < 2 or cores < 2 or self.bytes_total < PARALLEL_MIN_BYTES:
             return 0
         try:
             pickle.dumps((self.engine.sources, self.engine.cost_fn))
         except Exception:
             return 0  # a test's lambda cost function, say: read here instead
-        return cores if self.publish is not None else cores - 1
+        return min(MAX_WORKERS, cores if self.publish is not None else cores - 1)
 
     def _loop(self) -> bool:
         """Read steps newest first, merge what the workers send, publish on the way.
