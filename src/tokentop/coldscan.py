@@ -244,16 +244,18 @@ class Worker:
     def _feed(self) -> None:
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
-        while batch := self.queue.take(BATCH_BYTES, newest=self.newest):
-            result = self._one(stdin, stdout, batch)
+        try:
+            while batch := self.queue.take(BATCH_BYTES, newest=self.newest):
+                result = self._one(stdin, stdout, batch)
+                with self.cond:
+                    self.results.append((batch, result))
+                    self.cond.notify_all()
+                if result is None:
+                    break  # the child is gone: its batch is read here; so is the rest
+        finally:
             with self.cond:
-                self.results.append((batch, result))
+                self.busy = False
                 self.cond.notify_all()
-            if result is None:
-                break  # the child is gone: its batch is read here; so is the rest
-        with self.cond:
-            self.busy = False
-            self.cond.notify_all()
 
     def _one(self, stdin: IO[bytes], stdout: IO[bytes], batch: list[Item]) -> WorkerResult | None:
         try:
@@ -263,7 +265,7 @@ class Worker:
             if packed is None or encoded is None:
                 return None
             result = msgspec.msgpack.decode(encoded, type=WorkerResult)
-        except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        except Exception:  # whatever went wrong, the batch is read here instead
             return None
         result.ledger.packed = packed
         return result
