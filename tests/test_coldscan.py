@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -172,3 +173,27 @@ def test_no_worker_outlives_sessions_killed_mid_scan(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_worker_killed_mid_scan_costs_time_not_tokens(
+    big_history: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Its lost batch and everything left are read here; the totals stay exact."""
+    root, expected = big_history
+    engine = engine_over(root, tmp_path / "cache")
+    scan = threading.Thread(target=engine.scan)
+    scan.start()
+    workers: list[psutil.Process] = []
+    try:
+        assert wait_until(lambda: bool(workers.extend(scan_workers(os.getpid())) or workers), 30)
+        assert scan.is_alive(), "killed during the scan"
+        for worker in workers:
+            worker.kill()
+    finally:
+        scan.join(timeout=120)
+    assert not scan.is_alive()
+    snap = engine.snapshot()
+    fresh = [s for s in snap.sessions if s.cwd != "/home/dev/work/fresh"]
+    assert {k: sum(getattr(s.tokens, k) for s in fresh) for k in KINDS} == {
+        k: expected["totals"][k] for k in KINDS
+    }
