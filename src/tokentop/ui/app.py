@@ -7,7 +7,6 @@ lookups and signals run in thread workers and come back by message or call_from_
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import ClassVar, Protocol
@@ -23,18 +22,17 @@ from tokentop.budgets import Level, budget_use, crossings
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
 from tokentop.engine import Engine
-from tokentop.enginefail import EngineFailure
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.store import Store
 from tokentop.summary import engine_minutes
 from tokentop.ui import keys
 from tokentop.ui.alerts import DetectionTracker, Notice, budget_notice
 from tokentop.ui.detail import SessionDetail
+from tokentop.ui.engine_state import EngineStateApp
 from tokentop.ui.header import HeaderState
 from tokentop.ui.help import ParseErrorsScreen
-from tokentop.ui.insights import InsightsApp
 from tokentop.ui.main_screen import MainScreen
-from tokentop.ui.messages import EngineFailed, FilterEdited, LedgerUpdated
+from tokentop.ui.messages import FilterEdited, LedgerUpdated
 from tokentop.ui.processes import ProcessControl, ProcessMapper
 from tokentop.ui.rows import (
     SORTS,
@@ -67,7 +65,7 @@ class EngineLike(Protocol):
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
 
 
-class TokentopApp(InsightsApp):
+class TokentopApp(EngineStateApp):
     """top for token spend."""
 
     CSS_PATH = "tokentop.tcss"
@@ -115,9 +113,7 @@ class TokentopApp(InsightsApp):
         self._draw_scheduled = False
         self.show_all = False
         """`a`: list sessions older than hide_after_h too."""
-        self.engine_failure: EngineFailure | None = None
-        self.engine_down = False
-        self._failures: list[float] = []
+        self.init_engine_state()
         minutes = engine_minutes(engine) if isinstance(engine, Engine) else None
         self.init_recording(store, minutes)
         self.init_insights()
@@ -130,11 +126,7 @@ class TokentopApp(InsightsApp):
     def on_mount(self) -> None:
         self.set_keymap(self.config.keys)
         self.engine.add_listener(self._on_engine_snapshot)
-        add_failure_listener = getattr(self.engine, "add_failure_listener", None)
-        if add_failure_listener is not None:
-            add_failure_listener(lambda f: self.post_message(EngineFailed(f)))
-        if (failure := getattr(self.engine, "failure", None)) is not None:
-            self.post_message(EngineFailed(failure))  # it failed before we listened
+        self.listen_for_failure(self.engine)
         self._start_engine()
         self._timer = self.set_interval(self.refresh_s, self._tick)
 
@@ -157,40 +149,6 @@ class TokentopApp(InsightsApp):
     def _start_engine(self) -> None:
         self.engine.start()
         self.post_message(LedgerUpdated(self.engine.snapshot()))
-
-    def on_engine_failed(self, message: EngineFailed) -> None:
-        """Say the numbers are frozen and why, then restart (backing off if it keeps failing)."""
-        if message.failure is self.engine_failure:
-            return  # reported twice: failed while the app was starting to listen
-        self.engine_failure, self.engine_down = message.failure, True
-        now = time.monotonic()
-        self._failures = [t for t in self._failures if now - t < 300] + [now]
-        self._show_banner()
-        self.set_timer(min(60.0, 2.0 ** len(self._failures)), self._restart_engine)
-
-    @work(thread=True, group="engine")
-    def _restart_engine(self) -> None:
-        self.engine.restart()  # type: ignore[attr-defined]
-        self.call_from_thread(self._restarted)
-
-    def _restarted(self) -> None:
-        self.engine_down = False
-        self._show_banner()
-
-    def _show_banner(self) -> None:
-        failure = self.engine_failure
-        if failure is None:
-            return
-        at = time.strftime("%H:%M:%S", time.localtime(failure.at))
-        log = f"  log: {failure.log}" if failure.log else ""
-        if self.engine_down:
-            text = (
-                f"⚠ engine stopped at {at}: {failure.reason}; numbers are frozen, restarting…{log}"
-            )
-        else:
-            text = f"engine restarted after it stopped at {at}: {failure.reason}{log}"
-        with contextlib.suppress(NoMatches, StopIteration):  # else shown once it is mounted
-            self.main_screen.show_banner(text, failed=self.engine_down)
 
     def _tick(self) -> None:
         if self.engine_down:
