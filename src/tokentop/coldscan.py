@@ -49,6 +49,7 @@ MAX_WORKERS = 4
 """Each worker holds a batch's tables; more cores than this rarely pay on one disk."""
 LEAD_S = 0.15
 """Live, this process reads the newest files itself this long, while workers start."""
+RATE_WINDOW_S = 3.0
 PUBLISH_S = 0.4
 FIRST_PUBLISH_S = 0.0
 
@@ -67,12 +68,8 @@ class ScanProgress(msgspec.Struct, frozen=True):
     bytes_done: int
     bytes_total: int
     elapsed_s: float
-
-    @property
-    def eta_s(self) -> float | None:
-        if not self.bytes_done or self.elapsed_s < 0.2:
-            return None
-        return self.elapsed_s * (self.bytes_total - self.bytes_done) / self.bytes_done
+    eta_s: float | None = None
+    """At the rate of the last few seconds (startup would make an overall rate too slow)."""
 
 
 Item = tuple[Path, int, float]
@@ -127,6 +124,7 @@ class ColdScan:
         self.bytes_done = 0
         self.started = time.monotonic()
         self.workers: list[Worker] = []
+        self._marks: deque[tuple[float, int]] = deque([(self.started, 0)])
 
     def run(self) -> bool:
         """Read everything (or until the engine stops); True if anything changed."""
@@ -200,10 +198,19 @@ class ColdScan:
         self.engine.progress = self.progress()
 
     def progress(self) -> ScanProgress:
-        elapsed = time.monotonic() - self.started
+        now = time.monotonic()
+        marks = self._marks
+        marks.append((now, self.bytes_done))
+        while len(marks) > 2 and now - marks[1][0] > RATE_WINDOW_S:
+            marks.popleft()
+        (then, before), eta = marks[0], None
+        if now - then > 0.2 and self.bytes_done > before:
+            rate = (self.bytes_done - before) / (now - then)
+            eta = (self.bytes_total - self.bytes_done) / rate
         return ScanProgress(
-            self.files_done, self.files_total, self.bytes_done, self.bytes_total, elapsed
-        )
+            self.files_done, self.files_total, self.bytes_done, self.bytes_total,
+            now - self.started, eta,
+        )  # fmt: skip
 
 
 class Worker:
