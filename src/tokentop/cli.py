@@ -185,6 +185,7 @@ def run_app(
     action_log: Path | None = None,
 ) -> int:
     """Run the Textual app; imported here so headless commands never load textual."""
+    engine.start()  # the cold scan runs while Textual loads (~0.5 s): a first view sooner
     from tokentop.clock import SystemClock
     from tokentop.procs import ProcessController, default_action_log
     from tokentop.store import Store, StoreError

@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-Kind = Literal["cache", "config", "data"]
+Kind = Literal["cache", "config", "data", "state"]
 _XDG = {
     "cache": ("XDG_CACHE_HOME", ".cache"),
     "config": ("XDG_CONFIG_HOME", ".config"),
     "data": ("XDG_DATA_HOME", ".local/share"),
+    "state": ("XDG_STATE_HOME", ".local/state"),
 }
 
 

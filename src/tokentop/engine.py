@@ -13,18 +13,22 @@ import time
 from collections.abc import Callable, Container, Iterable, Sequence
 from functools import reduce
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from tokentop import cache as cache_mod
 from tokentop.clock import Clock, SystemClock
+from tokentop.enginefail import EngineFailure, failure_of
 from tokentop.ledger import CostFn, Ledger
 from tokentop.ledger_state import LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
 from tokentop.sources.base import FileParser, Source, walk_names
 from tokentop.sources.wholefile import WholeFileParser
 from tokentop.tail import Tailer, TailState
+
+if TYPE_CHECKING:
+    from tokentop.coldscan import ScanProgress
 
 Listener = Callable[[LedgerSnapshot], None]
 
@@ -126,6 +130,12 @@ class Engine:
         self._feed: object | None = None
         self._last_snapshot: LedgerSnapshot | None = None
         self._saved: tuple[int, int, int] | None = None
+        self.progress: ScanProgress | None = None
+        """How far the cold scan is, while one runs."""
+        self.failure: EngineFailure | None = None
+        """Why the live loop stopped, if it failed; cleared by restart()."""
+        self.file_errors = 0
+        self._failure_listeners: list[Callable[[EngineFailure], None]] = []
         self.cache_id = ""
         """The save id of the cache this engine's state matches ("" when it matches none)."""
 
@@ -245,24 +255,41 @@ class Engine:
                     found.append(path)
         return found
 
-    def scan(self) -> bool:
-        """Read every known and newly found file up to its end; True if anything changed."""
-        todo: list[Path | str] = list(self.files)
-        fresh = list(dict.fromkeys(self._discover(skip_known=True)))
-        done: set[Path] = set()
-        if self.workers > 1 and fresh:
-            from tokentop.coldscan import scan_parallel
+    def scan(self, publish: Callable[[], None] | None = None) -> bool:
+        """Read every known and newly found file up to its end; True if anything changed.
 
-            done = scan_parallel(self, fresh)
-        todo += [p for p in fresh if p not in done]
-        return self.process(todo) or bool(done)
+        New files go through the cold scan (coldscan): newest first, `publish` called on
+        the way so a first view shows before old history is read.
+        """
+        from tokentop.coldscan import ColdScan
+
+        changed = self.process(list(self.files))
+        fresh = list(dict.fromkeys(self._discover(skip_known=True)))
+        if fresh:
+            changed |= ColdScan(self, fresh, publish).run()
+        return changed
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def process(self, paths: Iterable[Path | str]) -> bool:
         changed = False
         with self._lock:
             for path in paths:
-                changed |= self._process_one(path)
+                try:
+                    changed |= self._process_one(path)
+                except Exception as exc:  # one bad file must not stop the others
+                    changed |= self._file_failed(str(path), exc)
         return changed
+
+    def _file_failed(self, key: str, exc: Exception) -> bool:
+        """Count a file whose reading raised like a bad line, with the reason."""
+        self.file_errors += 1
+        tracked = self.files.get(key)
+        if tracked is None:
+            return False
+        tracked.parser.bad(f"read failed: {type(exc).__name__}: {exc}"[:200])
+        return True
 
     def _process_one(self, name: Path | str) -> bool:
         key = str(name)
@@ -360,7 +387,33 @@ class Engine:
             self._pending.update(paths)
         self._wake.set()
 
+    def add_failure_listener(self, fn: Callable[[EngineFailure], None]) -> None:
+        self._failure_listeners.append(fn)
+
+    def restart(self) -> None:
+        """Start again from the cache (or a cold scan) after the live loop failed."""
+        self.stop()
+        with self._lock:
+            self.ledger = Ledger(self.cost_fn, self.window_s)
+            self.files = {}
+            self._saved = None
+            self.failure = None
+        self._stop.clear()
+        self.start()
+
     def _run(self) -> None:
+        try:
+            self._live()
+        except Exception as exc:  # said out loud: the front-ends show it and react
+            self.failure = failure_of(exc)
+            for fn in list(self._failure_listeners):
+                fn(self.failure)
+        finally:
+            feed, self._feed = self._feed, None
+            if feed is not None:
+                feed.stop()  # type: ignore[attr-defined]
+
+    def _live(self) -> None:
         from tokentop.watch import ChangeFeed
 
         self.load_cache()
@@ -373,7 +426,9 @@ class Engine:
         )
         self._feed = feed
         feed.start()  # before the scan, so nothing written during the scan is missed
-        self.scan()
+        self.scan(self._notify)
+        if self._stop.is_set():
+            return  # an unfinished scan is not saved: the next start resumes cold
         self._notify()
         last_save = time.monotonic()
         while not self._stop.is_set():

@@ -226,8 +226,9 @@ class NdjsonOut:
             self.out.flush()
 
 
-def run(engine: Engine, guard: Guard, stop: threading.Event, tick: float = TICK_S) -> None:
-    """Follow the engine until `stop` is set; judge each new snapshot, or a fresh one per tick."""
+def run(engine: Engine, guard: Guard, stop: threading.Event, tick: float = TICK_S) -> bool:
+    """Follow the engine until `stop` is set; judge each new snapshot, or a fresh one per tick.
+    False if the engine failed (its reason is then printed on stderr)."""
     latest: list[LedgerSnapshot] = []
     wake = threading.Event()
 
@@ -242,6 +243,9 @@ def run(engine: Engine, guard: Guard, stop: threading.Event, tick: float = TICK_
         while not stop.is_set():
             wake.wait(tick)
             wake.clear()
+            if engine.failure is not None:
+                print(engine.failure.line(), file=sys.stderr)
+                return False
             snap = latest.pop() if latest else (engine.snapshot() if ready else None)
             if snap is None:
                 continue
@@ -251,6 +255,7 @@ def run(engine: Engine, guard: Guard, stop: threading.Event, tick: float = TICK_
             guard.check(snap)
     finally:
         engine.stop()
+    return True
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
@@ -270,5 +275,6 @@ def cmd_guard(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
-        run(make_engine(args, config), guard, stop)
+        if not run(make_engine(args, config), guard, stop):
+            return 1
     return 0

@@ -49,7 +49,7 @@ EXIT_CODES = f"""\
 exit status:
   the agent's own   when it ends by itself (128+N when signal N ended it)
   {EXIT_STOPPED}               tokentop stopped it (a policy with action kill, e.g. over budget)
-  {EXIT_FAILED}               tokentop could not start: bad config, no command
+  {EXIT_FAILED}               tokentop could not start (bad config, no command) or its engine failed
   {EXIT_NOT_EXECUTABLE}               the command is not executable
   {EXIT_NOT_FOUND}               the command was not found
 """
@@ -217,6 +217,8 @@ class Run:
         previous = {sig: signal.signal(sig, self._forward(popen.pid)) for sig in FORWARDED}
         try:
             self._follow(popen, ref)
+        except Exception as exc:  # the agent runs on, unwatched: say so, then wait for it
+            return self._engine_failed(exc, popen)
         finally:
             feed.stop()
             for sig, handler in previous.items():
@@ -226,6 +228,14 @@ class Run:
         self.status.finish(status_text(self.sessions, self.config, ended))
         self._record_history()
         return code
+
+    def _engine_failed(self, exc: Exception, popen: subprocess.Popen[bytes]) -> int:
+        from tokentop.enginefail import failure_of
+
+        self.err.write(failure_of(exc).line() + "\n")
+        self.err.flush()
+        popen.wait()
+        return EXIT_FAILED
 
     def _record_history(self) -> None:
         """Keep the linked sessions' summaries, findings and actions in the store, as the

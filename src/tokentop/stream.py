@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -102,6 +103,9 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     engine.start()
     try:
         while not done.wait(0.5):
+            if engine.failure is not None:
+                sys.stderr.write(engine.failure.line() + "\n")
+                return 1
             follower.poll()
     except KeyboardInterrupt:
         pass

@@ -29,9 +29,9 @@ from tokentop.ui import keys
 from tokentop.ui.actions import stored_budgets
 from tokentop.ui.alerts import DetectionTracker, Notice, budget_notice
 from tokentop.ui.detail import SessionDetail
+from tokentop.ui.engine_state import EngineStateApp
 from tokentop.ui.header import HeaderState
 from tokentop.ui.help import ParseErrorsScreen
-from tokentop.ui.insights import InsightsApp
 from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import FilterEdited, LedgerUpdated
 from tokentop.ui.processes import ProcessControl, ProcessMapper
@@ -66,7 +66,7 @@ class EngineLike(Protocol):
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
 
 
-class TokentopApp(InsightsApp):
+class TokentopApp(EngineStateApp):
     """top for token spend."""
 
     CSS_PATH = "tokentop.tcss"
@@ -115,6 +115,9 @@ class TokentopApp(InsightsApp):
         self._pending: LedgerSnapshot | None = None
         self._last_draw = 0.0
         self._draw_scheduled = False
+        self.show_all = False
+        """`a`: list sessions older than hide_after_h too."""
+        self.init_engine_state()
         minutes = engine_minutes(engine) if isinstance(engine, Engine) else None
         self.init_recording(store, minutes)
         self.init_insights()
@@ -127,12 +130,14 @@ class TokentopApp(InsightsApp):
     def on_mount(self) -> None:
         self.set_keymap(self.config.keys)
         self.engine.add_listener(self._on_engine_snapshot)
+        self.listen_for_failure(self.engine)
         self._start_engine()
         self._timer = self.set_interval(self.refresh_s, self._tick)
 
     def on_main_screen_mounted(self) -> None:
-        """Show the sort and any snapshot that arrived before the widgets existed."""
+        """Show the sort, and any snapshot or failure that arrived before the widgets existed."""
         self._resorted()
+        self._show_banner()
 
     def on_filter_edited(self, message: FilterEdited) -> None:
         self.filter_text = message.text
@@ -150,6 +155,8 @@ class TokentopApp(InsightsApp):
         self.post_message(LedgerUpdated(self.engine.snapshot()))
 
     def _tick(self) -> None:
+        if self.engine_down:
+            return  # a fresh evaluation of frozen counters would pass for live numbers
         if not self._ticking:
             self._ticking = True
             self._tick_engine()
@@ -215,7 +222,7 @@ class TokentopApp(InsightsApp):
         except (NoMatches, StopIteration):
             return
         now = self.clock.now()
-        hide_after = self.config.hide_after_h * 3600
+        hide_after = float("inf") if self.show_all else self.config.hide_after_h * 3600
         self.measured = {
             m.row_key: m
             for m in (self._measure(s, now) for s in visible(snap.sessions, now, hide_after))
@@ -238,7 +245,11 @@ class TokentopApp(InsightsApp):
             return "No session matches the filter (escape clears it)."
         if total:
             hours = f"{self.config.hide_after_h:g}"
-            return f"{total} session(s), none active in the last {hours} h (hide_after_h)."
+            key = self.config.keys.get("show-all", "a")
+            return (
+                f"{total} session(s), none active in the last {hours} h (hide_after_h). "
+                f"Press {key} to show them."
+            )
         roots: list[str] = getattr(self.engine, "root_names", list)()
         where = "\n".join(f"  {r.replace(':', '  ', 1)}" for r in roots)
         return (
@@ -321,6 +332,8 @@ class TokentopApp(InsightsApp):
             len(self.tagged & set(self.measured)),
             self.read_only,
             self.config.keys.get("show-errors", keys.DEFAULT_KEYS["show-errors"].keys),
+            getattr(self.engine, "progress", None),
+            self.show_all,
         )
         self.main_screen.header.show(figures, state)
 
@@ -381,6 +394,10 @@ class TokentopApp(InsightsApp):
         if self._timer is not None:
             self._timer.stop()
         self._timer = self.set_interval(self.refresh_s, self._tick)
+        self.refresh_view()
+
+    def action_show_all(self) -> None:
+        self.show_all = not self.show_all
         self.refresh_view()
 
     def action_show_errors(self) -> None:

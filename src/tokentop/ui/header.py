@@ -7,6 +7,7 @@ from typing import NamedTuple
 from rich.text import Text
 from textual.widgets import Static
 
+from tokentop.coldscan import ScanProgress
 from tokentop.ui import format as fmt
 from tokentop.ui.rows import Totals
 
@@ -21,6 +22,8 @@ class HeaderState(NamedTuple):
     tagged: int
     read_only: bool
     errors_key: str
+    progress: ScanProgress | None = None
+    show_all: bool = False
 
 
 class HeaderTotals(Static):
@@ -65,6 +68,22 @@ def state_line(t: Totals, s: HeaderState) -> Text:
         where = f"{t.bad_files} file{'s' if t.bad_files != 1 else ''}"
         warning = f"   ⚠ {t.bad_lines} unparseable lines in {where} ({s.errors_key})"
         line.append(warning, "bold yellow")
+    if s.show_all:
+        line.append("   all sessions", "bold")
+    if s.progress is not None:
+        line.append_text(progress_text(s.progress))
     if s.read_only:
         line.append("   READ-ONLY", "bold reverse")
     return line
+
+
+def progress_text(p: ScanProgress) -> Text:
+    """`reading history 120/1000 files 95 MB/859 MB ~6 s left`: older sessions still to come."""
+    mb = 1024 * 1024
+    eta = p.eta_s
+    left = f" ~{eta:.0f} s left" if eta is not None else ""
+    return Text(
+        f"   reading history {p.files_done}/{p.files_total} files "
+        f"{p.bytes_done / mb:.0f}/{p.bytes_total / mb:.0f} MB{left}",
+        "bold magenta",
+    )

@@ -45,7 +45,12 @@ DEFAULT_KEYS: dict[str, KeySpec] = {
 assert set(DEFAULT_KEYS) == set(KEY_ACTIONS), "keys and config.KEY_ACTIONS must agree"
 assert {k: s.keys for k, s in DEFAULT_KEYS.items()} == KEY_STRINGS, "and config.DEFAULT_KEYS"
 
-UI_KEYS: dict[str, tuple[KeySpec, str]] = {}
+UI_KEYS: dict[str, tuple[KeySpec, str]] = {
+    "show-all": (
+        KeySpec("a", "app.show_all", ""),
+        "show sessions older than hide_after_h too (again: hide them)",
+    ),
+}
 """Bindings that `[keys]` cannot rebind yet (config.KEY_ACTIONS does not list them)."""
 
 ACTION_IDS = frozenset({"pause-resume", "terminate", "kill"})

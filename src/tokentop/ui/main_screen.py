@@ -23,6 +23,7 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield HeaderTotals(id="header")
+        yield Static("", id="banner")
         yield Static("", id="empty")
         yield SessionTable(id="sessions")
         yield Input(placeholder="filter: agent, project, model, session id…", id="filter")
@@ -31,6 +32,7 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         self.filter_input.display = False
         self.query_one("#empty", Static).display = False
+        self.query_one("#banner", Static).display = False
         self.post_message(MainScreenMounted())
 
     @property
@@ -51,6 +53,13 @@ class MainScreen(Screen[None]):
         note.display = bool(text)
         if text:
             note.update(text)
+
+    def show_banner(self, text: str, *, failed: bool) -> None:
+        """The engine's state when it is not simply running: red while it is down."""
+        banner = self.query_one("#banner", Static)
+        banner.display = bool(text)
+        banner.set_class(failed, "failed")
+        banner.update(text)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
+from tokentop.enginefail import EngineFailure
 from tokentop.model import LedgerSnapshot
 
 
@@ -28,3 +29,11 @@ class FilterEdited(Message):
 
 class MainScreenMounted(Message):
     """The main screen has its widgets, so the app can draw into them."""
+
+
+class EngineFailed(Message):
+    """The engine's live loop stopped with an error (posted from the engine thread)."""
+
+    def __init__(self, failure: EngineFailure) -> None:
+        super().__init__()
+        self.failure = failure
