@@ -49,6 +49,9 @@ from tokentop.model import (
 )
 
 CostFn = Callable[[str, TokenCounts], "float | None"]
+MAX_TS = 2.0**40
+"""Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
+event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
 LINEAR_PRICE_LIMIT = 100_000
 """Below this much input no known price table has a long-context tier, so a response's cost
 is a dot product of per-kind rates probed once per model (the cold-scan hot path). A cost
@@ -317,7 +320,8 @@ class Ledger:
             session.last_ts = ts
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
-        session.add_minute(int(ts // 60), ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
+        minute = int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0  # NaN and inf fail both
+        session.add_minute(minute, ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
         return 1
 
     def _event_cost(self, event: UsageEvent, model: str) -> float | None:
@@ -376,7 +380,7 @@ class Ledger:
             session.last_ts = ts
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
-        session.add_minute(int(ts // 60), d.total, cost or 0.0)
+        session.add_minute(int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0, d.total, cost or 0.0)
 
     def _tool_call(self, event: ToolCall, path: str = "") -> int:
         calls = self.state.tool_calls

@@ -7,7 +7,7 @@ from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL (~10 ms
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Annotated, ClassVar, Protocol
 
 import msgspec
 
@@ -15,6 +15,27 @@ from tokentop.model import Event
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 """Lines longer than this are counted as bad without decoding (guards memory on junk files)."""
+
+MAX_COUNT = 10**15
+"""Largest token count a record may carry in one field. Real responses stay below 10**7 and
+cumulative counters below 10**11; the cap keeps every per-response count far inside the
+ledger's int64 arrays and SQLite's INTEGER, however hostile the file."""
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+"""A token count. Null, negative, bool, float or over `MAX_COUNT` fails the decode, so the
+line is counted as bad with the reason."""
+
+MAX_TIMESTAMP = 253402387199.0
+"""The last instant a datetime can hold (9999-12-31T23:59:59 at the largest UTC offset)."""
+
+DECODE_ERRORS = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    RecursionError,
+)
+"""What decoding an untrusted line may raise. msgspec raises RecursionError for JSON nested
+deeper than the interpreter's recursion limit, even inside a skipped or Raw field; such a
+line is bad, never fatal."""
 
 
 class FileParser(msgspec.Struct, tag_field="kind"):
@@ -162,11 +183,23 @@ def _marked_spans(data: bytes, marker: bytes) -> Iterator[tuple[int, int]]:
         pos = find(marker, end)
 
 
+def bounded_ts(value: float) -> float:
+    """A Unix time read from a file, or 0.0 when it is not finite or outside 1970..9999."""
+    return value if 0.0 <= value <= MAX_TIMESTAMP else 0.0
+
+
+def bad_reason(exc: BaseException) -> str:
+    """Why a line failed to decode, in words (a RecursionError's text says nothing useful)."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deep"
+    return str(exc)
+
+
 def parse_iso(value: str) -> float:
     """ISO-8601 timestamp ('Z' or offset) to Unix seconds; 0.0 when unparseable."""
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except (ValueError, AttributeError):
+        return bounded_ts(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except (ValueError, AttributeError, OverflowError):
         return 0.0
 
 

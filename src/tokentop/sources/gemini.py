@@ -38,6 +38,7 @@ from tokentop.model import (
 )
 from tokentop.sources.base import (
     FILE_CHANGING_TOOLS,
+    Count,
     DirSource,
     FileParser,
     env_dirs,
@@ -52,11 +53,11 @@ _DONE = frozenset({"success", "error", "cancelled"})
 
 
 class _Tokens(msgspec.Struct, gc=False):
-    input: int = 0
-    output: int = 0
-    cached: int = 0
-    thoughts: int | None = 0
-    tool: int | None = 0
+    input: Count = 0
+    output: Count = 0
+    cached: Count = 0
+    thoughts: Count | None = 0
+    tool: Count | None = 0
 
 
 class _ToolCall(msgspec.Struct, gc=False):

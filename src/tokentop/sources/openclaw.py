@@ -27,7 +27,14 @@ from tokentop.model import (
     ToolResult,
     UsageEvent,
 )
-from tokentop.sources.base import FILE_CHANGING_TOOLS, DirSource, env_dirs, parse_iso, short_hash
+from tokentop.sources.base import (
+    FILE_CHANGING_TOOLS,
+    Count,
+    DirSource,
+    env_dirs,
+    parse_iso,
+    short_hash,
+)
 from tokentop.sources.jsonlines import JsonLinesParser
 
 AGENT = "openclaw"
@@ -41,10 +48,10 @@ class _Cost(msgspec.Struct, gc=False):
 
 
 class _Usage(msgspec.Struct, gc=False):
-    input: int = 0
-    output: int = 0
-    cacheRead: int = 0
-    cacheWrite: int = 0
+    input: Count = 0
+    output: Count = 0
+    cacheRead: Count = 0
+    cacheWrite: Count = 0
     cost: _Cost | None = None
 
 

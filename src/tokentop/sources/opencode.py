@@ -30,7 +30,7 @@ from typing import ClassVar
 import msgspec
 
 from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
-from tokentop.sources.base import DirSource, FileParser, env_dirs
+from tokentop.sources.base import Count, DirSource, FileParser, bounded_ts, env_dirs
 from tokentop.sources.jsonlines import DECODE_ERRORS
 from tokentop.sources.wholefile import Signature, WholeFileParser, settled, signature
 
@@ -41,14 +41,14 @@ QUERY_TIMEOUT_S = 0.5
 
 
 class _Cache(msgspec.Struct, gc=False):
-    read: int = 0
-    write: int = 0
+    read: Count = 0
+    write: Count = 0
 
 
 class _Tokens(msgspec.Struct, gc=False):
-    input: int = 0
-    output: int = 0
-    reasoning: int = 0
+    input: Count = 0
+    output: Count = 0
+    reasoning: Count = 0
     cache: _Cache | None = None
 
 
@@ -134,12 +134,17 @@ def usage_event(msg_id: str, session_id: str, msg: _Message) -> UsageEvent | Non
     )
     if not tokens.total:
         return None
-    ts = (msg.time.created if msg.time else 0.0) / 1000.0
+    ts = created_ts(msg)
     model = msg.modelID or (msg.model.modelID if msg.model else "")
     cwd = msg.path.cwd if msg.path else ""
     cost = msg.cost if msg.cost > 0 else None
     key = SessionKey(AGENT, session_id)
     return UsageEvent(key, f"{AGENT}:{msg_id}", ts, model, tokens, cwd, cost_usd=cost)
+
+
+def created_ts(msg: _Message) -> float:
+    """Unix seconds of a message's creation (opencode writes milliseconds)."""
+    return bounded_ts((msg.time.created if msg.time else 0.0) / 1000.0)
 
 
 def in_progress(msg: _Message) -> bool:
@@ -158,7 +163,7 @@ class OpencodeMessageParser(WholeFileParser, tag="opencode-json"):
             return f"not an opencode message: {exc}"
         self.lines = 1
         session_id = msg.sessionID or self.session_id
-        created = (msg.time.created if msg.time else 0.0) / 1000.0
+        created = created_ts(msg)
         cwd = msg.path.cwd if msg.path else ""
         out.append(SessionInfo(SessionKey(AGENT, session_id), created, cwd))
         event = usage_event(msg.id or Path(self.path).stem, session_id, msg)
@@ -258,7 +263,7 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
             row = None  # an older schema: the message's own path is all there is
         if row is not None:
             cwd, parent = row[0] or cwd, row[1] or ""
-        created = (msg.time.created if msg.time else 0.0) / 1000.0
+        created = created_ts(msg)
         return SessionInfo(SessionKey(AGENT, session_id), created, cwd, parent=parent)
 
 
