@@ -146,9 +146,13 @@ class Engine:
         if data.dedupe_id:
             packed = cache_mod.dedupe_loader(self._cache_path, data.dedupe_id)
             if packed is None:
-                self.cache_note = "cache ignored (its dedupe tables are missing or stale)"
+                self.cache_note = "cache ignored (its dedupe tables are missing, stale or damaged)"
                 return
-        ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s, packed)
+        try:
+            ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s, packed)
+        except (OverflowError, ValueError, TypeError) as exc:  # counters out of int64 range
+            self.cache_note = f"cache ignored (damaged: {exc})"
+            return
         files = self._tracked_from(data.files)
         if files is None:
             self.cache_note = "cache ignored (parser state changed)"
@@ -172,7 +176,7 @@ class Engine:
                 continue
             try:
                 parser: FileParser = decode(rec.parser)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except cache_mod.CACHE_ERRORS:
                 return None
             files[rec.tail.path] = Tracked(source, Tailer(rec.tail), parser)
         return files
