@@ -150,7 +150,7 @@ class Engine:
                 return
         try:
             ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s, packed)
-        except (OverflowError, ValueError, TypeError) as exc:  # counters out of int64 range
+        except (OverflowError, ValueError) as exc:  # counters out of int64 range
             self.cache_note = f"cache ignored (damaged: {exc})"
             return
         files = self._tracked_from(data.files)
