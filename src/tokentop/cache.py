@@ -7,7 +7,6 @@ from another version is ignored (with a reason) and the engine does a cold scan.
 from __future__ import annotations
 
 import os
-import stat
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,22 +14,13 @@ from pathlib import Path
 import msgspec
 
 from tokentop.ledger_state import LedgerState
+from tokentop.sources.wholefile import read_regular
 from tokentop.tail import TailState
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 
 CACHE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 """What decoding a damaged or crafted cache file may raise."""
-
-
-def read_regular(path: Path) -> bytes:
-    """The bytes of a regular file. Opened non-blocking and checked after opening, so a FIFO
-    or device planted at the path raises OSError instead of blocking the engine."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path}: not a regular file")
-        return fh.read()
 
 
 class FileRecord(msgspec.Struct, array_like=True):

@@ -24,7 +24,7 @@ from tokentop.ledger_state import LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
 from tokentop.sources.base import FileParser, Source, walk_names
 from tokentop.sources.wholefile import WholeFileParser
-from tokentop.tail import Tailer, TailState
+from tokentop.tail import Tailer, TailState, rewritten_in_place
 
 Listener = Callable[[LedgerSnapshot], None]
 
@@ -76,7 +76,8 @@ def _tagged(cls: type[FileParser]) -> list[type[FileParser]]:
 
 
 def _unchanged(tailer: Tailer, path: str) -> bool:
-    """Same file, fully read: one stat instead of open/fstat/read/close (warm restarts)."""
+    """Same file, fully read, not touched since: one stat instead of open/fstat/read/close
+    (warm restarts). A moved mtime sends it to the tailer, which checks its first bytes."""
     state = tailer.state
     if not state.inode or tailer.pending_bytes:
         return False
@@ -84,7 +85,12 @@ def _unchanged(tailer: Tailer, path: str) -> bool:
         st = os.stat(path)
     except OSError:
         return False
-    return st.st_ino == state.inode and st.st_dev == state.dev and st.st_size == state.offset
+    return (
+        st.st_ino == state.inode
+        and st.st_dev == state.dev
+        and st.st_size == state.offset
+        and st.st_mtime_ns == state.mtime_ns
+    )
 
 
 class Engine:
@@ -156,6 +162,10 @@ class Engine:
         files = self._tracked_from(data.files)
         if files is None:
             self.cache_note = "cache ignored (parser state changed)"
+            return
+        changed = next((p for p, t in files.items() if rewritten_in_place(t.tailer.state)), "")
+        if changed:
+            self.cache_note = f"cache ignored ({changed!r} was rewritten in place)"
             return
         with self._lock:
             self.ledger = ledger

@@ -46,7 +46,7 @@ from tokentop.sources.base import (
     short_hash,
 )
 from tokentop.sources.jsonlines import DECODE_ERRORS, JsonLinesParser
-from tokentop.sources.wholefile import WholeFileParser, signature
+from tokentop.sources.wholefile import WholeFileParser, read_regular, signature
 
 AGENT = "gemini"
 _DONE = frozenset({"success", "error", "cancelled"})
@@ -168,7 +168,7 @@ def project_dirs(gemini_home: Path) -> dict[str, str]:
     """Project id -> absolute project path, from the `projects.json` registry of newer
     builds; older builds name folders by sha256 of the path, which cannot be reversed."""
     try:
-        data = _REGISTRY.decode((gemini_home / "projects.json").read_bytes())
+        data = _REGISTRY.decode(read_regular(gemini_home / "projects.json"))
     except (OSError, *DECODE_ERRORS):
         return {}
     return {short: root for root, short in data.get("projects", {}).items()}

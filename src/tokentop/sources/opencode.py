@@ -32,7 +32,13 @@ import msgspec
 from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
 from tokentop.sources.base import Count, DirSource, FileParser, bounded_ts, env_dirs
 from tokentop.sources.jsonlines import DECODE_ERRORS
-from tokentop.sources.wholefile import Signature, WholeFileParser, settled, signature
+from tokentop.sources.wholefile import (
+    Signature,
+    WholeFileParser,
+    is_regular,
+    settled,
+    signature,
+)
 
 AGENT = "opencode"
 MAX_OPEN_ROWS = 500
@@ -187,6 +193,10 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
     def refresh(self, out: list[Event]) -> bool:
         sig, wal = signature(self.path), signature(self.path + "-wal")
         if sig is None:
+            return False
+        if not is_regular(self.path):  # SQLite's open() would block on a FIFO
+            self.bad_lines, self.seen = 1, None
+            self.last_error = "not a regular file (FIFO, device or socket), skipped"
             return False
         wal_quiet = wal == self.wal_seen and (wal is None or settled(wal, wal, self.read_at_ns))
         if settled(sig, self.seen, self.read_at_ns) and wal_quiet:

@@ -15,6 +15,7 @@ missed as long as a change notification arrives for it.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
 
@@ -35,6 +36,24 @@ def signature(path: str) -> Signature | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def is_regular(path: str) -> bool:
+    """False for a FIFO, device, socket or folder at `path` (or nothing there)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file; a FIFO or device raises OSError instead of blocking
+    (opened non-blocking, and its type checked on the open descriptor)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file (FIFO, device or socket), skipped")
+        return handle.read()
 
 
 def settled(sig: Signature | None, seen: Signature | None, read_at_ns: int) -> bool:
@@ -69,9 +88,9 @@ class WholeFileParser(FileParser):
             self.seen, self.read_at_ns = sig, time.time_ns()
             return False
         try:
-            with open(self.path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
+            data = read_regular(self.path)
+        except OSError as exc:  # unreadable or not a file: one bad record, retried later
+            self.bad_lines, self.digest = 1, ""
             self.last_error = f"cannot read: {exc.strerror or exc}"
             return False
         self.seen, self.read_at_ns, self.size = sig, time.time_ns(), len(data)
