@@ -22,7 +22,7 @@ from tokentop.clock import Clock, SystemClock
 from tokentop.ledger import CostFn, Ledger
 from tokentop.ledger_state import LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
-from tokentop.sources.base import FileParser, Source, walk_names
+from tokentop.sources.base import FileParser, Source, Walk
 from tokentop.sources.wholefile import WholeFileParser
 from tokentop.tail import Tailer, TailState, rewritten_in_place
 
@@ -245,18 +245,33 @@ class Engine:
         return self._cache_path
 
     def discover_new(self, known: Container[str]) -> list[Path]:
-        """Transcripts under the roots whose path is not in `known`."""
+        """Transcripts under the roots whose path is not in `known`.
+
+        Symlinked folders are followed (once each), and a file reached by a second path
+        (or already followed under another one) is left out, so it counts once. A folder
+        that cannot be listed is followed as a file with one bad line saying why.
+        """
         found: list[Path] = []
+        with self._lock:
+            items = list(self.files.items())
+        seen = {(t.tailer.state.dev, t.tailer.state.inode) for p, t in items if p in known}
         for source, root in self.roots:
-            if root.is_file():  # a single file named as a root, e.g. a proxy log
+            if root.exists() and not root.is_dir():  # a file named as a root: a proxy log
                 if str(root) not in known and source.is_transcript(root):
                     found.append(root)
                 continue
-            suffixes = getattr(source, "suffixes", (".jsonl",))
+            walk = Walk(getattr(source, "suffixes", (".jsonl",)), seen)
             is_transcript = source.is_transcript
-            for name in walk_names(str(root), suffixes):
+            for name, _ in walk.names(str(root)):
                 if name not in known and is_transcript(path := Path(name)):
                     found.append(path)
+            for folder, reason in walk.unreadable:
+                if folder not in known and folder not in self.files:
+                    tracked = Tracked(source, Tailer(folder), source.new_parser(Path(folder)))
+                    tracked.parser.bad(f"cannot list folder {folder}: {reason}")
+                    tracked.tailer.state.failed = True
+                    with self._lock:
+                        self.files[folder] = tracked
         return found
 
     def scan(self) -> bool:

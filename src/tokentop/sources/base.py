@@ -139,21 +139,73 @@ def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
 
 def walk_names(root: str, suffixes: tuple[str, ...]) -> Iterator[str]:
     """`walk_files` as plain path strings, for callers that skip most of what they find."""
-    stack = [root]
-    while stack:
-        folder = stack.pop()
+    return (path for path, _ in Walk(suffixes).names(root))
+
+
+FileId = tuple[int, int]
+"""(st_dev, st_ino): a file whatever path reaches it."""
+
+
+class Walk:
+    """Walks folders for transcripts, following symlinked folders once each.
+
+    A folder reached twice (a symlink loop, or a link to a folder already walked) is walked
+    once, and a file reached by two paths is yielded once, so nothing is counted twice.
+    Anything that is not a folder is yielded (a FIFO or device too: the reader then lists it
+    as unreadable instead of it being skipped without a word). Folders that cannot be listed
+    are collected in `unreadable` with the reason.
+    """
+
+    def __init__(self, suffixes: tuple[str, ...], seen_files: set[FileId] | None = None):
+        self.suffixes = suffixes
+        self.seen_dirs: set[FileId] = set()
+        self.seen_files: set[FileId] = set() if seen_files is None else seen_files
+        self.unreadable: list[tuple[str, str]] = []
+
+    def names(self, root: str) -> Iterator[tuple[str, FileId]]:
+        """(path, file id) of each file under `root` not yielded before."""
         try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                        elif entry.name.endswith(suffixes) and entry.is_file():
-                            yield entry.path
-                    except OSError:
-                        continue
+            st = os.stat(root)
         except OSError:
-            continue
+            return
+        stack = [(root, st.st_dev)]
+        self.seen_dirs.add((st.st_dev, st.st_ino))
+        while stack:
+            folder, dev = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    found = list(self._entries(entries, dev, stack))
+            except OSError as exc:
+                self.unreadable.append((folder, exc.strerror or str(exc)))
+                continue
+            yield from found
+
+    def _entries(
+        self, entries: Iterator[os.DirEntry[str]], dev: int, stack: list[tuple[str, int]]
+    ) -> Iterator[tuple[str, FileId]]:
+        for entry in entries:
+            try:
+                if entry.is_dir():  # follows a symlink
+                    self._folder(entry, stack)
+                elif entry.name.endswith(self.suffixes):
+                    link = entry.is_symlink()
+                    file_id = _stat_id(entry) if link else (dev, entry.inode())
+                    if file_id not in self.seen_files:
+                        self.seen_files.add(file_id)
+                        yield entry.path, file_id
+            except OSError:
+                continue  # vanished (or a dangling link) between listing and looking
+
+    def _folder(self, entry: os.DirEntry[str], stack: list[tuple[str, int]]) -> None:
+        folder_id = _stat_id(entry)  # a stat per folder: its device may differ (a mount)
+        if folder_id not in self.seen_dirs:
+            self.seen_dirs.add(folder_id)
+            stack.append((entry.path, folder_id[0]))
+
+
+def _stat_id(entry: os.DirEntry[str]) -> FileId:
+    st = entry.stat()  # follows the link
+    return st.st_dev, st.st_ino
 
 
 def iter_marked_lines(data: bytes, markers: tuple[bytes, ...]) -> Iterator[bytes]:
