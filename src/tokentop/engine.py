@@ -22,7 +22,7 @@ from tokentop.clock import Clock, SystemClock
 from tokentop.ledger import CostFn, Ledger
 from tokentop.ledger_state import LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
-from tokentop.sources.base import FileParser, Source, Walk
+from tokentop.sources.base import FileParser, Source, Walk, name_text
 from tokentop.sources.wholefile import WholeFileParser
 from tokentop.tail import Tailer, TailState, rewritten_in_place
 
@@ -268,7 +268,7 @@ class Engine:
             for folder, reason in walk.unreadable:
                 if folder not in known and folder not in self.files:
                     tracked = Tracked(source, Tailer(folder), source.new_parser(Path(folder)))
-                    tracked.parser.bad(f"cannot list folder {folder}: {reason}")
+                    tracked.parser.bad(f"cannot list folder {name_text(folder)}: {reason}")
                     tracked.tailer.state.failed = True
                     with self._lock:
                         self.files[folder] = tracked

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import msgspec
 
 from tokentop.sources import base
+from tokentop.sources.base import name_text
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 """Cap on bytes read per call. Bounds memory on multi-GB files, and measured faster than big
@@ -61,6 +62,9 @@ class TailState(msgspec.Struct):
     ledger, so a cache holding this state is not resumed from (the next start scans cold)."""
     failed: bool = False
     """The last read failed (e.g. permission denied); reported as a bad line once."""
+    os_path: bytes = b""
+    """Only in a saved cache: the name's bytes when it is not valid UTF-8 (msgpack can only
+    hold text that is); `path` then holds its escaped text until loaded (`cache.load`)."""
 
 
 class ReadResult(msgspec.Struct, frozen=True):
@@ -128,7 +132,7 @@ class Tailer:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             self._mark_missing()
-            reason = f"{self.state.path}: not a regular file (FIFO, device or socket), skipped"
+            reason = f"{name_text(self.state.path)}: not a regular file (FIFO, device or socket)"
             return self._failure(reason)
         self.state.failed = False
         reset = self._check_identity(st) or self._check_head(fd, st)
@@ -232,7 +236,7 @@ class Tailer:
             return ReadResult(gone=True)
         self._carry.clear()
         reason = exc.strerror or str(exc)
-        return self._failure(f"cannot read {self.state.path}: {reason}")
+        return self._failure(f"cannot read {name_text(self.state.path)}: {reason}")
 
     def _failure(self, reason: str) -> ReadResult:
         """A path that exists but cannot be read as a file: one bad line per failure, so it is

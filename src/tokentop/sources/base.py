@@ -56,7 +56,7 @@ class FileParser(msgspec.Struct, tag_field="kind"):
     def bad(self, reason: str, count: int = 1) -> None:
         """Count a line that could not be used; the reason is kept for display."""
         self.bad_lines += count
-        self.last_error = reason[:200]
+        self.last_error = name_text(reason[:200])
 
 
 class Source(Protocol):
@@ -129,7 +129,7 @@ class FileListSource:
         return path in self._files
 
     def new_parser(self, path: Path) -> FileParser:
-        return self.parser_type(path=str(path))
+        return self.parser_type(path=name_text(path))
 
 
 def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
@@ -233,6 +233,28 @@ def _marked_spans(data: bytes, marker: bytes) -> Iterator[tuple[int, int]]:
             end = len(data)
         yield start, end
         pos = find(marker, end)
+
+
+def name_text(name: str | os.PathLike[str]) -> str:
+    """A file name as text that can be encoded (JSON, msgpack, SQLite, a terminal).
+
+    Names that are valid UTF-8 are returned as they are. In one that is not, every byte that
+    does not decode (kept by Python as a surrogate, `surrogateescape`) is written `\\xNN`
+    and every backslash is doubled, so the exact bytes can be recovered.
+    """
+    text = os.fspath(name)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape") if _escapable(text) else None
+        if raw is None:  # a lone surrogate that no file name decodes to
+            return text.encode("utf-8", "backslashreplace").decode()
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    return text
+
+
+def _escapable(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def bounded_ts(value: float) -> float:

@@ -34,6 +34,7 @@ from tokentop.sources.base import (
     DirSource,
     FileParser,
     env_dirs,
+    name_text,
     short_hash,
 )
 
@@ -138,7 +139,9 @@ class ClaudeCodeSource(DirSource):
     def new_parser(self, path: Path) -> ClaudeFileParser:
         parent = subagent_parent(path)
         return ClaudeFileParser(
-            path=str(path), session_id=parent or path.stem, session_from_path=bool(parent)
+            path=name_text(path),
+            session_id=name_text(parent or path.stem),
+            session_from_path=bool(parent),
         )
 
 

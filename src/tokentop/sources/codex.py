@@ -64,6 +64,7 @@ from tokentop.sources.base import (
     FileParser,
     bad_reason,
     env_dirs,
+    name_text,
     parse_iso,
     short_hash,
 )
@@ -167,7 +168,9 @@ class CodexSource(DirSource):
         return [folder / "sessions", folder / "archived_sessions"]
 
     def new_parser(self, path: Path) -> CodexFileParser:
-        return CodexFileParser(path=str(path), session_id=session_id_from_name(path))
+        return CodexFileParser(
+            path=name_text(path), session_id=name_text(session_id_from_name(path))
+        )
 
 
 def codex_homes(env: Mapping[str, str]) -> list[Path]:

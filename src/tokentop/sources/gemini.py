@@ -42,11 +42,12 @@ from tokentop.sources.base import (
     DirSource,
     FileParser,
     env_dirs,
+    name_text,
     parse_iso,
     short_hash,
 )
 from tokentop.sources.jsonlines import DECODE_ERRORS, JsonLinesParser
-from tokentop.sources.wholefile import WholeFileParser, read_regular, signature
+from tokentop.sources.wholefile import WholeFileParser, os_name, read_regular, signature
 
 AGENT = "gemini"
 _DONE = frozenset({"success", "error", "cancelled"})
@@ -150,8 +151,15 @@ class GeminiSource(DirSource):
         parent = "" if chats == path.parent else path.parent.name
         cwd = self._projects(chats.parent.parent.parent).get(chats.parent.name, "")
         if path.suffix == ".json":
-            return GeminiLegacyParser(path=str(path), session_id=path.stem, cwd=cwd)
-        return GeminiFileParser(path=str(path), session_id=path.stem, parent=parent, cwd=cwd)
+            return GeminiLegacyParser(
+                path=name_text(path),
+                os_path=os_name(path),
+                session_id=name_text(path.stem),
+                cwd=cwd,
+            )
+        return GeminiFileParser(
+            path=name_text(path), session_id=name_text(path.stem), parent=name_text(parent), cwd=cwd
+        )
 
 
 def gemini_homes(env: Mapping[str, str]) -> list[Path]:

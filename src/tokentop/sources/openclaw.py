@@ -32,6 +32,7 @@ from tokentop.sources.base import (
     Count,
     DirSource,
     env_dirs,
+    name_text,
     parse_iso,
     short_hash,
 )
@@ -108,7 +109,8 @@ class OpenClawSource(DirSource):
         return path.suffix == ".jsonl" or _ARCHIVED.search(path.name) is not None
 
     def new_parser(self, path: Path) -> OpenClawFileParser:
-        return OpenClawFileParser(path=str(path), session_id=path.name.split(".jsonl")[0])
+        session_id = name_text(path.name.split(".jsonl")[0])
+        return OpenClawFileParser(path=name_text(path), session_id=session_id)
 
 
 def openclaw_dirs(env: Mapping[str, str]) -> list[Path]:

@@ -30,12 +30,13 @@ from typing import ClassVar
 import msgspec
 
 from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
-from tokentop.sources.base import Count, DirSource, FileParser, bounded_ts, env_dirs
+from tokentop.sources.base import Count, DirSource, FileParser, bounded_ts, env_dirs, name_text
 from tokentop.sources.jsonlines import DECODE_ERRORS
 from tokentop.sources.wholefile import (
     Signature,
     WholeFileParser,
     is_regular,
+    os_name,
     settled,
     signature,
 )
@@ -112,8 +113,10 @@ class OpencodeSource(DirSource):
 
     def new_parser(self, path: Path) -> FileParser:
         if path.suffix == ".db":
-            return OpencodeDbParser(path=str(path))
-        return OpencodeMessageParser(path=str(path), session_id=path.parent.name)
+            return OpencodeDbParser(path=name_text(path), os_path=os_name(path))
+        return OpencodeMessageParser(
+            path=name_text(path), os_path=os_name(path), session_id=name_text(path.parent.name)
+        )
 
 
 def opencode_dirs(env: Mapping[str, str]) -> list[Path]:
@@ -191,10 +194,11 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
     """Sessions already given a SessionInfo."""
 
     def refresh(self, out: list[Event]) -> bool:
-        sig, wal = signature(self.path), signature(self.path + "-wal")
+        path = self.fs_path()
+        sig, wal = signature(path), signature(path + "-wal")
         if sig is None:
             return False
-        if not is_regular(self.path):  # SQLite's open() would block on a FIFO
+        if not is_regular(path):  # SQLite's open() would block on a FIFO
             self.bad_lines, self.seen = 1, None
             self.last_error = "not a regular file (FIFO, device or socket), skipped"
             return False
@@ -206,7 +210,7 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
         self.seen, self.wal_seen, self.read_at_ns, self.size = sig, wal, time.time_ns(), sig[0]
         before = len(out)
         try:
-            with closing(connect_ro(self.path)) as db:
+            with closing(connect_ro(path)) as db:
                 self._read(db, out)
         except sqlite3.Error as exc:
             self.seen = None  # try again on the next change
@@ -279,5 +283,5 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
 
 def connect_ro(path: str) -> sqlite3.Connection:
     """A read-only connection that never creates the file and waits briefly on locks."""
-    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    uri = f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(path)))}?mode=ro"
     return sqlite3.connect(uri, uri=True, timeout=QUERY_TIMEOUT_S, check_same_thread=False)
