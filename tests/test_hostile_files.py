@@ -396,3 +396,85 @@ def test_opencode_db_path_that_is_not_utf8(tmp_path: Path) -> None:
     engine = Engine([OpencodeSource([home])], PriceTable.default().cost, workers=1)
     engine.scan()
     assert totals(engine.snapshot()) == TokenCounts(input=4, output=2)
+
+
+def test_opencode_wal_that_is_a_fifo_and_an_unreadable_db(shared_tmp: Path) -> None:
+    home = shared_tmp / "opencode"
+    home.mkdir()
+    db_path = home / "opencode.db"
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE message (id TEXT, session_id TEXT, data TEXT)")
+        data = {"role": "assistant", "tokens": {"input": 4, "output": 2}, "time": {"created": 1}}
+        db.execute("INSERT INTO message VALUES ('m1', 's1', ?)", (json.dumps(data),))
+    db.close()
+    wal = fifo(home / "opencode.db-wal")
+    engine = Engine([OpencodeSource([home])], PriceTable.default().cost, workers=1)
+    bounded(engine.scan, [wal])
+    [reason] = health(engine.snapshot(), "opencode.db")
+    assert "not a regular file" in reason
+    wal.unlink()
+    db_path.chmod(0)
+    home.chmod(0o755)
+
+    def scan_twice() -> bytes:
+        unprivileged = Engine([OpencodeSource([home])], PriceTable.default().cost, workers=1)
+        unprivileged.scan()
+        unprivileged.scan()
+        return msgspec.json.encode(unprivileged.snapshot().files)
+
+    [listed] = json.loads(as_unprivileged(scan_twice))
+    assert listed["bad_lines"] == 1  # counted once, not once per scan
+    assert "cannot read the database" in listed["last_error"]
+
+
+def test_sqlite_tokens_column_saturates_instead_of_overflowing(tmp_path: Path) -> None:
+    from test_store import summary
+    from tokentop.store import INT64_MAX, Store
+
+    huge = TokenCounts(input=2**70, output=3)
+    big = msgspec.structs.replace(summary("a"), tokens=huge)
+    with Store(tmp_path / "t.db") as store:
+        store.record_summary(big)
+        [found], bad = store.summaries()
+        column = store.conn.execute("SELECT tokens FROM summaries").fetchone()[0]
+    assert bad == 0
+    assert found.tokens == huge  # the stored summary keeps the exact total
+    assert column == INT64_MAX
+
+
+def test_the_live_engine_thread_survives_hostile_appends(tmp_path: Path) -> None:
+    projects = tmp_path / "projects"
+    path = projects / "p" / "s.jsonl"
+    want = write_session(path, "s", [5])
+    engine = Engine(
+        [ClaudeCodeSource([projects])], PriceTable.default().cost, workers=1, sweep_s=0.2
+    )
+    engine.start()
+    try:
+        wait_for(lambda: totals(engine.snapshot()) == want)
+        hostile = [
+            b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}\n",
+            claude_line("s", "big", 1).replace(b'"output_tokens": 1', b'"output_tokens": 2e400'),
+            claude_line("s", "neg", 1).replace(b'"output_tokens": 1', b'"output_tokens": -4'),
+            claude_line("s", "huge", 1).replace(b": 1}", b": 18446744073709551616}"),
+            b"\xff\xfe\x00junk\n",
+        ]
+        with path.open("ab") as fh:
+            fh.write(b"".join(hostile) + claude_line("s", "s-m1", 7))
+        want += TokenCounts(input=1, output=7)
+        wait_for(lambda: totals(engine.snapshot()) == want)
+        fifo(projects / "q" / "pipe.jsonl")
+        wait_for(lambda: bool(health(engine.snapshot(), "pipe.jsonl")))
+        assert engine.snapshot().bad_lines == len(hostile) + 1
+        assert engine._thread is not None and engine._thread.is_alive()
+    finally:
+        engine.stop()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -198,7 +198,7 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
         sig, wal = signature(path), signature(path + "-wal")
         if sig is None:
             return False
-        if not is_regular(path):  # SQLite's open() would block on a FIFO
+        if not all(is_regular(p) for p in (path, *_sidecars(path))):  # SQLite's open() blocks
             self.bad_lines, self.seen = 1, None
             self.last_error = "not a regular file (FIFO, device or socket), skipped"
             return False
@@ -213,8 +213,10 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
             with closing(connect_ro(path)) as db:
                 self._read(db, out)
         except sqlite3.Error as exc:
-            self.seen = None  # try again on the next change
-            self.bad(f"cannot read the database: {exc}")
+            self.seen = None  # try again on the next change, but count the failure once
+            reason = f"cannot read the database: {exc}"
+            if self.last_error != name_text(reason[:200]):
+                self.bad(reason)
             return False
         return len(out) > before
 
@@ -279,6 +281,11 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
             cwd, parent = row[0] or cwd, row[1] or ""
         created = created_ts(msg)
         return SessionInfo(SessionKey(AGENT, session_id), created, cwd, parent=parent)
+
+
+def _sidecars(path: str) -> list[str]:
+    """The database's `-wal` and `-shm` files that exist."""
+    return [p for p in (path + "-wal", path + "-shm") if os.path.lexists(p)]
 
 
 def connect_ro(path: str) -> sqlite3.Connection:
