@@ -169,10 +169,7 @@ class Tailer:
         mtime moved and its first bytes differ from what was read. Also records the head."""
         state = self.state
         moved = state.head_len and state.mtime_ns and st.st_mtime_ns != state.mtime_ns
-        if moved and (
-            st.st_size < state.head_len
-            or head_digest(os.pread(fd, state.head_len, 0)) != state.head
-        ):
+        if moved and head_digest(os.pread(fd, state.head_len, 0)) != state.head:
             state.offset, state.skipping, state.rewritten = 0, False, True
             state.head_len, state.head = 0, ""
             self._carry.clear()
@@ -262,10 +259,9 @@ def rewritten_in_place(state: TailState) -> bool:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (state.dev, state.inode):
             return False  # not a file, or another file: the tailer handles those
-        if st.st_mtime_ns == state.mtime_ns:
-            return False
-        head = os.pread(fd, state.head_len, 0)
-        return len(head) < state.head_len or head_digest(head) != state.head
+        if st.st_mtime_ns == state.mtime_ns or st.st_size < state.offset:
+            return False  # untouched, or truncated: the tailer starts again, keeping its count
+        return head_digest(os.pread(fd, state.head_len, 0)) != state.head
     except OSError:
         return False
     finally:
