@@ -478,3 +478,34 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_non_utf8_names_in_a_parallel_cold_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker process sends its file states and ledger through a pipe as msgpack: names
+    that are not UTF-8 travel as escaped text plus their bytes."""
+    from tokentop import coldscan
+
+    monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
+    done: list[set[Path]] = []
+    real_scan = coldscan.scan_parallel
+
+    def recorded(engine: Engine, fresh: list[Path]) -> set[Path]:
+        done.append(real_scan(engine, fresh))
+        return done[-1]
+
+    monkeypatch.setattr(coldscan, "scan_parallel", recorded)
+    projects = tmp_path / "projects"
+    want = TokenCounts()
+    for i in range(6):
+        folder = projects / os.fsdecode(b"p%d-\xff" % i)
+        want += write_session(folder / os.fsdecode(b"s\xfe.jsonl"), f"s{i}", [i + 1])
+    engine = Engine([ClaudeCodeSource([projects])], PriceTable.default().cost, workers=2)
+    engine.scan()
+    snap = engine.snapshot()
+    assert totals(snap) == want
+    assert len(engine.files) == 6
+    assert [len(d) for d in done] == [6]  # the worker's half came back through the pipe
+    doc = json.loads(msgspec.json.encode(output.sessions_list(snap)))
+    assert all("-\\xff/s\\xfe.jsonl" in s["files"][0]["path"] for s in doc)

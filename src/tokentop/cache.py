@@ -14,7 +14,6 @@ from pathlib import Path
 import msgspec
 
 from tokentop.ledger_state import LedgerState
-from tokentop.sources.base import name_text
 from tokentop.sources.wholefile import read_regular
 from tokentop.tail import TailState
 
@@ -68,10 +67,7 @@ def load_head(path: Path) -> CacheHead | None:
         head = _HEAD.decode(read_regular(path))
     except (OSError, *CACHE_ERRORS):
         return None
-    if head.version != CACHE_VERSION:
-        return None
-    _restore_names(head)
-    return head
+    return head if head.version == CACHE_VERSION else None
 
 
 def default_cache_dir() -> Path:
@@ -129,7 +125,6 @@ def load(path: Path) -> tuple[CacheFile | None, str]:
         return None, f"cache ignored (damaged: {str(exc)[:120]})"
     if data.version != CACHE_VERSION:
         return None, "cache from another version ignored"
-    _restore_names(data)
     return data, ""
 
 
@@ -147,44 +142,7 @@ def save(path: Path, data: CacheFile) -> None:
         write_atomic(dedupe_path(path), dedupe_header(dedupe_id, blob) + blob)
         ledger = msgspec.structs.replace(data.ledger, packed=b"")
         data = msgspec.structs.replace(data, ledger=ledger, dedupe_id=dedupe_id)
-    write_atomic(path, msgspec.msgpack.encode(_encodable(data)))
-
-
-def _encodable(data: CacheFile) -> CacheFile:
-    """`data` with file names that are not valid UTF-8 made encodable: a tail keeps its name's
-    bytes beside the escaped text, a session's file list keeps the escaped text (both are
-    turned back by `load`)."""
-    files = [
-        FileRecord(r.agent, _escaped_tail(r.tail), r.parser)
-        if r.tail.path != name_text(r.tail.path)
-        else r
-        for r in data.files
-    ]
-    sessions = dict(data.ledger.sessions)
-    for key, session in sessions.items():
-        names = [name_text(f) for f in session.files]
-        if names != session.files:
-            sessions[key] = msgspec.structs.replace(session, files=names)
-    ledger = msgspec.structs.replace(data.ledger, sessions=sessions)
-    return msgspec.structs.replace(data, files=files, ledger=ledger)
-
-
-def _escaped_tail(tail: TailState) -> TailState:
-    return msgspec.structs.replace(tail, path=name_text(tail.path), os_path=os.fsencode(tail.path))
-
-
-def _restore_names(data: CacheFile | CacheHead) -> None:
-    """Undo `_encodable` on a loaded cache."""
-    real: dict[str, str] = {}
-    for record in data.files:
-        tail = record.tail
-        if tail.os_path:
-            name = os.fsdecode(tail.os_path)
-            real[tail.path] = name
-            tail.path, tail.os_path = name, b""
-    if real and isinstance(data, CacheFile):
-        for session in data.ledger.sessions.values():
-            session.files = [real.get(f, f) for f in session.files]
+    write_atomic(path, msgspec.msgpack.encode(data))
 
 
 def write_atomic(path: Path, blob: bytes) -> None:

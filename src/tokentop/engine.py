@@ -188,7 +188,7 @@ class Engine:
                 parser: FileParser = decode(rec.parser)
             except cache_mod.CACHE_ERRORS:
                 return None
-            files[rec.tail.path] = Tracked(source, Tailer(rec.tail), parser)
+            files[rec.tail.real_path()] = Tracked(source, Tailer(rec.tail), parser)
         return files
 
     def file_records(self) -> list[cache_mod.FileRecord]:

@@ -47,6 +47,7 @@ from tokentop.model import (
     ToolStat,
     UsageEvent,
 )
+from tokentop.sources.base import name_text
 
 CostFn = Callable[[str, TokenCounts], "float | None"]
 MAX_TS = 2.0**40
@@ -193,8 +194,8 @@ class Ledger:
         if state is None:
             state = SessionState(key.agent, key.session_id)
             self.state.sessions[sid] = state
-        if path and path not in state.files:
-            state.files.append(path)
+        if path and (name := name_text(path)) not in state.files:
+            state.files.append(name)
         self._dirty.add(sid)
         self._last_key, self._last_path, self._last_session = key, path, state
         self._last_sid = sid
@@ -241,8 +242,8 @@ class Ledger:
         cost_delta = None if cost is None or math.isnan(old_cost) else cost - old_cost
         session = self.state.sessions[sid]
         self._dirty.add(sid)
-        if path and path not in session.files:
-            session.files.append(path)
+        if path and (name := name_text(path)) not in session.files:
+            session.files.append(name)
         session.tokens_since_change = max(0, session.tokens_since_change + delta.total)
         if replaces:
             self._estimated.discard(slot)
@@ -445,7 +446,7 @@ class Ledger:
 
     def snapshot(self, now: float, files: Mapping[str, FileHealth] | None = None) -> LedgerSnapshot:
         """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
-        files = files or {}
+        files = {h.path: h for h in (files or {}).values()}  # keyed as the sessions list them
         sessions = tuple(self._session_snapshot(sid, now, files) for sid in self.state.sessions)
         self._dirty.clear()
         self._last_key = None

@@ -62,13 +62,13 @@ def recall(engine: Engine) -> Remembered | None:
         if _KIND.decode(record.parser).kind in whole:
             return None  # rewritten in place: only its parser can tell whether it changed
         try:
-            st = os.stat(tail.path)
+            st = os.stat(tail.real_path())
         except OSError:
             return None
         now = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
         if now != (tail.inode, tail.dev, tail.offset, tail.mtime_ns):
             return None
-        known.add(tail.path)
+        known.add(tail.real_path())
     if engine.discover_new(known):
         return None
     return remembered

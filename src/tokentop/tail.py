@@ -63,8 +63,16 @@ class TailState(msgspec.Struct):
     failed: bool = False
     """The last read failed (e.g. permission denied); reported as a bad line once."""
     os_path: bytes = b""
-    """Only in a saved cache: the name's bytes when it is not valid UTF-8 (msgpack can only
-    hold text that is); `path` then holds its escaped text until loaded (`cache.load`)."""
+    """The name's bytes when it is not valid UTF-8; `path` then holds its escaped text
+    (`name_text`), so the state can always be encoded (the cache, a cold-scan worker's pipe)."""
+
+    def __post_init__(self) -> None:
+        if not self.os_path and name_text(self.path) != self.path:
+            self.os_path, self.path = os.fsencode(self.path), name_text(self.path)
+
+    def real_path(self) -> str:
+        """The path to open: `path`, or the exact name when it is not valid UTF-8."""
+        return os.fsdecode(self.os_path) if self.os_path else self.path
 
 
 class ReadResult(msgspec.Struct, frozen=True):
@@ -110,7 +118,7 @@ class Tailer:
     def read_new(self) -> ReadResult:
         """Return the complete lines added since the last call; never raises for I/O errors."""
         try:
-            fd = os.open(self.state.path, _OPEN_FLAGS)
+            fd = os.open(self.state.real_path(), _OPEN_FLAGS)
         except OSError as exc:
             return self._failed(exc)
         try:
@@ -132,7 +140,7 @@ class Tailer:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             self._mark_missing()
-            reason = f"{name_text(self.state.path)}: not a regular file (FIFO, device or socket)"
+            reason = f"{self.state.path}: not a regular file (FIFO, device or socket)"
             return self._failure(reason)
         self.state.failed = False
         reset = self._check_identity(st) or self._check_head(fd, st)
@@ -233,7 +241,7 @@ class Tailer:
             return ReadResult(gone=True)
         self._carry.clear()
         reason = exc.strerror or str(exc)
-        return self._failure(f"cannot read {name_text(self.state.path)}: {reason}")
+        return self._failure(f"cannot read {self.state.path}: {reason}")
 
     def _failure(self, reason: str) -> ReadResult:
         """A path that exists but cannot be read as a file: one bad line per failure, so it is
@@ -252,7 +260,7 @@ def rewritten_in_place(state: TailState) -> bool:
     if not state.head_len or not state.mtime_ns:
         return False
     try:
-        fd = os.open(state.path, _OPEN_FLAGS)
+        fd = os.open(state.real_path(), _OPEN_FLAGS)
     except OSError:
         return False
     try:
