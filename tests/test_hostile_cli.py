@@ -17,7 +17,8 @@ from tokentop.model import TokenCounts
 TIMEOUT_S = 60
 
 
-def sessions_json(tmp: Path, args: list[str]) -> list[dict[str, Any]]:
+def sessions_json(tmp: Path, args: list[str], warns: str = "") -> list[dict[str, Any]]:
+    """The JSON of one run; its stderr must say `warns` about the cache (or nothing)."""
     env = dict(os.environ)
     for var in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
         env[var] = str(tmp / var.lower())
@@ -30,6 +31,10 @@ def sessions_json(tmp: Path, args: list[str]) -> list[dict[str, Any]]:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert b"Traceback" not in proc.stderr
+    said = [line for line in proc.stderr.decode().splitlines() if "cache" in line]
+    assert said == (
+        [f"tokentop: cache ignored ({warns}); reading everything again"] if warns else []
+    )
     doc: list[dict[str, Any]] = json.loads(proc.stdout)
     return doc
 
@@ -76,7 +81,8 @@ def test_sessions_json_over_every_hostile_case(tmp_path: Path) -> None:
     assert "odd-\\xff/\\xfe.jsonl" in odd["files"][0]["path"]
     [dedupe] = (tmp_path / "cache").glob("*.dedupe")
     dedupe.write_bytes(dedupe.read_bytes()[:100])  # power loss: a short side file
-    assert total(sessions_json(tmp_path, args)) == want
+    warning = "its dedupe tables are missing, stale or damaged"
+    assert total(sessions_json(tmp_path, args, warns=warning)) == want
     assert total(sessions_json(tmp_path, args)) == want  # warm again
     [state] = (tmp_path / "cache").glob("*.msgpack")
     state.unlink()
