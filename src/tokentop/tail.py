@@ -260,17 +260,25 @@ def rewritten_in_place(state: TailState) -> bool:
     if not state.head_len or not state.mtime_ns:
         return False
     try:
+        st = os.stat(state.real_path())  # one stat; the file is opened only if it moved
+    except OSError:
+        return False
+    if not _moved_in_place(st, state):
+        return False
+    try:
         fd = os.open(state.real_path(), _OPEN_FLAGS)
     except OSError:
         return False
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (state.dev, state.inode):
-            return False  # not a file, or another file: the tailer handles those
-        if st.st_mtime_ns == state.mtime_ns or st.st_size < state.offset:
-            return False  # untouched, or truncated: the tailer starts again, keeping its count
         return head_digest(os.pread(fd, state.head_len, 0)) != state.head
     except OSError:
         return False
     finally:
         os.close(fd)
+
+
+def _moved_in_place(st: os.stat_result, state: TailState) -> bool:
+    """Same regular file, a new mtime, not cut below what was read (a truncation, which the
+    tailer handles by starting again and keeping its count)."""
+    same = stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == (state.dev, state.inode)
+    return same and st.st_mtime_ns != state.mtime_ns and st.st_size >= state.offset

@@ -236,7 +236,8 @@ def _marked_spans(data: bytes, marker: bytes) -> Iterator[tuple[int, int]]:
 
 
 def name_text(name: str | os.PathLike[str]) -> str:
-    """A file name as text that can be encoded (JSON, msgpack, SQLite, a terminal).
+    """A file name as text that can always be encoded (JSON, msgpack, SQLite). Control
+    characters are left alone: making text safe for a terminal is the display's job.
 
     Names that are valid UTF-8 are returned as they are. In one that is not, every byte that
     does not decode (kept by Python as a surrogate, `surrogateescape`) is written `\\xNN`
