@@ -447,7 +447,11 @@ def test_the_live_engine_thread_survives_hostile_appends(tmp_path: Path) -> None
     path = projects / "p" / "s.jsonl"
     want = write_session(path, "s", [5])
     engine = Engine(
-        [ClaudeCodeSource([projects])], PriceTable.default().cost, workers=1, sweep_s=0.2
+        [ClaudeCodeSource([projects])],
+        PriceTable.default().cost,
+        workers=1,
+        sweep_s=0.2,
+        cache_dir=tmp_path / "cache",
     )
     engine.start()
     try:
@@ -466,6 +470,11 @@ def test_the_live_engine_thread_survives_hostile_appends(tmp_path: Path) -> None
         fifo(projects / "q" / "pipe.jsonl")
         wait_for(lambda: bool(health(engine.snapshot(), "pipe.jsonl")))
         assert engine.snapshot().bad_lines == len(hostile) + 1
+        odd = projects / os.fsdecode(b"r-\xff") / os.fsdecode(b"\xfe.jsonl")
+        want += write_session(odd, "odd", [11])
+        wait_for(lambda: totals(engine.snapshot()) == want)
+        msgspec.json.encode(output.sessions_list(engine.snapshot()))
+        engine.save_cache()
         assert engine._thread is not None and engine._thread.is_alive()
     finally:
         engine.stop()
