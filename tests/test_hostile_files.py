@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from hostile_helpers import CASES, copy_fixture, totals
+from hostile_helpers import CASES, Case, clean_totals, copy_fixture, totals, usage_files
 from tokentop import cache as cache_mod
 from tokentop import output
 from tokentop.engine import Engine
@@ -518,3 +518,48 @@ def test_non_utf8_names_in_a_parallel_cold_scan(
     assert [len(d) for d in done] == [6]  # the worker's half came back through the pipe
     doc = json.loads(msgspec.json.encode(output.sessions_list(snap)))
     assert all("-\\xff/s\\xfe.jsonl" in s["files"][0]["path"] for s in doc)
+
+
+DIR_CASES = [c for c in CASES if c.fixture.is_dir()]
+
+
+@pytest.mark.parametrize("case", DIR_CASES, ids=[c.name for c in DIR_CASES])
+def test_file_system_cases_in_every_folder_source(case: Case, shared_tmp: Path) -> None:
+    """In each agent's folder at once: a transcript whose name is not UTF-8, a FIFO and an
+    unreadable file where transcripts go, its folder moved away and reached through two
+    symlinks, and a symlink loop. Read as a normal user; the totals are the clean ones."""
+    want, _ = clean_totals(case, shared_tmp / "clean")
+    root = copy_fixture(case, shared_tmp / "hostile")
+    [source_root, *_] = case.make(root).roots()
+    path = next(p for p in usage_files(case, root) if p.suffix in (".jsonl", ".json"))
+    odd = path.with_name(path.stem + os.fsdecode(b"\xff") + path.suffix)
+    path.rename(odd)
+    pipes = [fifo(odd.with_name(path.stem + "-fifo" + path.suffix))]
+    locked = odd.with_name(path.stem + "-locked" + path.suffix)
+    locked.write_bytes(b'{"x": 1}\n')
+    folder = odd.parent
+    away = shared_tmp / "away" / folder.name
+    away.parent.mkdir()
+    folder.rename(away)
+    os.symlink(away, folder)
+    os.symlink(away, folder.with_name(folder.name + "-again"))
+    os.symlink(source_root, away / "loop")
+    for p in [shared_tmp, *shared_tmp.rglob("*")]:
+        if not p.is_symlink() and not p.is_fifo():
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    (away / locked.name).chmod(0)
+
+    def scan() -> bytes:
+        engine = Engine([case.make(root)], PriceTable.default().cost, workers=1)
+        bounded(engine.scan, pipes)
+        snap = engine.snapshot()
+        files = [(f.path, f.last_error) for f in snap.files if f.bad_lines]
+        doc = msgspec.json.encode(output.sessions_list(snap)).decode()
+        return msgspec.json.encode({"totals": totals(snap), "bad": files, "doc": doc})
+
+    result = json.loads(as_unprivileged(scan))
+    assert result["totals"] == list(msgspec.structs.astuple(want))
+    reasons = {Path(p).name: e for p, e in result["bad"]}
+    assert "not a regular file" in reasons[pipes[0].name]
+    assert "Permission denied" in reasons[locked.name]
+    assert "\\xff" in result["doc"]

@@ -22,7 +22,7 @@ from tokentop.clock import Clock, SystemClock
 from tokentop.ledger import CostFn, Ledger
 from tokentop.ledger_state import LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
-from tokentop.sources.base import FileParser, Source, Walk, name_text
+from tokentop.sources.base import FileParser, Source, Walk, name_text, transcript_names
 from tokentop.sources.wholefile import WholeFileParser
 from tokentop.tail import Tailer, TailState, rewritten_in_place
 
@@ -260,11 +260,9 @@ class Engine:
                 if str(root) not in known and source.is_transcript(root):
                     found.append(root)
                 continue
-            walk = Walk(getattr(source, "suffixes", (".jsonl",)), seen)
-            is_transcript = source.is_transcript
-            for name, _ in walk.names(str(root)):
-                if name not in known and is_transcript(path := Path(name)):
-                    found.append(path)
+            wanted = transcript_names(source)
+            walk = Walk(getattr(source, "suffixes", (".jsonl",)), seen, wanted)
+            found += [Path(name) for name in walk.names(str(root)) if name not in known]
             for folder, reason in walk.unreadable:
                 if folder not in known and folder not in self.files:
                     tracked = Tracked(source, Tailer(folder), source.new_parser(Path(folder)))

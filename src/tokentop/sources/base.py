@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL (~10 ms at startup)
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, ClassVar, Protocol
@@ -139,7 +139,7 @@ def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
 
 def walk_names(root: str, suffixes: tuple[str, ...]) -> Iterator[str]:
     """`walk_files` as plain path strings, for callers that skip most of what they find."""
-    return (path for path, _ in Walk(suffixes).names(root))
+    return Walk(suffixes).names(root)
 
 
 FileId = tuple[int, int]
@@ -147,60 +147,78 @@ FileId = tuple[int, int]
 
 
 class Walk:
-    """Walks folders for transcripts, following symlinked folders once each.
+    """Walks folders for transcripts, following symlinked folders.
 
-    A folder reached twice (a symlink loop, or a link to a folder already walked) is walked
-    once, and a file reached by two paths is yielded once, so nothing is counted twice.
-    Anything that is not a folder is yielded (a FIFO or device too: the reader then lists it
-    as unreadable instead of it being skipped without a word). Folders that cannot be listed
-    are collected in `unreadable` with the reason.
+    A folder is walked once per name it is reached under, so a symlink loop ends (its
+    second round finds every folder inside already walked) while a folder linked under
+    another name is still seen by it (a source may care: Gemini's `chats`). A file reached
+    by several paths is yielded once: under the first path `wanted` accepts. Entries are
+    taken in name order, so every walk picks the same path. Anything that is not a folder is
+    yielded (a FIFO or device too: the reader then lists it as unreadable instead of it
+    being skipped without a word). Folders that cannot be listed are kept in `unreadable`.
     """
 
-    def __init__(self, suffixes: tuple[str, ...], seen_files: set[FileId] | None = None):
+    def __init__(
+        self,
+        suffixes: tuple[str, ...],
+        seen_files: set[FileId] | None = None,
+        wanted: Callable[[str], bool] | None = None,
+    ) -> None:
         self.suffixes = suffixes
-        self.seen_dirs: set[FileId] = set()
+        self.seen_dirs: set[tuple[int, int, str]] = set()
         self.seen_files: set[FileId] = set() if seen_files is None else seen_files
+        self.wanted = wanted
         self.unreadable: list[tuple[str, str]] = []
 
-    def names(self, root: str) -> Iterator[tuple[str, FileId]]:
-        """(path, file id) of each file under `root` not yielded before."""
+    def names(self, root: str) -> Iterator[str]:
+        """Each wanted file under `root` not yielded before."""
         try:
             st = os.stat(root)
         except OSError:
             return
         stack = [(root, st.st_dev)]
-        self.seen_dirs.add((st.st_dev, st.st_ino))
+        self.seen_dirs.add((st.st_dev, st.st_ino, ""))
         while stack:
             folder, dev = stack.pop()
             try:
-                with os.scandir(folder) as entries:
-                    found = list(self._entries(entries, dev, stack))
+                with os.scandir(folder) as listing:
+                    entries = sorted(listing, key=_name, reverse=True)
             except OSError as exc:
                 self.unreadable.append((folder, exc.strerror or str(exc)))
                 continue
-            yield from found
+            yield from self._files(entries, dev, stack)
 
-    def _entries(
-        self, entries: Iterator[os.DirEntry[str]], dev: int, stack: list[tuple[str, int]]
-    ) -> Iterator[tuple[str, FileId]]:
+    def _files(
+        self, entries: list[os.DirEntry[str]], dev: int, stack: list[tuple[str, int]]
+    ) -> Iterator[str]:
         for entry in entries:
             try:
                 if entry.is_dir():  # follows a symlink
                     self._folder(entry, stack)
                 elif entry.name.endswith(self.suffixes):
-                    link = entry.is_symlink()
-                    file_id = _stat_id(entry) if link else (dev, entry.inode())
-                    if file_id not in self.seen_files:
+                    file_id = _stat_id(entry) if entry.is_symlink() else (dev, entry.inode())
+                    if file_id in self.seen_files:
+                        continue
+                    if self.wanted is None or self.wanted(entry.path):
                         self.seen_files.add(file_id)
-                        yield entry.path, file_id
+                        yield entry.path
             except OSError:
                 continue  # vanished (or a dangling link) between listing and looking
 
     def _folder(self, entry: os.DirEntry[str], stack: list[tuple[str, int]]) -> None:
-        folder_id = _stat_id(entry)  # a stat per folder: its device may differ (a mount)
-        if folder_id not in self.seen_dirs:
-            self.seen_dirs.add(folder_id)
-            stack.append((entry.path, folder_id[0]))
+        dev, ino = _stat_id(entry)  # a stat per folder: its device may differ (a mount)
+        if (dev, ino, entry.name) not in self.seen_dirs:
+            self.seen_dirs.add((dev, ino, entry.name))
+            stack.append((entry.path, dev))
+
+
+def transcript_names(source: Source) -> Callable[[str], bool]:
+    """`source.is_transcript` for a path given as a string (what a folder walk finds)."""
+    return lambda name: source.is_transcript(Path(name))
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 def _stat_id(entry: os.DirEntry[str]) -> FileId:
