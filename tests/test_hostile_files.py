@@ -261,6 +261,10 @@ def as_unprivileged(fn: Callable[[], bytes]) -> bytes:
             os.setuid(65534)
             os.write(write_end, fn())
             code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(code)
     os.close(write_end)
@@ -295,8 +299,10 @@ def test_unreadable_file_and_folder_are_listed(shared_tmp: Path) -> None:
     (projects / "ok" / "secret.jsonl").chmod(0)
     (projects / "closed").chmod(0)
 
+    cost = PriceTable.default().cost  # loaded here: `nobody` may not read the package
+
     def scan() -> bytes:
-        engine = claude_engine(projects)
+        engine = Engine([ClaudeCodeSource([projects])], cost, workers=1)
         engine.scan()
         engine.scan()  # a second scan does not count them again
         snap = engine.snapshot()
@@ -416,8 +422,10 @@ def test_opencode_wal_that_is_a_fifo_and_an_unreadable_db(shared_tmp: Path) -> N
     db_path.chmod(0)
     home.chmod(0o755)
 
+    cost = PriceTable.default().cost  # loaded here: `nobody` may not read the package
+
     def scan_twice() -> bytes:
-        unprivileged = Engine([OpencodeSource([home])], PriceTable.default().cost, workers=1)
+        unprivileged = Engine([OpencodeSource([home])], cost, workers=1)
         unprivileged.scan()
         unprivileged.scan()
         return msgspec.json.encode(unprivileged.snapshot().files)
@@ -549,8 +557,10 @@ def test_file_system_cases_in_every_folder_source(case: Case, shared_tmp: Path) 
             p.chmod(0o755 if p.is_dir() else 0o644)
     (away / locked.name).chmod(0)
 
+    cost = PriceTable.default().cost  # loaded here: `nobody` may not read the package
+
     def scan() -> bytes:
-        engine = Engine([case.make(root)], PriceTable.default().cost, workers=1)
+        engine = Engine([case.make(root)], cost, workers=1)
         bounded(engine.scan, pipes)
         snap = engine.snapshot()
         files = [(f.path, f.last_error) for f in snap.files if f.bad_lines]
@@ -563,3 +573,27 @@ def test_file_system_cases_in_every_folder_source(case: Case, shared_tmp: Path) 
     assert "not a regular file" in reasons[pipes[0].name]
     assert "Permission denied" in reasons[locked.name]
     assert "\\xff" in result["doc"]
+
+
+FILE_CASES = [c for c in CASES if not c.fixture.is_dir()]
+
+
+@pytest.mark.parametrize("case", FILE_CASES, ids=[c.name for c in FILE_CASES])
+def test_fifo_or_unreadable_file_named_as_a_root(case: Case, shared_tmp: Path) -> None:
+    """A proxy log or JSONL file given on the command line that is a FIFO, or unreadable."""
+    pipe = fifo(shared_tmp / "pipe.jsonl")
+    locked = shared_tmp / "locked.jsonl"
+    locked.write_bytes(case.fixture.read_bytes())
+    locked.chmod(0)
+
+    cost = PriceTable.default().cost  # loaded here: `nobody` may not read the package
+
+    def scan() -> bytes:
+        engine = Engine([case.make(pipe), case.make(locked)], cost, workers=1)
+        bounded(engine.scan, [pipe])
+        snap = engine.snapshot()
+        return msgspec.json.encode({Path(f.path).name: f.last_error for f in snap.files})
+
+    reasons = json.loads(as_unprivileged(scan))
+    assert "not a regular file" in reasons["pipe.jsonl"]
+    assert "Permission denied" in reasons["locked.jsonl"]
