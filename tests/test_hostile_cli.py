@@ -88,3 +88,26 @@ def test_sessions_json_over_every_hostile_case(tmp_path: Path) -> None:
     state.unlink()
     os.mkfifo(state)  # a FIFO as the cache state file
     assert total(sessions_json(tmp_path, args)) == want
+
+
+def test_watch_ndjson_over_every_hostile_case(tmp_path: Path) -> None:
+    """`watch --ndjson` keeps streaming over the same tree, and new hostile lines appended
+    while it runs do not stop it."""
+    from test_cli import Watch
+
+    projects = tmp_path / "claude" / "projects"
+    hostile_claude_tree(projects)
+    watch = Watch(tmp_path, "--claude-dir", str(projects))
+    try:
+        odd = watch.wait_for(lambda o: o["type"] == "session" and o["session_id"] == "odd")
+        assert "odd-\\xff/\\xfe.jsonl" in odd["files"][0]["path"]
+        with (projects / "p" / "a.jsonl").open("ab") as fh:
+            fh.write(b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}\n" + claude_line("a", "late", 40))
+        watch.wait_for(
+            lambda o: o["type"] == "session" and o["session_id"] == "a" and o["bad_lines"] == 3
+        )
+        assert watch.proc.poll() is None  # still running
+    finally:
+        watch.close()
+    assert watch.proc.stderr is not None
+    assert "Traceback" not in watch.proc.stderr.read()
