@@ -111,3 +111,19 @@ def test_watch_ndjson_over_every_hostile_case(tmp_path: Path) -> None:
         watch.close()
     assert watch.proc.stderr is not None
     assert "Traceback" not in watch.proc.stderr.read()
+
+
+def test_sessions_json_after_a_same_size_rewrite(tmp_path: Path) -> None:
+    """The remembered output and the cache both notice a rewrite that keeps the size."""
+    projects = tmp_path / "projects"
+    path = projects / "p" / "s.jsonl"
+    write_session(path, "s", [111, 222])
+    args = ["--claude-dir", str(projects), "--cache-dir", str(tmp_path / "cache")]
+    assert total(sessions_json(tmp_path, args)) == 2 + 333
+    assert total(sessions_json(tmp_path, args)) == 2 + 333  # remembered
+    size = path.stat().st_size
+    write_session(path, "s", [444, 555])
+    assert path.stat().st_size == size
+    warning = f"cache ignored ({str(path)!r} was rewritten in place)"
+    assert total(sessions_json(tmp_path, args, warns=warning)) == 2 + 999
+    assert total(sessions_json(tmp_path, args)) == 2 + 999
