@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hostile_fs import claude_line, write_session
 from hostile_helpers import CASES, clean_totals, copy_fixture, make_hostile
-from test_hostile_files import claude_line, write_session
 from tokentop.model import TokenCounts
 
 TIMEOUT_S = 60

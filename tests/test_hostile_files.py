@@ -1,97 +1,41 @@
-"""Hostile file systems: FIFOs where files are expected, damaged caches, files rewritten in
-place, unreadable paths, symlinked folders and loops, names that are not UTF-8. Each is a
-real file (os.mkfifo, chmod, symlink), and the good files' totals stay exact."""
+"""Hostile file systems: FIFOs and devices where files are expected, unreadable files and
+folders, symlinked folders and loops, in every source. Each is real (os.mkfifo, chmod,
+symlink, a scan run as `nobody` when root), and the good files' totals stay exact."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from hostile_fs import (
+    as_unprivileged,
+    bounded,
+    claude_engine,
+    fifo,
+    health,
+    shared_tmp_dir,
+    write_session,
+)
 from hostile_helpers import CASES, Case, clean_totals, copy_fixture, totals, usage_files
-from tokentop import cache as cache_mod
 from tokentop import output
 from tokentop.engine import Engine
-from tokentop.model import LedgerSnapshot, TokenCounts
 from tokentop.pricing import PriceTable
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.sources.gemini import GeminiSource
 from tokentop.sources.opencode import OpencodeSource
 
-SCAN_TIMEOUT_S = 30
 
-
-def claude_line(sid: str, msg_id: str, out: int, uuid: str = "") -> bytes:
-    record = {
-        "type": "assistant",
-        "sessionId": sid,
-        "cwd": "/w",
-        "timestamp": "2026-01-01T00:00:00.000Z",
-        "uuid": uuid or f"u-{msg_id}",
-        "message": {
-            "id": msg_id,
-            "model": "claude-sonnet-4-20250514",
-            "usage": {"input_tokens": 1, "output_tokens": out},
-        },
-    }
-    return json.dumps(record).encode() + b"\n"
-
-
-def write_session(path: Path, sid: str, outs: list[int]) -> TokenCounts:
-    """A transcript of one response per count; returns what it adds up to."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(claude_line(sid, f"{sid}-m{i}", n) for i, n in enumerate(outs)))
-    return TokenCounts(input=len(outs), output=sum(outs))
-
-
-def claude_engine(projects: Path, cache_dir: Path | None = None) -> Engine:
-    source = ClaudeCodeSource([projects])
-    return Engine([source], PriceTable.default().cost, workers=1, cache_dir=cache_dir)
-
-
-def bounded(fn: Callable[[], object], fifos: list[Path]) -> None:
-    """Run `fn` in a thread; if it is still blocked after SCAN_TIMEOUT_S, unblock it (open
-    each FIFO for writing) and fail: a FIFO must never block a scan."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(SCAN_TIMEOUT_S)
-    blocked = thread.is_alive()
-    if blocked:
-        for fifo in fifos:
-            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-            os.close(fd)
-        thread.join(5)
-    assert not blocked, "the scan blocked on a FIFO"
-    assert not errors, errors
-
-
-def fifo(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(path)
-    return path
-
-
-def health(snap: LedgerSnapshot, name: str) -> list[str]:
-    return [f.last_error for f in snap.files if Path(f.path).name == name and f.bad_lines]
-
-
-# -- FIFOs and devices -----------------------------------------------------------------------
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp dir every user can enter (pytest's is root-only when run as root)."""
+    with shared_tmp_dir() as path:
+        yield path
 
 
 def test_fifo_transcripts_and_devices_are_listed_not_read(tmp_path: Path) -> None:
@@ -156,139 +100,6 @@ def test_fifo_as_cache_state_file(tmp_path: Path, side: str) -> None:
     assert totals(second.snapshot()) == want
 
 
-# -- damaged caches --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("damage", ["truncate-dedupe", "zero-dedupe", "truncate-main", "junk-main"])
-def test_damaged_cache_means_one_cold_scan(tmp_path: Path, damage: str) -> None:
-    projects = tmp_path / "projects"
-    want = write_session(projects / "p" / "a.jsonl", "a", [3, 4])
-    want += write_session(projects / "p" / "b.jsonl", "b", [10])
-    cache_dir = tmp_path / "cache"
-    first = claude_engine(projects, cache_dir)
-    first.scan()
-    first.save_cache()
-    assert first.cache_path is not None
-    main, side = first.cache_path, cache_mod.dedupe_path(first.cache_path)
-    if damage == "truncate-dedupe":
-        side.write_bytes(side.read_bytes()[: side.stat().st_size // 2])
-    elif damage == "zero-dedupe":
-        side.write_bytes(side.read_bytes().split(b"\n")[0] + b"\n" + b"\0" * 64)
-    elif damage == "truncate-main":
-        main.write_bytes(main.read_bytes()[:-7])
-    else:
-        main.write_bytes(b"\x93\xff" + os.urandom(64))
-    second = claude_engine(projects, cache_dir)
-    second.load_cache()
-    assert second.cache_note.startswith("cache ignored"), second.cache_note
-    second.scan()
-    assert second.bytes_read > 0  # cold
-    assert totals(second.snapshot()) == want
-    second.save_cache()
-    third = claude_engine(projects, cache_dir)
-    third.load_cache()
-    assert third.cache_note == ""  # the warning came once: the next run is warm again
-    third.scan()
-    assert third.bytes_read == 0
-    assert totals(third.snapshot()) == want
-
-
-# -- rewritten in place ----------------------------------------------------------------------
-
-
-def test_same_size_rewrite_between_runs_is_noticed(tmp_path: Path) -> None:
-    projects = tmp_path / "projects"
-    path = projects / "p" / "s.jsonl"
-    write_session(path, "s", [111, 222])
-    cache_dir = tmp_path / "cache"
-    first = claude_engine(projects, cache_dir)
-    first.scan()
-    first.save_cache()
-    size = path.stat().st_size
-    new = write_session(path, "s", [333, 444])  # other counts, same width: same size
-    assert path.stat().st_size == size
-    second = claude_engine(projects, cache_dir)
-    second.load_cache()
-    assert "rewritten in place" in second.cache_note
-    second.scan()
-    assert totals(second.snapshot()) == new
-    with path.open("ab") as fh:
-        fh.write(claude_line("s", "s-m9", 5))
-    second.process([str(path)])
-    assert totals(second.snapshot()) == new + TokenCounts(input=1, output=5)
-    cold = claude_engine(projects)
-    cold.scan()
-    assert totals(cold.snapshot()) == totals(second.snapshot())
-
-
-def test_same_size_rewrite_while_running_is_reread(tmp_path: Path) -> None:
-    projects = tmp_path / "projects"
-    path = projects / "p" / "s.jsonl"
-    write_session(path, "s", [111])
-    cache_dir = tmp_path / "cache"
-    engine = claude_engine(projects, cache_dir)
-    engine.scan()
-    os.utime(path, ns=(1, 1))  # an old mtime, so the rewrite's is certainly another
-    engine.process([str(path)])
-    path.write_bytes(claude_line("t", "t-m0", 999))
-    engine.process([str(path)])
-    keys = {s.key.session_id for s in engine.snapshot().sessions}
-    assert "t" in keys  # re-read from 0, not skipped as "nothing new"
-    engine.save_cache()
-    restart = claude_engine(projects, cache_dir)
-    restart.load_cache()
-    assert "rewritten in place" in restart.cache_note
-    restart.scan()
-    assert totals(restart.snapshot()) == TokenCounts(input=1, output=999)
-
-
-# -- unreadable paths ------------------------------------------------------------------------
-
-
-def as_unprivileged(fn: Callable[[], bytes]) -> bytes:
-    """`fn()` run by a non-root user: here if we are not root, else in a forked child that
-    drops to `nobody` (the result comes back through a pipe)."""
-    if os.geteuid() != 0:
-        return fn()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(write_end, fn())
-            code = 0
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as fh:
-        data = fh.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return data
-
-
-@pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A temp dir every user can enter (pytest's is root-only when run as root)."""
-    path = Path(tempfile.mkdtemp(prefix="tokentop-perm-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        for p in [path, *path.rglob("*")]:
-            if not p.is_symlink():
-                p.chmod(0o755)
-        shutil.rmtree(path)
-
-
 def test_unreadable_file_and_folder_are_listed(shared_tmp: Path) -> None:
     projects = shared_tmp / "projects"
     want = write_session(projects / "ok" / "a.jsonl", "a", [5])
@@ -317,9 +128,6 @@ def test_unreadable_file_and_folder_are_listed(shared_tmp: Path) -> None:
         assert "Permission denied" in f["last_error"]
 
 
-# -- symlinks --------------------------------------------------------------------------------
-
-
 def test_symlinked_project_folder_is_followed_once_and_loops_end(tmp_path: Path) -> None:
     projects = tmp_path / "projects"
     elsewhere = tmp_path / "elsewhere" / "proj"
@@ -337,71 +145,6 @@ def test_symlinked_project_folder_is_followed_once_and_loops_end(tmp_path: Path)
     assert {s.key.session_id for s in snap.sessions} == {"s", "t"}
     bounded(engine.scan, [])
     assert totals(engine.snapshot()) == want
-
-
-# -- names that are not UTF-8 ----------------------------------------------------------------
-
-
-def test_names_that_are_not_utf8_survive_json_and_the_cache(tmp_path: Path) -> None:
-    projects = tmp_path / "projects"
-    folder = projects / os.fsdecode(b"proj-\xff\\x")
-    path = folder / os.fsdecode(b"sess-\xfe.jsonl")
-    folder.mkdir(parents=True)
-    lines = claude_line("", "m1", 5) + claude_line("", "m2", 6)  # no sessionId: the name is
-    path.write_bytes(lines.replace(b'"sessionId": "", ', b""))
-    cache_dir = tmp_path / "cache"
-    engine = claude_engine(projects, cache_dir)
-    engine.scan()
-    engine.save_cache()
-    snap = engine.snapshot()
-    doc = json.loads(msgspec.json.encode(output.sessions_list(snap)))
-    [session] = doc
-    assert session["session_id"] == "sess-\\xfe"
-    assert session["files"][0]["path"].endswith("proj-\\xff\\\\x/sess-\\xfe.jsonl")
-    raw = session["files"][0]["path"].encode()
-    assert unescape(raw) == os.fsencode(path)  # the exact bytes come back
-    assert session["tokens"]["total"] == 13
-    assert output.text_table(snap).encode()  # printable
-    warm = claude_engine(projects, cache_dir)
-    warm.load_cache()
-    assert warm.cache_note == ""
-    warm.scan()
-    assert warm.bytes_read == 0  # the cache's path is the real one again
-    assert totals(warm.snapshot()) == totals(snap)
-    with path.open("ab") as fh:
-        fh.write(claude_line("", "m3", 7).replace(b'"sessionId": "", ', b""))
-    warm.scan()
-    assert totals(warm.snapshot()).output == 18
-
-
-def unescape(text: bytes) -> bytes:
-    """The reverse of `name_text`: `\\\\` is a backslash, `\\xNN` the byte NN."""
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        if text[i : i + 2] == b"\\\\":
-            out += b"\\"
-            i += 2
-        elif text[i : i + 2] == b"\\x":
-            out.append(int(text[i + 2 : i + 4], 16))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return bytes(out)
-
-
-def test_opencode_db_path_that_is_not_utf8(tmp_path: Path) -> None:
-    home = tmp_path / os.fsdecode(b"data-\xff")
-    home.mkdir()
-    with sqlite3.connect(home / "opencode.db") as db:
-        db.execute("CREATE TABLE message (id TEXT, session_id TEXT, data TEXT)")
-        data = {"role": "assistant", "tokens": {"input": 4, "output": 2}, "time": {"created": 1}}
-        db.execute("INSERT INTO message VALUES ('m1', 's1', ?)", (json.dumps(data),))
-    db.close()
-    engine = Engine([OpencodeSource([home])], PriceTable.default().cost, workers=1)
-    engine.scan()
-    assert totals(engine.snapshot()) == TokenCounts(input=4, output=2)
 
 
 def test_opencode_wal_that_is_a_fifo_and_an_unreadable_db(shared_tmp: Path) -> None:
@@ -433,99 +176,6 @@ def test_opencode_wal_that_is_a_fifo_and_an_unreadable_db(shared_tmp: Path) -> N
     [listed] = json.loads(as_unprivileged(scan_twice))
     assert listed["bad_lines"] == 1  # counted once, not once per scan
     assert "cannot read the database" in listed["last_error"]
-
-
-def test_sqlite_tokens_column_saturates_instead_of_overflowing(tmp_path: Path) -> None:
-    from test_store import summary
-    from tokentop.store import INT64_MAX, Store
-
-    huge = TokenCounts(input=2**70, output=3)
-    big = msgspec.structs.replace(summary("a"), tokens=huge)
-    with Store(tmp_path / "t.db") as store:
-        store.record_summary(big)
-        [found], bad = store.summaries()
-        column = store.conn.execute("SELECT tokens FROM summaries").fetchone()[0]
-    assert bad == 0
-    assert found.tokens == huge  # the stored summary keeps the exact total
-    assert column == INT64_MAX
-
-
-def test_the_live_engine_thread_survives_hostile_appends(tmp_path: Path) -> None:
-    projects = tmp_path / "projects"
-    path = projects / "p" / "s.jsonl"
-    want = write_session(path, "s", [5])
-    engine = Engine(
-        [ClaudeCodeSource([projects])],
-        PriceTable.default().cost,
-        workers=1,
-        sweep_s=0.2,
-        cache_dir=tmp_path / "cache",
-    )
-    engine.start()
-    try:
-        wait_for(lambda: totals(engine.snapshot()) == want)
-        hostile = [
-            b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}\n",
-            claude_line("s", "big", 1).replace(b'"output_tokens": 1', b'"output_tokens": 2e400'),
-            claude_line("s", "neg", 1).replace(b'"output_tokens": 1', b'"output_tokens": -4'),
-            claude_line("s", "huge", 1).replace(b": 1}", b": 18446744073709551616}"),
-            b"\xff\xfe\x00junk\n",
-        ]
-        with path.open("ab") as fh:
-            fh.write(b"".join(hostile) + claude_line("s", "s-m1", 7))
-        want += TokenCounts(input=1, output=7)
-        wait_for(lambda: totals(engine.snapshot()) == want)
-        fifo(projects / "q" / "pipe.jsonl")
-        wait_for(lambda: bool(health(engine.snapshot(), "pipe.jsonl")))
-        assert engine.snapshot().bad_lines == len(hostile) + 1
-        odd = projects / os.fsdecode(b"r-\xff") / os.fsdecode(b"\xfe.jsonl")
-        want += write_session(odd, "odd", [11])
-        wait_for(lambda: totals(engine.snapshot()) == want)
-        msgspec.json.encode(output.sessions_list(engine.snapshot()))
-        engine.save_cache()
-        assert engine._thread is not None and engine._thread.is_alive()
-    finally:
-        engine.stop()
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def test_non_utf8_names_in_a_parallel_cold_scan(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The worker process sends its file states and ledger through a pipe as msgpack: names
-    that are not UTF-8 travel as escaped text plus their bytes."""
-    from tokentop import coldscan
-
-    monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
-    done: list[set[Path]] = []
-    real_scan = coldscan.scan_parallel
-
-    def recorded(engine: Engine, fresh: list[Path]) -> set[Path]:
-        done.append(real_scan(engine, fresh))
-        return done[-1]
-
-    monkeypatch.setattr(coldscan, "scan_parallel", recorded)
-    projects = tmp_path / "projects"
-    want = TokenCounts()
-    for i in range(6):
-        folder = projects / os.fsdecode(b"p%d-\xff" % i)
-        want += write_session(folder / os.fsdecode(b"s\xfe.jsonl"), f"s{i}", [i + 1])
-    engine = Engine([ClaudeCodeSource([projects])], PriceTable.default().cost, workers=2)
-    engine.scan()
-    snap = engine.snapshot()
-    assert totals(snap) == want
-    assert len(engine.files) == 6
-    assert [len(d) for d in done] == [6]  # the worker's half came back through the pipe
-    doc = json.loads(msgspec.json.encode(output.sessions_list(snap)))
-    assert all("-\\xff/s\\xfe.jsonl" in s["files"][0]["path"] for s in doc)
 
 
 DIR_CASES = [c for c in CASES if c.fixture.is_dir()]
