@@ -16,9 +16,13 @@ import msgspec
 from tokentop import files
 from tokentop.files import make_private
 from tokentop.ledger_state import LedgerState
+from tokentop.sources.wholefile import read_regular
 from tokentop.tail import TailState
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
+
+CACHE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+"""What decoding a damaged or crafted cache file may raise."""
 
 
 class FileRecord(msgspec.Struct, array_like=True):
@@ -62,8 +66,8 @@ _HEAD = msgspec.msgpack.Decoder(CacheHead)
 def load_head(path: Path) -> CacheHead | None:
     """The cache's file records and save id, without decoding its ledger (~10x faster)."""
     try:
-        head = _HEAD.decode(path.read_bytes())
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        head = _HEAD.decode(read_regular(path))
+    except (OSError, *CACHE_ERRORS):
         return None
     return head if head.version == CACHE_VERSION else None
 
@@ -85,43 +89,44 @@ def dedupe_path(path: Path) -> Path:
     return path.with_suffix(".dedupe")
 
 
+def dedupe_header(dedupe_id: str, blob: bytes) -> bytes:
+    """The side file's first line: the save's id, the blob's length and its crc32."""
+    return f"{dedupe_id} {len(blob)} {zlib.crc32(blob):08x}\n".encode()
+
+
 def dedupe_loader(path: Path, dedupe_id: str) -> Callable[[], bytes] | None:
-    """Opens the side file now (checking it belongs to this save) and reads it when the
-    ledger first needs its dedupe tables; None if it is missing or from another save (a
-    crash between the two writes), and the caller then scans cold."""
+    """The side file's dedupe tables, checked against its header; None if it is missing,
+    from another save (a crash between the two writes), truncated or damaged (no fsync:
+    power loss can leave it short or zero-filled). The caller then scans cold."""
     try:
-        fh = dedupe_path(path).open("rb")
+        data = read_regular(dedupe_path(path))
     except OSError:
         return None
-    if fh.readline().rstrip(b"\n").decode(errors="replace") != dedupe_id:
-        fh.close()
+    header, _, blob = data.partition(b"\n")
+    if header + b"\n" != dedupe_header(dedupe_id, blob):
         return None
-
-    def load_blob() -> bytes:
-        with fh:  # the open handle survives a later replacement of the file
-            return fh.read()
-
-    return load_blob
+    return lambda: blob
 
 
 def load(path: Path) -> tuple[CacheFile | None, str]:
     """The cache at `path`, or None and the reason it can't be used.
 
-    The dedupe tables stay on disk (`dedupe_loader`): a restart that finds nothing new never
-    reads them, which is most of a large history's cache.
+    The dedupe tables are in a side file (`dedupe_loader`), checked when loaded and decoded
+    only when the ledger first needs them: a restart that finds nothing new never decodes
+    them, which is most of a large history's cache.
     """
     make_private(path)
     make_private(dedupe_path(path))
     try:
-        blob = path.read_bytes()
+        blob = read_regular(path)
     except FileNotFoundError:
         return None, "no cache yet"
     except OSError as exc:
-        return None, f"cache unreadable: {exc.strerror}"
+        return None, f"cache unreadable: {exc.strerror or exc}"
     try:
         data = _DECODER.decode(blob)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return None, f"cache ignored ({exc})"
+    except CACHE_ERRORS as exc:
+        return None, f"cache ignored (damaged: {str(exc)[:120]})"
     if data.version != CACHE_VERSION:
         return None, "cache from another version ignored"
     return data, ""
@@ -137,7 +142,8 @@ def save(path: Path, data: CacheFile) -> None:
     data = msgspec.structs.replace(data, save_id=data.save_id or os.urandom(16).hex())
     if data.ledger.packed:
         dedupe_id = os.urandom(16).hex()
-        write_atomic(dedupe_path(path), dedupe_id.encode() + b"\n" + data.ledger.packed)
+        blob = data.ledger.packed
+        write_atomic(dedupe_path(path), dedupe_header(dedupe_id, blob) + blob)
         ledger = msgspec.structs.replace(data.ledger, packed=b"")
         data = msgspec.structs.replace(data, ledger=ledger, dedupe_id=dedupe_id)
     write_atomic(path, msgspec.msgpack.encode(data))

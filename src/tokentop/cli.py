@@ -153,6 +153,8 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
             sys.stderr.write(remembered.err)
             return 0
     engine.load_cache()
+    if engine.cache_note.startswith(("cache ignored", "cache unreadable")):  # said once
+        sys.stderr.write(f"tokentop: {engine.cache_note}; reading everything again\n")
     engine.scan()
     engine.save_cache()
     snap = engine.snapshot()

@@ -23,9 +23,9 @@ from tokentop.enginefail import EngineFailure, failure_of
 from tokentop.ledger import CostFn, Ledger
 from tokentop.ledger_state import LedgerState
 from tokentop.model import Event, FileHealth, LedgerSnapshot
-from tokentop.sources.base import FileParser, Source, walk_names
+from tokentop.sources.base import FileParser, Source, Walk, name_text, transcript_names
 from tokentop.sources.wholefile import WholeFileParser
-from tokentop.tail import Tailer, TailState
+from tokentop.tail import Tailer, TailState, rewritten_in_place
 
 if TYPE_CHECKING:
     from tokentop.coldscan import ScanProgress
@@ -80,7 +80,8 @@ def _tagged(cls: type[FileParser]) -> list[type[FileParser]]:
 
 
 def _unchanged(tailer: Tailer, path: str) -> bool:
-    """Same file, fully read: one stat instead of open/fstat/read/close (warm restarts)."""
+    """Same file, fully read, not touched since: one stat instead of open/fstat/read/close
+    (warm restarts). A moved mtime sends it to the tailer, which checks its first bytes."""
     state = tailer.state
     if not state.inode or tailer.pending_bytes:
         return False
@@ -88,7 +89,12 @@ def _unchanged(tailer: Tailer, path: str) -> bool:
         st = os.stat(path)
     except OSError:
         return False
-    return st.st_ino == state.inode and st.st_dev == state.dev and st.st_size == state.offset
+    return (
+        st.st_ino == state.inode
+        and st.st_dev == state.dev
+        and st.st_size == state.offset
+        and st.st_mtime_ns == state.mtime_ns
+    )
 
 
 class Engine:
@@ -156,12 +162,20 @@ class Engine:
         if data.dedupe_id:
             packed = cache_mod.dedupe_loader(self._cache_path, data.dedupe_id)
             if packed is None:
-                self.cache_note = "cache ignored (its dedupe tables are missing or stale)"
+                self.cache_note = "cache ignored (its dedupe tables are missing, stale or damaged)"
                 return
-        ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s, packed)
+        try:
+            ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s, packed)
+        except (OverflowError, ValueError) as exc:  # counters out of int64 range
+            self.cache_note = f"cache ignored (damaged: {exc})"
+            return
         files = self._tracked_from(data.files)
         if files is None:
             self.cache_note = "cache ignored (parser state changed)"
+            return
+        changed = next((p for p, t in files.items() if rewritten_in_place(t.tailer.state)), "")
+        if changed:
+            self.cache_note = f"cache ignored ({changed!r} was rewritten in place)"
             return
         with self._lock:
             self.ledger = ledger
@@ -182,9 +196,9 @@ class Engine:
                 continue
             try:
                 parser: FileParser = decode(rec.parser)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except cache_mod.CACHE_ERRORS:
                 return None
-            files[rec.tail.path] = Tracked(source, Tailer(rec.tail), parser)
+            files[rec.tail.real_path()] = Tracked(source, Tailer(rec.tail), parser)
         return files
 
     def file_records(self) -> list[cache_mod.FileRecord]:
@@ -241,18 +255,31 @@ class Engine:
         return self._cache_path
 
     def discover_new(self, known: Container[str]) -> list[Path]:
-        """Transcripts under the roots whose path is not in `known`."""
+        """Transcripts under the roots whose path is not in `known`.
+
+        Symlinked folders are followed (once each), and a file reached by a second path
+        (or already followed under another one) is left out, so it counts once. A folder
+        that cannot be listed is followed as a file with one bad line saying why.
+        """
         found: list[Path] = []
+        with self._lock:
+            items = list(self.files.items())
+        seen = {(t.tailer.state.dev, t.tailer.state.inode) for p, t in items if p in known}
         for source, root in self.roots:
-            if root.is_file():  # a single file named as a root, e.g. a proxy log
+            if root.exists() and not root.is_dir():  # a file named as a root: a proxy log
                 if str(root) not in known and source.is_transcript(root):
                     found.append(root)
                 continue
-            suffixes = getattr(source, "suffixes", (".jsonl",))
-            is_transcript = source.is_transcript
-            for name in walk_names(str(root), suffixes):
-                if name not in known and is_transcript(path := Path(name)):
-                    found.append(path)
+            wanted = transcript_names(source)
+            walk = Walk(getattr(source, "suffixes", (".jsonl",)), seen, wanted)
+            found += [Path(name) for name in walk.names(str(root)) if name not in known]
+            for folder, reason in walk.unreadable:
+                if folder not in known and folder not in self.files:
+                    tracked = Tracked(source, Tailer(folder), source.new_parser(Path(folder)))
+                    tracked.parser.bad(f"cannot list folder {name_text(folder)}: {reason}")
+                    tracked.tailer.state.failed = True
+                    with self._lock:
+                        self.files[folder] = tracked
         return found
 
     def scan(self, publish: Callable[[], None] | None = None) -> bool:

@@ -47,8 +47,12 @@ from tokentop.model import (
     ToolStat,
     UsageEvent,
 )
+from tokentop.sources.base import name_text
 
 CostFn = Callable[[str, TokenCounts], "float | None"]
+MAX_TS = 2.0**40
+"""Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
+event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
 LINEAR_PRICE_LIMIT = 100_000
 """Below this much input no known price table has a long-context tier, so a response's cost
 is a dot product of per-kind rates probed once per model (the cold-scan hot path). A cost
@@ -190,8 +194,8 @@ class Ledger:
         if state is None:
             state = SessionState(key.agent, key.session_id)
             self.state.sessions[sid] = state
-        if path and path not in state.files:
-            state.files.append(path)
+        if path and (name := name_text(path)) not in state.files:
+            state.files.append(name)
         self._dirty.add(sid)
         self._last_key, self._last_path, self._last_session = key, path, state
         self._last_sid = sid
@@ -238,8 +242,8 @@ class Ledger:
         cost_delta = None if cost is None or math.isnan(old_cost) else cost - old_cost
         session = self.state.sessions[sid]
         self._dirty.add(sid)
-        if path and path not in session.files:
-            session.files.append(path)
+        if path and (name := name_text(path)) not in session.files:
+            session.files.append(name)
         session.tokens_since_change = max(0, session.tokens_since_change + delta.total)
         if replaces:
             self._estimated.discard(slot)
@@ -317,7 +321,8 @@ class Ledger:
             session.last_ts = ts
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
-        session.add_minute(int(ts // 60), ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
+        minute = int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0  # NaN and inf fail both
+        session.add_minute(minute, ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
         return 1
 
     def _event_cost(self, event: UsageEvent, model: str) -> float | None:
@@ -376,7 +381,7 @@ class Ledger:
             session.last_ts = ts
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
-        session.add_minute(int(ts // 60), d.total, cost or 0.0)
+        session.add_minute(int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0, d.total, cost or 0.0)
 
     def _tool_call(self, event: ToolCall, path: str = "") -> int:
         calls = self.state.tool_calls
@@ -441,7 +446,7 @@ class Ledger:
 
     def snapshot(self, now: float, files: Mapping[str, FileHealth] | None = None) -> LedgerSnapshot:
         """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
-        files = files or {}
+        files = {h.path: h for h in (files or {}).values()}  # keyed as the sessions list them
         sessions = tuple(self._session_snapshot(sid, now, files) for sid in self.state.sessions)
         self._dirty.clear()
         self._last_key = None

@@ -1,4 +1,9 @@
-"""Plain data for JSON / NDJSON output and the text table; shared by every headless command."""
+"""Plain data for JSON / NDJSON output and the text table; shared by every headless command.
+
+Every name that may come from the file system goes through `name_text`: a name that is not
+valid UTF-8 is written with its undecodable bytes as `\\xNN` (backslashes doubled), so the
+JSON can always be encoded and the exact bytes recovered.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from typing import Any
 
 from tokentop.model import FileHealth, LedgerSnapshot, SessionSnapshot
 from tokentop.reconcile import by_session, reconcile
-from tokentop.safetext import path_text, safe
+from tokentop.safetext import safe
+from tokentop.sources.base import name_text
 
 
 def iso(ts: float) -> str | None:
@@ -22,11 +28,11 @@ def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None)
     files = files or {}
     return {
         "agent": s.key.agent,
-        "session_id": s.key.session_id,
-        "project": os.path.basename(s.cwd.rstrip("/")) if s.cwd else "",
-        "cwd": s.cwd,
+        "session_id": name_text(s.key.session_id),
+        "project": name_text(os.path.basename(s.cwd.rstrip("/"))) if s.cwd else "",
+        "cwd": name_text(s.cwd),
         "branch": s.branch,
-        "parent": s.parent or None,
+        "parent": name_text(s.parent) or None,
         "first_activity": iso(s.first_ts),
         "last_activity": iso(s.last_ts),
         "tokens": s.tokens.as_dict(),
@@ -51,25 +57,30 @@ def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None)
         "tool_errors": s.tool_errors,
         "estimated": s.estimated,
         "bad_lines": s.bad_lines,
-        "files": [file_dict(files[f]) if f in files else {"path": path_text(f)} for f in s.files],
+        "files": [_file_entry(name_text(f), files) for f in s.files],
     }
+
+
+def _file_entry(name: str, files: dict[str, FileHealth]) -> dict[str, Any]:
+    health = files.get(name)
+    return file_dict(health) if health is not None else {"path": name}
 
 
 def file_dict(f: FileHealth) -> dict[str, Any]:
     return {
-        "path": path_text(f.path),
+        "path": name_text(f.path),
         "agent": f.agent,
         "bytes_read": f.bytes_read,
         "lines": f.lines,
         "bad_lines": f.bad_lines,
-        "last_error": f.last_error or None,
+        "last_error": name_text(f.last_error) or None,
     }
 
 
 def sessions_list(snap: LedgerSnapshot) -> list[dict[str, Any]]:
     """Sessions oldest first; one seen both in a transcript and in proxy logs also carries
     a `reconciliation` object (see reconcile.py)."""
-    files = {f.path: f for f in snap.files}
+    files = {name_text(f.path): f for f in snap.files}
     ordered = sorted(snap.sessions, key=lambda s: (s.last_ts, str(s.key)))
     pairs = by_session(reconcile(snap))
     rows = [session_dict(s, files) for s in ordered]
@@ -81,8 +92,8 @@ def sessions_list(snap: LedgerSnapshot) -> list[dict[str, Any]]:
 
 def orphan_bad_files(snap: LedgerSnapshot) -> list[FileHealth]:
     """Files with bad lines that belong to no session (e.g. a binary file in a root)."""
-    owned = {f for s in snap.sessions for f in s.files}
-    return [f for f in snap.files if f.bad_lines and f.path not in owned]
+    owned = {name_text(f) for s in snap.sessions for f in s.files}
+    return [f for f in snap.files if f.bad_lines and name_text(f.path) not in owned]
 
 
 def compact(n: float) -> str:
@@ -102,8 +113,8 @@ def text_table(snap: LedgerSnapshot) -> str:
         rows.append(
             (
                 safe(s.key.agent),
-                safe(s.key.session_id[:12]),
-                safe(project)[:24],
+                safe(name_text(s.key.session_id))[:12],
+                safe(name_text(project))[:24],
                 compact(s.tokens.total),
                 cost,
                 compact(s.tokens_per_min),

@@ -19,6 +19,7 @@ import msgspec
 from tokentop import cache as cache_mod
 from tokentop.engine import Engine, whole_file_kinds
 from tokentop.model import LedgerSnapshot
+from tokentop.sources.wholefile import read_regular
 
 QUIET_MARGIN_S = 120.0
 """Beyond the burn window: minute buckets round down, so one more minute (and some slack)."""
@@ -48,8 +49,8 @@ def recall(engine: Engine) -> Remembered | None:
     if path is None:
         return None
     try:
-        remembered = _REMEMBERED.decode(output_path(path).read_bytes())
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        remembered = _REMEMBERED.decode(read_regular(output_path(path)))
+    except (OSError, *cache_mod.CACHE_ERRORS):
         return None
     head = cache_mod.load_head(path)
     if head is None or head.save_id != remembered.cache_id or head.roots != engine.root_names():
@@ -61,12 +62,13 @@ def recall(engine: Engine) -> Remembered | None:
         if _KIND.decode(record.parser).kind in whole:
             return None  # rewritten in place: only its parser can tell whether it changed
         try:
-            st = os.stat(tail.path)
+            st = os.stat(tail.real_path())
         except OSError:
             return None
-        if (st.st_ino, st.st_dev, st.st_size) != (tail.inode, tail.dev, tail.offset):
+        now = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+        if now != (tail.inode, tail.dev, tail.offset, tail.mtime_ns):
             return None
-        known.add(tail.path)
+        known.add(tail.real_path())
     if engine.discover_new(known):
         return None
     return remembered
@@ -82,9 +84,9 @@ def remember(engine: Engine, snapshot: LedgerSnapshot, out: str, err: str) -> No
         return
     target = output_path(path)
     try:
-        if _REMEMBERED.decode(target.read_bytes()).cache_id == engine.cache_id:
+        if _REMEMBERED.decode(read_regular(target)).cache_id == engine.cache_id:
             return  # already there
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+    except (OSError, *cache_mod.CACHE_ERRORS):
         pass
     blob = msgspec.msgpack.encode(Remembered(engine.cache_id, out, err))
     with contextlib.suppress(OSError):  # only a later run's speed depends on it

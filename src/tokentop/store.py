@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from tokentop.procs import ActionResult
 
 BUSY_TIMEOUT_MS = 5000
+INT64_MAX = 2**63 - 1
+"""SQLite's INTEGER limit: the `tokens` column saturates there (the JSON body keeps the exact
+total; sources cap each count at 10**15, but a hostile file may hold many of them)."""
 """How long a writer waits for another process's write transaction (each lasts milliseconds)."""
 SCHEMA_VERSION = 2
 
@@ -188,7 +191,7 @@ class Store:
             summary.cwd,
             summary.start,
             summary.end,
-            summary.tokens.total,
+            min(summary.tokens.total, INT64_MAX),
             summary.cost_usd,
             summary.label,
             summary.recorded_at,

@@ -10,11 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
 from collections.abc import Iterator
 
 import msgspec
 
 from tokentop.sources import base
+from tokentop.sources.base import name_text
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 """Cap on bytes read per call. Bounds memory on multi-GB files, and measured faster than big
@@ -25,6 +27,14 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXE
 """O_NONBLOCK so a FIFO planted at a transcript path cannot hang the reader."""
 
 _MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
+
+HEAD_BYTES = 4096
+"""How much of a file's start is fingerprinted: a rewrite in place that keeps the size (and
+inode) changes the mtime, and nearly always these bytes too (session ids, timestamps)."""
+
+
+def head_digest(data: bytes) -> str:
+    return blake2b(data, digest_size=8).hexdigest()
 
 
 class TailState(msgspec.Struct):
@@ -42,6 +52,27 @@ class TailState(msgspec.Struct):
     """Inside an over-long line: bytes up to its newline are dropped, not handed out."""
     missing: bool = False
     """The file vanished after being read; it coming back is a reset even if the inode is reused."""
+    mtime_ns: int = 0
+    """Modification time at the last read; a change with no growth may be a rewrite."""
+    head_len: int = 0
+    head: str = ""
+    """Digest of the file's first `head_len` bytes (up to HEAD_BYTES) when last read."""
+    rewritten: bool = False
+    """Rewritten in place since tokentop first read it: what it counted before is still in the
+    ledger, so a cache holding this state is not resumed from (the next start scans cold)."""
+    failed: bool = False
+    """The last read failed (e.g. permission denied); reported as a bad line once."""
+    os_path: bytes = b""
+    """The name's bytes when it is not valid UTF-8; `path` then holds its escaped text
+    (`name_text`), so the state can always be encoded (the cache, a cold-scan worker's pipe)."""
+
+    def __post_init__(self) -> None:
+        if not self.os_path and name_text(self.path) != self.path:
+            self.os_path, self.path = os.fsencode(self.path), name_text(self.path)
+
+    def real_path(self) -> str:
+        """The path to open: `path`, or the exact name when it is not valid UTF-8."""
+        return os.fsdecode(self.os_path) if self.os_path else self.path
 
 
 class ReadResult(msgspec.Struct, frozen=True):
@@ -87,7 +118,7 @@ class Tailer:
     def read_new(self) -> ReadResult:
         """Return the complete lines added since the last call; never raises for I/O errors."""
         try:
-            fd = os.open(self.state.path, _OPEN_FLAGS)
+            fd = os.open(self.state.real_path(), _OPEN_FLAGS)
         except OSError as exc:
             return self._failed(exc)
         try:
@@ -109,9 +140,12 @@ class Tailer:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             self._mark_missing()
-            return ReadResult(gone=True, error=f"{self.state.path}: not a regular file")
-        reset = self._check_identity(st)
+            reason = f"{self.state.path}: not a regular file (FIFO, device or socket)"
+            return self._failure(reason)
+        self.state.failed = False
+        reset = self._check_identity(st) or self._check_head(fd, st)
         self.state.size_seen = st.st_size
+        self.state.mtime_ns = st.st_mtime_ns
         start = self.state.offset + len(self._carry)
         if st.st_size < start:  # the partial line shrank: re-read it rather than trust the carry
             self._carry.clear()
@@ -134,8 +168,24 @@ class Tailer:
             return False
         state.offset = 0
         state.skipping = False
+        state.head_len, state.head = 0, ""
         self._carry.clear()
         return True
+
+    def _check_head(self, fd: int, st: os.stat_result) -> bool:
+        """Start again from 0 if the file was rewritten in place (same inode, any size): its
+        mtime moved and its first bytes differ from what was read. Also records the head."""
+        state = self.state
+        moved = state.head_len and state.mtime_ns and st.st_mtime_ns != state.mtime_ns
+        if moved and head_digest(os.pread(fd, state.head_len, 0)) != state.head:
+            state.offset, state.skipping, state.rewritten = 0, False, True
+            state.head_len, state.head = 0, ""
+            self._carry.clear()
+            return True
+        want = min(HEAD_BYTES, st.st_size)
+        if state.head_len < want:
+            state.head_len, state.head = want, head_digest(os.pread(fd, want, 0))
+        return False
 
     def _take(self, chunk: bytes, reset: bool, more: bool) -> ReadResult:
         """Split a chunk into handed-out lines and a carried partial line."""
@@ -191,4 +241,44 @@ class Tailer:
             return ReadResult(gone=True)
         self._carry.clear()
         reason = exc.strerror or str(exc)
-        return ReadResult(gone=True, error=f"cannot read {self.state.path}: {reason}")
+        return self._failure(f"cannot read {self.state.path}: {reason}")
+
+    def _failure(self, reason: str) -> ReadResult:
+        """A path that exists but cannot be read as a file: one bad line per failure, so it is
+        listed with the bad lines (`e`, the JSON) rather than skipped without a word."""
+        first = not self.state.failed
+        self.state.failed = True
+        return ReadResult(gone=True, error=reason, skipped_lines=1 if first else 0)
+
+
+def rewritten_in_place(state: TailState) -> bool:
+    """Whether the file `state` describes was rewritten in place since it was read: flagged
+    while running, or now holding other first bytes under a new mtime (same inode). A cache
+    holding it cannot be resumed from: what the old content counted would stay counted."""
+    if state.rewritten:
+        return True
+    if not state.head_len or not state.mtime_ns:
+        return False
+    try:
+        st = os.stat(state.real_path())  # one stat; the file is opened only if it moved
+    except OSError:
+        return False
+    if not _moved_in_place(st, state):
+        return False
+    try:
+        fd = os.open(state.real_path(), _OPEN_FLAGS)
+    except OSError:
+        return False
+    try:
+        return head_digest(os.pread(fd, state.head_len, 0)) != state.head
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _moved_in_place(st: os.stat_result, state: TailState) -> bool:
+    """Same regular file, a new mtime, not cut below what was read (a truncation, which the
+    tailer handles by starting again and keeping its count)."""
+    same = stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == (state.dev, state.inode)
+    return same and st.st_mtime_ns != state.mtime_ns and st.st_size >= state.offset

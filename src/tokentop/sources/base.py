@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL (~10 ms at startup)
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Annotated, ClassVar, Protocol
 
 import msgspec
 
@@ -15,6 +15,27 @@ from tokentop.model import Event
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 """Lines longer than this are counted as bad without decoding (guards memory on junk files)."""
+
+MAX_COUNT = 10**15
+"""Largest token count a record may carry in one field. Real responses stay below 10**7 and
+cumulative counters below 10**11; the cap keeps every per-response count far inside the
+ledger's int64 arrays and SQLite's INTEGER, however hostile the file."""
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+"""A token count. Null, negative, bool, float or over `MAX_COUNT` fails the decode, so the
+line is counted as bad with the reason."""
+
+MAX_TIMESTAMP = 253402387199.0
+"""The last instant a datetime can hold (9999-12-31T23:59:59 at the largest UTC offset)."""
+
+DECODE_ERRORS = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    RecursionError,
+)
+"""What decoding an untrusted line may raise. msgspec raises RecursionError for JSON nested
+deeper than the interpreter's recursion limit, even inside a skipped or Raw field; such a
+line is bad, never fatal."""
 
 
 class FileParser(msgspec.Struct, tag_field="kind"):
@@ -35,7 +56,7 @@ class FileParser(msgspec.Struct, tag_field="kind"):
     def bad(self, reason: str, count: int = 1) -> None:
         """Count a line that could not be used; the reason is kept for display."""
         self.bad_lines += count
-        self.last_error = reason[:200]
+        self.last_error = name_text(reason[:200])
 
 
 class Source(Protocol):
@@ -108,7 +129,7 @@ class FileListSource:
         return path in self._files
 
     def new_parser(self, path: Path) -> FileParser:
-        return self.parser_type(path=str(path))
+        return self.parser_type(path=name_text(path))
 
 
 def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
@@ -118,21 +139,91 @@ def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
 
 def walk_names(root: str, suffixes: tuple[str, ...]) -> Iterator[str]:
     """`walk_files` as plain path strings, for callers that skip most of what they find."""
-    stack = [root]
-    while stack:
-        folder = stack.pop()
+    return Walk(suffixes).names(root)
+
+
+FileId = tuple[int, int]
+"""(st_dev, st_ino): a file whatever path reaches it."""
+
+
+class Walk:
+    """Walks folders for transcripts, following symlinked folders.
+
+    A folder is walked once per name it is reached under, so a symlink loop ends (its
+    second round finds every folder inside already walked) while a folder linked under
+    another name is still seen by it (a source may care: Gemini's `chats`). A file reached
+    by several paths is yielded once: under the first path `wanted` accepts. Entries are
+    taken in name order, so every walk picks the same path. Anything that is not a folder is
+    yielded (a FIFO or device too: the reader then lists it as unreadable instead of it
+    being skipped without a word). Folders that cannot be listed are kept in `unreadable`.
+    """
+
+    def __init__(
+        self,
+        suffixes: tuple[str, ...],
+        seen_files: set[FileId] | None = None,
+        wanted: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.suffixes = suffixes
+        self.seen_dirs: set[tuple[int, int, str]] = set()
+        self.seen_files: set[FileId] = set() if seen_files is None else seen_files
+        self.wanted = wanted
+        self.unreadable: list[tuple[str, str]] = []
+
+    def names(self, root: str) -> Iterator[str]:
+        """Each wanted file under `root` not yielded before."""
         try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                        elif entry.name.endswith(suffixes) and entry.is_file():
-                            yield entry.path
-                    except OSError:
-                        continue
+            st = os.stat(root)
         except OSError:
-            continue
+            return
+        stack = [(root, st.st_dev)]
+        self.seen_dirs.add((st.st_dev, st.st_ino, ""))
+        while stack:
+            folder, dev = stack.pop()
+            try:
+                with os.scandir(folder) as listing:
+                    entries = sorted(listing, key=_name, reverse=True)
+            except OSError as exc:
+                self.unreadable.append((folder, exc.strerror or str(exc)))
+                continue
+            yield from self._files(entries, dev, stack)
+
+    def _files(
+        self, entries: list[os.DirEntry[str]], dev: int, stack: list[tuple[str, int]]
+    ) -> Iterator[str]:
+        for entry in entries:
+            try:
+                if entry.is_dir():  # follows a symlink
+                    self._folder(entry, stack)
+                elif entry.name.endswith(self.suffixes):
+                    file_id = _stat_id(entry) if entry.is_symlink() else (dev, entry.inode())
+                    if file_id in self.seen_files:
+                        continue
+                    if self.wanted is None or self.wanted(entry.path):
+                        self.seen_files.add(file_id)
+                        yield entry.path
+            except OSError:
+                continue  # vanished (or a dangling link) between listing and looking
+
+    def _folder(self, entry: os.DirEntry[str], stack: list[tuple[str, int]]) -> None:
+        dev, ino = _stat_id(entry)  # a stat per folder: its device may differ (a mount)
+        if (dev, ino, entry.name) not in self.seen_dirs:
+            self.seen_dirs.add((dev, ino, entry.name))
+            stack.append((entry.path, dev))
+
+
+def transcript_names(source: Source) -> Callable[[str], bool]:
+    """`source.is_transcript` for a path given as a string (what a folder walk finds)."""
+    return lambda name: source.is_transcript(Path(name))
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _stat_id(entry: os.DirEntry[str]) -> FileId:
+    st = entry.stat()  # follows the link
+    return st.st_dev, st.st_ino
 
 
 def iter_marked_lines(data: bytes, markers: tuple[bytes, ...]) -> Iterator[bytes]:
@@ -162,11 +253,46 @@ def _marked_spans(data: bytes, marker: bytes) -> Iterator[tuple[int, int]]:
         pos = find(marker, end)
 
 
+def name_text(name: str | os.PathLike[str]) -> str:
+    """A file name as text that can always be encoded (JSON, msgpack, SQLite). Control
+    characters are left alone: making text safe for a terminal is the display's job.
+
+    Names that are valid UTF-8 are returned as they are. In one that is not, every byte that
+    does not decode (kept by Python as a surrogate, `surrogateescape`) is written `\\xNN`
+    and every backslash is doubled, so the exact bytes can be recovered.
+    """
+    text = os.fspath(name)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape") if _escapable(text) else None
+        if raw is None:  # a lone surrogate that no file name decodes to
+            return text.encode("utf-8", "backslashreplace").decode()
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    return text
+
+
+def _escapable(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def bounded_ts(value: float) -> float:
+    """A Unix time read from a file, or 0.0 when it is not finite or outside 1970..9999."""
+    return value if 0.0 <= value <= MAX_TIMESTAMP else 0.0
+
+
+def bad_reason(exc: BaseException) -> str:
+    """Why a line failed to decode, in words (a RecursionError's text says nothing useful)."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deep"
+    return str(exc)
+
+
 def parse_iso(value: str) -> float:
     """ISO-8601 timestamp ('Z' or offset) to Unix seconds; 0.0 when unparseable."""
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except (ValueError, AttributeError):
+        return bounded_ts(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except (ValueError, AttributeError, OverflowError):
         return 0.0
 
 

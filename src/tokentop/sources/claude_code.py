@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import ClassVar
 from zlib import crc32
 
 import msgspec
@@ -27,18 +27,19 @@ from tokentop.model import (
     UsageEvent,
 )
 from tokentop.sources.base import (
+    DECODE_ERRORS,
     FILE_CHANGING_TOOLS,
     MAX_LINE_BYTES,
+    Count,
     DirSource,
     FileParser,
     env_dirs,
+    name_text,
     short_hash,
 )
 
 AGENT = "claude"
 SYNTHETIC_MODEL = "<synthetic>"
-Count = Annotated[int, msgspec.Meta(ge=0)]
-"""A token count; null or negative fails the decode, so the line is counted as bad."""
 
 
 # -- narrow record structs: only the fields tokentop reads, so msgspec skips the rest ---------
@@ -138,7 +139,9 @@ class ClaudeCodeSource(DirSource):
     def new_parser(self, path: Path) -> ClaudeFileParser:
         parent = subagent_parent(path)
         return ClaudeFileParser(
-            path=str(path), session_id=parent or path.stem, session_from_path=bool(parent)
+            path=name_text(path),
+            session_id=name_text(parent or path.stem),
+            session_from_path=bool(parent),
         )
 
 
@@ -253,6 +256,9 @@ class ClaudeFileParser(FileParser, tag="claude"):
                 if end > start:  # an empty line is harmless; anything else that fails is junk
                     self.bad(f"line {self.lines + count}: invalid JSON ({exc})")
                 continue
+            except RecursionError:  # nested deeper than msgspec will follow
+                self.bad(f"line {self.lines + count}: JSON nested too deep")
+                continue
             if not self.announced and record.sessionId:
                 self._announce(record.sessionId, record, out)
             message = record.message
@@ -275,11 +281,11 @@ class ClaudeFileParser(FileParser, tag="claude"):
         ignore it if it is an unknown record type, and count it as bad if it is a known one."""
         try:
             return _LOOSE.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             pass
         try:
             env = _ENVELOPE.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             self.bad(f"line {number}: not a transcript record ({error})")
             return None
         if env.type in _KNOWN_TYPES:

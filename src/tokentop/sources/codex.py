@@ -42,7 +42,7 @@ import re
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -56,11 +56,15 @@ from tokentop.model import (
     UsageEvent,
 )
 from tokentop.sources.base import (
+    DECODE_ERRORS,
     FILE_CHANGING_TOOLS,
     MAX_LINE_BYTES,
+    Count,
     DirSource,
     FileParser,
+    bad_reason,
     env_dirs,
+    name_text,
     parse_iso,
     short_hash,
 )
@@ -79,8 +83,6 @@ _TAIL_EXIT = re.compile(rb'exit_code\\?"\s*:\s*(-?\d+)')
 _TAIL_FAIL = re.compile(rb'"success"\s*:\s*false')
 _SPAWN_PARENT = re.compile(rb'"parent_thread_id"\s*:\s*"([^"\\]*)"')
 
-Count = Annotated[int, msgspec.Meta(ge=0)]
-"""A token count; null or negative fails the decode, so the line is counted as bad."""
 Totals = tuple[int, int, int, int, int]
 """(input incl. cached, cached, output incl. reasoning, reasoning, cache writes)."""
 
@@ -145,7 +147,7 @@ _HEADER = msgspec.json.Decoder(_Header)
 _EVENT = msgspec.json.Decoder(_Event)
 _INFO = msgspec.json.Decoder(_Info | None)
 _ITEM = msgspec.json.Decoder(_Item)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+_DECODE_ERRORS = DECODE_ERRORS
 
 # -- source ---------------------------------------------------------------------------------
 
@@ -166,7 +168,9 @@ class CodexSource(DirSource):
         return [folder / "sessions", folder / "archived_sessions"]
 
     def new_parser(self, path: Path) -> CodexFileParser:
-        return CodexFileParser(path=str(path), session_id=session_id_from_name(path))
+        return CodexFileParser(
+            path=name_text(path), session_id=name_text(session_id_from_name(path))
+        )
 
 
 def codex_homes(env: Mapping[str, str]) -> list[Path]:
@@ -223,7 +227,7 @@ class CodexFileParser(FileParser, tag="codex"):
             env = _ENVELOPE.decode(line)
             self._record(env, line, out)
         except _DECODE_ERRORS as exc:
-            self.bad(f"invalid record: {exc}")
+            self.bad(f"invalid record: {bad_reason(exc)}")
 
     def _record(self, env: _Envelope, line: bytes, out: list[Event]) -> None:
         ts = self._stamp(env.timestamp)

@@ -38,25 +38,27 @@ from tokentop.model import (
 )
 from tokentop.sources.base import (
     FILE_CHANGING_TOOLS,
+    Count,
     DirSource,
     FileParser,
     env_dirs,
+    name_text,
     parse_iso,
     short_hash,
 )
 from tokentop.sources.jsonlines import DECODE_ERRORS, JsonLinesParser
-from tokentop.sources.wholefile import WholeFileParser, signature
+from tokentop.sources.wholefile import WholeFileParser, os_name, read_regular, signature
 
 AGENT = "gemini"
 _DONE = frozenset({"success", "error", "cancelled"})
 
 
 class _Tokens(msgspec.Struct, gc=False):
-    input: int = 0
-    output: int = 0
-    cached: int = 0
-    thoughts: int | None = 0
-    tool: int | None = 0
+    input: Count = 0
+    output: Count = 0
+    cached: Count = 0
+    thoughts: Count | None = 0
+    tool: Count | None = 0
 
 
 class _ToolCall(msgspec.Struct, gc=False):
@@ -149,8 +151,15 @@ class GeminiSource(DirSource):
         parent = "" if chats == path.parent else path.parent.name
         cwd = self._projects(chats.parent.parent.parent).get(chats.parent.name, "")
         if path.suffix == ".json":
-            return GeminiLegacyParser(path=str(path), session_id=path.stem, cwd=cwd)
-        return GeminiFileParser(path=str(path), session_id=path.stem, parent=parent, cwd=cwd)
+            return GeminiLegacyParser(
+                path=name_text(path),
+                os_path=os_name(path),
+                session_id=name_text(path.stem),
+                cwd=cwd,
+            )
+        return GeminiFileParser(
+            path=name_text(path), session_id=name_text(path.stem), parent=name_text(parent), cwd=cwd
+        )
 
 
 def gemini_homes(env: Mapping[str, str]) -> list[Path]:
@@ -167,7 +176,7 @@ def project_dirs(gemini_home: Path) -> dict[str, str]:
     """Project id -> absolute project path, from the `projects.json` registry of newer
     builds; older builds name folders by sha256 of the path, which cannot be reversed."""
     try:
-        data = _REGISTRY.decode((gemini_home / "projects.json").read_bytes())
+        data = _REGISTRY.decode(read_regular(gemini_home / "projects.json"))
     except (OSError, *DECODE_ERRORS):
         return {}
     return {short: root for root, short in data.get("projects", {}).items()}

@@ -23,17 +23,16 @@ byte offset, which is stable for an appended file; give an `id` if the file is r
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import msgspec
 
 from tokentop import tokens as tokens_mod
 from tokentop.model import Event, SessionKey, TokenCounts, UsageEvent
-from tokentop.sources.base import FileListSource, FileParser, parse_iso
+from tokentop.sources.base import Count, FileListSource, FileParser, bounded_ts, parse_iso
 from tokentop.sources.jsonlines import JsonLinesParser
 
 AGENT = "jsonl"
-Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class _Line(msgspec.Struct, gc=False):
@@ -59,7 +58,7 @@ _LINE = msgspec.json.Decoder(_Line)
 def epoch(value: float | str) -> float:
     if isinstance(value, str):
         return parse_iso(value)
-    return value / 1000.0 if value > 1e12 else float(value)
+    return bounded_ts(value / 1000.0 if value > 1e12 else float(value))
 
 
 class GenericFileParser(JsonLinesParser, tag="jsonl"):

@@ -8,12 +8,10 @@ line number and the reason) and the next line goes on.
 
 from __future__ import annotations
 
-import msgspec
-
 from tokentop.model import Event
-from tokentop.sources.base import MAX_LINE_BYTES, FileParser
+from tokentop.sources.base import DECODE_ERRORS, MAX_LINE_BYTES, FileParser, bad_reason
 
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+__all__ = ["DECODE_ERRORS", "JsonLinesParser"]
 
 
 class JsonLinesParser(FileParser):
@@ -37,7 +35,7 @@ class JsonLinesParser(FileParser):
             try:
                 self.line(raw, self.offset + start, out)
             except DECODE_ERRORS as exc:
-                self.bad(f"line {self.lines}: {exc}")
+                self.bad(f"line {self.lines}: {bad_reason(exc)}")
         self.offset += pos
 
     def line(self, raw: bytes, offset: int, out: list[Event]) -> None:

@@ -30,23 +30,23 @@ import msgspec
 
 from tokentop import tokens as tokens_mod
 from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
-from tokentop.sources.base import FileListSource, FileParser, parse_iso
+from tokentop.sources.base import Count, FileListSource, FileParser, bounded_ts, parse_iso
 from tokentop.sources.jsonlines import DECODE_ERRORS, JsonLinesParser
 
 AGENT = "litellm"
 
 
 class _Details(msgspec.Struct, gc=False):
-    cached_tokens: int | None = None
-    cache_creation_tokens: int | None = None
-    reasoning_tokens: int | None = None
+    cached_tokens: Count | None = None
+    cache_creation_tokens: Count | None = None
+    reasoning_tokens: Count | None = None
 
 
 class _Usage(msgspec.Struct, gc=False):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
+    prompt_tokens: Count | None = None
+    completion_tokens: Count | None = None
+    cache_read_input_tokens: Count | None = None
+    cache_creation_input_tokens: Count | None = None
     prompt_tokens_details: _Details | None = None
     completion_tokens_details: _Details | None = None
 
@@ -71,8 +71,8 @@ class _Payload(msgspec.Struct, gc=False):
     model: str = ""
     model_group: str | None = None
     custom_llm_provider: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
     response_cost: float | None = None
     startTime: float | str | None = None
     endTime: float | str | None = None
@@ -95,12 +95,12 @@ def epoch(value: float | str | None) -> float:
     if value is None:
         return 0.0
     if isinstance(value, int | float):
-        return float(value)
+        return bounded_ts(float(value))
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return bounded_ts(parsed.timestamp())  # naive: local time, as the proxy wrote it
+    except (ValueError, OverflowError):
         return parse_iso(value)
-    return parsed.timestamp()  # naive: local time, as the proxy wrote it
 
 
 def session_of(p: _Payload) -> str:
@@ -201,13 +201,19 @@ def _loads(raw: msgspec.Raw) -> object:
         return None
 
 
-def _text(node: object) -> str:
+MAX_TEXT_DEPTH = 32
+"""Chat messages nest a few levels; a client's deeper structure is not searched for text."""
+
+
+def _text(node: object, depth: int = 0) -> str:
     """All `content`/`text` strings inside a messages or choices structure, joined."""
+    if depth > MAX_TEXT_DEPTH:
+        return ""
     if isinstance(node, list):
-        return "\n".join(t for t in (_text(n) for n in node) if t)
+        return "\n".join(t for t in (_text(n, depth + 1) for n in node) if t)
     if isinstance(node, dict):
         parts = [v for k, v in node.items() if k in ("content", "text") and isinstance(v, str)]
-        parts += [_text(v) for k, v in node.items() if isinstance(v, dict | list)]
+        parts += [_text(v, depth + 1) for k, v in node.items() if isinstance(v, dict | list)]
         return "\n".join(t for t in parts if t)
     return ""
 

@@ -27,7 +27,15 @@ from tokentop.model import (
     ToolResult,
     UsageEvent,
 )
-from tokentop.sources.base import FILE_CHANGING_TOOLS, DirSource, env_dirs, parse_iso, short_hash
+from tokentop.sources.base import (
+    FILE_CHANGING_TOOLS,
+    Count,
+    DirSource,
+    env_dirs,
+    name_text,
+    parse_iso,
+    short_hash,
+)
 from tokentop.sources.jsonlines import JsonLinesParser
 
 AGENT = "openclaw"
@@ -41,10 +49,10 @@ class _Cost(msgspec.Struct, gc=False):
 
 
 class _Usage(msgspec.Struct, gc=False):
-    input: int = 0
-    output: int = 0
-    cacheRead: int = 0
-    cacheWrite: int = 0
+    input: Count = 0
+    output: Count = 0
+    cacheRead: Count = 0
+    cacheWrite: Count = 0
     cost: _Cost | None = None
 
 
@@ -101,7 +109,8 @@ class OpenClawSource(DirSource):
         return path.suffix == ".jsonl" or _ARCHIVED.search(path.name) is not None
 
     def new_parser(self, path: Path) -> OpenClawFileParser:
-        return OpenClawFileParser(path=str(path), session_id=path.name.split(".jsonl")[0])
+        session_id = name_text(path.name.split(".jsonl")[0])
+        return OpenClawFileParser(path=name_text(path), session_id=session_id)
 
 
 def openclaw_dirs(env: Mapping[str, str]) -> list[Path]:

@@ -30,9 +30,16 @@ from typing import ClassVar
 import msgspec
 
 from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
-from tokentop.sources.base import DirSource, FileParser, env_dirs
+from tokentop.sources.base import Count, DirSource, FileParser, bounded_ts, env_dirs, name_text
 from tokentop.sources.jsonlines import DECODE_ERRORS
-from tokentop.sources.wholefile import Signature, WholeFileParser, settled, signature
+from tokentop.sources.wholefile import (
+    Signature,
+    WholeFileParser,
+    is_regular,
+    os_name,
+    settled,
+    signature,
+)
 
 AGENT = "opencode"
 MAX_OPEN_ROWS = 500
@@ -41,14 +48,14 @@ QUERY_TIMEOUT_S = 0.5
 
 
 class _Cache(msgspec.Struct, gc=False):
-    read: int = 0
-    write: int = 0
+    read: Count = 0
+    write: Count = 0
 
 
 class _Tokens(msgspec.Struct, gc=False):
-    input: int = 0
-    output: int = 0
-    reasoning: int = 0
+    input: Count = 0
+    output: Count = 0
+    reasoning: Count = 0
     cache: _Cache | None = None
 
 
@@ -106,8 +113,10 @@ class OpencodeSource(DirSource):
 
     def new_parser(self, path: Path) -> FileParser:
         if path.suffix == ".db":
-            return OpencodeDbParser(path=str(path))
-        return OpencodeMessageParser(path=str(path), session_id=path.parent.name)
+            return OpencodeDbParser(path=name_text(path), os_path=os_name(path))
+        return OpencodeMessageParser(
+            path=name_text(path), os_path=os_name(path), session_id=name_text(path.parent.name)
+        )
 
 
 def opencode_dirs(env: Mapping[str, str]) -> list[Path]:
@@ -134,12 +143,17 @@ def usage_event(msg_id: str, session_id: str, msg: _Message) -> UsageEvent | Non
     )
     if not tokens.total:
         return None
-    ts = (msg.time.created if msg.time else 0.0) / 1000.0
+    ts = created_ts(msg)
     model = msg.modelID or (msg.model.modelID if msg.model else "")
     cwd = msg.path.cwd if msg.path else ""
     cost = msg.cost if msg.cost > 0 else None
     key = SessionKey(AGENT, session_id)
     return UsageEvent(key, f"{AGENT}:{msg_id}", ts, model, tokens, cwd, cost_usd=cost)
+
+
+def created_ts(msg: _Message) -> float:
+    """Unix seconds of a message's creation (opencode writes milliseconds)."""
+    return bounded_ts((msg.time.created if msg.time else 0.0) / 1000.0)
 
 
 def in_progress(msg: _Message) -> bool:
@@ -158,7 +172,7 @@ class OpencodeMessageParser(WholeFileParser, tag="opencode-json"):
             return f"not an opencode message: {exc}"
         self.lines = 1
         session_id = msg.sessionID or self.session_id
-        created = (msg.time.created if msg.time else 0.0) / 1000.0
+        created = created_ts(msg)
         cwd = msg.path.cwd if msg.path else ""
         out.append(SessionInfo(SessionKey(AGENT, session_id), created, cwd))
         event = usage_event(msg.id or Path(self.path).stem, session_id, msg)
@@ -180,8 +194,13 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
     """Sessions already given a SessionInfo."""
 
     def refresh(self, out: list[Event]) -> bool:
-        sig, wal = signature(self.path), signature(self.path + "-wal")
+        path = self.fs_path()
+        sig, wal = signature(path), signature(path + "-wal")
         if sig is None:
+            return False
+        if not all(is_regular(p) for p in (path, *_sidecars(path))):  # SQLite's open() blocks
+            self.bad_lines, self.seen = 1, None
+            self.last_error = "not a regular file (FIFO, device or socket), skipped"
             return False
         wal_quiet = wal == self.wal_seen and (wal is None or settled(wal, wal, self.read_at_ns))
         if settled(sig, self.seen, self.read_at_ns) and wal_quiet:
@@ -191,11 +210,13 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
         self.seen, self.wal_seen, self.read_at_ns, self.size = sig, wal, time.time_ns(), sig[0]
         before = len(out)
         try:
-            with closing(connect_ro(self.path)) as db:
+            with closing(connect_ro(path)) as db:
                 self._read(db, out)
         except sqlite3.Error as exc:
-            self.seen = None  # try again on the next change
-            self.bad(f"cannot read the database: {exc}")
+            self.seen = None  # try again on the next change, but count the failure once
+            reason = f"cannot read the database: {exc}"
+            if self.last_error != name_text(reason[:200]):
+                self.bad(reason)
             return False
         return len(out) > before
 
@@ -258,11 +279,16 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
             row = None  # an older schema: the message's own path is all there is
         if row is not None:
             cwd, parent = row[0] or cwd, row[1] or ""
-        created = (msg.time.created if msg.time else 0.0) / 1000.0
+        created = created_ts(msg)
         return SessionInfo(SessionKey(AGENT, session_id), created, cwd, parent=parent)
+
+
+def _sidecars(path: str) -> list[str]:
+    """The database's `-wal` and `-shm` files that exist."""
+    return [p for p in (path + "-wal", path + "-shm") if os.path.lexists(p)]
 
 
 def connect_ro(path: str) -> sqlite3.Connection:
     """A read-only connection that never creates the file and waits briefly on locks."""
-    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    uri = f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(path)))}?mode=ro"
     return sqlite3.connect(uri, uri=True, timeout=QUERY_TIMEOUT_S, check_same_thread=False)

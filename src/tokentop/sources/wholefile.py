@@ -15,11 +15,12 @@ missed as long as a change notification arrives for it.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
 
 from tokentop.model import Event
-from tokentop.sources.base import MAX_LINE_BYTES, FileParser
+from tokentop.sources.base import MAX_LINE_BYTES, FileParser, name_text
 
 RACY_NS = 2_000_000_000
 """Coarsest mtime granularity in use (FAT, some network filesystems)."""
@@ -37,6 +38,31 @@ def signature(path: str) -> Signature | None:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
+def os_name(path: str | os.PathLike[str]) -> bytes:
+    """The name's bytes when it is not valid UTF-8 (the parser's `path` then holds its escaped
+    text, see `base.name_text`), else b"" (the path is the name)."""
+    text = os.fspath(path)
+    return b"" if name_text(text) == text else os.fsencode(text)
+
+
+def is_regular(path: str) -> bool:
+    """False for a FIFO, device, socket or folder at `path` (or nothing there)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file; a FIFO or device raises OSError instead of blocking
+    (opened non-blocking, and its type checked on the open descriptor)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file (FIFO, device or socket), skipped")
+        return handle.read()
+
+
 def settled(sig: Signature | None, seen: Signature | None, read_at_ns: int) -> bool:
     """True when a file known as `seen` at `read_at_ns` certainly has not changed since."""
     return sig is not None and sig == seen and sig[1] + RACY_NS < read_at_ns
@@ -51,9 +77,15 @@ class WholeFileParser(FileParser):
 
     size: int = 0
     """Bytes of the last read (shown as bytes read)."""
+    os_path: bytes = b""
+    """The file's name as bytes when it is not valid UTF-8 (`path` is then its escaped text)."""
     seen: Signature | None = None
     read_at_ns: int = 0
     digest: str = ""
+
+    def fs_path(self) -> str:
+        """The path to open (`path` itself unless the name is not valid UTF-8)."""
+        return os.fsdecode(self.os_path) if self.os_path else self.path
 
     def feed(self, data: bytes, out: list[Event]) -> None:
         """If a tailer drives this parser after all, the bytes are ignored: re-read instead."""
@@ -61,7 +93,7 @@ class WholeFileParser(FileParser):
 
     def refresh(self, out: list[Event]) -> bool:
         """Re-read the file if it may have changed; True when new content was parsed."""
-        sig = signature(self.path)
+        sig = signature(self.fs_path())
         if sig is None or settled(sig, self.seen, self.read_at_ns):
             return False  # a vanished file keeps what it counted
         if sig[0] > MAX_LINE_BYTES * 4:
@@ -69,9 +101,9 @@ class WholeFileParser(FileParser):
             self.seen, self.read_at_ns = sig, time.time_ns()
             return False
         try:
-            with open(self.path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
+            data = read_regular(self.fs_path())
+        except OSError as exc:  # unreadable or not a file: one bad record, retried later
+            self.bad_lines, self.digest = 1, ""
             self.last_error = f"cannot read: {exc.strerror or exc}"
             return False
         self.seen, self.read_at_ns, self.size = sig, time.time_ns(), len(data)
