@@ -17,6 +17,7 @@ from tokentop.cache import default_cache_dir
 from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot
 from tokentop.sources.base import DirSource, Source
+from tokentop.telemetry.options import ListenError, add_fleet_args
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -107,6 +108,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_source_args(parser, top=True)
     parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
     parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
+    add_fleet_args(parser, top=True)
     sub = parser.add_subparsers(dest="command")
     # Every subcommand is listed, but only the one being run gets its arguments: building
     # them all costs more than the rest of a warm `sessions` run's argument handling.
@@ -123,6 +125,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     if _wanted(argv, "watch"):
         add_source_args(p)
         p.add_argument("--ndjson", action="store_true", help="one JSON object per line (default)")
+        add_fleet_args(p)
     p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
     if _wanted(argv, "guard"):
         add_source_args(p)
@@ -143,6 +146,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         add_source_args(q)
         report_args(p)
         summary_args(q)
+    p = sub.add_parser("serve", help="headless team tokentop: OTLP in, Prometheus out (fleet)")
+    if _wanted(argv, "serve"):
+        from tokentop.telemetry.serve import add_serve_args
+
+        add_source_args(p)
+        add_fleet_args(p)
+        add_serve_args(p)
     p = sub.add_parser("run", help="launch an agent and enforce its budget (see run --help)")
     if _wanted(argv, "run"):
         from tokentop.runner import add_run_args
@@ -324,10 +334,13 @@ def cmd_app(args: argparse.Namespace) -> int:
     from tokentop.mapping import SessionMapper
     from tokentop.procs import ProcessController
     from tokentop.registry import Registry, default_path
+    from tokentop.telemetry.fleet import running_fleet
 
     config = load_config(args)
     mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
-    return run_app(args, make_engine(args, config), config, mapper)
+    engine = make_engine(args, config)
+    with running_fleet(args, engine, config):
+        return run_app(args, engine, config, mapper)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -386,12 +399,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tokentop.report import cmd_report, cmd_summary
 
             return cmd_report(args) if args.command == "report" else cmd_summary(args)
+        if args.command == "serve":
+            from tokentop.telemetry.serve import cmd_serve
+
+            return cmd_serve(args)
         if args.command == "run":
             from tokentop.runner import cmd_run
 
             return cmd_run(args)
         return cmd_app(args)
-    except CliError as exc:
+    except (CliError, ListenError) as exc:
         print(f"tokentop: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:

@@ -128,6 +128,17 @@ class History(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How many tools and files to list as the top token consumers."""
 
 
+class Otlp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[otlp]`: the receiver of the agents' OpenTelemetry (docs/fleet.md)."""
+
+    listen: str = ""
+    """`[HOST:]PORT` to receive OTLP/HTTP on, e.g. "127.0.0.1:4318"; "" is off."""
+    token: str = ""
+    """Bearer token the senders must present; required to listen beyond loopback."""
+    prometheus: str = ""
+    """`[HOST:]PORT` to serve Prometheus /metrics on; "" is off (never 9464, Claude Code's)."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration file."""
 
@@ -153,6 +164,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[policy.*]`: detector thresholds and actions (see policy_config.py)."""
     history: History = msgspec.field(default_factory=History)
     """`[history]`: session summaries and accepted output from git."""
+    otlp: Otlp = msgspec.field(default_factory=Otlp)
+    """`[otlp]`: telemetry receiver and Prometheus exposition."""
 
     def activity(self, last_ts: float, now: float) -> Activity:
         """Live, idle or ended, from the time since the session's last activity."""

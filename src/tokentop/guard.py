@@ -146,6 +146,10 @@ class Guard:
         return alive
 
     def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
+        if session.remote:  # known from its telemetry: its processes are on another machine
+            note = f"the session runs on {session.host}; tokentop can't signal another "
+            self._not_acted(decision, 0, note + "machine (an alert only; run guard there)")
+            return
         ref = self.mapper.processes_for(session) if self.act else None
         origin = f"policy:{decision.detector}"
         if not self.act:

@@ -90,6 +90,7 @@ class ActionFollower:
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     from tokentop.cli import load_config, make_engine
+    from tokentop.telemetry.fleet import running_fleet
 
     config = load_config(args)
     engine = make_engine(args, config)
@@ -98,12 +99,13 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     done = threading.Event()
     engine.add_listener(writer)
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    engine.start()
-    try:
-        while not done.wait(0.5):
-            follower.poll()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.stop()
+    with running_fleet(args, engine, config):
+        engine.start()
+        try:
+            while not done.wait(0.5):
+                follower.poll()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            engine.stop()
     return 0

@@ -15,6 +15,7 @@ Rules, per session (agent + session id):
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -145,7 +146,7 @@ class TelemetryHub:
     def _forget_oldest(self) -> None:
         for table in (self.kinds, self.users, self.views):
             while len(table) > MAX_SESSIONS:
-                del table[next(iter(table))]  # type: ignore[attr-defined]
+                del table[next(iter(table))]
 
     # -- local sessions ----------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ class TelemetryHub:
         while not self._stop.wait(0.5):
             try:
                 self.settle()
-            except Exception as exc:  # noqa: BLE001 - a dead settler would hide telemetry
+            except Exception as exc:
                 self.stats.last_error = f"settle failed: {exc!r}"[:200]
 
     def stop(self) -> None:
@@ -276,8 +277,6 @@ def _pair(
 
 def _local_names() -> set[str]:
     names = {socket.gethostname()}
-    try:
+    with contextlib.suppress(OSError):
         names.add(socket.getfqdn())
-    except OSError:
-        pass
     return names

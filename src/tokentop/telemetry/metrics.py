@@ -52,9 +52,7 @@ class Cumulative:
         return known
 
 
-def usages(
-    points: Iterable[PointItem], cumulative: Cumulative
-) -> tuple[list[TelemetryUsage], int]:
+def usages(points: Iterable[PointItem], cumulative: Cumulative) -> tuple[list[TelemetryUsage], int]:
     """Usage per group, and how many points were bad."""
     groups: dict[Group, dict[str, float]] = {}
     meta: dict[Group, PointItem] = {}

@@ -81,9 +81,20 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
-def parse(body: bytes, kind: str, json: bool) -> Message:
-    """The export request in `body`: `kind` is "logs" or "metrics"."""
-    message: Message = ExportLogsServiceRequest() if kind == "logs" else ExportMetricsServiceRequest()
+def parse_logs(body: bytes, json: bool) -> ExportLogsServiceRequest:
+    request = ExportLogsServiceRequest()
+    _parse(body, request, "logs", json)
+    return request
+
+
+def parse_metrics(body: bytes, json: bool) -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    _parse(body, request, "metrics", json)
+    return request
+
+
+def _parse(body: bytes, message: Message, kind: str, json: bool) -> None:
+    """Fill `message` from a protobuf or OTLP/JSON body; anything else is a BadRequest."""
     try:
         if json:
             json_format.ParseDict(hex_ids(msgspec.json.decode(body)), message)
@@ -93,7 +104,6 @@ def parse(body: bytes, kind: str, json: bool) -> Message:
         raise BadRequest(f"not an OTLP {kind} request: {_short(exc)}") from None
     except (RecursionError, ValueError, TypeError, AttributeError) as exc:
         raise BadRequest(f"not an OTLP {kind} request: {type(exc).__name__}") from None
-    return message
 
 
 def hex_ids(doc: Any) -> Any:

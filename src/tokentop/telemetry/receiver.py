@@ -19,6 +19,7 @@ import msgspec
 
 from tokentop.telemetry import otlp
 from tokentop.telemetry.hub import TelemetryHub
+from tokentop.telemetry.options import ListenError
 
 MAX_BODY = 4 * 1024 * 1024
 """Largest request body read (compressed); the SDKs' default batches are far smaller."""
@@ -27,10 +28,6 @@ MAX_CONCURRENT = 32
 READ_TIMEOUT_S = 10.0
 DEFAULT_PORT = 4318
 PATHS = {"/v1/logs": "logs", "/v1/metrics": "metrics"}
-
-
-class ListenError(Exception):
-    """A listen address that can't or mustn't be used; printed as one line."""
 
 
 class Listen(msgspec.Struct, frozen=True):
@@ -142,11 +139,10 @@ class Receiver:
             body = otlp.gunzip(body, self.max_inflated)
         elif encoding != "identity":
             return 415, f"unsupported Content-Encoding {encoding[:40]!r}".encode(), "text/plain"
-        request = otlp.parse(body, kind, json)
         if kind == "logs":
-            self.hub.accept_logs(otlp.log_items(request), sender)  # type: ignore[arg-type]
+            self.hub.accept_logs(otlp.log_items(otlp.parse_logs(body, json)), sender)
         else:
-            self.hub.accept_points(otlp.point_items(request), sender)  # type: ignore[arg-type]
+            self.hub.accept_points(otlp.point_items(otlp.parse_metrics(body, json)), sender)
         return 200, b"{}" if json else b"", ctype
 
 
@@ -170,7 +166,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
     server_version = "tokentop-otlp"
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the app owns the terminal; counts are kept in the hub's stats."""
 
     def do_GET(self) -> None:
@@ -188,7 +184,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
         except otlp.BadRequest as exc:
             stats.last_error = str(exc)[:200]
             self._reply(413 if exc.too_large else 400, str(exc).encode()[:500], "text/plain", True)
-        except Exception as exc:  # noqa: BLE001 - one bad sender never stops the receiver
+        except Exception as exc:
             stats.last_error = f"internal error: {exc!r}"[:200]
             self._reply(500, b"internal error", "text/plain", refused=True)
         finally:
