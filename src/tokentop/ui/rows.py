@@ -6,8 +6,10 @@ No Textual here; the widgets turn RowViews into styled cells.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Literal, NamedTuple
 
@@ -44,6 +46,23 @@ COLUMNS: tuple[Column, ...] = (
     Column("eta", "ETA", 5),
     Column("flags", "FLAGS", 6),
 )
+HOST_COLUMN = Column("host", "HOST", 12)
+"""Shown after AGENT once sessions come from more than one machine (telemetry)."""
+
+
+def columns(with_host: bool) -> tuple[Column, ...]:
+    if not with_host:
+        return COLUMNS
+    at = [c.key for c in COLUMNS].index("agent") + 1
+    return (*COLUMNS[:at], HOST_COLUMN, *COLUMNS[at:])
+
+
+@functools.cache
+def local_host() -> str:
+    """This machine's name, shown for local sessions in the HOST column."""
+    return socket.gethostname()
+
+
 FLAG_LEGEND = (
     ("O", "over budget"),
     ("W", "budget warning"),
@@ -72,6 +91,7 @@ class RowView(NamedTuple):
     flags: str
     level: Level
     tagged: bool
+    host: str = ""
 
 
 def project_name(cwd: str) -> str:
@@ -155,13 +175,14 @@ def row_view(
         flags_text(session, use, detected),
         use.level,
         tagged,
+        session.host or local_host(),
     )
 
 
 def search_text(session: SessionSnapshot) -> str:
     """Everything the filter matches against, lower-cased."""
     models = " ".join(m.model for m in session.models)
-    parts = (str(session.key), session.cwd, session.branch, models)
+    parts = (str(session.key), session.cwd, session.branch, models, session.host or local_host())
     return " ".join(parts).lower()
 
 

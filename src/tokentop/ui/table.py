@@ -23,7 +23,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tokentop.budgets import Level
-from tokentop.ui.rows import COLUMNS, RowView, SortName
+from tokentop.ui.rows import COLUMNS, Column, RowView, SortName, columns
 
 STATUS_STYLES = {
     "live": "bold green",
@@ -64,10 +64,10 @@ def cell_style(row: RowView, name: str) -> str:
     return "bold" if name == "project" and row.tagged else ""
 
 
-def row_text(row: RowView) -> Text:
+def row_text(row: RowView, shown: tuple[Column, ...] = COLUMNS) -> Text:
     """The row as one line of fixed-width columns."""
     line = Text(" ", no_wrap=True, end="")
-    for column in COLUMNS:
+    for column in shown:
         value = cell_text(row, column.key)[: column.width]
         if column.key in RIGHT_ALIGNED:
             value = value.rjust(column.width)
@@ -114,6 +114,9 @@ class SessionTable(ScrollView, can_focus=True):
         self.header = Text(" " * WIDTH)
         self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(STRIP_CACHE_SIZE)
         self._styles: dict[str, Style] = {}
+        self.columns = COLUMNS
+        self.line_width = WIDTH
+        self._sort: tuple[SortName, bool] | None = None
         self.strips_rendered = 0
         """How many row strips were built (not served from cache); tests read it."""
 
@@ -136,15 +139,27 @@ class SessionTable(ScrollView, can_focus=True):
         self.shown = dict(rows)
         if list(order) != self.order:
             self.order = list(order)
-            self.virtual_size = Size(WIDTH, len(self.order) + 1)
+            self.virtual_size = Size(self.line_width, len(self.order) + 1)
             index = self.order.index(keep) if keep in self.shown else self.cursor_row
             self.cursor_row = max(0, min(index, len(self.order) - 1))
         self.refresh()
 
+    def show_hosts(self, on: bool) -> None:
+        """Add the HOST column (sessions from several machines) or take it away."""
+        if (self.columns is not COLUMNS) == on:
+            return
+        self.columns = columns(on)
+        self.line_width = 1 + sum(c.width for c in self.columns) + GAP * len(self.columns)
+        self.virtual_size = Size(self.line_width, len(self.order) + 1)
+        self._strips.clear()
+        if self._sort is not None:
+            self.mark_sort(*self._sort)
+
     def mark_sort(self, sort: SortName, descending: bool) -> None:
         """Show which column orders the rows, htop style."""
+        self._sort = (sort, descending)
         header = Text(" ", no_wrap=True, end="")
-        for column in COLUMNS:
+        for column in self.columns:
             label = column.label + (("▼" if descending else "▲") if column.sort == sort else "")
             right = column.key in RIGHT_ALIGNED
             label = label.rjust(column.width) if right else label.ljust(column.width)
@@ -178,12 +193,12 @@ class SessionTable(ScrollView, can_focus=True):
 
     def _strip(self, key: tuple[object, ...], content: RowView | Text, kind: str) -> Strip:
         """A full-width line for a row or the header, built once per distinct content."""
-        width = max(WIDTH, self.size.width)
+        width = max(self.line_width, self.size.width)
         cache_key = (*key, self.app.theme, width)
         strip = self._strips.get(cache_key)
         if strip is None:
             self.strips_rendered += 1
-            text = content if isinstance(content, Text) else row_text(content)
+            text = content if isinstance(content, Text) else row_text(content, self.columns)
             base = self.rich_style + self._styles.get(kind, Style())
             segments = text.render(self.app.console)
             strip = Strip(segments).apply_style(base).adjust_cell_length(width, base)
