@@ -137,6 +137,8 @@ class Otlp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Bearer token the senders must present; required to listen beyond loopback."""
     prometheus: str = ""
     """`[HOST:]PORT` to serve Prometheus /metrics on; "" is off (never 9464, Claude Code's)."""
+    gemini_outfile: str = ""
+    """Gemini CLI's telemetry outfile to follow (its `telemetry.outfile` setting); "" is off."""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

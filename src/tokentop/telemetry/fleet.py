@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokentop.engine import Engine
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from tokentop.config import Config
     from tokentop.telemetry.exposition import Exposition, MetricsServer
     from tokentop.telemetry.hub import TelemetryHub
+    from tokentop.telemetry.outfile import OutfileFollower
     from tokentop.telemetry.receiver import Receiver
 
 DEFAULT_METRICS_PORT = 9469
@@ -32,10 +34,17 @@ TOKEN_ENV = "TOKENTOP_OTLP_TOKEN"
 class FleetOptions:
     """Where to listen, from the flags, else the config; None is off."""
 
-    def __init__(self, otlp: Listen | None, prometheus: Listen | None, token: str) -> None:
+    def __init__(
+        self,
+        otlp: Listen | None,
+        prometheus: Listen | None,
+        token: str,
+        outfile: Path | None = None,
+    ) -> None:
         self.otlp = otlp
         self.prometheus = prometheus
         self.token = token
+        self.outfile = outfile
 
     @classmethod
     def from_args(
@@ -45,10 +54,14 @@ class FleetOptions:
         otlp = getattr(args, "otlp", None) or (section.listen if section else "") or otlp_default
         prom = getattr(args, "prometheus", None) or (section.prometheus if section else "")
         token = os.environ.get(TOKEN_ENV) or (section.token if section else "")
+        outfile = getattr(args, "gemini_outfile", None) or (
+            section.gemini_outfile if section else ""
+        )
         options = cls(
             parse_listen(otlp) if otlp else None,
             parse_listen(prom, DEFAULT_METRICS_PORT) if prom else None,
             token,
+            Path(outfile).expanduser() if outfile else None,
         )
         options.check()
         return options
@@ -63,7 +76,7 @@ class FleetOptions:
 
     @property
     def wanted(self) -> bool:
-        return self.otlp is not None or self.prometheus is not None
+        return self.otlp is not None or self.prometheus is not None or self.outfile is not None
 
 
 class Fleet:
@@ -77,6 +90,7 @@ class Fleet:
         self.receiver: Receiver | None = None
         self.exposition: Exposition | None = None
         self.metrics: MetricsServer | None = None
+        self.outfile: OutfileFollower | None = None
 
     def start(self) -> None:
         """Bind both listeners (a ListenError leaves nothing running), then serve."""
@@ -94,13 +108,21 @@ class Fleet:
 
     def _start(self) -> None:
         opts = self.options
-        if opts.otlp is not None:
+        if opts.otlp is not None or opts.outfile is not None:
             from tokentop.telemetry.hub import TelemetryHub
-            from tokentop.telemetry.receiver import Receiver
 
             self.hub = TelemetryHub(self.engine)
+        if opts.otlp is not None and self.hub is not None:
+            from tokentop.telemetry.receiver import Receiver
+
             self.receiver = Receiver(self.hub, opts.otlp, opts.token)
             self.receiver.start()
+        if opts.outfile is not None and self.hub is not None:
+            from tokentop.telemetry.outfile import OutfileFollower
+
+            self.outfile = OutfileFollower(opts.outfile, self.hub)
+            self.outfile.start()
+        if self.hub is not None:
             self.hub.start()
             PAIR_SOURCES.append(self.hub.pairs)
         if opts.prometheus is not None:
@@ -117,6 +139,8 @@ class Fleet:
             self.metrics.stop()
         if self.receiver is not None:
             self.receiver.stop()
+        if self.outfile is not None:
+            self.outfile.stop()
         if self.hub is not None:
             self.hub.stop()
             if self.hub.pairs in PAIR_SOURCES:

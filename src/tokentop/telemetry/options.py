@@ -28,3 +28,9 @@ def add_fleet_args(p: argparse.ArgumentParser, top: bool = False) -> None:
         default=default(None),
         help="serve Prometheus /metrics here, e.g. 9469 (never 9464, Claude Code's)",
     )
+    p.add_argument(
+        "--gemini-outfile",
+        metavar="FILE",
+        default=default(None),
+        help="follow Gemini CLI's telemetry outfile (its `telemetry.outfile` setting)",
+    )
