@@ -6,8 +6,9 @@ which has no `type`) form one group: one response-like usage with every kind and
 Temporality, read from each metric:
 - **delta**: each point is an increment, so each group is its own usage, keyed by its time
   window (a retried export repeats the key and is counted once).
-- **cumulative**: each point is a running total since `start`, so a group keeps one key per
-  series start, and its usage carries the running totals; the ledger keeps the largest
+- **cumulative**: each point is a running total since its series' `start`, so a group keeps
+  one key per latest start of its series (an agent restart starts them all anew), and its
+  usage carries the running totals; the ledger keeps the largest
   copy of a key and adds only the difference, which is the differencing per series, and it
   survives a restart because the ledger's state is cached. A restarted series (new start)
   is a new key.
@@ -34,16 +35,19 @@ MAX_SERIES = 100_000
 """Cumulative groups remembered; the oldest are forgotten first (a fleet has far fewer)."""
 
 Group = tuple[str, str, str, str, int, int]
-"""(agent, session id, model, attribute signature, start, time or 0 when cumulative)."""
+"""(agent, session id, model, host and attribute signature, 0, time or 0 when cumulative)."""
 
 
 class Cumulative:
-    """The latest value of each cumulative series, so a group is always whole."""
+    """The latest (start, value) of each kind of each cumulative group, so a usage always
+    carries the whole group even when an export holds only some of its series."""
 
     def __init__(self) -> None:
-        self.values: dict[Group, dict[str, float]] = {}
+        self.values: dict[Group, dict[str, tuple[int, float]]] = {}
 
-    def merge(self, group: Group, kinds: dict[str, float]) -> dict[str, float]:
+    def merge(
+        self, group: Group, kinds: dict[str, tuple[int, float]]
+    ) -> dict[str, tuple[int, float]]:
         known = self.values.pop(group, {})
         known.update(kinds)
         self.values[group] = known
@@ -54,7 +58,7 @@ class Cumulative:
 
 def usages(points: Iterable[PointItem], cumulative: Cumulative) -> tuple[list[TelemetryUsage], int]:
     """Usage per group, and how many points were bad."""
-    groups: dict[Group, dict[str, float]] = {}
+    groups: dict[Group, dict[str, tuple[int, float]]] = {}
     meta: dict[Group, PointItem] = {}
     bad = 0
     for point in points:
@@ -68,13 +72,16 @@ def usages(points: Iterable[PointItem], cumulative: Cumulative) -> tuple[list[Te
             bad += 1
             continue
         kinds = groups.setdefault(group, {})
-        kinds[kind] = kinds.get(kind, 0.0) + value
+        start, old = kinds.get(kind, (point.start, 0.0))
+        kinds[kind] = (max(start, point.start), old + value)
         meta[group] = point
     out = []
     for group, kinds in groups.items():
         if group[5] == 0:
             kinds = cumulative.merge(group, kinds)
-        out.append(_usage(group, kinds, meta[group]))
+        values = {kind: value for kind, (_, value) in kinds.items()}
+        start = max(start for start, _ in kinds.values())
+        out.append(_usage(group, values, start, meta[group]))
     return out, bad
 
 
@@ -86,12 +93,16 @@ def _group(point: PointItem) -> Group:
     rest = sorted((k, str(v)) for k, v in point.attrs.items() if k != "type")
     signature = "|".join(f"{k}={v}" for k, v in rest)
     host = text(point.resource, "host.name")
+    # A delta group is one export's window. A cumulative group is keyed by its series'
+    # latest start (in _usage): each instrument and attribute set starts at its own time.
     window = point.time if point.temporality == "delta" else 0
-    return (agent, sid, text(point.attrs, "model"), f"{host}|{signature}", point.start, window)
+    return (agent, sid, text(point.attrs, "model"), f"{host}|{signature}", 0, window)
 
 
-def _usage(group: Group, kinds: dict[str, float], point: PointItem) -> TelemetryUsage:
-    agent, sid, model, signature, start, window = group
+def _usage(group: Group, kinds: dict[str, float], start: int, point: PointItem) -> TelemetryUsage:
+    agent, sid, model, signature, _, window = group
+    if window:
+        start = 0
     cache = int(kinds.get("cache_read", 0))
     raw_input = int(kinds.get("input", 0))
     if agent == "gemini":  # Gemini's prompt count includes the cached tokens

@@ -67,17 +67,17 @@ class PointItem(msgspec.Struct, frozen=True):
     resource: Attrs
 
 
-def gunzip(body: bytes, limit: int) -> bytes:
+def gunzip(body: bytes, limit: int, deflate: bool = False) -> bytes:
     """Decompress at most `limit` bytes; a bigger result (a gzip bomb) is refused unread."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    inflater = zlib.decompressobj(zlib.MAX_WBITS if deflate else 16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise BadRequest(f"bad gzip body: {exc}") from None
+        raise BadRequest(f"bad compressed body: {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise BadRequest(f"decompressed body over {limit} bytes", too_large=True)
     if not inflater.eof:
-        raise BadRequest("truncated gzip body")
+        raise BadRequest("truncated compressed body")
     return out
 
 

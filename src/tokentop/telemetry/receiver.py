@@ -135,8 +135,8 @@ class Receiver:
         json = "json" in (headers.get("Content-Type") or "").lower()
         ctype = "application/json" if json else "application/x-protobuf"
         encoding = (headers.get("Content-Encoding") or "identity").lower().strip()
-        if encoding == "gzip":
-            body = otlp.gunzip(body, self.max_inflated)
+        if encoding in ("gzip", "deflate"):
+            body = otlp.gunzip(body, self.max_inflated, deflate=encoding == "deflate")
         elif encoding != "identity":
             return 415, f"unsupported Content-Encoding {encoding[:40]!r}".encode(), "text/plain"
         if kind == "logs":
