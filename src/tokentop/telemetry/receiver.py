@@ -52,7 +52,9 @@ def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> Listen:
     text = text.strip()
     host, port = "127.0.0.1", str(default_port)
     if text.startswith("["):
-        head, _, tail = text[1:].partition("]")
+        head, closed, tail = text[1:].partition("]")
+        if not closed:
+            raise ListenError(f"bad listen address {text!r}: no closing ]")
         host, port = head, tail.removeprefix(":") or port
     elif text.count(":") == 1:
         host, port = text.split(":")
