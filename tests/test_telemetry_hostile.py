@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+
 from otel_clients import claude_api_request, log_provider
 from telemetry_helpers import Rig, rig
 from tokentop.telemetry.options import ListenError
