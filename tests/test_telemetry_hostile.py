@@ -81,6 +81,7 @@ def test_bad_records_are_counted_and_the_good_ones_in_the_same_request_kept() ->
         _record({**base, "input_tokens": "7"}),  # no session id
         _record({**base, "session.id": "h1", "input_tokens": "7", "request_id": "ok"}),
         _record({**base, "session.id": "x" * 100_000, "input_tokens": "1", "request_id": "z"}),
+        _record({**base, "session.id": "n\0\x1b[2J", "input_tokens": "2", "request_id": "\0"}),
     ]
     with rig() as r:
         assert r.post("/v1/logs", _logs(*records), "application/json") == 200
@@ -88,6 +89,8 @@ def test_bad_records_are_counted_and_the_good_ones_in_the_same_request_kept() ->
         assert r.hub.stats.bad_records == 5
         long = r.session("claude", "x" * 256)  # strangers' strings are cut
         assert long is not None and long.tokens.total == 6
+        controls = r.session("claude", "n\ufffd\ufffd[2J")  # no NUL reaches a ledger key
+        assert controls is not None and controls.tokens.total == 7
 
 
 def test_a_token_is_required_when_set() -> None:

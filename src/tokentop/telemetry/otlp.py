@@ -25,6 +25,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 MAX_TEXT = 256
 """Longest attribute string kept; longer ones are cut (ids, models and emails are shorter)."""
+_CONTROLS = {c: "\ufffd" for c in (*range(0x20), 0x7F)}
+"""C0 controls and DEL; a NUL would corrupt the ledger's packed keys (it separates them)."""
 MAX_ATTRIBUTES = 128
 """Attributes read per record or resource; the agents send a few dozen at most."""
 Scalar = str | int | float | bool
@@ -143,7 +145,7 @@ def log_items(request: ExportLogsServiceRequest) -> Iterator[LogItem]:
                 attrs = attributes(rec.attributes)
                 name = event_name(rec.event_name, _text(attrs.get("event.name")), rec.body)
                 stamp = rec.time_unix_nano or rec.observed_time_unix_nano
-                yield LogItem(name[:MAX_TEXT], stamp / 1e9, attrs, resource)
+                yield LogItem(clean(name), stamp / 1e9, attrs, resource)
 
 
 def point_items(request: ExportMetricsServiceRequest) -> Iterator[PointItem]:
@@ -160,7 +162,7 @@ def point_items(request: ExportMetricsServiceRequest) -> Iterator[PointItem]:
                 for p in metric.sum.data_points:
                     value = p.as_int if p.WhichOneof("value") == "as_int" else p.as_double
                     yield PointItem(
-                        metric.name[:MAX_TEXT], temporality, p.start_time_unix_nano,
+                        clean(metric.name), temporality, p.start_time_unix_nano,
                         p.time_unix_nano, float(value), attributes(p.attributes), resource,
                     )  # fmt: skip
 
@@ -171,14 +173,19 @@ def attributes(kvs: Any) -> Attrs:
     for kv in kvs[:MAX_ATTRIBUTES]:
         value = scalar(kv.value) if isinstance(kv, KeyValue) else None
         if value is not None:
-            out[kv.key[:MAX_TEXT]] = value
+            out[clean(kv.key)] = value
     return out
+
+
+def clean(text: str) -> str:
+    """A stranger's string, bounded, with control characters replaced."""
+    return text[:MAX_TEXT].translate(_CONTROLS)
 
 
 def scalar(v: AnyValue) -> Scalar | None:
     which = v.WhichOneof("value")
     if which == "string_value":
-        return v.string_value[:MAX_TEXT]
+        return clean(v.string_value)
     if which in ("int_value", "double_value", "bool_value"):
         value: Scalar = getattr(v, which)
         return value
@@ -197,7 +204,7 @@ def event_name(field: str, attr: str, body: AnyValue) -> str:
 
 
 def body_text(body: AnyValue) -> str:
-    return body.string_value[:MAX_TEXT] if body.WhichOneof("value") == "string_value" else ""
+    return clean(body.string_value) if body.WhichOneof("value") == "string_value" else ""
 
 
 def _text(value: Scalar | None) -> str:

@@ -21,7 +21,7 @@ import msgspec
 
 from tokentop.tail import Tailer, TailState
 from tokentop.telemetry.hub import TelemetryHub
-from tokentop.telemetry.otlp import MAX_ATTRIBUTES, MAX_TEXT, Attrs, LogItem, PointItem
+from tokentop.telemetry.otlp import MAX_ATTRIBUTES, Attrs, LogItem, PointItem, clean
 
 MAX_OBJECT = 4 * 1024 * 1024
 """A record longer than this (a huge logged prompt) is skipped and counted as bad."""
@@ -109,7 +109,7 @@ def log_item(doc: dict[str, Any]) -> LogItem:
     name = attrs.get("event.name")
     body = doc.get("body") or doc.get("_body")
     text = name if isinstance(name, str) and name else body if isinstance(body, str) else ""
-    return LogItem(text[:MAX_TEXT], seconds(doc.get("hrTime")), attrs, resource(doc))
+    return LogItem(clean(text), seconds(doc.get("hrTime")), attrs, resource(doc))
 
 
 def points(doc: dict[str, Any]) -> list[PointItem]:
@@ -127,9 +127,7 @@ def points(doc: dict[str, Any]) -> list[PointItem]:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     start, end = nanos(p.get("startTime")), nanos(p.get("endTime"))
                     attrs = flat(p.get("attributes"))
-                    found.append(
-                        PointItem(name[:MAX_TEXT], temporality, start, end, value, attrs, res)
-                    )
+                    found.append(PointItem(clean(name), temporality, start, end, value, attrs, res))
     return found
 
 
@@ -154,9 +152,9 @@ def flat(value: Any) -> Attrs:
         return out
     for key, item in list(value.items())[:MAX_ATTRIBUTES]:
         if isinstance(item, str):
-            out[str(key)[:MAX_TEXT]] = item[:MAX_TEXT]
+            out[clean(str(key))] = clean(item)
         elif isinstance(item, bool | int | float):
-            out[str(key)[:MAX_TEXT]] = item
+            out[clean(str(key))] = item
     return out
 
 
