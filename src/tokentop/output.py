@@ -22,6 +22,7 @@ def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None)
     return {
         "agent": s.key.agent,
         "session_id": s.key.session_id,
+        "host": s.host or None,
         "project": os.path.basename(s.cwd.rstrip("/")) if s.cwd else "",
         "cwd": s.cwd,
         "branch": s.branch,
