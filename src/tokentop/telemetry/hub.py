@@ -85,6 +85,7 @@ class TelemetryHub:
         self.users: dict[SessionKey, str] = {}
         self.views: dict[SessionKey, View] = {}
         self.pending: list[tuple[float, TelemetryUsage, str]] = []
+        self._batch: list[tuple[str, list[Event]]] = []
         self.cumulative = Cumulative()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,6 +122,7 @@ class TelemetryHub:
     def route(self, found: list[TelemetryUsage], sender: str) -> None:
         """Count each usage once (the rules are in the module doc)."""
         with self.lock:
+            self._batch = []
             for usage in found:
                 host = self.host_of(usage.host, sender)
                 usage = msgspec.structs.replace(usage, host=host)
@@ -137,6 +139,7 @@ class TelemetryHub:
                 else:
                     self.views.setdefault(key, View()).add(usage)
                     self._local(usage, self.clock() + self.wait_s)
+            self._flush()
 
     def host_of(self, named: str, sender: str) -> str:
         if named:
@@ -180,19 +183,29 @@ class TelemetryHub:
         """Retry waiting usage (the transcript may have been read since)."""
         with self.lock:
             waiting, self.pending = self.pending, []
+            self._batch = []
             for deadline, usage, _ in waiting:
                 self._local(usage, deadline)
+            self._flush()
 
     def _ingest(self, usage: TelemetryUsage, dedupe_key: str) -> None:
+        """Queue a usage for the engine (sent by _flush, one batch per request)."""
         key = SessionKey(usage.agent, usage.session_id)
-        events: list[Event] = [
+        self._batch.append((usage.host, [
             SessionInfo(key, usage.time, model=usage.model, host=usage.host),
             UsageEvent(
                 key, dedupe_key, usage.time, usage.model, usage.tokens,
                 cost_usd=usage.cost_usd, request_id=usage.request_id,
             ),
-        ]  # fmt: skip
-        self.engine.ingest(events, f"otlp:{usage.host or 'local'}")
+        ]))  # fmt: skip
+
+    def _flush(self) -> None:
+        by_host: dict[str, list[Event]] = {}
+        for host, events in self._batch:
+            by_host.setdefault(host, []).extend(events)
+        self._batch = []
+        for host, events in by_host.items():
+            self.engine.ingest(events, f"otlp:{host or 'local'}")
 
     # -- views -----------------------------------------------------------------------------
 

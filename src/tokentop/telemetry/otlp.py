@@ -179,7 +179,8 @@ def attributes(kvs: Any) -> Attrs:
 
 def clean(text: str) -> str:
     """A stranger's string, bounded, with control characters replaced."""
-    return text[:MAX_TEXT].translate(_CONTROLS)
+    text = text[:MAX_TEXT]
+    return text if text.isprintable() else text.translate(_CONTROLS)
 
 
 def scalar(v: AnyValue) -> Scalar | None:
