@@ -137,3 +137,27 @@ def test_listen_addresses() -> None:
     for bad in ("99999", "host:port", ":", "[::1"):
         with pytest.raises(ListenError):
             parse_listen(bad)
+
+
+def test_a_busy_engine_gets_503_until_it_catches_up() -> None:
+    """While the engine is busy (a cold scan, say), queued telemetry is bounded: past the
+    limit senders are told 503 (OTLP exporters retry), and served again once it applies."""
+    from telemetry_helpers import per_token
+    from tokentop.engine import Engine
+    from tokentop.model import SessionInfo, SessionKey
+    from tokentop.telemetry.hub import TelemetryHub
+    from tokentop.telemetry.receiver import MAX_BACKLOG
+
+    engine = Engine([], per_token, workers=1)  # not started: nothing applies the queue
+    hub = TelemetryHub(engine, local_names=[])
+    receiver = Receiver(hub, Listen("127.0.0.1", 0))
+    receiver.start()
+    try:
+        engine.ingest([SessionInfo(SessionKey("claude", "q"), 0.0)] * (MAX_BACKLOG + 1), "x")
+        r = Rig(engine, hub, receiver)
+        body = _logs(_record({"session.id": "b", "input_tokens": "3", "request_id": "b"}))
+        assert r.post("/v1/logs", body, "application/json") == 503
+        engine.apply_inbox()
+        assert r.post("/v1/logs", body, "application/json") == 200
+    finally:
+        receiver.stop()

@@ -330,6 +330,12 @@ class Engine:
             self._inbox.append((origin, list(events)))
         self._wake.set()
 
+    @property
+    def backlog(self) -> int:
+        """Ingested events not applied yet (a receiver refuses more past a limit)."""
+        with self._lock:
+            return sum(len(events) for _, events in self._inbox)
+
     def apply_inbox(self) -> bool:
         """Apply queued ingested events; True if a counter changed (the engine thread calls
         it; a caller without a running engine may too)."""

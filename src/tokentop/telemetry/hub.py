@@ -115,6 +115,13 @@ class TelemetryHub:
                 self._bad(f"{bad} unusable metric point(s)", bad)
             self.route(found, sender)
 
+    def count(self, field: str, error: str = "") -> None:
+        """Add one to a stats counter (the receiver's threads call this)."""
+        with self.lock:
+            setattr(self.stats, field, getattr(self.stats, field) + 1)
+            if error:
+                self.stats.last_error = error[:200]
+
     def _bad(self, message: str, n: int = 1) -> None:
         self.stats.bad_records += n
         self.stats.last_error = message[:200]
@@ -219,7 +226,9 @@ class TelemetryHub:
         out = []
         with self.lock:
             for key, view in self.views.items():
-                files = [f for f in self.engine.session_files(str(key)) if f.endswith(".jsonl")]
+                files = [
+                    f for f in self.engine.session_files(str(key)) if not f.startswith("otlp:")
+                ]
                 if not files or not view.by_key:
                     continue
                 if key.agent == "claude":

@@ -25,6 +25,8 @@ MAX_BODY = 4 * 1024 * 1024
 """Largest request body read (compressed); the SDKs' default batches are far smaller."""
 MAX_INFLATED = 16 * 1024 * 1024
 MAX_CONCURRENT = 32
+MAX_BACKLOG = 200_000
+"""Events queued for the engine (busy with a cold scan, say) before senders are told 503."""
 READ_TIMEOUT_S = 10.0
 DEFAULT_PORT = 4318
 PATHS = {"/v1/logs": "logs", "/v1/metrics": "metrics"}
@@ -223,7 +225,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, body: bytes, ctype: str, refused: bool = False) -> None:
         if refused:
-            self.owner.hub.stats.refused += 1
+            self.owner.hub.count("refused")
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
