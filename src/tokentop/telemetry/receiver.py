@@ -178,19 +178,19 @@ class _OtlpHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         owner = self.owner
-        stats = owner.hub.stats
-        stats.requests += 1
-        if not owner.slots.acquire(blocking=False):
-            self._reply(503, b"busy", "text/plain", refused=True)
+        owner.hub.count("requests")
+        if owner.hub.engine.backlog > MAX_BACKLOG or not owner.slots.acquire(blocking=False):
+            self.close_connection = True  # the body is not read
+            self._reply(503, b"busy, retry later", "text/plain", refused=True)
             return
         try:
             self._post(owner)
         except otlp.BadRequest as exc:
-            stats.last_error = str(exc)[:200]
-            self._reply(413 if exc.too_large else 400, str(exc).encode()[:500], "text/plain", True)
-        except Exception as exc:
-            stats.last_error = f"internal error: {exc!r}"[:200]
-            self._reply(500, b"internal error", "text/plain", refused=True)
+            owner.hub.count("refused", str(exc))
+            self._reply(413 if exc.too_large else 400, str(exc).encode()[:500], "text/plain")
+        except Exception as exc:  # one bad sender never stops the receiver
+            owner.hub.count("refused", f"internal error: {exc!r}")
+            self._reply(500, b"internal error", "text/plain")
         finally:
             owner.slots.release()
 
