@@ -84,7 +84,7 @@ class TelemetryHub:
         self.kinds: dict[SessionKey, str] = {}
         self.users: dict[SessionKey, str] = {}
         self.views: dict[SessionKey, View] = {}
-        self.pending: list[tuple[float, TelemetryUsage, str]] = []
+        self.pending: list[tuple[float, TelemetryUsage]] = []
         self._batch: list[tuple[str, list[Event]]] = []
         self.cumulative = Cumulative()
         self._stop = threading.Event()
@@ -176,7 +176,7 @@ class TelemetryHub:
         if self.clock() >= deadline:
             self._ingest(usage, usage.key)
             return True
-        self.pending.append((deadline, usage, ""))
+        self.pending.append((deadline, usage))
         return False
 
     def _index(self, key: SessionKey, files: list[str]) -> TranscriptIndex:
@@ -191,7 +191,7 @@ class TelemetryHub:
         with self.lock:
             waiting, self.pending = self.pending, []
             self._batch = []
-            for deadline, usage, _ in waiting:
+            for deadline, usage in waiting:
                 self._local(usage, deadline)
             self._flush()
 
