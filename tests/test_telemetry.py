@@ -272,3 +272,13 @@ def test_telemetry_first_then_transcript_counts_once(tmp_path: Path) -> None:
         time.sleep(0.6)
         assert r.session("claude", "sess-late").tokens.total == 2 * 810  # type: ignore[union-attr]
         assert s.responses == 2
+
+
+def test_otlp_json_ids_are_hex_not_base64() -> None:
+    """protobuf's own JSON reader would take the hex ids for base64 and get other bytes."""
+    from tokentop.telemetry.otlp import parse_logs
+
+    body = json.dumps(_otlp_json("ids", "h")).encode()
+    record = parse_logs(body, json=True).resource_logs[0].scope_logs[0].log_records[0]
+    assert record.trace_id.hex() == "5b8efff798038103d269b633813fc60c"
+    assert record.span_id.hex() == "eee19b7ec3c1b174"

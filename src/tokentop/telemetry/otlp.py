@@ -109,17 +109,29 @@ def _parse(body: bytes, message: Message, kind: str, json: bool) -> None:
 
 
 def hex_ids(doc: Any) -> Any:
-    """OTLP/JSON writes traceId/spanId as hex; protobuf's JSON reader expects base64."""
+    """OTLP/JSON writes traceId/spanId as hex; protobuf's JSON reader expects base64. They
+    sit on log records and on metric points' exemplars."""
     if not isinstance(doc, dict):
         return doc
     for rl in _dicts(doc.get("resourceLogs")):
         for sl in _dicts(rl.get("scopeLogs")):
             for rec in _dicts(sl.get("logRecords")):
-                for field in ("traceId", "spanId"):
-                    value = rec.get(field)
-                    if isinstance(value, str) and value:
-                        rec[field] = _hex_to_b64(value)
+                _convert_ids(rec)
+    for rm in _dicts(doc.get("resourceMetrics")):
+        for sm in _dicts(rm.get("scopeMetrics")):
+            for metric in _dicts(sm.get("metrics")):
+                for data in (v for v in metric.values() if isinstance(v, dict)):
+                    for point in _dicts(data.get("dataPoints")):
+                        for exemplar in _dicts(point.get("exemplars")):
+                            _convert_ids(exemplar)
     return doc
+
+
+def _convert_ids(item: dict[str, Any]) -> None:
+    for field in ("traceId", "spanId"):
+        value = item.get(field)
+        if isinstance(value, str) and value:
+            item[field] = _hex_to_b64(value)
 
 
 def _hex_to_b64(value: str) -> str:
