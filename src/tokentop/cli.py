@@ -19,6 +19,7 @@ from tokentop.engine import Engine
 from tokentop.model import LedgerSnapshot
 from tokentop.safetext import json_for_terminal, safe
 from tokentop.sources.base import DirSource, Source
+from tokentop.telemetry.options import ListenError
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -227,11 +228,14 @@ def cmd_app(args: argparse.Namespace) -> int:
     from tokentop.mapping import SessionMapper
     from tokentop.procs import ProcessController
     from tokentop.registry import Registry, default_path
+    from tokentop.telemetry.fleet import running_fleet
 
     need_terminal()
     config = load_config(args)
     mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
-    return run_app(args, make_engine(args, config), config, mapper)
+    engine = make_engine(args, config)
+    with running_fleet(args, engine, config):
+        return run_app(args, engine, config, mapper)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -292,12 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tokentop.report import cmd_report, cmd_summary
 
             return cmd_report(args) if args.command == "report" else cmd_summary(args)
+        if args.command == "serve":
+            from tokentop.telemetry.serve import cmd_serve
+
+            return cmd_serve(args)
         if args.command == "run":
             from tokentop.runner import cmd_run
 
             return cmd_run(args)
         return cmd_app(args)
-    except CliError as exc:
+    except (CliError, ListenError) as exc:
         print(f"tokentop: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tokentop import __version__
 from tokentop.quantities import usd_arg
+from tokentop.telemetry.options import add_fleet_args
 
 
 def add_source_args(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -93,6 +94,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_source_args(parser, top=True)
     parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
     parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
+    add_fleet_args(parser, top=True)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     # Every subcommand is listed, but only the one being run gets its arguments: building
     # them all costs more than the rest of a warm `sessions` run's argument handling.
@@ -116,6 +118,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         p.add_argument(
             "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
         )
+        add_fleet_args(p)
     p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
     if _wanted(argv, "guard"):
         add_source_args(p)
@@ -139,6 +142,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         add_source_args(q)
         report_args(p)
         summary_args(q)
+    p = sub.add_parser("serve", help="headless team tokentop: OTLP in, Prometheus out (fleet)")
+    if _wanted(argv, "serve"):
+        from tokentop.telemetry.serve import add_serve_args
+
+        add_source_args(p)
+        add_fleet_args(p)
+        add_serve_args(p)
     p = sub.add_parser("run", help="launch an agent and enforce its budget (see run --help)")
     if _wanted(argv, "run"):
         from tokentop.runner import add_run_args

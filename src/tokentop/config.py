@@ -155,6 +155,19 @@ class History(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How many tools and files to list as the top token consumers."""
 
 
+class Otlp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[otlp]`: the receiver of the agents' OpenTelemetry (docs/fleet.md)."""
+
+    listen: str = ""
+    """`[HOST:]PORT` to receive OTLP/HTTP on, e.g. "127.0.0.1:4318"; "" is off."""
+    token: str = ""
+    """Bearer token the senders must present; required to listen beyond loopback."""
+    prometheus: str = ""
+    """`[HOST:]PORT` to serve Prometheus /metrics on; "" is off (never 9464, Claude Code's)."""
+    gemini_outfile: str = ""
+    """Gemini CLI's telemetry outfile to follow (its `telemetry.outfile` setting); "" is off."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration file."""
 
@@ -182,6 +195,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[history]`: session summaries and accepted output from git."""
     session_budgets: Mapping[str, Budget] = {}
     """Budgets set for one session ("agent:session_id") with `b`, from the store, not TOML."""
+    otlp: Otlp = msgspec.field(default_factory=Otlp)
+    """`[otlp]`: telemetry receiver and Prometheus exposition."""
 
     def activity(self, last_ts: float, now: float) -> Activity:
         """Live, idle or ended, from the time since the session's last activity."""

@@ -130,6 +130,10 @@ class Engine:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._pending: set[Path] = set()
+        self._inbox: list[tuple[str, list[Event]]] = []
+        """Events from no file (telemetry), applied by the engine thread: see ingest()."""
+        self._inbox_lock = threading.Lock()
+        """Not the engine lock, which a scan holds for seconds: senders must not wait."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -369,6 +373,45 @@ class Engine:
                 return source
         return None
 
+    # -- events from no file (telemetry) ---------------------------------------------------
+
+    def ingest(self, events: Sequence[Event], origin: str) -> None:
+        """Queue events that came from no file (e.g. OTLP from another machine); any thread.
+
+        The engine thread applies them after its scan, so a cache loaded at start can't
+        replace them, and notifies at its usual coalesced rate. `origin` stands in for a
+        file name in the session's `files`.
+        """
+        with self._inbox_lock:
+            self._inbox.append((origin, list(events)))
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        """Ingested events not applied yet (a receiver refuses more past a limit)."""
+        with self._inbox_lock:
+            return sum(len(events) for _, events in self._inbox)
+
+    def apply_inbox(self) -> bool:
+        """Apply queued ingested events; True if a counter changed (the engine thread calls
+        it; a caller without a running engine may too)."""
+        with self._inbox_lock:
+            inbox, self._inbox = self._inbox, []
+        with self._lock:
+            changed = 0
+            for origin, events in inbox:
+                changed += self.ledger.apply(events, origin)
+            return changed > 0
+
+    def session_files(self, key: str) -> list[str]:
+        """The files a session was read from (`key` is `str(SessionKey)`); [] if unknown.
+
+        Read without the engine lock, which a cold scan holds for seconds: a dict lookup
+        and a list copy are atomic under the GIL, and a file added meanwhile shows next time.
+        """
+        state = self.ledger.state.sessions.get(key)
+        return list(state.files) if state is not None else []
+
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot(self) -> LedgerSnapshot:
@@ -380,6 +423,11 @@ class Engine:
             return snap
 
     tick = snapshot
+
+    @property
+    def last_snapshot(self) -> LedgerSnapshot | None:
+        """The latest snapshot taken (None before the first)."""
+        return self._last_snapshot
 
     def add_listener(self, fn: Listener) -> None:
         self._listeners.append(fn)
@@ -465,7 +513,8 @@ class Engine:
                 break
             with self._lock:
                 pending, self._pending = self._pending, set()
-            if pending and self.process(pending):
+            changed = bool(pending) and self.process(pending)
+            if self.apply_inbox() or changed:
                 self._notify()
                 time.sleep(self.min_interval)
             if time.monotonic() - last_save > 30:

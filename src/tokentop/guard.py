@@ -76,6 +76,8 @@ class RecordedMapper:
         return ref or self.fallback.exact_ref(key)
 
     def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
+        if session.remote:  # its process is on another machine: nothing here to signal
+            return None
         return self.recorded(session.key) or self.fallback.processes_for(session)
 
     def observe(self, live: Iterable[SessionSnapshot]) -> None:
@@ -155,6 +157,10 @@ class Guard:
         return alive
 
     def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
+        if session.remote:  # known from its telemetry: its processes are on another machine
+            note = f"the session runs on {session.host}; tokentop can't signal another "
+            self._not_acted(decision, 0, note + "machine (an alert only; run guard there)")
+            return
         ref = self.mapper.processes_for(session)  # mapping only reads: a dry run does it too
         origin = f"policy:{decision.detector}"
         dry = "" if self.act else "dry run: "

@@ -206,6 +206,7 @@ class Ledger:
         session.cwd = session.cwd or event.cwd
         session.branch = event.branch or session.branch
         session.parent = session.parent or event.parent
+        session.host = event.host or session.host
         session.touch(event.timestamp)
         session.note_model(event.timestamp, event.model)
         return 1
@@ -610,6 +611,7 @@ def build_session_snapshot(
         tokens_since_change=state.tokens_since_change,
         tokens_today=tokens_today,
         cost_today=cost_today,
+        host=state.host,
     )
 
 

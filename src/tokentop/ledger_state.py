@@ -92,6 +92,8 @@ class SessionState(msgspec.Struct):
     tokens_since_change: int = 0
     files: list[str] = msgspec.field(default_factory=list)
     estimated: bool = False
+    host: str = ""
+    """Set by telemetry from another machine (see SessionInfo.host)."""
 
     def add_minute(self, minute: int, tokens: float, cost: float) -> None:
         """Add to a minute's bucket. Events nearly always fall in the latest minute or start a

@@ -102,6 +102,8 @@ class UsageEvent(msgspec.Struct, frozen=True, gc=False):
     sidechain: bool = False
     estimated: bool = False
     """True when the tokens were estimated with a tokenizer, not recorded."""
+    request_id: str = ""
+    """The API request id, where the writer records one (telemetry matches on it)."""
 
 
 class ToolCall(msgspec.Struct, frozen=True, gc=False):
@@ -135,6 +137,8 @@ class SessionInfo(msgspec.Struct, frozen=True, gc=False):
     model: str = ""
     parent: str = ""
     """Parent session id for forks and subagents, when the format records one."""
+    host: str = ""
+    """The machine the session runs on, for sessions reported by telemetry; "" is this one."""
 
 
 Event = UsageEvent | ToolCall | ToolResult | SessionInfo
@@ -210,10 +214,17 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     tokens_today: int = 0
     """Tokens (all kinds) spent since local midnight of the snapshot's clock."""
     cost_today: float = 0.0
+    host: str = ""
+    """Another machine's name for a session known from its telemetry; "" is this machine."""
 
     @property
     def cost_known(self) -> bool:
         return not self.unpriced_models
+
+    @property
+    def remote(self) -> bool:
+        """On another machine: its processes can't be signalled from here (alerts only)."""
+        return bool(self.host)
 
 
 class LedgerSnapshot(msgspec.Struct, frozen=True):

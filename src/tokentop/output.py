@@ -29,6 +29,7 @@ def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None)
     return {
         "agent": s.key.agent,
         "session_id": name_text(s.key.session_id),
+        "host": s.host or None,
         "project": name_text(os.path.basename(s.cwd.rstrip("/"))) if s.cwd else "",
         "cwd": name_text(s.cwd),
         "branch": s.branch,

@@ -20,6 +20,7 @@ Pairs are matched, in order:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -63,8 +64,14 @@ class Reconciliation(msgspec.Struct, frozen=True):
         }
 
 
+PairSource = Callable[[], Iterable["Reconciliation"]]
+PAIR_SOURCES: list[PairSource] = []
+"""Other views of sessions that pair themselves (the telemetry receiver registers one)."""
+
+
 def reconcile(snap: LedgerSnapshot, window_s: float = 120.0) -> tuple[Reconciliation, ...]:
-    """Every transcript/proxy pair found in the snapshot, by session id first."""
+    """Every transcript/proxy pair found in the snapshot, by session id first, then the
+    pairs of the registered PAIR_SOURCES whose session is in the snapshot."""
     proxies = [s for s in snap.sessions if s.key.agent in PROXY_AGENTS]
     transcripts = [s for s in snap.sessions if s.key.agent not in PROXY_AGENTS]
     pairs: list[Reconciliation] = []
@@ -82,6 +89,8 @@ def reconcile(snap: LedgerSnapshot, window_s: float = 120.0) -> tuple[Reconcilia
         if len(found) == 1:
             used.add(found[0].key)
             pairs.append(pair(found[0], proxy, "time_window"))
+    keys = {s.key for s in snap.sessions}
+    pairs += [p for source in list(PAIR_SOURCES) for p in source() if p.transcript in keys]
     return tuple(pairs)
 
 

@@ -92,6 +92,7 @@ class ActionFollower:
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     from tokentop.cli import load_config, make_engine
+    from tokentop.telemetry.fleet import running_fleet
 
     config = load_config(args)
     engine = make_engine(args, config)
@@ -100,15 +101,16 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     done = threading.Event()
     engine.add_listener(writer)
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    engine.start()
-    try:
-        while not done.wait(0.5):
-            if engine.failure is not None:
-                sys.stderr.write(engine.failure.line() + "\n")
-                return 1
-            follower.poll()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.stop()
+    with running_fleet(args, engine, config):
+        engine.start()
+        try:
+            while not done.wait(0.5):
+                if engine.failure is not None:
+                    sys.stderr.write(engine.failure.line() + "\n")
+                    return 1
+                follower.poll()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            engine.stop()
     return 0

@@ -88,6 +88,7 @@ class _RecordBase(msgspec.Struct, gc=False):
     message: _Message | None = None
     uuid: str | None = None
     costUSD: float | None = None
+    requestId: str | None = None
 
 
 class _Record(_RecordBase, gc=False):
@@ -392,6 +393,7 @@ class ClaudeFileParser(FileParser, tag="claude"):
             record.gitBranch or "",
             record.costUSD,
             bool(record.isSidechain) or self.session_from_path,
+            request_id=record.requestId or "",
         )
         p.index = -1
 

@@ -233,6 +233,7 @@ class TokentopApp(EngineStateApp):
         reverse = descending(self.sort, self.sort_reversed)
         shown.sort(key=lambda m: sort_value(m.session, m.use, self.sort), reverse=reverse)
         rows = {m.row_key: self._row(m) for m in shown}
+        table.show_hosts(len({s.host for s in snap.sessions}) > 1)  # "" is this machine
         table.sync(rows, [m.row_key for m in shown])
         self.main_screen.show_empty(self._empty_text(len(snap.sessions), len(shown)))
         self._show_header(snap)

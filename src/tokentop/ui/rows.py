@@ -6,7 +6,9 @@ No Textual here; the widgets turn RowViews into styled cells.
 
 from __future__ import annotations
 
+import functools
 import re
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Literal, NamedTuple
 
@@ -64,10 +66,10 @@ class Layout(NamedTuple):
         return 1 + sum(c.width for c in self.columns) + self.gap * len(self.columns)
 
 
-def layout_for(width: int) -> Layout:
+def layout_for(width: int, with_host: bool = False) -> Layout:
     """All columns when they fit; else drop, then narrow, keeping BUDGET, ETA and FLAGS
     on an 80-column terminal. PROJECT takes back any width left over."""
-    layout = Layout(COLUMNS, GAP)
+    layout = Layout(columns(with_host), GAP)
     for key in DROP_FIRST:
         if layout.width <= width:
             return layout
@@ -110,6 +112,23 @@ def fit(value: str, width: int, key: str) -> str:
     return value[:width]
 
 
+HOST_COLUMN = Column("host", "HOST", 12)
+"""Shown after AGENT once sessions come from more than one machine (telemetry)."""
+
+
+def columns(with_host: bool) -> tuple[Column, ...]:
+    if not with_host:
+        return COLUMNS
+    at = [c.key for c in COLUMNS].index("agent") + 1
+    return (*COLUMNS[:at], HOST_COLUMN, *COLUMNS[at:])
+
+
+@functools.cache
+def local_host() -> str:
+    """This machine's name, shown for local sessions in the HOST column."""
+    return socket.gethostname()
+
+
 FLAG_LEGEND = (
     ("O", "over budget"),
     ("W", "budget warning"),
@@ -139,6 +158,7 @@ class RowView(NamedTuple):
     flags: str
     level: Level
     tagged: bool
+    host: str = ""
 
 
 def project_name(cwd: str) -> str:
@@ -225,13 +245,14 @@ def row_view(
         flags_text(session, use, detected),
         use.level,
         tagged,
+        session.host or local_host(),
     )
 
 
 def search_text(session: SessionSnapshot) -> str:
     """Everything the filter matches against, lower-cased."""
     models = " ".join(m.model for m in session.models)
-    parts = (str(session.key), session.cwd, session.branch, models)
+    parts = (str(session.key), session.cwd, session.branch, models, session.host or local_host())
     return " ".join(parts).lower()
 
 

@@ -118,6 +118,7 @@ class SessionTable(ScrollView, can_focus=True):
         self._sort: tuple[SortName, bool] | None = None
         self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(STRIP_CACHE_SIZE)
         self._styles: dict[str, Style] = {}
+        self.with_host = False
         self.strips_rendered = 0
         """How many row strips were built (not served from cache); tests read it."""
 
@@ -145,6 +146,12 @@ class SessionTable(ScrollView, can_focus=True):
             self.cursor_row = max(0, min(index, len(self.order) - 1))
         self.refresh()
 
+    def show_hosts(self, on: bool) -> None:
+        """Add the HOST column (sessions from several machines) or take it away."""
+        if self.with_host != on:
+            self.with_host = on
+            self._relayout()
+
     def mark_sort(self, sort: SortName, descending: bool) -> None:
         """Show which column orders the rows, htop style."""
         self._sort = (sort, descending)
@@ -159,11 +166,15 @@ class SessionTable(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         """Pick the columns that fit: at 80 columns BUDGET, ETA and FLAGS stay in view."""
-        layout = layout_for(self.size.width)
+        self._relayout()
+
+    def _relayout(self) -> None:
+        layout = layout_for(self.size.width or WIDTH, self.with_host)
         if layout == self.column_layout:
             return
         self.column_layout = layout
         self.virtual_size = Size(layout.width, len(self.order) + 1)
+        self._strips.clear()
         if self._sort is not None:
             self.mark_sort(*self._sort)
         self.refresh()

@@ -1,0 +1,274 @@
+"""Prometheus exposition of the ledger: /metrics through prometheus_client.
+
+Counters are sums over every session (they only grow, as the ledger never forgets one);
+gauges exist per session only for sessions active within the last hour, so the series
+count stays bounded however long tokentop runs. Aggregates are always there. Label values
+are cut to `MAX_LABEL` characters and at most `MAX_SERIES` label sets are kept per family
+(the rest are summed under project "_other"), because the values come from telemetry.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import msgspec
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from tokentop.budgets import budget_use
+from tokentop.model import LedgerSnapshot, SessionSnapshot
+from tokentop.policy import PolicyState, evaluate
+from tokentop.procs import ActionResult
+from tokentop.tail import Tailer, TailState
+from tokentop.telemetry.options import ListenError
+from tokentop.telemetry.receiver import Listen, require_token
+
+if TYPE_CHECKING:
+    from tokentop.config import Config
+    from tokentop.telemetry.hub import TelemetryHub
+
+MAX_LABEL = 128
+MAX_SERIES = 2000
+ACTIVE_S = 3600.0
+KINDS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "reasoning")
+CLAUDE_EXPORTER_PORT = 9464
+_ACTION = msgspec.json.Decoder(ActionResult)
+
+
+class Exposition(Collector):
+    """Listens to the engine's snapshots and yields metric families on each scrape."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        hub: TelemetryHub | None = None,
+        action_log: Path | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        import time
+
+        self.config = config
+        self.hub = hub
+        self.clock = clock or time.time
+        self.local_host = socket.gethostname()
+        self.snapshot: LedgerSnapshot | None = None
+        self.policy = PolicyState()
+        self.decisions: dict[tuple[str, ...], int] = {}
+        self.actions: dict[tuple[str, ...], int] = {}
+        self.lock = threading.Lock()
+        self._actions = _follower(action_log) if action_log is not None else None
+
+    def __call__(self, snap: LedgerSnapshot) -> None:
+        """Engine listener: keep the snapshot, count the policy's new decisions."""
+        found: list[tuple[str, ...]] = []
+        if self.config is not None:
+            for s in snap.sessions:
+                for d in evaluate(s, self.config, snap.taken_at, self.policy):
+                    found.append((d.detector, "alert" if s.remote else d.action))
+        with self.lock:
+            self.snapshot = snap
+            for pair in found:
+                self.decisions[pair] = self.decisions.get(pair, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        self._read_actions()
+        with self.lock:
+            snap = self.snapshot
+            decisions, actions = dict(self.decisions), dict(self.actions)
+        sessions = snap.sessions if snap is not None else ()
+        yield from self._totals(sessions)
+        yield from self._live(sessions)
+        yield _counter("tokentop_decisions", "Policy decisions", ("detector", "action"), decisions)
+        yield _counter("tokentop_actions", "Actions on processes", ("action", "ok"), actions)
+        if self.hub is not None:
+            yield from _receiver_metrics(self.hub)
+
+    def labels(self, s: SessionSnapshot) -> tuple[str, str, str, str]:
+        """(host, agent, project, user) of a session, bounded."""
+        user = self.hub.user_of(s.key) if self.hub is not None else ""
+        project = os.path.basename(s.cwd.rstrip("/")) if s.cwd else ""
+        return _cut(s.host or self.local_host), _cut(s.key.agent), _cut(project), _cut(user)
+
+    def _totals(self, sessions: tuple[SessionSnapshot, ...]) -> Iterator[Metric]:
+        tokens: dict[tuple[str, ...], float] = {}
+        cost: dict[tuple[str, ...], float] = {}
+        for s in sessions:
+            host, agent, project, user = self.labels(s)
+            for m in s.models:
+                base = _bounded(cost, (host, agent, project, _cut(m.model), user))
+                cost[base] = cost.get(base, 0.0) + (m.cost_usd or 0.0)
+                for kind in KINDS:
+                    n = getattr(m.tokens, kind)
+                    if n:
+                        key = _bounded(tokens, (*base[:4], kind, user))
+                        tokens[key] = tokens.get(key, 0.0) + n
+        labels = ("host", "agent", "project", "model", "kind", "user")
+        yield _counter("tokentop_tokens", "Tokens counted", labels, tokens)
+        yield _counter(
+            "tokentop_cost_usd", "Cost in USD of the priced models",
+            ("host", "agent", "project", "model", "user"), cost,
+        )  # fmt: skip
+
+    def _live(self, sessions: tuple[SessionSnapshot, ...]) -> Iterator[Metric]:
+        now = self.clock()
+        names = ("host", "agent", "session", "project", "user")
+        burn = GaugeMetricFamily("tokentop_burn_tokens_per_minute", "Burn rate", labels=names)
+        ratio = GaugeMetricFamily(
+            "tokentop_budget_used_ratio", "Share of the session's budget used", labels=names
+        )
+        status: dict[tuple[str, ...], float] = {}
+        for s in sessions:
+            host, agent, project, user = self.labels(s)
+            state = self.config.activity(s.last_ts, now) if self.config else _activity(s, now)
+            status[(host, agent, state)] = status.get((host, agent, state), 0) + 1
+            if now - s.last_ts > ACTIVE_S:
+                continue
+            labels = [host, agent, _cut(s.key.session_id), project, user]
+            burn.add_metric(labels, s.tokens_per_min)
+            fraction = self._fraction(s)
+            if fraction is not None:
+                ratio.add_metric(labels, fraction)
+        yield burn
+        yield ratio
+        sessions_gauge = GaugeMetricFamily(
+            "tokentop_sessions", "Sessions by state", labels=("host", "agent", "status")
+        )
+        for key, n in status.items():
+            sessions_gauge.add_metric(list(key), n)
+        yield sessions_gauge
+
+    def _fraction(self, s: SessionSnapshot) -> float | None:
+        if self.config is None:
+            return None
+        budget = self.config.budget_for(s.key.agent, s.cwd)
+        return budget_use(s, budget, self.config.alerts).fraction if budget.is_set else None
+
+    def _read_actions(self) -> None:
+        if self._actions is None:
+            return
+        result = self._actions.read_new()
+        for line in result.data.splitlines():
+            try:
+                action = _ACTION.decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            pair: tuple[str, ...] = (action.action, "true" if action.ok else "false")
+            with self.lock:
+                self.actions[pair] = self.actions.get(pair, 0) + 1
+
+
+def _follower(path: Path) -> Tailer:
+    """A tailer from the log's current end: actions taken from now on are counted."""
+    size = path.stat().st_size if path.exists() else 0
+    tailer = Tailer(TailState(path=str(path), offset=size))
+    tailer.read_new()
+    tailer.state.offset = size
+    return tailer
+
+
+def _activity(s: SessionSnapshot, now: float) -> str:
+    return "live" if now - s.last_ts <= 120 else "idle" if now - s.last_ts <= 1800 else "ended"
+
+
+def _receiver_metrics(hub: TelemetryHub) -> Iterator[Metric]:
+    st = hub.stats
+    for name, value, what in (
+        ("tokentop_otlp_requests", st.requests, "OTLP requests received"),
+        ("tokentop_otlp_refused", st.refused, "OTLP requests answered with an error"),
+        ("tokentop_otlp_bad_records", st.bad_records, "Unusable OTLP records"),
+        ("tokentop_otlp_ignored", st.ignored, "Usage of the kind a session does not count"),
+    ):
+        family = CounterMetricFamily(name, what)
+        family.add_metric([], value)
+        yield family
+
+
+def _counter(
+    name: str, doc: str, labels: tuple[str, ...], values: Mapping[tuple[str, ...], Any]
+) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
+
+
+def _cut(value: str) -> str:
+    return value[:MAX_LABEL]
+
+
+def _bounded(table: dict[tuple[str, ...], float], key: tuple[str, ...]) -> tuple[str, ...]:
+    """`key`, or its "_other" project bucket once the family holds MAX_SERIES label sets."""
+    if key in table or len(table) < MAX_SERIES:
+        return key
+    return (key[0], key[1], "_other", *key[3:])
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """The app owns the terminal."""
+
+
+class MetricsServer:
+    """/metrics on its own thread; beyond loopback only with a bearer token."""
+
+    def __init__(self, exposition: Exposition, listen: Listen, token: str = "") -> None:
+        if listen.port == CLAUDE_EXPORTER_PORT:
+            raise ListenError(
+                f"port {CLAUDE_EXPORTER_PORT} is Claude Code's own Prometheus exporter port; "
+                "choose another (e.g. 9469)"
+            )
+        require_token(listen, token, "Prometheus endpoint")
+        self.listen = listen
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(exposition)
+        self.app = _with_token(make_wsgi_app(registry), token)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port) if self._server else self.listen.port
+
+    def start(self) -> None:
+        try:
+            server = make_server(
+                self.listen.host, self.listen.port, self.app, ThreadingWSGIServer, _Quiet
+            )
+        except OSError as exc:
+            raise ListenError(f"can't listen on {self.listen}: {exc.strerror or exc}") from None
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="tokentop-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _with_token(app: Any, token: str) -> Any:
+    if not token:
+        return app
+    expected = f"Bearer {token}"
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        import hmac
+
+        got = str(environ.get("HTTP_AUTHORIZATION", ""))
+        if not hmac.compare_digest(got.encode(), expected.encode()):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+            return [b"missing or wrong bearer token\n"]
+        return app(environ, start_response)
+
+    return guarded

@@ -1,0 +1,304 @@
+"""Telemetry -> sessions in the engine's ledger, each counted once.
+
+Rules, per session (agent + session id):
+- **One kind:** the first of events or metrics to arrive for a session is the one counted;
+  the other kind describes the same tokens and is dropped (counted in `ignored`).
+- **Host:** the resource's `host.name`, else the sender's address; this machine's own name
+  (or a loopback sender without a name) is "" (local), whose processes tokentop can signal.
+- **Local transcript:** a session of this machine that is also in a transcript counts once.
+  Claude responses are matched by request id and counted under the transcript's key (the
+  ledger keeps the larger copy); other agents' telemetry is not counted while their
+  transcript is. Either way both views are kept for the reconciliation.
+- **Waiting:** telemetry for a local session whose transcript was not read yet waits up to
+  `wait_s` for it (the agent writes the transcript before it exports), then counts alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from tokentop.engine import Engine
+from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
+from tokentop.reconcile import Reconciliation
+from tokentop.telemetry.agents import BadRecord, TelemetryUsage, from_log
+from tokentop.telemetry.matching import TranscriptIndex
+from tokentop.telemetry.metrics import Cumulative, usages
+from tokentop.telemetry.otlp import LogItem, PointItem
+
+MAX_SESSIONS = 100_000
+"""Sessions whose kind, user and views are remembered; the oldest are forgotten first."""
+
+
+class HubStats(msgspec.Struct):
+    """Counters shown by `serve` and on /metrics; never silent about what was dropped."""
+
+    requests: int = 0
+    records: int = 0
+    usages: int = 0
+    bad_records: int = 0
+    ignored: int = 0
+    """Usage of the other kind (events vs metrics) for a session that counts one kind."""
+    refused: int = 0
+    """Requests answered with a 4xx (malformed, too large, unauthorised)."""
+    last_error: str = ""
+
+
+class View:
+    """What telemetry said about one local session, for the reconciliation."""
+
+    __slots__ = ("by_key", "index")
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, tuple[TokenCounts, float | None, str]] = {}
+        self.index: TranscriptIndex | None = None
+
+    def add(self, usage: TelemetryUsage) -> None:
+        old = self.by_key.get(usage.key)
+        if old is None or usage.tokens.total >= old[0].total:
+            self.by_key[usage.key] = (usage.tokens, usage.cost_usd, usage.model)
+
+
+class TelemetryHub:
+    """Routes telemetry usage into the engine; thread-safe (the receiver's threads call it)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        local_names: Iterable[str] | None = None,
+        wait_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.local = set(local_names) if local_names is not None else _local_names()
+        self.wait_s = wait_s
+        self.clock = clock
+        self.stats = HubStats()
+        self.lock = threading.RLock()
+        self.kinds: dict[SessionKey, str] = {}
+        self.users: dict[SessionKey, str] = {}
+        self.views: dict[SessionKey, View] = {}
+        self.pending: list[tuple[float, TelemetryUsage]] = []
+        self._batch: list[tuple[str, list[Event]]] = []
+        self.cumulative = Cumulative()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- input -----------------------------------------------------------------------------
+
+    def accept_logs(self, items: Iterable[LogItem], sender: str) -> None:
+        found: list[TelemetryUsage] = []
+        with self.lock:
+            for item in items:
+                self.stats.records += 1
+                try:
+                    usage = from_log(item)
+                except BadRecord as exc:
+                    self._bad(str(exc))
+                    continue
+                if usage is not None:
+                    found.append(usage)
+            self.route(found, sender)
+
+    def accept_points(self, items: Iterable[PointItem], sender: str) -> None:
+        with self.lock:
+            points = list(items)
+            self.stats.records += len(points)
+            found, bad = usages(points, self.cumulative)
+            if bad:
+                self._bad(f"{bad} unusable metric point(s)", bad)
+            self.route(found, sender)
+
+    def count(self, field: str, error: str = "") -> None:
+        """Add one to a stats counter (the receiver's threads call this)."""
+        with self.lock:
+            setattr(self.stats, field, getattr(self.stats, field) + 1)
+            if error:
+                self.stats.last_error = error[:200]
+
+    def _bad(self, message: str, n: int = 1) -> None:
+        self.stats.bad_records += n
+        self.stats.last_error = message[:200]
+
+    def route(self, found: list[TelemetryUsage], sender: str) -> None:
+        """Count each usage once (the rules are in the module doc)."""
+        with self.lock:
+            self._batch = []
+            for usage in found:
+                host = self.host_of(usage.host, sender)
+                usage = msgspec.structs.replace(usage, host=host)
+                key = SessionKey(usage.agent, usage.session_id)
+                if self.kinds.setdefault(key, usage.via) != usage.via:
+                    self.stats.ignored += 1
+                    continue
+                self.stats.usages += 1
+                if usage.user:
+                    self.users[key] = usage.user
+                self._forget_oldest()
+                if host:
+                    self._ingest(usage, usage.key)
+                else:
+                    self.views.setdefault(key, View()).add(usage)
+                    self._local(usage, self.clock() + self.wait_s)
+            self._flush()
+
+    def host_of(self, named: str, sender: str) -> str:
+        if named:
+            return "" if named in self.local else named
+        return "" if sender in ("127.0.0.1", "::1", "") or sender in self.local else sender
+
+    def _forget_oldest(self) -> None:
+        for table in (self.kinds, self.users, self.views):
+            while len(table) > MAX_SESSIONS:
+                del table[next(iter(table))]
+
+    # -- local sessions ----------------------------------------------------------------------
+
+    def _local(self, usage: TelemetryUsage, deadline: float) -> bool:
+        """Count a local session's usage now if its transcript allows; else keep it waiting.
+        True when it was settled (counted, or left to the transcript)."""
+        key = SessionKey(usage.agent, usage.session_id)
+        files = [f for f in self.engine.session_files(str(key)) if not f.startswith("otlp:")]
+        if usage.agent == "claude" and usage.request_id and files:
+            index = self._index(key, files)
+            matched = index.by_request.get(usage.request_id)
+            if matched is not None:
+                self._ingest(usage, matched)
+                return True
+        elif files:
+            return True  # the transcript counts this session; the view keeps telemetry's
+        if self.clock() >= deadline:
+            self._ingest(usage, usage.key)
+            return True
+        self.pending.append((deadline, usage))
+        return False
+
+    def _index(self, key: SessionKey, files: list[str]) -> TranscriptIndex:
+        view = self.views.setdefault(key, View())
+        if view.index is None:
+            view.index = TranscriptIndex()
+        view.index.follow(files)
+        return view.index
+
+    def settle(self) -> None:
+        """Retry waiting usage (the transcript may have been read since)."""
+        with self.lock:
+            waiting, self.pending = self.pending, []
+            self._batch = []
+            for deadline, usage in waiting:
+                self._local(usage, deadline)
+            self._flush()
+
+    def _ingest(self, usage: TelemetryUsage, dedupe_key: str) -> None:
+        """Queue a usage for the engine (sent by _flush, one batch per request)."""
+        key = SessionKey(usage.agent, usage.session_id)
+        self._batch.append((usage.host, [
+            SessionInfo(key, usage.time, model=usage.model, host=usage.host),
+            UsageEvent(
+                key, dedupe_key, usage.time, usage.model, usage.tokens,
+                cost_usd=usage.cost_usd, request_id=usage.request_id,
+            ),
+        ]))  # fmt: skip
+
+    def _flush(self) -> None:
+        by_host: dict[str, list[Event]] = {}
+        for host, events in self._batch:
+            by_host.setdefault(host, []).extend(events)
+        self._batch = []
+        for host, events in by_host.items():
+            self.engine.ingest(events, f"otlp:{host or 'local'}")
+
+    # -- views -----------------------------------------------------------------------------
+
+    def user_of(self, key: SessionKey) -> str:
+        with self.lock:
+            return self.users.get(key, "")
+
+    def pairs(self) -> list[Reconciliation]:
+        """Transcript vs telemetry for each local session seen both ways."""
+        cost_fn = self.engine.cost_fn
+        out = []
+        with self.lock:
+            for key, view in self.views.items():
+                files = [
+                    f for f in self.engine.session_files(str(key)) if not f.startswith("otlp:")
+                ]
+                if not files or not view.by_key:
+                    continue
+                if key.agent == "claude":
+                    index = self._index(key, files)
+                    transcript = _totals(index.by_key.values(), cost_fn)
+                    how = "request_id"
+                else:
+                    transcript = self._ledger_totals(key)
+                    how = "session_id"
+                told = _totals(view.by_key.values(), cost_fn)
+                out.append(_pair(key, how, transcript, told))
+        return out
+
+    def _ledger_totals(self, key: SessionKey) -> tuple[TokenCounts, float, int]:
+        snap = self.engine.last_snapshot
+        for s in snap.sessions if snap is not None else ():
+            if s.key == key:
+                return s.tokens, s.cost_usd, s.responses
+        return TokenCounts(), 0.0, 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Settle waiting usage every half second, until stop()."""
+        self._thread = threading.Thread(target=self._run, name="tokentop-otlp-hub", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self.settle()
+            except Exception as exc:
+                self.stats.last_error = f"settle failed: {exc!r}"[:200]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _totals(
+    items: Iterable[tuple[TokenCounts, float | None, str]],
+    cost_fn: Callable[[str, TokenCounts], float | None],
+) -> tuple[TokenCounts, float, int]:
+    tokens, usd, n = TokenCounts(), 0.0, 0
+    for t, cost, model in items:
+        tokens = tokens + t
+        usd += cost if cost is not None else (cost_fn(model, t) or 0.0)
+        n += 1
+    return tokens, usd, n
+
+
+def _pair(
+    key: SessionKey,
+    how: str,
+    transcript: tuple[TokenCounts, float, int],
+    told: tuple[TokenCounts, float, int],
+) -> Reconciliation:
+    return Reconciliation(
+        transcript=key, proxy=key, matched_by=how,
+        transcript_tokens=transcript[0], proxy_tokens=told[0],
+        delta_tokens=told[0] - transcript[0],
+        transcript_cost_usd=transcript[1], proxy_cost_usd=told[1],
+        delta_cost_usd=told[1] - transcript[1],
+        transcript_responses=transcript[2], proxy_responses=told[2],
+    )  # fmt: skip
+
+
+def _local_names() -> set[str]:
+    names = {socket.gethostname()}
+    with contextlib.suppress(OSError):
+        names.add(socket.getfqdn())
+    return names

@@ -1,0 +1,67 @@
+"""Claude sessions seen both in a transcript here and in telemetry: count each response once.
+
+The telemetry event names the response by `request_id`, the transcript by `message.id`
+(its dedupe key), and writes the `requestId` beside it. This index follows the session's
+transcript files with their own tailers (only new bytes are read), so a telemetry response
+can be counted under the transcript's key: the ledger then keeps the larger copy (the
+billed figure when the transcript undercounts input). The same index gives the transcript's
+own totals for the reconciliation, since the ledger's copy is the merged one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokentop.model import Event, TokenCounts, UsageEvent
+from tokentop.sources.claude_code import ClaudeFileParser
+from tokentop.tail import Tailer, TailState
+
+
+class TranscriptIndex:
+    """One session's transcript responses by request id, and their totals."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[Tailer, ClaudeFileParser]] = {}
+        self.by_request: dict[str, str] = {}
+        """request id -> the transcript's dedupe key."""
+        self.by_key: dict[str, tuple[TokenCounts, float | None, str]] = {}
+        """dedupe key -> the largest copy's tokens, recorded cost and model."""
+
+    def follow(self, paths: list[str]) -> None:
+        """Read what the session's transcript files added since the last call."""
+        for path in paths:
+            if path not in self.files and path.endswith(".jsonl") and Path(path).is_file():
+                self.files[path] = (Tailer(TailState(path=path)), ClaudeFileParser(path=path))
+        for tailer, parser in self.files.values():
+            self._read(tailer, parser)
+
+    def _read(self, tailer: Tailer, parser: ClaudeFileParser) -> None:
+        while True:
+            result = tailer.read_new()
+            if result.data:
+                events: list[Event] = []
+                parser.feed(result.data, events)
+                self._index(events)
+            if not result.more:
+                return
+
+    def _index(self, events: list[Event]) -> None:
+        for event in events:
+            if type(event) is not UsageEvent:
+                continue
+            old = self.by_key.get(event.dedupe_key)
+            if old is None or event.tokens.total > old[0].total:
+                self.by_key[event.dedupe_key] = (event.tokens, event.cost_usd, event.model)
+            if event.request_id:
+                self.by_request[event.request_id] = event.dedupe_key
+
+    @property
+    def tokens(self) -> TokenCounts:
+        total = TokenCounts()
+        for tokens, _, _ in self.by_key.values():
+            total = total + tokens
+        return total
+
+    @property
+    def responses(self) -> int:
+        return len(self.by_key)
