@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -216,24 +217,25 @@ def test_non_utf8_names_in_a_parallel_cold_scan(
     from tokentop import coldscan
 
     monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
-    done: list[set[Path]] = []
-    real_scan = coldscan.scan_parallel
-
-    def recorded(engine: Engine, fresh: list[Path]) -> set[Path]:
-        done.append(real_scan(engine, fresh))
-        return done[-1]
-
-    monkeypatch.setattr(coldscan, "scan_parallel", recorded)
+    monkeypatch.setattr(coldscan, "BATCH_BYTES", 1)  # every file its own batch
     projects = tmp_path / "projects"
     want = TokenCounts()
     for i in range(6):
         folder = projects / os.fsdecode(b"p%d-\xff" % i)
         want += write_session(folder / os.fsdecode(b"s\xfe.jsonl"), f"s{i}", [i + 1])
     engine = Engine([ClaudeCodeSource([projects])], PriceTable.default().cost, workers=2)
+    merged: list[bool] = []
+    absorb = engine.absorb
+
+    def spy(*args: Any, **kwargs: Any) -> bool:
+        merged.append(absorb(*args, **kwargs))
+        return merged[-1]
+
+    engine.absorb = spy  # type: ignore[method-assign]
     engine.scan()
     snap = engine.snapshot()
     assert totals(snap) == want
     assert len(engine.files) == 6
-    assert [len(d) for d in done] == [6]  # the worker's half came back through the pipe
+    assert merged and all(merged)  # the worker's batches came back through the pipe
     doc = json.loads(msgspec.json.encode(output.sessions_list(snap)))
     assert all("-\\xff/s\\xfe.jsonl" in s["files"][0]["path"] for s in doc)
