@@ -28,7 +28,7 @@ from textual import events
 
 from tokentop.clock import SystemClock
 from tokentop.config import Config
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.pricing import PriceTable
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.ui.app import make_app
@@ -93,7 +93,7 @@ class KeyProbe:
         self.waiting_paint = False
 
     def install(self) -> None:
-        from tokentop.ui.table import SessionTable
+        from tokentop.ui.widgets.session_table import SessionTable
 
         probe = self
         move, render = SessionTable.action_cursor, SessionTable.render_lines

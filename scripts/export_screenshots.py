@@ -4,7 +4,7 @@
     python scripts/export_screenshots.py              # writes screenshots/*.svg
     python scripts/export_screenshots.py --out DIR
 
-The demo's four agents (tokentop.demo.DEFAULT_FLEET) are replayed with the demo agent's own
+The demo's four agents (tokentop.demo.fleet.DEFAULT_FLEET) are replayed with the demo agent's own
 record builders and behaviours, at the demo's pace, but stamped by a simulated clock instead
 of the wall clock, into a temporary root at a fixed path. The real Engine reads those
 transcripts; the real app runs over its snapshot with `FakeClock`, in UTC, at 160x45 (and the
@@ -33,19 +33,20 @@ import msgspec
 
 from tokentop.clock import FakeClock
 from tokentop.config import Budgets, Config
-from tokentop.demo import DEFAULT_FLEET, DemoAgentSpec
-from tokentop.demo_agent import PROFILES, Transcript, Work, session_batches, transcript_path
-from tokentop.demo_records import Record, random_uuid
-from tokentop.engine import Engine
-from tokentop.mapping import SessionMapper
+from tokentop.demo.agent import PROFILES, Transcript, Work, session_batches, transcript_path
+from tokentop.demo.claude_records import Record, random_uuid
+from tokentop.demo.fleet import DEFAULT_FLEET, DemoAgentSpec
+from tokentop.engine.engine import Engine
+from tokentop.history.store import Store
+from tokentop.history.summary import EndReason, SummaryRecorder, engine_minutes
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.pricing import PriceTable
-from tokentop.procs import ActionResult, ProcessRef
+from tokentop.processes.control import ActionResult
+from tokentop.processes.finding import ProcessRef
+from tokentop.processes.mapper import SessionMapper
 from tokentop.sources.base import Source
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.sources.codex import CodexSource
-from tokentop.store import Store
-from tokentop.summary import EndReason, SummaryRecorder, engine_minutes
 from tokentop.ui.app import TokentopApp, make_app
 
 SIZE = (160, 45)
@@ -205,7 +206,7 @@ def sources_in(root: Path) -> list[Source]:
 
 def demo_ref(spec: DemoAgentSpec, pid: int, session_id: str) -> ProcessRef:
     argv = (
-        "python3", "-m", "tokentop.demo_agent", "--kind", spec.kind, "--behavior", spec.behavior,
+        "python3", "-m", "tokentop.demo.agent", "--kind", spec.kind, "--behavior", spec.behavior,
         "--root", f"{ROOT}/{spec.kind}", "--cwd", spec.project, "--session-id", session_id,
     )  # fmt: skip
     return ProcessRef(pid, NOW - 600, argv, spec.project, "launched", True, spec.kind)

@@ -1,6 +1,6 @@
 """Realistic fake agent installs in a temp dir, laid out as the real installers lay them out.
 
-tokentop recognises agents by install layout (`tokentop.installs`), not by name, so a test
+tokentop recognises agents by install layout (`tokentop.processes.installs`), not by name, so a test
 agent must look like one: the native Claude Code binary in `…/claude/versions/<v>` behind a
 `~/.local/bin/claude` symlink, Codex's vendored binary, or node running a package's entry
 point through the npm bin symlink. The "binaries" are copies of `sleep`; the npm packages are

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.model import LedgerSnapshot, TokenCounts
 from tokentop.pricing import PriceTable
 from tokentop.sources.claude_code import ClaudeCodeSource

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.model import LedgerSnapshot, TokenCounts
 from tokentop.pricing import PriceTable
 from tokentop.sources.base import Source

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import tiktoken
 
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.model import Event, LedgerSnapshot, SessionSnapshot, TokenCounts, UsageEvent
 from tokentop.pricing import PriceTable
 from tokentop.sources.base import FileParser, Source

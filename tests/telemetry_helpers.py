@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from proc_helpers import wait_until
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.model import SessionKey, SessionSnapshot, TokenCounts
 from tokentop.sources.base import Source
 from tokentop.telemetry.hub import TelemetryHub

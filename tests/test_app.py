@@ -23,19 +23,19 @@ from textual.widgets import Input, Static
 
 from tokentop.clock import FakeClock, SystemClock
 from tokentop.config import Alerts, Budget, Budgets, Config
+from tokentop.history.session_budgets import read_budgets
+from tokentop.history.store import Store
 from tokentop.model import RecentTool, SessionSnapshot, TokenCounts
-from tokentop.policy import budget_finding
+from tokentop.policy.detectors import budget_finding
 from tokentop.quantities import parse_usd
-from tokentop.session_budgets import read_budgets
-from tokentop.store import Store
-from tokentop.ui import format as fmt
+from tokentop.render import figures as fmt
 from tokentop.ui.app import TokentopApp, make_app
-from tokentop.ui.detail import SessionDetail
-from tokentop.ui.help import HelpScreen, ParseErrorsScreen
-from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import LedgerUpdated
-from tokentop.ui.modals import BudgetModal, ConfirmModal
-from tokentop.ui.table import SessionTable, cell_text
+from tokentop.ui.screens.detail import SessionDetail
+from tokentop.ui.screens.help import HelpScreen, ParseErrorsScreen
+from tokentop.ui.screens.main import MainScreen
+from tokentop.ui.screens.modals import BudgetModal, ConfirmModal
+from tokentop.ui.widgets.session_table import SessionTable, cell_text
 from ui_fakes import (
     NOW,
     FakeEngine,
@@ -695,7 +695,7 @@ async def wait_for(
 
 
 async def test_real_engine_appended_lines_change_tokens_and_burn(tmp_path: Path) -> None:
-    from tokentop.engine import Engine
+    from tokentop.engine.engine import Engine
     from tokentop.pricing import PriceTable
     from tokentop.sources.claude_code import ClaudeCodeSource
 
@@ -761,7 +761,7 @@ def test_bad_budget_amounts_are_refused(typed: str) -> None:
 async def test_an_empty_table_says_where_it_looks_and_why(tmp_path: Path) -> None:
     """No sessions: the roots being watched and a pointer to the demo. A filter that hides
     every row says so instead."""
-    from tokentop.engine import Engine
+    from tokentop.engine.engine import Engine
     from tokentop.pricing import PriceTable
     from tokentop.sources.claude_code import ClaudeCodeSource
 

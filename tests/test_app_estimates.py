@@ -7,7 +7,7 @@ from textual.widgets import Static
 
 from test_app import Harness, settle, text_of
 from tokentop.model import TokenCounts
-from tokentop.ui.detail import SessionDetail
+from tokentop.ui.screens.detail import SessionDetail
 from ui_fakes import make_session
 
 SIZE = (150, 40)

@@ -17,11 +17,11 @@ from textual.widgets import Static
 from test_app import Harness, settle, text_of
 from tokentop.clock import FakeClock
 from tokentop.config import Config, History
+from tokentop.history.store import Store
 from tokentop.model import RecentTool, SessionSnapshot, TokenCounts
-from tokentop.store import Store
 from tokentop.ui.app import TokentopApp, make_app
-from tokentop.ui.history import HistoryScreen, SummaryScreen
-from tokentop.ui.main_screen import MainScreen
+from tokentop.ui.screens.history import HistoryScreen, SummaryScreen
+from tokentop.ui.screens.main import MainScreen
 from ui_fakes import (
     NOW,
     FakeEngine,

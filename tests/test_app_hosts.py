@@ -12,10 +12,9 @@ import msgspec
 import psutil
 
 from test_app import SIZE, Harness, projects, settle, with_
-from tokentop.guard import RecordedMapper
-from tokentop.mapping import SessionMapper
-from tokentop.procs import ProcessController
-from tokentop.registry import Registry, SessionRecord
+from tokentop.processes.control import ProcessController
+from tokentop.processes.mapper import RecordedMapper, SessionMapper
+from tokentop.processes.registry import Registry, SessionRecord
 from ui_fakes import make_session, sample_sessions
 
 

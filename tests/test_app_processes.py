@@ -18,17 +18,18 @@ from textual.pilot import Pilot
 from proc_helpers import gone, psutil_status
 from tokentop.clock import SystemClock
 from tokentop.config import Config
-from tokentop.demo_agent import escape_cwd
-from tokentop.engine import Engine
-from tokentop.mapping import SessionMapper
+from tokentop.demo.agent import escape_cwd
+from tokentop.engine.engine import Engine
+from tokentop.history.store import Store
 from tokentop.model import SessionKey
 from tokentop.pricing import PriceTable
-from tokentop.procs import ProcessController, ProcessRef, launch, read_action_log
+from tokentop.processes.control import ProcessController, read_action_log
+from tokentop.processes.finding import ProcessRef, launch
+from tokentop.processes.mapper import SessionMapper
 from tokentop.sources.claude_code import ClaudeCodeSource
-from tokentop.store import Store
 from tokentop.ui.app import TokentopApp, make_app
-from tokentop.ui.modals import ConfirmModal
-from tokentop.ui.table import cell_text
+from tokentop.ui.screens.modals import ConfirmModal
+from tokentop.ui.widgets.session_table import cell_text
 
 SIZE = (160, 30)
 TIMEOUT = 20.0
@@ -38,7 +39,7 @@ def start_agent(
     root: Path, sid: str, cwd: str, groups: list[int], *extra: str
 ) -> tuple[subprocess.Popen[bytes], ProcessRef, Path]:
     argv = [
-        sys.executable, "-m", "tokentop.demo_agent", "--kind", "claude", "--behavior", "steady",
+        sys.executable, "-m", "tokentop.demo.agent", "--kind", "claude", "--behavior", "steady",
         "--root", str(root), "--cwd", cwd, "--interval", "0.05", "--session-id", sid, *extra,
     ]  # fmt: skip
     popen, ref = launch(argv, stdout=subprocess.DEVNULL)

@@ -14,8 +14,8 @@ from tokentop.clock import FakeClock
 from tokentop.config import Config
 from tokentop.model import ModelUsage, RecentTool, SessionSnapshot, ToolStat
 from tokentop.ui.app import make_app
-from tokentop.ui.detail import SessionDetail
-from tokentop.ui.table import cell_text
+from tokentop.ui.screens.detail import SessionDetail
+from tokentop.ui.widgets.session_table import cell_text
 from ui_fakes import FakeEngine, FakeProcesses, FakeRef, ledger, make_session
 
 OSC52_CWD = "/tmp/\x1b]52;c;cHduZWQ=\x07x"
@@ -84,8 +84,8 @@ async def test_rows_detail_and_notifications_show_escapes() -> None:
 
 
 def test_history_rows_and_the_summary_screen_text_are_escaped() -> None:
-    from tokentop.summary_md import summary_markdown
-    from tokentop.ui.history_rows import history_row
+    from tokentop.render.markdown import summary_markdown
+    from tokentop.ui.views.history_rows import history_row
     from ui_fakes import NOW, summary_of
 
     summary = summary_of(hostile_session())

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tokentop.procs import ProcessController, launch
+from tokentop.processes.control import ProcessController
+from tokentop.processes.finding import launch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEMO_ID = "1af7fc5e-8455-4414-9ccd-011d40f70b2a"

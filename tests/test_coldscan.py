@@ -17,12 +17,12 @@ from typing import Any
 import psutil
 import pytest
 
-import tokentop.coldscan as coldscan
+import tokentop.engine.coldscan as coldscan
 from claude_lines import escape_cwd, response, write_transcript
 from proc_helpers import gone, wait_until
 from tokentop.clock import SystemClock
 from tokentop.config import Config
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.pricing import PriceTable
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.ui.app import TokentopApp, make_app
@@ -130,7 +130,7 @@ def scan_workers(pid: int) -> list[psutil.Process]:
         children = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return [c for c in children if "tokentop.coldscan" in " ".join(_cmdline(c))]
+    return [c for c in children if "tokentop.engine.coldscan" in " ".join(_cmdline(c))]
 
 
 def pipes_of(pid: int) -> int:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from tokentop.budgets import Level, budget_use, crossings, eta_seconds
 from tokentop.config import (
     KEY_ACTIONS,
     Alerts,
@@ -17,6 +16,7 @@ from tokentop.config import (
     parse_config,
 )
 from tokentop.model import TokenCounts
+from tokentop.policy.budgets import Level, budget_use, crossings, eta_seconds
 from ui_fakes import make_session
 
 GOOD = """\

@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 import proc_helpers
-from tokentop.demo_agent import escape_cwd
+from tokentop.demo.agent import escape_cwd
 
 CWD = "/home/dev/work/my.project"
 TIMEOUT = 15.0
@@ -38,7 +38,7 @@ def run_agent(
     root: Path, kind: str, behavior: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     argv = [
-        sys.executable, "-m", "tokentop.demo_agent", "--kind", kind, "--behavior", behavior,
+        sys.executable, "-m", "tokentop.demo.agent", "--kind", kind, "--behavior", behavior,
         "--root", str(root), "--cwd", CWD, "--interval", "0", *extra,
     ]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
@@ -283,7 +283,7 @@ def test_print_path_prints_the_transcript_path(tmp_path: Path) -> None:
 
 def test_sigterm_stops_it_cleanly_between_writes(tmp_path: Path, groups: list[int]) -> None:
     argv = [
-        sys.executable, "-m", "tokentop.demo_agent", "--kind", "claude", "--behavior", "loop",
+        sys.executable, "-m", "tokentop.demo.agent", "--kind", "claude", "--behavior", "loop",
         "--root", str(tmp_path), "--cwd", CWD, "--interval", "0.02",
     ]  # fmt: skip
     popen = subprocess.Popen(argv, start_new_session=True)
@@ -298,7 +298,7 @@ def test_sigterm_stops_it_cleanly_between_writes(tmp_path: Path, groups: list[in
 
 def test_it_exits_when_its_parent_dies(tmp_path: Path, groups: list[int]) -> None:
     agent = [
-        sys.executable, "-m", "tokentop.demo_agent", "--kind", "codex", "--behavior", "steady",
+        sys.executable, "-m", "tokentop.demo.agent", "--kind", "codex", "--behavior", "steady",
         "--root", str(tmp_path), "--cwd", CWD, "--interval", "0.05",
     ]  # fmt: skip
     parent_code = (

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.model import LedgerSnapshot
 from tokentop.pricing import PriceTable
 from tokentop.sources.claude_code import ClaudeCodeSource
@@ -61,7 +61,7 @@ def test_cold_scan_equals_expected(tmp_path: Path) -> None:
 
 def test_two_process_scan_equals_sequential(tmp_path: Path, monkeypatch) -> None:
     """The parallel cold scan must merge to exactly the sequential totals."""
-    import tokentop.coldscan as coldscan
+    import tokentop.engine.coldscan as coldscan
 
     expected = make_corpus(tmp_path / "c", sessions=20)
     monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
@@ -100,7 +100,7 @@ def corpus_bytes(root: Path) -> int:
 
 def test_two_process_scan_spawns_when_threads_run(tmp_path: Path, monkeypatch) -> None:
     """Under the live app other threads exist, so the child is spawned, not forked."""
-    import tokentop.coldscan as coldscan
+    import tokentop.engine.coldscan as coldscan
 
     expected = make_corpus(tmp_path / "c", sessions=12)
     monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
@@ -121,7 +121,7 @@ def test_two_process_scan_spawns_when_threads_run(tmp_path: Path, monkeypatch) -
 def test_refused_merge_falls_back_to_reading_the_childs_files(tmp_path: Path, monkeypatch) -> None:
     """When the halves share a dedupe key the merge is refused; the files the child read are
     then read again here, and the totals stay exact."""
-    import tokentop.coldscan as coldscan
+    import tokentop.engine.coldscan as coldscan
 
     expected = make_corpus(tmp_path / "c", sessions=20)
     monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
@@ -231,8 +231,8 @@ def test_sessions_json_is_remembered_only_while_nothing_changes(
     """A warm `sessions --json` over unchanged files with only quiet sessions prints what
     the previous run computed, without decoding the ledger; any change, or an active
     session, computes it again, and the result equals a cold scan's."""
-    from tokentop import ledger as ledger_mod
     from tokentop.cli import main
+    from tokentop.engine import ledger as ledger_mod
 
     make_corpus(tmp_path / "c", sessions=4)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))

@@ -15,13 +15,13 @@ import pytest
 
 from claude_lines import escape_cwd, response, write_transcript
 from tokentop.clock import SystemClock
+from tokentop.commands.guard import Guard, NdjsonOut
+from tokentop.commands.guard import run as guard_run
 from tokentop.config import Config
-from tokentop.engine import Engine
-from tokentop.guard import Guard, NdjsonOut
-from tokentop.guard import run as guard_run
+from tokentop.engine.engine import Engine
 from tokentop.model import LedgerSnapshot
 from tokentop.pricing import PriceTable
-from tokentop.procs import ProcessController
+from tokentop.processes.control import ProcessController
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.ui.app import make_app
 

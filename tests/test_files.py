@@ -102,7 +102,7 @@ def test_existing_db_registry_action_log_and_cache_become_private(tmp_path: Path
     registry.write_text("")
     registry.chmod(0o644)
     hook_in = json.dumps({"session_id": SESSION, "hook_event_name": "SessionStart"})
-    argv = [sys.executable, "-m", "tokentop.hook", "--registry", str(registry)]
+    argv = [sys.executable, "-m", "tokentop.commands.hook", "--registry", str(registry)]
     hooked = subprocess.run(argv, input=hook_in, text=True, env=env, capture_output=True)
     assert hooked.returncode == 0, hooked.stderr
     assert mode(registry) == 0o600 and registry.read_text()
@@ -111,7 +111,8 @@ def test_existing_db_registry_action_log_and_cache_become_private(tmp_path: Path
 def test_an_existing_action_log_becomes_private(tmp_path: Path) -> None:
     import psutil
 
-    from tokentop.procs import ProcessController, ProcessRef
+    from tokentop.processes.control import ProcessController
+    from tokentop.processes.finding import ProcessRef
 
     log = tmp_path / "actions.jsonl"
     log.write_text("")

@@ -15,7 +15,7 @@ import pytest
 
 from claude_lines import response, write_transcript
 from tokentop.config import History
-from tokentop.gitvalue import Commit, GitValue, assess, check_survival
+from tokentop.history.git_output import Commit, GitValue, assess, check_survival
 
 SESSION = "5d7f3c2a-1b4e-4c6d-8e9f-0a1b2c3d4e5f"
 

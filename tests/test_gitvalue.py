@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tokentop.config import History
-from tokentop.gitvalue import NOT_A_REPO, assess, check_survival, label_for, parse_log
+from tokentop.history.git_output import NOT_A_REPO, assess, check_survival, label_for, parse_log
 
 START = 1_750_000_000.0
 """The session window used below: [START, END]; commits are placed inside and outside it."""

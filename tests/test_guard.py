@@ -22,13 +22,14 @@ import pytest
 
 import proc_helpers
 from proc_helpers import gone
+from tokentop.commands.guard import Guard
 from tokentop.config import parse_config
-from tokentop.guard import Guard, RecordedMapper
-from tokentop.mapping import SessionMapper
+from tokentop.history.store import Store
 from tokentop.model import LedgerSnapshot, RecentTool, SessionKey, SessionSnapshot, TokenCounts
-from tokentop.procs import ProcessController, ProcessRef, launch
-from tokentop.registry import Registry, SessionRecord, append
-from tokentop.store import Store
+from tokentop.processes.control import ProcessController
+from tokentop.processes.finding import ProcessRef, launch
+from tokentop.processes.mapper import RecordedMapper, SessionMapper
+from tokentop.processes.registry import Registry, SessionRecord, append
 
 TIMEOUT = 20.0
 wait_until = partial(proc_helpers.wait_until, timeout=TIMEOUT, step=0.01)
@@ -77,7 +78,7 @@ def start_guard(tmp_path: Path, groups: list[int], *source: str) -> tuple[Lines,
 
 def demo_loop(root: Path, kind: str, session_id: str) -> tuple[subprocess.Popen[bytes], ProcessRef]:
     argv = [
-        sys.executable, "-m", "tokentop.demo_agent", "--kind", kind, "--behavior", "loop",
+        sys.executable, "-m", "tokentop.demo.agent", "--kind", kind, "--behavior", "loop",
         "--root", str(root), "--cwd", "/home/dev/payments", "--interval", "0.1",
         "--session-id", session_id,
     ]  # fmt: skip

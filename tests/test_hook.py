@@ -22,10 +22,11 @@ import fake_agents
 import proc_helpers
 from claude_lines import response, write_transcript
 from tokentop.cli import main
-from tokentop.hook import HookFiles, handle
-from tokentop.hook_install import install, merged
-from tokentop.procs import launch, read_action_log
-from tokentop.registry import SessionRecord, SoftStopRecord, append, read
+from tokentop.commands.hook import HookFiles, handle
+from tokentop.commands.hook_install import install, merged
+from tokentop.processes.control import read_action_log
+from tokentop.processes.finding import launch
+from tokentop.processes.registry import SessionRecord, SoftStopRecord, append, read
 
 SESSION = "5b0e1d2c-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
 CWD = "/home/dev/shop"
@@ -108,8 +109,8 @@ def test_the_block_lifts_when_the_budget_is_raised(home: Path) -> None:
 def test_a_budget_set_with_b_in_the_app_is_honoured_by_the_hook(home: Path) -> None:
     """The app keeps `b` budgets in the store; the hook reads them on its next call."""
     from tokentop.config import Budget
+    from tokentop.history.store import Store
     from tokentop.model import SessionKey
-    from tokentop.store import Store
 
     assert run_hook(home, "", hook_json(home)).returncode == 0  # no budget configured
     with Store(home / "data" / "tokentop" / "tokentop.db") as store:
@@ -143,7 +144,7 @@ def test_session_start_records_the_agent_above_the_hook_shell(home: Path) -> Non
     payload = home / "start.json"
     payload.write_text(hook_json(home, "SessionStart"))
     registry = home / "registry.jsonl"
-    hook = f"{sys.executable} -m tokentop.hook --registry {registry} < {payload}"
+    hook = f"{sys.executable} -m tokentop.commands.hook --registry {registry} < {payload}"
     exe = fake_agents.npm_claude(home / "npm", fake_agents.SHELL)
     popen = subprocess.Popen([*exe, hook], start_new_session=True)
     try:
@@ -210,7 +211,7 @@ def test_handle_in_process_reads_only_new_bytes_with_a_cache(home: Path) -> None
 
 # -- install ----------------------------------------------------------------------------------
 
-COMMAND = "/opt/venv/bin/python -m tokentop.hook"
+COMMAND = "/opt/venv/bin/python -m tokentop.commands.hook"
 
 
 def test_install_merges_shows_the_diff_keeps_a_backup_and_is_idempotent(tmp_path: Path) -> None:
@@ -248,10 +249,10 @@ def test_install_merges_shows_the_diff_keeps_a_backup_and_is_idempotent(tmp_path
     again = io.StringIO()
     assert install(settings, command=COMMAND, ask=lambda _: "y", out=again) == 0
     assert "already installed" in again.getvalue() and settings.read_text() == before
-    moved = merged(new, "/new/python -m tokentop.hook")
+    moved = merged(new, "/new/python -m tokentop.commands.hook")
     assert [h["command"] for g in moved["hooks"]["PreToolUse"] for h in g["hooks"]] == [
         "lint",
-        "/new/python -m tokentop.hook",
+        "/new/python -m tokentop.commands.hook",
     ]
 
 
@@ -271,4 +272,4 @@ def test_install_from_the_cli_creates_a_missing_settings_file(tmp_path: Path) ->
     assert main(["hook", "install", "--settings", str(settings), "--yes"]) == 0
     hooks = json.loads(settings.read_text())["hooks"]
     assert set(hooks) == {"SessionStart", "PreToolUse"}
-    assert hooks["PreToolUse"][0]["hooks"][0]["command"].endswith("-m tokentop.hook")
+    assert hooks["PreToolUse"][0]["hooks"][0]["command"].endswith("-m tokentop.commands.hook")

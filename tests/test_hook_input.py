@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from claude_lines import response, write_transcript
-from tokentop.hook import cache_name
+from tokentop.commands.hook import cache_name
 
 CWD = "/home/dev/shop"
 GOOD = "9a1f0d2e-7c3b-4e5a-8f6d-1b2c3d4e5f60"
@@ -25,7 +25,13 @@ def files_under(root: Path) -> set[Path]:
 def run_hook(tmp: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "home" / "cache")}
     env |= {"XDG_DATA_HOME": str(tmp / "home" / "data"), "XDG_CONFIG_HOME": str(tmp / "cfg")}
-    argv = [sys.executable, "-m", "tokentop.hook", "--registry", str(tmp / "home" / "reg.jsonl")]
+    argv = [
+        sys.executable,
+        "-m",
+        "tokentop.commands.hook",
+        "--registry",
+        str(tmp / "home" / "reg.jsonl"),
+    ]
     return subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=60)
 
 
@@ -110,7 +116,7 @@ def test_hostile_input_never_escapes_the_cache_dir_or_blocks(
 
 
 def test_the_stop_message_escapes_what_the_transcript_named() -> None:
-    from tokentop.hook import stop_message
+    from tokentop.commands.hook import stop_message
 
     text = stop_message(["looping: the same \x1b]2;PWNED\x07 call 6 times"])
     assert "\x1b" not in text and "\\x1b]2;PWNED\\x07" in text

@@ -23,9 +23,9 @@ from hostile_fs import (
     write_session,
 )
 from hostile_helpers import CASES, Case, clean_totals, copy_fixture, totals, usage_files
-from tokentop import output
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.pricing import PriceTable
+from tokentop.render import records as output
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.sources.gemini import GeminiSource
 from tokentop.sources.opencode import OpencodeSource
@@ -90,7 +90,7 @@ def test_fifo_as_cache_state_file(tmp_path: Path, side: str) -> None:
     second = claude_engine(projects, cache_dir)
 
     def warm() -> None:
-        from tokentop import sessions_cache
+        from tokentop.commands import sessions_memo as sessions_cache
 
         sessions_cache.recall(second)
         second.load_cache()

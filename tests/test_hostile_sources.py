@@ -21,10 +21,10 @@ from hostile_helpers import (
     totals,
     usage_files,
 )
-from tokentop import output
-from tokentop.ledger import Ledger
+from tokentop.engine.ledger import Ledger
 from tokentop.model import Event, UsageEvent
 from tokentop.pricing import PriceTable
+from tokentop.render import records as output
 from tokentop.sources.base import MAX_COUNT, MAX_TIMESTAMP
 from tokentop.sources.wholefile import WholeFileParser
 

@@ -22,11 +22,11 @@ from hostile_fs import (
     write_session,
 )
 from hostile_helpers import totals
-from tokentop import cache as cache_mod
-from tokentop import output
-from tokentop.engine import Engine
+from tokentop.engine import state_cache as cache_mod
+from tokentop.engine.engine import Engine
 from tokentop.model import TokenCounts
 from tokentop.pricing import PriceTable
+from tokentop.render import records as output
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.sources.opencode import OpencodeSource
 
@@ -158,7 +158,7 @@ def test_opencode_db_path_that_is_not_utf8(tmp_path: Path) -> None:
 
 def test_sqlite_tokens_column_saturates_instead_of_overflowing(tmp_path: Path) -> None:
     from test_store import summary
-    from tokentop.store import INT64_MAX, Store
+    from tokentop.history.store import INT64_MAX, Store
 
     huge = TokenCounts(input=2**70, output=3)
     big = msgspec.structs.replace(summary("a"), tokens=huge)
@@ -214,7 +214,7 @@ def test_non_utf8_names_in_a_parallel_cold_scan(
 ) -> None:
     """The worker process sends its file states and ledger through a pipe as msgpack: names
     that are not UTF-8 travel as escaped text plus their bytes."""
-    from tokentop import coldscan
+    from tokentop.engine import coldscan
 
     monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(coldscan, "BATCH_BYTES", 1)  # every file its own batch

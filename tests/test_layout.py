@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tokentop.summary import base_name, project_name
-from tokentop.ui.rows import COLUMNS, fit, layout_for, short_model
-from tokentop.ui.rows import project_name as row_project
+from tokentop.history.summary import base_name, project_name
+from tokentop.ui.views.rows import COLUMNS, fit, layout_for, short_model
+from tokentop.ui.views.rows import project_name as row_project
 
 
 @pytest.mark.parametrize("width", [80, 78, 90, 100, 120])

@@ -6,8 +6,8 @@ import msgspec
 import pytest
 
 from tokentop.clock import FakeClock
-from tokentop.ledger import Ledger
-from tokentop.ledger_state import LedgerState
+from tokentop.engine.ledger import Ledger
+from tokentop.engine.ledger_state import LedgerState
 from tokentop.model import SessionInfo, SessionKey, TokenCounts, ToolCall, ToolResult, UsageEvent
 
 KEY = SessionKey("claude", "s1")
@@ -181,7 +181,7 @@ def test_today_counts_only_buckets_since_local_midnight() -> None:
 def test_minute_buckets_in_and_out_of_order_survive_the_cache() -> None:
     """Per-minute buckets are packed arrays: in-order minutes append, an earlier one (a
     subagent file read after its parent's) is inserted or added in its place."""
-    from tokentop.ledger_state import SessionState
+    from tokentop.engine.ledger_state import SessionState
 
     state = SessionState("claude", "s1")
     for minute, tokens in [(100, 1), (102, 2), (102, 3), (101, 4), (99, 5), (103, 6), (101, 1)]:

@@ -1,7 +1,7 @@
 """The proxy callback, unit-tested without LiteLLM, then a real LiteLLM proxy end to end.
 
 End to end: a small OpenAI-compatible upstream (stdlib http.server) and `litellm --config`
-both listen on 127.0.0.1 only. The proxy loads `tokentop.litellm_callback` from this
+both listen on 127.0.0.1 only. The proxy loads `tokentop.integrations.litellm_callback` from this
 checkout and appends payloads to a log that a running Engine tails; the session's tokens
 must equal the usage the upstream returned.
 
@@ -35,9 +35,9 @@ from typing import Any
 
 import pytest
 
-from tokentop import litellm_callback
 from tokentop.dirs import user_dir
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
+from tokentop.integrations import litellm_callback
 from tokentop.model import TokenCounts
 from tokentop.pricing import PriceTable
 from tokentop.sources.litellm import LiteLLMSource
@@ -239,7 +239,7 @@ def proxy(tmp_path: Path, upstream: int) -> Iterator[tuple[int, Path]]:
         f"      api_base: http://127.0.0.1:{upstream}/v1\n"
         "      api_key: sk-test\n"
         "litellm_settings:\n"
-        "  callbacks: tokentop.litellm_callback.proxy_handler_instance\n"
+        "  callbacks: tokentop.integrations.litellm_callback.proxy_handler_instance\n"
         "general_settings:\n"
         f"  master_key: {MASTER_KEY}\n"
     )

@@ -14,10 +14,10 @@ import pytest
 
 from tokentop.clock import FakeClock
 from tokentop.config import Budget, Budgets, Config, parse_config
-from tokentop.engine import Engine
-from tokentop.ledger import Ledger
+from tokentop.engine.engine import Engine
+from tokentop.engine.ledger import Ledger
 from tokentop.model import RecentTool, SessionKey, SessionSnapshot, TokenCounts
-from tokentop.policy import (
+from tokentop.policy.detectors import (
     Decision,
     PolicyState,
     detect,
@@ -322,7 +322,7 @@ def test_defaults_are_silent_on_every_session_the_engine_finds_in_the_samples() 
 
 def demo_transcript(tmp_path: Path, behavior: str, turns: int) -> Path:
     argv = [
-        sys.executable, "-m", "tokentop.demo_agent", "--kind", "claude", "--behavior", behavior,
+        sys.executable, "-m", "tokentop.demo.agent", "--kind", "claude", "--behavior", behavior,
         "--root", str(tmp_path), "--cwd", "/home/dev/shop", "--interval", "0",
         "--max-turns", str(turns), "--print-path",
     ]  # fmt: skip

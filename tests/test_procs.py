@@ -24,8 +24,8 @@ import pytest
 import fake_agents
 import proc_helpers
 from proc_helpers import gone, psutil_status
-from tokentop.procs import (
-    ProcessController,
+from tokentop.processes.control import ProcessController, read_action_log
+from tokentop.processes.finding import (
     ProcessRef,
     agent_name,
     find_agent_ancestor,
@@ -33,7 +33,6 @@ from tokentop.procs import (
     find_by_open_file,
     launch,
     match_session,
-    read_action_log,
     ref_for_pid,
 )
 
@@ -83,7 +82,7 @@ def spawn() -> Iterator[Spawn]:
 
 def demo_argv(root: Path, kind: str = "claude", behavior: str = "steady") -> list[str]:
     return [
-        sys.executable, "-m", "tokentop.demo_agent", "--kind", kind, "--behavior", behavior,
+        sys.executable, "-m", "tokentop.demo.agent", "--kind", kind, "--behavior", behavior,
         "--root", str(root), "--cwd", "/home/dev/project", "--interval", FAST,
     ]  # fmt: skip
 
@@ -271,7 +270,7 @@ def test_launch_starts_a_new_session_and_remembers_the_process(
     assert os.getsid(popen.pid) == popen.pid != os.getsid(0)
     assert os.getpgid(popen.pid) == popen.pid
     assert ref.cwd == str(tmp_path)
-    assert ref.cmdline[:3] == (sys.executable, "-m", "tokentop.demo_agent")
+    assert ref.cmdline[:3] == (sys.executable, "-m", "tokentop.demo.agent")
 
 
 @pytest.mark.parametrize(
@@ -344,7 +343,10 @@ def test_find_agent_ancestor_finds_the_agent_above_a_hook_shell(tmp_path: Path) 
     """npm's Claude Code runs the hook through a shell; a wrapper merely named `claude`
     between them is no agent and is passed over."""
     out = tmp_path / "out"
-    hook = "from tokentop.procs import find_agent_ancestor as f; r = f(); print(r.pid if r else 0)"
+    hook = (
+        "from tokentop.processes.finding import find_agent_ancestor as f; "
+        "r = f(); print(r.pid if r else 0)"
+    )
     named = tmp_path / "bin" / "claude"  # a script named like the agent: not an install
     named.parent.mkdir()
     named.write_text(f"#!/bin/sh\n{sys.executable} -c '{hook}' > {out}\n")

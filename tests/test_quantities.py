@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tokentop.cli import build_parser, load_config
+from tokentop.cli import build_parser
+from tokentop.commands.common import load_config
 from tokentop.config import Budget, ConfigError, parse_config
+from tokentop.history.store import Store
 from tokentop.model import SessionKey
 from tokentop.quantities import QuantityError, parse_tokens, parse_usd, plural
-from tokentop.store import Store
-from tokentop.ui import format as fmt
+from tokentop.render import figures as fmt
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from tokentop.config import Config, parse_config
-from tokentop.ui.rows import FLAG_LEGEND
+from tokentop.ui.views.rows import FLAG_LEGEND
 
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
 

@@ -11,8 +11,8 @@ import pytest
 
 from source_helpers import engine_for, write
 from tokentop import cli
+from tokentop.history.reconcile import model_family, reconcile
 from tokentop.model import SessionKey, TokenCounts
-from tokentop.reconcile import model_family, reconcile
 from tokentop.sources.generic import GenericJsonlSource
 
 SID = "5f0c2a9e-1b7d-4c3e-9a8f-0123456789ab"

@@ -22,7 +22,7 @@ import msgspec
 import pytest
 
 from tokentop.cli import main
-from tokentop.report import parse_since
+from tokentop.commands.report import parse_since
 
 AGENTS = (  # kind, behavior, project dir name ("" = a path that does not exist), seed
     ("claude", "steady", "webshop", 1),
@@ -91,7 +91,7 @@ def run_agents(f: Fleet) -> None:
     for kind, behavior, project, seed in AGENTS:
         cwd = str(f.root / project) if project else "/nonexistent/cli-tools"
         root = f.claude if kind == "claude" else f.codex
-        argv = [sys.executable, "-m", "tokentop.demo_agent", "--kind", kind,
+        argv = [sys.executable, "-m", "tokentop.demo.agent", "--kind", kind,
                 "--behavior", behavior, "--root", str(root), "--cwd", cwd,
                 "--interval", "0.005", "--seed", str(seed), "--max-turns", "8"]  # fmt: skip
         children.append(subprocess.Popen(argv))
@@ -250,7 +250,7 @@ def test_report_lists_a_session_written_after_the_previous_report(
 def test_default_store_takes_in_the_action_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tokentop.procs import ActionResult, default_action_log
+    from tokentop.processes.control import ActionResult, default_action_log
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))

@@ -20,11 +20,11 @@ import pytest
 
 import proc_helpers
 from proc_helpers import gone
+from tokentop.commands.run import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_STOPPED, Linker
+from tokentop.history.store import Store
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot, TokenCounts
-from tokentop.procs import read_action_log
-from tokentop.registry import SessionRecord, read
-from tokentop.runner import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_STOPPED, Linker
-from tokentop.store import Store
+from tokentop.processes.control import read_action_log
+from tokentop.processes.registry import SessionRecord, read
 
 AGENT = Path(__file__).parent / "claude_lines.py"
 TIMEOUT = 30.0

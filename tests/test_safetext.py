@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from claude_lines import envelope, response
-from tokentop.safetext import csv_text, json_for_terminal, md_code, md_inline, path_text, safe
+from tokentop.render.text import csv_text, json_for_terminal, md_code, md_inline, path_text, safe
 
 OSC52_CWD = "/tmp/\x1b]52;c;cHduZWQ=\x07x"
 OSC2_MODEL = "claude-\x1b]2;PWNED\x07sonnet"

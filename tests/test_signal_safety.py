@@ -27,10 +27,11 @@ import proc_helpers
 from claude_lines import escape_cwd, response, write_transcript
 from proc_helpers import gone
 from test_guard import Lines
-from tokentop.mapping import SessionMapper
 from tokentop.model import LedgerSnapshot
-from tokentop.procs import ProcessController, ProcessRef, find_by_open_file, launch
-from tokentop.registry import SessionRecord, append
+from tokentop.processes.control import ProcessController
+from tokentop.processes.finding import ProcessRef, find_by_open_file, launch
+from tokentop.processes.mapper import SessionMapper
+from tokentop.processes.registry import SessionRecord, append
 
 TIMEOUT = 30.0
 wait_until = partial(proc_helpers.wait_until, timeout=TIMEOUT)
@@ -142,7 +143,7 @@ def test_two_live_sessions_in_one_cwd_make_the_guess_ambiguous(
     project.mkdir()
     root = tmp_path / "claude"
     agent = start([str(fake_agents.native_claude(tmp_path / "home")), "600"], groups, cwd=project)
-    from tokentop.engine import Engine
+    from tokentop.engine.engine import Engine
     from tokentop.sources.claude_code import ClaudeCodeSource
 
     for sid in (SESSION_A, SESSION_B):
@@ -164,7 +165,7 @@ def codex_rollout(tmp_path: Path, cwd: Path) -> Path:
     """A real rollout written by the demo Codex agent, which is then stopped."""
     root = tmp_path / "codex"
     argv = [
-        sys.executable, "-m", "tokentop.demo_agent", "--kind", "codex", "--behavior", "steady",
+        sys.executable, "-m", "tokentop.demo.agent", "--kind", "codex", "--behavior", "steady",
         "--root", str(root), "--cwd", str(cwd), "--interval", "0.02",
     ]  # fmt: skip
     popen, _ = launch(argv, stdout=subprocess.DEVNULL)
@@ -273,13 +274,13 @@ def test_a_pid_reused_within_50_ms_is_not_signalled(tmp_path: Path, groups: list
         ("/usr/bin/node", ["node", "{home}/claude.js"], ""),
         ("/usr/bin/node", ["claude", "server.js"], ""),  # exec -a claude node server.js
         ("/usr/bin/node", ["node", "-e", "{npm}/bin/claude"], ""),
-        ("/usr/bin/python3", ["python3", "-m", "tokentop.demo_agent"], ""),  # demo: writers only
+        ("/usr/bin/python3", ["python3", "-m", "tokentop.demo.agent"], ""),  # demo: writers only
     ],
 )
 def test_agents_are_recognised_by_install_layout_not_by_name(
     tmp_path: Path, exe: str, argv: list[str], expected: str
 ) -> None:
-    from tokentop.installs import agent_install
+    from tokentop.processes.installs import agent_install
 
     npm = tmp_path / "npm"
     body = fake_agents.SLEEPER
@@ -324,7 +325,7 @@ def test_hook_escalation_never_kills_a_recorded_process_that_is_no_agent(
     names `python3 claude.py` (as an older tokentop could write) is not acted on."""
     from claude_lines import write_transcript as write
     from test_hook import CWD, SESSION, hook_json, run_hook
-    from tokentop.registry import SoftStopRecord, read
+    from tokentop.processes.registry import SoftStopRecord, read
 
     transcript = tmp_path / "claude" / "projects" / "-home-dev-shop" / f"{SESSION}.jsonl"
     write(transcript, SESSION, CWD, [response(SESSION, CWD, 3_000, f"t{i}") for i in range(3)])
@@ -369,7 +370,7 @@ def test_an_npm_agent_that_sets_its_title_is_still_found(tmp_path: Path, groups:
     """Claude Code sets process.title = "claude": its argv then no longer names cli.js."""
     body = "process.title = 'claude';\n" + fake_agents.SLEEPER
     agent = start(fake_agents.npm_claude(tmp_path / "npm", body), groups, cwd=tmp_path)
-    from tokentop.procs import find_agent_processes
+    from tokentop.processes.finding import find_agent_processes
 
     def titled() -> bool:
         return psutil.Process(agent.pid).cmdline()[0] == "claude"

@@ -17,8 +17,8 @@ from textual.pilot import Pilot
 
 from tokentop.clock import FakeClock
 from tokentop.config import Budgets, Config
+from tokentop.history.store import Store
 from tokentop.model import SessionSnapshot, TokenCounts
-from tokentop.store import Store
 from tokentop.ui.app import TokentopApp, make_app
 from ui_fakes import (
     FakeEngine,

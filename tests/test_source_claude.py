@@ -561,8 +561,8 @@ def test_the_latest_tool_calls_of_each_session_carry_their_hashes(tmp_path: Path
     found and every call the ledger keeps has its input and output hash."""
     import claude_lines
     from tokentop.config import Config
-    from tokentop.engine import Engine
-    from tokentop.policy import loop_finding
+    from tokentop.engine.engine import Engine
+    from tokentop.policy.detectors import loop_finding
     from tokentop.pricing import PriceTable
 
     sid = "5e1f3c2a-7b6d-4e8f-9a0b-1c2d3e4f5a6b"

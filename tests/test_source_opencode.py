@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from source_helpers import by_id, engine_for
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.model import Event, TokenCounts
 from tokentop.pricing import PriceTable
 from tokentop.sources.opencode import OpencodeDbParser, OpencodeSource

@@ -16,14 +16,14 @@ import msgspec
 import pytest
 
 from tokentop.config import Config
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
+from tokentop.history.store import SCHEMA_VERSION, Store, StoreError, integrity_ok, migrate
+from tokentop.history.summary import SessionSummary, build_summary
 from tokentop.model import SessionKey, SessionSnapshot, TokenCounts, ToolStat
-from tokentop.policy import Decision
+from tokentop.policy.detectors import Decision
 from tokentop.pricing import PriceTable
-from tokentop.procs import ActionResult
+from tokentop.processes.control import ActionResult
 from tokentop.sources.claude_code import ClaudeCodeSource
-from tokentop.store import SCHEMA_VERSION, Store, StoreError, integrity_ok, migrate
-from tokentop.summary import SessionSummary, build_summary
 
 GEN = Path(__file__).with_name("gen_claude_corpus.py")
 
@@ -167,7 +167,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from tests.test_store import summary
-    from tokentop.store import Store
+    from tokentop.history.store import Store
 
     store = Store(__import__("pathlib").Path(sys.argv[1]))
     tag, count, tools = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -10,17 +10,9 @@ import pytest
 
 from tokentop.clock import FakeClock
 from tokentop.config import Budget, Budgets, Config, History
-from tokentop.consumers import top_consumers
-from tokentop.model import (
-    LedgerSnapshot,
-    ModelUsage,
-    SessionKey,
-    SessionSnapshot,
-    TokenCounts,
-    ToolStat,
-)
-from tokentop.store import Store
-from tokentop.summary import (
+from tokentop.history.context_use import top_consumers
+from tokentop.history.store import Store
+from tokentop.history.summary import (
     MAX_RECORDS_PER_OBSERVE,
     SummaryRecorder,
     active_seconds,
@@ -28,6 +20,14 @@ from tokentop.summary import (
     end_reason,
     file_changes,
     timeline_shares,
+)
+from tokentop.model import (
+    LedgerSnapshot,
+    ModelUsage,
+    SessionKey,
+    SessionSnapshot,
+    TokenCounts,
+    ToolStat,
 )
 from tokentop.tokens import HeuristicTokenizer
 
@@ -116,11 +116,11 @@ def test_file_changes_from_tools() -> None:
 def test_a_denied_write_is_not_a_file_change(tmp_path: Path) -> None:
     """The shared sample 1af7fc5e: its only Write was denied (is_error: true), so its summary
     says no files were changed and it is not labelled pending."""
-    from tokentop.engine import Engine
-    from tokentop.gitvalue import assess
+    from tokentop.engine.engine import Engine
+    from tokentop.history.git_output import assess
     from tokentop.pricing import PriceTable
+    from tokentop.render.markdown import summary_markdown
     from tokentop.sources.claude_code import ClaudeCodeSource
-    from tokentop.summary_md import summary_markdown
 
     fixtures = Path(__file__).parent / "fixtures"
     engine = Engine([ClaudeCodeSource([fixtures / "claude"])], PriceTable.default().cost)

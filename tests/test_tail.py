@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tokentop.engine.tail import ReadResult, Tailer, TailState
 from tokentop.sources import base
-from tokentop.tail import ReadResult, Tailer, TailState
 
 
 def append(path: Path, data: bytes) -> None:
@@ -178,7 +178,7 @@ def test_open_failure_other_than_missing_is_reported(
     def denied(*_args: object) -> int:
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr("tokentop.tail.os.open", denied)
+    monkeypatch.setattr("tokentop.engine.tail.os.open", denied)
     result = tailer.read_new()
     assert result.gone and result.error == f"cannot read {path}: Permission denied"
     monkeypatch.undo()

@@ -223,7 +223,7 @@ def test_transcript_and_telemetry_of_one_claude_session_count_once(tmp_path: Pat
         assert s.responses == 3 and s.tokens.input == 15_000 and not s.host
         time.sleep(0.6)  # past the hub's wait: nothing more is added
         assert r.session("claude", "sess-local").tokens.total == 3 * 6200  # type: ignore[union-attr]
-        from tokentop.reconcile import PAIR_SOURCES, reconcile
+        from tokentop.history.reconcile import PAIR_SOURCES, reconcile
 
         PAIR_SOURCES.append(r.hub.pairs)
         try:

@@ -143,7 +143,7 @@ def test_a_busy_engine_gets_503_until_it_catches_up() -> None:
     """While the engine is busy (a cold scan, say), queued telemetry is bounded: past the
     limit senders are told 503 (OTLP exporters retry), and served again once it applies."""
     from telemetry_helpers import per_token
-    from tokentop.engine import Engine
+    from tokentop.engine.engine import Engine
     from tokentop.model import SessionInfo, SessionKey
     from tokentop.telemetry.hub import TelemetryHub
     from tokentop.telemetry.receiver import MAX_BACKLOG

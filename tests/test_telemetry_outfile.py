@@ -8,7 +8,7 @@ from pathlib import Path
 
 from proc_helpers import wait_until
 from telemetry_helpers import per_token
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
 from tokentop.model import SessionKey, TokenCounts
 from tokentop.telemetry.hub import TelemetryHub
 from tokentop.telemetry.outfile import OutfileFollower

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tokentop.watch import ChangeFeed, discover, make_plan
+from tokentop.engine.changes import ChangeFeed, discover, make_plan
 
 TIMEOUT = 5.0
 

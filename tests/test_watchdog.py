@@ -6,13 +6,13 @@ from pathlib import Path
 
 from tests.ui_fakes import NOW, ledger, make_session
 
-from tokentop.budgets import Level
 from tokentop.clock import FakeClock
 from tokentop.config import Budget, parse_config
-from tokentop.keeper import HistoryKeeper
+from tokentop.history.keeper import HistoryKeeper
+from tokentop.history.store import Store
 from tokentop.model import SessionKey
-from tokentop.store import Store
-from tokentop.watchdog import ProcessState, Watchdog
+from tokentop.policy.budgets import Level
+from tokentop.policy.watchdog import ProcessState, Watchdog
 
 KEY = SessionKey("claude", "s1")
 

@@ -1,6 +1,6 @@
 """Fixed data and fakes for the app tests: sessions, an engine serving them, a process controller.
 
-The fake engine has exactly the methods of tokentop.engine.Engine that the app uses, so the
+The fake engine has exactly the methods of tokentop.engine.engine.Engine that the app uses, so the
 snapshot tests are deterministic; the Pilot tests that follow real files use the real engine.
 """
 
@@ -13,7 +13,9 @@ from pathlib import Path
 
 from tokentop.clock import FakeClock
 from tokentop.config import Config
-from tokentop.gitvalue import Commit, GitValue
+from tokentop.history.git_output import Commit, GitValue
+from tokentop.history.store import Store
+from tokentop.history.summary import SessionSummary, build_summary
 from tokentop.model import (
     FileHealth,
     LedgerSnapshot,
@@ -24,8 +26,6 @@ from tokentop.model import (
     TokenCounts,
     ToolStat,
 )
-from tokentop.store import Store
-from tokentop.summary import SessionSummary, build_summary
 
 NOW = FakeClock().now()
 

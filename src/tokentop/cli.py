@@ -1,309 +1,228 @@
-"""Command line entry point. The Textual app is imported only when it is about to run."""
+"""The command line: the argument parser and a dispatch table to `commands/`.
+
+Each subcommand's module is imported only when it runs, so `sessions` starts fast and the
+headless commands never load textual.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import Any
 
-import msgspec
-
-from tokentop import output
-from tokentop.cache import default_cache_dir
-from tokentop.cli_args import build_parser
-from tokentop.engine import Engine
-from tokentop.model import LedgerSnapshot
-from tokentop.safetext import json_for_terminal, safe
-from tokentop.sources.base import DirSource, Source
-from tokentop.telemetry.options import ListenError
-
-if TYPE_CHECKING:
-    from tokentop.config import Config
-    from tokentop.guard import RecordedMapper
-    from tokentop.mapping import SessionMapper
-    from tokentop.pricing import PriceTable
-
-EXIT_USAGE = 2
+from tokentop import __version__
+from tokentop.commands.common import EXIT_USAGE, CliError
+from tokentop.quantities import usd_arg
+from tokentop.render.text import safe
+from tokentop.telemetry.options import ListenError, add_fleet_args
 
 
-class CliError(Exception):
-    """A problem the user can fix; printed as one line, never as a traceback."""
+def add_source_args(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """Source options, accepted before or after the subcommand.
 
-
-def make_sources(args: argparse.Namespace, config: Config | None = None) -> list[Source]:
-    """Agent dirs: the defaults plus the config's `[roots]`, or only the dirs given on the
-    command line. Log files, from flags and from `[roots]`, are always added.
-
-    Each source module is imported only when used: startup time is part of a warm restart.
+    Subparsers get SUPPRESS defaults; otherwise their defaults would overwrite values given
+    before the subcommand.
     """
-    roots = config.roots if config else {}
-    given: dict[str, list[Path]] = {k: getattr(args, f"{k}_dir", None) or [] for k in AGENT_SOURCES}
-    for d in (d for dirs in given.values() for d in dirs):
-        if not d.is_dir():
-            raise CliError(f"not a directory: {d}")
-    any_given = any(given.values())
-    sources: list[Source] = [
-        _agent_source(key, dirs or None, [] if any_given else _paths(roots.get(key, [])))
-        for key in AGENT_SOURCES
-        if (dirs := given[key]) or not any_given
-    ]
-    for flag, kind in (("proxy_log", _litellm), ("jsonl", _generic)):
-        named: list[Path] = getattr(args, flag, None) or []
-        for f in named:  # a typo on the command line is an error, as for a dir
-            if not f.is_file():
-                raise CliError(f"no such file: {f} (--{flag.replace('_', '-')})")
-        files = named + _paths(roots.get(flag, []))
-        for f in files:  # one in [roots] may not be written yet: it is read when it appears
-            if f.is_dir() or not f.parent.is_dir():
-                raise CliError(f"not a file in an existing directory: {f}")
-        if files:
-            sources.append(kind(list(dict.fromkeys(f.resolve() for f in files))))
-    return sources
 
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
 
-def _paths(entries: list[str]) -> list[Path]:
-    return [Path(e).expanduser() for e in entries]
-
-
-AGENT_SOURCES: dict[str, tuple[str, str]] = {
-    "claude": ("tokentop.sources.claude_code", "ClaudeCodeSource"),
-    "codex": ("tokentop.sources.codex", "CodexSource"),
-    "gemini": ("tokentop.sources.gemini", "GeminiSource"),
-    "openclaw": ("tokentop.sources.openclaw", "OpenClawSource"),
-    "opencode": ("tokentop.sources.opencode", "OpencodeSource"),
-}
-"""Agent key (as in `--KEY-dir` and `[roots]`) -> the module and class of its source."""
-
-
-def _agent_source(key: str, dirs: list[Path] | None, extra: list[Path]) -> Source:
-    """The agent's source over `dirs`, else its default folders plus `extra`."""
-    from importlib import import_module
-
-    module, name = AGENT_SOURCES[key]
-    cls: type[DirSource] = getattr(import_module(module), name)
-    if dirs is None and extra:
-        dirs = cls.default_dirs(os.environ) + extra
-    return cls(dirs)
-
-
-def _litellm(files: list[Path]) -> Source:
-    from tokentop.sources.litellm import LiteLLMSource
-
-    return LiteLLMSource(files)
-
-
-def _generic(files: list[Path]) -> Source:
-    from tokentop.sources.generic import GenericJsonlSource
-
-    return GenericJsonlSource(files)
-
-
-def load_config(args: argparse.Namespace) -> Config:
-    from tokentop.config import ConfigError
-    from tokentop.config import load_config as load
-
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    if getattr(args, "command", None) not in ("guard", "run"):
-        return config
-    from tokentop.session_budgets import LiveBudgets  # the budgets set with `b` in the app
-
-    return msgspec.structs.replace(config, session_budgets=LiveBudgets(getattr(args, "db", None)))
-
-
-def make_prices(config: Config) -> PriceTable:
-    """The bundled table with `[prices."MODEL"]` overrides (USD per million tokens)."""
-    from tokentop.lazyprices import build_table
-
-    return build_table(config.prices)
-
-
-def config_if_any(args: argparse.Namespace) -> Config | None:
-    """The config when one is given or exists; None (defaults) without importing it."""
-    from tokentop.dirs import user_dir
-
-    default = user_dir("config") / "config.toml"
-    return load_config(args) if args.config or default.exists() else None
-
-
-def make_engine(
-    args: argparse.Namespace, config: Config | None = None, sources: list[Source] | None = None
-) -> Engine:
-    from tokentop.lazyprices import LazyPrices
-
-    config = config or config_if_any(args)
-    prices = LazyPrices(config.prices if config else None)
-    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    return Engine(sources or make_sources(args, config), prices.cost, cache_dir=cache_dir)
-
-
-def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
-    from tokentop import sessions_cache
-
-    engine = make_engine(args)
-    if args.json:
-        remembered = sessions_cache.recall(engine)
-        if remembered is not None:  # nothing changed since: see sessions_cache
-            out.write(remembered.out)
-            sys.stderr.write(remembered.err)
-            return 0
-    engine.load_cache()
-    if engine.cache_note.startswith(("cache ignored", "cache unreadable")):  # said once
-        sys.stderr.write(f"tokentop: {engine.cache_note}; reading everything again\n")
-    engine.scan()
-    engine.save_cache()
-    snap = engine.snapshot()
-    err = bad_files_text(snap)
-    if args.json:
-        blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(snap)), indent=1)
-        text = json_for_terminal(blob).decode() + "\n"
-        sessions_cache.remember(engine, snap, text, err)
-    else:
-        text = output.text_table(snap) + "\n"
-    out.write(text)
-    sys.stderr.write(err)
-    return 0
-
-
-def bad_files_text(snap: LedgerSnapshot) -> str:
-    """Unparseable lines in files that belong to no session (the others show in the JSON)."""
-    return "".join(
-        f"tokentop: {f.bad_lines} unparseable line(s) in {safe(f.path)}: {safe(f.last_error)}\n"
-        for f in output.orphan_bad_files(snap)
+    p.add_argument(
+        "--claude-dir",
+        action="append",
+        type=Path,
+        default=default([]),
+        metavar="DIR",
+        help="Claude Code config dir (or its projects/ dir); repeatable. "
+        "Giving any --*-dir reads only the dirs given.",
+    )
+    p.add_argument(
+        "--codex-dir",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        default=default([]),
+        help="Codex home (holding sessions/); repeatable",
+    )
+    for flag, what in (
+        ("--gemini-dir", "Gemini CLI home (~/.gemini, holding tmp/)"),
+        ("--openclaw-dir", "OpenClaw state dir (~/.openclaw, holding agents/)"),
+        ("--opencode-dir", "opencode data dir (~/.local/share/opencode)"),
+    ):
+        p.add_argument(
+            flag, action="append", type=Path, metavar="DIR", default=default([]), help=what
+        )
+    p.add_argument(
+        "--proxy-log",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        default=default([]),
+        help="LiteLLM proxy log (JSONL from tokentop.integrations.litellm_callback); repeatable, "
+        "read in addition to the agents' dirs",
+    )
+    p.add_argument(
+        "--jsonl",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        default=default([]),
+        help="generic usage JSONL (schema in docs/proxy.md); repeatable",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", default=default(False), help="cold scan, no cache"
+    )
+    p.add_argument(
+        "--cache-dir", type=Path, default=default(None), metavar="DIR", help="cache location"
+    )
+    p.add_argument(
+        "--config", type=Path, default=default(None), metavar="FILE", help="config TOML file"
     )
 
 
-def run_app(
-    args: argparse.Namespace,
-    engine: Engine,
-    config: Config,
-    mapper: SessionMapper | RecordedMapper,
-    store_path: Path | None = None,
-    action_log: Path | None = None,
-) -> int:
-    """Run the Textual app; imported here so headless commands never load textual."""
-    engine.start()  # the cold scan runs while Textual loads (~0.5 s): a first view sooner
-    from tokentop.clock import SystemClock
-    from tokentop.procs import ProcessController, default_action_log
-    from tokentop.store import Store, StoreError
-    from tokentop.ui.app import make_app
+def _wanted(argv: Sequence[str] | None, name: str) -> bool:
+    """Whether `name` may be the subcommand; its heavy argument module is imported only then,
+    so `sessions` and `watch` start fast (the warm-restart target is 0.2 s in all)."""
+    return argv is None or name in argv or "-h" in argv or "--help" in argv
 
-    try:  # the store is left open at exit: a worker may still be finishing a write
-        store: Store | None = Store(store_path)
-    except StoreError as exc:
-        print(f"tokentop: history is off: {safe(str(exc))}", file=sys.stderr)
-        store = None
-    app = make_app(
-        engine,
-        config=config,
-        clock=SystemClock(),
-        controller=ProcessController(log_path=action_log or default_action_log()),
-        mapper=mapper,
-        read_only=args.read_only or config.read_only,
-        store=store,
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokentop",
+        description="top for token spend: watch AI coding agents burn tokens",
+        allow_abbrev=False,  # `--json` must never be taken for `--jsonl`
     )
-    app.run()
-    return 0
-
-
-def need_terminal() -> None:
-    """The app draws on a terminal; without one Textual fails with a traceback."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise CliError(
-            "the app needs a terminal (stdin and stdout are not both a TTY); "
-            "`tokentop sessions` and `tokentop watch` print without one"
+    add_source_args(parser, top=True)
+    parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
+    parser.add_argument("--read-only", action="store_true", help="hide pause/kill actions")
+    add_fleet_args(parser, top=True)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    # Every subcommand is listed, but only the one being run gets its arguments: building
+    # them all costs more than the rest of a warm `sessions` run's argument handling.
+    p = sub.add_parser("sessions", help="print per-session totals")
+    if _wanted(argv, "sessions"):
+        add_source_args(p)
+        p.add_argument("--json", action="store_true", help="a JSON array, one object per session")
+    p = sub.add_parser("demo", help="the app over simulated agents (real child processes)")
+    if _wanted(argv, "demo"):
+        add_source_args(p)
+        p.add_argument("--budget", type=usd_arg, default=2.0, help="demo $ budget per session")
+        p.add_argument(
+            "--interval",
+            type=interval_arg,
+            default=0.5,
+            help=f"demo agents' pace in seconds ({MIN_INTERVAL:g} to {MAX_INTERVAL:g})",
         )
-
-
-def cmd_app(args: argparse.Namespace) -> int:
-    """The app over the user's agents. Sessions recorded by the hook or `tokentop run` map to
-    their process exactly; the rest by open file, then by a labelled guess."""
-    from tokentop.guard import RecordedMapper
-    from tokentop.mapping import SessionMapper
-    from tokentop.procs import ProcessController
-    from tokentop.registry import Registry, default_path
-    from tokentop.telemetry.fleet import running_fleet
-
-    need_terminal()
-    config = load_config(args)
-    mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
-    engine = make_engine(args, config)
-    with running_fleet(args, engine, config):
-        return run_app(args, engine, config, mapper)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The app over simulated agents that are real child processes; they die with it."""
-    from tokentop.demo import DemoFleet
-    from tokentop.mapping import SessionMapper
-    from tokentop.sources.claude_code import ClaudeCodeSource
-    from tokentop.sources.codex import CodexSource
-
-    need_terminal()
-    config = load_config(args)
-    if not config.budgets.default.is_set:
-        config = msgspec.structs.replace(
-            config, budgets=msgspec.structs.replace(config.budgets, usd=args.budget)
+    p = sub.add_parser("watch", help="stream changes as NDJSON")
+    if _wanted(argv, "watch"):
+        add_source_args(p)
+        p.add_argument(
+            "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
         )
-    fleet = DemoFleet(interval=args.interval)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
+        add_fleet_args(p)
+    p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
+    if _wanted(argv, "guard"):
+        add_source_args(p)
+        p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
+        p.add_argument(
+            "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
+        )
+        p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
+    p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
+    if _wanted(argv, "hook"):
+        from tokentop.commands.hook import add_hook_args
+
+        add_source_args(p)
+        add_hook_args(p)
+    p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
+    q = sub.add_parser("summary", help="one recorded session as Markdown")
+    if _wanted(argv, "report") or _wanted(argv, "summary"):
+        from tokentop.commands.report import report_args, summary_args
+
+        add_source_args(p)
+        add_source_args(q)
+        report_args(p)
+        summary_args(q)
+    p = sub.add_parser("serve", help="headless team tokentop: OTLP in, Prometheus out (fleet)")
+    if _wanted(argv, "serve"):
+        from tokentop.commands.serve import add_serve_args
+
+        add_source_args(p)
+        add_fleet_args(p)
+        add_serve_args(p)
+    p = sub.add_parser("run", help="launch an agent and enforce its budget (see run --help)")
+    if _wanted(argv, "run"):
+        from tokentop.commands.run import add_run_args
+
+        add_source_args(p)
+        add_run_args(p)
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers: no prefix matching either (argparse's default allows it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+MIN_INTERVAL = 0.05
+MAX_INTERVAL = 60.0
+
+
+def interval_arg(text: str) -> float:
+    """The demo's pace: below 0.05 s its agents would write hundreds of MB a minute."""
     try:
-        fleet.start()
-        sources: list[Source] = [
-            ClaudeCodeSource(config_dirs=[fleet.claude_root]),
-            CodexSource(homes=[fleet.codex_root]),
-        ]
-        args.no_cache = True
-        engine = make_engine(args, config, sources)
-        store = fleet.root / "history.db"  # never the user's store or log: removed with the root
-        log = fleet.root / "actions.jsonl"
-        return run_app(args, engine, config, SessionMapper(fleet.refs), store, log)
-    finally:
-        fleet.stop()
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not MIN_INTERVAL <= value <= MAX_INTERVAL:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_INTERVAL:g} and {MAX_INTERVAL:g} seconds: {text!r}"
+        )
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     try:
         if args.command == "sessions":
+            from tokentop.commands.sessions import cmd_sessions
+
             return cmd_sessions(args, sys.stdout)
         if args.command == "watch":
-            from tokentop.stream import cmd_watch
+            from tokentop.commands.watch import cmd_watch
 
             return cmd_watch(args, sys.stdout)
         if args.command == "demo":
+            from tokentop.commands.demo import cmd_demo
+
             return cmd_demo(args)
         if args.command == "guard":
-            from tokentop.guard import cmd_guard
+            from tokentop.commands.guard import cmd_guard
 
             return cmd_guard(args)
         if args.command == "hook":
-            from tokentop.hook import cmd_hook
+            from tokentop.commands.hook import cmd_hook
 
             return cmd_hook(args)
         if args.command in ("report", "summary"):
-            from tokentop.report import cmd_report, cmd_summary
+            from tokentop.commands.report import cmd_report, cmd_summary
 
             return cmd_report(args) if args.command == "report" else cmd_summary(args)
         if args.command == "serve":
-            from tokentop.telemetry.serve import cmd_serve
+            from tokentop.commands.serve import cmd_serve
 
             return cmd_serve(args)
         if args.command == "run":
-            from tokentop.runner import cmd_run
+            from tokentop.commands.run import cmd_run
 
             return cmd_run(args)
+        from tokentop.commands.app import cmd_app
+
         return cmd_app(args)
     except (CliError, ListenError) as exc:
         print(f"tokentop: {safe(str(exc))}", file=sys.stderr)

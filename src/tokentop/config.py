@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import platformdirs
 
-from tokentop.policy_config import Policy, policy_problem
+from tokentop.policy.settings import Policy, policy_problem
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]

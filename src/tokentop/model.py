@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import msgspec
 
+RECENT_TOOLS = 30
+"""Tool calls kept per session for the loop detectors (and hashed by the parsers)."""
+
 
 class SessionKey(msgspec.Struct, frozen=True, order=True, array_like=True, gc=False):
     """Identifies one agent session across files (a resumed or subagent file maps to its parent)."""

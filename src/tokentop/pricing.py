@@ -17,11 +17,14 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from importlib import resources
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
 from tokentop.model import TokenCounts
+
+if TYPE_CHECKING:
+    from tokentop.config import Price
 
 DATA_FILE = "prices.json"
 
@@ -330,3 +333,45 @@ def _default_table() -> PriceTable:
     except (OSError, msgspec.DecodeError) as exc:
         meta = PriceMeta(f"unavailable: {DATA_FILE}: {exc}", "", "", "")
         return PriceTable({}, meta)
+
+
+# -- the table behind a cost function, loaded on first use ----------------------------------
+# A restart that finds nothing new never prices anything, so it need not decode the table;
+# LazyPrices is also picklable, for the cold scan's worker processes.
+
+
+class LazyPrices:
+    """`cost` and `linear_limit` of the bundled table with `[prices."MODEL"]` overrides."""
+
+    def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+        self._table: PriceTable | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"overrides": self.overrides}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["overrides"])  # type: ignore[misc]
+
+    @property
+    def table(self) -> PriceTable:
+        if self._table is None:
+            self._table = build_table(self.overrides)
+        return self._table
+
+    def cost(self, model: str, tokens: TokenCounts) -> float | None:
+        return self.table.cost(model, tokens)
+
+    def linear_limit(self, model: str) -> int:
+        return self.table.linear_limit(model)
+
+
+def build_table(overrides: Mapping[str, Price]) -> PriceTable:
+    """The bundled table with overrides given in USD per million tokens."""
+    table = PriceTable.default()
+    prices: dict[str, ModelPrice] = {}
+    for model, given in overrides.items():
+        base = table.lookup(model) or ModelPrice(input=0.0, output=0.0)
+        changes = {k: v / 1e6 for k, v in msgspec.structs.asdict(given).items() if v is not None}
+        prices[model] = msgspec.structs.replace(base, **changes)
+    return table.with_overrides(prices) if prices else table

@@ -16,8 +16,8 @@ from zlib import crc32
 
 import msgspec
 
-from tokentop.ledger_state import RECENT_TOOLS
 from tokentop.model import (
+    RECENT_TOOLS,
     Event,
     SessionInfo,
     SessionKey,

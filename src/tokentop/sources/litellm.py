@@ -1,6 +1,6 @@
 """LiteLLM proxy logs: one StandardLoggingPayload JSON object per line (agent `litellm`).
 
-The proxy has no built-in file logger; `tokentop.litellm_callback` appends each payload
+The proxy has no built-in file logger; `tokentop.integrations.litellm_callback` appends each payload
 (see docs/proxy.md). Files are named explicitly (`--proxy-log PATH`), never discovered.
 
 - **Dedupe:** each call `id` counts once (`litellm:<id>`): a callback registered for both

@@ -22,11 +22,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from tokentop.budgets import budget_use
+from tokentop.engine.tail import Tailer, TailState
 from tokentop.model import LedgerSnapshot, SessionSnapshot
-from tokentop.policy import PolicyState, evaluate
-from tokentop.procs import ActionResult
-from tokentop.tail import Tailer, TailState
+from tokentop.policy.budgets import budget_use
+from tokentop.policy.detectors import PolicyState, evaluate
+from tokentop.processes.control import ActionResult
 from tokentop.telemetry.options import ListenError
 from tokentop.telemetry.receiver import Listen, require_token
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokentop.engine import Engine
-from tokentop.reconcile import PAIR_SOURCES
+from tokentop.engine.engine import Engine
+from tokentop.history.reconcile import PAIR_SOURCES
 from tokentop.telemetry.options import ListenError
 from tokentop.telemetry.receiver import Listen, parse_listen, require_token
 
@@ -126,7 +126,7 @@ class Fleet:
             self.hub.start()
             PAIR_SOURCES.append(self.hub.pairs)
         if opts.prometheus is not None:
-            from tokentop.procs import default_action_log
+            from tokentop.processes.control import default_action_log
             from tokentop.telemetry.exposition import Exposition, MetricsServer
 
             self.exposition = Exposition(self.config, self.hub, default_action_log())

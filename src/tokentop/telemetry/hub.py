@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
+from tokentop.history.reconcile import Reconciliation
 from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
-from tokentop.reconcile import Reconciliation
 from tokentop.telemetry.agents import BadRecord, TelemetryUsage, from_log
 from tokentop.telemetry.matching import TranscriptIndex
 from tokentop.telemetry.metrics import Cumulative, usages

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokentop.engine.tail import Tailer, TailState
 from tokentop.model import Event, TokenCounts, UsageEvent
 from tokentop.sources.claude_code import ClaudeFileParser
-from tokentop.tail import Tailer, TailState
 
 
 class TranscriptIndex:

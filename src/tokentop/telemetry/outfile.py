@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from tokentop.tail import Tailer, TailState
+from tokentop.engine.tail import Tailer, TailState
 from tokentop.telemetry.hub import TelemetryHub
 from tokentop.telemetry.otlp import MAX_ATTRIBUTES, Attrs, LogItem, PointItem, clean
 

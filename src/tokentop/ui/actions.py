@@ -16,23 +16,22 @@ from textual.app import App
 
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
+from tokentop.history.store import Store, StoreError
 from tokentop.model import SessionKey, SessionSnapshot
-from tokentop.safetext import safe
-from tokentop.store import Store, StoreError
-from tokentop.ui import keys
-from tokentop.ui.detail import SessionDetail
-from tokentop.ui.help import HelpScreen
-from tokentop.ui.modals import BudgetChoice, BudgetModal, ConfirmModal
-from tokentop.ui.processes import (
+from tokentop.processes.protocols import (
     ActionOutcome,
     ProcessControl,
     ProcessInfo,
     ProcessMapper,
     Verb,
     act,
-    command_of,
 )
-from tokentop.ui.rows import Measured, Status, project_name
+from tokentop.render.text import command_line, safe
+from tokentop.ui import keys
+from tokentop.ui.screens.detail import SessionDetail
+from tokentop.ui.screens.help import HelpScreen
+from tokentop.ui.screens.modals import BudgetChoice, BudgetModal, ConfirmModal
+from tokentop.ui.views.rows import Measured, Status, project_name
 
 GUARDED_ACTIONS = frozenset({"pause_resume", "terminate", "kill"})
 NO_PROCESS_HINT = (
@@ -256,7 +255,7 @@ def confirm_body(plan: Sequence[Step], missing: Sequence[SessionSnapshot]) -> Te
         body.append(f"{project_name(step.session.cwd)} ({safe(str(step.session.key))})\n")
         body.append(f"  pid {step.ref.pid}", "bold")
         body.append(f"  mapped by {step.ref.how}\n", "dim")
-        body.append(f"  {command_of(step.ref, 70)}\n")
+        body.append(f"  {command_line(step.ref.cmdline, 70)}\n")
         if is_guess(step.ref):
             body.append(guess_warning(step.ref), "yellow")
     for session in missing:

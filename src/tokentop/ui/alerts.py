@@ -12,12 +12,12 @@ from typing import NamedTuple
 
 from textual.notifications import SeverityLevel
 
-from tokentop.budgets import Level
 from tokentop.config import Config
 from tokentop.model import SessionKey, SessionSnapshot
-from tokentop.policy import DETECTORS, Decision, PolicyState, detect, evaluate
-from tokentop.ui import format as fmt
-from tokentop.ui.rows import Measured, project_name
+from tokentop.policy.budgets import Level
+from tokentop.policy.detectors import DETECTORS, Decision, PolicyState, detect, evaluate
+from tokentop.render import figures as fmt
+from tokentop.ui.views.rows import Measured, project_name
 
 FLAG_OF = {"loop": "L", "drift": "D", "runaway": "R", "stall": "S"}
 """Row flag letter per detector (budget has its own O/W flags)."""

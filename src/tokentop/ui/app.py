@@ -18,24 +18,23 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
 
-from tokentop.budgets import Level, budget_use, crossings
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
-from tokentop.engine import Engine
+from tokentop.engine.engine import Engine
+from tokentop.history.store import Store
+from tokentop.history.summary import engine_minutes
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
-from tokentop.store import Store
-from tokentop.summary import engine_minutes
+from tokentop.policy.budgets import Level, budget_use, crossings
+from tokentop.processes.protocols import ProcessControl, ProcessMapper
 from tokentop.ui import keys
 from tokentop.ui.actions import stored_budgets
 from tokentop.ui.alerts import DetectionTracker, Notice, budget_notice
-from tokentop.ui.detail import SessionDetail
 from tokentop.ui.engine_state import EngineStateApp
-from tokentop.ui.header import HeaderState
-from tokentop.ui.help import ParseErrorsScreen
-from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import FilterEdited, LedgerUpdated
-from tokentop.ui.processes import ProcessControl, ProcessMapper
-from tokentop.ui.rows import (
+from tokentop.ui.screens.detail import SessionDetail
+from tokentop.ui.screens.help import ParseErrorsScreen
+from tokentop.ui.screens.main import MainScreen
+from tokentop.ui.views.rows import (
     SORTS,
     Measured,
     RowView,
@@ -49,7 +48,8 @@ from tokentop.ui.rows import (
     totals,
     visible,
 )
-from tokentop.ui.table import SessionTable
+from tokentop.ui.widgets.header import HeaderState
+from tokentop.ui.widgets.session_table import SessionTable
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 MIN_REDRAW_S = 0.25
@@ -57,7 +57,7 @@ MIN_REDRAW_S = 0.25
 
 
 class EngineLike(Protocol):
-    """The part of tokentop.engine.Engine the app uses."""
+    """The part of tokentop.engine.engine.Engine the app uses."""
 
     def start(self) -> None: ...
     def stop(self) -> None: ...

@@ -14,10 +14,10 @@ from typing import Any
 from textual import work
 from textual.css.query import NoMatches
 
-from tokentop.enginefail import EngineFailure
+from tokentop.engine.failure import EngineFailure
 from tokentop.ui.insights import InsightsApp
-from tokentop.ui.main_screen import MainScreen
 from tokentop.ui.messages import EngineFailed
+from tokentop.ui.screens.main import MainScreen
 
 
 def main_screen(app: InsightsApp) -> MainScreen:

@@ -10,16 +10,16 @@ from __future__ import annotations
 from textual import work
 from textual.notifications import SeverityLevel
 
-from tokentop.budgets import budget_use
-from tokentop.gitvalue import GitValue, assess
+from tokentop.history.git_output import GitValue, assess
+from tokentop.history.reconcile import Reconciliation, by_session, reconcile
+from tokentop.history.summary import file_changes
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
-from tokentop.reconcile import Reconciliation, by_session, reconcile
-from tokentop.safetext import safe
-from tokentop.summary import file_changes
+from tokentop.policy.budgets import budget_use
+from tokentop.render.text import safe
 from tokentop.ui.alerts import DetectionTracker
-from tokentop.ui.detail import DetailView, SessionDetail
 from tokentop.ui.recording import RecordingApp
-from tokentop.ui.rows import Measured
+from tokentop.ui.screens.detail import DetailView, SessionDetail
+from tokentop.ui.views.rows import Measured
 
 GIT_REFRESH_S = 30.0
 """How long the detail view reuses a session's git assessment before asking git again."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from tokentop.enginefail import EngineFailure
+from tokentop.engine.failure import EngineFailure
 from tokentop.model import LedgerSnapshot
 
 

@@ -14,14 +14,14 @@ import msgspec
 from textual import work
 
 from tokentop.config import Budget
+from tokentop.history.store import Store
+from tokentop.history.summary import MinutesFn, SessionSummary, SummaryRecorder
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
-from tokentop.policy import Decision
-from tokentop.procs import ActionResult
-from tokentop.store import Store
-from tokentop.summary import MinutesFn, SessionSummary, SummaryRecorder
+from tokentop.policy.detectors import Decision
+from tokentop.processes.control import ActionResult
+from tokentop.processes.protocols import ActionOutcome
 from tokentop.ui.actions import ActionsApp, Step
-from tokentop.ui.history import HistoryScreen
-from tokentop.ui.processes import ActionOutcome
+from tokentop.ui.screens.history import HistoryScreen
 
 ENDING_VERBS = frozenset({"terminate", "kill"})
 

@@ -1,0 +1,1 @@
+"""One module per subcommand; common.py holds config loading and engine setup."""

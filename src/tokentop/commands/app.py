@@ -1,0 +1,65 @@
+"""`tokentop`: the live app over the user's agents (textual is imported only here, late)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tokentop.commands.common import load_config, make_engine, need_terminal
+from tokentop.engine.engine import Engine
+from tokentop.render.text import safe
+
+if TYPE_CHECKING:
+    from tokentop.config import Config
+    from tokentop.processes.mapper import RecordedMapper, SessionMapper
+
+
+def run_app(
+    args: argparse.Namespace,
+    engine: Engine,
+    config: Config,
+    mapper: SessionMapper | RecordedMapper,
+    store_path: Path | None = None,
+    action_log: Path | None = None,
+) -> int:
+    """Run the Textual app; imported here so headless commands never load textual."""
+    engine.start()  # the cold scan runs while Textual loads (~0.5 s): a first view sooner
+    from tokentop.clock import SystemClock
+    from tokentop.history.store import Store, StoreError
+    from tokentop.processes.control import ProcessController, default_action_log
+    from tokentop.ui.app import make_app
+
+    try:  # the store is left open at exit: a worker may still be finishing a write
+        store: Store | None = Store(store_path)
+    except StoreError as exc:
+        print(f"tokentop: history is off: {safe(str(exc))}", file=sys.stderr)
+        store = None
+    app = make_app(
+        engine,
+        config=config,
+        clock=SystemClock(),
+        controller=ProcessController(log_path=action_log or default_action_log()),
+        mapper=mapper,
+        read_only=args.read_only or config.read_only,
+        store=store,
+    )
+    app.run()
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """The app over the user's agents. Sessions recorded by the hook or `tokentop run` map to
+    their process exactly; the rest by open file, then by a labelled guess."""
+    from tokentop.processes.control import ProcessController
+    from tokentop.processes.mapper import RecordedMapper, SessionMapper
+    from tokentop.processes.registry import Registry, default_path
+    from tokentop.telemetry.fleet import running_fleet
+
+    need_terminal()
+    config = load_config(args)
+    mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
+    engine = make_engine(args, config)
+    with running_fleet(args, engine, config):
+        return run_app(args, engine, config, mapper)

@@ -1,0 +1,143 @@
+"""What every subcommand shares: config loading, sources from flags, the engine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from tokentop.engine.engine import Engine
+from tokentop.engine.state_cache import default_cache_dir
+from tokentop.sources.base import DirSource, Source
+
+if TYPE_CHECKING:
+    from tokentop.config import Config
+    from tokentop.pricing import PriceTable
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, never as a traceback."""
+
+
+def make_sources(args: argparse.Namespace, config: Config | None = None) -> list[Source]:
+    """Agent dirs: the defaults plus the config's `[roots]`, or only the dirs given on the
+    command line. Log files, from flags and from `[roots]`, are always added.
+
+    Each source module is imported only when used: startup time is part of a warm restart.
+    """
+    roots = config.roots if config else {}
+    given: dict[str, list[Path]] = {k: getattr(args, f"{k}_dir", None) or [] for k in AGENT_SOURCES}
+    for d in (d for dirs in given.values() for d in dirs):
+        if not d.is_dir():
+            raise CliError(f"not a directory: {d}")
+    any_given = any(given.values())
+    sources: list[Source] = [
+        _agent_source(key, dirs or None, [] if any_given else _paths(roots.get(key, [])))
+        for key in AGENT_SOURCES
+        if (dirs := given[key]) or not any_given
+    ]
+    for flag, kind in (("proxy_log", _litellm), ("jsonl", _generic)):
+        named: list[Path] = getattr(args, flag, None) or []
+        for f in named:  # a typo on the command line is an error, as for a dir
+            if not f.is_file():
+                raise CliError(f"no such file: {f} (--{flag.replace('_', '-')})")
+        files = named + _paths(roots.get(flag, []))
+        for f in files:  # one in [roots] may not be written yet: it is read when it appears
+            if f.is_dir() or not f.parent.is_dir():
+                raise CliError(f"not a file in an existing directory: {f}")
+        if files:
+            sources.append(kind(list(dict.fromkeys(f.resolve() for f in files))))
+    return sources
+
+
+def _paths(entries: list[str]) -> list[Path]:
+    return [Path(e).expanduser() for e in entries]
+
+
+AGENT_SOURCES: dict[str, tuple[str, str]] = {
+    "claude": ("tokentop.sources.claude_code", "ClaudeCodeSource"),
+    "codex": ("tokentop.sources.codex", "CodexSource"),
+    "gemini": ("tokentop.sources.gemini", "GeminiSource"),
+    "openclaw": ("tokentop.sources.openclaw", "OpenClawSource"),
+    "opencode": ("tokentop.sources.opencode", "OpencodeSource"),
+}
+"""Agent key (as in `--KEY-dir` and `[roots]`) -> the module and class of its source."""
+
+
+def _agent_source(key: str, dirs: list[Path] | None, extra: list[Path]) -> Source:
+    """The agent's source over `dirs`, else its default folders plus `extra`."""
+    from importlib import import_module
+
+    module, name = AGENT_SOURCES[key]
+    cls: type[DirSource] = getattr(import_module(module), name)
+    if dirs is None and extra:
+        dirs = cls.default_dirs(os.environ) + extra
+    return cls(dirs)
+
+
+def _litellm(files: list[Path]) -> Source:
+    from tokentop.sources.litellm import LiteLLMSource
+
+    return LiteLLMSource(files)
+
+
+def _generic(files: list[Path]) -> Source:
+    from tokentop.sources.generic import GenericJsonlSource
+
+    return GenericJsonlSource(files)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    from tokentop.config import ConfigError
+    from tokentop.config import load_config as load
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if getattr(args, "command", None) not in ("guard", "run"):
+        return config
+    from tokentop.history.session_budgets import LiveBudgets  # the budgets set with `b` in the app
+
+    return msgspec.structs.replace(config, session_budgets=LiveBudgets(getattr(args, "db", None)))
+
+
+def make_prices(config: Config) -> PriceTable:
+    """The bundled table with `[prices."MODEL"]` overrides (USD per million tokens)."""
+    from tokentop.pricing import build_table
+
+    return build_table(config.prices)
+
+
+def config_if_any(args: argparse.Namespace) -> Config | None:
+    """The config when one is given or exists; None (defaults) without importing it."""
+    from tokentop.dirs import user_dir
+
+    default = user_dir("config") / "config.toml"
+    return load_config(args) if args.config or default.exists() else None
+
+
+def make_engine(
+    args: argparse.Namespace, config: Config | None = None, sources: list[Source] | None = None
+) -> Engine:
+    from tokentop.pricing import LazyPrices
+
+    config = config or config_if_any(args)
+    prices = LazyPrices(config.prices if config else None)
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    return Engine(sources or make_sources(args, config), prices.cost, cache_dir=cache_dir)
+
+
+def need_terminal() -> None:
+    """The app draws on a terminal; without one Textual fails with a traceback."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CliError(
+            "the app needs a terminal (stdin and stdout are not both a TTY); "
+            "`tokentop sessions` and `tokentop watch` print without one"
+        )

@@ -1,0 +1,375 @@
+"""`tokentop hook`: a Claude Code hook for SessionStart and PreToolUse (soft stop).
+
+Claude Code runs it with the hook's JSON on stdin (`session_id`, `transcript_path`, `cwd`,
+`hook_event_name`, `tool_name`, `tool_input`). It records which agent process runs the session
+(the nearest agent among the hook's ancestors) in the registry, so pause and kill act on the
+right process. Before each tool call it reads the session's transcript and, when the session
+is over budget or looping, blocks the call and tells the agent to wrap up.
+
+Exit status, as Claude Code reads it:
+    0  go on; nothing is printed, or one line on stderr when tokentop could not read its input
+       or config (tokentop's own fault never blocks the agent, and never shows a traceback)
+    2  PreToolUse: the tool call is blocked; stderr is the reason the agent is shown
+
+The input is untrusted: at most MAX_INPUT_BYTES are read, and a session id names a cache
+folder only when it is uuid-like (otherwise its hash does), so no id can reach outside it.
+
+If the agent carries on after being blocked (`[policy.soft_stop]` after_responses more
+responses or after_s seconds), the hook escalates with `then` = pause or kill, through a
+detached helper: a process may not signal its own ancestors, and the agent is the hook's.
+
+Runs before every tool call, so it imports only what the event needs: no Textual, no watcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, TextIO
+
+import msgspec
+
+from tokentop.model import SessionKey
+from tokentop.processes.registry import (
+    Record,
+    SessionRecord,
+    SoftStopRecord,
+    append,
+    default_path,
+    latest_sessions,
+    read,
+    soft_stop_episode,
+)
+from tokentop.render.text import safe
+
+if TYPE_CHECKING:
+    from tokentop.config import Config
+    from tokentop.engine.ledger import CostFn
+    from tokentop.model import SessionSnapshot
+    from tokentop.sources.base import FileParser
+
+EXIT_GO_ON = 0
+EXIT_ERROR = 0
+"""tokentop's own error: reported on stderr, and the agent goes on."""
+EXIT_BLOCK = 2
+MAX_INPUT_BYTES = 4 << 20
+"""Claude Code's hook JSON carries the tool's input (a whole file for Write): ample room."""
+_ID_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+AGENT = "claude"
+PARENT_WAIT_S = 10.0
+
+
+class HookInput(msgspec.Struct):
+    """The fields of Claude Code's hook JSON that tokentop reads."""
+
+    session_id: str = ""
+    transcript_path: str = ""
+    cwd: str = ""
+    hook_event_name: str = ""
+    tool_name: str = ""
+
+
+class HookFiles(msgspec.Struct, frozen=True):
+    """Where the hook keeps things; flags and environment variables can move each."""
+
+    registry: Path
+    config: Path | None = None
+    """None: the default config file (which may be absent)."""
+    cache_dir: Path | None = None
+    """Per-session read state, so each call reads only new bytes; None reads from scratch."""
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    """`tokentop hook [install]` from the main CLI."""
+    if args.verb == "install":
+        from tokentop.commands.hook_install import install
+
+        return install(args.settings, yes=args.yes)
+    from tokentop.engine.state_cache import default_cache_dir
+
+    files = HookFiles(args.registry or default_path(), args.config, default_cache_dir() / "hook")
+    raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    try:
+        return handle(raw, files, time.time(), sys.stderr)
+    except Exception as error:  # never a traceback, never a blocked agent for our own fault
+        return fail(sys.stderr, f"internal error: {error!r}")
+
+
+def fail(err: TextIO, message: str) -> int:
+    """One line on stderr (escaped: it may quote the input); the agent goes on."""
+    err.write(f"tokentop hook: {safe(message)[:500]}\n")
+    return EXIT_ERROR
+
+
+def cache_name(session_id: str) -> str:
+    """A folder name for the session: the id itself when uuid-like, else a hash of it."""
+    if _ID_LIKE.fullmatch(session_id):
+        return session_id
+    return "h-" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def read_input(raw: bytes) -> HookInput | str:
+    """The hook's input, or why it is unusable."""
+    if len(raw) > MAX_INPUT_BYTES:
+        return f"hook input larger than {MAX_INPUT_BYTES} bytes ignored"
+    try:
+        hook = msgspec.json.decode(raw, type=HookInput)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
+        return f"unreadable hook input on stdin ({error})"
+    if not hook.session_id:
+        return "the hook input has no session_id"
+    if "\0" in hook.transcript_path or "\0" in hook.session_id:
+        return "NUL in the hook input's session_id or transcript_path"
+    return hook
+
+
+def is_transcript(path: str) -> bool:
+    """Only an absolute path to a regular .jsonl file is read (never a FIFO or a device)."""
+    if not os.path.isabs(path) or not path.endswith(".jsonl"):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def handle(raw: bytes, files: HookFiles, now: float, err: TextIO) -> int:
+    """Answer one hook call; returns the exit status."""
+    hook = read_input(raw)
+    if isinstance(hook, str):
+        return fail(err, hook)
+    call = HookCall(hook, files, now)
+    call.remember()
+    if hook.hook_event_name != "PreToolUse" or not hook.transcript_path:
+        return EXIT_GO_ON
+    if not is_transcript(hook.transcript_path):
+        return fail(err, f"not a transcript file: {hook.transcript_path[:200]}")
+    try:
+        from tokentop.config import load_config
+        from tokentop.history.session_budgets import read_budgets
+
+        config = msgspec.structs.replace(
+            load_config(files.config), session_budgets=read_budgets()
+        )  # the budgets set with `b` in the app count here too
+    except Exception as error:  # ConfigError, or anything else: never block on our own fault
+        return fail(err, str(error))
+    reasons = call.soft_stop(config)
+    if reasons:
+        err.write(stop_message(reasons))
+        return EXIT_BLOCK
+    return EXIT_GO_ON
+
+
+class HookCall:
+    """One hook invocation: its input, the registry as it was read, and the time."""
+
+    def __init__(self, hook: HookInput, files: HookFiles, now: float) -> None:
+        self.hook = hook
+        self.files = files
+        self.now = now
+        self.key = SessionKey(AGENT, hook.session_id)
+        self.records: list[Record] = read(files.registry)[0]
+
+    def append(self, record: Record) -> None:
+        append(self.files.registry, record)  # a registry we cannot write must not stop the agent
+
+    def remember(self) -> None:
+        """Record the agent process on SessionStart, or the first time a session is seen."""
+        known = latest_sessions(self.records).get(self.key)
+        if known is not None and self.hook.hook_event_name != "SessionStart":
+            return
+        from tokentop.processes.finding import find_agent_ancestor
+
+        ref = find_agent_ancestor()
+        pid, started = (ref.pid, ref.create_time) if ref is not None else (0, 0.0)
+        if known is not None and (known.pid, known.create_time) == (pid, started):
+            return
+        hook, cmdline = self.hook, ref.cmdline if ref is not None else ()
+        where = (hook.cwd, hook.transcript_path, cmdline)
+        self.append(SessionRecord(AGENT, hook.session_id, pid, started, "hook", self.now, *where))
+
+    def soft_stop(self, config: Config) -> list[str]:
+        """Why this tool call must be blocked (none: go on); escalates an ignored stop."""
+        if not config.policy.soft_stop.enabled:
+            return []
+        from tokentop.commands.common import make_prices
+
+        transcript, cost = Path(self.hook.transcript_path), make_prices(config).cost
+        session = read_session(transcript, self.key, self.now, cost, self.files.cache_dir)
+        reasons = stop_reasons(session, config, self.now) if session is not None else []
+        episode = soft_stop_episode(self.records, self.key)
+        sid = self.key.session_id
+        if not reasons or session is None:
+            if episode:
+                self.append(SoftStopRecord(AGENT, sid, "cleared", self.now, 0))
+            return []
+        reason = "; ".join(reasons)
+        if not episode:
+            self.append(SoftStopRecord(AGENT, sid, "blocked", self.now, session.responses, reason))
+        else:
+            self.escalate_if_due(episode, session, config, reason)
+        return reasons
+
+    def escalate_if_due(
+        self, episode: list[SoftStopRecord], session: SessionSnapshot, config: Config, reason: str
+    ) -> None:
+        """Pause or kill the agent once it has ignored the stop for long enough."""
+        soft = config.policy.soft_stop
+        if soft.then == "none" or any(step.state == "escalated" for step in episode):
+            return
+        first = episode[0]
+        more, waited = session.responses - first.responses, self.now - first.timestamp
+        due = (soft.after_responses and more >= soft.after_responses) or (
+            soft.after_s and waited >= soft.after_s
+        )
+        record = latest_sessions(self.records).get(self.key)
+        if not due or record is None or not exact_agent(record):
+            return
+        note = f"ignored the soft stop ({more} more responses, {waited:.0f} s): {reason}"
+        spawn_escalation(soft.then, record, note)
+        self.append(
+            SoftStopRecord(AGENT, first.session_id, "escalated", self.now, session.responses, note)
+        )
+
+
+def read_session(
+    transcript: Path, key: SessionKey, now: float, cost: CostFn, cache_dir: Path | None = None
+) -> SessionSnapshot | None:
+    """The session as the ledger sees it, from its transcript and its subagents' files.
+
+    With a `cache_dir`, offsets and counters are kept between calls, so each tool call reads
+    only what was appended since the last one (a long session's transcript runs to 10s of MB).
+    """
+    from tokentop.engine.engine import Engine
+
+    subagents = transcript.parent / transcript.stem / "subagents"
+    cache = cache_dir / cache_name(key.session_id) if cache_dir is not None else None
+    source = SessionFolder(transcript.parent)
+    engine = Engine([source], cost, cache_dir=cache, workers=1)
+    engine.load_cache()
+    engine.process([transcript, *sorted(subagents.glob("agent-*.jsonl"))])
+    engine.save_cache()
+    sessions = engine.ledger.snapshot(now).sessions
+    mine = [s for s in sessions if s.key == key]
+    return (mine or sorted(sessions, key=lambda s: s.last_ts))[-1] if sessions else None
+
+
+class SessionFolder:
+    """The Claude Code source narrowed to one project folder, so the engine reads one session."""
+
+    name: ClassVar[str] = AGENT
+
+    def __init__(self, folder: Path) -> None:
+        from tokentop.sources.claude_code import ClaudeCodeSource
+
+        self.folder = folder
+        self._claude = ClaudeCodeSource(config_dirs=[])
+
+    def roots(self) -> list[Path]:
+        return [self.folder]
+
+    def is_transcript(self, path: Path) -> bool:
+        return path.suffix == ".jsonl"
+
+    def new_parser(self, path: Path) -> FileParser:
+        return self._claude.new_parser(path)
+
+
+def stop_reasons(session: SessionSnapshot, config: Config, now: float) -> list[str]:
+    """Why the agent must stop: over its budget, or about to repeat a loop (each unless its
+    detector's action is "none")."""
+    from tokentop.policy.detectors import budget_finding, loop_finding
+
+    policy = config.policy
+    found = [
+        budget_finding(session, config) if policy.budget.action != "none" else None,
+        loop_finding(session, config, now, ongoing=True) if policy.loop.action != "none" else None,
+    ]
+    return [f.reason for f in found if f is not None and (f.detector, f.level) != ("budget", 1)]
+
+
+def stop_message(reasons: list[str]) -> str:
+    return (
+        f"tokentop: stop. This session is {'; and '.join(safe(r) for r in reasons)}.\n"
+        "Do not start anything new and do not retry the same thing. Reply with a short summary "
+        "of what is done, what is left and what blocked you, then end your turn.\n"
+        "(The user can lift this by raising the budget in tokentop's config.)\n"
+    )
+
+
+def exact_agent(record: SessionRecord) -> bool:
+    """Whether escalation may act on the recorded process: one `tokentop run` launched, or one
+    the hook found among its ancestors that is still a known agent install."""
+    from tokentop.processes.finding import is_agent
+
+    return record.pid > 0 and (record.how == "launched" or is_agent(record.pid))
+
+
+def spawn_escalation(action: str, record: SessionRecord, reason: str) -> None:
+    """Start the helper in its own session; it acts once this hook has exited."""
+    from tokentop.processes.finding import launch
+
+    argv = [
+        sys.executable, "-m", "tokentop.commands.hook", "escalate", action,
+        "--pid", str(record.pid), "--create-time", repr(record.create_time),
+        f"--session={record.key}", f"--reason={reason}",
+    ]  # fmt: skip
+    quiet = subprocess.DEVNULL
+    with contextlib.suppress(OSError):  # the block still stands; the guard can act instead
+        launch(argv, stdin=quiet, stdout=quiet, stderr=quiet)
+
+
+def escalate(args: argparse.Namespace) -> int:
+    """The helper: wait until the hook (our parent, a descendant of the agent) has gone, so the
+    agent is no longer our ancestor, then pause or kill it and log the action."""
+    from tokentop.processes.control import ProcessController, default_action_log
+    from tokentop.processes.finding import ProcessRef
+
+    parent = os.getppid()
+    deadline = time.monotonic() + PARENT_WAIT_S
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ref = ProcessRef(args.pid, args.create_time, how="hook", confident=True, agent=AGENT)
+    controller = ProcessController(log_path=default_action_log())
+    act = controller.pause if args.action == "pause" else controller.kill
+    result = act(ref, args.reason, "policy:soft-stop", session=args.session)
+    return 0 if result.ok else 1
+
+
+def add_hook_args(p: argparse.ArgumentParser) -> None:
+    """Options of `tokentop hook` (shared by the CLI and `python -m tokentop.commands.hook`)."""
+    p.add_argument("verb", nargs="?", choices=["install"], help="install: add to settings.json")
+    p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
+    p.add_argument("--settings", type=Path, metavar="FILE", help="Claude Code settings.json")
+    p.add_argument("--yes", action="store_true", help="install without asking")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tokentop.commands.hook`: the installed hook command (lighter than the CLI)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["escalate"]:
+        p = argparse.ArgumentParser(prog="tokentop.commands.hook escalate", allow_abbrev=False)
+        p.add_argument("action", choices=["pause", "kill"])
+        p.add_argument("--pid", type=int, required=True)
+        p.add_argument("--create-time", type=float, required=True)
+        p.add_argument("--session", default="")
+        p.add_argument("--reason", default="")
+        return escalate(p.parse_args(argv[1:]))
+    p = argparse.ArgumentParser(
+        prog="tokentop hook", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
+    add_hook_args(p)
+    p.add_argument("--config", type=Path, metavar="FILE", help="config TOML file")
+    return cmd_hook(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

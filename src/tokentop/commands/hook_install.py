@@ -1,0 +1,170 @@
+"""`tokentop hook install`: merge tokentop's hook into Claude Code's settings.json.
+
+Shows the diff, asks (unless --yes), keeps a timestamped backup of the old file, writes the new
+one atomically (through a symlink, to its target), and does nothing when the hook is already
+there (an entry of ours whose command changed, e.g. after a reinstall, is updated in place).
+Other hooks and settings are untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tokentop.files import create_new, write_atomic
+
+HOOK_EVENTS: dict[str, str | None] = {"SessionStart": None, "PreToolUse": "*"}
+"""Event -> matcher (None: the event takes no matcher)."""
+HOOK_TIMEOUT_S = 30
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class SettingsError(Exception):
+    """settings.json cannot be merged safely; nothing was written."""
+
+
+def default_settings_path(env: dict[str, str] | None = None) -> Path:
+    """User settings: in the first `$CLAUDE_CONFIG_DIR` entry if set, else ~/.claude."""
+    env = dict(os.environ) if env is None else env
+    listed = [p.strip() for p in env.get("CLAUDE_CONFIG_DIR", "").split(",") if p.strip()]
+    folder = Path(listed[0]).expanduser() if listed else Path.home() / ".claude"
+    return folder / "settings.json"
+
+
+def hook_command() -> str:
+    """This interpreter running the lean hook module: found whatever PATH the agent has."""
+    return f"{shlex.quote(sys.executable)} -m tokentop.commands.hook"
+
+
+def is_ours(command: object) -> bool:
+    text = str(command)
+    return "tokentop.commands.hook" in text or text.rstrip().endswith("tokentop hook")
+
+
+def merged(settings: Any, command: str) -> dict[str, Any]:
+    """`settings` with tokentop's hook entries present exactly once (a new object)."""
+    if not isinstance(settings, dict):
+        raise SettingsError("the file is not a JSON object")
+    result = copy.deepcopy(settings)
+    hooks = result.setdefault("hooks", {})
+    if not isinstance(hooks, dict):
+        raise SettingsError('"hooks" is not an object')
+    for event, matcher in HOOK_EVENTS.items():
+        groups = hooks.setdefault(event, [])
+        if not isinstance(groups, list):
+            raise SettingsError(f'"hooks.{event}" is not a list')
+        _merge_event(groups, matcher, command)
+    return result
+
+
+def _merge_event(groups: list[Any], matcher: str | None, command: str) -> None:
+    ours = [
+        hook
+        for group in groups
+        if isinstance(group, dict) and isinstance(group.get("hooks"), list)
+        for hook in group["hooks"]
+        if isinstance(hook, dict) and is_ours(hook.get("command", ""))
+    ]
+    for hook in ours:
+        hook["command"] = command
+    if not ours:
+        entry: dict[str, Any] = {"matcher": matcher} if matcher is not None else {}
+        entry["hooks"] = [{"type": "command", "command": command, "timeout": HOOK_TIMEOUT_S}]
+        groups.append(entry)
+
+
+def install(
+    settings_path: Path | None,
+    *,
+    yes: bool = False,
+    command: str | None = None,
+    ask: Callable[[str], str] = input,
+    out: Any = None,
+) -> int:
+    """Merge, show the diff, confirm, back up and write; returns the exit status."""
+    out = out or sys.stdout
+    path = settings_path or default_settings_path()
+    try:
+        old_text, new_text = _plan(path, command or hook_command())
+    except SettingsError as error:
+        print(f"tokentop: {path}: {error}; nothing was changed", file=sys.stderr)
+        return EXIT_FAILED
+    if new_text is None:
+        out.write(f"tokentop's hook is already installed in {path}\n")
+        return EXIT_OK
+    out.writelines(_diff(old_text, new_text, path))
+    if not yes and not _confirmed(path, ask):
+        out.write("Not changed.\n")
+        return EXIT_FAILED
+    return _write(path, old_text, new_text, out)
+
+
+def _plan(path: Path, command: str) -> tuple[str, str | None]:
+    """(current text, new text or None when nothing changes)."""
+    try:
+        old_text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old_text = ""
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"cannot read it ({error})") from None
+    try:
+        settings = json.loads(old_text) if old_text.strip() else {}
+    except json.JSONDecodeError as error:
+        raise SettingsError(f"invalid JSON at line {error.lineno}: {error.msg}") from None
+    new = merged(settings, command)
+    if new == settings:
+        return old_text, None
+    return old_text, json.dumps(new, indent=2, ensure_ascii=False) + "\n"
+
+
+def _diff(old: str, new: str, path: Path) -> list[str]:
+    before = str(path) if old else "/dev/null"  # "(new)" only when there is no file yet
+    after = f"{path} (with the hook)" if old else f"{path} (new)"
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), before, after
+    )
+    return [line if line.endswith("\n") else line + "\n" for line in lines]
+
+
+def _confirmed(path: Path, ask: Callable[[str], str]) -> bool:
+    try:
+        return ask(f"Write these changes to {path}? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _backup(path: Path, blob: bytes) -> Path:
+    """A new backup file (never an existing one, never through a planted symlink)."""
+    try:
+        create_new(path, blob)
+    except FileExistsError:
+        path = path.with_name(f"{path.name}-{os.urandom(3).hex()}")
+        create_new(path, blob)
+    return path
+
+
+def _write(path: Path, old_text: str, new_text: str, out: Any) -> int:
+    """Back up the old file (if any), then replace it atomically; a symlinked settings.json
+    (a dotfiles repo) is updated at its target and stays a link."""
+    backup = path.with_name(f"{path.name}.tokentop-backup-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if old_text:
+            backup = _backup(backup, old_text.encode("utf-8"))
+        written = write_atomic(path, new_text.encode("utf-8"), mode=None, durable=True)
+    except OSError as error:
+        print(f"tokentop: cannot write {path}: {error}; nothing was changed", file=sys.stderr)
+        return EXIT_FAILED
+    saved = f" (backup: {backup})" if old_text else ""
+    via = f" (the link's target, {written})" if written != path.absolute() else ""
+    out.write(f"Installed tokentop's hook in {path}{via}{saved}.\n")
+    return EXIT_OK

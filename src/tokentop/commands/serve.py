@@ -1,0 +1,46 @@
+"""`tokentop serve`: a headless team tokentop: OTLP in, Prometheus out, policy as NDJSON.
+
+Decisions about sessions on other machines are alerts (tokentop can't signal another
+machine's processes); local sessions are enforced as by `guard` unless --dry-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+
+DEFAULT_LISTEN = "127.0.0.1:4318"
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tokentop.commands.common import load_config, make_engine
+    from tokentop.commands.guard import Guard, NdjsonOut, run
+    from tokentop.processes.control import ProcessController, default_action_log
+    from tokentop.processes.mapper import RecordedMapper, SessionMapper
+    from tokentop.processes.registry import Registry, default_path
+    from tokentop.telemetry.fleet import Fleet, FleetOptions
+
+    config = load_config(args)
+    engine = make_engine(args, config)
+    fleet = Fleet(engine, FleetOptions.from_args(args, config, DEFAULT_LISTEN), config)
+    fleet.start()
+    out = NdjsonOut(sys.stdout)
+    out({"type": "listening", **fleet.describe()})
+    controller = ProcessController(log_path=default_action_log())
+    mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
+    guard = Guard(config, controller, mapper, out, act=not args.dry_run)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run(engine, guard, stop)
+    finally:
+        fleet.stop()
+    return 0

@@ -1,0 +1,50 @@
+"""`tokentop sessions [--json]`: per-session totals, once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+import msgspec
+
+from tokentop.commands.common import make_engine
+from tokentop.model import LedgerSnapshot
+from tokentop.render import records as output
+from tokentop.render.text import json_for_terminal, safe
+
+
+def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
+    from tokentop.commands import sessions_memo as sessions_cache
+
+    engine = make_engine(args)
+    if args.json:
+        remembered = sessions_cache.recall(engine)
+        if remembered is not None:  # nothing changed since: see sessions_cache
+            out.write(remembered.out)
+            sys.stderr.write(remembered.err)
+            return 0
+    engine.load_cache()
+    if engine.cache_note.startswith(("cache ignored", "cache unreadable")):  # said once
+        sys.stderr.write(f"tokentop: {engine.cache_note}; reading everything again\n")
+    engine.scan()
+    engine.save_cache()
+    snap = engine.snapshot()
+    err = bad_files_text(snap)
+    if args.json:
+        blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(snap)), indent=1)
+        text = json_for_terminal(blob).decode() + "\n"
+        sessions_cache.remember(engine, snap, text, err)
+    else:
+        text = output.text_table(snap) + "\n"
+    out.write(text)
+    sys.stderr.write(err)
+    return 0
+
+
+def bad_files_text(snap: LedgerSnapshot) -> str:
+    """Unparseable lines in files that belong to no session (the others show in the JSON)."""
+    return "".join(
+        f"tokentop: {f.bad_lines} unparseable line(s) in {safe(f.path)}: {safe(f.last_error)}\n"
+        for f in output.orphan_bad_files(snap)
+    )

@@ -1,0 +1,1 @@
+"""Simulated agents: real child processes writing real-shaped transcripts."""

@@ -1,0 +1,368 @@
+"""The cold scan: files newest first, with snapshots on the way, on two cores when it pays.
+
+Sessions active in the last hour are what a user opens tokentop for, so this process reads
+files newest first (by mtime) and publishes a snapshot every `PUBLISH_S`; older history
+fills in behind. When the fresh files are big enough, worker processes read from the
+other end of the same queue (oldest first), in batches; each batch comes back as a ledger
+that is merged, or, if any dedupe key or tool call is already known here (a resumed
+transcript repeats responses), read again here, which keeps the totals exact whatever
+the split.
+
+The worker is a plain `python -m tokentop.engine.coldscan` child with only stdin and stdout as
+pipes (`subprocess`, `close_fds`). multiprocessing is not used: its resource tracker
+passes `sys.stderr.fileno()` to the child, which is -1 under a running Textual app and
+makes every start fail (`bad value(s) in fds_to_keep`). The child holds no other end of
+its pipes, asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG) and exits
+on EOF, so no signal that ends the parent can leave it behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import msgspec
+
+from tokentop.engine.ledger_state import LedgerState
+from tokentop.engine.state_cache import FileRecord
+
+if TYPE_CHECKING:
+    from tokentop.engine.engine import Engine
+
+PARALLEL_MIN_BYTES = 24 * 1024 * 1024
+"""Below this, starting a process costs more than it saves."""
+STEP_BYTES = 1024 * 1024
+"""What this process reads between checks for stop, merges and snapshots."""
+BATCH_BYTES = 12 * 1024 * 1024
+"""What the worker reads per batch: each batch costs an export and a merge."""
+MAX_WORKERS = 4
+"""Each worker holds a batch's tables; more cores than this rarely pay on one disk."""
+LEAD_S = 0.15
+"""Live, this process reads the newest files itself this long, while workers start."""
+RATE_WINDOW_S = 3.0
+PUBLISH_S = 0.4
+FIRST_PUBLISH_S = 0.0
+
+
+class WorkerResult(msgspec.Struct):
+    ledger: LedgerState
+    files: list[FileRecord]
+    bytes_read: int
+
+
+class ScanProgress(msgspec.Struct, frozen=True):
+    """How far a cold scan is, for the header."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    elapsed_s: float
+    eta_s: float | None = None
+    """At the rate of the last few seconds (startup would make an overall rate too slow)."""
+
+
+Item = tuple[Path, int, float]
+"""A file to read: path, size, mtime."""
+
+
+class _Queue:
+    """Files newest first, taken from the front (or, `newest=False`, from the back)."""
+
+    def __init__(self, files: list[Item]) -> None:
+        self.items = deque(files)
+        self.lock = threading.Lock()
+
+    def take(self, limit: int, newest: bool) -> list[Item]:
+        """Up to `limit` bytes (at least one file)."""
+        batch: list[Item] = []
+        total = 0
+        with self.lock:
+            while self.items and (not batch or total < limit):
+                item = self.items.popleft() if newest else self.items.pop()
+                batch.append(item)
+                total += item[1]
+        return batch
+
+
+def newest_first(paths: Sequence[Path]) -> list[Item]:
+    """(path, size, mtime), newest first; files that vanished sort last."""
+    items: list[Item] = []
+    for path in paths:
+        try:
+            st = path.stat()
+            items.append((path, st.st_size, st.st_mtime))
+        except OSError:
+            items.append((path, 0, 0.0))
+    items.sort(key=lambda item: -item[2])
+    return items
+
+
+class ColdScan:
+    """Reads `fresh` files into `engine`, publishing snapshots on the way."""
+
+    def __init__(
+        self, engine: Engine, fresh: Sequence[Path], publish: Callable[[], None] | None = None
+    ) -> None:
+        self.engine = engine
+        self.publish = publish
+        files = newest_first(fresh)
+        self.queue = _Queue(files)
+        self.files_total = len(files)
+        self.bytes_total = sum(item[1] for item in files)
+        self.files_done = 0
+        self.bytes_done = 0
+        self.started = time.monotonic()
+        self.workers: list[Worker] = []
+        self._marks: deque[tuple[float, int]] = deque([(self.started, 0)])
+
+    def run(self) -> bool:
+        """Read everything (or until the engine stops); True if anything changed."""
+        live = self.publish is not None
+        for _ in range(self._worker_count()):
+            if (worker := Worker.start(self.engine, self.queue, newest=live)) is not None:
+                self.workers.append(worker)
+        try:
+            changed = self._loop()
+        finally:
+            for worker in self.workers:
+                worker.close()
+        if not self.engine.stopping():
+            for worker in self.workers:
+                changed |= self._merge(worker.take_results())
+        self.engine.progress = None
+        return changed
+
+    def _worker_count(self) -> int:
+        """One process per other core; with snapshots to publish (a live front-end) one per
+        core, because then this process's core is shared with the UI or the consumer."""
+        cores = os.cpu_count() or 1
+        if self.engine.workers < 2 or cores < 2 or self.bytes_total < PARALLEL_MIN_BYTES:
+            return 0
+        try:
+            pickle.dumps((self.engine.sources, self.engine.cost_fn))
+        except Exception:
+            return 0  # a test's lambda cost function, say: read here instead
+        return min(MAX_WORKERS, cores if self.publish is not None else cores - 1)
+
+    def _loop(self) -> bool:
+        """Read steps newest first, merge what the workers send, publish on the way.
+
+        Live, with workers, this process reads only for its first `LEAD_S` (the newest
+        files, while the workers start) and then merges: its core is shared with the UI, and
+        the workers read newest first too."""
+        changed = False
+        next_publish = time.monotonic() + FIRST_PUBLISH_S
+        lead_until = self.started + LEAD_S if self.publish is not None else float("inf")
+        while not self.engine.stopping():
+            for worker in self.workers:
+                changed |= self._merge(worker.take_results())
+            led = time.monotonic() > lead_until and any(w.busy for w in self.workers)
+            step = [] if led else self.queue.take(STEP_BYTES, newest=True)
+            if step:
+                changed |= self.engine.process(item[0] for item in step)
+                self._done(step)
+            elif not any([w.wait_idle(0.02) for w in self.workers]) and not self.queue.items:
+                break
+            if self.publish is not None and time.monotonic() >= next_publish:
+                self.publish()
+                next_publish = time.monotonic() + PUBLISH_S
+        return changed
+
+    def _merge(self, results: list[tuple[list[Item], WorkerResult | None]]) -> bool:
+        """Fold in the worker's batches; a refused (or lost) batch is read here instead."""
+        changed = False
+        for batch, result in results:
+            ok = result is not None and self.engine.absorb(
+                result.ledger, result.files, result.bytes_read
+            )
+            if not ok:
+                changed |= self.engine.process(item[0] for item in batch)
+            changed = True
+            self._done(batch)
+        return changed
+
+    def _done(self, batch: list[Item]) -> None:
+        self.files_done += len(batch)
+        self.bytes_done += sum(item[1] for item in batch)
+        self.engine.progress = self.progress()
+
+    def progress(self) -> ScanProgress:
+        now = time.monotonic()
+        marks = self._marks
+        marks.append((now, self.bytes_done))
+        while len(marks) > 2 and now - marks[1][0] > RATE_WINDOW_S:
+            marks.popleft()
+        (then, before), eta = marks[0], None
+        if now - then > 0.2 and self.bytes_done > before:
+            rate = (self.bytes_done - before) / (now - then)
+            eta = (self.bytes_total - self.bytes_done) / rate
+        return ScanProgress(
+            self.files_done, self.files_total, self.bytes_done, self.bytes_total,
+            now - self.started, eta,
+        )  # fmt: skip
+
+
+class Worker:
+    """The child process and the thread that feeds it batches and collects its ledgers."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], queue: _Queue, newest: bool) -> None:
+        self.proc = proc
+        self.queue = queue
+        self.newest = newest
+        self.cond = threading.Condition()
+        self.results: list[tuple[list[Item], WorkerResult | None]] = []
+        self.busy = True
+        self.thread = threading.Thread(target=self._feed, name="tokentop-coldscan", daemon=True)
+
+    @classmethod
+    def start(cls, engine: Engine, queue: _Queue, *, newest: bool) -> Worker | None:
+        cmd = [sys.executable, "-m", "tokentop.engine.coldscan", str(os.getpid())]
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError:
+            return None
+        worker = cls(proc, queue, newest)
+        try:
+            assert proc.stdin is not None
+            _send(proc.stdin, pickle.dumps((engine.sources, engine.cost_fn)))
+        except OSError:
+            worker.close()
+            return None
+        worker.thread.start()
+        return worker
+
+    def _feed(self) -> None:
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            while batch := self.queue.take(BATCH_BYTES, newest=self.newest):
+                result = self._one(stdin, stdout, batch)
+                with self.cond:
+                    self.results.append((batch, result))
+                    self.cond.notify_all()
+                if result is None:
+                    break  # the child is gone: its batch is read here; so is the rest
+        finally:
+            with self.cond:
+                self.busy = False
+                self.cond.notify_all()
+
+    def _one(self, stdin: IO[bytes], stdout: IO[bytes], batch: list[Item]) -> WorkerResult | None:
+        try:
+            _send(stdin, msgspec.msgpack.encode([os.fsencode(item[0]) for item in batch]))
+            packed = _recv(stdout)
+            encoded = _recv(stdout)
+            if packed is None or encoded is None:
+                return None
+            result = msgspec.msgpack.decode(encoded, type=WorkerResult)
+        except Exception:  # whatever went wrong, the batch is read here instead
+            return None
+        result.ledger.packed = packed
+        return result
+
+    def take_results(self) -> list[tuple[list[Item], WorkerResult | None]]:
+        with self.cond:
+            results, self.results = self.results, []
+        return results
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait a little for a result; False once the worker has nothing left to do."""
+        with self.cond:
+            if not self.results and self.busy:
+                self.cond.wait(timeout)
+            return self.busy or bool(self.results)
+
+    def close(self) -> None:
+        """Stop the child: EOF when its work is done, else kill; the thread then ends."""
+        with self.queue.lock:
+            self.queue.items.clear()  # only left when the scan is abandoned
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        if self.busy:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.thread.ident is not None:
+            self.thread.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+_HEADER = struct.Struct("<Q")
+MAX_FRAME = 1 << 34
+
+
+def _send(stream: IO[bytes], data: bytes) -> None:
+    stream.write(_HEADER.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _recv(stream: IO[bytes]) -> bytes | None:
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(head)
+    if size > MAX_FRAME:
+        return None
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGKILL when the parent dies (Linux); EOF covers the rest."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(0)
+
+
+def worker_main(parent: int) -> None:
+    """The child: read batches from stdin until EOF, answer each with a ledger."""
+    from tokentop.engine.engine import Engine
+
+    _die_with_parent(parent)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    setup = _recv(stdin)
+    if setup is None:
+        return
+    sources, cost_fn = pickle.loads(setup)  # our own parent's bytes, over our own pipe
+    while (frame := _recv(stdin)) is not None:
+        paths = [Path(os.fsdecode(p)) for p in msgspec.msgpack.decode(frame, type=list[bytes])]
+        engine = Engine(sources, cost_fn, workers=1)
+        engine.process(paths)
+        state = engine.ledger.export(final=True)
+        _send(stdout, state.packed)
+        state.packed = b""
+        result = WorkerResult(state, engine.file_records(), engine.bytes_read)
+        _send(stdout, msgspec.msgpack.encode(result))
+
+
+if __name__ == "__main__":
+    worker_main(int(sys.argv[1]))

@@ -1,0 +1,523 @@
+"""Wires sources, tailer, ledger and watcher into one headless engine (no Textual here).
+
+One lock serialises file reads and ledger updates; listeners receive immutable snapshots
+from the engine thread, coalesced so a burst of appends produces at most `max_hz` of them.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import threading
+import time
+from collections.abc import Callable, Container, Iterable, Sequence
+from functools import reduce
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tokentop.clock import Clock, SystemClock
+from tokentop.engine import state_cache as cache_mod
+from tokentop.engine.failure import EngineFailure, failure_of
+from tokentop.engine.ledger import CostFn, Ledger
+from tokentop.engine.ledger_state import LedgerState
+from tokentop.engine.tail import Tailer, TailState, rewritten_in_place
+from tokentop.model import Event, FileHealth, LedgerSnapshot
+from tokentop.sources.base import FileParser, Source, Walk, name_text, transcript_names
+from tokentop.sources.wholefile import WholeFileParser
+
+if TYPE_CHECKING:
+    from tokentop.engine.coldscan import ScanProgress
+
+Listener = Callable[[LedgerSnapshot], None]
+
+
+class Tracked:
+    """A file being followed: its source, tailer and parser."""
+
+    __slots__ = ("parser", "source", "tailer")
+
+    def __init__(self, source: Source, tailer: Tailer, parser: FileParser) -> None:
+        self.source = source
+        self.tailer = tailer
+        self.parser = parser
+
+    def health(self) -> FileHealth:
+        p = self.parser
+        return FileHealth(
+            p.path, self.source.name, self.tailer.state.offset, p.lines, p.bad_lines, p.last_error
+        )
+
+
+_DECODERS: dict[tuple[type[FileParser], ...], msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _parser_decoder() -> msgspec.msgpack.Decoder[Any]:
+    """Decodes any parser by its tag: one decoder for every cached file, where asking each
+    source for a parser to learn its type costs a warm restart ~10 ms per 1000 files."""
+    kinds = tuple(_tagged(FileParser))
+    decoder = _DECODERS.get(kinds)
+    if decoder is None:
+        decoder = _DECODERS[kinds] = msgspec.msgpack.Decoder(reduce(operator.or_, kinds))
+    return decoder
+
+
+def whole_file_kinds() -> set[str]:
+    """Parser tags of the files that are rewritten whole (their size says nothing)."""
+    return {
+        str(k.__struct_config__.tag) for k in _tagged(FileParser) if issubclass(k, WholeFileParser)
+    }
+
+
+def _tagged(cls: type[FileParser]) -> list[type[FileParser]]:
+    found: list[type[FileParser]] = []
+    for sub in cls.__subclasses__():
+        if sub.__struct_config__.tag is not None:
+            found.append(sub)
+        found += _tagged(sub)
+    return found
+
+
+def _unchanged(tailer: Tailer, path: str) -> bool:
+    """Same file, fully read, not touched since: one stat instead of open/fstat/read/close
+    (warm restarts). A moved mtime sends it to the tailer, which checks its first bytes."""
+    state = tailer.state
+    if not state.inode or tailer.pending_bytes:
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (
+        st.st_ino == state.inode
+        and st.st_dev == state.dev
+        and st.st_size == state.offset
+        and st.st_mtime_ns == state.mtime_ns
+    )
+
+
+class Engine:
+    """Reads transcripts incrementally and keeps a ledger; usable headless or under the UI."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        cost_fn: CostFn,
+        *,
+        clock: Clock | None = None,
+        cache_dir: Path | None = None,
+        window_s: float = 300.0,
+        debounce_ms: int = 50,
+        sweep_s: float = 5.0,
+        max_hz: float = 10.0,
+        workers: int = 2,
+    ) -> None:
+        self.sources = list(sources)
+        self.cost_fn = cost_fn
+        self.clock = clock or SystemClock()
+        self.window_s = window_s
+        self.debounce_ms = debounce_ms
+        self.sweep_s = sweep_s
+        self.min_interval = 1.0 / max_hz
+        self.workers = workers
+        self.ledger = Ledger(cost_fn, window_s)
+        self.roots = [(s, r) for s in self.sources for r in s.roots()]
+        self.files: dict[str, Tracked] = {}
+        self.bytes_read = 0
+        self.cache_note = ""
+        self._cache_path = cache_mod.cache_path(cache_dir, self.root_names()) if cache_dir else None
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._pending: set[Path] = set()
+        self._inbox: list[tuple[str, list[Event]]] = []
+        """Events from no file (telemetry), applied by the engine thread: see ingest()."""
+        self._inbox_lock = threading.Lock()
+        """Not the engine lock, which a scan holds for seconds: senders must not wait."""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._feed: object | None = None
+        self._last_snapshot: LedgerSnapshot | None = None
+        self._saved: tuple[int, int, int] | None = None
+        self.progress: ScanProgress | None = None
+        """How far the cold scan is, while one runs."""
+        self.failure: EngineFailure | None = None
+        """Why the live loop stopped, if it failed; cleared by restart()."""
+        self.file_errors = 0
+        self._failure_listeners: list[Callable[[EngineFailure], None]] = []
+        self.cache_id = ""
+        """The save id of the cache this engine's state matches ("" when it matches none)."""
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def root_names(self) -> list[str]:
+        return [f"{s.name}:{r}" for s, r in self.roots]
+
+    def load_cache(self) -> None:
+        """Resume from the cache if it matches these roots; otherwise the next scan is cold."""
+        if self._cache_path is None:
+            return
+        data, why = cache_mod.load(self._cache_path)
+        self.cache_note = why
+        if data is None:
+            return
+        packed = None
+        if data.dedupe_id:
+            packed = cache_mod.dedupe_loader(self._cache_path, data.dedupe_id)
+            if packed is None:
+                self.cache_note = "cache ignored (its dedupe tables are missing, stale or damaged)"
+                return
+        try:
+            ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s, packed)
+        except (OverflowError, ValueError) as exc:  # counters out of int64 range
+            self.cache_note = f"cache ignored (damaged: {exc})"
+            return
+        files = self._tracked_from(data.files)
+        if files is None:
+            self.cache_note = "cache ignored (parser state changed)"
+            return
+        changed = next((p for p, t in files.items() if rewritten_in_place(t.tailer.state)), "")
+        if changed:
+            self.cache_note = f"cache ignored ({changed!r} was rewritten in place)"
+            return
+        with self._lock:
+            self.ledger = ledger
+            self.files = files
+            self._saved = self._change_mark()
+            self.cache_id = data.save_id
+
+    def _change_mark(self) -> tuple[int, int, int]:
+        return (self.ledger.version, self.bytes_read, len(self.files))
+
+    def _tracked_from(self, records: list[cache_mod.FileRecord]) -> dict[str, Tracked] | None:
+        by_name = {s.name: s for s in self.sources}
+        files: dict[str, Tracked] = {}
+        decode = _parser_decoder().decode
+        for rec in records:
+            source = by_name.get(rec.agent)
+            if source is None:
+                continue
+            try:
+                parser: FileParser = decode(rec.parser)
+            except cache_mod.CACHE_ERRORS:
+                return None
+            files[rec.tail.real_path()] = Tracked(source, Tailer(rec.tail), parser)
+        return files
+
+    def file_records(self) -> list[cache_mod.FileRecord]:
+        with self._lock:
+            return [
+                cache_mod.FileRecord(
+                    t.source.name, t.tailer.state, msgspec.Raw(msgspec.msgpack.encode(t.parser))
+                )
+                for t in self.files.values()
+            ]
+
+    def absorb(
+        self, ledger: LedgerState, records: list[cache_mod.FileRecord], bytes_read: int
+    ) -> bool:
+        """Fold in what another process read (see coldscan); False if it must be re-read."""
+        files = self._tracked_from(records)
+        with self._lock:
+            if files is None or not self.ledger.merge(ledger):
+                return False
+            self.files.update(files)
+            self.bytes_read += bytes_read
+        return True
+
+    def save_cache(self) -> None:
+        """Persist offsets and counters, unless nothing changed since they were loaded/saved."""
+        if self._cache_path is None or self._saved == self._change_mark():
+            return
+        records = self.file_records()
+        with self._lock:
+            save_id = os.urandom(16).hex()
+            data = cache_mod.CacheFile(
+                cache_mod.CACHE_VERSION, self.root_names(), records, self.ledger.export(),
+                save_id=save_id,
+            )  # fmt: skip
+            try:
+                cache_mod.save(self._cache_path, data)
+                self._saved = self._change_mark()
+                self.cache_id = save_id
+            except OSError as exc:
+                self.cache_note = f"cache not saved: {exc.strerror}"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def discover(self) -> list[Path]:
+        return self._discover(skip_known=False)
+
+    def _discover(self, skip_known: bool) -> list[Path]:
+        """Transcripts under the roots; with `skip_known`, only files not yet followed (a
+        warm restart then builds no Path for the thousands it already knows)."""
+        return self.discover_new(self.files if skip_known else ())
+
+    @property
+    def cache_path(self) -> Path | None:
+        return self._cache_path
+
+    def discover_new(self, known: Container[str]) -> list[Path]:
+        """Transcripts under the roots whose path is not in `known`.
+
+        Symlinked folders are followed (once each), and a file reached by a second path
+        (or already followed under another one) is left out, so it counts once. A folder
+        that cannot be listed is followed as a file with one bad line saying why.
+        """
+        found: list[Path] = []
+        with self._lock:
+            items = list(self.files.items())
+        seen = {(t.tailer.state.dev, t.tailer.state.inode) for p, t in items if p in known}
+        for source, root in self.roots:
+            if root.exists() and not root.is_dir():  # a file named as a root: a proxy log
+                if str(root) not in known and source.is_transcript(root):
+                    found.append(root)
+                continue
+            wanted = transcript_names(source)
+            walk = Walk(getattr(source, "suffixes", (".jsonl",)), seen, wanted)
+            found += [Path(name) for name in walk.names(str(root)) if name not in known]
+            for folder, reason in walk.unreadable:
+                if folder not in known and folder not in self.files:
+                    tracked = Tracked(source, Tailer(folder), source.new_parser(Path(folder)))
+                    tracked.parser.bad(f"cannot list folder {name_text(folder)}: {reason}")
+                    tracked.tailer.state.failed = True
+                    with self._lock:
+                        self.files[folder] = tracked
+        return found
+
+    def scan(self, publish: Callable[[], None] | None = None) -> bool:
+        """Read every known and newly found file up to its end; True if anything changed.
+
+        New files go through the cold scan (coldscan): newest first, `publish` called on
+        the way so a first view shows before old history is read.
+        """
+        from tokentop.engine.coldscan import ColdScan
+
+        changed = self.process(list(self.files))
+        fresh = list(dict.fromkeys(self._discover(skip_known=True)))
+        if fresh:
+            changed |= ColdScan(self, fresh, publish).run()
+        return changed
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def process(self, paths: Iterable[Path | str]) -> bool:
+        changed = False
+        with self._lock:
+            for path in paths:
+                try:
+                    changed |= self._process_one(path)
+                except Exception as exc:  # one bad file must not stop the others
+                    changed |= self._file_failed(str(path), exc)
+        return changed
+
+    def _file_failed(self, key: str, exc: Exception) -> bool:
+        """Count a file whose reading raised like a bad line, with the reason."""
+        self.file_errors += 1
+        tracked = self.files.get(key)
+        if tracked is None:
+            return False
+        tracked.parser.bad(f"read failed: {type(exc).__name__}: {exc}"[:200])
+        return True
+
+    def _process_one(self, name: Path | str) -> bool:
+        key = str(name)
+        tracked = self.files.get(key)
+        if tracked is None:
+            path = Path(name)
+            source = self._source_for(path)
+            if source is None:
+                return False
+            tracked_path = getattr(source, "tracked_path", None)  # e.g. a SQLite -wal file
+            if tracked_path is not None and (real := tracked_path(path)) != path:
+                return self._process_one(real)
+            tracked = Tracked(source, Tailer(TailState(path=key)), source.new_parser(path))
+            self.files[key] = tracked
+        if isinstance(tracked.parser, WholeFileParser):
+            return self._refresh(tracked, tracked.parser, key)
+        if _unchanged(tracked.tailer, key):
+            return False
+        changed = False
+        while True:
+            result = tracked.tailer.read_new()
+            if result.reset:
+                tracked.parser = tracked.source.new_parser(Path(key))
+            if result.skipped_lines:
+                tracked.parser.bad(result.error or "over-long line skipped", result.skipped_lines)
+                changed = True
+            elif result.error:
+                tracked.parser.last_error = result.error
+            if result.data:
+                self.bytes_read += len(result.data)
+                events: list[Event] = []
+                tracked.parser.feed(result.data, events)
+                self.ledger.apply(events, key)
+                changed = True
+            if not result.more:
+                return changed
+
+    def _refresh(self, tracked: Tracked, parser: WholeFileParser, key: str) -> bool:
+        """A rewritten file (whole JSON, SQLite): the parser re-reads it if it changed."""
+        events: list[Event] = []
+        if not parser.refresh(events):
+            return False
+        tracked.tailer.state.offset = parser.size
+        self.ledger.apply(events, key)
+        return True
+
+    def _source_for(self, path: Path) -> Source | None:
+        for source, root in self.roots:
+            if path.is_relative_to(root) and source.is_transcript(path):
+                return source
+        return None
+
+    # -- events from no file (telemetry) ---------------------------------------------------
+
+    def ingest(self, events: Sequence[Event], origin: str) -> None:
+        """Queue events that came from no file (e.g. OTLP from another machine); any thread.
+
+        The engine thread applies them after its scan, so a cache loaded at start can't
+        replace them, and notifies at its usual coalesced rate. `origin` stands in for a
+        file name in the session's `files`.
+        """
+        with self._inbox_lock:
+            self._inbox.append((origin, list(events)))
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        """Ingested events not applied yet (a receiver refuses more past a limit)."""
+        with self._inbox_lock:
+            return sum(len(events) for _, events in self._inbox)
+
+    def apply_inbox(self) -> bool:
+        """Apply queued ingested events; True if a counter changed (the engine thread calls
+        it; a caller without a running engine may too)."""
+        with self._inbox_lock:
+            inbox, self._inbox = self._inbox, []
+        with self._lock:
+            changed = 0
+            for origin, events in inbox:
+                changed += self.ledger.apply(events, origin)
+            return changed > 0
+
+    def session_files(self, key: str) -> list[str]:
+        """The files a session was read from (`key` is `str(SessionKey)`); [] if unknown.
+
+        Read without the engine lock, which a cold scan holds for seconds: a dict lookup
+        and a list copy are atomic under the GIL, and a file added meanwhile shows next time.
+        """
+        state = self.ledger.state.sessions.get(key)
+        return list(state.files) if state is not None else []
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self) -> LedgerSnapshot:
+        """The current state, with burn rates evaluated at the clock's now."""
+        with self._lock:
+            health = {k: t.health() for k, t in self.files.items()}
+            snap = self.ledger.snapshot(self.clock.now(), health)
+            self._last_snapshot = snap
+            return snap
+
+    tick = snapshot
+
+    @property
+    def last_snapshot(self) -> LedgerSnapshot | None:
+        """The latest snapshot taken (None before the first)."""
+        return self._last_snapshot
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def _notify(self) -> None:
+        snap = self.snapshot()
+        for fn in list(self._listeners):
+            fn(snap)
+
+    # -- live mode -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Scan in the background, then follow changes until stop()."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="tokentop-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        feed = self._feed
+        if feed is not None:
+            feed.stop()  # type: ignore[attr-defined]
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _on_changes(self, paths: set[Path]) -> None:
+        """Called from the watcher's threads; the engine thread does the reading."""
+        with self._lock:
+            self._pending.update(paths)
+        self._wake.set()
+
+    def add_failure_listener(self, fn: Callable[[EngineFailure], None]) -> None:
+        self._failure_listeners.append(fn)
+
+    def restart(self) -> None:
+        """Start again from the cache (or a cold scan) after the live loop failed."""
+        self.stop()
+        with self._lock:
+            self.ledger = Ledger(self.cost_fn, self.window_s)
+            self.files = {}
+            self._saved = None
+            self.failure = None
+        self._stop.clear()
+        self.start()
+
+    def _run(self) -> None:
+        try:
+            self._live()
+        except Exception as exc:  # said out loud: the front-ends show it and react
+            self.failure = failure_of(exc)
+            for fn in list(self._failure_listeners):
+                fn(self.failure)
+        finally:
+            feed, self._feed = self._feed, None
+            if feed is not None:
+                feed.stop()  # type: ignore[attr-defined]
+
+    def _live(self) -> None:
+        from tokentop.engine.changes import ChangeFeed
+
+        self.load_cache()
+        feed = ChangeFeed(
+            [r for _, r in self.roots],
+            lambda p: self._source_for(p) is not None,
+            self._on_changes,
+            debounce_ms=self.debounce_ms,
+            sweep_interval=self.sweep_s,
+        )
+        self._feed = feed
+        feed.start()  # before the scan, so nothing written during the scan is missed
+        self.scan(self._notify)
+        if self._stop.is_set():
+            return  # an unfinished scan is not saved: the next start resumes cold
+        self._notify()
+        last_save = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            with self._lock:
+                pending, self._pending = self._pending, set()
+            changed = bool(pending) and self.process(pending)
+            if self.apply_inbox() or changed:
+                self._notify()
+                time.sleep(self.min_interval)
+            if time.monotonic() - last_save > 30:
+                self.save_cache()
+                last_save = time.monotonic()
+        self.save_cache()

@@ -1,0 +1,645 @@
+"""Per-session counters built from events: dedupe, totals by kind and model, burn windows.
+
+The ledger never sees JSON. Each event carries a `dedupe_key` chosen by its source; the
+ledger counts a key once, globally, at the largest total seen for it, and when a bigger
+copy arrives it adds only the difference (Claude Code streams growing usage on several
+lines of one response).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+import msgspec
+
+from tokentop.engine.ledger_state import (
+    KINDS,
+    SEP,
+    LedgerState,
+    MinuteItems,
+    ModelAcc,
+    RecentCall,
+    SessionState,
+    ToolAcc,
+    call_mark,
+    pack,
+    parse_mark,
+    unpack,
+    unpacked_tables,
+)
+from tokentop.model import (
+    RECENT_TOOLS,
+    Event,
+    FileHealth,
+    LedgerSnapshot,
+    ModelUsage,
+    RecentTool,
+    SessionInfo,
+    SessionKey,
+    SessionSnapshot,
+    TokenCounts,
+    ToolCall,
+    ToolResult,
+    ToolStat,
+    UsageEvent,
+)
+from tokentop.sources.base import name_text
+
+CostFn = Callable[[str, TokenCounts], "float | None"]
+MAX_TS = 2.0**40
+"""Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
+event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
+LINEAR_PRICE_LIMIT = 100_000
+"""Below this much input no known price table has a long-context tier, so a response's cost
+is a dot product of per-kind rates probed once per model (the cold-scan hot path). A cost
+function bound to an object with `linear_limit(model)` (the PriceTable) gives a tighter one."""
+SERIES_MINUTES = 30
+
+
+class Ledger:
+    """Applies events; produces immutable snapshots. Not thread-safe: the engine serialises."""
+
+    def __init__(self, cost_fn: CostFn, window_s: float = 300.0) -> None:
+        self.cost_fn = cost_fn
+        self.window_s = window_s
+        self.version = 0
+        self._load(LedgerState())
+
+    def _load(self, state: LedgerState, packed: Callable[[], bytes] | None = None) -> None:
+        self.state = state
+        self._packed: bytes | Callable[[], bytes] = packed or state.packed
+        """Dedupe tables still encoded: decoded on the first event, re-used as is on export."""
+        self._tokens = array("q", state.seen_tokens)
+        self._cost = array("d", state.seen_cost)
+        self._estimated = set(state.estimated_slots)
+        self._cache: dict[str, tuple[tuple[int, float], SessionSnapshot, bool]] = {}
+        """Last snapshot per session: reused as is while the session is quiet (its rates are
+        zero), with fresh rates while it is active, rebuilt when its counters change."""
+        self._dirty: set[str] = set(state.sessions)
+        self._rates: dict[str, tuple[tuple[float, ...] | None, int]] = {}
+        self._last_key: SessionKey | None = None
+        self._last_path = ""
+        self._last_session = SessionState("", "")
+        self._last_sid = ""
+        self._last_model = ""
+
+    def _packed_blob(self) -> bytes:
+        packed = self._packed
+        return packed() if callable(packed) else packed
+
+    def _unpack(self) -> None:
+        if self._packed:
+            unpack(self._packed_blob(), self.state)
+            self._packed = b""
+            self._tokens = array("q", self.state.seen_tokens)
+            self._cost = array("d", self.state.seen_cost)
+
+    def export(self, *, final: bool = False) -> LedgerState:
+        """The state to persist: the sessions, and the dedupe tables packed into one blob.
+
+        `final` hands the tables over: this ledger must not be used afterwards.
+        """
+        blob = self._packed_blob()
+        if not blob:
+            tokens, cost = self._tokens.tobytes(), self._cost.tobytes()
+            if final:
+                self._tokens, self._cost = array("q"), array("d")
+            blob = pack(self.state, tokens, cost, consume=final)
+        sessions = dict(self.state.sessions)
+        return LedgerState(sessions=sessions, packed=blob, estimated_slots=sorted(self._estimated))
+
+    @classmethod
+    def restore(
+        cls,
+        state: LedgerState,
+        cost_fn: CostFn,
+        window_s: float = 300.0,
+        packed: Callable[[], bytes] | None = None,
+    ) -> Ledger:
+        """A ledger resuming from `state`; `packed` loads the dedupe tables when first needed
+        (the cache keeps them in a side file), else they come from `state.packed`."""
+        ledger = cls(cost_fn, window_s)
+        ledger._load(state, packed)
+        return ledger
+
+    def merge(self, other: LedgerState) -> bool:
+        """Fold in a ledger built from other files; False (nothing changed) if any dedupe key,
+        tool call or result is in both, because then only a sequential pass is exact.
+
+        The other side's packed tables are merged straight from their key lists, without
+        building its dicts first: the cold scan's peak memory is this moment.
+        """
+        self._unpack()
+        st = self.state
+        t = unpacked_tables(other)
+        other.packed = b""  # read: free it before the tables grow
+        if not (st.seen.keys().isdisjoint(t.keys) and st.tool_calls.keys().isdisjoint(t.call_keys)):
+            return False
+        offset = len(st.seen_session)
+        self._estimated.update(slot + offset for slot in other.estimated_slots)
+        st.seen.update(zip(t.keys, range(offset, offset + len(t.keys)), strict=True))
+        st.seen_session.extend(t.sessions)
+        st.seen_model.extend(t.models)
+        self._tokens.frombytes(t.tokens)
+        self._cost.frombytes(t.cost)
+        st.tool_calls.update(zip(t.call_keys, t.call_marks, strict=True))
+        for sid, session in other.sessions.items():
+            mine = st.sessions.get(sid)
+            if mine is None:
+                st.sessions[sid] = session
+            else:
+                mine.absorb(session)
+            self._dirty.add(sid)
+        self._last_key = None
+        self.version += 1
+        return True
+
+    # -- applying events -------------------------------------------------------------------
+
+    def apply(self, events: Iterable[Event], path: str = "") -> int:
+        """Apply events read from `path`; returns how many changed a counter."""
+        if self._packed:
+            self._unpack()
+        changed = 0
+        add, grow, call, result = self._add_new, self._grow, self._tool_call, self._tool_result
+        seen = self.state.seen
+        for event in events:
+            kind = type(event)
+            if kind is UsageEvent:
+                slot = seen.get(event.dedupe_key)  # type: ignore[union-attr]
+                if slot is None:
+                    changed += add(event, path)  # type: ignore[arg-type]
+                else:
+                    changed += grow(slot, event, path)  # type: ignore[arg-type]
+            elif kind is ToolCall:
+                changed += call(event, path)  # type: ignore[arg-type]
+            elif kind is ToolResult:
+                changed += result(event, path)  # type: ignore[arg-type]
+            elif kind is SessionInfo:
+                changed += self._info(event, path)  # type: ignore[arg-type]
+        if changed:
+            self.version += 1
+        return changed
+
+    def _session(self, key: SessionKey, path: str = "") -> SessionState:
+        # Consecutive events nearly always share a session and file: skip the lookups then.
+        if key is self._last_key and path == self._last_path:
+            return self._last_session
+        sid = sys.intern(str(key))
+        state = self.state.sessions.get(sid)
+        if state is None:
+            state = SessionState(key.agent, key.session_id)
+            self.state.sessions[sid] = state
+        if path and (name := name_text(path)) not in state.files:
+            state.files.append(name)
+        self._dirty.add(sid)
+        self._last_key, self._last_path, self._last_session = key, path, state
+        self._last_sid = sid
+        return state
+
+    def _info(self, event: SessionInfo, path: str) -> int:
+        session = self._session(event.session, path)
+        session.cwd = session.cwd or event.cwd
+        session.branch = event.branch or session.branch
+        session.parent = session.parent or event.parent
+        session.host = event.host or session.host
+        session.touch(event.timestamp)
+        session.note_model(event.timestamp, event.model)
+        return 1
+
+    def _usage(self, event: UsageEvent, path: str) -> int:
+        slot = self.state.seen.get(event.dedupe_key)
+        if slot is None:
+            return self._add_new(event, path)
+        return self._grow(slot, event, path)
+
+    def _grow(self, slot: int, event: UsageEvent, path: str) -> int:
+        """A later copy of a counted response: count only what it adds (max wins).
+
+        An estimate never beats recorded usage, and recorded usage replaces an estimate
+        whatever its size (a streamed message is estimated until its usage is written).
+        """
+        t = event.tokens
+        base = slot * KINDS
+        old = self._tokens[base : base + KINDS]
+        was_estimate = slot in self._estimated
+        if event.estimated and not was_estimate:
+            return 0
+        replaces = was_estimate and not event.estimated
+        if not replaces and t.total <= sum(old):
+            return 0
+        counts = _counts(t)
+        sid = self.state.seen_session[slot]
+        model = self.state.seen_model[slot]
+        cost = self._event_cost(event, model)
+        old_cost = self._cost[slot]
+        self._tokens[base : base + KINDS] = array("q", counts)
+        self._cost[slot] = math.nan if cost is None else cost
+        delta = TokenCounts(*(n - o for n, o in zip(counts, old, strict=True)))
+        cost_delta = None if cost is None or math.isnan(old_cost) else cost - old_cost
+        session = self.state.sessions[sid]
+        self._dirty.add(sid)
+        if path and (name := name_text(path)) not in session.files:
+            session.files.append(name)
+        session.tokens_since_change = max(0, session.tokens_since_change + delta.total)
+        if replaces:
+            self._estimated.discard(slot)
+            seen_session = self.state.seen_session
+            session.estimated = any(seen_session[s] == sid for s in self._estimated)
+        self._accumulate(session, model, event.timestamp, delta, cost_delta, responses=0)
+        return 1
+
+    def _add_new(self, event: UsageEvent, path: str) -> int:
+        """First copy of a response: the cold-scan hot path, so it is written flat."""
+        t = event.tokens
+        ti, to, tr, tw5, tw1, tx = (
+            t.input,
+            t.output,
+            t.cache_read,
+            t.cache_write_5m,
+            t.cache_write_1h,
+            t.reasoning,
+        )
+        if not (ti or to or tr or tw5 or tw1 or tx):
+            return 0
+        session = self._session(event.session, path)
+        if event.cwd and not session.cwd:
+            session.cwd = event.cwd
+        if event.branch:
+            session.branch = event.branch
+        if event.estimated:
+            session.estimated = True
+        model = event.model
+        cost = event.cost_usd
+        if cost is None:  # the rate-card fast path of _event_cost, inlined
+            card = self._rates.get(model) or self._card(model)
+            rates = card[0]
+            if rates is None:
+                pass
+            elif ti + tr + tw5 + tw1 > card[1]:
+                cost = self.cost_fn(model, t)
+            else:
+                cost = (
+                    ti * rates[0] + to * rates[1] + tr * rates[2]
+                    + tw5 * rates[3] + tw1 * rates[4] + tx * rates[5]
+                )  # fmt: skip
+        state = self.state
+        if event.estimated:
+            self._estimated.add(len(state.seen_session))
+        state.seen[event.dedupe_key] = len(state.seen_session)
+        state.seen_session.append(self._last_sid)
+        if model is not self._last_model:
+            self._last_model = sys.intern(model)
+        state.seen_model.append(self._last_model)
+        self._tokens.extend((ti, to, tr, tw5, tw1, tx))
+        self._cost.append(math.nan if cost is None else cost)
+        timeline = session.timeline
+        if not timeline or timeline[-1][1] != model:
+            session.note_model(event.timestamp, model)
+        acc = session.by_model.get(model)
+        if acc is None:
+            acc = session.by_model[model] = ModelAcc([0] * KINDS)
+        tk = acc.tokens
+        tk[0] += ti
+        tk[1] += to
+        tk[2] += tr
+        tk[3] += tw5
+        tk[4] += tw1
+        tk[5] += tx
+        acc.responses += 1
+        if cost is None:
+            acc.unpriced = True
+        else:
+            acc.cost += cost
+        session.responses_since_change += 1
+        session.tokens_since_change += ti + to + tr + tw5 + tw1 + tx
+        ts = event.timestamp
+        if ts > session.last_ts:
+            session.last_ts = ts
+        if ts and (ts < session.first_ts or not session.first_ts):
+            session.first_ts = ts
+        minute = int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0  # NaN and inf fail both
+        session.add_minute(minute, ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
+        return 1
+
+    def _event_cost(self, event: UsageEvent, model: str) -> float | None:
+        if event.cost_usd is not None:
+            return event.cost_usd
+        t = event.tokens
+        rates, limit = self._rates.get(model) or self._card(model)
+        if rates is None:
+            return None
+        if t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h > limit:
+            return self.cost_fn(model, t)
+        return (
+            t.input * rates[0]
+            + t.output * rates[1]
+            + t.cache_read * rates[2]
+            + t.cache_write_5m * rates[3]
+            + t.cache_write_1h * rates[4]
+            + t.reasoning * rates[5]
+        )
+
+    def _card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
+        card = self._rates[model] = self._rate_card(model)
+        return card
+
+    def _rate_card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
+        owner = getattr(self.cost_fn, "__self__", None)
+        limit_fn = getattr(owner, "linear_limit", None)
+        limit = limit_fn(model) if callable(limit_fn) else LINEAR_PRICE_LIMIT
+        return _unit_rates(self.cost_fn, model), int(limit)
+
+    def _accumulate(
+        self,
+        session: SessionState,
+        model: str,
+        ts: float,
+        d: TokenCounts,
+        cost: float | None,
+        responses: int,
+    ) -> None:
+        acc = session.by_model.get(model)
+        if acc is None:
+            acc = session.by_model[model] = ModelAcc([0] * KINDS)
+        tk = acc.tokens
+        tk[0] += d.input
+        tk[1] += d.output
+        tk[2] += d.cache_read
+        tk[3] += d.cache_write_5m
+        tk[4] += d.cache_write_1h
+        tk[5] += d.reasoning
+        acc.responses += responses
+        if cost is None:
+            acc.unpriced = True
+        else:
+            acc.cost += cost
+        if ts > session.last_ts:
+            session.last_ts = ts
+        if ts and (ts < session.first_ts or not session.first_ts):
+            session.first_ts = ts
+        session.add_minute(int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0, d.total, cost or 0.0)
+
+    def _tool_call(self, event: ToolCall, path: str = "") -> int:
+        calls = self.state.tool_calls
+        mark = calls.get(event.call_id)
+        failed = False
+        if mark is None:
+            calls[event.call_id] = sys.intern(event.name)
+        elif mark[:1] == SEP:  # its result came first
+            failed = parse_mark(mark)[1] == 1
+            calls[event.call_id] = call_mark(event.name, int(failed))
+        else:
+            return 0
+        session = self._session(event.session, path)
+        acc = session.tools.get(event.name)
+        if acc is None:
+            acc = session.tools[event.name] = ToolAcc()
+        acc.calls += 1
+        unknown = session.tools.get("?") if failed else None
+        if unknown is not None and unknown.errors:  # its error was counted under "?"
+            acc.errors += 1
+            unknown.errors -= 1
+            if not unknown.errors and not unknown.calls:
+                del session.tools["?"]
+        session.touch(event.timestamp)
+        recent = session.recent
+        recent.append(
+            RecentCall(
+                event.timestamp,
+                event.name,
+                event.input_hash,
+                event.call_id,
+                file_changing=event.file_changing,
+            )
+        )
+        if event.file_changing:
+            session.responses_since_change = session.tokens_since_change = 0
+        if len(recent) > RECENT_TOOLS:
+            del recent[0]
+        return 1
+
+    def _tool_result(self, event: ToolResult, path: str = "") -> int:
+        calls = self.state.tool_calls
+        call_id = event.call_id
+        name = calls.get(call_id, "")
+        if SEP in name:
+            return 0
+        outcome = int(event.is_error)
+        calls[call_id] = call_mark(name, outcome)
+        session = self._session(event.session, path)
+        recent = session.recent
+        for i in range(len(recent) - 1, -1, -1):  # the result usually follows its call closely
+            item = recent[i]
+            if item.call_id == call_id:
+                item.outcome = outcome
+                item.output_hash = event.output_hash
+                break
+        if outcome:
+            session.tools.setdefault(name or "?", ToolAcc()).errors += 1
+        return 1
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self, now: float, files: Mapping[str, FileHealth] | None = None) -> LedgerSnapshot:
+        """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
+        files = {h.path: h for h in (files or {}).values()}  # keyed as the sessions list them
+        sessions = tuple(self._session_snapshot(sid, now, files) for sid in self.state.sessions)
+        self._dirty.clear()
+        self._last_key = None
+        health = tuple(files.values())
+        return LedgerSnapshot(
+            taken_at=now,
+            sessions=sessions,
+            files=health,
+            bad_lines=sum(f.bad_lines for f in health),
+            version=self.version,
+        )
+
+    def _session_snapshot(
+        self, sid: str, now: float, files: Mapping[str, FileHealth]
+    ) -> SessionSnapshot:
+        state = self.state.sessions[sid]
+        bad = sum(files[f].bad_lines for f in state.files if f in files)
+        quiet = state.last_ts < now - max(self.window_s, SERIES_MINUTES * 60) - 60
+        cached = self._cache.get(sid)
+        midnight = _local_midnight(now)
+        if cached and sid not in self._dirty and cached[0] == (bad, midnight):
+            if quiet and cached[2]:
+                return cached[1]
+            snap = _with_rates(cached[1], state, now, self.window_s)  # only time moved
+        else:
+            snap = build_session_snapshot(state, now, self.window_s, bad)
+        self._cache[sid] = ((bad, midnight), snap, quiet)
+        return snap
+
+    def session_ids(self) -> list[str]:
+        return list(self.state.sessions)
+
+
+def _local_midnight(now: float) -> float:
+    day = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp()
+
+
+def _with_rates(
+    snap: SessionSnapshot, state: SessionState, now: float, window_s: float
+) -> SessionSnapshot:
+    """The same counters with the time-dependent fields evaluated at `now`."""
+    rate, usd, series, today, cost_today = _time_fields(state, now, window_s)
+    return msgspec.structs.replace(
+        snap,
+        tokens_per_min=rate,
+        usd_per_hour=usd,
+        burn_series=series,
+        tokens_today=today,
+        cost_today=cost_today,
+    )
+
+
+_IDLE_SERIES = (0,) * SERIES_MINUTES
+
+
+def _time_fields(
+    state: SessionState, now: float, window_s: float
+) -> tuple[float, float, tuple[int, ...], int, float]:
+    """Burn rates, sparkline and today's spend at `now`; all zero for a session idle since
+    before midnight and the window, without reading its minutes."""
+    horizon = now - max(window_s, SERIES_MINUTES * 60) - 60
+    if state.last_ts < min(horizon, _local_midnight(now)):
+        return 0.0, 0.0, _IDLE_SERIES, 0, 0.0
+    end = int(now // 60)
+    first = min(int(_local_midnight(now) // 60), end - SERIES_MINUTES + 1)
+    recent = state.minute_items(min(first, int((now - window_s) // 60)), end)
+    rate, usd = _rates(recent, now, window_s, state.first_ts)
+    today, cost_today = _today(recent, now)
+    return rate, usd, _series(recent, now), today, cost_today
+
+
+def _today(minutes: MinuteItems, now: float) -> tuple[int, float]:
+    first = int(_local_midnight(now) // 60)
+    tokens = cost = 0.0
+    for minute, t, c in minutes:
+        if minute >= first:
+            tokens += t
+            cost += c
+    return int(tokens), cost
+
+
+def _unit_rates(cost_fn: CostFn, model: str) -> tuple[float, ...] | None:
+    """Per-token price of each kind, probed from the cost function; None when unpriced."""
+    rates = []
+    for i in range(KINDS):
+        unit = [0] * KINDS
+        unit[i] = 1
+        rate = cost_fn(model, TokenCounts(*unit))
+        if rate is None:
+            return None
+        rates.append(rate)
+    return tuple(rates)
+
+
+def _counts(tokens: TokenCounts) -> list[int]:
+    return [
+        tokens.input,
+        tokens.output,
+        tokens.cache_read,
+        tokens.cache_write_5m,
+        tokens.cache_write_1h,
+        tokens.reasoning,
+    ]
+
+
+def build_session_snapshot(
+    state: SessionState, now: float, window_s: float, bad_lines: int
+) -> SessionSnapshot:
+    """Freeze one session's counters, with burn rates evaluated at `now`."""
+    models = tuple(
+        ModelUsage(
+            model=name,
+            tokens=TokenCounts(*acc.tokens),
+            cost_usd=None if acc.unpriced and not acc.cost else acc.cost,
+            responses=acc.responses,
+        )
+        for name, acc in sorted(state.by_model.items(), key=lambda kv: -sum(kv[1].tokens))
+    )
+    total = [0] * KINDS
+    for acc in state.by_model.values():
+        total = [t + n for t, n in zip(total, acc.tokens, strict=True)]
+    tokens_rate, usd_rate, series, tokens_today, cost_today = _time_fields(state, now, window_s)
+    return SessionSnapshot(
+        key=state.key,
+        cwd=state.cwd,
+        branch=state.branch,
+        first_ts=state.first_ts,
+        last_ts=state.last_ts,
+        tokens=TokenCounts(*total),
+        cost_usd=sum(acc.cost for acc in state.by_model.values()),
+        unpriced_models=tuple(m for m, acc in state.by_model.items() if acc.unpriced),
+        models=models,
+        model_timeline=tuple(state.timeline),
+        responses=sum(acc.responses for acc in state.by_model.values()),
+        tokens_per_min=tokens_rate,
+        usd_per_hour=usd_rate,
+        burn_series=series,
+        tool_calls=sum(t.calls for t in state.tools.values()),
+        tool_errors=sum(t.errors for t in state.tools.values()),
+        tools=tuple(
+            ToolStat(name, acc.calls, acc.errors)
+            for name, acc in sorted(state.tools.items(), key=lambda kv: -kv[1].calls)
+        ),
+        recent_tools=tuple(
+            RecentTool(
+                c.timestamp,
+                c.name,
+                c.input_hash,
+                None if c.outcome < 0 else bool(c.outcome),
+                c.output_hash,
+                c.file_changing,
+            )
+            for c in state.recent
+        ),
+        files=tuple(state.files),
+        bad_lines=bad_lines,
+        estimated=state.estimated,
+        parent=state.parent,
+        responses_since_change=state.responses_since_change,
+        tokens_since_change=state.tokens_since_change,
+        tokens_today=tokens_today,
+        cost_today=cost_today,
+        host=state.host,
+    )
+
+
+def _rates(
+    minutes: MinuteItems, now: float, window_s: float, first_ts: float = 0.0
+) -> tuple[float, float]:
+    """Tokens/min and $/h over the trailing window; an idle session decays to zero.
+
+    A session younger than the window is averaged over its age (at least a minute), so a
+    fresh runaway shows its real pace instead of a fifth of it.
+    """
+    age = now - first_ts if first_ts else window_s
+    if 0 < age < window_s:
+        window_s = max(60.0, age)
+        start = int(first_ts // 60) - 1
+    else:
+        start = int((now - window_s) // 60)
+    end = int(now // 60)
+    tokens = cost = 0.0
+    for minute, t, c in minutes:
+        if start < minute <= end:
+            tokens += t
+            cost += c
+    span_min = window_s / 60.0
+    return tokens / span_min, cost * 60.0 / span_min
+
+
+def _series(minutes: MinuteItems, now: float) -> tuple[int, ...]:
+    end = int(now // 60)
+    by_minute = {m: t for m, t, _ in minutes}
+    return tuple(int(by_minute.get(m, 0.0)) for m in range(end - SERIES_MINUTES + 1, end + 1))

@@ -1,0 +1,303 @@
+"""The ledger's mutable state: per-session accumulators and the global dedupe tables.
+
+Both are msgspec Structs so the cache can persist them. The dedupe tables (every response
+key, tool call and result ever seen) are most of a large history's state, so they are
+packed into one compact blob for the cache and unpacked only when new events arrive: a
+restart over unchanged files never decodes them.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+
+import msgspec
+
+from tokentop.model import RECENT_TOOLS, SessionKey
+
+_STAMP = struct.Struct("<q")
+_PAIR = struct.Struct("<dd")
+MinuteItems = list[tuple[int, float, float]]
+
+KINDS = 6
+"""Fields of TokenCounts, stored flat in arrays to keep hundreds of thousands of keys small."""
+SEP = "\0"
+"""Separates packed keys; no dedupe key or call id contains a NUL."""
+NO_RESULT = -1
+
+
+def call_mark(name: str, outcome: int = NO_RESULT) -> str:
+    """A tool_calls value: the tool's name ("" until its call is read, as a result can
+    come first), then NUL and 0 (ok) or 1 (error) once its result is read. Interned, so
+    the 100k's of values share a handful of strings."""
+    return sys.intern(name if outcome == NO_RESULT else f"{name}{SEP}{outcome}")
+
+
+def parse_mark(mark: str) -> tuple[str, int]:
+    """(name, outcome) of a `call_mark`; outcome is NO_RESULT before the result."""
+    name, sep, outcome = mark.partition(SEP)
+    return name, int(outcome) if sep else NO_RESULT
+
+
+class ModelAcc(msgspec.Struct, array_like=True, gc=False):
+    tokens: list[int]
+    cost: float = 0.0
+    unpriced: bool = False
+    responses: int = 0
+
+
+class ToolAcc(msgspec.Struct, array_like=True, gc=False):
+    calls: int = 0
+    errors: int = 0
+
+
+class RecentCall(msgspec.Struct, array_like=True, gc=False):
+    timestamp: float
+    name: str
+    input_hash: str
+    call_id: str
+    outcome: int = -1
+    """-1 while pending, 0 ok, 1 error."""
+    output_hash: str = ""
+    file_changing: bool = False
+
+
+class SessionState(msgspec.Struct):
+    """Mutable accumulator for one session; persisted as-is by the cache."""
+
+    agent: str
+    session_id: str
+    cwd: str = ""
+    branch: str = ""
+    parent: str = ""
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    by_model: dict[str, ModelAcc] = msgspec.field(default_factory=dict)
+    minute_index: bytearray = msgspec.field(default_factory=bytearray)
+    """Minutes (Unix time // 60) with activity before `minute`, as ascending int64s."""
+    minute_values: bytearray = msgspec.field(default_factory=bytearray)
+    """Tokens and cost (two doubles) for each entry of `minute_index`. Packed, a bucket costs
+    24 bytes where a dict of lists took ~190: a long history has 100k's of them."""
+    minute: int = -1
+    """The latest active minute, kept unpacked (most events add to it); -1 before any."""
+    minute_tokens: float = 0.0
+    minute_cost: float = 0.0
+    timeline: list[tuple[float, str]] = msgspec.field(default_factory=list)
+    tools: dict[str, ToolAcc] = msgspec.field(default_factory=dict)
+    recent: list[RecentCall] = msgspec.field(default_factory=list)
+    responses_since_change: int = 0
+    tokens_since_change: int = 0
+    files: list[str] = msgspec.field(default_factory=list)
+    estimated: bool = False
+    host: str = ""
+    """Set by telemetry from another machine (see SessionInfo.host)."""
+
+    def add_minute(self, minute: int, tokens: float, cost: float) -> None:
+        """Add to a minute's bucket. Events nearly always fall in the latest minute or start a
+        new one; an earlier minute (a subagent file read after its parent's) is inserted or
+        added in its place."""
+        if minute == self.minute:
+            self.minute_tokens += tokens
+            self.minute_cost += cost
+        elif minute > self.minute:
+            if self.minute >= 0:
+                self.minute_index += _STAMP.pack(self.minute)
+                self.minute_values += _PAIR.pack(self.minute_tokens, self.minute_cost)
+            self.minute, self.minute_tokens, self.minute_cost = minute, tokens, cost
+        else:
+            self._add_earlier(minute, tokens, cost)
+
+    def _add_earlier(self, minute: int, tokens: float, cost: float) -> None:
+        index, values = self.minute_index, self.minute_values
+        i = bisect_left(array("q", index), minute)
+        at = 16 * i
+        if i * 8 < len(index) and _STAMP.unpack_from(index, i * 8)[0] == minute:
+            old_tokens, old_cost = _PAIR.unpack_from(values, at)
+            _PAIR.pack_into(values, at, old_tokens + tokens, old_cost + cost)
+        else:
+            index[i * 8 : i * 8] = _STAMP.pack(minute)
+            values[at:at] = _PAIR.pack(tokens, cost)
+
+    def minute_items(self, first: int | None = None, last: int | None = None) -> MinuteItems:
+        """(minute, tokens, cost) per active minute in [first, last], ascending; a copy, so
+        any thread may read while the engine thread adds."""
+        while True:
+            latest = (self.minute, self.minute_tokens, self.minute_cost)
+            index = array("q", self.minute_index)
+            values = array("d", self.minute_values)
+            if len(values) == 2 * len(index) and latest[0] == self.minute:
+                break  # else the engine thread moved buckets meanwhile: copy again
+        lo = 0 if first is None else bisect_left(index, first)
+        hi = len(index) if last is None else bisect_right(index, last)
+        tokens, costs = values[2 * lo : 2 * hi : 2], values[2 * lo + 1 : 2 * hi : 2]
+        items = list(zip(index[lo:hi], tokens, costs, strict=True))
+        newest = latest[0]
+        if newest >= 0 and (first is None or newest >= first) and (last is None or newest <= last):
+            items.append(latest)
+        return items
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.agent, self.session_id)
+
+    def touch(self, ts: float) -> None:
+        if ts <= 0:
+            return
+        if not self.first_ts or ts < self.first_ts:
+            self.first_ts = ts
+        self.last_ts = max(self.last_ts, ts)
+
+    def note_model(self, ts: float, model: str) -> None:
+        """Record a model change; out-of-order events insert at their place in time."""
+        if not model:
+            return
+        timeline = self.timeline
+        if timeline and timeline[-1][0] <= ts:
+            if timeline[-1][1] != model:
+                timeline.append((ts, model))
+            return
+        idx = sum(1 for t, _ in timeline if t <= ts)
+        if idx and timeline[idx - 1][1] == model:
+            return
+        timeline.insert(idx, (ts, model))
+
+    def absorb(self, other: SessionState) -> None:
+        """Add another partial view of the same session (from a parallel scan)."""
+        for model, acc in other.by_model.items():
+            mine = self.by_model.setdefault(model, ModelAcc([0] * KINDS))
+            mine.tokens = [a + b for a, b in zip(mine.tokens, acc.tokens, strict=True)]
+            mine.cost += acc.cost
+            mine.unpriced = mine.unpriced or acc.unpriced
+            mine.responses += acc.responses
+        for minute, tokens, cost in other.minute_items():
+            self.add_minute(minute, tokens, cost)
+        for name, tool in other.tools.items():
+            mine_tool = self.tools.setdefault(name, ToolAcc())
+            mine_tool.calls += tool.calls
+            mine_tool.errors += tool.errors
+        for ts, model in other.timeline:
+            self.note_model(ts, model)
+        merged = sorted(self.recent + other.recent, key=lambda c: c.timestamp)
+        self.recent = merged[-RECENT_TOOLS:]
+        self.responses_since_change += other.responses_since_change
+        self.tokens_since_change += other.tokens_since_change
+        self.files += [f for f in other.files if f not in self.files]
+        self.cwd = self.cwd or other.cwd
+        self.branch = self.branch or other.branch
+        self.parent = self.parent or other.parent
+        self.estimated = self.estimated or other.estimated
+        self.touch(other.first_ts)
+        self.touch(other.last_ts)
+
+
+class LedgerState(msgspec.Struct):
+    """Everything needed to resume counting without re-reading files (see cache.py).
+
+    Either the dedupe fields are filled, or `packed` holds them (see pack/unpack).
+    """
+
+    sessions: dict[str, SessionState] = msgspec.field(default_factory=dict)
+    seen: dict[str, int] = msgspec.field(default_factory=dict)
+    """dedupe_key -> slot in the flat arrays below."""
+    seen_tokens: bytes = b""
+    seen_session: list[str] = msgspec.field(default_factory=list)
+    seen_model: list[str] = msgspec.field(default_factory=list)
+    seen_cost: bytes = b""
+    estimated_slots: list[int] = msgspec.field(default_factory=list)
+    """Slots whose tokens are a tokenizer estimate: the first recorded copy replaces them."""
+    tool_calls: dict[str, str] = msgspec.field(default_factory=dict)
+    """call id -> `call_mark(name, outcome)`: the same call or result copied into a resumed
+    file counts once. One table for both halves, because a call's id is its result's id."""
+    packed: bytes = b""
+
+
+class PackedDedupe(msgspec.Struct, array_like=True):
+    """The dedupe tables with keys joined into single strings and repeated names indexed:
+    a few large strings decode in milliseconds where 500k small ones take a second."""
+
+    keys: str
+    tokens: bytes
+    cost: bytes
+    sessions: list[str]
+    session_idx: bytes
+    models: list[str]
+    model_idx: bytes
+    call_keys: str
+    call_marks: list[str]
+    call_mark_idx: bytes
+
+
+def _index(values: list[str]) -> tuple[list[str], bytes]:
+    names: dict[str, int] = {}
+    idx = array("I", [names.setdefault(v, len(names)) for v in values])
+    return list(names), idx.tobytes()
+
+
+def _expand(names: list[str], idx: bytes) -> list[str]:
+    interned = [sys.intern(n) for n in names]
+    return [interned[i] for i in array("I", idx)]
+
+
+def _split(joined: str) -> list[str]:
+    return joined.split(SEP) if joined else []
+
+
+def pack(state: LedgerState, tokens: bytes, cost: bytes, *, consume: bool = False) -> bytes:
+    """Encode the dedupe tables of `state` (slot order is the `seen` dict's order).
+
+    With `consume`, each table is emptied as soon as it is joined, so a process that only
+    hands its tables on (the cold scan's child) never holds them twice.
+    """
+    sessions, session_idx = _index(state.seen_session)
+    models, model_idx = _index(state.seen_model)
+    marks, mark_idx = _index(list(state.tool_calls.values()))
+    keys = SEP.join(state.seen)
+    if consume:
+        state.seen, state.seen_session, state.seen_model = {}, [], []
+    call_keys = SEP.join(state.tool_calls)
+    if consume:
+        state.tool_calls = {}
+    packed = PackedDedupe(
+        keys, tokens, cost, sessions, session_idx, models, model_idx, call_keys, marks, mark_idx
+    )
+    return msgspec.msgpack.encode(packed)
+
+
+class Tables(msgspec.Struct):
+    """Dedupe tables as parallel lists, the form a merge consumes."""
+
+    keys: list[str]
+    tokens: bytes
+    cost: bytes
+    sessions: list[str]
+    models: list[str]
+    call_keys: list[str]
+    call_marks: list[str]
+
+
+def unpacked_tables(state: LedgerState) -> Tables:
+    """The dedupe tables of `state`, from its packed blob if it has one."""
+    if not state.packed:
+        return Tables(
+            list(state.seen), state.seen_tokens, state.seen_cost, state.seen_session,
+            state.seen_model, list(state.tool_calls), list(state.tool_calls.values()),
+        )  # fmt: skip
+    p = msgspec.msgpack.decode(state.packed, type=PackedDedupe)
+    return Tables(
+        _split(p.keys), p.tokens, p.cost, _expand(p.sessions, p.session_idx),
+        _expand(p.models, p.model_idx), _split(p.call_keys), _expand(p.call_marks, p.call_mark_idx),
+    )  # fmt: skip
+
+
+def unpack(blob: bytes, state: LedgerState) -> None:
+    """Fill the dedupe fields of `state` from a `pack` blob."""
+    t = unpacked_tables(LedgerState(packed=blob))
+    state.seen = dict(zip(t.keys, range(len(t.keys)), strict=True))
+    state.seen_tokens = t.tokens
+    state.seen_cost = t.cost
+    state.seen_session = t.sessions
+    state.seen_model = t.models
+    state.tool_calls = dict(zip(t.call_keys, t.call_marks, strict=True))
+    state.packed = b""

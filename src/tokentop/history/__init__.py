@@ -1,0 +1,1 @@
+"""What outlives transcripts: the SQLite store, summaries, git output, reconciliation."""

@@ -1,0 +1,412 @@
+"""The embedded store: session summaries, actions, detector events, and tail offsets (SQLite).
+
+Several tokentop processes (the app, `guard`, `hook`, `run`) may share one file, so: WAL mode
+(readers never block the writer), a busy timeout, and every write a short `BEGIN IMMEDIATE`
+transaction of one or a few statements. A summary is one row written by one statement, so a
+crash (even `kill -9`) leaves the old row or the new one, never half of one. The file is
+created with mode 0600: it holds what your agents worked on. The schema is versioned with
+`PRAGMA user_version`; `migrate` brings an older file up to date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+import platformdirs
+
+from tokentop.config import Budget
+from tokentop.files import make_private
+from tokentop.history.session_budgets import budget_rows
+from tokentop.history.summary import ActionRecord, EventRecord, SessionSummary
+from tokentop.model import SessionKey
+
+if TYPE_CHECKING:
+    from tokentop.engine.engine import Engine
+    from tokentop.processes.control import ActionResult
+
+BUSY_TIMEOUT_MS = 5000
+INT64_MAX = 2**63 - 1
+"""SQLite's INTEGER limit: the `tokens` column saturates there (the JSON body keeps the exact
+total; sources cap each count at 10**15, but a hostile file may hold many of them)."""
+"""How long a writer waits for another process's write transaction (each lasts milliseconds)."""
+SCHEMA_VERSION = 2
+
+_V1 = """
+CREATE TABLE summaries (
+    session TEXT PRIMARY KEY,           -- "agent:session_id"
+    agent TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    project TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    start_ts REAL NOT NULL,
+    end_ts REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    label TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    body BLOB NOT NULL                  -- the SessionSummary as JSON
+);
+CREATE INDEX summaries_end ON summaries (end_ts);
+CREATE TABLE actions (
+    id INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    ts REAL NOT NULL,
+    action TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    UNIQUE (session, ts, action, origin, pid)
+);
+CREATE INDEX actions_session ON actions (session, ts);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    ts REAL NOT NULL,
+    detector TEXT NOT NULL,
+    action TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    UNIQUE (session, ts, detector, level)
+);
+CREATE INDEX events_session ON events (session, ts);
+CREATE TABLE engine_state (
+    roots_key TEXT PRIMARY KEY,         -- hash of the engine's root names
+    roots TEXT NOT NULL,
+    saved_at REAL NOT NULL,
+    blob BLOB NOT NULL                  -- the engine's msgpack cache: offsets, parsers, ledger
+);
+"""
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would commit the migration's transaction.
+    for statement in _V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _create_v2(conn: sqlite3.Connection) -> None:
+    """Budgets set per session with `b`, so that every front-end honours them."""
+    conn.execute(
+        "CREATE TABLE budget_overrides (session TEXT PRIMARY KEY, "  # "agent:session_id"
+        "usd REAL, tokens INTEGER, set_at REAL NOT NULL)"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _create_v2)
+"""MIGRATIONS[n] takes a file from user_version n to n + 1."""
+
+
+class StoreError(Exception):
+    """The store cannot be used (unreadable, corrupt, or from a newer tokentop); one line."""
+
+
+class DecisionLike(Protocol):
+    """What the store keeps of a detector decision (policy.Decision fits)."""
+
+    @property
+    def session(self) -> SessionKey: ...
+    @property
+    def detector(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def level(self) -> int: ...
+
+
+def default_path() -> Path:
+    return Path(platformdirs.user_data_dir("tokentop")) / "tokentop.db"
+
+
+_SUMMARY_DECODER = msgspec.json.Decoder(SessionSummary)
+
+
+class Store:
+    """One connection to the store; a lock makes it safe to share between threads."""
+
+    def __init__(self, path: Path | None = None, *, timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.path = path or default_path()
+        self._lock = threading.RLock()
+        _create_private(self.path)
+        try:
+            self.conn = sqlite3.connect(
+                self.path, timeout=timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            )
+            self.conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            migrate(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction; it takes the write lock up front, so it never deadlocks."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    # -- summaries -------------------------------------------------------------------------
+
+    def record_summary(self, summary: SessionSummary) -> None:
+        """Insert or replace the session's row (recording again updates the same row)."""
+        row = (
+            str(summary.key),
+            summary.agent,
+            summary.session_id,
+            summary.project,
+            summary.cwd,
+            summary.start,
+            summary.end,
+            min(summary.tokens.total, INT64_MAX),
+            summary.cost_usd,
+            summary.label,
+            summary.recorded_at,
+            msgspec.json.encode(summary),
+        )
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO summaries VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (session) DO "
+                "UPDATE SET agent=excluded.agent, session_id=excluded.session_id, "
+                "project=excluded.project, cwd=excluded.cwd, start_ts=excluded.start_ts, "
+                "end_ts=excluded.end_ts, tokens=excluded.tokens, cost_usd=excluded.cost_usd, "
+                "label=excluded.label, recorded_at=excluded.recorded_at, body=excluded.body",
+                row,
+            )
+
+    def summaries(self, since: float | None = None) -> tuple[list[SessionSummary], int]:
+        """Summaries of sessions active since `since`, oldest first; and the unreadable count."""
+        rows = self._rows(
+            "SELECT body FROM summaries WHERE end_ts >= ? ORDER BY start_ts, session",
+            (since if since is not None else float("-inf"),),
+        )
+        return _decode_summaries(row[0] for row in rows)
+
+    def summary(self, session: str) -> SessionSummary | None:
+        """The summary whose "agent:id" or id is `session`, else the one it is a prefix of."""
+        rows = self._rows(
+            "SELECT body FROM summaries WHERE session = ? OR session_id = ? LIMIT 2",
+            (session, session),
+        )
+        if not rows:
+            like = _like_prefix(session)
+            rows = self._rows(
+                "SELECT body FROM summaries WHERE session_id LIKE ? ESCAPE '\\' "
+                "OR session LIKE ? ESCAPE '\\' LIMIT 2",
+                (like, like),
+            )
+        if len(rows) > 1:
+            raise StoreError(f"{session!r} matches more than one session; give more of its id")
+        found, _ = _decode_summaries([row[0] for row in rows])
+        return found[0] if found else None
+
+    def summary_count(self) -> int:
+        return int(self._rows("SELECT count(*) FROM summaries")[0][0])
+
+    def recorded_marks(self) -> dict[str, tuple[int, int]]:
+        """(responses, total tokens) of every recorded session, so unchanged ones are skipped."""
+        rows = self._rows(
+            "SELECT session, json_extract(body, '$.responses'), tokens FROM summaries"
+        )
+        return {row[0]: (int(row[1] or 0), int(row[2])) for row in rows}
+
+    # -- actions and detector events -------------------------------------------------------
+
+    def record_action(self, result: ActionResult) -> None:
+        self.record_actions([result])
+
+    def record_actions(self, results: Sequence[ActionResult]) -> int:
+        """Append actions (a repeat of the same action is ignored); returns how many were new."""
+        rows = [
+            (r.session, r.timestamp, r.action, int(r.ok), r.origin, r.reason, r.message, r.pid)
+            for r in results
+        ]
+        with self.write() as conn:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO actions VALUES (NULL,?,?,?,?,?,?,?,?)", rows)
+            return conn.total_changes - before
+
+    def import_action_log(self, path: Path) -> tuple[int, int]:
+        """Copy the JSONL action log (procs.py) in; (new actions, unreadable lines)."""
+        from tokentop.processes.control import read_action_log
+
+        results, bad = read_action_log(path)
+        return (self.record_actions(results) if results else 0), bad
+
+    def actions_for(self, session: str) -> list[ActionRecord]:
+        rows = self._rows(
+            "SELECT ts, action, ok, origin, reason, message FROM actions WHERE session = ? "
+            "ORDER BY ts",
+            (session,),
+        )
+        return [ActionRecord(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def record_event(self, decision: DecisionLike) -> None:
+        row = (
+            str(decision.session),
+            decision.timestamp,
+            decision.detector,
+            decision.action,
+            decision.level,
+            decision.reason,
+        )
+        with self.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO events VALUES (NULL,?,?,?,?,?,?)", row)
+
+    def events_for(self, session: str) -> list[EventRecord]:
+        rows = self._rows(
+            "SELECT ts, detector, action, reason, level FROM events WHERE session = ? ORDER BY ts",
+            (session,),
+        )
+        return [EventRecord(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    # -- engine state (tail offsets, parser states, counters) ------------------------------
+
+    def save_engine_state(self, engine: Engine) -> int:
+        """Persist the engine's offsets and counters for its set of roots; returns blob bytes."""
+        from tokentop.engine import state_cache as cache
+
+        roots = engine.root_names()
+        data = cache.CacheFile(
+            cache.CACHE_VERSION, roots, engine.file_records(), engine.ledger.export()
+        )
+        blob = msgspec.msgpack.encode(data)
+        with self.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO engine_state VALUES (?,?,?,?)",
+                (_roots_key(roots), "\n".join(roots), time.time(), blob),
+            )
+        return len(blob)
+
+    def load_engine_state(self, engine: Engine) -> str:
+        """Resume a fresh engine from the saved state; "" on success, else why it was not."""
+        from tokentop.engine import state_cache as cache
+
+        rows = self._rows(
+            "SELECT blob FROM engine_state WHERE roots_key = ?", (_roots_key(engine.root_names()),)
+        )
+        if not rows:
+            return "no saved state for these roots"
+        try:
+            data = msgspec.msgpack.decode(rows[0][0], type=cache.CacheFile)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return f"saved state ignored ({exc})"
+        if data.version != cache.CACHE_VERSION:
+            return "saved state from another version ignored"
+        if not engine.absorb(data.ledger, data.files, 0):
+            return "saved state ignored (parser state changed)"
+        return ""
+
+    # -- budget overrides ------------------------------------------------------------------
+
+    def set_budget(self, session: SessionKey, budget: Budget | None) -> None:
+        """Keep the session's own budget; None returns it to the configured one."""
+        with self.write() as conn:
+            if budget is None:
+                conn.execute("DELETE FROM budget_overrides WHERE session = ?", (str(session),))
+                return
+            conn.execute(
+                "INSERT OR REPLACE INTO budget_overrides VALUES (?,?,?,?)",
+                (str(session), budget.usd, budget.tokens, time.time()),
+            )
+
+    def budgets(self) -> dict[str, Budget]:
+        return budget_rows(self._rows("SELECT session, usd, tokens FROM budget_overrides"))
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION, one step per transaction; returns the version."""
+    while True:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store schema {version} is newer than this tokentop ({SCHEMA_VERSION})"
+            )
+        if version == SCHEMA_VERSION:
+            return version
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated between our read and our lock: re-read.
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) == version:
+                MIGRATIONS[version](conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def integrity_ok(path: Path) -> bool:
+    conn = sqlite3.connect(path)
+    try:
+        return bool(conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+    finally:
+        conn.close()
+
+
+def _create_private(path: Path) -> None:
+    """Create the file (and its directory) owner-only before SQLite opens it; WAL and shm
+    files then inherit its mode."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        for part in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            make_private(part)  # a db of ours made 0644 elsewhere fills with private data
+        return
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create: {exc.strerror}") from None
+    os.close(fd)
+
+
+def _decode_summaries(bodies: Iterator[bytes] | list[bytes]) -> tuple[list[SessionSummary], int]:
+    found: list[SessionSummary] = []
+    bad = 0
+    for body in bodies:
+        try:
+            found.append(_SUMMARY_DECODER.decode(body))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            bad += 1
+    return found, bad
+
+
+def _roots_key(roots: list[str]) -> str:
+    return hashlib.sha1("\0".join(sorted(roots)).encode()).hexdigest()[:16]
+
+
+def _like_prefix(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"

@@ -1,0 +1,1 @@
+"""Code that runs inside other programs (the LiteLLM proxy), not in tokentop."""

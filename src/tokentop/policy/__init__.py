@@ -1,0 +1,1 @@
+"""Budgets, detectors, their settings, and the one Watchdog: snapshot -> decisions."""

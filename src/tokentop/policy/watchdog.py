@@ -1,0 +1,284 @@
+"""The one Watchdog: each snapshot becomes one judgement that every front-end reads.
+
+A judgement says, per session, its state (live, idle, ended, paused, killed, terminated,
+exited), its budget use and the detectors that hold; and, since the last judgement, the new
+policy decisions, the budget threshold crossings and the sessions that ended, with how they
+ended. It is made once, on the engine thread, so the app, `watch`, `guard`, `run`, `report` and
+the hook can never disagree: a session killed by a key is recorded as killed everywhere, and
+stops burning the moment tokentop knows it is stopped.
+
+The watchdog only decides. Carrying a decision out is a front-end's job, which reports back
+through `note_action` so the next judgement knows how the session was stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import msgspec
+
+from tokentop.clock import Clock, SystemClock
+from tokentop.config import Budget, Budgets, Config
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.policy.budgets import BudgetUse, Level, budget_use, crossings
+from tokentop.policy.detectors import DETECTORS, Decision, PolicyState, detect, evaluate
+
+SessionState = Literal["live", "idle", "ended", "paused", "killed", "terminated", "exited"]
+"""How a session stands: the first three from its activity, the rest from its process."""
+EndHow = Literal["killed", "terminated", "paused-then-exited", "exited", "idle"]
+"""How a session ended: the action that ended it, else its process exiting, else quiet."""
+ProcessState = Literal["running", "stopped", "gone"]
+ProcessProbe = Callable[[SessionKey], "ProcessState | None"]
+"""The state of the process exactly mapped to a session; None when none is known."""
+Verb = Literal["pause", "resume", "terminate", "kill"]
+Subscriber = Callable[["Judgement"], None]
+
+STOPPED: frozenset[SessionState] = frozenset({"paused", "killed", "terminated", "exited"})
+"""States in which a session cannot be burning, whatever its last minutes say."""
+FLAG_OF = {"loop": "L", "drift": "D", "runaway": "R", "stall": "S"}
+"""Row flag letter per detector (budget has its own O/W flags)."""
+_ENDING_OF_VERB: dict[str, EndHow] = {
+    "kill": "killed",
+    "terminate": "terminated",
+    "pause": "paused-then-exited",
+}
+
+
+class Judged(msgspec.Struct, frozen=True, gc=False):
+    """One session as judged: `session` has zero rates unless it can still burn."""
+
+    session: SessionSnapshot
+    state: SessionState
+    use: BudgetUse
+    flags: str
+    """Letters of the detectors that hold now (see FLAG_OF)."""
+
+
+class Ending(msgspec.Struct, frozen=True):
+    key: SessionKey
+    how: EndHow
+    at: float
+
+
+class Judgement(msgspec.Struct, frozen=True):
+    """What one snapshot means; immutable, so any thread may read it."""
+
+    snapshot: LedgerSnapshot
+    sessions: tuple[Judged, ...]
+    decisions: tuple[Decision, ...]
+    """New since the previous judgement: each fires once per crossing."""
+    crossings: tuple[tuple[SessionKey, Level], ...]
+    """Live sessions whose budget level rose (warn, then over)."""
+    endings: tuple[Ending, ...]
+    burn_tokens_per_min: float
+    """The header's "now": live sessions only."""
+    burn_usd_per_hour: float
+
+    def of(self, key: SessionKey) -> Judged | None:
+        return next((j for j in self.sessions if j.session.key == key), None)
+
+
+class _Acted(msgspec.Struct):
+    verb: Verb
+    at: float
+
+
+class Watchdog:
+    """Judges snapshots; thread-safe, so keys may report actions from any thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        *,
+        probe: ProcessProbe | None = None,
+        overrides: Mapping[SessionKey, Budget] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.probe = probe
+        self._overrides = dict(overrides or {})
+        self._lock = threading.Lock()
+        self._policy = PolicyState()
+        self._levels: dict[SessionKey, Level] = {}
+        self._acted: dict[SessionKey, _Acted] = {}
+        self._ended: dict[SessionKey, float] = {}
+        """Sessions whose ending was announced, with their last activity then."""
+        self._budgets: dict[tuple[SessionKey, str], Budget] = {}
+        self._configs: dict[Budget, Config] = {}
+        self._last: Judgement | None = None
+        self._subscribers: list[Subscriber] = []
+
+    # -- the engine's side ------------------------------------------------------------------
+
+    def subscribe(self, fn: Subscriber) -> None:
+        """`fn` gets every judgement, on the engine thread: hand it over, never block there."""
+        self._subscribers.append(fn)
+
+    def observe(self, snapshot: LedgerSnapshot) -> None:
+        """An engine listener: judge the snapshot and hand the judgement to every subscriber."""
+        judgement = self.judge(snapshot)
+        for fn in list(self._subscribers):
+            fn(judgement)
+
+    # -- inputs from front-ends ------------------------------------------------------------
+
+    def set_budget(self, key: SessionKey, budget: Budget | None) -> None:
+        """A budget set live (the app's `b`, or the store's overrides); None clears it."""
+        with self._lock:
+            if budget is None:
+                self._overrides.pop(key, None)
+            else:
+                self._overrides[key] = budget
+
+    def overrides(self) -> dict[SessionKey, Budget]:
+        with self._lock:
+            return dict(self._overrides)
+
+    def note_action(self, key: SessionKey, verb: Verb, ok: bool, at: float | None = None) -> None:
+        """An action carried out on the session's process; failed ones change nothing."""
+        if not ok:
+            return
+        with self._lock:
+            if verb == "resume":
+                self._acted.pop(key, None)
+            else:
+                self._acted[key] = _Acted(verb, self.clock.now() if at is None else at)
+
+    def budget_of(self, session: SessionSnapshot) -> Budget:
+        with self._lock:
+            return self._budget_of(session)
+
+    # -- the judgement ---------------------------------------------------------------------
+
+    def judge(self, snapshot: LedgerSnapshot) -> Judgement:
+        """Judge every session of `snapshot` at the clock's now."""
+        now = self.clock.now()
+        with self._lock:
+            judged = [self._judge_one(s, now) for s in snapshot.sessions]
+            decisions = self._decide(judged, now)
+            raised = self._crossings(judged)
+            endings = self._endings(judged, now)
+            live = [j.session for j in judged if j.state == "live"]
+            judgement = Judgement(
+                snapshot,
+                tuple(judged),
+                tuple(decisions),
+                tuple(raised),
+                tuple(endings),
+                sum(s.tokens_per_min for s in live),
+                sum(s.usd_per_hour for s in live),
+            )
+            self._last = judgement
+            return judgement
+
+    @property
+    def last(self) -> Judgement | None:
+        return self._last
+
+    def reasons(self, session: SessionSnapshot) -> list[str]:
+        """Why each detector holds now, for a detail view."""
+        now = self.clock.now()
+        live = self.config.activity(session.last_ts, now) == "live"
+        with self._lock:
+            return [d.reason for d in detect(session, self.config, now, self._policy, live=live)]
+
+    def _judge_one(self, session: SessionSnapshot, now: float) -> Judged:
+        state = self._state(session, now)
+        if state in STOPPED and (session.tokens_per_min or session.usd_per_hour):
+            session = msgspec.structs.replace(session, tokens_per_min=0.0, usd_per_hour=0.0)
+        use = budget_use(session, self._budget_of(session), self.config.alerts)
+        return Judged(session, state, use, "")
+
+    def _state(self, session: SessionSnapshot, now: float) -> SessionState:
+        key = session.key
+        acted = self._acted.get(key)
+        if acted is not None and session.last_ts > acted.at:
+            del self._acted[key]  # active again since: the action no longer describes it
+            acted = None
+        process = self.probe(key) if self.probe is not None else None
+        if process == "gone":
+            return "exited" if acted is None or acted.verb == "pause" else _stopped(acted.verb)
+        if process == "stopped":
+            return "paused"
+        if acted is not None:
+            return _stopped(acted.verb)
+        return self.config.activity(session.last_ts, now)
+
+    def _budget_of(self, session: SessionSnapshot) -> Budget:
+        override = self._overrides.get(session.key)
+        if override is not None:
+            return override
+        cache_key = (session.key, session.cwd)
+        budget = self._budgets.get(cache_key)
+        if budget is None:
+            budget = self._budgets[cache_key] = self.config.budget_for(
+                session.key.agent, session.cwd
+            )
+        return budget
+
+    def _decide(self, judged: list[Judged], now: float) -> list[Decision]:
+        """Detectors on live sessions (stall on quiet ones whose process still runs); the
+        budget detector measures against the same budget the rows show."""
+        found: list[Decision] = []
+        for i, j in enumerate(judged):
+            alive = None
+            if j.state == "idle" and self.probe is not None:
+                alive = self.probe(j.session.key) == "running"
+            if j.state != "live" and not alive:
+                self._policy.forget(j.session.key)
+                continue
+            config = self._config_for(j.use.budget)
+            found += evaluate(j.session, config, now, self._policy, process_alive=alive)
+            judged[i] = msgspec.structs.replace(j, flags=self._flags(j.session.key))
+        return found
+
+    def _config_for(self, budget: Budget) -> Config:
+        """The config whose only budget is `budget`, so detectors and rows agree on it."""
+        config = self._configs.get(budget)
+        if config is None:
+            budgets = Budgets(usd=budget.usd, tokens=budget.tokens)
+            config = self._configs[budget] = msgspec.structs.replace(self.config, budgets=budgets)
+        return config
+
+    def _flags(self, key: SessionKey) -> str:
+        levels = self._policy.levels
+        return "".join(
+            FLAG_OF[d] for d in DETECTORS if d in FLAG_OF and levels.get((key, d), 0) > 0
+        )
+
+    def _crossings(self, judged: list[Judged]) -> list[tuple[SessionKey, Level]]:
+        current = {j.session.key: j.use.level for j in judged}
+        live = {j.session.key for j in judged if j.state == "live"}
+        self._levels, raised = crossings(self._levels, current, live)
+        return raised
+
+    def _endings(self, judged: list[Judged], now: float) -> list[Ending]:
+        """Each session ends once; it may end again after new activity (a resumed session)."""
+        found: list[Ending] = []
+        idle_end_s = self.config.history.idle_end_s
+        for j in judged:
+            key, last_ts = j.session.key, j.session.last_ts
+            if self._ended.get(key) == last_ts:
+                continue
+            how = _ending(j.state, self._acted.get(key))
+            if how is None and now - last_ts >= idle_end_s:
+                how = "idle"
+            if how is not None:
+                self._ended[key] = last_ts
+                found.append(Ending(key, how, now))
+        return found
+
+
+def _stopped(verb: Verb) -> SessionState:
+    return "paused" if verb == "pause" else "killed" if verb == "kill" else "terminated"
+
+
+def _ending(state: SessionState, acted: _Acted | None) -> EndHow | None:
+    if state in ("killed", "terminated"):
+        return state
+    if state == "exited":
+        return _ENDING_OF_VERB.get(acted.verb, "exited") if acted is not None else "exited"
+    return None

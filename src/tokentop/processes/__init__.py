@@ -1,0 +1,1 @@
+"""Which process runs a session (exact vs guess), and the one module that signals."""

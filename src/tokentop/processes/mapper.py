@@ -1,0 +1,170 @@
+"""Which process runs a session: exact records first, then the open rollout file, then a guess.
+
+Exact mappings come from `tokentop run` / the demo (launched) and from the Claude Code hook.
+Codex keeps its rollout file open for the whole session, so a known agent install holding it
+open for writing is exact too. Otherwise a known agent install working in the session's cwd
+is a guess: automatic actions only alert on it (`automatic_refusal`), and a person acting on it
+from the app is told it is a guess. Another live session in the same cwd makes it ambiguous.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import psutil
+
+from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.processes.control import ProcessController
+from tokentop.processes.finding import (
+    ProcessRef,
+    find_agent_processes,
+    find_by_open_file,
+    is_agent,
+    match_session,
+)
+from tokentop.processes.registry import Registry
+
+SCAN_TTL_S = 5.0
+"""How long a scan of the user's processes is reused; scanning /proc costs ~10-50 ms."""
+GUESS_HINT = "start the agent with `tokentop run` or install the hook (`tokentop hook install`)"
+
+
+def automatic_refusal(verb: str, ref: ProcessRef) -> str:
+    """Why an automatic action (policy, guard, hook escalation) must not act on `ref`; "" when
+    it may. Only exact mappings are acted on: a guess is reported as what would have been done.
+    """
+    if ref.exact:
+        return ""
+    doubt = "" if ref.confident else ", ambiguous: another session or agent shares its cwd"
+    return f"would {verb} pid {ref.pid}: the process is a guess{doubt}; {GUESS_HINT}"
+
+
+def runs_elsewhere(session: SessionSnapshot, ref: ProcessRef, registry: Path) -> int:
+    """The pid of another process known exactly to run `session`, outside `ref`'s tree (0 when
+    none is): a live hook record, or a known agent writing its file. `tokentop run` links new
+    transcripts of its cwd, so a second agent started there must not be taken for its child."""
+    from tokentop.processes.control import ProcessController
+    from tokentop.processes.registry import latest_sessions, read
+
+    mine = _tree(ref.pid)
+    record = latest_sessions(read(registry)[0]).get(session.key)
+    other = record.ref() if record is not None and record.how == "hook" else None
+    if other is not None and other.pid not in mine and ProcessController().status(other) != "gone":
+        return other.pid
+    for path in session.files if session.key.agent == "codex" else ():
+        writer = find_by_open_file(path)
+        if writer is not None and writer.pid not in mine:
+            return writer.pid
+    return 0
+
+
+def _tree(pid: int) -> set[int]:
+    try:
+        return {pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))}
+    except psutil.Error:
+        return {pid}
+
+
+class SessionMapper:
+    """Implements the UI's ProcessMapper; called from worker threads only."""
+
+    def __init__(self, exact: Mapping[SessionKey, ProcessRef] | None = None) -> None:
+        self.exact = dict(exact or {})
+        self._lock = threading.Lock()
+        self._scan: list[ProcessRef] = []
+        self._scanned_at = 0.0
+        self._live: Counter[tuple[str, str]] = Counter()
+        self._live_keys: set[SessionKey] = set()
+
+    def observe(self, live: Iterable[SessionSnapshot]) -> None:
+        """The sessions live now: another live session of the same agent in the same cwd
+        makes a guess ambiguous (its agent may have exited while this one's runs)."""
+        sessions = [s for s in live if s.cwd]
+        counts = Counter((s.key.agent, _cwd_key(s.cwd)) for s in sessions)
+        with self._lock:
+            self._live, self._live_keys = counts, {s.key for s in sessions}
+
+    def add(self, key: SessionKey, ref: ProcessRef) -> None:
+        with self._lock:
+            self.exact[key] = ref
+
+    def exact_ref(self, key: SessionKey) -> ProcessRef | None:
+        """The process known for certain to run `key` (launched here), without any scan."""
+        with self._lock:
+            return self.exact.get(key)
+
+    def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
+        with self._lock:
+            ref = self.exact.get(session.key)
+        if ref is not None:
+            return ref
+        if session.key.agent == "codex":
+            for path in session.files:
+                found = find_by_open_file(path)
+                if found is not None:
+                    return found
+        if not session.cwd:
+            return None
+        rivals = self._rivals(session)
+        return match_session(session.cwd, self._candidates(), session.key.agent, rivals)
+
+    def _rivals(self, session: SessionSnapshot) -> int:
+        with self._lock:
+            sharing = self._live[session.key.agent, _cwd_key(session.cwd)]
+            return sharing - (session.key in self._live_keys)
+
+    def _candidates(self) -> list[ProcessRef]:
+        with self._lock:
+            if time.monotonic() - self._scanned_at > SCAN_TTL_S:
+                self._scan = find_agent_processes()
+                self._scanned_at = time.monotonic()
+            return list(self._scan)
+
+
+def _cwd_key(cwd: str) -> str:
+    return os.path.normpath(cwd)
+
+
+class RecordedMapper:
+    """Sessions recorded by the hook or `tokentop run` map exactly to their process; the rest
+    go to the app's mapper (open file, then a guess by agent and cwd).
+
+    Satisfies the app's `ProcessMapper` protocol. The fallback scans /proc, so it is only
+    asked when an action is due, not on every refresh.
+    """
+
+    def __init__(
+        self, registry: Registry, controller: ProcessController, fallback: SessionMapper
+    ) -> None:
+        self.registry = registry
+        self.controller = controller
+        self.fallback = fallback
+
+    def recorded(self, key: SessionKey) -> ProcessRef | None:
+        """The recorded process of the session, if it still runs; a hook's record only while
+        its process is a known agent install (a record from an older tokentop may not be)."""
+        record = self.registry.sessions().get(key)
+        ref = record.ref() if record is not None else None
+        if ref is None or self.controller.status(ref) == "gone":
+            return None
+        return ref if ref.how != "hook" or is_agent(ref.pid) else None
+
+    def exact_ref(self, key: SessionKey) -> ProcessRef | None:
+        """The recorded process of the session, alive or not (see `recorded`)."""
+        record = self.registry.sessions().get(key)
+        ref = record.ref() if record is not None else None
+        return ref or self.fallback.exact_ref(key)
+
+    def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
+        if session.remote:  # its process is on another machine: nothing here to signal
+            return None
+        return self.recorded(session.key) or self.fallback.processes_for(session)
+
+    def observe(self, live: Iterable[SessionSnapshot]) -> None:
+        """The live sessions, so a guess shared by two of them is marked ambiguous."""
+        self.fallback.observe(live)

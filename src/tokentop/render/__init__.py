@@ -1,0 +1,1 @@
+"""Text for people and scripts: one convention for figures; records, Markdown, escaping."""

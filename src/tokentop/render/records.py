@@ -1,0 +1,126 @@
+"""Plain data for JSON / NDJSON output and the text table; shared by every headless command.
+
+Every name that may come from the file system goes through `name_text`: a name that is not
+valid UTF-8 is written with its undecodable bytes as `\\xNN` (backslashes doubled), so the
+JSON can always be encoded and the exact bytes recovered.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from tokentop.history.reconcile import by_session, reconcile
+from tokentop.model import FileHealth, LedgerSnapshot, SessionSnapshot
+from tokentop.render.text import safe
+from tokentop.sources.base import name_text
+
+
+def iso(ts: float) -> str | None:
+    if not ts:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None) -> dict[str, Any]:
+    """One session as JSON-ready data. Cost of unpriced models is reported as unknown, not 0."""
+    files = files or {}
+    return {
+        "agent": s.key.agent,
+        "session_id": name_text(s.key.session_id),
+        "host": s.host or None,
+        "project": name_text(os.path.basename(s.cwd.rstrip("/"))) if s.cwd else "",
+        "cwd": name_text(s.cwd),
+        "branch": s.branch,
+        "parent": name_text(s.parent) or None,
+        "first_activity": iso(s.first_ts),
+        "last_activity": iso(s.last_ts),
+        "tokens": s.tokens.as_dict(),
+        "cost_usd": round(s.cost_usd, 6),
+        "cost_complete": not s.unpriced_models,
+        "unpriced_models": list(s.unpriced_models),
+        "models": [
+            {
+                "model": m.model,
+                "tokens": m.tokens.as_dict(),
+                "cost_usd": None if m.cost_usd is None else round(m.cost_usd, 6),
+                "responses": m.responses,
+            }
+            for m in s.models
+        ],
+        "responses": s.responses,
+        "burn": {
+            "tokens_per_min": round(s.tokens_per_min, 1),
+            "usd_per_hour": round(s.usd_per_hour, 4),
+        },
+        "tool_calls": s.tool_calls,
+        "tool_errors": s.tool_errors,
+        "estimated": s.estimated,
+        "bad_lines": s.bad_lines,
+        "files": [_file_entry(name_text(f), files) for f in s.files],
+    }
+
+
+def _file_entry(name: str, files: dict[str, FileHealth]) -> dict[str, Any]:
+    health = files.get(name)
+    return file_dict(health) if health is not None else {"path": name}
+
+
+def file_dict(f: FileHealth) -> dict[str, Any]:
+    return {
+        "path": name_text(f.path),
+        "agent": f.agent,
+        "bytes_read": f.bytes_read,
+        "lines": f.lines,
+        "bad_lines": f.bad_lines,
+        "last_error": name_text(f.last_error) or None,
+    }
+
+
+def sessions_list(snap: LedgerSnapshot) -> list[dict[str, Any]]:
+    """Sessions oldest first; one seen both in a transcript and in proxy logs also carries
+    a `reconciliation` object (see reconcile.py)."""
+    files = {name_text(f.path): f for f in snap.files}
+    ordered = sorted(snap.sessions, key=lambda s: (s.last_ts, str(s.key)))
+    pairs = by_session(reconcile(snap))
+    rows = [session_dict(s, files) for s in ordered]
+    for s, row in zip(ordered, rows, strict=True):
+        if s.key in pairs:
+            row["reconciliation"] = pairs[s.key].as_dict()
+    return rows
+
+
+def orphan_bad_files(snap: LedgerSnapshot) -> list[FileHealth]:
+    """Files with bad lines that belong to no session (e.g. a binary file in a root)."""
+    owned = {name_text(f) for s in snap.sessions for f in s.files}
+    return [f for f in snap.files if f.bad_lines and name_text(f.path) not in owned]
+
+
+def compact(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def text_table(snap: LedgerSnapshot) -> str:
+    """A plain table for `tokentop sessions` without --json."""
+    rows = [("AGENT", "SESSION", "PROJECT", "TOKENS", "COST", "TOK/MIN", "LAST")]
+    for s in sorted(snap.sessions, key=lambda s: -s.last_ts):
+        cost = f"${s.cost_usd:.2f}" + ("+?" if s.unpriced_models else "")
+        last = iso(s.last_ts) or "-"
+        project = os.path.basename(s.cwd.rstrip("/")) if s.cwd else "-"
+        rows.append(
+            (
+                safe(s.key.agent),
+                safe(name_text(s.key.session_id))[:12],
+                safe(name_text(project))[:24],
+                compact(s.tokens.total),
+                cost,
+                compact(s.tokens_per_min),
+                last[:19],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

@@ -1,0 +1,231 @@
+"""HistoryScreen: recorded session summaries from the store, filterable and sortable.
+
+The store is read in a thread worker when the screen opens (and on `r`); `enter` shows one
+summary as the Markdown `tokentop summary` prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Markdown, Static
+
+from tokentop.clock import Clock
+from tokentop.history.summary import SessionSummary
+from tokentop.quantities import plural
+from tokentop.render import figures as fmt
+from tokentop.render.markdown import summary_markdown
+from tokentop.render.text import safe
+from tokentop.ui.views.history_rows import (
+    HISTORY_COLUMNS,
+    HISTORY_SORTS,
+    LABEL_STYLES,
+    TEXT_SORTS,
+    HistorySort,
+    history_row,
+    history_totals,
+    shown_summaries,
+)
+
+SummaryLoader = Callable[[], tuple[list[SessionSummary], int]]
+"""Returns every recorded summary and how many rows could not be read (Store.summaries)."""
+EMPTY_NOTE = (
+    "No session recorded yet. A session is recorded when it ends: killed or terminated here, "
+    "or quiet for [history] idle_end_s. `tokentop report --scan` records every transcript."
+)
+
+
+class HistoryScreen(Screen[None]):
+    """Every recorded session: when, how much, what it left in git, and how it ended."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="history-back"),
+        Binding("slash,f4", "filter", "Filter", id="history-filter"),
+        Binding("s,>,f6", "sort(1)", "Sort", id="history-sort-next"),
+        Binding("<", "sort(-1)", "", show=False, id="history-sort-prev"),
+        Binding("I", "reverse_sort", "", show=False, id="history-sort-reverse"),
+        Binding("r", "reload", "Reload", id="history-reload"),
+    ]
+    AUTO_FOCUS = "#history-table"
+
+    def __init__(self, load: SummaryLoader, clock: Clock) -> None:
+        super().__init__()
+        self.load = load
+        self.clock = clock
+        self.summaries: list[SessionSummary] = []
+        self.shown: list[SessionSummary] = []
+        self.unreadable = 0
+        self.error = ""
+        self.loaded = False
+        self.sort: HistorySort = "end"
+        self.sort_reversed = False
+        self.needle = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="history-header")
+        yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        yield Input(placeholder="filter: project, agent, model, label, session id…", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.show_header()
+        self.read_store()
+
+    @property
+    def table(self) -> DataTable[Text | str]:
+        return self.query_one("#history-table", DataTable)
+
+    @work(thread=True, exclusive=True, group="history")
+    def read_store(self) -> None:
+        """Read every summary off the UI thread; a store that fails is said, not raised."""
+        try:
+            summaries, bad = self.load()
+        except Exception as exc:  # sqlite3 or StoreError: the screen stays usable
+            self.app.call_from_thread(self.show_error, f"cannot read the store: {exc}")
+            return
+        self.app.call_from_thread(self.show_summaries, summaries, bad)
+
+    def show_summaries(self, summaries: Sequence[SessionSummary], unreadable: int) -> None:
+        self.summaries, self.unreadable = list(summaries), unreadable
+        self.loaded, self.error = True, ""
+        self.refresh_rows()
+
+    def show_error(self, message: str) -> None:
+        self.error, self.loaded = message, True
+        self.show_header()
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def refresh_rows(self) -> None:
+        """Fill the table in the current filter and order; the cursor stays on its session."""
+        table = self.table
+        keep = self.current_key
+        self.shown = shown_summaries(self.summaries, self.needle, self.sort, self.sort_reversed)
+        table.clear(columns=True)
+        for column in HISTORY_COLUMNS:
+            table.add_column(self._label(column.label, column.sort, column.right), key=column.key)
+        now = self.clock.now()
+        for summary in self.shown:
+            row = history_row(summary, now)
+            cells = [
+                self._cell(column.key, getattr(row, column.key), column.right)
+                for column in HISTORY_COLUMNS
+            ]
+            table.add_row(*cells, key=row.key)
+        keys = [str(s.key) for s in self.shown]
+        if keep in keys:
+            table.move_cursor(row=keys.index(keep))
+        self.show_header()
+
+    def _label(self, label: str, sort: HistorySort | None, right: bool) -> Text:
+        if sort == self.sort:
+            label += "▼" if self.descending else "▲"
+        return Text(label, justify="right" if right else "left")
+
+    @staticmethod
+    def _cell(key: str, value: str, right: bool) -> Text:
+        style = LABEL_STYLES.get(value, "") if key == "label" else ""
+        return Text(value, style=style, justify="right" if right else "left")
+
+    @property
+    def descending(self) -> bool:
+        return (self.sort not in TEXT_SORTS) != self.sort_reversed
+
+    @property
+    def current_key(self) -> str | None:
+        if not self.shown or self.table.row_count == 0:
+            return None
+        row = min(self.table.cursor_row, len(self.shown) - 1)
+        return str(self.shown[row].key)
+
+    def show_header(self) -> None:
+        self.query_one("#history-header", Static).update(self.header_text())
+
+    def header_text(self) -> Text:
+        if self.error:
+            return Text(safe(self.error), style="bold red")
+        if not self.loaded:
+            return Text("reading the store…", style="dim")
+        if not self.summaries:
+            return Text(EMPTY_NOTE, style="yellow")
+        t = history_totals(self.shown)
+        line = Text.assemble(
+            ("History", "bold"),
+            f"  {t.sessions} of {plural(len(self.summaries), 'session')}  ",
+            (f"{fmt.compact(t.tokens)} tok  {fmt.usd(t.cost)}", "bold"),
+            f"  {plural(t.commits, 'commit')}",
+            f"  {fmt.usd(per)}/commit" if (per := t.per_commit) is not None else "",
+            ("\nsort ", "dim"),
+            f"{self.sort}{'▼' if self.descending else '▲'}",
+        )
+        if self.needle:
+            line.append_text(Text.assemble(("   filter ", "dim"), (repr(self.needle), "bold")))
+        if self.unreadable:
+            line.append(f"   ⚠ {self.unreadable} stored summaries unreadable", "bold yellow")
+        return line
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.display or field.value:
+            field.value, field.display = "", False
+            self.table.focus()
+            return
+        self.dismiss()
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.needle = event.value
+        self.refresh_rows()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.table.focus()
+
+    def action_sort(self, step: int) -> None:
+        self.sort = HISTORY_SORTS[(HISTORY_SORTS.index(self.sort) + step) % len(HISTORY_SORTS)]
+        self.refresh_rows()
+
+    def action_reverse_sort(self) -> None:
+        self.sort_reversed = not self.sort_reversed
+        self.refresh_rows()
+
+    def action_reload(self) -> None:
+        self.read_store()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        key = event.row_key.value
+        found = next((s for s in self.shown if str(s.key) == key), None)
+        if found is not None:
+            self.app.push_screen(SummaryScreen(found))
+
+
+class SummaryScreen(ModalScreen[None]):
+    """One recorded session as Markdown, the same text `tokentop summary` prints."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,enter", "dismiss", "Close", show=False),
+    ]
+
+    def __init__(self, summary: SessionSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog wide"):
+            yield Markdown(summary_markdown(self.summary, heading="#"))

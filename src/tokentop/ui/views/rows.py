@@ -1,0 +1,349 @@
+"""The session table's view model: one RowView of plain strings per session.
+
+Rows are compared as tuples, so the table touches only the cells whose text changed.
+No Textual here; the widgets turn RowViews into styled cells.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Literal, NamedTuple
+
+from tokentop.history.summary import base_name
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.policy.budgets import BudgetUse, Level
+from tokentop.render import figures as fmt
+from tokentop.render.text import safe
+
+Status = Literal["live", "idle", "ended", "paused", "killed"]
+SortName = Literal["burn", "cost", "tokens", "budget", "recent", "project", "agent"]
+SORTS: tuple[SortName, ...] = ("burn", "cost", "tokens", "budget", "recent", "project", "agent")
+TEXT_SORTS = frozenset({"project", "agent"})
+"""Text columns sort A→Z by default; numbers sort largest first."""
+SPARK_WIDTH = 10
+BAR_WIDTH = 6
+
+
+class Column(NamedTuple):
+    key: str
+    label: str
+    width: int
+    sort: SortName | None = None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("status", "STATUS", 8, "recent"),
+    Column("agent", "AGENT", 8, "agent"),  # opencode, openclaw, litellm: never cut
+    Column("project", "PROJECT", 16, "project"),
+    Column("models", "MODEL", 16),
+    Column("tokens", "TOKENS", 7, "tokens"),
+    Column("cost", "COST", 8, "cost"),
+    Column("burn", "BURN", 18, "burn"),
+    Column("spark", "LAST 10m", SPARK_WIDTH),
+    Column("budget", "BUDGET", BAR_WIDTH + 6, "budget"),
+    Column("eta", "ETA", 5),
+    Column("flags", "FLAGS", 6),
+)
+GAP = 2
+"""Spaces between columns (1 in a narrow layout)."""
+DROP_FIRST = ("spark", "models")
+"""Below the full width these go first: the sparkline and the model matter least."""
+NARROW = (("budget", 6), ("burn", 7), ("project", 10))
+"""Then these narrow: BUDGET to its percent, BURN to tokens/min, PROJECT down to 10."""
+
+
+class Layout(NamedTuple):
+    """The columns shown at one width, and the gap between them."""
+
+    columns: tuple[Column, ...]
+    gap: int
+
+    @property
+    def width(self) -> int:
+        return 1 + sum(c.width for c in self.columns) + self.gap * len(self.columns)
+
+
+def layout_for(width: int, with_host: bool = False) -> Layout:
+    """All columns when they fit; else drop, then narrow, keeping BUDGET, ETA and FLAGS
+    on an 80-column terminal. PROJECT takes back any width left over."""
+    layout = Layout(columns(with_host), GAP)
+    for key in DROP_FIRST:
+        if layout.width <= width:
+            return layout
+        layout = Layout(tuple(c for c in layout.columns if c.key != key), layout.gap)
+    if layout.width > width:
+        layout = layout._replace(gap=1)
+    for key, narrow in NARROW:
+        if layout.width <= width:
+            break
+        layout = _resized(layout, key, narrow)
+    room = width - layout.width
+    project = next(c for c in layout.columns if c.key == "project")
+    if room > 0 and project.width < 16:
+        layout = _resized(layout, "project", min(16, project.width + room))
+    return layout
+
+
+def _resized(layout: Layout, key: str, width: int) -> Layout:
+    return layout._replace(
+        columns=tuple(c._replace(width=width) if c.key == key else c for c in layout.columns)
+    )
+
+
+def fit(value: str, width: int, key: str) -> str:
+    """A cell cut to its column: BUDGET keeps its percent, BURN whole words, names an …."""
+    if len(value) <= width:
+        return value
+    if key == "budget":
+        return value.rsplit(" ", 1)[-1][-width:]
+    if key == "burn":
+        words = value.split(" ")
+        kept = words[0]
+        for word in words[1:]:
+            if len(kept) + 1 + len(word) > width:
+                break
+            kept += " " + word
+        return kept[:width]
+    if key in ("project", "models", "agent"):
+        return value[: width - 1] + "…"
+    return value[:width]
+
+
+HOST_COLUMN = Column("host", "HOST", 12)
+"""Shown after AGENT once sessions come from more than one machine (telemetry)."""
+
+
+def columns(with_host: bool) -> tuple[Column, ...]:
+    if not with_host:
+        return COLUMNS
+    at = [c.key for c in COLUMNS].index("agent") + 1
+    return (*COLUMNS[:at], HOST_COLUMN, *COLUMNS[at:])
+
+
+@functools.cache
+def local_host() -> str:
+    """This machine's name, shown for local sessions in the HOST column."""
+    return socket.gethostname()
+
+
+FLAG_LEGEND = (
+    ("O", "over budget"),
+    ("W", "budget warning"),
+    ("E", "unparseable lines in this session's files (details: enter)"),
+    ("?", "a model has no price, so cost is a lower bound"),
+    ("≈", "tokens estimated with a tokenizer, not recorded"),
+    ("L", "loop: the same tool call or error over and over (reason in details)"),
+    ("D", "drift: many responses without changing a file"),
+    ("R", "runaway: a burn rate above the policy's limit for minutes"),
+    ("S", "stall: silent for minutes while its process still runs"),
+)
+
+
+class RowView(NamedTuple):
+    """What one table row shows, as plain text plus the two facts that pick its colours."""
+
+    status: str
+    agent: str
+    project: str
+    models: str
+    tokens: str
+    cost: str
+    burn: str
+    spark: str
+    budget: str
+    eta: str
+    flags: str
+    level: Level
+    tagged: bool
+    host: str = ""
+
+
+def project_name(cwd: str) -> str:
+    """The cwd's last folder, bounded and escaped (a transcript's cwd is untrusted)."""
+    return safe(base_name(cwd)) or "?"
+
+
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
+
+
+def short_model(model: str) -> str:
+    """claude-sonnet-4-5-20250929 -> sonnet-4-5: the part that tells models apart. The vendor
+    stays when the family name does not follow it (claude-3-5-sonnet is not "3-5-sonnet")."""
+    rest = model.removeprefix("claude-")
+    return _DATE_SUFFIX.sub("", rest if rest[:1].isalpha() else model)
+
+
+def models_text(session: SessionSnapshot) -> str:
+    """The latest model, plus how many others the session used."""
+    names = [m for _, m in session.model_timeline] or [m.model for m in session.models]
+    if not names:
+        return "?"
+    others = len({*names} - {names[-1]})
+    return short_model(names[-1]) + (f" +{others}" if others else "")
+
+
+def burn_text(session: SessionSnapshot) -> str:
+    if session.tokens_per_min <= 0 and session.usd_per_hour <= 0:
+        return "—"
+    per_hour = fmt.cost(session.usd_per_hour, session.unpriced_models)
+    return f"{fmt.compact(session.tokens_per_min)}/m {per_hour}/h"
+
+
+def budget_text(use: BudgetUse) -> str:
+    if use.fraction is None:
+        return ""
+    mark = "≥" if use.lower_bound else ""
+    return f"{fmt.bar(use.fraction, BAR_WIDTH)} {mark}{fmt.percent(use.fraction)}"
+
+
+def eta_text(use: BudgetUse, status: Status = "live") -> str:
+    """Time left at the current burn; none for a stopped process, which burns nothing."""
+    if use.eta_s is None:
+        return ""
+    if use.eta_s <= 0:
+        return "over"
+    return "" if status in ("paused", "killed") else fmt.duration(use.eta_s)
+
+
+def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> str:
+    flags = {Level.OVER: "O", Level.WARN: "W"}.get(use.level, "") + detected
+    flags += "E" if session.bad_lines else ""
+    flags += "?" if session.unpriced_models else ""
+    return flags + ("≈" if session.estimated else "")
+
+
+def approx(text: str, estimated: bool) -> str:
+    """Figures built on tokenizer estimates are marked ≈ wherever they are shown."""
+    return f"≈{text}" if estimated else text
+
+
+def tokens_text(session: SessionSnapshot) -> str:
+    return approx(fmt.compact(session.tokens.total), session.estimated)
+
+
+def cost_text(session: SessionSnapshot) -> str:
+    return approx(fmt.cost(session.cost_usd, session.unpriced_models), session.estimated)
+
+
+def row_view(
+    session: SessionSnapshot, use: BudgetUse, status: Status, tagged: bool, detected: str = ""
+) -> RowView:
+    return RowView(
+        status,
+        safe(session.key.agent),
+        project_name(session.cwd),
+        safe(models_text(session)),
+        tokens_text(session),
+        cost_text(session),
+        burn_text(session),
+        fmt.sparkline(session.burn_series, SPARK_WIDTH),
+        budget_text(use),
+        eta_text(use, status),
+        flags_text(session, use, detected),
+        use.level,
+        tagged,
+        session.host or local_host(),
+    )
+
+
+def search_text(session: SessionSnapshot) -> str:
+    """Everything the filter matches against, lower-cased."""
+    models = " ".join(m.model for m in session.models)
+    parts = (str(session.key), session.cwd, session.branch, models, session.host or local_host())
+    return " ".join(parts).lower()
+
+
+def sort_value(session: SessionSnapshot, use: BudgetUse, sort: SortName) -> tuple[object, ...]:
+    """A key for `sort`; the session key last keeps equal rows in a stable order."""
+    tie = str(session.key)
+    if sort == "burn":
+        return (session.tokens_per_min, session.usd_per_hour, session.last_ts, tie)
+    if sort == "cost":
+        return (session.cost_usd, tie)
+    if sort == "tokens":
+        return (session.tokens.total, tie)
+    if sort == "budget":
+        return (use.fraction if use.fraction is not None else -1.0, tie)
+    if sort == "recent":
+        return (session.last_ts, tie)
+    if sort == "project":
+        return (project_name(session.cwd).lower(), tie)
+    return (session.key.agent, tie)
+
+
+def descending(sort: SortName, reverse: bool) -> bool:
+    return (sort not in TEXT_SORTS) != reverse
+
+
+class Measured:
+    """A listed session with its budget use and status; its row and search text are memos."""
+
+    __slots__ = ("detected", "row", "row_key", "search", "session", "status", "use")
+
+    def __init__(self, session: SessionSnapshot, use: BudgetUse, status: Status) -> None:
+        self.row_key = str(session.key)
+        self.session = session
+        self.use = use
+        self.status = status
+        self.row: RowView | None = None
+        self.search = ""
+        self.detected = ""
+        """Flag letters from the policy detectors."""
+
+
+class Totals(NamedTuple):
+    """The header's figures."""
+
+    tokens: int
+    cost: float
+    cost_is_lower_bound: bool
+    usd_per_hour: float
+    tokens_per_min: float
+    live: int
+    listed: int
+    bad_lines: int
+    bad_files: int
+    estimated: bool = False
+    """Part of today's figures comes from tokenizer estimates."""
+
+
+def totals(snap: LedgerSnapshot, listed: int, statuses: Mapping[SessionKey, Status]) -> Totals:
+    """Today's figures: each session's spend since local midnight (the ledger's minute
+    buckets, so a session that started yesterday counts only today's part); the burn of all."""
+    today = [s for s in snap.sessions if s.tokens_today or s.cost_today]
+    return Totals(
+        sum(s.tokens_today for s in today),
+        sum(s.cost_today for s in today),
+        any(s.unpriced_models for s in today),
+        sum(s.usd_per_hour for s in snap.sessions),
+        sum(s.tokens_per_min for s in snap.sessions),
+        sum(1 for st in statuses.values() if st == "live"),
+        listed,
+        snap.bad_lines,
+        sum(1 for f in snap.files if f.bad_lines),
+        any(s.estimated for s in today),
+    )
+
+
+def status_of(
+    activity: Status,
+    key: SessionKey,
+    last_ts: float,
+    actions: Mapping[SessionKey, tuple[Status, float]],
+) -> Status:
+    """An action's state (paused, killed) holds until the session shows activity after it."""
+    acted = actions.get(key)
+    if acted is not None and last_ts <= acted[1]:
+        return acted[0]
+    return activity
+
+
+def visible(
+    sessions: Iterable[SessionSnapshot], now: float, hide_after_s: float
+) -> list[SessionSnapshot]:
+    if hide_after_s <= 0:
+        return list(sessions)
+    return [s for s in sessions if now - s.last_ts <= hide_after_s]
