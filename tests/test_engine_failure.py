@@ -20,6 +20,7 @@ from tokentop.commands.guard import run as guard_run
 from tokentop.config import Config
 from tokentop.engine.engine import Engine
 from tokentop.model import LedgerSnapshot
+from tokentop.policy.watchdog import Watchdog
 from tokentop.pricing import PriceTable
 from tokentop.processes.control import ProcessController
 from tokentop.sources.claude_code import ClaudeCodeSource
@@ -102,12 +103,13 @@ def test_guard_prints_one_line_and_reports_failure(
     engine = engine_over(tmp_path / "c")
     failing_once(engine)
     controller = ProcessController(log_path=tmp_path / "actions.log")
-    guard = Guard(Config(), controller, None, NdjsonOut(io.StringIO()), act=False)  # type: ignore[arg-type]
+    watchdog = Watchdog(Config())
+    guard = Guard(Config(), controller, None, NdjsonOut(io.StringIO()), watchdog, act=False)  # type: ignore[arg-type]
     stop = threading.Event()
     timer = threading.Timer(20, stop.set)
     timer.start()
     try:
-        assert guard_run(engine, guard, stop, tick=0.1) is False
+        assert guard_run(engine, watchdog, guard, stop) is False
     finally:
         timer.cancel()
     err = capsys.readouterr().err.strip().splitlines()

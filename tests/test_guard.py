@@ -22,6 +22,7 @@ import pytest
 
 import proc_helpers
 from proc_helpers import gone
+from tokentop.commands.common import make_watchdog
 from tokentop.commands.guard import Guard
 from tokentop.config import parse_config
 from tokentop.history.store import Store
@@ -188,14 +189,15 @@ def test_a_guessed_mapping_a_dry_run_or_no_mapping_is_reported_not_acted(
     mapper = RecordedMapper(Registry(tmp_path / "no-registry.jsonl"), controller, fallback)
     out: list[dict[str, Any]] = []
     config = parse_config(LOOP_KILL)
-    guard = Guard(config, controller, mapper, out.append, act=act)
+    watchdog = make_watchdog(config, mapper, controller)
+    guard = Guard(config, controller, mapper, out.append, watchdog, act=act)
     snap = LedgerSnapshot(time.time(), (looping_session(str(tmp_path)),), (), 0, 1)
-    assert [d.detector for d in guard.check(snap)] == ["loop"]
+    assert [d.detector for d in guard.check(watchdog.judge(snap))] == ["loop"]
     actions = [o for o in out if o["type"] == "action"]
     assert len(actions) == 1 and actions[0]["ok"] is False and message in actions[0]["message"]
     assert ("the process is a guess, ambiguous" in actions[0]["message"]) is (confident is False)
     assert controller.status(ref) == "running"
-    assert guard.check(snap) == []  # once per crossing: no second attempt either
+    assert guard.check(watchdog.judge(snap)) == []  # once per crossing: no second attempt
 
 
 def test_stall_is_reported_for_a_silent_session_whose_process_still_runs(
@@ -212,14 +214,15 @@ def test_stall_is_reported_for_a_silent_session_whose_process_still_runs(
     controller = ProcessController(log_path=tmp_path / "actions.jsonl")
     mapper = RecordedMapper(Registry(registry), controller, FixedMapper(None))
     out: list[dict[str, Any]] = []
-    guard = Guard(parse_config(""), controller, mapper, out.append)
+    watchdog = make_watchdog(parse_config(""), mapper, controller)
+    guard = Guard(parse_config(""), controller, mapper, out.append, watchdog)
     silent = msgspec.structs.replace(looping_session(str(tmp_path)), recent_tools=())
     quiet = time.time() - 16 * 60
     sessions = tuple(
         msgspec.structs.replace(silent, key=key, last_ts=quiet, first_ts=quiet)
         for key in (old, new)
     )
-    found = guard.check(LedgerSnapshot(time.time(), sessions, (), 0, 1))
+    found = guard.check(watchdog.judge(LedgerSnapshot(time.time(), sessions, (), 0, 1)))
     assert [(d.session, d.detector, d.action) for d in found] == [(new, "stall", "warn")]
     assert "transcript silent for 16 min" in out[0]["reason"]
     assert [o["type"] for o in out] == ["decision"]  # informational: nothing is signalled

@@ -140,6 +140,10 @@ def test_pause_on_budget_then_sigterm_reaches_the_paused_agent(box: Sandbox) -> 
     _, err = run.communicate(timeout=TIMEOUT)
     assert run.returncode == 128 + signal.SIGTERM and err == ""
     assert gone(pid)
+    session = box.launched()[0].session_id
+    with Store(box.data / "tokentop" / "tokentop.db") as store:  # how it ended, as it ended
+        summary = store.summary(f"claude:{session}")
+    assert summary is not None and summary.end_reason == "paused-then-exited"
 
 
 def test_ctrl_c_is_forwarded_to_the_agent(box: Sandbox) -> None:

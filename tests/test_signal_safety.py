@@ -110,19 +110,16 @@ def test_a_script_named_like_an_agent_in_the_transcripts_cwd_survives_guard(
 def test_a_guessed_agent_survives_another_sessions_budget_and_guard_says_it_would_kill(
     tmp_path: Path, groups: list[int], shared: bool
 ) -> None:
-    """(b) A is over budget and its agent has exited; B's real-looking `claude` runs in the
-    same cwd. The guess is reported, never acted on, and called ambiguous when B is live."""
+    """(b) A is over budget and its agent has exited without tokentop knowing its process;
+    B's real-looking `claude` runs in the same cwd. The guess is reported, never acted on, and
+    called ambiguous when B is live. (Had A a hook record, its process being gone would make
+    A "exited" and nothing would be decided: see the next test.)"""
     project = tmp_path / "project"
     project.mkdir()
     root = tmp_path / "claude"
     claude_session(root, SESSION_A, project, 9_000)
     if shared:
         claude_session(root, SESSION_B, project, 100)
-    exited = start([sys.executable, "-c", ""], groups)
-    started = psutil.Process(exited.pid).create_time()
-    exited.wait()
-    record = SessionRecord("claude", SESSION_A, exited.pid, started, "hook", time.time())
-    append(tmp_path / "registry.jsonl", record)  # A's hook record: its agent has exited
     agent_b = start([str(fake_agents.native_claude(tmp_path / "home")), "600"], groups, cwd=project)
     lines = start_guard(tmp_path, groups, "--claude-dir", str(root))
     action = the_action(lines, SESSION_A)
@@ -132,6 +129,28 @@ def test_a_guessed_agent_survives_another_sessions_budget_and_guard_says_it_woul
     assert "tokentop run" in action["message"] and "install the hook" in action["message"]
     assert ("ambiguous" in action["message"]) is shared
     time.sleep(0.5)
+    assert agent_b.poll() is None
+
+
+def test_a_session_whose_recorded_agent_exited_is_over_and_nothing_is_signalled(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    """(b) A's hook record names a process that has exited: A has ended (the Watchdog says
+    "exited"), so its budget decides nothing, and B's agent in the same cwd survives."""
+    project = tmp_path / "project"
+    project.mkdir()
+    root = tmp_path / "claude"
+    claude_session(root, SESSION_A, project, 9_000)
+    exited = start([sys.executable, "-c", ""], groups)
+    started = psutil.Process(exited.pid).create_time()
+    exited.wait()
+    record = SessionRecord("claude", SESSION_A, exited.pid, started, "hook", time.time())
+    append(tmp_path / "registry.jsonl", record)
+    agent_b = start([str(fake_agents.native_claude(tmp_path / "home")), "600"], groups, cwd=project)
+    lines = start_guard(tmp_path, groups, "--claude-dir", str(root))
+    assert wait_until(lambda: bool(lines.of("ready")))
+    time.sleep(2.5)  # a few judgements
+    assert lines.of("decision") == [] and lines.of("action") == []
     assert agent_b.poll() is None
 
 

@@ -11,8 +11,10 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tokentop.clock import FakeClock
 from tokentop.config import Budgets, Config
 from tokentop.model import LedgerSnapshot, TokenCounts
+from tokentop.policy.watchdog import Judgement, Watchdog
 from tokentop.telemetry import exposition
 from tokentop.telemetry.exposition import Exposition, MetricsServer
 from tokentop.telemetry.receiver import Listen
@@ -27,16 +29,19 @@ def _samples(exp: Exposition) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-def _snap(*sessions: object) -> LedgerSnapshot:
-    return msgspec.structs.replace(ledger(sessions), taken_at=NOW)  # type: ignore[arg-type]
+def _snap(*sessions: object, config: Config | None = None) -> Judgement:
+    """The Watchdog's judgement of these sessions, as the exposition receives it."""
+    snap: LedgerSnapshot = msgspec.structs.replace(ledger(sessions), taken_at=NOW)  # type: ignore[arg-type]
+    return Watchdog(config or Config(), FakeClock(NOW)).judge(snap)
 
 
 def test_aggregates_always_gauges_only_for_the_last_hour() -> None:
     live = make_session("live", tokens=TokenCounts(input=10, output=5), cost=0.5, tpm=120.0)
     old = make_session("old", cwd="/src/notes", tokens=TokenCounts(input=7), cost=0.25, ago=7200)
     remote = msgspec.structs.replace(make_session("far", ago=10), host="ci-7")
-    exp = Exposition(Config(budgets=Budgets(usd=1.0)), clock=lambda: NOW)
-    exp(_snap(live, old, remote))
+    config = Config(budgets=Budgets(usd=1.0))
+    exp = Exposition(config, clock=lambda: NOW)
+    exp(_snap(live, old, remote, config=config))
     got = _samples(exp)
     tokens = {(m["host"], m["project"], m["kind"]): v for m, v in got["tokentop_tokens_total"]}
     here = socket.gethostname()

@@ -185,3 +185,16 @@ def test_a_failing_store_is_reported_once_and_the_keeper_goes_on(tmp_path: Path)
         assert keeper.flush(5)
     keeper.close()
     assert len(errors) == 1
+
+
+def test_a_certain_ending_replaces_an_idle_one_and_a_paused_session_never_ends_idle() -> None:
+    processes: dict[SessionKey, ProcessState] = {}
+    dog, clock = watchdog("[history]\nidle_end_s = 600\n", processes=processes)
+    quiet = make_session("s1", ago=700)
+    assert [e.how for e in dog.judge(ledger([quiet])).endings] == ["idle"]
+    processes[KEY] = "gone"  # its exact process is found gone later: it exited
+    clock.advance(1)
+    assert [e.how for e in dog.judge(ledger([quiet])).endings] == ["exited"]
+    paused = make_session("s2", ago=700)
+    processes[paused.key] = "stopped"
+    assert dog.judge(ledger([paused])).endings == ()

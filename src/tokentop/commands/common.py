@@ -16,7 +16,10 @@ from tokentop.sources.base import DirSource, Source
 
 if TYPE_CHECKING:
     from tokentop.config import Config
+    from tokentop.policy.watchdog import Watchdog
     from tokentop.pricing import PriceTable
+    from tokentop.processes.control import ProcessController
+    from tokentop.processes.mapper import RecordedMapper
 
 EXIT_USAGE = 2
 
@@ -141,3 +144,13 @@ def need_terminal() -> None:
             "the app needs a terminal (stdin and stdout are not both a TTY); "
             "`tokentop sessions` and `tokentop watch` print without one"
         )
+
+
+def make_watchdog(
+    config: Config, mapper: RecordedMapper, controller: ProcessController
+) -> Watchdog:
+    """The one Watchdog of a front-end: it knows processes only through exact mappings."""
+    from tokentop.policy.watchdog import Watchdog
+    from tokentop.processes.mapper import ExactProbe
+
+    return Watchdog(config, probe=ExactProbe(mapper.current_ref, controller.status))

@@ -1,7 +1,8 @@
 """`tokentop guard`: enforce the policy without a screen, printing decisions and actions as NDJSON.
 
-The engine follows the transcripts; every new snapshot, and a 1 s tick (so rates decay and
-stalls show), is judged by `policy.evaluate`. A decision whose configured action is pause or
+The engine follows the transcripts, and the Watchdog judges every snapshot (and one a second,
+so rates decay and stalls show); the guard acts on its decisions, and the history keeper
+records them and how each session ended. A decision whose configured action is pause or
 kill is carried out on the session's process only when it is mapped exactly: a hook or launch
 record, or a known agent install holding the session's file open (Codex). A process guessed
 from the cwd is reported as what would have been done, never acted on. Lines printed:
@@ -16,9 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import sqlite3
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -27,9 +28,12 @@ import msgspec
 from tokentop.clock import Clock, SystemClock
 from tokentop.config import Config
 from tokentop.engine.engine import Engine
+from tokentop.history.keeper import HistoryKeeper
 from tokentop.history.store import Store, StoreError
-from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
-from tokentop.policy.detectors import Decision, PolicyState, evaluate
+from tokentop.history.summary import engine_minutes
+from tokentop.model import SessionSnapshot
+from tokentop.policy.detectors import Decision
+from tokentop.policy.watchdog import Judgement, Watchdog
 from tokentop.processes.control import Action, ActionResult, ProcessController, default_action_log
 from tokentop.processes.finding import ProcessRef
 from tokentop.processes.mapper import RecordedMapper, SessionMapper, automatic_refusal
@@ -38,15 +42,10 @@ from tokentop.render.records import iso
 from tokentop.render.text import json_for_terminal, safe
 
 Emit = Callable[[dict[str, Any]], None]
-TICK_S = 1.0
-STATUS_TTL_S = 10.0
-"""How long a process's running/stopped state is reused for the stall detector."""
-STALL_HORIZON_S = 24 * 3600.0
-"""Sessions quiet for longer are not checked for a stall (their record is history)."""
 
 
 class Guard:
-    """Judges snapshots and carries out the decisions the config allows."""
+    """Carries out the Watchdog's decisions that the config allows, on exact mappings only."""
 
     def __init__(
         self,
@@ -54,67 +53,29 @@ class Guard:
         controller: ProcessController,
         mapper: RecordedMapper,
         emit: Emit,
+        watchdog: Watchdog,
         clock: Clock | None = None,
         *,
         act: bool = True,
-        store: Store | None = None,
     ) -> None:
         self.config = config
-        self.store = store
-        """Where findings are kept for the sessions' summaries; None keeps them nowhere."""
         self.controller = controller
         self.mapper = mapper
         self.emit = emit
+        self.watchdog = watchdog
         self.clock: Clock = clock or SystemClock()
         self.act = act
-        self.state = PolicyState()
-        self._alive_at: dict[SessionKey, tuple[float, bool]] = {}
 
-    def check(self, snapshot: LedgerSnapshot) -> list[Decision]:
-        """Evaluate every session once; emit and enforce what is new."""
-        now = self.clock.now()
-        decided: list[Decision] = []
-        recorded = self.mapper.registry.sessions()  # one stat per check, not per session
-        live = self.config.activity
-        self.mapper.observe(s for s in snapshot.sessions if live(s.last_ts, now) == "live")
-        for session in snapshot.sessions:
-            alive = self._alive(session, now) if session.key in recorded else None
-            for decision in evaluate(session, self.config, now, self.state, process_alive=alive):
-                decided.append(decision)
-                self.emit(decision_dict(decision, session))
-                if decision.action in ("pause", "kill"):
-                    self.enforce(decision, session)
-        if decided:
-            self._keep(decided)
-        return decided
-
-    def _keep(self, decisions: list[Decision]) -> None:
-        """Record findings in the store; a store that fails is reported once and dropped."""
-        if self.store is None:
-            return
-        try:
-            for decision in decisions:
-                self.store.record_event(decision)
-        except (sqlite3.Error, OSError) as exc:
-            print(f"tokentop: findings not recorded: {safe(str(exc))}", file=sys.stderr)
-            self.store = None
-
-    def _alive(self, session: SessionSnapshot, now: float) -> bool | None:
-        """Whether the session's recorded process still runs it. Asked only of sessions quiet
-        long enough to be stalled, and at most every STATUS_TTL_S, so a tick stays cheap."""
-        stall = self.config.policy.stall
-        quiet = now - session.last_ts
-        if stall.action == "none" or not stall.minutes * 60 <= quiet < STALL_HORIZON_S:
-            return None
-        checked = self._alive_at.get(session.key)
-        if checked is not None and now - checked[0] < STATUS_TTL_S:
-            return checked[1]
-        registry = self.mapper.registry
-        record = registry.sessions().get(session.key)
-        ref = record.ref() if record is not None and registry.is_current(record) else None
-        alive = ref is not None and self.controller.status(ref) == "running"
-        self._alive_at[session.key] = (now, alive)
-        return alive
+    def check(self, judgement: Judgement) -> list[Decision]:
+        """Emit each new decision and enforce the ones that pause or kill."""
+        self.mapper.observe(j.session for j in judgement.sessions if j.state == "live")
+        sessions = {j.session.key: j.session for j in judgement.sessions}
+        for decision in judgement.decisions:
+            session = sessions[decision.session]
+            self.emit(decision_dict(decision, session))
+            if decision.action in ("pause", "kill"):
+                self.enforce(decision, session)
+        return list(judgement.decisions)
 
     def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
         if session.remote:  # known from its telemetry: its processes are on another machine
@@ -134,6 +95,7 @@ class Guard:
         else:
             act = self.controller.pause if decision.action == "pause" else self.controller.kill
             result = act(ref, decision.reason, origin, session=str(session.key))
+            self.watchdog.note_action(session.key, result.action, result.ok, result.timestamp)
             self.emit(action_dict(result, decision, ref))
 
     def _not_acted(
@@ -192,55 +154,78 @@ class NdjsonOut:
             self.out.flush()
 
 
-def run(engine: Engine, guard: Guard, stop: threading.Event, tick: float = TICK_S) -> bool:
-    """Follow the engine until `stop` is set; judge each new snapshot, or a fresh one per tick.
+def run(engine: Engine, watchdog: Watchdog, guard: Guard, stop: threading.Event) -> bool:
+    """Follow the engine until `stop` is set, acting on each judgement's decisions in order.
     False if the engine failed (its reason is then printed on stderr)."""
-    latest: list[LedgerSnapshot] = []
+    queue: deque[Judgement] = deque()
     wake = threading.Event()
 
-    def on_snapshot(snap: LedgerSnapshot) -> None:
-        latest[:] = [snap]  # only the newest matters; an older one queued is dropped
+    def on_judgement(judgement: Judgement) -> None:  # the engine thread: hand over only
+        if judgement.decisions or not queue:
+            queue.append(judgement)  # decisions are never dropped; a quiet one is enough
         wake.set()
 
-    engine.add_listener(on_snapshot)
+    engine.add_listener(watchdog.observe)
+    watchdog.subscribe(on_judgement)
     engine.start()
     ready = False
     try:
         while not stop.is_set():
-            wake.wait(tick)
+            wake.wait(1.0)
             wake.clear()
             if engine.failure is not None:
                 print(engine.failure.line(), file=sys.stderr)
                 return False
-            snap = latest.pop() if latest else (engine.snapshot() if ready else None)
-            if snap is None:
-                continue
-            if not ready:
-                ready = True
-                guard.emit({"type": "ready", "sessions": len(snap.sessions)})
-            guard.check(snap)
+            while queue:
+                judgement = queue.popleft()
+                if not ready and engine.scanned.is_set():
+                    ready = True
+                    guard.emit({"type": "ready", "sessions": len(judgement.sessions)})
+                guard.check(judgement)
     finally:
         engine.stop()
     return True
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
-    from tokentop.commands.common import load_config, make_engine
+    from tokentop.commands.common import load_config, make_engine, make_watchdog
 
     config = load_config(args)
     controller = ProcessController(log_path=default_action_log())
     registry = Registry(args.registry or default_path())
     mapper = RecordedMapper(registry, controller, SessionMapper())
-    try:
-        store: Store | None = Store()
-    except StoreError as exc:
-        print(f"tokentop: findings not recorded: {safe(str(exc))}", file=sys.stderr)
-        store = None
+    engine = make_engine(args, config)
+    watchdog = make_watchdog(config, mapper, controller)
+    keeper = open_keeper(config, engine, watchdog, "findings not recorded")
     out = NdjsonOut(sys.stdout)
-    guard = Guard(config, controller, mapper, out, act=not args.dry_run, store=store)
+    guard = Guard(config, controller, mapper, out, watchdog, act=not args.dry_run)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        if not run(make_engine(args, config), guard, stop):
-            return 1
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            if not run(engine, watchdog, guard, stop):
+                return 1
+    finally:
+        if keeper is not None:
+            keeper.close(timeout=10)
     return 0
+
+
+def open_keeper(
+    config: Config, engine: Engine, watchdog: Watchdog, what: str
+) -> HistoryKeeper | None:
+    """The history keeper over the user's store, subscribed; None (said once) without one."""
+    try:
+        store = Store()
+    except StoreError as exc:
+        print(f"tokentop: {what}: {safe(str(exc))}", file=sys.stderr)
+        return None
+
+    def failed(exc: Exception) -> None:
+        print(f"tokentop: {what}: {safe(str(exc))}", file=sys.stderr)
+
+    keeper = HistoryKeeper(
+        store, config, SystemClock(), minutes_for=engine_minutes(engine), on_error=failed
+    )
+    watchdog.subscribe(keeper.take)
+    return keeper

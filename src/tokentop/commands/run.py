@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.quantities import tokens_arg, usd_arg
 from tokentop.render.text import safe
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
     from tokentop.config import Config
     from tokentop.engine.engine import Engine
-    from tokentop.model import LedgerSnapshot, SessionSnapshot
-    from tokentop.policy.detectors import Decision, PolicyState
+    from tokentop.policy.detectors import Decision
+    from tokentop.policy.watchdog import EndHow, Judgement, ProcessState
     from tokentop.processes.control import ActionResult, ProcessController
     from tokentop.processes.finding import ProcessRef
 
@@ -177,17 +178,28 @@ class Linker:
         return [s for s in snapshot.sessions if linked.intersection(s.files)]
 
 
+_PROCESS_STATES: dict[str, ProcessState] = {
+    "running": "running",
+    "stopped": "stopped",
+    "gone": "gone",
+}
+
+
 class Run:
     """One launched agent, followed until it exits."""
 
     def __init__(self, engine: Engine, config: Config, err: TextIO, *, quiet: bool) -> None:
-        from tokentop.policy.detectors import PolicyState
+        from tokentop.policy.watchdog import Watchdog
         from tokentop.processes.control import ProcessController, default_action_log
 
         self.engine = engine
         self.config = config
         self.err = err
-        self.state: PolicyState = PolicyState()
+        self.child_state: str | None = None
+        """The launched agent's process state, as last asked (the Watchdog's probe)."""
+        self.watchdog = Watchdog(config, probe=self._probe)
+        self.ended: dict[SessionKey, EndHow] = {}
+        """How each linked session ended, as the Watchdog said (recorded at the end)."""
         self.controller: ProcessController = ProcessController(log_path=default_action_log())
         self.changed: set[Path] = set()
         self.wake = threading.Event()
@@ -252,6 +264,8 @@ class Run:
         sessions = self.linker.sessions(self.engine.snapshot())
         if not sessions:
             return
+        self.child_state = "gone"  # how each ended, as the Watchdog tells it
+        self._note_endings(self.watchdog.judge(self._linked(sessions)))
         try:
             with Store() as store:
                 store.import_action_log(default_action_log())
@@ -261,7 +275,7 @@ class Run:
                     store, self.config, SystemClock(), minutes_for=engine_minutes(self.engine)
                 )
                 for session in sessions:
-                    recorder.record(session, "killed" if self.stopped else "exited")
+                    recorder.record(session, self.ended.get(session.key, "exited"))
         except (StoreError, sqlite3.Error, OSError) as exc:
             self.status.note(f"history not recorded: {exc}")
 
@@ -294,7 +308,8 @@ class Run:
             for session in self.linker.judge(snapshot):
                 self._record(session, ref)
             self.sessions, state = self.linker.sessions(snapshot), self.controller.status(ref)
-            self._judge(self.sessions, ref, alive=state == "running")
+            self.child_state = state
+            self._judge(self.sessions, ref)
             self.status.show(self.sessions, self.config, state)
 
     def _record(self, session: SessionSnapshot, ref: ProcessRef) -> None:
@@ -311,14 +326,25 @@ class Run:
         )  # fmt: skip
         append(default_path(), record)
 
-    def _judge(self, sessions: list[SessionSnapshot], ref: ProcessRef, *, alive: bool) -> None:
-        from tokentop.policy.detectors import evaluate
+    def _probe(self, key: SessionKey) -> ProcessState | None:
+        """The launched agent's state, for the sessions linked to it (exact: it is our child)."""
+        linked = any(s.key == key for s in self.sessions)
+        return _PROCESS_STATES.get(self.child_state or "") if linked else None
 
-        now = time.time()
-        for session in sessions:
-            for decision in evaluate(session, self.config, now, self.state, process_alive=alive):
-                self.findings.append(decision)
-                self._carry_out(decision, ref, session)
+    def _note_endings(self, judgement: Judgement) -> None:
+        self.ended.update((e.key, e.how) for e in judgement.endings)
+
+    def _linked(self, sessions: list[SessionSnapshot]) -> LedgerSnapshot:
+        return LedgerSnapshot(time.time(), tuple(sessions), (), 0, 0)
+
+    def _judge(self, sessions: list[SessionSnapshot], ref: ProcessRef) -> None:
+        """The Watchdog judges the linked sessions; their decisions are carried out here."""
+        judgement = self.watchdog.judge(self._linked(sessions))
+        self._note_endings(judgement)
+        by_key = {s.key: s for s in sessions}
+        for decision in judgement.decisions:
+            self.findings.append(decision)
+            self._carry_out(decision, ref, by_key[decision.session])
 
     def _elsewhere(self, session: SessionSnapshot, ref: ProcessRef) -> int:
         from tokentop.processes.mapper import runs_elsewhere
@@ -341,6 +367,7 @@ class Run:
         else:
             self.status.note(f"warning: {decision.reason}")
             return
+        self.watchdog.note_action(decision.session, result.action, result.ok, result.timestamp)
         self.status.note(f"{decision.reason}: {result.message}")
 
     def _launch_failed(self, command: str, error: OSError) -> int:

@@ -20,8 +20,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tokentop.commands.common import load_config, make_engine
-    from tokentop.commands.guard import Guard, NdjsonOut, run
+    from tokentop.commands.common import load_config, make_engine, make_watchdog
+    from tokentop.commands.guard import Guard, NdjsonOut, open_keeper, run
     from tokentop.processes.control import ProcessController, default_action_log
     from tokentop.processes.mapper import RecordedMapper, SessionMapper
     from tokentop.processes.registry import Registry, default_path
@@ -29,18 +29,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     engine = make_engine(args, config)
-    fleet = Fleet(engine, FleetOptions.from_args(args, config, DEFAULT_LISTEN), config)
-    fleet.start()
-    out = NdjsonOut(sys.stdout)
-    out({"type": "listening", **fleet.describe()})
     controller = ProcessController(log_path=default_action_log())
     mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
-    guard = Guard(config, controller, mapper, out, act=not args.dry_run)
+    watchdog = make_watchdog(config, mapper, controller)
+    options = FleetOptions.from_args(args, config, DEFAULT_LISTEN)
+    fleet = Fleet(engine, options, config, watchdog)
+    fleet.start()
+    keeper = open_keeper(config, engine, watchdog, "history not recorded")
+    out = NdjsonOut(sys.stdout)
+    out({"type": "listening", **fleet.describe()})
+    guard = Guard(config, controller, mapper, out, watchdog, act=not args.dry_run)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            run(engine, guard, stop)
+            if not run(engine, watchdog, guard, stop):
+                return 1
     finally:
         fleet.stop()
+        if keeper is not None:
+            keeper.close(timeout=10)
     return 0

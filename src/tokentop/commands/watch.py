@@ -1,6 +1,7 @@
 """`tokentop watch --ndjson`: session changes, detector decisions and actions, one per line.
 
-Decisions come from the same policy as the app and `guard` (nothing is acted on here);
+Session states and decisions come from the same Watchdog as the app and `guard` (nothing is
+acted on here);
 actions are read from the shared action log, so what the app or `guard` did shows up too.
 """
 
@@ -16,51 +17,47 @@ from typing import TYPE_CHECKING, Any, TextIO
 import msgspec
 
 from tokentop.engine.tail import Tailer, TailState
-from tokentop.model import LedgerSnapshot, SessionSnapshot
-from tokentop.policy.detectors import PolicyState, evaluate
-from tokentop.processes.control import ActionResult, default_action_log
+from tokentop.policy.watchdog import Judged, Judgement
+from tokentop.processes.control import ActionResult, ProcessController, default_action_log
+from tokentop.processes.mapper import RecordedMapper, SessionMapper
+from tokentop.processes.registry import Registry, default_path
 from tokentop.render import records as output
 from tokentop.render.text import json_for_terminal
 
 if TYPE_CHECKING:
-    from tokentop.clock import Clock
-    from tokentop.config import Config
+    pass
 
 _ACTION = msgspec.json.Decoder(ActionResult)
 
 
 class NdjsonWriter:
-    """Prints a line per session whose counters changed, and per new policy decision."""
+    """A Watchdog subscriber: a line per session whose counters or state changed, and one per
+    new decision (nothing is acted on here)."""
 
-    def __init__(self, out: TextIO, config: Config | None = None, clock: Clock | None = None):
+    def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.config = config
-        self.clock = clock
-        self.policy = PolicyState()
         self.seen: dict[str, tuple[Any, ...]] = {}
         self.lock = threading.Lock()
 
     @staticmethod
-    def _mark(s: SessionSnapshot) -> tuple[Any, ...]:
-        return (s.tokens, s.responses, s.tool_calls, s.tool_errors, s.bad_lines, s.cwd)
+    def _mark(j: Judged) -> tuple[Any, ...]:
+        s = j.session
+        return (s.tokens, s.responses, s.tool_calls, s.tool_errors, s.bad_lines, s.cwd, j.state)
 
-    def __call__(self, snap: LedgerSnapshot) -> None:
-        files = {f.path: f for f in snap.files}
-        with self.lock:
-            for s in snap.sessions:
-                sid, mark = str(s.key), self._mark(s)
-                if self.seen.get(sid) != mark:
-                    self.seen[sid] = mark
-                    self.emit({"type": "session", **output.session_dict(s, files)})
-                self._decide(s, snap.taken_at)
-
-    def _decide(self, s: SessionSnapshot, now: float) -> None:
-        if self.config is None:
-            return
+    def __call__(self, judgement: Judgement) -> None:
         from tokentop.commands.guard import decision_dict
 
-        for decision in evaluate(s, self.config, now, self.policy):
-            self.emit(decision_dict(decision, s))
+        files = {f.path: f for f in judgement.snapshot.files}
+        sessions = {j.session.key: j.session for j in judgement.sessions}
+        with self.lock:
+            for j in judgement.sessions:
+                sid, mark = str(j.session.key), self._mark(j)
+                if self.seen.get(sid) != mark:
+                    self.seen[sid] = mark
+                    line = output.session_dict(j.session, files)
+                    self.emit({"type": "session", **line, "state": j.state})
+            for decision in judgement.decisions:
+                self.emit(decision_dict(decision, sessions[decision.session]))
 
     def emit(self, obj: dict[str, Any]) -> None:
         self.out.write(json_for_terminal(msgspec.json.encode(obj)).decode() + "\n")
@@ -91,17 +88,21 @@ class ActionFollower:
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
-    from tokentop.commands.common import load_config, make_engine
+    from tokentop.commands.common import load_config, make_engine, make_watchdog
     from tokentop.telemetry.fleet import running_fleet
 
     config = load_config(args)
     engine = make_engine(args, config)
-    writer = NdjsonWriter(out, config)
+    controller = ProcessController()
+    mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
+    watchdog = make_watchdog(config, mapper, controller)
+    writer = NdjsonWriter(out)
     follower = ActionFollower(default_action_log(), writer)
     done = threading.Event()
-    engine.add_listener(writer)
+    engine.add_listener(watchdog.observe)
+    watchdog.subscribe(writer)
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with running_fleet(args, engine, config):
+    with running_fleet(args, engine, config, watchdog):
         engine.start()
         try:
             while not done.wait(0.5):

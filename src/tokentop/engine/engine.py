@@ -145,6 +145,8 @@ class Engine:
         self._last_snapshot: LedgerSnapshot | None = None
         self._saved: tuple[int, int, int] | None = None
         self.progress: ScanProgress | None = None
+        self.scanned = threading.Event()
+        """Set once the first full scan is done: what was on disk at start is counted."""
         """How far the cold scan is, while one runs."""
         self.failure: EngineFailure | None = None
         """Why the live loop stopped, if it failed; cleared by restart()."""
@@ -508,6 +510,7 @@ class Engine:
         self.scan(self._notify)
         if self._stop.is_set():
             return  # an unfinished scan is not saved: the next start resumes cold
+        self.scanned.set()
         self._notify()
         last_save = time.monotonic()
         last_notify = time.monotonic()

@@ -35,6 +35,8 @@ ProcessProbe = Callable[[SessionKey], "ProcessState | None"]
 Verb = Literal["pause", "resume", "terminate", "kill"]
 Subscriber = Callable[["Judgement"], None]
 
+PROBE_HORIZON_S = 24 * 3600.0
+"""Sessions quiet for longer are not asked about their process (their record is history)."""
 STOPPED: frozenset[SessionState] = frozenset({"paused", "killed", "terminated", "exited"})
 """States in which a session cannot be burning, whatever its last minutes say."""
 FLAG_OF = {"loop": "L", "drift": "D", "runaway": "R", "stall": "S"}
@@ -104,8 +106,8 @@ class Watchdog:
         self._policy = PolicyState()
         self._levels: dict[SessionKey, Level] = {}
         self._acted: dict[SessionKey, _Acted] = {}
-        self._ended: dict[SessionKey, float] = {}
-        """Sessions whose ending was announced, with their last activity then."""
+        self._ended: dict[SessionKey, tuple[float, EndHow]] = {}
+        """Sessions whose ending was announced: their last activity then, and how."""
         self._budgets: dict[tuple[SessionKey, str], Budget] = {}
         self._configs: dict[Budget, Config] = {}
         self._last: Judgement | None = None
@@ -141,6 +143,9 @@ class Watchdog:
         """An action carried out on the session's process; failed ones change nothing."""
         if not ok:
             return
+        forget = getattr(self.probe, "forget", None)
+        if forget is not None:
+            forget(key)  # ask the process again at the next judgement, not from a cache
         with self._lock:
             if verb == "resume":
                 self._acted.pop(key, None)
@@ -193,22 +198,33 @@ class Watchdog:
         return Judged(session, state, use, "")
 
     def _state(self, session: SessionSnapshot, now: float) -> SessionState:
+        """The process says how a session stands when it is exactly known; else the last
+        action does, until the session shows activity after it."""
         key = session.key
         acted = self._acted.get(key)
-        if acted is not None and session.last_ts > acted.at:
+        process = self._probe(session, now, acted is not None)
+        if process is None and acted is not None and session.last_ts > acted.at:
             del self._acted[key]  # active again since: the action no longer describes it
             acted = None
-        process = self.probe(key) if self.probe is not None else None
         if process == "gone":
             return "exited" if acted is None or acted.verb == "pause" else _stopped(acted.verb)
         if process == "stopped":
             return "paused"
-        if acted is not None:
+        if acted is not None and process is None:
             return _stopped(acted.verb)
         return self.config.activity(session.last_ts, now)
 
+    def _probe(self, session: SessionSnapshot, now: float, acted: bool) -> ProcessState | None:
+        """Processes are asked about only for sessions of the last day, or acted on: older
+        ones are history, and a thousand of them must not cost a thousand lookups a second."""
+        if self.probe is None or (now - session.last_ts > PROBE_HORIZON_S and not acted):
+            return None
+        return self.probe(session.key)
+
     def _budget_of(self, session: SessionSnapshot) -> Budget:
         override = self._overrides.get(session.key)
+        if override is None:  # set with `b` in an app, kept in the store (read live)
+            override = self.config.session_budgets.get(str(session.key))
         if override is not None:
             return override
         cache_key = (session.key, session.cwd)
@@ -225,8 +241,8 @@ class Watchdog:
         found: list[Decision] = []
         for i, j in enumerate(judged):
             alive = None
-            if j.state == "idle" and self.probe is not None:
-                alive = self.probe(j.session.key) == "running"
+            if j.state in ("idle", "ended"):  # quiet: is its process still there (a stall)?
+                alive = self._probe(j.session, now, False) == "running"
             if j.state != "live" and not alive:
                 self._policy.forget(j.session.key)
                 continue
@@ -240,7 +256,9 @@ class Watchdog:
         config = self._configs.get(budget)
         if config is None:
             budgets = Budgets(usd=budget.usd, tokens=budget.tokens)
-            config = self._configs[budget] = msgspec.structs.replace(self.config, budgets=budgets)
+            config = self._configs[budget] = msgspec.structs.replace(
+                self.config, budgets=budgets, session_budgets={}
+            )
         return config
 
     def _flags(self, key: SessionKey) -> str:
@@ -256,19 +274,27 @@ class Watchdog:
         return raised
 
     def _endings(self, judged: list[Judged], now: float) -> list[Ending]:
-        """Each session ends once; it may end again after new activity (a resumed session)."""
+        """Each session ends once, and again after new activity (a resumed session); an end
+        seen for certain (killed, exited...) also replaces an earlier "idle" one."""
         found: list[Ending] = []
         idle_end_s = self.config.history.idle_end_s
         for j in judged:
             key, last_ts = j.session.key, j.session.last_ts
-            if self._ended.get(key) == last_ts:
-                continue
             how = _ending(j.state, self._acted.get(key))
-            if how is None and now - last_ts >= idle_end_s:
+            quiet = j.state in ("idle", "ended") and now - last_ts >= idle_end_s
+            if how is None and quiet:
                 how = "idle"
-            if how is not None:
-                self._ended[key] = last_ts
-                found.append(Ending(key, how, now))
+            before = self._ended.get(key)
+            if (
+                how is None
+                or before == (last_ts, how)
+                or (before, how) == ((last_ts, "idle"), "idle")
+            ):
+                continue
+            if before is not None and before[0] == last_ts and how == "idle":
+                continue
+            self._ended[key] = (last_ts, how)
+            found.append(Ending(key, how, now))
         return found
 
 

@@ -13,8 +13,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -154,6 +155,14 @@ class RecordedMapper:
             return None
         return ref if ref.how != "hook" or is_agent(ref.pid) else None
 
+    def current_ref(self, key: SessionKey) -> ProcessRef | None:
+        """The exact process of the session while it is that process's newest session (after
+        Claude Code's /clear the old session has ended, though its process runs on)."""
+        record = self.registry.sessions().get(key)
+        if record is not None:
+            return record.ref() if self.registry.is_current(record) else None
+        return self.fallback.exact_ref(key)
+
     def exact_ref(self, key: SessionKey) -> ProcessRef | None:
         """The recorded process of the session, alive or not (see `recorded`)."""
         record = self.registry.sessions().get(key)
@@ -168,3 +177,46 @@ class RecordedMapper:
     def observe(self, live: Iterable[SessionSnapshot]) -> None:
         """The live sessions, so a guess shared by two of them is marked ambiguous."""
         self.fallback.observe(live)
+
+
+class ExactProbe:
+    """The Watchdog's view of processes: the state of each session's exactly mapped process.
+
+    Never a /proc scan (a guess proves nothing about how a session stands), and each answer
+    is reused for `ttl_s`, since the Watchdog asks on the engine thread every second.
+    """
+
+    def __init__(
+        self,
+        exact: Callable[[SessionKey], ProcessRef | None],
+        status: Callable[[ProcessRef], str],
+        ttl_s: float = 5.0,
+    ) -> None:
+        self.exact = exact
+        self.status = status
+        self.ttl_s = ttl_s
+        self._seen: dict[SessionKey, tuple[float, ProbeState | None]] = {}
+
+    def __call__(self, key: SessionKey) -> ProbeState | None:
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.ttl_s:
+            return seen[1]
+        ref = self.exact(key)
+        state = _probe_state(self.status(ref)) if ref is not None else None
+        self._seen[key] = (now, state)
+        return state
+
+    def forget(self, key: SessionKey) -> None:
+        """Ask again next time (an action was just taken on the process)."""
+        self._seen.pop(key, None)
+
+
+ProbeState = Literal["running", "stopped", "gone"]
+
+
+_PROBE_STATES: dict[str, ProbeState] = {"running": "running", "stopped": "stopped", "gone": "gone"}
+
+
+def _probe_state(status: str) -> ProbeState | None:
+    return _PROBE_STATES.get(status)  # "unknown" (not ours to read) is None

@@ -23,9 +23,8 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from tokentop.engine.tail import Tailer, TailState
-from tokentop.model import LedgerSnapshot, SessionSnapshot
-from tokentop.policy.budgets import budget_use
-from tokentop.policy.detectors import PolicyState, evaluate
+from tokentop.model import SessionSnapshot
+from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult
 from tokentop.telemetry.options import ListenError
 from tokentop.telemetry.receiver import Listen, require_token
@@ -43,7 +42,7 @@ _ACTION = msgspec.json.Decoder(ActionResult)
 
 
 class Exposition(Collector):
-    """Listens to the engine's snapshots and yields metric families on each scrape."""
+    """Subscribes to the Watchdog's judgements and yields metric families on each scrape."""
 
     def __init__(
         self,
@@ -58,33 +57,31 @@ class Exposition(Collector):
         self.hub = hub
         self.clock = clock or time.time
         self.local_host = socket.gethostname()
-        self.snapshot: LedgerSnapshot | None = None
-        self.policy = PolicyState()
+        self.judgement: Judgement | None = None
         self.decisions: dict[tuple[str, ...], int] = {}
         self.actions: dict[tuple[str, ...], int] = {}
         self.lock = threading.Lock()
         self._actions = _follower(action_log) if action_log is not None else None
 
-    def __call__(self, snap: LedgerSnapshot) -> None:
-        """Engine listener: keep the snapshot, count the policy's new decisions."""
-        found: list[tuple[str, ...]] = []
-        if self.config is not None:
-            for s in snap.sessions:
-                for d in evaluate(s, self.config, snap.taken_at, self.policy):
-                    found.append((d.detector, "alert" if s.remote else d.action))
+    def __call__(self, judgement: Judgement) -> None:
+        """Watchdog subscriber: keep the judgement, count its new decisions."""
+        remote = {j.session.key for j in judgement.sessions if j.session.remote}
+        found = [
+            (d.detector, "alert" if d.session in remote else d.action) for d in judgement.decisions
+        ]
         with self.lock:
-            self.snapshot = snap
+            self.judgement = judgement
             for pair in found:
                 self.decisions[pair] = self.decisions.get(pair, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         self._read_actions()
         with self.lock:
-            snap = self.snapshot
+            judgement = self.judgement
             decisions, actions = dict(self.decisions), dict(self.actions)
-        sessions = snap.sessions if snap is not None else ()
-        yield from self._totals(sessions)
-        yield from self._live(sessions)
+        judged = judgement.sessions if judgement is not None else ()
+        yield from self._totals(tuple(j.session for j in judged))
+        yield from self._live(judged)
         yield _counter("tokentop_decisions", "Policy decisions", ("detector", "action"), decisions)
         yield _counter("tokentop_actions", "Actions on processes", ("action", "ok"), actions)
         if self.hub is not None:
@@ -116,7 +113,7 @@ class Exposition(Collector):
             ("host", "agent", "project", "model", "user"), cost,
         )  # fmt: skip
 
-    def _live(self, sessions: tuple[SessionSnapshot, ...]) -> Iterator[Metric]:
+    def _live(self, judged: tuple[Judged, ...]) -> Iterator[Metric]:
         now = self.clock()
         names = ("host", "agent", "session", "project", "user")
         burn = GaugeMetricFamily("tokentop_burn_tokens_per_minute", "Burn rate", labels=names)
@@ -124,17 +121,16 @@ class Exposition(Collector):
             "tokentop_budget_used_ratio", "Share of the session's budget used", labels=names
         )
         status: dict[tuple[str, ...], float] = {}
-        for s in sessions:
+        for j in judged:
+            s = j.session
             host, agent, project, user = self.labels(s)
-            state = self.config.activity(s.last_ts, now) if self.config else _activity(s, now)
-            status[(host, agent, state)] = status.get((host, agent, state), 0) + 1
+            status[(host, agent, j.state)] = status.get((host, agent, j.state), 0) + 1
             if now - s.last_ts > ACTIVE_S:
                 continue
             labels = [host, agent, _cut(s.key.session_id), project, user]
             burn.add_metric(labels, s.tokens_per_min)
-            fraction = self._fraction(s)
-            if fraction is not None:
-                ratio.add_metric(labels, fraction)
+            if j.use.fraction is not None:
+                ratio.add_metric(labels, j.use.fraction)
         yield burn
         yield ratio
         sessions_gauge = GaugeMetricFamily(
@@ -143,12 +139,6 @@ class Exposition(Collector):
         for key, n in status.items():
             sessions_gauge.add_metric(list(key), n)
         yield sessions_gauge
-
-    def _fraction(self, s: SessionSnapshot) -> float | None:
-        if self.config is None:
-            return None
-        budget = self.config.budget_for(s.key.agent, s.cwd)
-        return budget_use(s, budget, self.config.alerts).fraction if budget.is_set else None
 
     def _read_actions(self) -> None:
         if self._actions is None:
@@ -171,10 +161,6 @@ def _follower(path: Path) -> Tailer:
     tailer.read_new()
     tailer.state.offset = size
     return tailer
-
-
-def _activity(s: SessionSnapshot, now: float) -> str:
-    return "live" if now - s.last_ts <= 120 else "idle" if now - s.last_ts <= 1800 else "ended"
 
 
 def _receiver_metrics(hub: TelemetryHub) -> Iterator[Metric]:

@@ -21,6 +21,7 @@ from tokentop.telemetry.receiver import Listen, parse_listen, require_token
 
 if TYPE_CHECKING:
     from tokentop.config import Config
+    from tokentop.policy.watchdog import Watchdog
     from tokentop.telemetry.exposition import Exposition, MetricsServer
     from tokentop.telemetry.hub import TelemetryHub
     from tokentop.telemetry.outfile import OutfileFollower
@@ -82,10 +83,18 @@ class FleetOptions:
 class Fleet:
     """Started and stopped together; each part is there only when its address is set."""
 
-    def __init__(self, engine: Engine, options: FleetOptions, config: Config | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        options: FleetOptions,
+        config: Config | None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.engine = engine
         self.options = options
         self.config = config
+        self.watchdog = watchdog
+        """The front-end's Watchdog; without one the fleet makes and feeds its own."""
         self.hub: TelemetryHub | None = None
         self.receiver: Receiver | None = None
         self.exposition: Exposition | None = None
@@ -132,7 +141,16 @@ class Fleet:
             self.exposition = Exposition(self.config, self.hub, default_action_log())
             self.metrics = MetricsServer(self.exposition, opts.prometheus, opts.token)
             self.metrics.start()
-            self.engine.add_listener(self.exposition)
+            self._judging().subscribe(self.exposition)
+
+    def _judging(self) -> Watchdog:
+        if self.watchdog is None:
+            from tokentop.config import Config
+            from tokentop.policy.watchdog import Watchdog
+
+            self.watchdog = Watchdog(self.config or Config())
+            self.engine.add_listener(self.watchdog.observe)
+        return self.watchdog
 
     def stop(self) -> None:
         if self.metrics is not None:
@@ -162,14 +180,17 @@ def _url_host(listen: Listen) -> str:
 
 @contextlib.contextmanager
 def running_fleet(
-    args: argparse.Namespace, engine: Engine, config: Config | None
+    args: argparse.Namespace,
+    engine: Engine,
+    config: Config | None,
+    watchdog: Watchdog | None = None,
 ) -> Iterator[Fleet | None]:
     """The fleet the options ask for, running for the block; None when none is asked for."""
     options = FleetOptions.from_args(args, config)
     if not options.wanted:
         yield None
         return
-    fleet = Fleet(engine, options, config)
+    fleet = Fleet(engine, options, config, watchdog)
     fleet.start()
     try:
         yield fleet
