@@ -284,16 +284,11 @@ class SessionFolder:
 
 
 def stop_reasons(session: SessionSnapshot, config: Config, now: float) -> list[str]:
-    """Why the agent must stop: over its budget, or about to repeat a loop (each unless its
-    detector's action is "none")."""
-    from tokentop.policy.detectors import budget_finding, loop_finding
+    """Why the agent must stop, as the one Watchdog judges it (see `Watchdog.stop_reasons`)."""
+    from tokentop.clock import FakeClock
+    from tokentop.policy.watchdog import Watchdog
 
-    policy = config.policy
-    found = [
-        budget_finding(session, config) if policy.budget.action != "none" else None,
-        loop_finding(session, config, now, ongoing=True) if policy.loop.action != "none" else None,
-    ]
-    return [f.reason for f in found if f is not None and (f.detector, f.level) != ("budget", 1)]
+    return Watchdog(config, FakeClock(now)).stop_reasons(session)
 
 
 def stop_message(reasons: list[str]) -> str:

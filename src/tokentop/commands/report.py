@@ -22,13 +22,14 @@ from typing import TextIO
 
 import msgspec
 
-from tokentop.clock import Clock, SystemClock
+from tokentop.clock import Clock, FakeClock, SystemClock
 from tokentop.commands.common import CliError, make_engine
 from tokentop.config import Config, ConfigError, load_config
 from tokentop.history.git_output import check_survival
 from tokentop.history.store import Store, StoreError
 from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason, engine_minutes
-from tokentop.policy.detectors import PolicyState, evaluate
+from tokentop.model import LedgerSnapshot
+from tokentop.policy.watchdog import Watchdog
 from tokentop.quantities import plural
 from tokentop.render.markdown import duration, summary_markdown, usd, when
 from tokentop.render.records import compact
@@ -186,13 +187,16 @@ def scan_into(
     )
     now = clock.now()
     recorded = 0
-    policy = PolicyState()
+    judged_at = FakeClock(now)
+    watchdog = Watchdog(config, judged_at)
     for session in engine.snapshot().sessions:
         if (since is not None and session.last_ts < since) or not recorder.changed(session):
             continue
-        # The detectors, judged as of the session's last activity, so a summary lists a loop
+        # The Watchdog judges each session as of its last activity, so a summary lists a loop
         # or a drift even when no app or guard was watching (a repeat is ignored by the store).
-        for finding in evaluate(session, config, session.last_ts or now, policy):
+        judged_at.t = session.last_ts or now
+        alone = LedgerSnapshot(judged_at.t, (session,), (), 0, 0)
+        for finding in watchdog.judge(alone).decisions:
             store.record_event(finding)
         recorder.record(session, end_reason(session, now, config.history) or "open")
         recorded += 1

@@ -23,7 +23,15 @@ from tokentop.clock import Clock, SystemClock
 from tokentop.config import Budget, Budgets, Config
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.policy.budgets import BudgetUse, Level, budget_use, crossings
-from tokentop.policy.detectors import DETECTORS, Decision, PolicyState, detect, evaluate
+from tokentop.policy.detectors import (
+    DETECTORS,
+    Decision,
+    PolicyState,
+    budget_finding,
+    detect,
+    evaluate,
+    loop_finding,
+)
 
 SessionState = Literal["live", "idle", "ended", "paused", "killed", "terminated", "exited"]
 """How a session stands: the first three from its activity, the rest from its process."""
@@ -189,6 +197,20 @@ class Watchdog:
         live = self.config.activity(session.last_ts, now) == "live"
         with self._lock:
             return [d.reason for d in detect(session, self.config, now, self._policy, live=live)]
+
+    def stop_reasons(self, session: SessionSnapshot) -> list[str]:
+        """Why an agent must stop before its next tool call (the hook asks): over its budget,
+        or about to repeat a loop, each unless its detector's action is "none"."""
+        with self._lock:
+            config = self._config_for(self._budget_of(session))
+        policy = config.policy
+        found = [
+            budget_finding(session, config) if policy.budget.action != "none" else None,
+            loop_finding(session, config, self.clock.now(), ongoing=True)
+            if policy.loop.action != "none"
+            else None,
+        ]
+        return [f.reason for f in found if f is not None and (f.detector, f.level) != ("budget", 1)]
 
     def _judge_one(self, session: SessionSnapshot, now: float) -> Judged:
         state = self._state(session, now)
