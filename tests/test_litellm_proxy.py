@@ -90,7 +90,7 @@ def test_callback_imports_without_litellm(tmp_path: Path) -> None:
     """The module must load in a Python that lacks LiteLLM (its base is then `object`)."""
     code = (
         "import sys; sys.modules['litellm'] = None\n"
-        "from tokentop import litellm_callback as c\n"
+        "from tokentop.integrations import litellm_callback as c\n"
         "assert type(c.proxy_handler_instance).__mro__[1] is object\n"
         "assert 'textual' not in sys.modules and 'msgspec' not in sys.modules\n"
     )

@@ -198,6 +198,7 @@ class Run:
         self.child_state: str | None = None
         """The launched agent's process state, as last asked (the Watchdog's probe)."""
         self.watchdog = Watchdog(config, probe=self._probe)
+        self._last_state: ProcessState | None = None
         self.ended: dict[SessionKey, EndHow] = {}
         """How each linked session ended, as the Watchdog said (recorded at the end)."""
         self.controller: ProcessController = ProcessController(log_path=default_action_log())
@@ -327,9 +328,12 @@ class Run:
         append(default_path(), record)
 
     def _probe(self, key: SessionKey) -> ProcessState | None:
-        """The launched agent's state, for the sessions linked to it (exact: it is our child)."""
-        linked = any(s.key == key for s in self.sessions)
-        return _PROCESS_STATES.get(self.child_state or "") if linked else None
+        """The launched agent's state: every session this Watchdog judges is linked to it
+        (exact: it is our child). A state psutil could not read keeps the last one known."""
+        state = _PROCESS_STATES.get(self.child_state or "")
+        if state is not None:
+            self._last_state = state
+        return self._last_state
 
     def _note_endings(self, judgement: Judgement) -> None:
         self.ended.update((e.key, e.how) for e in judgement.endings)
@@ -367,7 +371,10 @@ class Run:
         else:
             self.status.note(f"warning: {decision.reason}")
             return
-        self.watchdog.note_action(decision.session, result.action, result.ok, result.timestamp)
+        # A pause reported late (the stop was not seen within the controller's wait on a busy
+        # machine) still took effect if the agent is stopped now.
+        took = result.ok or (result.action == "pause" and self.controller.status(ref) == "stopped")
+        self.watchdog.note_action(decision.session, result.action, took, result.timestamp)
         self.status.note(f"{decision.reason}: {result.message}")
 
     def _launch_failed(self, command: str, error: OSError) -> int:
