@@ -199,16 +199,27 @@ def cmd_guard(args: argparse.Namespace) -> int:
     keeper = open_keeper(config, engine, watchdog, "findings not recorded")
     out = NdjsonOut(sys.stdout)
     guard = Guard(config, controller, mapper, out, watchdog, act=not args.dry_run)
+    return until_signalled(engine, watchdog, guard, *closers(keeper))
+
+
+def until_signalled(
+    engine: Engine, watchdog: Watchdog, guard: Guard, *closing: Callable[[], None]
+) -> int:
+    """Run the guard until SIGTERM or Ctrl+C, then close `closing` in order; 1 if the engine
+    failed."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            if not run(engine, watchdog, guard, stop):
-                return 1
+            return 0 if run(engine, watchdog, guard, stop) else 1
+        return 0
     finally:
-        if keeper is not None:
-            keeper.close(timeout=10)
-    return 0
+        for close in closing:
+            close()
+
+
+def closers(keeper: HistoryKeeper | None) -> list[Callable[[], None]]:
+    return [] if keeper is None else [lambda: keeper.close(timeout=10)]
 
 
 def open_keeper(

@@ -7,10 +7,7 @@ machine's processes); local sessions are enforced as by `guard` unless --dry-run
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
 
 DEFAULT_LISTEN = "127.0.0.1:4318"
 
@@ -21,7 +18,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from tokentop.commands.common import load_config, make_engine, make_watchdog
-    from tokentop.commands.guard import Guard, NdjsonOut, open_keeper, run
+    from tokentop.commands.guard import Guard, NdjsonOut, closers, open_keeper, until_signalled
     from tokentop.processes.control import ProcessController, default_action_log
     from tokentop.processes.mapper import RecordedMapper, SessionMapper
     from tokentop.processes.registry import Registry, default_path
@@ -39,14 +36,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
     out = NdjsonOut(sys.stdout)
     out({"type": "listening", **fleet.describe()})
     guard = Guard(config, controller, mapper, out, watchdog, act=not args.dry_run)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            if not run(engine, watchdog, guard, stop):
-                return 1
-    finally:
-        fleet.stop()
-        if keeper is not None:
-            keeper.close(timeout=10)
-    return 0
+    return until_signalled(engine, watchdog, guard, fleet.stop, *closers(keeper))
