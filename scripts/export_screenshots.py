@@ -227,9 +227,6 @@ class ScannedEngine:
     def snapshot(self) -> LedgerSnapshot:
         return self.engine.snapshot()
 
-    def tick(self) -> LedgerSnapshot:
-        return self.engine.snapshot()
-
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None:
         pass
 

@@ -17,7 +17,7 @@ import pytest
 
 from tokentop.config import Config
 from tokentop.engine.engine import Engine
-from tokentop.history.store import SCHEMA_VERSION, Store, StoreError, integrity_ok, migrate
+from tokentop.history.store import SCHEMA_VERSION, Store, StoreError, migrate
 from tokentop.history.summary import SessionSummary, build_summary
 from tokentop.model import SessionKey, SessionSnapshot, TokenCounts, ToolStat
 from tokentop.policy.detectors import Decision
@@ -179,6 +179,14 @@ WRITER = textwrap.dedent(
             print("writing", flush=True)
     """
 )
+
+
+def integrity_ok(path: Path) -> bool:
+    conn = sqlite3.connect(path)
+    try:
+        return bool(conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+    finally:
+        conn.close()
 
 
 def writer(path: Path, tag: str, count: int, tools: int = 3) -> subprocess.Popen[str]:

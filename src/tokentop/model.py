@@ -221,10 +221,6 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     """Another machine's name for a session known from its telemetry; "" is this machine."""
 
     @property
-    def cost_known(self) -> bool:
-        return not self.unpriced_models
-
-    @property
     def remote(self) -> bool:
         """On another machine: its processes can't be signalled from here (alerts only)."""
         return bool(self.host)

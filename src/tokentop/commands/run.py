@@ -207,7 +207,7 @@ class Run:
         roots = [root for _, root in self.engine.roots]
         feed = ChangeFeed(roots, self._relevant, self._on_changes, sweep_interval=STATUS_EVERY_S)
         feed.start()  # before the launch, so the new transcript's creation is seen
-        self.linker.existing = set(self.engine.discover())
+        self.linker.existing = set(self.engine.find_transcripts())
         self.linker.named = named_sessions(argv)
         self.linker.resuming = resumes(argv) and not self.linker.named
         try:

@@ -69,7 +69,7 @@ def recall(engine: Engine) -> Remembered | None:
         if now != (tail.inode, tail.dev, tail.offset, tail.mtime_ns):
             return None
         known.add(tail.real_path())
-    if engine.discover_new(known):
+    if engine.find_transcripts(known):
         return None
     return remembered
 

@@ -250,20 +250,13 @@ class Engine:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def discover(self) -> list[Path]:
-        return self._discover(skip_known=False)
-
-    def _discover(self, skip_known: bool) -> list[Path]:
-        """Transcripts under the roots; with `skip_known`, only files not yet followed (a
-        warm restart then builds no Path for the thousands it already knows)."""
-        return self.discover_new(self.files if skip_known else ())
-
     @property
     def cache_path(self) -> Path | None:
         return self._cache_path
 
-    def discover_new(self, known: Container[str]) -> list[Path]:
-        """Transcripts under the roots whose path is not in `known`.
+    def find_transcripts(self, known: Container[str] = ()) -> list[Path]:
+        """Transcripts under the roots whose path is not in `known` (the scan passes the
+        files it follows, so a warm restart builds no Path for the thousands it knows).
 
         Symlinked folders are followed (once each), and a file reached by a second path
         (or already followed under another one) is left out, so it counts once. A folder
@@ -299,7 +292,7 @@ class Engine:
         from tokentop.engine.coldscan import ColdScan
 
         changed = self.process(list(self.files))
-        fresh = list(dict.fromkeys(self._discover(skip_known=True)))
+        fresh = list(dict.fromkeys(self.find_transcripts(self.files)))
         if fresh:
             changed |= ColdScan(self, fresh, publish).run()
         return changed
@@ -425,8 +418,6 @@ class Engine:
             snap = self.ledger.snapshot(self.clock.now(), health)
             self._last_snapshot = snap
             return snap
-
-    tick = snapshot
 
     @property
     def last_snapshot(self) -> LedgerSnapshot | None:

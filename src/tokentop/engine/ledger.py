@@ -211,12 +211,6 @@ class Ledger:
         session.note_model(event.timestamp, event.model)
         return 1
 
-    def _usage(self, event: UsageEvent, path: str) -> int:
-        slot = self.state.seen.get(event.dedupe_key)
-        if slot is None:
-            return self._add_new(event, path)
-        return self._grow(slot, event, path)
-
     def _grow(self, slot: int, event: UsageEvent, path: str) -> int:
         """A later copy of a counted response: count only what it adds (max wins).
 
@@ -476,9 +470,6 @@ class Ledger:
             snap = build_session_snapshot(state, now, self.window_s, bad)
         self._cache[sid] = ((bad, midnight), snap, quiet)
         return snap
-
-    def session_ids(self) -> list[str]:
-        return list(self.state.sessions)
 
 
 def _local_midnight(now: float) -> float:

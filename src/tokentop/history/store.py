@@ -369,14 +369,6 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute("COMMIT")
 
 
-def integrity_ok(path: Path) -> bool:
-    conn = sqlite3.connect(path)
-    try:
-        return bool(conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
-    finally:
-        conn.close()
-
-
 def _create_private(path: Path) -> None:
     """Create the file (and its directory) owner-only before SQLite opens it; WAL and shm
     files then inherit its mode."""

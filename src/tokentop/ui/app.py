@@ -62,7 +62,6 @@ class EngineLike(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def snapshot(self) -> LedgerSnapshot: ...
-    def tick(self) -> LedgerSnapshot: ...
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
 
 
@@ -168,7 +167,7 @@ class TokentopApp(EngineStateApp):
     def _tick_engine(self) -> None:
         """Re-evaluate rates now, so an idle session's burn decays to zero."""
         try:
-            self.post_message(LedgerUpdated(self.engine.tick()))
+            self.post_message(LedgerUpdated(self.engine.snapshot()))
         finally:
             self._ticking = False
 
