@@ -245,7 +245,7 @@ class Run:
 
         from tokentop.clock import SystemClock
         from tokentop.history.store import Store, StoreError
-        from tokentop.history.summary import SummaryRecorder, engine_minutes
+        from tokentop.history.summary import SummaryRecorder
         from tokentop.processes.control import default_action_log
 
         self.engine.process(self.linker.linked)  # the agent's last lines
@@ -258,7 +258,7 @@ class Run:
                 for finding in self.findings:
                     store.record_event(finding)
                 recorder = SummaryRecorder(
-                    store, self.config, SystemClock(), minutes_for=engine_minutes(self.engine)
+                    store, self.config, SystemClock(), minutes_for=self.engine.minutes
                 )
                 for session in sessions:
                     recorder.record(session, "killed" if self.stopped else "exited")

@@ -23,7 +23,7 @@ from tokentop.engine.failure import EngineFailure, failure_of
 from tokentop.engine.ledger import CostFn, Ledger
 from tokentop.engine.ledger_state import LedgerState
 from tokentop.engine.tail import Tailer, TailState, rewritten_in_place
-from tokentop.model import Event, FileHealth, LedgerSnapshot
+from tokentop.model import Event, FileHealth, LedgerSnapshot, SessionKey
 from tokentop.sources.base import FileParser, Source, Walk, name_text, transcript_names
 from tokentop.sources.wholefile import WholeFileParser
 
@@ -409,13 +409,21 @@ class Engine:
         state = self.ledger.state.sessions.get(key)
         return list(state.files) if state is not None else []
 
+    def minutes(self, key: SessionKey) -> dict[int, tuple[float, float]]:
+        """A session's (tokens, cost) per minute index, copied under the lock: a summary
+        built on another thread reads them while this one applies events."""
+        with self._lock:
+            state = self.ledger.state.sessions.get(str(key))
+            return {} if state is None else {m: (t, c) for m, t, c in state.minute_items()}
+
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot(self) -> LedgerSnapshot:
-        """The current state, with burn rates evaluated at the clock's now."""
+    def snapshot(self, at: float | None = None) -> LedgerSnapshot:
+        """The current state, with burn rates evaluated at the clock's now (or `at`: the
+        hook judges the instant its tool call happened)."""
         with self._lock:
             health = {k: t.health() for k, t in self.files.items()}
-            snap = self.ledger.snapshot(self.clock.now(), health)
+            snap = self.ledger.snapshot(self.clock.now() if at is None else at, health)
             self._last_snapshot = snap
             return snap
 

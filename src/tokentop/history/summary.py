@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import pairwise
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -26,14 +26,12 @@ from tokentop.policy.budgets import budget_use
 from tokentop.sources.base import FILE_CHANGING_TOOLS
 from tokentop.tokens import Tokenizer, get_tokenizer
 
-if TYPE_CHECKING:
-    from tokentop.engine.engine import Engine
-
 EndReason = Literal["exited", "killed", "terminated", "paused-then-exited", "idle", "open"]
 """Why the summary was recorded; "open" is a snapshot of a session that may still go on."""
 Minutes = Mapping[int, Sequence[float]]
 """Minute index (unix seconds // 60) -> [tokens, cost], as the ledger keeps it."""
 MinutesFn = Callable[[SessionKey], Minutes]
+"""A session's buckets: a running engine's `Engine.minutes`, copied under its lock."""
 SUMMARY_SCHEMA = 1
 MAX_RECORDS_PER_OBSERVE = 16
 """Sessions recorded per `observe` call at most, so a backlog never stalls a UI tick."""
@@ -275,16 +273,6 @@ def build_summary(
 
 
 # -- recording -------------------------------------------------------------------------------
-
-
-def engine_minutes(engine: Engine) -> MinutesFn:
-    """Per-minute buckets of a session from the engine's ledger (copied; safe from any thread)."""
-
-    def minutes(key: SessionKey) -> Minutes:
-        state = engine.ledger.state.sessions.get(str(key))
-        return {} if state is None else {m: (t, c) for m, t, c in state.minute_items()}
-
-    return minutes
 
 
 class SummaryRecorder:
