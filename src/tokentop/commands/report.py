@@ -30,8 +30,8 @@ from tokentop.history.store import Store, StoreError
 from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason
 from tokentop.policy.detectors import PolicyState, evaluate
 from tokentop.quantities import plural
-from tokentop.render.markdown import duration, summary_markdown, usd, when
-from tokentop.render.records import compact
+from tokentop.render.figures import compact, duration, usd, when
+from tokentop.render.markdown import summary_markdown
 from tokentop.render.text import csv_text, json_for_terminal, md_inline, safe
 
 BY = ("session", "day", "project", "agent", "model")

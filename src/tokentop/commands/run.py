@@ -391,7 +391,8 @@ class StatusLine:
 def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> str:
     if not sessions:
         return f"tokentop: agent {state}, no transcript linked yet"
-    from tokentop.policy.detectors import short_count as short
+    from tokentop.render.figures import compact as short
+    from tokentop.render.figures import usd
 
     tokens = sum(s.tokens.total for s in sessions)
     cost = sum(s.cost_usd for s in sessions)
@@ -401,6 +402,8 @@ def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> 
     spent = f"{short(tokens)} tok" + (
         f" of {short(budget.tokens)}" if budget.tokens is not None else ""
     )
-    money = f"${cost:,.2f}" + (f" of ${budget.usd:,.2f}" if budget.usd is not None else "")
+    money = usd(cost, not any(s.unpriced_models for s in sessions)) + (
+        f" of {usd(budget.usd)}" if budget.usd is not None else ""
+    )
     name = str(sessions[-1].key)[:20]
     return f"tokentop: {name} {state} · {spent} · {money} · {short(rate)} tok/min"

@@ -10,7 +10,6 @@ to a sink (the store), which upserts it, so recording a session again updates it
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import Literal, Protocol
@@ -21,7 +20,15 @@ from tokentop.clock import Clock, SystemClock
 from tokentop.config import Alerts, Budget, Config, History
 from tokentop.history.context_use import Consumers, top_consumers
 from tokentop.history.git_output import NOT_A_REPO, GitValue, assess, label_for
-from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot, TokenCounts, ToolStat
+from tokentop.model import (
+    NAME_MAX,
+    LedgerSnapshot,
+    SessionKey,
+    SessionSnapshot,
+    TokenCounts,
+    ToolStat,
+)
+from tokentop.model import base_name as base_name  # the UI's import of it
 from tokentop.policy.budgets import budget_use
 from tokentop.sources.base import FILE_CHANGING_TOOLS
 from tokentop.tokens import Tokenizer, get_tokenizer
@@ -189,18 +196,6 @@ def budget_pct(snapshot: SessionSnapshot, budget: Budget) -> float | None:
 def project_name(cwd: str, git: GitValue | None) -> str:
     root = git.repo if git is not None and git.repo else cwd
     return base_name(root) or root[:NAME_MAX]
-
-
-NAME_MAX = 40
-"""A project name longer than this is cut: a table column, not a path."""
-
-
-def base_name(path: str) -> str:
-    """The last part of a POSIX or Windows path (C:\\work\\shop -> shop), at most NAME_MAX
-    characters: a transcript may record either kind, whatever this machine is."""
-    parts = [p for p in re.split(r"[\\/]", path) if p]
-    name = parts[-1] if parts else ""
-    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
 
 
 def build_summary(
