@@ -17,7 +17,8 @@ from pathlib import Path
 import msgspec
 
 from tokentop.engine import state_cache as cache_mod
-from tokentop.engine.engine import Engine, whole_file_kinds
+from tokentop.engine.engine import Engine
+from tokentop.engine.tracked import whole_file_kinds
 from tokentop.model import LedgerSnapshot
 from tokentop.sources.wholefile import read_regular
 

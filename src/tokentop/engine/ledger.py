@@ -12,15 +12,11 @@ import math
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
-
-import msgspec
 
 from tokentop.engine.ledger_state import (
     KINDS,
     SEP,
     LedgerState,
-    MinuteItems,
     ModelAcc,
     RecentCall,
     SessionState,
@@ -31,20 +27,23 @@ from tokentop.engine.ledger_state import (
     unpack,
     unpacked_tables,
 )
+from tokentop.engine.snapshots import (
+    SERIES_MINUTES,
+    build_session_snapshot,
+    local_midnight,
+    with_rates,
+)
 from tokentop.model import (
     RECENT_TOOLS,
     Event,
     FileHealth,
     LedgerSnapshot,
-    ModelUsage,
-    RecentTool,
     SessionInfo,
     SessionKey,
     SessionSnapshot,
     TokenCounts,
     ToolCall,
     ToolResult,
-    ToolStat,
     UsageEvent,
 )
 from tokentop.sources.base import name_text
@@ -57,7 +56,6 @@ LINEAR_PRICE_LIMIT = 100_000
 """Below this much input no known price table has a long-context tier, so a response's cost
 is a dot product of per-kind rates probed once per model (the cold-scan hot path). A cost
 function bound to an object with `linear_limit(model)` (the PriceTable) gives a tighter one."""
-SERIES_MINUTES = 30
 
 
 class Ledger:
@@ -461,64 +459,15 @@ class Ledger:
         bad = sum(files[f].bad_lines for f in state.files if f in files)
         quiet = state.last_ts < now - max(self.window_s, SERIES_MINUTES * 60) - 60
         cached = self._cache.get(sid)
-        midnight = _local_midnight(now)
+        midnight = local_midnight(now)
         if cached and sid not in self._dirty and cached[0] == (bad, midnight):
             if quiet and cached[2]:
                 return cached[1]
-            snap = _with_rates(cached[1], state, now, self.window_s)  # only time moved
+            snap = with_rates(cached[1], state, now, self.window_s)  # only time moved
         else:
             snap = build_session_snapshot(state, now, self.window_s, bad)
         self._cache[sid] = ((bad, midnight), snap, quiet)
         return snap
-
-
-def _local_midnight(now: float) -> float:
-    day = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    return day.timestamp()
-
-
-def _with_rates(
-    snap: SessionSnapshot, state: SessionState, now: float, window_s: float
-) -> SessionSnapshot:
-    """The same counters with the time-dependent fields evaluated at `now`."""
-    rate, usd, series, today, cost_today = _time_fields(state, now, window_s)
-    return msgspec.structs.replace(
-        snap,
-        tokens_per_min=rate,
-        usd_per_hour=usd,
-        burn_series=series,
-        tokens_today=today,
-        cost_today=cost_today,
-    )
-
-
-_IDLE_SERIES = (0,) * SERIES_MINUTES
-
-
-def _time_fields(
-    state: SessionState, now: float, window_s: float
-) -> tuple[float, float, tuple[int, ...], int, float]:
-    """Burn rates, sparkline and today's spend at `now`; all zero for a session idle since
-    before midnight and the window, without reading its minutes."""
-    horizon = now - max(window_s, SERIES_MINUTES * 60) - 60
-    if state.last_ts < min(horizon, _local_midnight(now)):
-        return 0.0, 0.0, _IDLE_SERIES, 0, 0.0
-    end = int(now // 60)
-    first = min(int(_local_midnight(now) // 60), end - SERIES_MINUTES + 1)
-    recent = state.minute_items(min(first, int((now - window_s) // 60)), end)
-    rate, usd = _rates(recent, now, window_s, state.first_ts)
-    today, cost_today = _today(recent, now)
-    return rate, usd, _series(recent, now), today, cost_today
-
-
-def _today(minutes: MinuteItems, now: float) -> tuple[int, float]:
-    first = int(_local_midnight(now) // 60)
-    tokens = cost = 0.0
-    for minute, t, c in minutes:
-        if minute >= first:
-            tokens += t
-            cost += c
-    return int(tokens), cost
 
 
 def _unit_rates(cost_fn: CostFn, model: str) -> tuple[float, ...] | None:
@@ -543,94 +492,3 @@ def _counts(tokens: TokenCounts) -> list[int]:
         tokens.cache_write_1h,
         tokens.reasoning,
     ]
-
-
-def build_session_snapshot(
-    state: SessionState, now: float, window_s: float, bad_lines: int
-) -> SessionSnapshot:
-    """Freeze one session's counters, with burn rates evaluated at `now`."""
-    models = tuple(
-        ModelUsage(
-            model=name,
-            tokens=TokenCounts(*acc.tokens),
-            cost_usd=None if acc.unpriced and not acc.cost else acc.cost,
-            responses=acc.responses,
-        )
-        for name, acc in sorted(state.by_model.items(), key=lambda kv: -sum(kv[1].tokens))
-    )
-    total = [0] * KINDS
-    for acc in state.by_model.values():
-        total = [t + n for t, n in zip(total, acc.tokens, strict=True)]
-    tokens_rate, usd_rate, series, tokens_today, cost_today = _time_fields(state, now, window_s)
-    return SessionSnapshot(
-        key=state.key,
-        cwd=state.cwd,
-        branch=state.branch,
-        first_ts=state.first_ts,
-        last_ts=state.last_ts,
-        tokens=TokenCounts(*total),
-        cost_usd=sum(acc.cost for acc in state.by_model.values()),
-        unpriced_models=tuple(m for m, acc in state.by_model.items() if acc.unpriced),
-        models=models,
-        model_timeline=tuple(state.timeline),
-        responses=sum(acc.responses for acc in state.by_model.values()),
-        tokens_per_min=tokens_rate,
-        usd_per_hour=usd_rate,
-        burn_series=series,
-        tool_calls=sum(t.calls for t in state.tools.values()),
-        tool_errors=sum(t.errors for t in state.tools.values()),
-        tools=tuple(
-            ToolStat(name, acc.calls, acc.errors)
-            for name, acc in sorted(state.tools.items(), key=lambda kv: -kv[1].calls)
-        ),
-        recent_tools=tuple(
-            RecentTool(
-                c.timestamp,
-                c.name,
-                c.input_hash,
-                None if c.outcome < 0 else bool(c.outcome),
-                c.output_hash,
-                c.file_changing,
-            )
-            for c in state.recent
-        ),
-        files=tuple(state.files),
-        bad_lines=bad_lines,
-        estimated=state.estimated,
-        parent=state.parent,
-        responses_since_change=state.responses_since_change,
-        tokens_since_change=state.tokens_since_change,
-        tokens_today=tokens_today,
-        cost_today=cost_today,
-        host=state.host,
-    )
-
-
-def _rates(
-    minutes: MinuteItems, now: float, window_s: float, first_ts: float = 0.0
-) -> tuple[float, float]:
-    """Tokens/min and $/h over the trailing window; an idle session decays to zero.
-
-    A session younger than the window is averaged over its age (at least a minute), so a
-    fresh runaway shows its real pace instead of a fifth of it.
-    """
-    age = now - first_ts if first_ts else window_s
-    if 0 < age < window_s:
-        window_s = max(60.0, age)
-        start = int(first_ts // 60) - 1
-    else:
-        start = int((now - window_s) // 60)
-    end = int(now // 60)
-    tokens = cost = 0.0
-    for minute, t, c in minutes:
-        if start < minute <= end:
-            tokens += t
-            cost += c
-    span_min = window_s / 60.0
-    return tokens / span_min, cost * 60.0 / span_min
-
-
-def _series(minutes: MinuteItems, now: float) -> tuple[int, ...]:
-    end = int(now // 60)
-    by_minute = {m: t for m, t, _ in minutes}
-    return tuple(int(by_minute.get(m, 0.0)) for m in range(end - SERIES_MINUTES + 1, end + 1))
