@@ -27,12 +27,9 @@ from tokentop.engine.ledger_state import (
     unpack,
     unpacked_tables,
 )
-from tokentop.engine.snapshots import (
-    SERIES_MINUTES,
-    build_session_snapshot,
-    local_midnight,
-    with_rates,
-)
+from tokentop.engine.rates import CostFn as CostFn  # the type callers import from here
+from tokentop.engine.rates import RateCards
+from tokentop.engine.snapshots import SnapshotCache
 from tokentop.model import (
     RECENT_TOOLS,
     Event,
@@ -40,7 +37,6 @@ from tokentop.model import (
     LedgerSnapshot,
     SessionInfo,
     SessionKey,
-    SessionSnapshot,
     TokenCounts,
     ToolCall,
     ToolResult,
@@ -48,14 +44,9 @@ from tokentop.model import (
 )
 from tokentop.sources.base import name_text
 
-CostFn = Callable[[str, TokenCounts], "float | None"]
 MAX_TS = 2.0**40
 """Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
 event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
-LINEAR_PRICE_LIMIT = 100_000
-"""Below this much input no known price table has a long-context tier, so a response's cost
-is a dot product of per-kind rates probed once per model (the cold-scan hot path). A cost
-function bound to an object with `linear_limit(model)` (the PriceTable) gives a tighter one."""
 
 
 class Ledger:
@@ -74,11 +65,10 @@ class Ledger:
         self._tokens = array("q", state.seen_tokens)
         self._cost = array("d", state.seen_cost)
         self._estimated = set(state.estimated_slots)
-        self._cache: dict[str, tuple[tuple[int, float], SessionSnapshot, bool]] = {}
-        """Last snapshot per session: reused as is while the session is quiet (its rates are
-        zero), with fresh rates while it is active, rebuilt when its counters change."""
-        self._dirty: set[str] = set(state.sessions)
-        self._rates: dict[str, tuple[tuple[float, ...] | None, int]] = {}
+        self._snapshots = SnapshotCache(self.window_s, state.sessions)
+        self._dirty = self._snapshots.dirty
+        """Sessions whose counters changed since the last snapshot (the cache's own set)."""
+        self._rates = RateCards(self.cost_fn)
         self._last_key: SessionKey | None = None
         self._last_path = ""
         self._last_session = SessionState("", "")
@@ -227,7 +217,7 @@ class Ledger:
         counts = _counts(t)
         sid = self.state.seen_session[slot]
         model = self.state.seen_model[slot]
-        cost = self._event_cost(event, model)
+        cost = self._rates.cost(event, model)
         old_cost = self._cost[slot]
         self._tokens[base : base + KINDS] = array("q", counts)
         self._cost[slot] = math.nan if cost is None else cost
@@ -267,8 +257,8 @@ class Ledger:
             session.estimated = True
         model = event.model
         cost = event.cost_usd
-        if cost is None:  # the rate-card fast path of _event_cost, inlined
-            card = self._rates.get(model) or self._card(model)
+        if cost is None:  # the rate-card fast path of RateCards.cost, inlined
+            card = self._rates[model]
             rates = card[0]
             if rates is None:
                 pass
@@ -317,34 +307,6 @@ class Ledger:
         minute = int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0  # NaN and inf fail both
         session.add_minute(minute, ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
         return 1
-
-    def _event_cost(self, event: UsageEvent, model: str) -> float | None:
-        if event.cost_usd is not None:
-            return event.cost_usd
-        t = event.tokens
-        rates, limit = self._rates.get(model) or self._card(model)
-        if rates is None:
-            return None
-        if t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h > limit:
-            return self.cost_fn(model, t)
-        return (
-            t.input * rates[0]
-            + t.output * rates[1]
-            + t.cache_read * rates[2]
-            + t.cache_write_5m * rates[3]
-            + t.cache_write_1h * rates[4]
-            + t.reasoning * rates[5]
-        )
-
-    def _card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
-        card = self._rates[model] = self._rate_card(model)
-        return card
-
-    def _rate_card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
-        owner = getattr(self.cost_fn, "__self__", None)
-        limit_fn = getattr(owner, "linear_limit", None)
-        limit = limit_fn(model) if callable(limit_fn) else LINEAR_PRICE_LIMIT
-        return _unit_rates(self.cost_fn, model), int(limit)
 
     def _accumulate(
         self,
@@ -439,48 +401,8 @@ class Ledger:
 
     def snapshot(self, now: float, files: Mapping[str, FileHealth] | None = None) -> LedgerSnapshot:
         """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
-        files = {h.path: h for h in (files or {}).values()}  # keyed as the sessions list them
-        sessions = tuple(self._session_snapshot(sid, now, files) for sid in self.state.sessions)
-        self._dirty.clear()
         self._last_key = None
-        health = tuple(files.values())
-        return LedgerSnapshot(
-            taken_at=now,
-            sessions=sessions,
-            files=health,
-            bad_lines=sum(f.bad_lines for f in health),
-            version=self.version,
-        )
-
-    def _session_snapshot(
-        self, sid: str, now: float, files: Mapping[str, FileHealth]
-    ) -> SessionSnapshot:
-        state = self.state.sessions[sid]
-        bad = sum(files[f].bad_lines for f in state.files if f in files)
-        quiet = state.last_ts < now - max(self.window_s, SERIES_MINUTES * 60) - 60
-        cached = self._cache.get(sid)
-        midnight = local_midnight(now)
-        if cached and sid not in self._dirty and cached[0] == (bad, midnight):
-            if quiet and cached[2]:
-                return cached[1]
-            snap = with_rates(cached[1], state, now, self.window_s)  # only time moved
-        else:
-            snap = build_session_snapshot(state, now, self.window_s, bad)
-        self._cache[sid] = ((bad, midnight), snap, quiet)
-        return snap
-
-
-def _unit_rates(cost_fn: CostFn, model: str) -> tuple[float, ...] | None:
-    """Per-token price of each kind, probed from the cost function; None when unpriced."""
-    rates = []
-    for i in range(KINDS):
-        unit = [0] * KINDS
-        unit[i] = 1
-        rate = cost_fn(model, TokenCounts(*unit))
-        if rate is None:
-            return None
-        rates.append(rate)
-    return tuple(rates)
+        return self._snapshots.take(self.state.sessions, now, files or {}, self.version)
 
 
 def _counts(tokens: TokenCounts) -> list[int]:

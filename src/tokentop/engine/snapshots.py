@@ -7,15 +7,70 @@ these fields evaluated again (`with_rates`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import msgspec
 
 from tokentop.engine.ledger_state import KINDS, MinuteItems, SessionState
-from tokentop.model import ModelUsage, RecentTool, SessionSnapshot, TokenCounts, ToolStat
+from tokentop.model import (
+    FileHealth,
+    LedgerSnapshot,
+    ModelUsage,
+    RecentTool,
+    SessionSnapshot,
+    TokenCounts,
+    ToolStat,
+)
 
 SERIES_MINUTES = 30
 """Minutes of burn in a snapshot's sparkline."""
+
+
+class SnapshotCache:
+    """Last snapshot per session: reused as is while the session is quiet (its rates are
+    zero), with fresh rates while it is active, rebuilt when its counters change."""
+
+    def __init__(self, window_s: float, dirty: Iterable[str] = ()) -> None:
+        self.window_s = window_s
+        self.dirty: set[str] = set(dirty)
+        """Sessions whose counters changed since the last `take` (the ledger adds to it)."""
+        self._last: dict[str, tuple[tuple[int, float], SessionSnapshot, bool]] = {}
+
+    def take(
+        self,
+        sessions: Mapping[str, SessionState],
+        now: float,
+        files: Mapping[str, FileHealth],
+        version: int,
+    ) -> LedgerSnapshot:
+        by_path = {h.path: h for h in files.values()}  # keyed as the sessions list them
+        frozen = tuple(self._session(sid, state, now, by_path) for sid, state in sessions.items())
+        self.dirty.clear()
+        health = tuple(by_path.values())
+        return LedgerSnapshot(
+            taken_at=now,
+            sessions=frozen,
+            files=health,
+            bad_lines=sum(f.bad_lines for f in health),
+            version=version,
+        )
+
+    def _session(
+        self, sid: str, state: SessionState, now: float, files: Mapping[str, FileHealth]
+    ) -> SessionSnapshot:
+        bad = sum(files[f].bad_lines for f in state.files if f in files)
+        quiet = state.last_ts < now - max(self.window_s, SERIES_MINUTES * 60) - 60
+        cached = self._last.get(sid)
+        midnight = local_midnight(now)
+        if cached and sid not in self.dirty and cached[0] == (bad, midnight):
+            if quiet and cached[2]:
+                return cached[1]
+            snap = with_rates(cached[1], state, now, self.window_s)  # only time moved
+        else:
+            snap = build_session_snapshot(state, now, self.window_s, bad)
+        self._last[sid] = ((bad, midnight), snap, quiet)
+        return snap
 
 
 def local_midnight(now: float) -> float:
