@@ -38,7 +38,7 @@ from tokentop.demo.claude_records import Record, random_uuid
 from tokentop.demo.fleet import DEFAULT_FLEET, DemoAgentSpec
 from tokentop.engine.engine import Engine
 from tokentop.history.store import Store
-from tokentop.history.summary import EndReason, SummaryRecorder, engine_minutes
+from tokentop.history.summary import EndReason, SummaryRecorder
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.pricing import PriceTable
 from tokentop.processes.control import ActionResult
@@ -195,7 +195,7 @@ def record_history(root: Path, store: Store, config: Config) -> None:
     clock = FakeClock(NOW)
     engine = Engine(sources_in(root / "earlier"), PriceTable.default().cost, clock=clock, workers=1)
     engine.scan()
-    recorder = SummaryRecorder(store, config, clock, minutes_for=engine_minutes(engine))
+    recorder = SummaryRecorder(store, config, clock, minutes_for=engine.minutes)
     for session in sorted(engine.snapshot().sessions, key=lambda s: s.first_ts):
         recorder.record(session, reasons[session.key.session_id])
 
@@ -225,9 +225,6 @@ class ScannedEngine:
         pass
 
     def snapshot(self) -> LedgerSnapshot:
-        return self.engine.snapshot()
-
-    def tick(self) -> LedgerSnapshot:
         return self.engine.snapshot()
 
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None:

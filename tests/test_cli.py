@@ -254,3 +254,14 @@ def test_a_missing_log_file_is_an_error_like_a_missing_dir(tmp_path: Path, flag:
     missing.write_text("")
     proc = tokentop(tmp_path, "sessions", "--claude-dir", str(tmp_path), flag, str(missing))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_one_table_drives_the_dir_flags_and_the_sources(tmp_path: Path) -> None:
+    from tokentop.cli import build_parser
+    from tokentop.commands.common import AGENT_SOURCES, make_sources
+
+    for key, agent in AGENT_SOURCES.items():
+        argv = ["sessions", f"--{key}-dir", str(tmp_path)]
+        [source] = make_sources(build_parser(argv).parse_args(argv))
+        assert (type(source).__module__, type(source).__name__) == (agent.module, agent.cls)
+        assert source.name == key

@@ -144,6 +144,8 @@ def test_budget_resolution_order() -> None:
     assert config.budget_for("codex", "/home/me/notes") == Budget(3.0, 1_000_000)
     # project by basename beats agent for the field it sets; tokens still from the agent
     assert config.budget_for("codex", "/home/me/webshop") == Budget(20.0, 1_000_000)
+    # the project's name as every view shows it: a Windows cwd (a remote agent's) ends in it too
+    assert config.budget_for("codex", "C:\\Users\\me\\webshop\\") == Budget(20.0, 1_000_000)
     # project by glob on the full cwd
     assert config.budget_for("claude", "/srv/x/ml-train") == Budget(5.0, 500_000)
 

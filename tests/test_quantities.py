@@ -127,3 +127,34 @@ def test_guard_and_run_load_the_budgets_kept_in_the_store(
             time.sleep(0.2)
     sessions = build_parser(["sessions"]).parse_args(["sessions"])
     assert load_config(sessions).session_budgets == {}  # only the enforcing front-ends read it
+
+
+def test_one_convention_for_an_unpriced_cost_in_every_front_end() -> None:
+    """The app, `sessions`, Markdown and the policy's reasons show a cost with an unpriced
+    part as the same lower bound, "≥$x" (never "$x+?"), and counts the same way."""
+    import msgspec
+    from tests.test_store import snapshot
+
+    from tokentop.config import Budgets, Config
+    from tokentop.history.summary import build_summary
+    from tokentop.model import LedgerSnapshot
+    from tokentop.policy.detectors import budget_finding
+    from tokentop.render.markdown import summary_markdown
+    from tokentop.render.records import text_table
+
+    s = msgspec.structs.replace(
+        snapshot("s1", cost=2.5), unpriced_models=("mystery",), cwd="C:\\work\\shop"
+    )
+    table = text_table(
+        LedgerSnapshot(taken_at=2000.0, sessions=(s,), files=(), bad_lines=0, version=1)
+    )
+    md = summary_markdown(build_summary(s, now=2000.0, reason="idle", config=Config()))
+    over = Config(budgets=Budgets(usd=1.0))
+    found = budget_finding(s, over)
+    assert found is not None
+    reason = found.reason
+    for text in (table, md, reason, fmt.cost(s.cost_usd, s.unpriced_models)):
+        assert "≥$2.50" in text and "+?" not in text, text
+    assert "shop" in table.split() and fmt.project_name(s.cwd) == "shop"
+    assert fmt.usd(None) == "-" and fmt.usd(0.0, complete=False) == "?"
+    assert fmt.compact(123_456) == "123k" and fmt.usd(1234.5) == "$1,234"

@@ -23,6 +23,8 @@ import pytest
 
 from tokentop.cli import main
 from tokentop.commands.report import parse_since
+from tokentop.engine.engine import Engine
+from tokentop.sources.claude_code import ClaudeCodeSource
 
 AGENTS = (  # kind, behavior, project dir name ("" = a path that does not exist), seed
     ("claude", "steady", "webshop", 1),
@@ -70,6 +72,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         mp.setenv("GIT_CONFIG_GLOBAL", str(root / "no-gitconfig"))
         mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
         mp.setenv("XDG_CONFIG_HOME", str(root / "config"))  # no user config.toml
+        mp.setenv("XDG_CACHE_HOME", str(root / "cache"))  # the engine's state cache
         for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
             mp.setenv(var, "Dev")
         for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
@@ -231,6 +234,7 @@ def test_report_lists_a_session_written_after_the_previous_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fixtures = Path(__file__).parent / "fixtures" / "claude" / "ccusage-fixture" / "projects"
     root = tmp_path / "claude"
     alpha = root / "projects" / "project-alpha"
@@ -254,6 +258,7 @@ def test_default_store_takes_in_the_action_log(
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     log = default_action_log()
     assert log.is_relative_to(tmp_path)
     log.parent.mkdir(parents=True)
@@ -266,3 +271,37 @@ def test_default_store_takes_in_the_action_log(
     md = run_cli(["summary", "session-alpha", "--claude-dir", str(fixtures)], capsys)
     assert "**kill** by policy:loop (ok): loop: same call 5 times" in md
     assert (tmp_path / "data" / "tokentop" / "tokentop.db").exists()
+
+
+def test_report_resumes_from_the_engines_own_state_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One on-disk format for engine state: `report` keeps the cache every front-end keeps,
+    so after it a fresh engine (or the next report) reads only what was appended since."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    root, cache = tmp_path / "c", tmp_path / "cache"
+    gen = Path(__file__).with_name("gen_claude_corpus.py")
+    argv = [sys.executable, str(gen), str(root), "--sessions", "3", "--turns", "10", "--seed", "5"]
+    subprocess.run(argv, check=True, capture_output=True)
+    report = ["report", "--format", "json", "--claude-dir", str(root), "--db",
+              str(tmp_path / "t.db"), "--cache-dir", str(cache)]  # fmt: skip
+
+    def resumed() -> tuple[int, int]:
+        engine = Engine([ClaudeCodeSource(config_dirs=[root])], lambda *_: 0.0, cache_dir=cache)
+        engine.load_cache()
+        assert engine.cache_note == ""
+        engine.scan()
+        return engine.bytes_read, sum(s.tokens.total for s in engine.snapshot().sessions)
+
+    first = json.loads(run_cli(report, capsys))["total"]["tokens"]
+    assert [p.suffix for p in sorted(cache.iterdir())] == [".dedupe", ".msgpack"]
+    assert resumed() == (0, first)
+    transcript = sorted(root.rglob("*.jsonl"))[0]
+    line = transcript.read_bytes().splitlines(keepends=True)[1]
+    fresh = line.replace(b'"id":"msg_', b'"id":"msg_again_', 1)
+    assert fresh != line
+    with transcript.open("ab") as fh:
+        fh.write(fresh)  # a new response: the next report counts it
+    second = json.loads(run_cli(report, capsys))["total"]["tokens"]
+    assert second > first
+    assert resumed() == (0, second)

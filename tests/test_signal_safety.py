@@ -168,7 +168,7 @@ def test_two_live_sessions_in_one_cwd_make_the_guess_ambiguous(
     for sid in (SESSION_A, SESSION_B):
         claude_session(root, sid, project, 500)
     engine = Engine([ClaudeCodeSource(config_dirs=[root])], lambda *_: 0.0)
-    engine.process(engine.discover())
+    engine.process(engine.find_transcripts())
     snapshot: LedgerSnapshot = engine.snapshot()
     a = next(s for s in snapshot.sessions if s.key.session_id == SESSION_A)
     mapper = SessionMapper()

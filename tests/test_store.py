@@ -16,16 +16,11 @@ import msgspec
 import pytest
 
 from tokentop.config import Config
-from tokentop.engine.engine import Engine
-from tokentop.history.store import SCHEMA_VERSION, Store, StoreError, integrity_ok, migrate
+from tokentop.history.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, migrate
 from tokentop.history.summary import SessionSummary, build_summary
 from tokentop.model import SessionKey, SessionSnapshot, TokenCounts, ToolStat
 from tokentop.policy.detectors import Decision
-from tokentop.pricing import PriceTable
 from tokentop.processes.control import ActionResult
-from tokentop.sources.claude_code import ClaudeCodeSource
-
-GEN = Path(__file__).with_name("gen_claude_corpus.py")
 
 
 def snapshot(session_id: str, cost: float = 1.5, tools: int = 2, start: float = 1000.0):
@@ -136,11 +131,39 @@ def test_migrate_from_empty_and_refuse_newer(tmp_path: Path) -> None:
     assert migrate(conn) == SCHEMA_VERSION
     assert migrate(conn) == SCHEMA_VERSION  # idempotent
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"summaries", "actions", "events", "engine_state"} <= tables
+    assert {"summaries", "actions", "events", "budget_overrides"} <= tables
+    assert "engine_state" not in tables  # the engine's own state cache is the one format
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StoreError, match="newer"):
         Store(path)
+
+
+def test_a_version_2_file_drops_its_engine_state_copy_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step in MIGRATIONS[:2]:
+        step(conn)
+    conn.execute(  # as version 1 made it
+        "CREATE TABLE engine_state (roots_key TEXT PRIMARY KEY, roots TEXT NOT NULL, "
+        "saved_at REAL NOT NULL, blob BLOB NOT NULL)"
+    )
+    conn.execute("INSERT INTO engine_state VALUES ('k', 'claude:/x', 1.0, x'00')")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with Store(tmp_path / "scratch.db") as scratch:
+        scratch.record_summary(summary("kept"))
+        body = scratch.conn.execute("SELECT * FROM summaries").fetchone()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"INSERT INTO summaries VALUES ({','.join('?' * len(body))})", body)
+    conn.close()
+    with Store(path) as store:
+        tables = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert [str(s.key) for s in store.summaries()[0]] == ["claude:kept"]
+    assert "engine_state" not in tables and "budget_overrides" in tables
 
 
 def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
@@ -181,6 +204,14 @@ WRITER = textwrap.dedent(
 )
 
 
+def integrity_ok(path: Path) -> bool:
+    conn = sqlite3.connect(path)
+    try:
+        return bool(conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+    finally:
+        conn.close()
+
+
 def writer(path: Path, tag: str, count: int, tools: int = 3) -> subprocess.Popen[str]:
     cwd = Path(__file__).parent.parent
     argv = [sys.executable, "-c", WRITER, str(path), tag, str(count), str(tools)]
@@ -216,46 +247,3 @@ def test_kill_9_mid_write_leaves_only_whole_rows(tmp_path: Path) -> None:
     for session, cost, body in rows:
         s = msgspec.json.decode(body, type=SessionSummary)
         assert (str(s.key), s.cost_usd, len(s.tools)) == (session, cost, 3000)
-
-
-def make_corpus(out: Path) -> None:
-    argv = [sys.executable, str(GEN), str(out), "--sessions", "4", "--turns", "15", "--seed", "5"]
-    subprocess.run(argv, check=True, capture_output=True)
-
-
-def engine_for(root: Path) -> Engine:
-    return Engine([ClaudeCodeSource(config_dirs=[root])], PriceTable.default().cost, workers=1)
-
-
-def test_restart_reads_only_new_bytes_through_the_store(tmp_path: Path) -> None:
-    make_corpus(tmp_path / "c")
-    first = engine_for(tmp_path / "c")
-    with Store(tmp_path / "t.db") as store:
-        assert store.load_engine_state(first) == "no saved state for these roots"
-        first.scan()
-        assert first.bytes_read > 10_000
-        assert store.save_engine_state(first) > 0
-    second = engine_for(tmp_path / "c")
-    with Store(tmp_path / "t.db") as store:
-        assert store.load_engine_state(second) == ""
-    second.scan()
-    assert second.bytes_read == 0
-    tokens = {s.key: s.tokens for s in first.snapshot().sessions}
-    assert {s.key: s.tokens for s in second.snapshot().sessions} == tokens
-    transcript = sorted((tmp_path / "c").rglob("*.jsonl"))[0]
-    line = transcript.read_bytes().splitlines(keepends=True)[1]
-    with transcript.open("ab") as fh:
-        fh.write(line)  # a repeat of a counted response: read, deduped
-    second.scan()
-    assert second.bytes_read == len(line)
-    assert {s.key: s.tokens for s in second.snapshot().sessions} == tokens
-
-
-def test_state_for_other_roots_is_not_used(tmp_path: Path) -> None:
-    make_corpus(tmp_path / "c")
-    (tmp_path / "d").mkdir()
-    engine = engine_for(tmp_path / "c")
-    engine.scan()
-    with Store(tmp_path / "t.db") as store:
-        store.save_engine_state(engine)
-        assert store.load_engine_state(engine_for(tmp_path / "d")) != ""

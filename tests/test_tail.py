@@ -23,7 +23,11 @@ def append(path: Path, data: bytes) -> None:
 
 
 def drain(tailer: Tailer) -> list[ReadResult]:
-    return list(tailer.iter_new())
+    """`read_new` until the file has no more (each result may carry reset/gone)."""
+    results = [tailer.read_new()]
+    while results[-1].more:
+        results.append(tailer.read_new())
+    return results
 
 
 def joined(results: list[ReadResult]) -> bytes:

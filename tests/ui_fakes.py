@@ -154,9 +154,6 @@ class FakeEngine:
         self.stopped = True
 
     def snapshot(self) -> LedgerSnapshot:
-        return self.current
-
-    def tick(self) -> LedgerSnapshot:
         self.ticks += 1
         return self.current
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tokentop import __version__
-from tokentop.commands.common import EXIT_USAGE, CliError
+from tokentop.commands.common import AGENT_SOURCES, EXIT_USAGE, CliError
 from tokentop.quantities import usd_arg
 from tokentop.render.text import safe
 from tokentop.telemetry.options import ListenError, add_fleet_args
@@ -29,31 +29,11 @@ def add_source_args(p: argparse.ArgumentParser, top: bool = False) -> None:
     def default(value: object) -> object:
         return value if top else argparse.SUPPRESS
 
-    p.add_argument(
-        "--claude-dir",
-        action="append",
-        type=Path,
-        default=default([]),
-        metavar="DIR",
-        help="Claude Code config dir (or its projects/ dir); repeatable. "
-        "Giving any --*-dir reads only the dirs given.",
-    )
-    p.add_argument(
-        "--codex-dir",
-        action="append",
-        type=Path,
-        metavar="DIR",
-        default=default([]),
-        help="Codex home (holding sessions/); repeatable",
-    )
-    for flag, what in (
-        ("--gemini-dir", "Gemini CLI home (~/.gemini, holding tmp/)"),
-        ("--openclaw-dir", "OpenClaw state dir (~/.openclaw, holding agents/)"),
-        ("--opencode-dir", "opencode data dir (~/.local/share/opencode)"),
-    ):
+    for key, agent in AGENT_SOURCES.items():
         p.add_argument(
-            flag, action="append", type=Path, metavar="DIR", default=default([]), help=what
-        )
+            f"--{key}-dir", action="append", type=Path, metavar="DIR", default=default([]),
+            help=agent.help,
+        )  # fmt: skip
     p.add_argument(
         "--proxy-log",
         action="append",

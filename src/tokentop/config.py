@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import platformdirs
 
+from tokentop.model import path_tail
 from tokentop.policy.settings import Policy, policy_problem
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -225,7 +226,7 @@ def match_project(projects: dict[str, Budget], cwd: str) -> Budget | None:
     """The first entry naming `cwd` or its basename exactly, else the first glob that matches."""
     if not cwd:
         return None
-    base = os.path.basename(cwd.rstrip("/"))
+    base = path_tail(cwd)
     candidates = (cwd, base)
     for pattern, budget in projects.items():
         if os.path.expanduser(pattern) in candidates:

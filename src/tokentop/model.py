@@ -6,10 +6,28 @@ hundreds of thousands of them, which the cyclic collector then need not track.
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 RECENT_TOOLS = 30
 """Tool calls kept per session for the loop detectors (and hashed by the parsers)."""
+NAME_MAX = 40
+"""A project name longer than this is cut: a table column, not a path."""
+_SEPARATORS = re.compile(r"[\\/]")
+
+
+def path_tail(path: str) -> str:
+    """The last part of a POSIX or Windows path (C:\\work\\shop -> shop): a transcript
+    may record either kind, whatever this machine is."""
+    parts = [p for p in _SEPARATORS.split(path) if p]
+    return parts[-1] if parts else ""
+
+
+def base_name(path: str) -> str:
+    """`path_tail`, at most NAME_MAX characters: a session's project name everywhere."""
+    name = path_tail(path)
+    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
 
 
 class SessionKey(msgspec.Struct, frozen=True, order=True, array_like=True, gc=False):
@@ -219,10 +237,6 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     cost_today: float = 0.0
     host: str = ""
     """Another machine's name for a session known from its telemetry; "" is this machine."""
-
-    @property
-    def cost_known(self) -> bool:
-        return not self.unpriced_models
 
     @property
     def remote(self) -> bool:

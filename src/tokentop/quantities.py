@@ -1,5 +1,6 @@
 """Money and token counts as users type them, read one way everywhere: the budget dialog and
-every flag (`run --budget`, `--budget-tokens 2M`, `demo --budget`).
+every flag (`run --budget`, `--budget-tokens 2M`, `demo --budget`); and shown back one way
+("2.0M", "≥$1.23"): here, because the detectors' reasons show them and cannot import render/.
 
 A comma is a thousands separator only in groups of three ("1,000"); "3,50" could mean $3.50
 or $350, so it is refused rather than guessed. Words float() accepts ("nan", "inf") and
@@ -97,6 +98,31 @@ def _required(parse: Callable[[str], T | None], text: str) -> T:
     if value is None:
         raise argparse.ArgumentTypeError("expected an amount")
     return value
+
+
+def compact(n: float) -> str:
+    """1234 -> 1.2k, 2_500_000 -> 2.5M, 123_456 -> 123k: at most 5 characters for counts
+    below 1e15; the one count convention (render/figures.py re-exports it)."""
+    value = abs(n)
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            scaled = n / limit
+            return f"{scaled:.1f}{suffix}" if abs(scaled) < 100 else f"{scaled:.0f}{suffix}"
+    return f"{n:.0f}"
+
+
+def usd(amount: float | None, complete: bool = True) -> str:
+    """Dollars as shown: "$1.23", "$0.004", "$1,234"; "-" for no figure. `complete=False`
+    marks a lower bound (part is unpriced): "≥$1.23", or "?" when nothing is priced."""
+    if amount is None:
+        return "-"
+    if not complete and amount <= 0:
+        return "?"
+    if amount >= 1000:
+        text = f"${amount:,.0f}"
+    else:
+        text = f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.3f}"
+    return text if complete else f"≥{text}"
 
 
 def plural(n: int, word: str) -> str:

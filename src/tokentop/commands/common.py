@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
@@ -63,22 +63,47 @@ def _paths(entries: list[str]) -> list[Path]:
     return [Path(e).expanduser() for e in entries]
 
 
-AGENT_SOURCES: dict[str, tuple[str, str]] = {
-    "claude": ("tokentop.sources.claude_code", "ClaudeCodeSource"),
-    "codex": ("tokentop.sources.codex", "CodexSource"),
-    "gemini": ("tokentop.sources.gemini", "GeminiSource"),
-    "openclaw": ("tokentop.sources.openclaw", "OpenClawSource"),
-    "opencode": ("tokentop.sources.opencode", "OpencodeSource"),
+class AgentSource(NamedTuple):
+    module: str
+    cls: str
+    help: str
+    """What `--KEY-dir` names, for `--help`."""
+
+
+AGENT_SOURCES: dict[str, AgentSource] = {
+    "claude": AgentSource(
+        "tokentop.sources.claude_code",
+        "ClaudeCodeSource",
+        "Claude Code config dir (or its projects/ dir); repeatable. "
+        "Giving any --*-dir reads only the dirs given.",
+    ),
+    "codex": AgentSource(
+        "tokentop.sources.codex", "CodexSource", "Codex home (holding sessions/); repeatable"
+    ),
+    "gemini": AgentSource(
+        "tokentop.sources.gemini", "GeminiSource", "Gemini CLI home (~/.gemini, holding tmp/)"
+    ),
+    "openclaw": AgentSource(
+        "tokentop.sources.openclaw",
+        "OpenClawSource",
+        "OpenClaw state dir (~/.openclaw, holding agents/)",
+    ),
+    "opencode": AgentSource(
+        "tokentop.sources.opencode",
+        "OpencodeSource",
+        "opencode data dir (~/.local/share/opencode)",
+    ),
 }
-"""Agent key (as in `--KEY-dir` and `[roots]`) -> the module and class of its source."""
+"""Agent key (as in `--KEY-dir` and `[roots]`) -> the module and class of its source, and
+the help of its flag: the one table behind both the flags and `make_sources`."""
 
 
 def _agent_source(key: str, dirs: list[Path] | None, extra: list[Path]) -> Source:
     """The agent's source over `dirs`, else its default folders plus `extra`."""
     from importlib import import_module
 
-    module, name = AGENT_SOURCES[key]
-    cls: type[DirSource] = getattr(import_module(module), name)
+    entry = AGENT_SOURCES[key]
+    cls: type[DirSource] = getattr(import_module(entry.module), entry.cls)
     if dirs is None and extra:
         dirs = cls.default_dirs(os.environ) + extra
     return cls(dirs)

@@ -30,7 +30,6 @@ from tokentop.config import Config
 from tokentop.engine.engine import Engine
 from tokentop.history.keeper import HistoryKeeper
 from tokentop.history.store import Store, StoreError
-from tokentop.history.summary import engine_minutes
 from tokentop.model import SessionSnapshot
 from tokentop.policy.detectors import Decision
 from tokentop.policy.watchdog import Judgement, Watchdog
@@ -236,7 +235,7 @@ def open_keeper(
         print(f"tokentop: {what}: {safe(str(exc))}", file=sys.stderr)
 
     keeper = HistoryKeeper(
-        store, config, SystemClock(), minutes_for=engine_minutes(engine), on_error=failed
+        store, config, SystemClock(), minutes_for=engine.minutes, on_error=failed
     )
     watchdog.subscribe(keeper.take)
     return keeper

@@ -257,7 +257,7 @@ def read_session(
     engine.load_cache()
     engine.process([transcript, *sorted(subagents.glob("agent-*.jsonl"))])
     engine.save_cache()
-    sessions = engine.ledger.snapshot(now).sessions
+    sessions = engine.snapshot(at=now).sessions
     mine = [s for s in sessions if s.key == key]
     return (mine or sorted(sessions, key=lambda s: s.last_ts))[-1] if sessions else None
 

@@ -1,7 +1,7 @@
 """`tokentop report` and `tokentop summary SESSION`: recorded history, grouped and printed.
 
-Both first run the engine over the transcript roots (resuming from the offsets saved in the
-store, so only what was appended is read) and record a summary of every session that changed,
+Both first run the engine over the transcript roots (resuming from the engine's state cache,
+so only what was appended is read) and record a summary of every session that changed,
 so a report lists a session written since the last one, on any transcript tree; `--no-scan`
 shows the store as it is. Sessions still going on are recorded as "open" and updated by the
 next scan. Survival of recorded commits is re-checked with git on every run.
@@ -27,12 +27,12 @@ from tokentop.commands.common import CliError, make_engine
 from tokentop.config import Config, ConfigError, load_config
 from tokentop.history.git_output import check_survival
 from tokentop.history.store import Store, StoreError
-from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason, engine_minutes
+from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason
 from tokentop.model import LedgerSnapshot
 from tokentop.policy.watchdog import Watchdog
 from tokentop.quantities import plural
-from tokentop.render.markdown import duration, summary_markdown, usd, when
-from tokentop.render.records import compact
+from tokentop.render.figures import compact, duration, usd, when
+from tokentop.render.markdown import summary_markdown
 from tokentop.render.text import csv_text, json_for_terminal, md_inline, safe
 
 BY = ("session", "day", "project", "agent", "model")
@@ -174,16 +174,14 @@ def _open_store(args: argparse.Namespace) -> Store:
 def scan_into(
     store: Store, args: argparse.Namespace, config: Config, clock: Clock, since: float | None
 ) -> int:
-    """Read the transcripts (resuming from the stored offsets) and record changed sessions."""
-    use_state = not getattr(args, "no_cache", False)
+    """Read the transcripts and record changed sessions. The engine resumes from its own
+    state cache (the one every front-end keeps, unless --no-cache), so only new bytes are read."""
     engine = make_engine(args)
-    if use_state:
-        store.load_engine_state(engine)
+    engine.load_cache()
     engine.scan()
-    if use_state:
-        store.save_engine_state(engine)
+    engine.save_cache()
     recorder = SummaryRecorder(
-        store, config, clock, minutes_for=engine_minutes(engine), use_git=not args.no_git
+        store, config, clock, minutes_for=engine.minutes, use_git=not args.no_git
     )
     now = clock.now()
     recorded = 0

@@ -220,7 +220,7 @@ class Run:
         roots = [root for _, root in self.engine.roots]
         feed = ChangeFeed(roots, self._relevant, self._on_changes, sweep_interval=STATUS_EVERY_S)
         feed.start()  # before the launch, so the new transcript's creation is seen
-        self.linker.existing = set(self.engine.discover())
+        self.linker.existing = set(self.engine.find_transcripts())
         self.linker.named = named_sessions(argv)
         self.linker.resuming = resumes(argv) and not self.linker.named
         try:
@@ -258,7 +258,7 @@ class Run:
 
         from tokentop.clock import SystemClock
         from tokentop.history.store import Store, StoreError
-        from tokentop.history.summary import SummaryRecorder, engine_minutes
+        from tokentop.history.summary import SummaryRecorder
         from tokentop.processes.control import default_action_log
 
         self.engine.process(self.linker.linked)  # the agent's last lines
@@ -273,7 +273,7 @@ class Run:
                 for finding in self.findings:
                     store.record_event(finding)
                 recorder = SummaryRecorder(
-                    store, self.config, SystemClock(), minutes_for=engine_minutes(self.engine)
+                    store, self.config, SystemClock(), minutes_for=self.engine.minutes
                 )
                 for session in sessions:
                     recorder.record(session, self.ended.get(session.key, "exited"))
@@ -425,7 +425,8 @@ class StatusLine:
 def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> str:
     if not sessions:
         return f"tokentop: agent {state}, no transcript linked yet"
-    from tokentop.policy.detectors import short_count as short
+    from tokentop.render.figures import compact as short
+    from tokentop.render.figures import usd
 
     tokens = sum(s.tokens.total for s in sessions)
     cost = sum(s.cost_usd for s in sessions)
@@ -435,6 +436,8 @@ def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> 
     spent = f"{short(tokens)} tok" + (
         f" of {short(budget.tokens)}" if budget.tokens is not None else ""
     )
-    money = f"${cost:,.2f}" + (f" of ${budget.usd:,.2f}" if budget.usd is not None else "")
+    money = usd(cost, not any(s.unpriced_models for s in sessions)) + (
+        f" of {usd(budget.usd)}" if budget.usd is not None else ""
+    )
     name = str(sessions[-1].key)[:20]
     return f"tokentop: {name} {state} · {spent} · {money} · {short(rate)} tok/min"

@@ -17,7 +17,8 @@ from pathlib import Path
 import msgspec
 
 from tokentop.engine import state_cache as cache_mod
-from tokentop.engine.engine import Engine, whole_file_kinds
+from tokentop.engine.engine import Engine
+from tokentop.engine.tracked import whole_file_kinds
 from tokentop.model import LedgerSnapshot
 from tokentop.sources.wholefile import read_regular
 
@@ -69,7 +70,7 @@ def recall(engine: Engine) -> Remembered | None:
         if now != (tail.inode, tail.dev, tail.offset, tail.mtime_ns):
             return None
         known.add(tail.real_path())
-    if engine.discover_new(known):
+    if engine.find_transcripts(known):
         return None
     return remembered
 

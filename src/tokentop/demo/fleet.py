@@ -79,9 +79,6 @@ class DemoFleet:
                 ref, cwd=spec.project, agent=spec.kind
             )
 
-    def process_for(self, key: SessionKey) -> ProcessRef | None:
-        return self.refs.get(key)
-
     def stop(self) -> None:
         """Kill every demo agent's process group, paused or not, then remove the temp root."""
         for proc in self.children:

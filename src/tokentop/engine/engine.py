@@ -6,95 +6,30 @@ from the engine thread, coalesced so a burst of appends produces at most `max_hz
 
 from __future__ import annotations
 
-import operator
 import os
 import threading
 import time
 from collections.abc import Callable, Container, Iterable, Sequence
-from functools import reduce
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import msgspec
+from typing import TYPE_CHECKING
 
 from tokentop.clock import Clock, SystemClock
 from tokentop.engine import state_cache as cache_mod
 from tokentop.engine.failure import EngineFailure, failure_of
+from tokentop.engine.inbox import Inbox
 from tokentop.engine.ledger import CostFn, Ledger
 from tokentop.engine.ledger_state import LedgerState
-from tokentop.engine.tail import Tailer, TailState, rewritten_in_place
-from tokentop.model import Event, FileHealth, LedgerSnapshot
-from tokentop.sources.base import FileParser, Source, Walk, name_text, transcript_names
+from tokentop.engine.resume import file_records, resume, tracked_from
+from tokentop.engine.tail import Tailer, TailState
+from tokentop.engine.tracked import Tracked, unchanged
+from tokentop.model import Event, LedgerSnapshot, SessionKey
+from tokentop.sources.base import Source, Walk, name_text, transcript_names
 from tokentop.sources.wholefile import WholeFileParser
 
 if TYPE_CHECKING:
     from tokentop.engine.coldscan import ScanProgress
 
 Listener = Callable[[LedgerSnapshot], None]
-
-
-class Tracked:
-    """A file being followed: its source, tailer and parser."""
-
-    __slots__ = ("parser", "source", "tailer")
-
-    def __init__(self, source: Source, tailer: Tailer, parser: FileParser) -> None:
-        self.source = source
-        self.tailer = tailer
-        self.parser = parser
-
-    def health(self) -> FileHealth:
-        p = self.parser
-        return FileHealth(
-            p.path, self.source.name, self.tailer.state.offset, p.lines, p.bad_lines, p.last_error
-        )
-
-
-_DECODERS: dict[tuple[type[FileParser], ...], msgspec.msgpack.Decoder[Any]] = {}
-
-
-def _parser_decoder() -> msgspec.msgpack.Decoder[Any]:
-    """Decodes any parser by its tag: one decoder for every cached file, where asking each
-    source for a parser to learn its type costs a warm restart ~10 ms per 1000 files."""
-    kinds = tuple(_tagged(FileParser))
-    decoder = _DECODERS.get(kinds)
-    if decoder is None:
-        decoder = _DECODERS[kinds] = msgspec.msgpack.Decoder(reduce(operator.or_, kinds))
-    return decoder
-
-
-def whole_file_kinds() -> set[str]:
-    """Parser tags of the files that are rewritten whole (their size says nothing)."""
-    return {
-        str(k.__struct_config__.tag) for k in _tagged(FileParser) if issubclass(k, WholeFileParser)
-    }
-
-
-def _tagged(cls: type[FileParser]) -> list[type[FileParser]]:
-    found: list[type[FileParser]] = []
-    for sub in cls.__subclasses__():
-        if sub.__struct_config__.tag is not None:
-            found.append(sub)
-        found += _tagged(sub)
-    return found
-
-
-def _unchanged(tailer: Tailer, path: str) -> bool:
-    """Same file, fully read, not touched since: one stat instead of open/fstat/read/close
-    (warm restarts). A moved mtime sends it to the tailer, which checks its first bytes."""
-    state = tailer.state
-    if not state.inode or tailer.pending_bytes:
-        return False
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (
-        st.st_ino == state.inode
-        and st.st_dev == state.dev
-        and st.st_size == state.offset
-        and st.st_mtime_ns == state.mtime_ns
-    )
 
 
 class Engine:
@@ -134,10 +69,8 @@ class Engine:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._pending: set[Path] = set()
-        self._inbox: list[tuple[str, list[Event]]] = []
+        self._inbox = Inbox()
         """Events from no file (telemetry), applied by the engine thread: see ingest()."""
-        self._inbox_lock = threading.Lock()
-        """Not the engine lock, which a scan holds for seconds: senders must not wait."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -164,67 +97,27 @@ class Engine:
         """Resume from the cache if it matches these roots; otherwise the next scan is cold."""
         if self._cache_path is None:
             return
-        data, why = cache_mod.load(self._cache_path)
-        self.cache_note = why
-        if data is None:
-            return
-        packed = None
-        if data.dedupe_id:
-            packed = cache_mod.dedupe_loader(self._cache_path, data.dedupe_id)
-            if packed is None:
-                self.cache_note = "cache ignored (its dedupe tables are missing, stale or damaged)"
-                return
-        try:
-            ledger = Ledger.restore(data.ledger, self.cost_fn, self.window_s, packed)
-        except (OverflowError, ValueError) as exc:  # counters out of int64 range
-            self.cache_note = f"cache ignored (damaged: {exc})"
-            return
-        files = self._tracked_from(data.files)
-        if files is None:
-            self.cache_note = "cache ignored (parser state changed)"
-            return
-        changed = next((p for p, t in files.items() if rewritten_in_place(t.tailer.state)), "")
-        if changed:
-            self.cache_note = f"cache ignored ({changed!r} was rewritten in place)"
+        resumed, self.cache_note = resume(
+            self._cache_path, self.sources, self.cost_fn, self.window_s
+        )
+        if resumed is None:
             return
         with self._lock:
-            self.ledger = ledger
-            self.files = files
+            self.ledger, self.files, self.cache_id = resumed
             self._saved = self._change_mark()
-            self.cache_id = data.save_id
 
     def _change_mark(self) -> tuple[int, int, int]:
         return (self.ledger.version, self.bytes_read, len(self.files))
 
-    def _tracked_from(self, records: list[cache_mod.FileRecord]) -> dict[str, Tracked] | None:
-        by_name = {s.name: s for s in self.sources}
-        files: dict[str, Tracked] = {}
-        decode = _parser_decoder().decode
-        for rec in records:
-            source = by_name.get(rec.agent)
-            if source is None:
-                continue
-            try:
-                parser: FileParser = decode(rec.parser)
-            except cache_mod.CACHE_ERRORS:
-                return None
-            files[rec.tail.real_path()] = Tracked(source, Tailer(rec.tail), parser)
-        return files
-
     def file_records(self) -> list[cache_mod.FileRecord]:
         with self._lock:
-            return [
-                cache_mod.FileRecord(
-                    t.source.name, t.tailer.state, msgspec.Raw(msgspec.msgpack.encode(t.parser))
-                )
-                for t in self.files.values()
-            ]
+            return file_records(self.files.values())
 
     def absorb(
         self, ledger: LedgerState, records: list[cache_mod.FileRecord], bytes_read: int
     ) -> bool:
         """Fold in what another process read (see coldscan); False if it must be re-read."""
-        files = self._tracked_from(records)
+        files = tracked_from(records, self.sources)
         with self._lock:
             if files is None or not self.ledger.merge(ledger):
                 return False
@@ -252,20 +145,13 @@ class Engine:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def discover(self) -> list[Path]:
-        return self._discover(skip_known=False)
-
-    def _discover(self, skip_known: bool) -> list[Path]:
-        """Transcripts under the roots; with `skip_known`, only files not yet followed (a
-        warm restart then builds no Path for the thousands it already knows)."""
-        return self.discover_new(self.files if skip_known else ())
-
     @property
     def cache_path(self) -> Path | None:
         return self._cache_path
 
-    def discover_new(self, known: Container[str]) -> list[Path]:
-        """Transcripts under the roots whose path is not in `known`.
+    def find_transcripts(self, known: Container[str] = ()) -> list[Path]:
+        """Transcripts under the roots whose path is not in `known` (the scan passes the
+        files it follows, so a warm restart builds no Path for the thousands it knows).
 
         Symlinked folders are followed (once each), and a file reached by a second path
         (or already followed under another one) is left out, so it counts once. A folder
@@ -301,7 +187,7 @@ class Engine:
         from tokentop.engine.coldscan import ColdScan
 
         changed = self.process(list(self.files))
-        fresh = list(dict.fromkeys(self._discover(skip_known=True)))
+        fresh = list(dict.fromkeys(self.find_transcripts(self.files)))
         if fresh:
             changed |= ColdScan(self, fresh, publish).run()
         return changed
@@ -343,7 +229,7 @@ class Engine:
             self.files[key] = tracked
         if isinstance(tracked.parser, WholeFileParser):
             return self._refresh(tracked, tracked.parser, key)
-        if _unchanged(tracked.tailer, key):
+        if unchanged(tracked.tailer, key):
             return False
         changed = False
         while True:
@@ -388,26 +274,20 @@ class Engine:
         replace them, and notifies at its usual coalesced rate. `origin` stands in for a
         file name in the session's `files`.
         """
-        with self._inbox_lock:
-            self._inbox.append((origin, list(events)))
+        self._inbox.put(events, origin)
         self._wake.set()
 
     @property
     def backlog(self) -> int:
         """Ingested events not applied yet (a receiver refuses more past a limit)."""
-        with self._inbox_lock:
-            return sum(len(events) for _, events in self._inbox)
+        return self._inbox.backlog
 
     def apply_inbox(self) -> bool:
         """Apply queued ingested events; True if a counter changed (the engine thread calls
         it; a caller without a running engine may too)."""
-        with self._inbox_lock:
-            inbox, self._inbox = self._inbox, []
+        inbox = self._inbox.take()
         with self._lock:
-            changed = 0
-            for origin, events in inbox:
-                changed += self.ledger.apply(events, origin)
-            return changed > 0
+            return sum(self.ledger.apply(events, origin) for origin, events in inbox) > 0
 
     def session_files(self, key: str) -> list[str]:
         """The files a session was read from (`key` is `str(SessionKey)`); [] if unknown.
@@ -418,17 +298,23 @@ class Engine:
         state = self.ledger.state.sessions.get(key)
         return list(state.files) if state is not None else []
 
+    def minutes(self, key: SessionKey) -> dict[int, tuple[float, float]]:
+        """A session's (tokens, cost) per minute index, copied under the lock: a summary
+        built on another thread reads them while this one applies events."""
+        with self._lock:
+            state = self.ledger.state.sessions.get(str(key))
+            return {} if state is None else {m: (t, c) for m, t, c in state.minute_items()}
+
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot(self) -> LedgerSnapshot:
-        """The current state, with burn rates evaluated at the clock's now."""
+    def snapshot(self, at: float | None = None) -> LedgerSnapshot:
+        """The current state, with burn rates evaluated at the clock's now (or `at`: the
+        hook judges the instant its tool call happened)."""
         with self._lock:
             health = {k: t.health() for k, t in self.files.items()}
-            snap = self.ledger.snapshot(self.clock.now(), health)
+            snap = self.ledger.snapshot(self.clock.now() if at is None else at, health)
             self._last_snapshot = snap
             return snap
-
-    tick = snapshot
 
     @property
     def last_snapshot(self) -> LedgerSnapshot | None:

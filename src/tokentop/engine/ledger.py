@@ -12,15 +12,11 @@ import math
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
-
-import msgspec
 
 from tokentop.engine.ledger_state import (
     KINDS,
     SEP,
     LedgerState,
-    MinuteItems,
     ModelAcc,
     RecentCall,
     SessionState,
@@ -31,33 +27,26 @@ from tokentop.engine.ledger_state import (
     unpack,
     unpacked_tables,
 )
+from tokentop.engine.rates import CostFn as CostFn  # the type callers import from here
+from tokentop.engine.rates import RateCards
+from tokentop.engine.snapshots import SnapshotCache
 from tokentop.model import (
     RECENT_TOOLS,
     Event,
     FileHealth,
     LedgerSnapshot,
-    ModelUsage,
-    RecentTool,
     SessionInfo,
     SessionKey,
-    SessionSnapshot,
     TokenCounts,
     ToolCall,
     ToolResult,
-    ToolStat,
     UsageEvent,
 )
 from tokentop.sources.base import name_text
 
-CostFn = Callable[[str, TokenCounts], "float | None"]
 MAX_TS = 2.0**40
 """Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
 event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
-LINEAR_PRICE_LIMIT = 100_000
-"""Below this much input no known price table has a long-context tier, so a response's cost
-is a dot product of per-kind rates probed once per model (the cold-scan hot path). A cost
-function bound to an object with `linear_limit(model)` (the PriceTable) gives a tighter one."""
-SERIES_MINUTES = 30
 
 
 class Ledger:
@@ -76,11 +65,10 @@ class Ledger:
         self._tokens = array("q", state.seen_tokens)
         self._cost = array("d", state.seen_cost)
         self._estimated = set(state.estimated_slots)
-        self._cache: dict[str, tuple[tuple[int, float], SessionSnapshot, bool]] = {}
-        """Last snapshot per session: reused as is while the session is quiet (its rates are
-        zero), with fresh rates while it is active, rebuilt when its counters change."""
-        self._dirty: set[str] = set(state.sessions)
-        self._rates: dict[str, tuple[tuple[float, ...] | None, int]] = {}
+        self._snapshots = SnapshotCache(self.window_s, state.sessions)
+        self._dirty = self._snapshots.dirty
+        """Sessions whose counters changed since the last snapshot (the cache's own set)."""
+        self._rates = RateCards(self.cost_fn)
         self._last_key: SessionKey | None = None
         self._last_path = ""
         self._last_session = SessionState("", "")
@@ -211,12 +199,6 @@ class Ledger:
         session.note_model(event.timestamp, event.model)
         return 1
 
-    def _usage(self, event: UsageEvent, path: str) -> int:
-        slot = self.state.seen.get(event.dedupe_key)
-        if slot is None:
-            return self._add_new(event, path)
-        return self._grow(slot, event, path)
-
     def _grow(self, slot: int, event: UsageEvent, path: str) -> int:
         """A later copy of a counted response: count only what it adds (max wins).
 
@@ -235,7 +217,7 @@ class Ledger:
         counts = _counts(t)
         sid = self.state.seen_session[slot]
         model = self.state.seen_model[slot]
-        cost = self._event_cost(event, model)
+        cost = self._rates.cost(event, model)
         old_cost = self._cost[slot]
         self._tokens[base : base + KINDS] = array("q", counts)
         self._cost[slot] = math.nan if cost is None else cost
@@ -275,8 +257,8 @@ class Ledger:
             session.estimated = True
         model = event.model
         cost = event.cost_usd
-        if cost is None:  # the rate-card fast path of _event_cost, inlined
-            card = self._rates.get(model) or self._card(model)
+        if cost is None:  # the rate-card fast path of RateCards.cost, inlined
+            card = self._rates[model]
             rates = card[0]
             if rates is None:
                 pass
@@ -325,34 +307,6 @@ class Ledger:
         minute = int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0  # NaN and inf fail both
         session.add_minute(minute, ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
         return 1
-
-    def _event_cost(self, event: UsageEvent, model: str) -> float | None:
-        if event.cost_usd is not None:
-            return event.cost_usd
-        t = event.tokens
-        rates, limit = self._rates.get(model) or self._card(model)
-        if rates is None:
-            return None
-        if t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h > limit:
-            return self.cost_fn(model, t)
-        return (
-            t.input * rates[0]
-            + t.output * rates[1]
-            + t.cache_read * rates[2]
-            + t.cache_write_5m * rates[3]
-            + t.cache_write_1h * rates[4]
-            + t.reasoning * rates[5]
-        )
-
-    def _card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
-        card = self._rates[model] = self._rate_card(model)
-        return card
-
-    def _rate_card(self, model: str) -> tuple[tuple[float, ...] | None, int]:
-        owner = getattr(self.cost_fn, "__self__", None)
-        limit_fn = getattr(owner, "linear_limit", None)
-        limit = limit_fn(model) if callable(limit_fn) else LINEAR_PRICE_LIMIT
-        return _unit_rates(self.cost_fn, model), int(limit)
 
     def _accumulate(
         self,
@@ -447,100 +401,8 @@ class Ledger:
 
     def snapshot(self, now: float, files: Mapping[str, FileHealth] | None = None) -> LedgerSnapshot:
         """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
-        files = {h.path: h for h in (files or {}).values()}  # keyed as the sessions list them
-        sessions = tuple(self._session_snapshot(sid, now, files) for sid in self.state.sessions)
-        self._dirty.clear()
         self._last_key = None
-        health = tuple(files.values())
-        return LedgerSnapshot(
-            taken_at=now,
-            sessions=sessions,
-            files=health,
-            bad_lines=sum(f.bad_lines for f in health),
-            version=self.version,
-        )
-
-    def _session_snapshot(
-        self, sid: str, now: float, files: Mapping[str, FileHealth]
-    ) -> SessionSnapshot:
-        state = self.state.sessions[sid]
-        bad = sum(files[f].bad_lines for f in state.files if f in files)
-        quiet = state.last_ts < now - max(self.window_s, SERIES_MINUTES * 60) - 60
-        cached = self._cache.get(sid)
-        midnight = _local_midnight(now)
-        if cached and sid not in self._dirty and cached[0] == (bad, midnight):
-            if quiet and cached[2]:
-                return cached[1]
-            snap = _with_rates(cached[1], state, now, self.window_s)  # only time moved
-        else:
-            snap = build_session_snapshot(state, now, self.window_s, bad)
-        self._cache[sid] = ((bad, midnight), snap, quiet)
-        return snap
-
-    def session_ids(self) -> list[str]:
-        return list(self.state.sessions)
-
-
-def _local_midnight(now: float) -> float:
-    day = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    return day.timestamp()
-
-
-def _with_rates(
-    snap: SessionSnapshot, state: SessionState, now: float, window_s: float
-) -> SessionSnapshot:
-    """The same counters with the time-dependent fields evaluated at `now`."""
-    rate, usd, series, today, cost_today = _time_fields(state, now, window_s)
-    return msgspec.structs.replace(
-        snap,
-        tokens_per_min=rate,
-        usd_per_hour=usd,
-        burn_series=series,
-        tokens_today=today,
-        cost_today=cost_today,
-    )
-
-
-_IDLE_SERIES = (0,) * SERIES_MINUTES
-
-
-def _time_fields(
-    state: SessionState, now: float, window_s: float
-) -> tuple[float, float, tuple[int, ...], int, float]:
-    """Burn rates, sparkline and today's spend at `now`; all zero for a session idle since
-    before midnight and the window, without reading its minutes."""
-    horizon = now - max(window_s, SERIES_MINUTES * 60) - 60
-    if state.last_ts < min(horizon, _local_midnight(now)):
-        return 0.0, 0.0, _IDLE_SERIES, 0, 0.0
-    end = int(now // 60)
-    first = min(int(_local_midnight(now) // 60), end - SERIES_MINUTES + 1)
-    recent = state.minute_items(min(first, int((now - window_s) // 60)), end)
-    rate, usd = _rates(recent, now, window_s, state.first_ts)
-    today, cost_today = _today(recent, now)
-    return rate, usd, _series(recent, now), today, cost_today
-
-
-def _today(minutes: MinuteItems, now: float) -> tuple[int, float]:
-    first = int(_local_midnight(now) // 60)
-    tokens = cost = 0.0
-    for minute, t, c in minutes:
-        if minute >= first:
-            tokens += t
-            cost += c
-    return int(tokens), cost
-
-
-def _unit_rates(cost_fn: CostFn, model: str) -> tuple[float, ...] | None:
-    """Per-token price of each kind, probed from the cost function; None when unpriced."""
-    rates = []
-    for i in range(KINDS):
-        unit = [0] * KINDS
-        unit[i] = 1
-        rate = cost_fn(model, TokenCounts(*unit))
-        if rate is None:
-            return None
-        rates.append(rate)
-    return tuple(rates)
+        return self._snapshots.take(self.state.sessions, now, files or {}, self.version)
 
 
 def _counts(tokens: TokenCounts) -> list[int]:
@@ -552,94 +414,3 @@ def _counts(tokens: TokenCounts) -> list[int]:
         tokens.cache_write_1h,
         tokens.reasoning,
     ]
-
-
-def build_session_snapshot(
-    state: SessionState, now: float, window_s: float, bad_lines: int
-) -> SessionSnapshot:
-    """Freeze one session's counters, with burn rates evaluated at `now`."""
-    models = tuple(
-        ModelUsage(
-            model=name,
-            tokens=TokenCounts(*acc.tokens),
-            cost_usd=None if acc.unpriced and not acc.cost else acc.cost,
-            responses=acc.responses,
-        )
-        for name, acc in sorted(state.by_model.items(), key=lambda kv: -sum(kv[1].tokens))
-    )
-    total = [0] * KINDS
-    for acc in state.by_model.values():
-        total = [t + n for t, n in zip(total, acc.tokens, strict=True)]
-    tokens_rate, usd_rate, series, tokens_today, cost_today = _time_fields(state, now, window_s)
-    return SessionSnapshot(
-        key=state.key,
-        cwd=state.cwd,
-        branch=state.branch,
-        first_ts=state.first_ts,
-        last_ts=state.last_ts,
-        tokens=TokenCounts(*total),
-        cost_usd=sum(acc.cost for acc in state.by_model.values()),
-        unpriced_models=tuple(m for m, acc in state.by_model.items() if acc.unpriced),
-        models=models,
-        model_timeline=tuple(state.timeline),
-        responses=sum(acc.responses for acc in state.by_model.values()),
-        tokens_per_min=tokens_rate,
-        usd_per_hour=usd_rate,
-        burn_series=series,
-        tool_calls=sum(t.calls for t in state.tools.values()),
-        tool_errors=sum(t.errors for t in state.tools.values()),
-        tools=tuple(
-            ToolStat(name, acc.calls, acc.errors)
-            for name, acc in sorted(state.tools.items(), key=lambda kv: -kv[1].calls)
-        ),
-        recent_tools=tuple(
-            RecentTool(
-                c.timestamp,
-                c.name,
-                c.input_hash,
-                None if c.outcome < 0 else bool(c.outcome),
-                c.output_hash,
-                c.file_changing,
-            )
-            for c in state.recent
-        ),
-        files=tuple(state.files),
-        bad_lines=bad_lines,
-        estimated=state.estimated,
-        parent=state.parent,
-        responses_since_change=state.responses_since_change,
-        tokens_since_change=state.tokens_since_change,
-        tokens_today=tokens_today,
-        cost_today=cost_today,
-        host=state.host,
-    )
-
-
-def _rates(
-    minutes: MinuteItems, now: float, window_s: float, first_ts: float = 0.0
-) -> tuple[float, float]:
-    """Tokens/min and $/h over the trailing window; an idle session decays to zero.
-
-    A session younger than the window is averaged over its age (at least a minute), so a
-    fresh runaway shows its real pace instead of a fifth of it.
-    """
-    age = now - first_ts if first_ts else window_s
-    if 0 < age < window_s:
-        window_s = max(60.0, age)
-        start = int(first_ts // 60) - 1
-    else:
-        start = int((now - window_s) // 60)
-    end = int(now // 60)
-    tokens = cost = 0.0
-    for minute, t, c in minutes:
-        if start < minute <= end:
-            tokens += t
-            cost += c
-    span_min = window_s / 60.0
-    return tokens / span_min, cost * 60.0 / span_min
-
-
-def _series(minutes: MinuteItems, now: float) -> tuple[int, ...]:
-    end = int(now // 60)
-    by_minute = {m: t for m, t, _ in minutes}
-    return tuple(int(by_minute.get(m, 0.0)) for m in range(end - SERIES_MINUTES + 1, end + 1))

@@ -11,7 +11,6 @@ import errno
 import os
 import stat
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
-from collections.abc import Iterator
 
 import msgspec
 
@@ -127,14 +126,6 @@ class Tailer:
             return self._failed(exc)
         finally:
             os.close(fd)
-
-    def iter_new(self) -> Iterator[ReadResult]:
-        """Yield `read_new` results until the file has no more (each may carry reset/gone)."""
-        while True:
-            result = self.read_new()
-            yield result
-            if not result.more:
-                return
 
     def _read_fd(self, fd: int) -> ReadResult:
         st = os.fstat(fd)

@@ -1,4 +1,4 @@
-"""The embedded store: session summaries, actions, detector events, and tail offsets (SQLite).
+"""The embedded store: session summaries, actions, detector events and budgets (SQLite).
 
 Several tokentop processes (the app, `guard`, `hook`, `run`) may share one file, so: WAL mode
 (readers never block the writer), a busy timeout, and every write a short `BEGIN IMMEDIATE`
@@ -11,7 +11,6 @@ created with mode 0600: it holds what your agents worked on. The schema is versi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 import threading
@@ -30,15 +29,14 @@ from tokentop.history.summary import ActionRecord, EventRecord, SessionSummary
 from tokentop.model import SessionKey
 
 if TYPE_CHECKING:
-    from tokentop.engine.engine import Engine
     from tokentop.processes.control import ActionResult
 
 BUSY_TIMEOUT_MS = 5000
+"""How long a writer waits for another process's write transaction (each lasts milliseconds)."""
 INT64_MAX = 2**63 - 1
 """SQLite's INTEGER limit: the `tokens` column saturates there (the JSON body keeps the exact
 total; sources cap each count at 10**15, but a hostile file may hold many of them)."""
-"""How long a writer waits for another process's write transaction (each lasts milliseconds)."""
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE summaries (
@@ -80,12 +78,6 @@ CREATE TABLE events (
     UNIQUE (session, ts, detector, level)
 );
 CREATE INDEX events_session ON events (session, ts);
-CREATE TABLE engine_state (
-    roots_key TEXT PRIMARY KEY,         -- hash of the engine's root names
-    roots TEXT NOT NULL,
-    saved_at REAL NOT NULL,
-    blob BLOB NOT NULL                  -- the engine's msgpack cache: offsets, parsers, ledger
-);
 """
 
 
@@ -104,7 +96,17 @@ def _create_v2(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _create_v2)
+def _drop_engine_state(conn: sqlite3.Connection) -> None:
+    """Version 1 also kept a copy of the engine's state for `report`; the engine's own state
+    cache is now the one on-disk format for it, so the copy goes (a new file never had it)."""
+    conn.execute("DROP TABLE IF EXISTS engine_state")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _create_v1,
+    _create_v2,
+    _drop_engine_state,
+)
 """MIGRATIONS[n] takes a file from user_version n to n + 1."""
 
 
@@ -293,43 +295,6 @@ class Store:
         )
         return [EventRecord(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    # -- engine state (tail offsets, parser states, counters) ------------------------------
-
-    def save_engine_state(self, engine: Engine) -> int:
-        """Persist the engine's offsets and counters for its set of roots; returns blob bytes."""
-        from tokentop.engine import state_cache as cache
-
-        roots = engine.root_names()
-        data = cache.CacheFile(
-            cache.CACHE_VERSION, roots, engine.file_records(), engine.ledger.export()
-        )
-        blob = msgspec.msgpack.encode(data)
-        with self.write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO engine_state VALUES (?,?,?,?)",
-                (_roots_key(roots), "\n".join(roots), time.time(), blob),
-            )
-        return len(blob)
-
-    def load_engine_state(self, engine: Engine) -> str:
-        """Resume a fresh engine from the saved state; "" on success, else why it was not."""
-        from tokentop.engine import state_cache as cache
-
-        rows = self._rows(
-            "SELECT blob FROM engine_state WHERE roots_key = ?", (_roots_key(engine.root_names()),)
-        )
-        if not rows:
-            return "no saved state for these roots"
-        try:
-            data = msgspec.msgpack.decode(rows[0][0], type=cache.CacheFile)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return f"saved state ignored ({exc})"
-        if data.version != cache.CACHE_VERSION:
-            return "saved state from another version ignored"
-        if not engine.absorb(data.ledger, data.files, 0):
-            return "saved state ignored (parser state changed)"
-        return ""
-
     # -- budget overrides ------------------------------------------------------------------
 
     def set_budget(self, session: SessionKey, budget: Budget | None) -> None:
@@ -369,14 +334,6 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute("COMMIT")
 
 
-def integrity_ok(path: Path) -> bool:
-    conn = sqlite3.connect(path)
-    try:
-        return bool(conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
-    finally:
-        conn.close()
-
-
 def _create_private(path: Path) -> None:
     """Create the file (and its directory) owner-only before SQLite opens it; WAL and shm
     files then inherit its mode."""
@@ -401,10 +358,6 @@ def _decode_summaries(bodies: Iterator[bytes] | list[bytes]) -> tuple[list[Sessi
         except (msgspec.DecodeError, msgspec.ValidationError):
             bad += 1
     return found, bad
-
-
-def _roots_key(roots: list[str]) -> str:
-    return hashlib.sha1("\0".join(sorted(roots)).encode()).hexdigest()[:16]
 
 
 def _like_prefix(text: str) -> str:

@@ -10,10 +10,9 @@ to a sink (the store), which upserts it, so recording a session again updates it
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import pairwise
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -21,19 +20,25 @@ from tokentop.clock import Clock, SystemClock
 from tokentop.config import Alerts, Budget, Config, History
 from tokentop.history.context_use import Consumers, top_consumers
 from tokentop.history.git_output import NOT_A_REPO, GitValue, assess, label_for
-from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot, TokenCounts, ToolStat
+from tokentop.model import (
+    NAME_MAX,
+    LedgerSnapshot,
+    SessionKey,
+    SessionSnapshot,
+    TokenCounts,
+    ToolStat,
+)
+from tokentop.model import base_name as base_name  # the UI's import of it
 from tokentop.policy.budgets import budget_use
 from tokentop.sources.base import FILE_CHANGING_TOOLS
 from tokentop.tokens import Tokenizer, get_tokenizer
-
-if TYPE_CHECKING:
-    from tokentop.engine.engine import Engine
 
 EndReason = Literal["exited", "killed", "terminated", "paused-then-exited", "idle", "open"]
 """Why the summary was recorded; "open" is a snapshot of a session that may still go on."""
 Minutes = Mapping[int, Sequence[float]]
 """Minute index (unix seconds // 60) -> [tokens, cost], as the ledger keeps it."""
 MinutesFn = Callable[[SessionKey], Minutes]
+"""A session's buckets: a running engine's `Engine.minutes`, copied under its lock."""
 SUMMARY_SCHEMA = 1
 MAX_RECORDS_PER_OBSERVE = 16
 """Sessions recorded per `observe` call at most, so a backlog never stalls a UI tick."""
@@ -193,18 +198,6 @@ def project_name(cwd: str, git: GitValue | None) -> str:
     return base_name(root) or root[:NAME_MAX]
 
 
-NAME_MAX = 40
-"""A project name longer than this is cut: a table column, not a path."""
-
-
-def base_name(path: str) -> str:
-    """The last part of a POSIX or Windows path (C:\\work\\shop -> shop), at most NAME_MAX
-    characters: a transcript may record either kind, whatever this machine is."""
-    parts = [p for p in re.split(r"[\\/]", path) if p]
-    name = parts[-1] if parts else ""
-    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
-
-
 def build_summary(
     snapshot: SessionSnapshot,
     *,
@@ -275,16 +268,6 @@ def build_summary(
 
 
 # -- recording -------------------------------------------------------------------------------
-
-
-def engine_minutes(engine: Engine) -> MinutesFn:
-    """Per-minute buckets of a session from the engine's ledger (copied; safe from any thread)."""
-
-    def minutes(key: SessionKey) -> Minutes:
-        state = engine.ledger.state.sessions.get(str(key))
-        return {} if state is None else {m: (t, c) for m, t, c in state.minute_items()}
-
-    return minutes
 
 
 class SummaryRecorder:

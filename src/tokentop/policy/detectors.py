@@ -21,6 +21,7 @@ from tokentop.config import Budget, Budgets, Config
 from tokentop.model import RecentTool, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.policy.budgets import Level, budget_use
 from tokentop.policy.settings import ALL_TOKEN_KINDS, LoopPolicy, PolicyAction, TokenKind
+from tokentop.quantities import compact, usd
 
 Detector = Literal["budget", "loop", "drift", "runaway", "stall"]
 DETECTORS: tuple[Detector, ...] = ("budget", "loop", "drift", "runaway", "stall")
@@ -156,8 +157,8 @@ def counted_tokens(tokens: TokenCounts, kinds: Sequence[TokenKind]) -> TokenCoun
 def _spent(snapshot: SessionSnapshot, budget: Budget, kinds: Sequence[TokenKind]) -> str:
     parts = []
     if budget.usd is not None:
-        unknown = " + unpriced models" if snapshot.unpriced_models else ""
-        parts.append(f"${snapshot.cost_usd:,.2f}{unknown} of ${budget.usd:,.2f}")
+        spent = usd(snapshot.cost_usd, not snapshot.unpriced_models)  # "≥$x": part unpriced
+        parts.append(f"{spent} of {usd(budget.usd)}")
     if budget.tokens is not None:
         which = "" if len(kinds) == len(ALL_TOKEN_KINDS) else f" ({'+'.join(kinds)})"
         parts.append(f"{snapshot.tokens.total:,} of {budget.tokens:,} tokens{which}")
@@ -273,7 +274,7 @@ def drift_finding(snapshot: SessionSnapshot, config: Config) -> Finding | None:
     over_tokens = drift.tokens and tokens >= drift.tokens
     if not (over_responses or over_tokens):
         return None
-    reason = f"drifting: {responses} responses ({short_count(tokens)} tokens) without a file change"
+    reason = f"drifting: {responses} responses ({compact(tokens)} tokens) without a file change"
     return Finding("drift", drift.action, reason)
 
 
@@ -292,10 +293,8 @@ def runaway_finding(
     since = state.high_since.setdefault(key, now)
     if now - since < runaway.minutes * 60:
         return None
-    limit = short_count(runaway.tokens_per_min)
-    reason = (
-        f"runaway: {short_count(rate)} tokens/min for {(now - since) / 60:.0f} min (limit {limit})"
-    )
+    limit = compact(runaway.tokens_per_min)
+    reason = f"runaway: {compact(rate)} tokens/min for {(now - since) / 60:.0f} min (limit {limit})"
     return Finding("runaway", runaway.action, reason)
 
 
@@ -307,11 +306,3 @@ def stall_finding(snapshot: SessionSnapshot, config: Config, now: float) -> Find
         return None
     reason = f"stalled: process alive, transcript silent for {quiet / 60:.0f} min"
     return Finding("stall", stall.action, reason)
-
-
-def short_count(n: float) -> str:
-    """3100000 -> 3.1M, 2500 -> 2.5k: counts in reasons and status lines."""
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:.0f}"

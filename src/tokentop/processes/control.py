@@ -25,7 +25,8 @@ from tokentop.files import append_private
 from tokentop.processes.finding import ProcessRef
 
 Action = Literal["pause", "resume", "terminate", "kill"]
-Status = Literal["running", "stopped", "gone", "unknown"]
+ProcessState = Literal["running", "stopped", "gone", "unknown"]
+"""What a process is doing now, as the OS says (a table row's state is the UI's own)."""
 
 KILL_WAIT = 2.0
 """Seconds to wait for SIGKILLed processes to disappear before reporting survivors."""
@@ -123,7 +124,7 @@ class ProcessController:
         """SIGKILL the whole tree at once."""
         return self._act("kill", ref, reason, origin, session, self._kill)
 
-    def status(self, ref: ProcessRef) -> Status:
+    def status(self, ref: ProcessRef) -> ProcessState:
         """The process's state now; a reused pid or a zombie counts as gone."""
         try:
             proc = psutil.Process(ref.pid)

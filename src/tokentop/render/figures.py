@@ -1,34 +1,38 @@
-"""Short human forms of numbers for narrow table cells (no Textual here, so easy to test)."""
+"""The one way figures read, in the app, the tables, the NDJSON-adjacent text, Markdown and
+`run`'s status line: counts, money, durations, times and project names (no Textual here).
+`compact` and `usd` live in quantities.py, below the policy, whose reasons show them too.
+
+Money: "$1.23", "$0.004", "$1,234" above a thousand (a narrow cell), "-" for no figure. A cost
+with an unpriced part is a lower bound, "≥$1.23"; with nothing priced it is unknown, "?".
+"""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
+
+from tokentop.model import base_name
+from tokentop.quantities import compact as compact
+from tokentop.quantities import usd as usd
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def compact(n: float) -> str:
-    """1234 -> 1.2k, 2_500_000 -> 2.5M; at most 5 characters for counts below 1e15."""
-    value = abs(n)
-    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= limit:
-            scaled = n / limit
-            return f"{scaled:.1f}{suffix}" if abs(scaled) < 100 else f"{scaled:.0f}{suffix}"
-    return f"{n:.0f}"
-
-
-def usd(amount: float) -> str:
-    if amount >= 1000:
-        return f"${amount:,.0f}"
-    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.3f}"
-
-
 def cost(amount: float, unpriced: Sequence[str]) -> str:
     """A cost that never pretends: "?" when nothing is priced, "≥" when part is unpriced."""
-    if not unpriced:
-        return usd(amount)
-    return "?" if amount <= 0 else f"≥{usd(amount)}"
+    return usd(amount, not unpriced)
+
+
+def when(ts: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """Local time ("-" for none): a report is read by the person whose day it was."""
+    return time.strftime(fmt, time.localtime(ts)) if ts else "-"
+
+
+def project_name(cwd: str) -> str:
+    """A session's project as every view names it: its cwd's last part (POSIX or Windows),
+    cut to a column's width; "" for none. Escaping is the caller's (terminal or JSON)."""
+    return base_name(cwd)
 
 
 def sparkline(series: Sequence[float], width: int) -> str:

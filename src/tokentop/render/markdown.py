@@ -1,39 +1,19 @@
-"""One session summary as Markdown, fit to paste into a daily report (`tokentop summary`)."""
+"""One session summary as Markdown, fit to paste into a daily report (`tokentop summary`).
+
+Figures read as in the app (render/figures.py): an unpriced part makes a cost "≥$x"."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from tokentop.history.context_use import Consumer, Consumers
 from tokentop.history.git_output import GitValue
 from tokentop.history.summary import SessionSummary
 from tokentop.quantities import plural
-from tokentop.render.records import compact
+from tokentop.render.figures import compact, duration, usd, when
 from tokentop.render.text import md_code, md_inline
 
 TOOLS_LISTED = 6
-
-
-def when(ts: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """Local time; the daily report is read by the person whose day it was."""
-    return time.strftime(fmt, time.localtime(ts)) if ts else "-"
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def usd(value: float | None, complete: bool = True) -> str:
-    if value is None:
-        return "-"
-    text = f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
-    return text if complete else text + "+?"
 
 
 def cell(text: str) -> str:

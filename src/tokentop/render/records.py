@@ -7,12 +7,12 @@ JSON can always be encoded and the exact bytes recovered.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 from tokentop.history.reconcile import by_session, reconcile
 from tokentop.model import FileHealth, LedgerSnapshot, SessionSnapshot
+from tokentop.render.figures import compact, cost, project_name
 from tokentop.render.text import safe
 from tokentop.sources.base import name_text
 
@@ -30,7 +30,7 @@ def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None)
         "agent": s.key.agent,
         "session_id": name_text(s.key.session_id),
         "host": s.host or None,
-        "project": name_text(os.path.basename(s.cwd.rstrip("/"))) if s.cwd else "",
+        "project": name_text(project_name(s.cwd)),
         "cwd": name_text(s.cwd),
         "branch": s.branch,
         "parent": name_text(s.parent) or None,
@@ -97,27 +97,18 @@ def orphan_bad_files(snap: LedgerSnapshot) -> list[FileHealth]:
     return [f for f in snap.files if f.bad_lines and name_text(f.path) not in owned]
 
 
-def compact(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:.0f}"
-
-
 def text_table(snap: LedgerSnapshot) -> str:
     """A plain table for `tokentop sessions` without --json."""
     rows = [("AGENT", "SESSION", "PROJECT", "TOKENS", "COST", "TOK/MIN", "LAST")]
     for s in sorted(snap.sessions, key=lambda s: -s.last_ts):
-        cost = f"${s.cost_usd:.2f}" + ("+?" if s.unpriced_models else "")
         last = iso(s.last_ts) or "-"
-        project = os.path.basename(s.cwd.rstrip("/")) if s.cwd else "-"
         rows.append(
             (
                 safe(s.key.agent),
                 safe(name_text(s.key.session_id))[:12],
-                safe(name_text(project))[:24],
+                safe(name_text(project_name(s.cwd)))[:24] or "-",
                 compact(s.tokens.total),
-                cost,
+                cost(s.cost_usd, s.unpriced_models),
                 compact(s.tokens_per_min),
                 last[:19],
             )

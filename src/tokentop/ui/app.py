@@ -22,7 +22,6 @@ from tokentop.clock import Clock
 from tokentop.config import Budget, Config
 from tokentop.engine.engine import Engine
 from tokentop.history.store import Store
-from tokentop.history.summary import engine_minutes
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.policy.budgets import Level, budget_use, crossings
 from tokentop.processes.protocols import ProcessControl, ProcessMapper
@@ -62,7 +61,6 @@ class EngineLike(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def snapshot(self) -> LedgerSnapshot: ...
-    def tick(self) -> LedgerSnapshot: ...
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
 
 
@@ -118,7 +116,7 @@ class TokentopApp(EngineStateApp):
         self.show_all = False
         """`a`: list sessions older than hide_after_h too."""
         self.init_engine_state()
-        minutes = engine_minutes(engine) if isinstance(engine, Engine) else None
+        minutes = engine.minutes if isinstance(engine, Engine) else None
         self.init_recording(store, minutes)
         self.init_insights()
 
@@ -168,7 +166,7 @@ class TokentopApp(EngineStateApp):
     def _tick_engine(self) -> None:
         """Re-evaluate rates now, so an idle session's burn decays to zero."""
         try:
-            self.post_message(LedgerUpdated(self.engine.tick()))
+            self.post_message(LedgerUpdated(self.engine.snapshot()))
         finally:
             self._ticking = False
 
