@@ -9,7 +9,6 @@ are cut to `MAX_LABEL` characters and at most `MAX_SERIES` label sets are kept p
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +22,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from tokentop.engine.tail import Tailer, TailState
-from tokentop.model import SessionSnapshot
+from tokentop.model import SessionSnapshot, base_name
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult
 from tokentop.telemetry.options import ListenError
@@ -90,7 +89,7 @@ class Exposition(Collector):
     def labels(self, s: SessionSnapshot) -> tuple[str, str, str, str]:
         """(host, agent, project, user) of a session, bounded."""
         user = self.hub.user_of(s.key) if self.hub is not None else ""
-        project = os.path.basename(s.cwd.rstrip("/")) if s.cwd else ""
+        project = base_name(s.cwd)
         return _cut(s.host or self.local_host), _cut(s.key.agent), _cut(project), _cut(user)
 
     def _totals(self, sessions: tuple[SessionSnapshot, ...]) -> Iterator[Metric]:
