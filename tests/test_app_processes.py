@@ -17,6 +17,7 @@ from textual.pilot import Pilot
 
 from proc_helpers import gone, psutil_status
 from tokentop.clock import SystemClock
+from tokentop.commands.app import exact_probe
 from tokentop.config import Config
 from tokentop.demo.agent import escape_cwd
 from tokentop.engine.engine import Engine
@@ -53,13 +54,15 @@ def app_for(
     clock = SystemClock()
     engine = Engine([ClaudeCodeSource([root])], PriceTable.default().cost, clock=clock)
     controller = ProcessController(log_path=tmp_path / "actions.jsonl")
+    mapper = SessionMapper(refs)
     app = make_app(
         engine,
         config=Config(),
         clock=clock,
         controller=controller,
-        mapper=SessionMapper(refs),
+        mapper=mapper,
         store=store,
+        probe=exact_probe(mapper, controller),  # as `tokentop` builds it
     )
     app.min_redraw_s = 0.0
     return app

@@ -1,0 +1,162 @@
+"""The core objects the app is a view over: one Watchdog, its HistoryKeeper, and an Inbox.
+
+The watchdog judges each engine snapshot on the engine thread; the keeper writes decisions and
+endings to the store in its own thread; the Inbox is the app's subscriber. It keeps only the
+newest judgement, but gathers what the ones it skips carried (decisions, budget crossings) and
+what the keeper reports, so coalescing redraws never loses a notice. No Textual here: a
+command builds these before the engine starts, so nothing judged while Textual loads is lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from tokentop.clock import Clock
+from tokentop.config import Budget, Config
+from tokentop.history.keeper import HistoryKeeper
+from tokentop.history.store import Store
+from tokentop.history.summary import MinutesFn, SessionSummary
+from tokentop.model import SessionKey
+from tokentop.policy.budgets import Level
+from tokentop.policy.detectors import Decision
+from tokentop.policy.watchdog import Judgement, ProcessProbe, Watchdog
+
+
+class Drained(NamedTuple):
+    """Everything new since the UI last looked."""
+
+    judgement: Judgement | None
+    """The newest judgement, or None when no new one came."""
+    decisions: list[Decision]
+    crossings: list[tuple[SessionKey, Level]]
+    recorded: int
+    """Summaries the keeper wrote."""
+    problems: list[str]
+    """Store problems, one per occurrence (the app says each distinct one once)."""
+
+
+class Inbox:
+    """Filled from the engine and history threads, drained on the UI thread, under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._newest: Judgement | None = None
+        self._fresh = False
+        self._decisions: list[Decision] = []
+        self._crossings: list[tuple[SessionKey, Level]] = []
+        self._recorded = 0
+        self._problems: list[str] = []
+        self.wake: Callable[[], object] | None = None
+        """Set by the app once it runs: posts a message (never touches widgets)."""
+
+    def take(self, judgement: Judgement) -> None:
+        """A Watchdog subscriber; an older snapshot arriving late is not shown, but what it
+        decided still is."""
+        with self._lock:
+            self._decisions += judgement.decisions
+            self._crossings += judgement.crossings
+            if self._newest is None or _order(judgement) >= _order(self._newest):
+                self._newest, self._fresh = judgement, True
+        self._wake()
+
+    def recorded(self, summaries: list[SessionSummary]) -> None:
+        with self._lock:
+            self._recorded += len(summaries)
+        self._wake()
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._problems.append(f"{type(exc).__name__}: {exc}")
+        self._wake()
+
+    def drain(self) -> Drained:
+        with self._lock:
+            drained = Drained(
+                self._newest if self._fresh else None,
+                self._decisions,
+                self._crossings,
+                self._recorded,
+                self._problems,
+            )
+            self._fresh, self._decisions, self._crossings = False, [], []
+            self._recorded, self._problems = 0, []
+            return drained
+
+    def _wake(self) -> None:
+        wake = self.wake
+        if wake is not None:
+            wake()
+
+
+def _order(judgement: Judgement) -> tuple[float, int]:
+    """Newer means taken later; the version breaks ties (an engine restart resets it)."""
+    return (judgement.snapshot.taken_at, judgement.snapshot.version)
+
+
+class AppCore(NamedTuple):
+    watchdog: Watchdog
+    inbox: Inbox
+    keeper: HistoryKeeper | None
+
+
+def app_core(
+    engine: Any,
+    config: Config,
+    clock: Clock,
+    *,
+    store: Store | None = None,
+    probe: ProcessProbe | None = None,
+) -> AppCore:
+    """The watchdog over `engine` (with the budgets kept in the store), the inbox, and with a
+    store the keeper, all subscribed. Call before the engine starts."""
+    watchdog = Watchdog(config, clock, probe=probe, overrides=stored_budgets(store))
+    engine.add_listener(watchdog.observe)
+    inbox = Inbox()
+    watchdog.subscribe(inbox.take)
+    keeper = None
+    if store is not None:
+        try:  # the keeper reads the store's marks: a broken store costs the history only
+            keeper = HistoryKeeper(
+                store,
+                config,
+                clock,
+                minutes_for=minutes_of(engine),
+                budgets=watchdog.overrides,
+                on_recorded=inbox.recorded,
+                on_error=inbox.failed,
+            )
+        except Exception as exc:
+            inbox.failed(exc)
+        else:
+            watchdog.subscribe(keeper.take)
+    return AppCore(watchdog, inbox, keeper)
+
+
+def minutes_of(engine: Any) -> MinutesFn | None:
+    """Per-minute history of a session, read under the engine's lock, if the engine has it."""
+    minutes = getattr(engine, "minutes", None)
+    if callable(minutes):
+        found: MinutesFn = minutes
+        return found
+    from tokentop.engine.engine import Engine
+    from tokentop.history.summary import engine_minutes
+
+    return engine_minutes(engine) if isinstance(engine, Engine) else None
+
+
+def stored_budgets(store: Store | None) -> dict[SessionKey, Budget]:
+    """The budgets set with `b` in earlier runs, by session."""
+    if store is None:
+        return {}
+    try:
+        kept = store.budgets()
+    except (sqlite3.Error, Exception):
+        return {}
+    found: dict[SessionKey, Budget] = {}
+    for name, budget in kept.items():
+        agent, _, session_id = name.partition(":")
+        found[SessionKey(agent, session_id)] = budget
+    return found
