@@ -256,7 +256,7 @@ async def test_sort_keys_cycle_and_reverse() -> None:
         await settle(pilot)
         await pilot.press("s")
         await pilot.pause()
-        assert h.app.sort == "cost"
+        assert h.app.view.sort == "cost"
         assert projects(h) == ["api-gateway", "webshop", "notes", "ml-pipeline"]
         assert "COST▼" in h.table.header.plain
         await pilot.press("I")  # htop's invert
@@ -265,7 +265,7 @@ async def test_sort_keys_cycle_and_reverse() -> None:
         assert "COST▲" in h.table.header.plain
         await pilot.press("I", "less_than_sign")
         await pilot.pause()
-        assert h.app.sort == "burn"
+        assert h.app.view.sort == "burn"
         assert projects(h)[0] == "api-gateway"
 
 
@@ -273,7 +273,7 @@ async def test_text_columns_sort_a_to_z() -> None:
     h = Harness()
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        h.app.sort = "project"
+        h.app.view.sort = "project"
         h.app.refresh_view()
         assert projects(h) == ["api-gateway", "ml-pipeline", "notes", "webshop"]
 

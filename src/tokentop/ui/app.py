@@ -9,10 +9,8 @@ by helper objects (ProcessActions, DetailFeed, EngineHealth) and come back by me
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -23,44 +21,24 @@ from textual.screen import Screen
 
 from tokentop.clock import Clock
 from tokentop.config import Config
-from tokentop.history.store import Store, StoreError
-from tokentop.model import LedgerSnapshot, SessionKey
+from tokentop.history.store import Store
+from tokentop.model import LedgerSnapshot
 from tokentop.policy.watchdog import Judgement, ProcessProbe
 from tokentop.processes.protocols import ProcessControl, ProcessMapper
 from tokentop.render.text import safe
 from tokentop.ui import keys
-from tokentop.ui.core import AppCore, Drained, app_core
+from tokentop.ui import messages as msg
+from tokentop.ui.core import AppCore, Drained, EngineLike, app_core
 from tokentop.ui.detail_feed import DetailFeed
 from tokentop.ui.engine_state import EngineHealth
-from tokentop.ui.messages import (
-    ActionDone,
-    EngineFailed,
-    FilterEdited,
-    GitAssessed,
-    JudgementMade,
-    ProcessesMapped,
-    ProcessFound,
-)
-from tokentop.ui.notices import Notice, notices_for
+from tokentop.ui.notices import notices_for
 from tokentop.ui.process_actions import GUARDED_ACTIONS, ProcessActions
 from tokentop.ui.screens.detail import SessionDetail
 from tokentop.ui.screens.help import HelpScreen, ParseErrorsScreen
 from tokentop.ui.screens.history import HistoryScreen
 from tokentop.ui.screens.main import MainScreen
-from tokentop.ui.screens.modals import BudgetChoice, BudgetModal
-from tokentop.ui.views.rows import (
-    SORTS,
-    Listed,
-    RowView,
-    SortName,
-    descending,
-    empty_text,
-    project_name,
-    row_view,
-    search_text,
-    sort_value,
-    visible,
-)
+from tokentop.ui.views.listing import Listing
+from tokentop.ui.views.rows import Listed, empty_text
 from tokentop.ui.views.rows import totals as header_totals
 from tokentop.ui.widgets.header import HeaderState
 from tokentop.ui.widgets.session_table import SessionTable
@@ -68,17 +46,6 @@ from tokentop.ui.widgets.session_table import SessionTable
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 MIN_REDRAW_S = 0.25
 """Judgements arriving faster than this are coalesced (the engine may send 10 per second)."""
-
-
-class EngineLike(Protocol):
-    """The part of tokentop.engine.engine.Engine the app uses."""
-
-    tick_s: float
-
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def snapshot(self) -> LedgerSnapshot: ...
-    def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
 
 
 class TokentopApp(App[None]):
@@ -111,13 +78,8 @@ class TokentopApp(App[None]):
         self.engine, self.core, self.watchdog = engine, core, core.watchdog
         self.config, self.clock, self.store = config, clock, store
         self.read_only = read_only or config.read_only
-        self.sort: SortName = "burn"
-        self.sort_reversed = False
+        self.view = Listing(config.hide_after_h)
         self.refresh_s = config.refresh_s
-        self.tagged: set[str] = set()
-        self.show_all = False
-        """`a`: list sessions older than hide_after_h too."""
-        self.listed: dict[str, Listed] = {}
         self.summaries_recorded = 0
         self.min_redraw_s = MIN_REDRAW_S
         self._last_draw = 0.0
@@ -138,8 +100,8 @@ class TokentopApp(App[None]):
     def on_mount(self) -> None:
         self.set_keymap(self.config.keys)
         self.engine.tick_s = self.refresh_s
-        self.core.inbox.wake = lambda: self.post_message(JudgementMade())
-        self.post_message(JudgementMade())  # whatever was judged before the app listened
+        self.core.inbox.wake = lambda: self.post_message(msg.JudgementMade())
+        self.post_message(msg.JudgementMade())  # whatever was judged before the app listened
         self.health.listen()
         self.run_worker(self.engine.start, thread=True, group="engine")
 
@@ -148,7 +110,7 @@ class TokentopApp(App[None]):
         self.resorted()
         self.health.show_banner()
 
-    def on_filter_edited(self, message: FilterEdited) -> None:
+    def on_filter_edited(self, message: msg.FilterEdited) -> None:
         self.filter_text = message.text
 
     def on_unmount(self) -> None:
@@ -182,27 +144,19 @@ class TokentopApp(App[None]):
         self._announce_all(news)
 
     def _announce_all(self, news: Drained) -> None:
-        if self.judgement is not None:
-            for notice in notices_for(self.judgement, news.decisions, news.crossings):
-                self._announce(notice)
-        for problem in news.problems:
-            self._store_failed(problem)
-        if news.recorded:
-            self.summaries_recorded += news.recorded
-            for screen in self.screen_stack:
-                if isinstance(screen, HistoryScreen):
-                    screen.read_store()
-
-    def _announce(self, notice: Notice) -> None:
-        self.notify(notice.message, title=notice.title, severity=notice.severity, timeout=10)
-        if self.config.alerts.bell:
-            self.bell()
-
-    def _store_failed(self, problem: str) -> None:
-        """Say what went wrong once per distinct problem; the app goes on without it."""
-        if problem not in self._problems:
+        """Each decision and crossing once (bell per config); each store problem once."""
+        judgement = self.judgement
+        for n in notices_for(judgement, news.decisions, news.crossings) if judgement else []:
+            self.notify(n.message, title=n.title, severity=n.severity, timeout=10)
+            if self.config.alerts.bell:
+                self.bell()
+        for problem in dict.fromkeys(news.problems).keys() - self._problems:
             self._problems.add(problem)
             self.notify(f"History not recorded: {problem}", title="Store", severity="warning")
+        self.summaries_recorded += news.recorded
+        for screen in self.screen_stack if news.recorded else []:
+            if isinstance(screen, HistoryScreen):
+                screen.read_store()
 
     def notify(
         self,
@@ -237,6 +191,10 @@ class TokentopApp(App[None]):
     def main_table(self) -> SessionTable:
         return self.main_screen.table
 
+    @property
+    def listed(self) -> dict[str, Listed]:
+        return self.view.listed
+
     def refresh_view(self) -> None:
         """List, filter and sort the last judgement, then update only what changed."""
         judgement = self.judgement
@@ -246,62 +204,28 @@ class TokentopApp(App[None]):
             table = self.main_table
         except (NoMatches, StopIteration):
             return
-        self._list(judgement)
-        shown = [m for m in self.listed.values() if self._matches(m)]
-        reverse = descending(self.sort, self.sort_reversed)
-        shown.sort(key=lambda m: sort_value(m.session, m.use, self.sort), reverse=reverse)
-        rows = {m.row_key: self._row(m) for m in shown}
+        self.view.needle = self.filter_text
+        self.view.take(judgement, self.clock.now())
+        shown = self.view.shown()
         table.show_hosts(len({s.host for s in judgement.snapshot.sessions}) > 1)
-        table.sync(rows, [m.row_key for m in shown])
-        total = len(judgement.snapshot.sessions)
+        table.sync({m.row_key: self.view.row(m) for m in shown}, [m.row_key for m in shown])
         roots: list[str] = getattr(self.engine, "root_names", list)()
-        show_all_key = self.config.keys.get("show-all", "a")
+        total, show_all_key = len(judgement.snapshot.sessions), keys.key_of(self.config, "show-all")
         empty = empty_text(total, len(shown), bool(self.listed), self.config, show_all_key, roots)
         self.main_screen.show_empty(empty)
         self._show_header(judgement)
         self.show_detail()
 
-    def _list(self, judgement: Judgement) -> None:
-        """The listed sessions, reusing the memos of those judged alike last time."""
-        hide_after = float("inf") if self.show_all else self.config.hide_after_h * 3600
-        listed: dict[str, Listed] = {}
-        for j in visible(judgement.sessions, self.clock.now(), hide_after):
-            old = self.listed.get(str(j.session.key))
-            if old is not None and old.same(j):
-                old.judged = j
-                listed[old.row_key] = old
-            else:
-                listed[str(j.session.key)] = Listed(j)
-        self.listed = listed
-
-    def _matches(self, m: Listed) -> bool:
-        needle = self.filter_text.strip().lower()
-        if not needle:
-            return True
-        if not m.search:
-            m.search = f"{m.status} {search_text(m.session)}"
-        return needle in m.search
-
-    def _row(self, m: Listed) -> RowView:
-        tagged = m.row_key in self.tagged
-        if m.row is None or m.row.tagged != tagged:
-            m.row = row_view(m.session, m.use, m.status, tagged, m.judged.flags)
-        return m.row
-
     def _show_header(self, judgement: Judgement) -> None:
-        listed = list(self.listed.values())
+        view = self.view
         state = HeaderState(
-            self.sort,
-            descending(self.sort, self.sort_reversed),
-            self.refresh_s,
-            self.filter_text,
-            len(self.tagged & set(self.listed)),
-            self.read_only,
-            self.config.keys.get("show-errors", keys.DEFAULT_KEYS["show-errors"].keys),
-            getattr(self.engine, "progress", None),
-            self.show_all,
-        )
-        self.main_screen.header.show(header_totals(judgement, listed), state)
+            view.sort, view.descending, self.refresh_s, self.filter_text,
+            len(view.tagged & set(view.listed)), self.read_only,
+            keys.key_of(self.config, "show-errors"), getattr(self.engine, "progress", None),
+            view.show_all,
+        )  # fmt: skip
+        figures = header_totals(judgement, list(view.listed.values()))
+        self.main_screen.header.show(figures, state)
 
     def show_detail(self) -> None:
         """Refresh the detail screen, if one is open, from the last judgement."""
@@ -315,21 +239,20 @@ class TokentopApp(App[None]):
 
     # -- what the workers report -------------------------------------------------------------
 
-    def on_engine_failed(self, message: EngineFailed) -> None:
+    def on_engine_failed(self, message: msg.EngineFailed) -> None:
         self.health.failed(message.failure)
 
-    def on_processes_mapped(self, message: ProcessesMapped) -> None:
+    def on_processes_mapped(self, message: msg.ProcessesMapped) -> None:
         self.actions.confirm(message)
 
-    def on_action_done(self, message: ActionDone) -> None:
+    def on_action_done(self, message: msg.ActionDone) -> None:
         self.actions.report(message)
 
-    def on_process_found(self, message: ProcessFound) -> None:
-        screen = self.screen
-        if isinstance(screen, SessionDetail) and screen.key == message.key:
-            screen.show_process(message.ref)
+    def on_process_found(self, message: msg.ProcessFound) -> None:
+        if isinstance(self.screen, SessionDetail) and self.screen.key == message.key:
+            self.screen.show_process(message.ref)
 
-    def on_git_assessed(self, message: GitAssessed) -> None:
+    def on_git_assessed(self, message: msg.GitAssessed) -> None:
         self.detail_feed.assessed(message)
         self.show_detail()
 
@@ -343,7 +266,7 @@ class TokentopApp(App[None]):
 
     def targets(self) -> list[Listed]:
         """Tagged sessions still listed, else the current one; details act on their own."""
-        tagged = [m for key, m in self.listed.items() if key in self.tagged]
+        tagged = self.view.tagged_listed()
         if tagged and not isinstance(self.screen, SessionDetail):
             return tagged
         here = self.current()
@@ -356,20 +279,20 @@ class TokentopApp(App[None]):
         """Escape: clear the filter, then the tags."""
         if self.main_screen.close_filter():
             self.filter_text = ""
-        elif self.tagged:
-            self.tagged.clear()
+        elif self.view.tagged:
+            self.view.tagged.clear()
             self.refresh_view()
 
     def action_sort(self, step: int) -> None:
-        self.sort = SORTS[(SORTS.index(self.sort) + step) % len(SORTS)]
+        self.view.step_sort(step)
         self.resorted()
 
     def action_reverse_sort(self) -> None:
-        self.sort_reversed = not self.sort_reversed
+        self.view.sort_reversed = not self.view.sort_reversed
         self.resorted()
 
     def resorted(self) -> None:
-        self.main_table.mark_sort(self.sort, descending(self.sort, self.sort_reversed))
+        self.main_table.mark_sort(self.view.sort, self.view.descending)
         self.refresh_view()
 
     def action_tag(self) -> None:
@@ -377,7 +300,7 @@ class TokentopApp(App[None]):
         key = table.current_key
         if key is None:
             return
-        self.tagged ^= {key}
+        self.view.tagged ^= {key}
         self.refresh_view()
         table.move_cursor(row=table.cursor_row + 1)
 
@@ -389,7 +312,7 @@ class TokentopApp(App[None]):
         self.refresh_view()
 
     def action_show_all(self) -> None:
-        self.show_all = not self.show_all
+        self.view.show_all = not self.view.show_all
         self.refresh_view()
 
     def action_show_errors(self) -> None:
@@ -416,28 +339,8 @@ class TokentopApp(App[None]):
             self.actions.look_up(here.session)
 
     def action_budget(self) -> None:
-        """A budget for the session: the watchdog judges by it at once, the store keeps it."""
-        here = self.current()
-        if here is None:
-            return
-        key, label = here.session.key, f"{project_name(here.session.cwd)} ({here.session.key})"
-
-        def chosen(choice: BudgetChoice | None) -> None:
-            if choice is not None:
-                self.watchdog.set_budget(key, choice.budget)
-                self._keep_budget(key, choice)
-                self.run_worker(self.rejudge, thread=True, group="judge")
-
-        current = self.watchdog.budget_of(here.session)
-        self.push_screen(BudgetModal(label, current, self.store is not None), chosen)
-
-    def _keep_budget(self, key: SessionKey, choice: BudgetChoice) -> None:
-        """Saved for the hook, guard and run (and the next start of the app)."""
-        if self.store is not None:
-            try:
-                self.store.set_budget(key, choice.budget)
-            except (StoreError, sqlite3.Error) as exc:
-                self.notify(f"Budget kept for this run only: {exc}", severity="warning")
+        if (here := self.current()) is not None:
+            self.actions.edit_budget(here.session)
 
     # -- keys that act on processes ----------------------------------------------------------
 
@@ -456,8 +359,7 @@ class TokentopApp(App[None]):
 
     def _request(self, what: str, key: str) -> None:
         if not self.read_only:
-            live = [m for m in self.listed.values() if m.status == "live"]
-            self.actions.request(what, key, self.targets(), live)
+            self.actions.request(what, key, self.targets(), self.view.live())
 
 
 def make_app(
@@ -482,12 +384,6 @@ def make_app(
     """
     core = core or app_core(engine, config, clock, store=store, probe=probe)
     return TokentopApp(
-        engine,
-        core,
-        config=config,
-        clock=clock,
-        controller=controller,
-        mapper=mapper,
-        read_only=read_only,
-        store=store,
-    )
+        engine, core, config=config, clock=clock, controller=controller, mapper=mapper,
+        read_only=read_only, store=store,
+    )  # fmt: skip

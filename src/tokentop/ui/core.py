@@ -12,14 +12,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
 from tokentop.history.keeper import HistoryKeeper
 from tokentop.history.store import Store
 from tokentop.history.summary import MinutesFn, SessionSummary
-from tokentop.model import SessionKey
+from tokentop.model import LedgerSnapshot, SessionKey
 from tokentop.policy.budgets import Level
 from tokentop.policy.detectors import Decision
 from tokentop.policy.watchdog import Judgement, ProcessProbe, Watchdog
@@ -94,6 +94,17 @@ class Inbox:
 def _order(judgement: Judgement) -> tuple[float, int]:
     """Newer means taken later; the version breaks ties (an engine restart resets it)."""
     return (judgement.snapshot.taken_at, judgement.snapshot.version)
+
+
+class EngineLike(Protocol):
+    """The part of tokentop.engine.engine.Engine the app uses."""
+
+    tick_s: float
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def snapshot(self) -> LedgerSnapshot: ...
+    def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None: ...
 
 
 class AppCore(NamedTuple):

@@ -1,4 +1,4 @@
-"""ProcessActions: the keys that act on processes (pause/resume, terminate, kill).
+"""ProcessActions: the keys that act on a session: pause/resume, terminate, kill, budget.
 
 Map in a worker (a /proc scan), confirm with pid, command and how it was mapped, act in a
 worker. Each result is written to the store's action log under the session's real id and
@@ -9,6 +9,7 @@ app's handlers call `confirm` and `report` here, on the UI thread.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import msgspec
 from rich.text import Text
 
-from tokentop.history.store import Store
-from tokentop.model import SessionSnapshot
+from tokentop.config import Budget
+from tokentop.history.store import Store, StoreError
+from tokentop.model import SessionKey, SessionSnapshot
 from tokentop.policy.watchdog import Watchdog
 from tokentop.processes.control import ActionResult
 from tokentop.processes.protocols import (
@@ -30,7 +32,7 @@ from tokentop.processes.protocols import (
 )
 from tokentop.render.text import command_line, safe
 from tokentop.ui.messages import ActionDone, ProcessesMapped, ProcessFound
-from tokentop.ui.screens.modals import ConfirmModal
+from tokentop.ui.screens.modals import BudgetChoice, BudgetModal, ConfirmModal
 from tokentop.ui.views.rows import Listed, project_name
 
 if TYPE_CHECKING:
@@ -160,6 +162,27 @@ class ProcessActions:
             title=f"{step.verb} {project_name(step.session.cwd)}",
             severity="information" if outcome.ok else "error",
         )
+
+    def edit_budget(self, session: SessionSnapshot) -> None:
+        """`b`: the watchdog judges by the new budget at once; the store keeps it."""
+        key, label = session.key, f"{project_name(session.cwd)} ({session.key})"
+
+        def chosen(choice: BudgetChoice | None) -> None:
+            if choice is not None:
+                self.watchdog.set_budget(key, choice.budget)
+                self._keep_budget(key, choice.budget)
+                self.app.run_worker(self.rejudge, thread=True, group="judge")
+
+        current = self.watchdog.budget_of(session)
+        self.app.push_screen(BudgetModal(label, current, self.store is not None), chosen)
+
+    def _keep_budget(self, key: SessionKey, budget: Budget | None) -> None:
+        """Saved for the hook, guard and run (and the next start of the app)."""
+        if self.store is not None:
+            try:
+                self.store.set_budget(key, budget)
+            except (StoreError, sqlite3.Error) as exc:
+                self.app.notify(f"Budget kept for this run only: {exc}", severity="warning")
 
     def look_up(self, session: SessionSnapshot) -> None:
         """Find the process of the session whose details just opened."""
