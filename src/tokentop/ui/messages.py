@@ -6,17 +6,22 @@ Workers only post these; the app's handlers own the state they change.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from textual.message import Message
 
 from tokentop.engine.failure import EngineFailure
 from tokentop.history.git_output import GitValue
 from tokentop.model import SessionKey, SessionSnapshot
-from tokentop.processes.protocols import ActionOutcome, ProcessInfo
+from tokentop.processes.protocols import ActionOutcome, ProcessInfo, Verb
 
-if TYPE_CHECKING:
-    from tokentop.ui.process_actions import Step
+
+class Step(NamedTuple):
+    """One confirmed action on one session's process."""
+
+    verb: Verb
+    session: SessionSnapshot
+    ref: ProcessInfo
 
 
 class JudgementMade(Message):

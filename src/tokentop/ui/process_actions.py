@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import msgspec
 from rich.text import Text
@@ -31,7 +31,7 @@ from tokentop.processes.protocols import (
     act,
 )
 from tokentop.render.text import command_line, safe
-from tokentop.ui.messages import ActionDone, ProcessesMapped, ProcessFound
+from tokentop.ui.messages import ActionDone, ProcessesMapped, ProcessFound, Step
 from tokentop.ui.screens.modals import BudgetChoice, BudgetModal, ConfirmModal
 from tokentop.ui.views.rows import Listed, project_name
 
@@ -43,14 +43,6 @@ NO_PROCESS_HINT = (
     "start the agent with `tokentop run -- <command>` or install the Claude Code hook "
     "(`tokentop hook install`) so tokentop knows its process"
 )
-
-
-class Step(NamedTuple):
-    """One confirmed action on one session's process."""
-
-    verb: Verb
-    session: SessionSnapshot
-    ref: ProcessInfo
 
 
 class ProcessActions:
