@@ -790,3 +790,37 @@ async def test_an_empty_table_says_where_it_looks_and_why(tmp_path: Path) -> Non
         await pilot.press("slash", *"zzzz-nothing", "enter")
         await settle(pilot)
         assert "matches the filter" in text_of(h.app.main_screen.query_one("#empty", Static))
+
+
+async def test_coalesced_judgements_lose_no_crossing() -> None:
+    """Judgements held back by the redraw limit are replaced by the newest, but the crossings
+    they carried are still announced, once each, when it is drawn."""
+    h = Harness(config=Config(budgets=Budgets(usd=10.0)))
+    steady = make_session("s1", cost=1.0, tpm=100.0)
+    async with h.app.run_test(size=SIZE) as pilot:
+        h.publish((steady,))
+        await settle(pilot)
+        h.app.min_redraw_s = 3600.0
+        for cost in (8.5, 10.5, 11.0):
+            h.publish((with_(steady, cost_usd=cost),))
+        await settle(pilot)
+        assert [kw.get("title") for _, kw in h.notes] == []  # held back: drawn moments ago
+        h.app._draw_pending()  # what the scheduled timer does
+        messages = [m for m, kw in h.notes if kw.get("title") == "Budget"]
+        assert len(messages) == 2 and h.bells == 2
+        assert "near its budget: 85% used" in messages[0]
+        assert "over budget: 105% used" in messages[1]
+        assert h.cell("webshop", "cost") == "$11.00"
+
+
+async def test_a_filter_keypress_only_refilters_the_last_judgement() -> None:
+    """No policy on the UI thread: typing a filter judges nothing, it filters what is shown."""
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        judged = h.app.watchdog.last
+        assert judged is not None and h.app.judgement is judged
+        await pilot.press("slash", *"gate")
+        await settle(pilot)
+        assert projects(h) == ["api-gateway"]
+        assert h.app.watchdog.last is judged

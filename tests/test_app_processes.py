@@ -264,3 +264,31 @@ def recorded_reason(path: Path, key: SessionKey) -> str:
     with Store(path) as store:
         summary = store.summary(str(key))
     return "" if summary is None else summary.end_reason
+
+
+def test_the_exact_probe_is_cheap_on_the_engine_thread() -> None:
+    """Asked for every session at every judgement: the state of an exactly mapped process is
+    reused for PROBE_TTL_S, a session with no exact mapping is looked up again only after
+    EXACT_TTL_S, and the mapping itself never scans /proc."""
+    from tokentop.commands.app import EXACT_TTL_S, PROBE_TTL_S, ExactProbe
+
+    mapped, unmapped = SessionKey("claude", "mapped"), SessionKey("claude", "guess")
+    lookups: list[SessionKey] = []
+    states = ["running", "stopped", "unknown"]
+    now = [0.0]
+
+    def exact_ref(key: SessionKey) -> str | None:
+        lookups.append(key)
+        return "ref" if key == mapped else None
+
+    probe = ExactProbe(exact_ref, lambda ref: states.pop(0), clock=lambda: now[0])
+    assert (probe(mapped), probe(unmapped)) == ("running", None)
+    now[0] += PROBE_TTL_S / 2
+    assert (probe(mapped), probe(unmapped)) == ("running", None)
+    assert lookups == [mapped, unmapped]
+    now[0] += PROBE_TTL_S
+    assert probe(mapped) == "stopped"  # asked again, the mapping reused
+    assert probe(unmapped) is None and lookups == [mapped, unmapped]
+    now[0] += EXACT_TTL_S
+    assert probe(mapped) is None  # "unknown" is no state the watchdog can use
+    assert probe(unmapped) is None and lookups == [mapped, unmapped, unmapped]

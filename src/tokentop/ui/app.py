@@ -145,8 +145,7 @@ class TokentopApp(App[None]):
 
     def _announce_all(self, news: Drained) -> None:
         """Each decision and crossing once (bell per config); each store problem once."""
-        judgement = self.judgement
-        for n in notices_for(judgement, news.decisions, news.crossings) if judgement else []:
+        for n in notices_for(news.decisions, news.crossings):
             self.notify(n.message, title=n.title, severity=n.severity, timeout=10)
             if self.config.alerts.bell:
                 self.bell()

@@ -9,7 +9,6 @@ command builds these before the engine starts, so nothing judged while Textual l
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -22,7 +21,7 @@ from tokentop.history.summary import MinutesFn, SessionSummary
 from tokentop.model import LedgerSnapshot, SessionKey
 from tokentop.policy.budgets import Level
 from tokentop.policy.detectors import Decision
-from tokentop.policy.watchdog import Judgement, ProcessProbe, Watchdog
+from tokentop.policy.watchdog import Judged, Judgement, ProcessProbe, Watchdog
 
 
 class Drained(NamedTuple):
@@ -30,8 +29,9 @@ class Drained(NamedTuple):
 
     judgement: Judgement | None
     """The newest judgement, or None when no new one came."""
-    decisions: list[Decision]
-    crossings: list[tuple[SessionKey, Level]]
+    decisions: list[tuple[Judged, Decision]]
+    crossings: list[tuple[Judged, Level]]
+    """Each with the session as judged then (its share used at the crossing)."""
     recorded: int
     """Summaries the keeper wrote."""
     problems: list[str]
@@ -45,8 +45,8 @@ class Inbox:
         self._lock = threading.Lock()
         self._newest: Judgement | None = None
         self._fresh = False
-        self._decisions: list[Decision] = []
-        self._crossings: list[tuple[SessionKey, Level]] = []
+        self._decisions: list[tuple[Judged, Decision]] = []
+        self._crossings: list[tuple[Judged, Level]] = []
         self._recorded = 0
         self._problems: list[str] = []
         self.wake: Callable[[], object] | None = None
@@ -55,9 +55,10 @@ class Inbox:
     def take(self, judgement: Judgement) -> None:
         """A Watchdog subscriber; an older snapshot arriving late is not shown, but what it
         decided still is."""
+        decisions, crossings = _news(judgement)
         with self._lock:
-            self._decisions += judgement.decisions
-            self._crossings += judgement.crossings
+            self._decisions += decisions
+            self._crossings += crossings
             if self._newest is None or _order(judgement) >= _order(self._newest):
                 self._newest, self._fresh = judgement, True
         self._wake()
@@ -89,6 +90,18 @@ class Inbox:
         wake = self.wake
         if wake is not None:
             wake()
+
+
+def _news(
+    judgement: Judgement,
+) -> tuple[list[tuple[Judged, Decision]], list[tuple[Judged, Level]]]:
+    """The judgement's decisions and crossings, each with its session as judged then."""
+    if not (judgement.decisions or judgement.crossings):
+        return [], []
+    judged = {j.session.key: j for j in judgement.sessions}
+    decisions = [(judged[d.session], d) for d in judgement.decisions if d.session in judged]
+    crossings = [(judged[key], level) for key, level in judgement.crossings if key in judged]
+    return decisions, crossings
 
 
 def _order(judgement: Judgement) -> tuple[float, int]:
@@ -164,7 +177,7 @@ def stored_budgets(store: Store | None) -> dict[SessionKey, Budget]:
         return {}
     try:
         kept = store.budgets()
-    except (sqlite3.Error, Exception):
+    except Exception:  # sqlite3 or StoreError: the keeper says what is wrong with the store
         return {}
     found: dict[SessionKey, Budget] = {}
     for name, budget in kept.items():

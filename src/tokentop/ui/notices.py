@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 from textual.notifications import SeverityLevel
 
-from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.model import SessionSnapshot
 from tokentop.policy.budgets import BudgetUse, Level
 from tokentop.policy.detectors import Decision
-from tokentop.policy.watchdog import Judgement
+from tokentop.policy.watchdog import Judged
 from tokentop.render import figures as fmt
 from tokentop.ui.views.rows import project_name
 
@@ -41,19 +41,9 @@ def decision_notice(session: SessionSnapshot, decision: Decision) -> Notice | No
 
 
 def notices_for(
-    judgement: Judgement,
-    decisions: Iterable[Decision],
-    crossings: Iterable[tuple[SessionKey, Level]],
+    decisions: Iterable[tuple[Judged, Decision]], crossings: Iterable[tuple[Judged, Level]]
 ) -> list[Notice]:
     """One notice per new decision (budget ones aside) and one per budget crossing."""
-    judged = {j.session.key: j for j in judgement.sessions}
-    found: list[Notice] = []
-    for decision in decisions:
-        j = judged.get(decision.session)
-        notice = decision_notice(j.session, decision) if j is not None else None
-        if notice is not None:
-            found.append(notice)
-    for key, level in crossings:
-        if (j := judged.get(key)) is not None:
-            found.append(budget_notice(j.session, j.use, level))
-    return found
+    found = [decision_notice(j.session, d) for j, d in decisions]
+    notices = [n for n in found if n is not None]
+    return notices + [budget_notice(j.session, j.use, level) for j, level in crossings]
