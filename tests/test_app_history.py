@@ -174,14 +174,16 @@ async def test_without_a_store_h_explains_that_history_is_off() -> None:
 
 
 async def test_sessions_that_end_are_recorded_in_the_store(tmp_path: Path) -> None:
+    """Listed sessions that end are recorded once; older ones are left to `report`."""
     path = tmp_path / "tokentop.db"
     quiet = make_session("dddd-quiet", cwd="/home/dev/src/quiet", cost=1.25, ago=3600)
     live = make_session("eeee-live", tpm=100.0)
-    app, engine = app_with((quiet, live), Store(path))
+    ancient = make_session("ffff-ancient", cwd="/home/dev/old", ago=3 * 86_400)  # not listed
+    app, engine = app_with((quiet, live, ancient), Store(path))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await wait_for(pilot, lambda: app.summaries_recorded == 1)
-        engine.publish(ledger((quiet, live), 2))  # unchanged: not recorded again
+        engine.publish(ledger((quiet, live, ancient), 2))  # unchanged: not recorded again
         await settle(pilot)
         assert app.core.keeper is not None and app.core.keeper.flush()
         await settle(pilot)

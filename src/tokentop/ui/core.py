@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
+import msgspec
+
 from tokentop.clock import Clock
 from tokentop.config import Budget, Config
 from tokentop.history.keeper import HistoryKeeper
@@ -155,8 +157,27 @@ def app_core(
         except Exception as exc:
             inbox.failed(exc)
         else:
-            watchdog.subscribe(keeper.take)
+            watchdog.subscribe(recent_endings(keeper.take, config.hide_after_h * 3600))
     return AppCore(watchdog, inbox, keeper)
+
+
+def recent_endings(
+    take: Callable[[Judgement], None], within_s: float
+) -> Callable[[Judgement], None]:
+    """Hand on only the endings of sessions active within `within_s` (0: all), as the app
+    lists them: the first judgement ends every old session, and recording years of them (git
+    included) is `tokentop report`'s job, not a side effect of opening the app."""
+
+    def recent(judgement: Judgement) -> None:
+        if within_s > 0 and judgement.endings:
+            last = {j.session.key: j.session.last_ts for j in judgement.sessions}
+            now = judgement.snapshot.taken_at
+            kept = tuple(e for e in judgement.endings if now - last.get(e.key, 0) <= within_s)
+            if len(kept) != len(judgement.endings):
+                judgement = msgspec.structs.replace(judgement, endings=kept)
+        take(judgement)
+
+    return recent
 
 
 def minutes_of(engine: Any) -> MinutesFn | None:
