@@ -123,13 +123,16 @@ class EngineLike(Protocol):
 
 
 class AppCore(NamedTuple):
+    """What the app is a view over; its handlers read the inbox, its workers tell the
+    watchdog (actions, budgets), the keeper writes on its own."""
+
     watchdog: Watchdog
     inbox: Inbox
     keeper: HistoryKeeper | None
 
 
 def app_core(
-    engine: Any,
+    engine: EngineLike,
     config: Config,
     clock: Clock,
     *,
