@@ -268,8 +268,8 @@ def recorded_reason(path: Path, key: SessionKey) -> str:
 
 def test_the_exact_probe_is_cheap_on_the_engine_thread() -> None:
     """Asked for every session at every judgement: the state of an exactly mapped process is
-    reused for PROBE_TTL_S, a session with no exact mapping is looked up again only after
-    EXACT_TTL_S, and the mapping itself never scans /proc."""
+    reused for PROBE_TTL_S, and the mapping (or its absence) is looked up again only after
+    EXACT_TTL_S (a resumed session may run in a new process); it never scans /proc."""
     from tokentop.commands.app import EXACT_TTL_S, PROBE_TTL_S, ExactProbe
 
     mapped, unmapped = SessionKey("claude", "mapped"), SessionKey("claude", "guess")
@@ -291,4 +291,4 @@ def test_the_exact_probe_is_cheap_on_the_engine_thread() -> None:
     assert probe(unmapped) is None and lookups == [mapped, unmapped]
     now[0] += EXACT_TTL_S
     assert probe(mapped) is None  # "unknown" is no state the watchdog can use
-    assert probe(unmapped) is None and lookups == [mapped, unmapped, unmapped]
+    assert probe(unmapped) is None and lookups == [mapped, unmapped, mapped, unmapped]

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 PROBE_TTL_S = 3.0
 """How long a session's process state is reused: the probe runs on the engine thread."""
 EXACT_TTL_S = 30.0
-"""How long "no exact mapping" is reused: the registry file is read to find one."""
+"""How long a session's exact mapping (or its absence) is reused: finding one reads the
+registry file."""
 
 
 class ExactProbe:
@@ -58,8 +59,8 @@ class ExactProbe:
 
     def _ref(self, key: SessionKey, now: float) -> Any:
         hit = self._refs.get(key)
-        if hit is not None and (hit[0] is not None or now - hit[1] < EXACT_TTL_S):
-            return hit[0]  # an exact mapping never changes; a missing one may appear
+        if hit is not None and now - hit[1] < EXACT_TTL_S:
+            return hit[0]  # a mapping may appear, or move (`claude --resume` in a new process)
         ref = self.exact_ref(key)
         self._refs[key] = (ref, now)
         return ref
