@@ -126,7 +126,7 @@ async def measure(root: Path, files: list[tuple[Path, str, str]], args: argparse
     probe.install()
     stop = threading.Event()
     async with app.run_test(size=(160, 50)) as pilot:
-        while len(app.measured) < len(files):
+        while len(app.listed) < len(files):
             await pilot.pause(0.1)
         writer = threading.Thread(target=append_forever, args=(files, args.rate, stop))
         writer.start()

@@ -213,13 +213,19 @@ def demo_ref(spec: DemoAgentSpec, pid: int, session_id: str) -> ProcessRef:
 
 
 class ScannedEngine:
-    """The real Engine, scanned once at the fixed clock; it does not follow files afterwards."""
+    """The real Engine, scanned once at the fixed clock, its snapshot handed to the listeners
+    once (the watchdog); it does not follow files or tick afterwards."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.listeners: list[Callable[[LedgerSnapshot], None]] = []
+        self.tick_s = 1.0
 
     def start(self) -> None:
         self.engine.scan()
+        snap = self.engine.snapshot()
+        for fn in self.listeners:
+            fn(snap)
 
     def stop(self) -> None:
         pass
@@ -228,7 +234,7 @@ class ScannedEngine:
         return self.engine.snapshot()
 
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None:
-        pass
+        self.listeners.append(fn)
 
 
 class NoSignals:
@@ -308,7 +314,7 @@ async def take(name: str, steps: tuple[str, ...], root: Path, out: Path) -> None
 
 def row_of(app: TokentopApp, project: str) -> int:
     """The table row showing the session of `project`."""
-    keys = [k for k, m in app.measured.items() if project_of(m.session) == project]
+    keys = [k for k, m in app.listed.items() if project_of(m.session) == project]
     return app.main_table.row_index(keys[0])
 
 

@@ -30,7 +30,7 @@ from tokentop.policy.detectors import budget_finding
 from tokentop.quantities import parse_usd
 from tokentop.render import figures as fmt
 from tokentop.ui.app import TokentopApp, make_app
-from tokentop.ui.messages import LedgerUpdated
+from tokentop.ui.messages import JudgementMade
 from tokentop.ui.screens.detail import SessionDetail
 from tokentop.ui.screens.help import HelpScreen, ParseErrorsScreen
 from tokentop.ui.screens.main import MainScreen
@@ -178,9 +178,8 @@ async def test_sessions_appear_and_disappear_as_rows() -> None:
         assert sorted(projects(h)) == ["api-gateway", "newproj", "webshop"]
 
 
-def test_ledger_updated_replaces_an_older_queued_one() -> None:
-    a = LedgerUpdated(ledger(sample_sessions(), 1))
-    b = LedgerUpdated(ledger(sample_sessions(), 2))
+def test_judgement_made_replaces_an_older_queued_one() -> None:
+    a, b = JudgementMade(), JudgementMade()
     assert b.can_replace(a)
     assert not b.can_replace(Message())
 
@@ -189,9 +188,9 @@ async def test_an_older_snapshot_arriving_late_is_ignored() -> None:
     h = Harness()
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        h.app.post_message(LedgerUpdated(ledger(sample_sessions()[:1], 5)))
+        h.engine.publish(ledger(sample_sessions()[:1], 5))
         await settle(pilot)
-        h.app.post_message(LedgerUpdated(ledger(sample_sessions(), 3)))
+        h.engine.publish(ledger(sample_sessions(), 3))
         await settle(pilot)
         assert projects(h) == ["webshop"]
 
@@ -211,14 +210,19 @@ async def test_a_burst_of_snapshots_is_drawn_once_with_the_newest() -> None:
         assert h.cell("webshop", "tokens") == "3.0M"
 
 
-async def test_tick_reevaluates_rates_in_a_worker() -> None:
+async def test_each_engine_tick_is_drawn_with_its_decayed_rates() -> None:
+    """The engine judges every tick_s with nothing appended (same version, later clock): the
+    app draws it, so a quiet session's burn decays to zero without a timer of the app's."""
     h = Harness()
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        before = h.engine.ticks
-        h.app._tick()
+        assert h.cell("webshop", "burn") != "—"
+        steady, *rest = sample_sessions()
+        later = ledger((with_(steady, tokens_per_min=0.0, usd_per_hour=0.0), *rest), 1)
+        h.engine.publish(msgspec.structs.replace(later, taken_at=NOW + 1))
         await settle(pilot)
-        assert h.engine.ticks == before + 1
+        assert h.cell("webshop", "burn") == "—"
+        assert h.engine.tick_s == h.app.refresh_s  # `+`/`-` set how often the engine ticks
 
 
 async def test_filter_narrows_rows_and_escape_clears_it() -> None:
@@ -252,7 +256,7 @@ async def test_sort_keys_cycle_and_reverse() -> None:
         await settle(pilot)
         await pilot.press("s")
         await pilot.pause()
-        assert h.app.sort == "cost"
+        assert h.app.view.sort == "cost"
         assert projects(h) == ["api-gateway", "webshop", "notes", "ml-pipeline"]
         assert "COST▼" in h.table.header.plain
         await pilot.press("I")  # htop's invert
@@ -261,7 +265,7 @@ async def test_sort_keys_cycle_and_reverse() -> None:
         assert "COST▲" in h.table.header.plain
         await pilot.press("I", "less_than_sign")
         await pilot.pause()
-        assert h.app.sort == "burn"
+        assert h.app.view.sort == "burn"
         assert projects(h)[0] == "api-gateway"
 
 
@@ -269,7 +273,7 @@ async def test_text_columns_sort_a_to_z() -> None:
     h = Harness()
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        h.app.sort = "project"
+        h.app.view.sort = "project"
         h.app.refresh_view()
         assert projects(h) == ["api-gateway", "ml-pipeline", "notes", "webshop"]
 
@@ -355,12 +359,12 @@ async def test_budget_modal_rejects_garbage_and_can_reset() -> None:
         await pilot.press("enter")
         await settle(pilot)
         key = sample_sessions()[1].key
-        assert h.app.overrides[key].tokens == 2_000_000
+        assert h.app.watchdog.overrides()[key].tokens == 2_000_000
         await pilot.press("b")
         await pilot.pause()
         await pilot.click("#reset")
         await settle(pilot)
-        assert key not in h.app.overrides
+        assert key not in h.app.watchdog.overrides()
         assert h.cell("api-gateway", "budget").endswith(" 9%")
 
 
@@ -401,7 +405,7 @@ async def test_budget_dialog_reasons_and_the_store_keeps_the_budget(tmp_path: Pa
         h = Harness(store=store)
         async with h.app.run_test(size=SIZE) as pilot:
             await settle(pilot)
-            assert h.app.overrides[key] == Budget(3.5, 2_000_000)
+            assert h.app.watchdog.overrides()[key] == Budget(3.5, 2_000_000)
             assert h.cell("api-gateway", "budget").endswith("%")
     config = msgspec.structs.replace(Config(), session_budgets=read_budgets(db))
     finding = budget_finding(sample_sessions()[1], config)
@@ -545,18 +549,24 @@ async def test_p_pauses_then_resumes() -> None:
     async with h.app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert h.column("eta")[0] == "4h36"  # $45.70 left at $9.90/h
+        assert projects(h)[0] == "api-gateway"
         await pilot.press("p")
         await settle(pilot)
         await pilot.press("y")
         await settle(pilot)
-        assert h.column("status")[0] == "  paused"
-        assert h.column("eta")[0] == ""  # a stopped process burns nothing
+        assert h.cell("api-gateway", "status") == "  paused"
+        assert h.cell("api-gateway", "eta") == ""  # a stopped process burns nothing
+        assert h.cell("api-gateway", "burn") == "—"  # from the moment tokentop knows
+        assert projects(h)[0] == "webshop"  # sorted by burn: the paused one went down
+        header = text_of(h.app.main_screen.query_one("#header", Static))
+        assert "now 12.5k tok/min $3.40/h   live 1 of 4" in header  # webshop alone
         await pilot.press("p")
         await settle(pilot)
         assert "resume" in h.app.screen.body.plain  # type: ignore[attr-defined]
         await pilot.press("y")
         await settle(pilot)
         assert [verb for verb, *_ in procs.calls] == ["pause", "resume"]
+        assert h.cell("api-gateway", "status") == "  live"
         assert h.column("status")[0] == "  live"
 
 
@@ -610,6 +620,7 @@ async def test_plus_and_minus_change_the_refresh_rate() -> None:
         assert h.app.refresh_s == 0.5
         await pilot.press("minus", "minus")
         assert h.app.refresh_s == 2.0
+        assert h.engine.tick_s == 2.0
         header = text_of(h.app.main_screen.query_one("#header", Static))
         assert "refresh 2s" in header
 
@@ -779,3 +790,37 @@ async def test_an_empty_table_says_where_it_looks_and_why(tmp_path: Path) -> Non
         await pilot.press("slash", *"zzzz-nothing", "enter")
         await settle(pilot)
         assert "matches the filter" in text_of(h.app.main_screen.query_one("#empty", Static))
+
+
+async def test_coalesced_judgements_lose_no_crossing() -> None:
+    """Judgements held back by the redraw limit are replaced by the newest, but the crossings
+    they carried are still announced, once each, when it is drawn."""
+    h = Harness(config=Config(budgets=Budgets(usd=10.0)))
+    steady = make_session("s1", cost=1.0, tpm=100.0)
+    async with h.app.run_test(size=SIZE) as pilot:
+        h.publish((steady,))
+        await settle(pilot)
+        h.app.min_redraw_s = 3600.0
+        for cost in (8.5, 10.5, 11.0):
+            h.publish((with_(steady, cost_usd=cost),))
+        await settle(pilot)
+        assert [kw.get("title") for _, kw in h.notes] == []  # held back: drawn moments ago
+        h.app._draw_pending()  # what the scheduled timer does
+        messages = [m for m, kw in h.notes if kw.get("title") == "Budget"]
+        assert len(messages) == 2 and h.bells == 2
+        assert "near its budget: 85% used" in messages[0]
+        assert "over budget: 105% used" in messages[1]
+        assert h.cell("webshop", "cost") == "$11.00"
+
+
+async def test_a_filter_keypress_only_refilters_the_last_judgement() -> None:
+    """No policy on the UI thread: typing a filter judges nothing, it filters what is shown."""
+    h = Harness()
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        judged = h.app.watchdog.last
+        assert judged is not None and h.app.judgement is judged
+        await pilot.press("slash", *"gate")
+        await settle(pilot)
+        assert projects(h) == ["api-gateway"]
+        assert h.app.watchdog.last is judged

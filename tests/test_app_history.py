@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from textual.widgets import Static
 
-from test_app import Harness, settle, text_of
+from test_app import Harness, settle, text_of, wait_for
 from tokentop.clock import FakeClock
 from tokentop.config import Config, History
 from tokentop.history.store import Store
@@ -150,7 +150,7 @@ async def test_h_opens_history_which_filters_sorts_and_shows_a_summary(tmp_path:
 
 
 async def test_history_of_an_empty_store_says_how_sessions_get_there(tmp_path: Path) -> None:
-    app, _ = app_with(sample_sessions(), Store(tmp_path / "empty.db"))
+    app, _ = app_with(sample_sessions()[:3], Store(tmp_path / "empty.db"))  # none ended
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("h")
@@ -174,16 +174,18 @@ async def test_without_a_store_h_explains_that_history_is_off() -> None:
 
 
 async def test_sessions_that_end_are_recorded_in_the_store(tmp_path: Path) -> None:
+    """Listed sessions that end are recorded once; older ones are left to `report`."""
     path = tmp_path / "tokentop.db"
     quiet = make_session("dddd-quiet", cwd="/home/dev/src/quiet", cost=1.25, ago=3600)
     live = make_session("eeee-live", tpm=100.0)
-    app, _ = app_with((quiet, live), Store(path))
+    ancient = make_session("ffff-ancient", cwd="/home/dev/old", ago=3 * 86_400)  # not listed
+    app, engine = app_with((quiet, live, ancient), Store(path))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app._tick()
+        await wait_for(pilot, lambda: app.summaries_recorded == 1)
+        engine.publish(ledger((quiet, live, ancient), 2))  # unchanged: not recorded again
         await settle(pilot)
-        assert app.summaries_recorded == 1
-        app._tick()  # unchanged: not recorded again
+        assert app.core.keeper is not None and app.core.keeper.flush()
         await settle(pilot)
         assert app.summaries_recorded == 1
     with Store(path) as reopened:  # what another tokentop process would read
@@ -221,11 +223,11 @@ async def test_findings_are_kept_in_the_store_once_for_the_summary(tmp_path: Pat
     looping = msgspec.structs.replace(
         make_session("e5f6-looping", cwd="/home/dev/api", tpm=500.0), recent_tools=stuck
     )
-    app, _ = app_with((looping,), Store(path))
+    app, engine = app_with((looping,), Store(path))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        for _ in range(3):
-            app._tick()
+        for version in range(2, 5):
+            engine.publish(ledger((looping,), version))
             await settle(pilot)
         await app.workers.wait_for_complete()
     with Store(path) as reopened:
@@ -239,13 +241,13 @@ async def test_a_store_that_fails_is_reported_once_and_the_app_goes_on(tmp_path:
     store = Store(tmp_path / "tokentop.db")
     store.close()  # every call now fails
     quiet = make_session("dddd-quiet", ago=3600)
-    app, _ = app_with((quiet,), store)
+    app, engine = app_with((quiet,), store)
     notes: list[str] = []
     app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign,assignment]
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        for _ in range(3):
-            app._tick()
+        for version in range(2, 5):
+            engine.publish(ledger((make_session("dddd-quiet", ago=3600 - version),), version))
             await settle(pilot)
         assert len([n for n in notes if n.startswith("History not recorded")]) == 1
         assert app.main_table.row_count == 1

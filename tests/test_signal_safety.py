@@ -369,7 +369,7 @@ def test_hook_escalation_never_kills_a_recorded_process_that_is_no_agent(
 
 def test_the_confirm_says_plainly_when_a_process_is_a_guess() -> None:
     """From the keys a person may act on a guess, after a confirm that says it is one."""
-    from tokentop.ui.actions import Step, confirm_body
+    from tokentop.ui.process_actions import Step, confirm_body
     from ui_fakes import FakeRef, make_session
 
     session = make_session("s1")

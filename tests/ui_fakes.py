@@ -139,22 +139,25 @@ def ledger(sessions: Sequence[SessionSnapshot], version: int = 1) -> LedgerSnaps
 
 @dataclass
 class FakeEngine:
-    """Serves a fixed snapshot; `publish` plays the engine thread calling its listeners."""
+    """Serves a fixed snapshot; `publish` plays the engine thread calling its listeners.
+
+    Like the real engine after its scan, `start` hands the current snapshot to the listeners;
+    unlike it, nothing comes every `tick_s` (a test publishes when it wants a judgement)."""
 
     current: LedgerSnapshot
     listeners: list[Callable[[LedgerSnapshot], None]] = field(default_factory=list)
     started: bool = False
     stopped: bool = False
-    ticks: int = 0
+    tick_s: float = 1.0
 
     def start(self) -> None:
         self.started = True
+        self.publish(self.current)
 
     def stop(self) -> None:
         self.stopped = True
 
     def snapshot(self) -> LedgerSnapshot:
-        self.ticks += 1
         return self.current
 
     def add_listener(self, fn: Callable[[LedgerSnapshot], None]) -> None:

@@ -24,26 +24,36 @@ def run_app(
     store_path: Path | None = None,
     action_log: Path | None = None,
 ) -> int:
-    """Run the Textual app; imported here so headless commands never load textual."""
-    engine.start()  # the cold scan runs while Textual loads (~0.5 s): a first view sooner
+    """Run the Textual app; imported here so headless commands never load textual. The
+    watchdog, its keeper and the app's inbox listen before the engine starts, so the cold
+    scan runs while Textual loads (~0.5 s) and nothing it judges is lost."""
     from tokentop.clock import SystemClock
     from tokentop.history.store import Store, StoreError
     from tokentop.processes.control import ProcessController, default_action_log
-    from tokentop.ui.app import make_app
+    from tokentop.processes.mapper import exact_probe
+    from tokentop.ui.core import app_core
 
     try:  # the store is left open at exit: a worker may still be finishing a write
         store: Store | None = Store(store_path)
     except StoreError as exc:
         print(f"tokentop: history is off: {safe(str(exc))}", file=sys.stderr)
         store = None
+    clock = SystemClock()
+    controller = ProcessController(log_path=action_log or default_action_log())
+    probe = exact_probe(mapper, controller)
+    core = app_core(engine, config, clock, store=store, probe=probe)
+    engine.start()
+    from tokentop.ui.app import make_app
+
     app = make_app(
         engine,
         config=config,
-        clock=SystemClock(),
-        controller=ProcessController(log_path=action_log or default_action_log()),
+        clock=clock,
+        controller=controller,
         mapper=mapper,
         read_only=args.read_only or config.read_only,
         store=store,
+        core=core,
     )
     app.run()
     return 0

@@ -176,6 +176,6 @@ def make_watchdog(
 ) -> Watchdog:
     """The one Watchdog of a front-end: it knows processes only through exact mappings."""
     from tokentop.policy.watchdog import Watchdog
-    from tokentop.processes.mapper import ExactProbe
+    from tokentop.processes.mapper import exact_probe
 
-    return Watchdog(config, probe=ExactProbe(mapper.current_ref, controller.status))
+    return Watchdog(config, probe=exact_probe(mapper, controller))

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 
@@ -179,44 +179,62 @@ class RecordedMapper:
         self.fallback.observe(live)
 
 
-class ExactProbe:
-    """The Watchdog's view of processes: the state of each session's exactly mapped process.
-
-    Never a /proc scan (a guess proves nothing about how a session stands), and each answer
-    is reused for `ttl_s`, since the Watchdog asks on the engine thread every second.
-    """
-
-    def __init__(
-        self,
-        exact: Callable[[SessionKey], ProcessRef | None],
-        status: Callable[[ProcessRef], str],
-        ttl_s: float = 5.0,
-    ) -> None:
-        self.exact = exact
-        self.status = status
-        self.ttl_s = ttl_s
-        self._seen: dict[SessionKey, tuple[float, ProbeState | None]] = {}
-
-    def __call__(self, key: SessionKey) -> ProbeState | None:
-        now = time.monotonic()
-        seen = self._seen.get(key)
-        if seen is not None and now - seen[0] < self.ttl_s:
-            return seen[1]
-        ref = self.exact(key)
-        state = _probe_state(self.status(ref)) if ref is not None else None
-        self._seen[key] = (now, state)
-        return state
-
-    def forget(self, key: SessionKey) -> None:
-        """Ask again next time (an action was just taken on the process)."""
-        self._seen.pop(key, None)
-
-
+PROBE_TTL_S = 3.0
+"""How long a session's process state is reused: the probe runs on the engine thread."""
+EXACT_TTL_S = 30.0
+"""How long a session's exact mapping (or its absence) is reused: finding one reads the
+registry file."""
 ProbeState = Literal["running", "stopped", "gone"]
-
-
 _PROBE_STATES: dict[str, ProbeState] = {"running": "running", "stopped": "stopped", "gone": "gone"}
 
 
-def _probe_state(status: str) -> ProbeState | None:
-    return _PROBE_STATES.get(status)  # "unknown" (not ours to read) is None
+class ExactProbe:
+    """The Watchdog's view of processes: the state of the process exactly mapped to a session
+    (launched, hook, a known agent writing its file), or None. Never a /proc scan (a guess
+    proves nothing about how a session stands); cached per session, so a judgement of 500
+    sessions costs dict lookups on the engine thread."""
+
+    def __init__(
+        self,
+        exact_ref: Callable[[SessionKey], Any],
+        status: Callable[[Any], str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.exact_ref, self.status, self.clock = exact_ref, status, clock
+        self._lock = threading.Lock()
+        self._refs: dict[SessionKey, tuple[Any, float]] = {}
+        self._states: dict[SessionKey, tuple[ProbeState | None, float]] = {}
+
+    def __call__(self, key: SessionKey) -> ProbeState | None:
+        now = self.clock()
+        with self._lock:
+            hit = self._states.get(key)
+            if hit is not None and now - hit[1] < PROBE_TTL_S:
+                return hit[0]
+            ref = self._ref(key, now)
+            state = _PROBE_STATES.get(self.status(ref)) if ref is not None else None
+            self._states[key] = (state, now)
+            return state
+
+    def forget(self, key: SessionKey) -> None:
+        """Ask again next time (an action was just taken on the process)."""
+        with self._lock:
+            self._states.pop(key, None)
+
+    def _ref(self, key: SessionKey, now: float) -> Any:
+        hit = self._refs.get(key)
+        if hit is not None and now - hit[1] < EXACT_TTL_S:
+            return hit[0]  # a mapping may appear, or move (`claude --resume` in a new process)
+        ref = self.exact_ref(key)
+        self._refs[key] = (ref, now)
+        return ref
+
+
+def exact_probe(mapper: object, controller: object) -> ExactProbe | None:
+    """A probe from the mapper's exact mappings (`current_ref` when the mapper knows which
+    session a process runs now, else `exact_ref`) and the controller's `status`."""
+    exact_ref = getattr(mapper, "current_ref", None) or getattr(mapper, "exact_ref", None)
+    status = getattr(controller, "status", None)
+    if exact_ref is None or status is None:
+        return None
+    return ExactProbe(exact_ref, status)

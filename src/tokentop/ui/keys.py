@@ -12,7 +12,7 @@ from typing import NamedTuple
 from textual.binding import Binding, BindingType
 
 from tokentop.config import DEFAULT_KEYS as KEY_STRINGS
-from tokentop.config import KEY_ACTIONS
+from tokentop.config import KEY_ACTIONS, Config
 
 
 class KeySpec(NamedTuple):
@@ -88,3 +88,8 @@ def key_help(overrides: Mapping[str, str], read_only: bool) -> list[tuple[str, s
     for spec, what in UI_KEYS.values():
         rows.append((spec.keys.replace(",", " "), what, ""))
     return rows
+
+
+def key_of(config: Config, binding_id: str) -> str:
+    """The keys bound to `binding_id` now, as config.toml spells them (for hints on screen)."""
+    return config.keys.get(binding_id, all_specs()[binding_id].keys)

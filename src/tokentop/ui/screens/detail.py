@@ -25,6 +25,7 @@ from tokentop.render.text import command_line, safe
 from tokentop.ui import keys
 from tokentop.ui.views.history_rows import LABEL_STYLES
 from tokentop.ui.views.rows import (
+    Status,
     approx,
     budget_text,
     cost_text,
@@ -45,7 +46,7 @@ class DetailView(NamedTuple):
 
     session: SessionSnapshot
     use: BudgetUse
-    status: str
+    status: Status
     files: Sequence[FileHealth]
     now: float
     reasons: Sequence[str] = ()
@@ -120,7 +121,7 @@ class SessionDetail(Screen[None]):
 def title_text(view: DetailView) -> Text:
     s, use = view.session, view.use
     budget = budget_text(use) or "no budget"
-    eta = eta_text(use)
+    eta = eta_text(use, view.status)
     return Text.assemble(
         (safe(project_name(s.cwd)), "bold"),
         f"  {safe(str(s.key))}  ",

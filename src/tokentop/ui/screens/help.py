@@ -19,7 +19,7 @@ from tokentop.render.text import safe
 from tokentop.ui.views.rows import FLAG_LEGEND, SORTS
 
 COLUMN_HELP = (
-    ("STATUS", "live: activity within live_timeout_s; idle; ended; paused/killed by you"),
+    ("STATUS", "live: activity within live_timeout_s; idle; ended; paused/killed/term by you"),
     ("TOKENS", "every kind: input, output, cache read and write, reasoning; ≈ = estimated"),
     ("COST", "priced models only; ? = no price known, ≥ = part unpriced, ≈ = estimated"),
     ("BURN", "tokens per minute and dollars per hour over the last 5 minutes"),

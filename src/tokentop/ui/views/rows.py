@@ -9,16 +9,20 @@ from __future__ import annotations
 import functools
 import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
+from tokentop.config import Config
 from tokentop.history.summary import base_name
-from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.model import SessionSnapshot
 from tokentop.policy.budgets import BudgetUse, Level
+from tokentop.policy.watchdog import STOPPED, Judged, Judgement, SessionState
 from tokentop.render import figures as fmt
 from tokentop.render.text import safe
 
-Status = Literal["live", "idle", "ended", "paused", "killed"]
+Status = SessionState
+STATUS_LABELS = {"terminated": "term"}
+"""A state too wide for the column, shortened (the details and history spell it out)."""
 SortName = Literal["burn", "cost", "tokens", "budget", "recent", "project", "agent"]
 SORTS: tuple[SortName, ...] = ("burn", "cost", "tokens", "budget", "recent", "project", "agent")
 TEXT_SORTS = frozenset({"project", "agent"})
@@ -200,12 +204,12 @@ def budget_text(use: BudgetUse) -> str:
 
 
 def eta_text(use: BudgetUse, status: Status = "live") -> str:
-    """Time left at the current burn; none for a stopped process, which burns nothing."""
+    """Time left at the current burn; none for a stopped session, which burns nothing."""
     if use.eta_s is None:
         return ""
     if use.eta_s <= 0:
         return "over"
-    return "" if status in ("paused", "killed") else fmt.duration(use.eta_s)
+    return "" if status in STOPPED else fmt.duration(use.eta_s)
 
 
 def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> str:
@@ -232,7 +236,7 @@ def row_view(
     session: SessionSnapshot, use: BudgetUse, status: Status, tagged: bool, detected: str = ""
 ) -> RowView:
     return RowView(
-        status,
+        STATUS_LABELS.get(status, status),
         safe(session.key.agent),
         project_name(session.cwd),
         safe(models_text(session)),
@@ -278,20 +282,35 @@ def descending(sort: SortName, reverse: bool) -> bool:
     return (sort not in TEXT_SORTS) != reverse
 
 
-class Measured:
-    """A listed session with its budget use and status; its row and search text are memos."""
+class Listed:
+    """A listed session as the watchdog judged it; its row and search text are memos."""
 
-    __slots__ = ("detected", "row", "row_key", "search", "session", "status", "use")
+    __slots__ = ("judged", "row", "row_key", "search")
 
-    def __init__(self, session: SessionSnapshot, use: BudgetUse, status: Status) -> None:
-        self.row_key = str(session.key)
-        self.session = session
-        self.use = use
-        self.status = status
+    def __init__(self, judged: Judged) -> None:
+        self.row_key = str(judged.session.key)
+        self.judged = judged
         self.row: RowView | None = None
         self.search = ""
-        self.detected = ""
-        """Flag letters from the policy detectors."""
+
+    @property
+    def session(self) -> SessionSnapshot:
+        return self.judged.session
+
+    @property
+    def use(self) -> BudgetUse:
+        return self.judged.use
+
+    @property
+    def status(self) -> Status:
+        return self.judged.state
+
+    def same(self, judged: Judged) -> bool:
+        """Judged alike (the engine hands back the same object for a quiet session)."""
+        old = self.judged
+        if old.session is not judged.session and old.session != judged.session:
+            return False
+        return (old.state, old.use, old.flags) == (judged.state, judged.use, judged.flags)
 
 
 class Totals(NamedTuple):
@@ -310,40 +329,48 @@ class Totals(NamedTuple):
     """Part of today's figures comes from tokenizer estimates."""
 
 
-def totals(snap: LedgerSnapshot, listed: int, statuses: Mapping[SessionKey, Status]) -> Totals:
+def totals(judgement: Judgement, listed: Sequence[Listed]) -> Totals:
     """Today's figures: each session's spend since local midnight (the ledger's minute
-    buckets, so a session that started yesterday counts only today's part); the burn of all."""
+    buckets, so a session that started yesterday counts only today's part); the burn of the
+    live sessions only, as the watchdog sums it (a stopped one burns nothing)."""
+    snap = judgement.snapshot
     today = [s for s in snap.sessions if s.tokens_today or s.cost_today]
     return Totals(
         sum(s.tokens_today for s in today),
         sum(s.cost_today for s in today),
         any(s.unpriced_models for s in today),
-        sum(s.usd_per_hour for s in snap.sessions),
-        sum(s.tokens_per_min for s in snap.sessions),
-        sum(1 for st in statuses.values() if st == "live"),
-        listed,
+        judgement.burn_usd_per_hour,
+        judgement.burn_tokens_per_min,
+        sum(1 for m in listed if m.status == "live"),
+        len(listed),
         snap.bad_lines,
         sum(1 for f in snap.files if f.bad_lines),
         any(s.estimated for s in today),
     )
 
 
-def status_of(
-    activity: Status,
-    key: SessionKey,
-    last_ts: float,
-    actions: Mapping[SessionKey, tuple[Status, float]],
-) -> Status:
-    """An action's state (paused, killed) holds until the session shows activity after it."""
-    acted = actions.get(key)
-    if acted is not None and last_ts <= acted[1]:
-        return acted[0]
-    return activity
-
-
-def visible(
-    sessions: Iterable[SessionSnapshot], now: float, hide_after_s: float
-) -> list[SessionSnapshot]:
+def visible(judged: Iterable[Judged], now: float, hide_after_s: float) -> list[Judged]:
     if hide_after_s <= 0:
-        return list(sessions)
-    return [s for s in sessions if now - s.last_ts <= hide_after_s]
+        return list(judged)
+    return [j for j in judged if now - j.session.last_ts <= hide_after_s]
+
+
+def empty_text(
+    total: int, shown: int, listed: bool, config: Config, show_all_key: str, roots: list[str]
+) -> str:
+    """Why the table is empty: a filter, hide_after_h, or no session at all yet."""
+    if shown:
+        return ""
+    if listed:
+        return "No session matches the filter (escape clears it)."
+    if total:
+        hours = f"{config.hide_after_h:g}"
+        return (
+            f"{total} session(s), none active in the last {hours} h (hide_after_h). "
+            f"Press {show_all_key} to show them."
+        )
+    where = "\n".join(f"  {r.replace(':', '  ', 1)}" for r in roots)
+    return (
+        "No agent sessions found yet. tokentop is watching:\n"
+        f"{where}\nStart an agent, or try `tokentop demo`."
+    )

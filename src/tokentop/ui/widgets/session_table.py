@@ -31,6 +31,8 @@ STATUS_STYLES = {
     "ended": "dim",
     "paused": "bold magenta",
     "killed": "bold red",
+    "term": "bold red",
+    "exited": "dim",
 }
 LEVEL_STYLES = {Level.OK: "", Level.WARN: "bold yellow", Level.OVER: "bold red"}
 FIELDS = tuple(c.key for c in COLUMNS)
@@ -52,7 +54,7 @@ def cell_text(row: RowView, name: str) -> str:
 def cell_style(row: RowView, name: str) -> str:
     level_style = LEVEL_STYLES[row.level]
     if name == "status":
-        return STATUS_STYLES[row.status]
+        return STATUS_STYLES.get(row.status, "")
     if name in ("cost", "budget", "eta"):
         return level_style
     if name == "flags":

@@ -1,0 +1,78 @@
+"""Listing: which sessions the table lists, in what order, and which are tagged.
+
+Pure view state over the last judgement (no Textual, no policy): a filter keypress or a sort
+key only re-filters and re-sorts what the watchdog already judged.
+"""
+
+from __future__ import annotations
+
+from tokentop.policy.watchdog import Judgement
+from tokentop.ui.views.rows import (
+    SORTS,
+    Listed,
+    RowView,
+    SortName,
+    descending,
+    row_view,
+    search_text,
+    sort_value,
+    visible,
+)
+
+
+class Listing:
+    def __init__(self, hide_after_h: float) -> None:
+        self.hide_after_h = hide_after_h
+        self.sort: SortName = "burn"
+        self.sort_reversed = False
+        self.tagged: set[str] = set()
+        self.show_all = False
+        """`a`: list sessions older than hide_after_h too."""
+        self.needle = ""
+        self.listed: dict[str, Listed] = {}
+
+    @property
+    def descending(self) -> bool:
+        return descending(self.sort, self.sort_reversed)
+
+    def take(self, judgement: Judgement, now: float) -> None:
+        """List the judged sessions, reusing the memos of those judged alike last time."""
+        hide_after = float("inf") if self.show_all else self.hide_after_h * 3600
+        listed: dict[str, Listed] = {}
+        for j in visible(judgement.sessions, now, hide_after):
+            old = self.listed.get(str(j.session.key))
+            if old is not None and old.same(j):
+                old.judged = j
+                listed[old.row_key] = old
+            else:
+                listed[str(j.session.key)] = Listed(j)
+        self.listed = listed
+
+    def shown(self) -> list[Listed]:
+        """The listed sessions that match the filter, in the sort's order."""
+        shown = [m for m in self.listed.values() if self._matches(m)]
+        shown.sort(key=lambda m: sort_value(m.session, m.use, self.sort), reverse=self.descending)
+        return shown
+
+    def row(self, m: Listed) -> RowView:
+        tagged = m.row_key in self.tagged
+        if m.row is None or m.row.tagged != tagged:
+            m.row = row_view(m.session, m.use, m.status, tagged, m.judged.flags)
+        return m.row
+
+    def _matches(self, m: Listed) -> bool:
+        needle = self.needle.strip().lower()
+        if not needle:
+            return True
+        if not m.search:
+            m.search = f"{m.status} {search_text(m.session)}"
+        return needle in m.search
+
+    def step_sort(self, step: int) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + step) % len(SORTS)]
+
+    def tagged_listed(self) -> list[Listed]:
+        return [m for key, m in self.listed.items() if key in self.tagged]
+
+    def live(self) -> list[Listed]:
+        return [m for m in self.listed.values() if m.status == "live"]
