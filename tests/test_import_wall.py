@@ -188,3 +188,22 @@ def _strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:
                         break
                 found.append(component)
     return found
+
+
+def test_the_policy_is_made_in_one_place_and_never_in_the_ui() -> None:
+    """One Watchdog: `PolicyState()` is built only in policy/watchdog.py, and nothing in ui/
+    calls a detector, a budget measure or a crossing (the UI shows judgements)."""
+    judging = {"PolicyState", "evaluate", "detect", "budget_use", "crossings", "status_of"}
+    found = []
+    made = 0
+    for module, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name == "PolicyState" and module != "tokentop.policy.watchdog":
+                found.append(f"{module}: PolicyState()")
+            made += name == "PolicyState"
+            if name in judging and module.startswith("tokentop.ui"):
+                found.append(f"{module}: {name}()")
+    assert found == [] and made == 1  # the one place is seen, so the search works

@@ -371,9 +371,9 @@ class Run:
         else:
             self.status.note(f"warning: {decision.reason}")
             return
-        # A pause reported late (the stop was not seen within the controller's wait on a busy
-        # machine) still took effect if the agent is stopped now.
-        took = result.ok or (result.action == "pause" and self.controller.status(ref) == "stopped")
+        # SIGSTOP cannot be refused: a pause whose stop was not seen within the controller's
+        # wait (an agent in the middle of a write on a busy machine) still takes effect.
+        took = result.ok or (result.action == "pause" and bool(result.pids))
         self.watchdog.note_action(decision.session, result.action, took, result.timestamp)
         self.status.note(f"{decision.reason}: {result.message}")
 
