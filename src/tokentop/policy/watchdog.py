@@ -64,6 +64,8 @@ class Judged(msgspec.Struct, frozen=True, gc=False):
     use: BudgetUse
     flags: str
     """Letters of the detectors that hold now (see FLAG_OF)."""
+    reasons: tuple[str, ...] = ()
+    """Why each detector holds now (a detail view shows them), judged here, not in the UI."""
 
 
 class Ending(msgspec.Struct, frozen=True):
@@ -191,13 +193,6 @@ class Watchdog:
     def last(self) -> Judgement | None:
         return self._last
 
-    def reasons(self, session: SessionSnapshot) -> list[str]:
-        """Why each detector holds now, for a detail view."""
-        now = self.clock.now()
-        live = self.config.activity(session.last_ts, now) == "live"
-        with self._lock:
-            return [d.reason for d in detect(session, self.config, now, self._policy, live=live)]
-
     def stop_reasons(self, session: SessionSnapshot) -> list[str]:
         """Why an agent must stop before its next tool call (the hook asks): over its budget,
         or about to repeat a loop, each unless its detector's action is "none"."""
@@ -270,7 +265,12 @@ class Watchdog:
                 continue
             config = self._config_for(j.use.budget)
             found += evaluate(j.session, config, now, self._policy, process_alive=alive)
-            judged[i] = msgspec.structs.replace(j, flags=self._flags(j.session.key))
+            held = detect(
+                j.session, config, now, self._policy, process_alive=alive, live=j.state == "live"
+            )
+            judged[i] = msgspec.structs.replace(
+                j, flags=self._flags(j.session.key), reasons=tuple(d.reason for d in held)
+            )
         return found
 
     def _config_for(self, budget: Budget) -> Config:

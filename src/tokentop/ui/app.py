@@ -233,8 +233,7 @@ class TokentopApp(App[None]):
             return
         judged = judgement.of(screen.key)
         if judged is not None:
-            reasons = self.watchdog.reasons(judged.session)
-            screen.show(self.detail_feed.view(judgement.snapshot, judged, reasons))
+            screen.show(self.detail_feed.view(judgement.snapshot, judged, list(judged.reasons)))
 
     # -- what the workers report -------------------------------------------------------------
 
