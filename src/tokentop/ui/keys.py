@@ -48,7 +48,7 @@ assert {k: s.keys for k, s in DEFAULT_KEYS.items()} == KEY_STRINGS, "and config.
 UI_KEYS: dict[str, tuple[KeySpec, str]] = {
     "show-all": (
         KeySpec("a", "app.show_all", ""),
-        "show sessions older than hide_after_h too (again: hide them)",
+        "Show sessions older than hide_after_h too (again: hide them)",
     ),
 }
 """Bindings that `[keys]` cannot rebind yet (config.KEY_ACTIONS does not list them)."""
@@ -87,6 +87,7 @@ def key_help(overrides: Mapping[str, str], read_only: bool) -> list[tuple[str, s
         rows.append((keys.replace(",", " "), KEY_ACTIONS[binding_id], binding_id))
     for spec, what in UI_KEYS.values():
         rows.append((spec.keys.replace(",", " "), what, ""))
+    rows.append(("ctrl+c", "Quit, as q does (htop, btop and k9s do the same)", ""))
     return rows
 
 
