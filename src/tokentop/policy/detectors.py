@@ -76,6 +76,14 @@ def evaluate(
     if not live:
         state.forget(key)
     found = detect(snapshot, config, now, state, process_alive=process_alive, live=live)
+    return crossed(found, key, state, live=live)
+
+
+def crossed(
+    found: Sequence[Decision], key: SessionKey, state: PolicyState, *, live: bool
+) -> list[Decision]:
+    """Of what `detect` found for `key`, the decisions whose level rose since the last call;
+    the levels are remembered in `state` (only stall is judged on a session not live)."""
     by_detector = {d.detector: d for d in found}
     new: list[Decision] = []
     for detector in DETECTORS if live else ("stall",):

@@ -28,8 +28,8 @@ from tokentop.policy.detectors import (
     Decision,
     PolicyState,
     budget_finding,
+    crossed,
     detect,
-    evaluate,
     loop_finding,
 )
 
@@ -120,6 +120,10 @@ class Watchdog:
         """Sessions whose ending was announced: their last activity then, and how."""
         self._budgets: dict[tuple[SessionKey, str], Budget] = {}
         self._configs: dict[Budget, Config] = {}
+        self._live: set[SessionKey] = set()
+        """Sessions judged live last time: the ones whose detector memory a quiet spell clears."""
+        self._judged: dict[SessionKey, tuple[SessionSnapshot, Judged, tuple[str, Budget]]] = {}
+        """Each session's last judgement (before detectors), by the snapshot it judged."""
         self._last: Judgement | None = None
         self._subscribers: list[Subscriber] = []
 
@@ -208,11 +212,18 @@ class Watchdog:
         return [f.reason for f in found if f is not None and (f.detector, f.level) != ("budget", 1)]
 
     def _judge_one(self, session: SessionSnapshot, now: float) -> Judged:
-        state = self._state(session, now)
+        """Quiet sessions come back as the same snapshot object every second: their last
+        judgement is reused while its state and budget hold."""
+        state, budget = self._state(session, now), self._budget_of(session)
+        last = self._judged.get(session.key)
+        if last is not None and last[0] is session and (state, budget) == last[2]:
+            return last[1]
+        given = session
         if state in STOPPED and (session.tokens_per_min or session.usd_per_hour):
             session = msgspec.structs.replace(session, tokens_per_min=0.0, usd_per_hour=0.0)
-        use = budget_use(session, self._budget_of(session), self.config.alerts)
-        return Judged(session, state, use, "")
+        judged = Judged(session, state, budget_use(session, budget, self.config.alerts), "")
+        self._judged[session.key] = (given, judged, (state, budget))
+        return judged
 
     def _state(self, session: SessionSnapshot, now: float) -> SessionState:
         """The process says how a session stands when it is exactly known; else the last
@@ -260,14 +271,17 @@ class Watchdog:
             alive = None
             if j.state in ("idle", "ended"):  # quiet: is its process still there (a stall)?
                 alive = self._probe(j.session, now, False) == "running"
-            if j.state != "live" and not alive:
-                self._policy.forget(j.session.key)
+            key, live = j.session.key, j.state == "live"
+            if not live and key in self._live:
+                self._live.discard(key)
+                self._policy.forget(key)  # only the stall detector judges a quiet session
+            if not (live or alive):
                 continue
+            if live:
+                self._live.add(key)
             config = self._config_for(j.use.budget)
-            found += evaluate(j.session, config, now, self._policy, process_alive=alive)
-            held = detect(
-                j.session, config, now, self._policy, process_alive=alive, live=j.state == "live"
-            )
+            held = detect(j.session, config, now, self._policy, process_alive=alive, live=live)
+            found += crossed(held, key, self._policy, live=live)
             judged[i] = msgspec.structs.replace(
                 j, flags=self._flags(j.session.key), reasons=tuple(d.reason for d in held)
             )
