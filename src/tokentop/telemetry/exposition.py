@@ -26,7 +26,7 @@ from tokentop.model import SessionSnapshot, base_name
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult
 from tokentop.telemetry.options import ListenError
-from tokentop.telemetry.receiver import Listen, require_token
+from tokentop.telemetry.receiver import Listen, Served, require_token
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -200,8 +200,10 @@ class _Quiet(WSGIRequestHandler):
         """The app owns the terminal."""
 
 
-class MetricsServer:
+class MetricsServer(Served):
     """/metrics on its own thread; beyond loopback only with a bearer token."""
+
+    thread_name = "tokentop-metrics"
 
     def __init__(self, exposition: Exposition, listen: Listen, token: str = "") -> None:
         if listen.port == CLAUDE_EXPORTER_PORT:
@@ -214,32 +216,12 @@ class MetricsServer:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(exposition)
         self.app = _with_token(make_wsgi_app(registry), token)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        super().__init__(self._bound)
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port) if self._server else self.listen.port
-
-    def start(self) -> None:
-        try:
-            server = make_server(
-                self.listen.host, self.listen.port, self.app, ThreadingWSGIServer, _Quiet
-            )
-        except OSError as exc:
-            raise ListenError(f"can't listen on {self.listen}: {exc.strerror or exc}") from None
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="tokentop-metrics", daemon=True
+    def _bound(self) -> Any:
+        return make_server(
+            self.listen.host, self.listen.port, self.app, ThreadingWSGIServer, _Quiet
         )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 def _with_token(app: Any, token: str) -> Any:

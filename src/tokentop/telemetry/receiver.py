@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -81,8 +82,45 @@ def require_token(listen: Listen, token: str, what: str = "OTLP receiver") -> No
         )
 
 
-class Receiver:
+class Served:
+    """A server bound to `listen` and served by a daemon thread (the OTLP receiver and the
+    /metrics endpoint): `bind` makes the server, `start` serves it, `stop` ends it."""
+
+    listen: Listen
+    thread_name = "tokentop-server"
+
+    def __init__(self, bind: Callable[[], Any]) -> None:
+        self._bind = bind
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1]) if self._server else self.listen.port
+
+    def start(self) -> None:
+        try:
+            server = self._bind()
+        except OSError as exc:
+            raise ListenError(f"can't listen on {self.listen}: {exc.strerror or exc}") from None
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class Receiver(Served):
     """An OTLP/HTTP server on its own threads, feeding a TelemetryHub."""
+
+    thread_name = "tokentop-otlp"
 
     def __init__(
         self,
@@ -100,32 +138,13 @@ class Receiver:
         self.max_body = max_body
         self.max_inflated = max_inflated
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(self._bound)
 
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1] if self._server else self.listen.port
-
-    def start(self) -> None:
+    def _bound(self) -> ThreadingHTTPServer:
         server_cls = _V6Server if ":" in self.listen.host else ThreadingHTTPServer
-        try:
-            server = server_cls((self.listen.host, self.listen.port), _handler(self))
-        except OSError as exc:
-            raise ListenError(f"can't listen on {self.listen}: {exc.strerror or exc}") from None
+        server = server_cls((self.listen.host, self.listen.port), _handler(self))
         server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="tokentop-otlp", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        return server
 
     def authorised(self, header: str | None) -> bool:
         if not self.token:
