@@ -178,13 +178,6 @@ class Linker:
         return [s for s in snapshot.sessions if linked.intersection(s.files)]
 
 
-_PROCESS_STATES: dict[str, ProcessState] = {
-    "running": "running",
-    "stopped": "stopped",
-    "gone": "gone",
-}
-
-
 class Run:
     """One launched agent, followed until it exits."""
 
@@ -330,7 +323,9 @@ class Run:
     def _probe(self, key: SessionKey) -> ProcessState | None:
         """The launched agent's state: every session this Watchdog judges is linked to it
         (exact: it is our child). A state psutil could not read keeps the last one known."""
-        state = _PROCESS_STATES.get(self.child_state or "")
+        from tokentop.processes.mapper import probe_state
+
+        state = probe_state(self.child_state or "")
         if state is not None:
             self._last_state = state
         return self._last_state

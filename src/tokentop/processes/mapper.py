@@ -15,11 +15,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import psutil
 
 from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.policy.watchdog import ProcessState
 from tokentop.processes.control import ProcessController
 from tokentop.processes.finding import (
     ProcessRef,
@@ -184,8 +185,16 @@ PROBE_TTL_S = 3.0
 EXACT_TTL_S = 30.0
 """How long a session's exact mapping (or its absence) is reused: finding one reads the
 registry file."""
-ProbeState = Literal["running", "stopped", "gone"]
-_PROBE_STATES: dict[str, ProbeState] = {"running": "running", "stopped": "stopped", "gone": "gone"}
+_PROBE_STATES: dict[str, ProcessState] = {
+    "running": "running",
+    "stopped": "stopped",
+    "gone": "gone",
+}
+
+
+def probe_state(status: str) -> ProcessState | None:
+    """A controller's status as the Watchdog reads it ("unknown" is not ours to read: None)."""
+    return _PROBE_STATES.get(status)
 
 
 class ExactProbe:
@@ -203,16 +212,16 @@ class ExactProbe:
         self.exact_ref, self.status, self.clock = exact_ref, status, clock
         self._lock = threading.Lock()
         self._refs: dict[SessionKey, tuple[Any, float]] = {}
-        self._states: dict[SessionKey, tuple[ProbeState | None, float]] = {}
+        self._states: dict[SessionKey, tuple[ProcessState | None, float]] = {}
 
-    def __call__(self, key: SessionKey) -> ProbeState | None:
+    def __call__(self, key: SessionKey) -> ProcessState | None:
         now = self.clock()
         with self._lock:
             hit = self._states.get(key)
             if hit is not None and now - hit[1] < PROBE_TTL_S:
                 return hit[0]
             ref = self._ref(key, now)
-            state = _PROBE_STATES.get(self.status(ref)) if ref is not None else None
+            state = probe_state(self.status(ref)) if ref is not None else None
             self._states[key] = (state, now)
             return state
 
