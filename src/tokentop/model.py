@@ -7,9 +7,12 @@ hundreds of thousands of them, which the cyclic collector then need not track.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import msgspec
 
+Action = Literal["pause", "resume", "terminate", "kill"]
+"""What tokentop can do to a session's process (keys, policy, the hook's escalation)."""
 RECENT_TOOLS = 30
 """Tool calls kept per session for the loop detectors (and hashed by the parsers)."""
 NAME_MAX = 40

@@ -30,10 +30,10 @@ from tokentop.config import Config
 from tokentop.engine.engine import Engine
 from tokentop.history.keeper import HistoryKeeper
 from tokentop.history.store import Store, StoreError
-from tokentop.model import SessionSnapshot
+from tokentop.model import Action, SessionSnapshot
 from tokentop.policy.detectors import Decision
 from tokentop.policy.watchdog import Judgement, Watchdog
-from tokentop.processes.control import Action, ActionResult, ProcessController, default_action_log
+from tokentop.processes.control import ActionResult, ProcessController, default_action_log
 from tokentop.processes.finding import ProcessRef
 from tokentop.processes.mapper import RecordedMapper, SessionMapper, automatic_refusal
 from tokentop.processes.registry import Registry, default_path

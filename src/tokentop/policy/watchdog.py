@@ -21,7 +21,7 @@ import msgspec
 
 from tokentop.clock import Clock, SystemClock
 from tokentop.config import Budget, Budgets, Config
-from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.model import Action, LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.policy.budgets import BudgetUse, Level, budget_use, crossings
 from tokentop.policy.detectors import (
     DETECTORS,
@@ -40,7 +40,6 @@ EndHow = Literal["killed", "terminated", "paused-then-exited", "exited", "idle"]
 ProcessState = Literal["running", "stopped", "gone"]
 ProcessProbe = Callable[[SessionKey], "ProcessState | None"]
 """The state of the process exactly mapped to a session; None when none is known."""
-Verb = Literal["pause", "resume", "terminate", "kill"]
 Subscriber = Callable[["Judgement"], None]
 
 PROBE_HORIZON_S = 24 * 3600.0
@@ -93,7 +92,7 @@ class Judgement(msgspec.Struct, frozen=True):
 
 
 class _Acted(msgspec.Struct):
-    verb: Verb
+    verb: Action
     at: float
 
 
@@ -153,7 +152,7 @@ class Watchdog:
         with self._lock:
             return dict(self._overrides)
 
-    def note_action(self, key: SessionKey, verb: Verb, ok: bool, at: float | None = None) -> None:
+    def note_action(self, key: SessionKey, verb: Action, ok: bool, at: float | None = None) -> None:
         """An action carried out on the session's process; failed ones change nothing."""
         if not ok:
             return
@@ -334,7 +333,7 @@ class Watchdog:
         return found
 
 
-def _stopped(verb: Verb) -> SessionState:
+def _stopped(verb: Action) -> SessionState:
     return "paused" if verb == "pause" else "killed" if verb == "kill" else "terminated"
 
 

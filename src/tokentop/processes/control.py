@@ -22,9 +22,9 @@ import psutil
 
 from tokentop.clock import Clock, SystemClock
 from tokentop.files import append_private
+from tokentop.model import Action
 from tokentop.processes.finding import ProcessRef
 
-Action = Literal["pause", "resume", "terminate", "kill"]
 ProcessState = Literal["running", "stopped", "gone", "unknown"]
 """What a process is doing now, as the OS says (a table row's state is the UI's own)."""
 

@@ -7,11 +7,9 @@ are called only from thread workers, since they scan /proc and send signals.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from tokentop.model import SessionSnapshot
-
-Verb = Literal["pause", "resume", "terminate", "kill"]
+from tokentop.model import Action, SessionSnapshot
 
 
 class ProcessInfo(Protocol):
@@ -56,7 +54,7 @@ class ProcessControl(Protocol):
 
 
 def act(
-    controller: ProcessControl, verb: Verb, ref: ProcessInfo, origin: str, session: str
+    controller: ProcessControl, verb: Action, ref: ProcessInfo, origin: str, session: str
 ) -> ActionOutcome:
     """Run one action, logged under `session` ("agent:id"); a controller that raises anyway
     is reported, not propagated."""

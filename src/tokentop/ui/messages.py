@@ -12,14 +12,14 @@ from textual.message import Message
 
 from tokentop.engine.failure import EngineFailure
 from tokentop.history.git_output import GitValue
-from tokentop.model import SessionKey, SessionSnapshot
-from tokentop.processes.protocols import ActionOutcome, ProcessInfo, Verb
+from tokentop.model import Action, SessionKey, SessionSnapshot
+from tokentop.processes.protocols import ActionOutcome, ProcessInfo
 
 
 class Step(NamedTuple):
     """One confirmed action on one session's process."""
 
-    verb: Verb
+    verb: Action
     session: SessionSnapshot
     ref: ProcessInfo
 

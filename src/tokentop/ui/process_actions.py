@@ -19,7 +19,7 @@ from rich.text import Text
 
 from tokentop.config import Budget
 from tokentop.history.store import Store, StoreError
-from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.model import Action, SessionKey, SessionSnapshot
 from tokentop.policy.watchdog import Watchdog
 from tokentop.processes.control import ActionResult
 from tokentop.processes.protocols import (
@@ -27,7 +27,6 @@ from tokentop.processes.protocols import (
     ProcessControl,
     ProcessInfo,
     ProcessMapper,
-    Verb,
     act,
 )
 from tokentop.render.text import command_line, safe
@@ -185,7 +184,7 @@ class ProcessActions:
         self.app.post_message(ProcessFound(session.key, ref))
 
 
-def verb_for(what: str, status: str) -> Verb:
+def verb_for(what: str, status: str) -> Action:
     if what == "pause-resume":
         return "resume" if status == "paused" else "pause"
     return "terminate" if what == "terminate" else "kill"
