@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from tokentop import files
 from tokentop.engine import state_cache as cache_mod
 from tokentop.engine.engine import Engine
 from tokentop.engine.tracked import whole_file_kinds
@@ -91,4 +92,4 @@ def remember(engine: Engine, snapshot: LedgerSnapshot, out: str, err: str) -> No
         pass
     blob = msgspec.msgpack.encode(Remembered(engine.cache_id, out, err))
     with contextlib.suppress(OSError):  # only a later run's speed depends on it
-        cache_mod.write_atomic(target, blob)
+        files.write_atomic(target, blob)

@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from tokentop.dirs import user_dir
+from tokentop.files import append_private
 
 LOG_NAME = "engine.log"
 MAX_LOG_BYTES = 1 << 20
@@ -44,11 +45,10 @@ def log_path() -> Path:
 def _append_log(text: str) -> str:
     path = log_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > MAX_LOG_BYTES:
             path.replace(path.with_suffix(".log.1"))
-        with path.open("a", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n{text}\n")
+        entry = f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n{text}\n"
+        append_private(path, entry.encode("utf-8", "backslashreplace"))
     except OSError:
         return ""
     return str(path)

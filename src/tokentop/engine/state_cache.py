@@ -143,12 +143,7 @@ def save(path: Path, data: CacheFile) -> None:
     if data.ledger.packed:
         dedupe_id = os.urandom(16).hex()
         blob = data.ledger.packed
-        write_atomic(dedupe_path(path), dedupe_header(dedupe_id, blob) + blob)
+        files.write_atomic(dedupe_path(path), dedupe_header(dedupe_id, blob) + blob)
         ledger = msgspec.structs.replace(data.ledger, packed=b"")
         data = msgspec.structs.replace(data, ledger=ledger, dedupe_id=dedupe_id)
-    write_atomic(path, msgspec.msgpack.encode(data))
-
-
-def write_atomic(path: Path, blob: bytes) -> None:
-    """Replace `path` with `blob` (mode 0600): readers see the old file or the new one."""
-    files.write_atomic(path, blob)
+    files.write_atomic(path, msgspec.msgpack.encode(data))

@@ -320,11 +320,7 @@ class Watchdog:
             if how is None and quiet:
                 how = "idle"
             before = self._ended.get(key)
-            if (
-                how is None
-                or before == (last_ts, how)
-                or (before, how) == ((last_ts, "idle"), "idle")
-            ):
+            if how is None or before == (last_ts, how):
                 continue
             if before is not None and before[0] == last_ts and how == "idle":
                 continue

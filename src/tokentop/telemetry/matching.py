@@ -54,14 +54,3 @@ class TranscriptIndex:
                 self.by_key[event.dedupe_key] = (event.tokens, event.cost_usd, event.model)
             if event.request_id:
                 self.by_request[event.request_id] = event.dedupe_key
-
-    @property
-    def tokens(self) -> TokenCounts:
-        total = TokenCounts()
-        for tokens, _, _ in self.by_key.values():
-            total = total + tokens
-        return total
-
-    @property
-    def responses(self) -> int:
-        return len(self.by_key)
