@@ -67,6 +67,10 @@ class LiveBudgets(Mapping[str, Budget]):
     def __getitem__(self, key: str) -> Budget:
         return self._fresh()[key]
 
+    def get(self, key: str, default: Budget | None = None) -> Budget | None:  # type: ignore[override]
+        """Asked per session every second: a miss costs no KeyError."""
+        return self._fresh().get(key, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._fresh())
 

@@ -26,7 +26,7 @@ from tokentop.model import SessionSnapshot, base_name
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult
 from tokentop.telemetry.options import ListenError
-from tokentop.telemetry.receiver import Listen, Served, require_token
+from tokentop.telemetry.receiver import Listen, Served, require_token, token_ok
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -227,13 +227,9 @@ class MetricsServer(Served):
 def _with_token(app: Any, token: str) -> Any:
     if not token:
         return app
-    expected = f"Bearer {token}"
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Any:
-        import hmac
-
-        got = str(environ.get("HTTP_AUTHORIZATION", ""))
-        if not hmac.compare_digest(got.encode(), expected.encode()):
+        if not token_ok(str(environ.get("HTTP_AUTHORIZATION", "")), token):
             start_response("401 Unauthorized", [("Content-Type", "text/plain")])
             return [b"missing or wrong bearer token\n"]
         return app(environ, start_response)

@@ -82,6 +82,14 @@ def require_token(listen: Listen, token: str, what: str = "OTLP receiver") -> No
         )
 
 
+def token_ok(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries the bearer `token` (any header, without one)."""
+    if not token:
+        return True
+    expected = f"Bearer {token}".encode()
+    return hmac.compare_digest((header or "").strip().encode(), expected)
+
+
 class Served:
     """A server bound to `listen` and served by a daemon thread (the OTLP receiver and the
     /metrics endpoint): `bind` makes the server, `start` serves it, `stop` ends it."""
@@ -147,10 +155,7 @@ class Receiver(Served):
         return server
 
     def authorised(self, header: str | None) -> bool:
-        if not self.token:
-            return True
-        expected = f"Bearer {self.token}".encode()
-        return hmac.compare_digest((header or "").strip().encode(), expected)
+        return token_ok(header, self.token)
 
     def handle(self, path: str, headers: Any, body: bytes, sender: str) -> tuple[int, bytes, str]:
         """(status, body, content type) for one POST whose body was read already."""

@@ -23,7 +23,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tokentop.policy.budgets import Level
-from tokentop.ui.views.rows import COLUMNS, Layout, RowView, SortName, fit, layout_for
+from tokentop.ui.views.rows import Layout, RowView, SortName, fit, layout_for
 
 STATUS_STYLES = {
     "live": "bold green",
@@ -35,7 +35,6 @@ STATUS_STYLES = {
     "exited": "dim",
 }
 LEVEL_STYLES = {Level.OK: "", Level.WARN: "bold yellow", Level.OVER: "bold red"}
-FIELDS = tuple(c.key for c in COLUMNS)
 RIGHT_ALIGNED = frozenset({"tokens", "cost", "eta"})
 FULL = layout_for(10_000)
 WIDTH = FULL.width
