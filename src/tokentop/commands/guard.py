@@ -68,6 +68,8 @@ class Guard:
     def check(self, judgement: Judgement) -> list[Decision]:
         """Emit each new decision and enforce the ones that pause or kill."""
         self.mapper.observe(j.session for j in judgement.sessions if j.state == "live")
+        if not judgement.decisions:
+            return []
         sessions = {j.session.key: j.session for j in judgement.sessions}
         for decision in judgement.decisions:
             session = sessions[decision.session]
@@ -130,9 +132,15 @@ def decision_dict(decision: Decision, session: SessionSnapshot) -> dict[str, Any
     }
 
 
-def action_dict(result: ActionResult, decision: Decision, ref: ProcessRef | None) -> dict[str, Any]:
+def action_line(result: ActionResult) -> dict[str, Any]:
+    """An action as an NDJSON object (guard's own, or one read back from the action log)."""
     data: dict[str, Any] = {"type": "action", **msgspec.to_builtins(result)}
     data["time"] = iso(result.timestamp)
+    return data
+
+
+def action_dict(result: ActionResult, decision: Decision, ref: ProcessRef | None) -> dict[str, Any]:
+    data = action_line(result)
     data["detector"] = decision.detector
     if ref is not None:
         data["mapping"] = ref.how

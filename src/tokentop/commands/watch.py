@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import msgspec
 
 from tokentop.engine.tail import Tailer, TailState
+from tokentop.model import FileHealth
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult, ProcessController, default_action_log
 from tokentop.processes.mapper import RecordedMapper, SessionMapper
 from tokentop.processes.registry import Registry, default_path
 from tokentop.render import records as output
-from tokentop.render.text import json_for_terminal
 
 if TYPE_CHECKING:
     pass
@@ -35,9 +35,11 @@ class NdjsonWriter:
     new decision (nothing is acted on here)."""
 
     def __init__(self, out: TextIO) -> None:
-        self.out = out
+        from tokentop.commands.guard import NdjsonOut
+
+        self.emit = NdjsonOut(out)
+        """Thread-safe: the action follower writes through it too."""
         self.seen: dict[str, tuple[Any, ...]] = {}
-        self.lock = threading.Lock()
 
     @staticmethod
     def _mark(j: Judged) -> tuple[Any, ...]:
@@ -45,23 +47,23 @@ class NdjsonWriter:
         return (s.tokens, s.responses, s.tool_calls, s.tool_errors, s.bad_lines, s.cwd, j.state)
 
     def __call__(self, judgement: Judgement) -> None:
+        """Engine thread: most ticks change nothing, so the indexes are built only on need."""
         from tokentop.commands.guard import decision_dict
 
-        files = {f.path: f for f in judgement.snapshot.files}
-        sessions = {j.session.key: j.session for j in judgement.sessions}
-        with self.lock:
-            for j in judgement.sessions:
-                sid, mark = str(j.session.key), self._mark(j)
-                if self.seen.get(sid) != mark:
-                    self.seen[sid] = mark
-                    line = output.session_dict(j.session, files)
-                    self.emit({"type": "session", **line, "state": j.state})
+        files: dict[str, FileHealth] | None = None
+        for j in judgement.sessions:
+            sid, mark = str(j.session.key), self._mark(j)
+            if self.seen.get(sid) != mark:
+                self.seen[sid] = mark
+                files = (
+                    files if files is not None else {f.path: f for f in judgement.snapshot.files}
+                )
+                line = output.session_dict(j.session, files)
+                self.emit({"type": "session", **line, "state": j.state})
+        if judgement.decisions:
+            sessions = {j.session.key: j.session for j in judgement.sessions}
             for decision in judgement.decisions:
                 self.emit(decision_dict(decision, sessions[decision.session]))
-
-    def emit(self, obj: dict[str, Any]) -> None:
-        self.out.write(json_for_terminal(msgspec.json.encode(obj)).decode() + "\n")
-        self.out.flush()
 
 
 class ActionFollower:
@@ -75,16 +77,15 @@ class ActionFollower:
         self.tailer.state.offset = size
 
     def poll(self) -> None:
+        from tokentop.commands.guard import action_line
+
         result = self.tailer.read_new()
         for line in result.data.splitlines():
             try:
                 action = _ACTION.decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
-            data = {"type": "action", **msgspec.to_builtins(action)}
-            data["time"] = output.iso(action.timestamp)
-            with self.writer.lock:
-                self.writer.emit(data)
+            self.writer.emit(action_line(action))
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
