@@ -103,16 +103,18 @@ def detect(
     *,
     process_alive: bool | None = None,
     live: bool = True,
+    budget: Budget | None = None,
 ) -> list[Decision]:
     """Every condition that holds now (not only new ones), e.g. for a row flag in the app.
 
-    Without a `state` the runaway detector cannot tell how long a rate has been high.
+    Without a `state` the runaway detector cannot tell how long a rate has been high; without
+    a `budget` the session's configured one applies.
     """
     policy = config.policy
     found: list[Finding | None] = []
     if live:
         if policy.budget.action != "none":
-            found.append(budget_finding(snapshot, config))
+            found.append(budget_finding(snapshot, config, budget))
         if policy.loop.action != "none":
             found.append(loop_finding(snapshot, config, now))
         if policy.drift.action != "none":
@@ -138,13 +140,20 @@ def _decided(key: SessionKey, f: Finding, now: float) -> Decision:
 # -- budget -------------------------------------------------------------------------------
 
 
-def budget_finding(snapshot: SessionSnapshot, config: Config) -> Finding | None:
-    """Warn at alerts.warn_pct, act (policy.budget.action) at alerts.over_pct."""
-    budget = config.budget_for(snapshot.key.agent, snapshot.cwd, snapshot.key.session_id)
+def budget_finding(
+    snapshot: SessionSnapshot, config: Config, budget: Budget | None = None
+) -> Finding | None:
+    """Warn at alerts.warn_pct, act (policy.budget.action) at alerts.over_pct, against
+    `budget` (the Watchdog's, which honours live overrides) or the configured one."""
+    if budget is None:
+        budget = config.budget_for(snapshot.key.agent, snapshot.cwd, snapshot.key.session_id)
     if not budget.is_set:
         return None
     kinds = config.policy.budget.token_kinds
-    counted = msgspec.structs.replace(snapshot, tokens=counted_tokens(snapshot.tokens, kinds))
+    tokens = counted_tokens(snapshot.tokens, kinds)
+    counted = (
+        snapshot if tokens is snapshot.tokens else msgspec.structs.replace(snapshot, tokens=tokens)
+    )
     use = budget_use(counted, budget, config.alerts)
     if use.level is Level.OK or use.fraction is None:
         return None

@@ -20,7 +20,7 @@ from typing import Literal
 import msgspec
 
 from tokentop.clock import Clock, SystemClock
-from tokentop.config import Budget, Budgets, Config
+from tokentop.config import Budget, Config
 from tokentop.model import Action, LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.policy.budgets import BudgetUse, Level, budget_use, crossings
 from tokentop.policy.detectors import (
@@ -118,7 +118,6 @@ class Watchdog:
         self._ended: dict[SessionKey, tuple[float, EndHow]] = {}
         """Sessions whose ending was announced: their last activity then, and how."""
         self._budgets: dict[tuple[SessionKey, str], Budget] = {}
-        self._configs: dict[Budget, Config] = {}
         self._live: set[SessionKey] = set()
         """Sessions judged live last time: the ones whose detector memory a quiet spell clears."""
         self._judged: dict[SessionKey, tuple[SessionSnapshot, Judged, tuple[str, Budget]]] = {}
@@ -200,10 +199,10 @@ class Watchdog:
         """Why an agent must stop before its next tool call (the hook asks): over its budget,
         or about to repeat a loop, each unless its detector's action is "none"."""
         with self._lock:
-            config = self._config_for(self._budget_of(session))
-        policy = config.policy
+            budget = self._budget_of(session)
+        config, policy = self.config, self.config.policy
         found = [
-            budget_finding(session, config) if policy.budget.action != "none" else None,
+            budget_finding(session, config, budget) if policy.budget.action != "none" else None,
             loop_finding(session, config, self.clock.now(), ongoing=True)
             if policy.loop.action != "none"
             else None,
@@ -278,23 +277,20 @@ class Watchdog:
                 continue
             if live:
                 self._live.add(key)
-            config = self._config_for(j.use.budget)
-            held = detect(j.session, config, now, self._policy, process_alive=alive, live=live)
+            held = detect(
+                j.session,
+                self.config,
+                now,
+                self._policy,
+                process_alive=alive,
+                live=live,
+                budget=j.use.budget,
+            )
             found += crossed(held, key, self._policy, live=live)
             judged[i] = msgspec.structs.replace(
                 j, flags=self._flags(j.session.key), reasons=tuple(d.reason for d in held)
             )
         return found
-
-    def _config_for(self, budget: Budget) -> Config:
-        """The config whose only budget is `budget`, so detectors and rows agree on it."""
-        config = self._configs.get(budget)
-        if config is None:
-            budgets = Budgets(usd=budget.usd, tokens=budget.tokens)
-            config = self._configs[budget] = msgspec.structs.replace(
-                self.config, budgets=budgets, session_budgets={}
-            )
-        return config
 
     def _flags(self, key: SessionKey) -> str:
         levels = self._policy.levels
