@@ -40,17 +40,19 @@ class Listing:
         hide_after = float("inf") if self.show_all else self.hide_after_h * 3600
         listed: dict[str, Listed] = {}
         for j in visible(judgement.sessions, now, hide_after):
-            old = self.listed.get(str(j.session.key))
+            key = str(j.session.key)
+            old = self.listed.get(key)
             if old is not None and old.same(j):
                 old.judged = j
-                listed[old.row_key] = old
+                listed[key] = old
             else:
-                listed[str(j.session.key)] = Listed(j)
+                listed[key] = Listed(j)
         self.listed = listed
 
     def shown(self) -> list[Listed]:
         """The listed sessions that match the filter, in the sort's order."""
-        shown = [m for m in self.listed.values() if self._matches(m)]
+        needle = self.needle.strip().lower()
+        shown = [m for m in self.listed.values() if self._matches(m, needle)]
         shown.sort(key=lambda m: sort_value(m.session, m.use, self.sort), reverse=self.descending)
         return shown
 
@@ -60,8 +62,8 @@ class Listing:
             m.row = row_view(m.session, m.use, m.status, tagged, m.judged.flags)
         return m.row
 
-    def _matches(self, m: Listed) -> bool:
-        needle = self.needle.strip().lower()
+    @staticmethod
+    def _matches(m: Listed, needle: str) -> bool:
         if not needle:
             return True
         if not m.search:

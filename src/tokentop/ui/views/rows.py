@@ -308,6 +308,8 @@ class Listed:
     def same(self, judged: Judged) -> bool:
         """Judged alike (the engine hands back the same object for a quiet session)."""
         old = self.judged
+        if old is judged:  # the Watchdog reuses a quiet session's judgement too
+            return True
         if old.session is not judged.session and old.session != judged.session:
             return False
         return (old.state, old.use, old.flags) == (judged.state, judged.use, judged.flags)
