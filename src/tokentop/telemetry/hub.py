@@ -223,6 +223,8 @@ class TelemetryHub:
     def pairs(self) -> list[Reconciliation]:
         """Transcript vs telemetry for each local session seen both ways."""
         cost_fn = self.engine.cost_fn
+        snap = self.engine.last_snapshot
+        ledger = {s.key: s for s in snap.sessions} if snap is not None else {}
         out = []
         with self.lock:
             for key, view in self.views.items():
@@ -236,18 +238,16 @@ class TelemetryHub:
                     transcript = _totals(index.by_key.values(), cost_fn)
                     how = "request_id"
                 else:
-                    transcript = self._ledger_totals(key)
+                    found = ledger.get(key)
+                    transcript = (
+                        (found.tokens, found.cost_usd, found.responses)
+                        if found is not None
+                        else (TokenCounts(), 0.0, 0)
+                    )
                     how = "session_id"
                 told = _totals(view.by_key.values(), cost_fn)
                 out.append(_pair(key, how, transcript, told))
         return out
-
-    def _ledger_totals(self, key: SessionKey) -> tuple[TokenCounts, float, int]:
-        snap = self.engine.last_snapshot
-        for s in snap.sessions if snap is not None else ():
-            if s.key == key:
-                return s.tokens, s.cost_usd, s.responses
-        return TokenCounts(), 0.0, 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
