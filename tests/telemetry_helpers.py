@@ -14,7 +14,8 @@ from tokentop.engine.engine import Engine
 from tokentop.model import SessionKey, SessionSnapshot, TokenCounts
 from tokentop.sources.base import Source
 from tokentop.telemetry.hub import TelemetryHub
-from tokentop.telemetry.receiver import Listen, Receiver
+from tokentop.telemetry.options import Listen
+from tokentop.telemetry.receiver import Receiver
 
 LOCAL = "this-box"
 """The name the hub takes as this machine's (so "box1" is another machine)."""

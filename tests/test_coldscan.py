@@ -197,3 +197,28 @@ def test_a_worker_killed_mid_scan_costs_time_not_tokens(
     assert {k: sum(getattr(s.tokens, k) for s in fresh) for k in KINDS} == {
         k: expected["totals"][k] for k in KINDS
     }
+
+
+def test_batches_of_many_small_files_do_not_stall_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is sent while the worker writes the last one's result: a list of paths
+    bigger than a pipe must not leave both sides blocked writing to each other."""
+    root = tmp_path / "claude"
+    expected = 0
+    for n in range(6000):
+        sid = str(uuid.uuid4())
+        cwd = f"/home/dev/work/p{n % 40}"
+        path = root / "projects" / escape_cwd(cwd) / f"{sid}.jsonl"
+        write_transcript(path, sid, cwd, [response(sid, cwd, 1000 + n)])
+        expected += 1000 + n
+    monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(coldscan, "BATCH_BYTES", 2 * 1024 * 1024)  # ~1400 paths: ~150 KB
+    engine = engine_over(root, tmp_path / "cache")
+    calls = merges(engine)
+    scan = threading.Thread(target=engine.scan, daemon=True)
+    scan.start()
+    scan.join(timeout=120)
+    assert not scan.is_alive(), "the scan stalled"
+    assert len(calls) >= 2 and all(calls), "batches came back from a worker"
+    assert sum(s.tokens.total for s in engine.snapshot().sessions) == expected

@@ -583,3 +583,25 @@ def test_the_latest_tool_calls_of_each_session_carry_their_hashes(tmp_path: Path
     last = session.recent_tools[-1]
     finding = loop_finding(session, Config(), last.timestamp)
     assert finding is not None and "the same Bash call" in finding.reason
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "/h/.claude/projects/-w/s.jsonl",
+        "/h/.claude/projects/s.jsonl",
+        "/h/.claude/projects/-w/sub/agent-1.jsonl",
+        "/h/.claude/projects/-w/.jsonl",
+        "/h/.claude/projects/-w/s.json",
+        "/h/.claude/projects/-w/s.jsonl.bak",
+        "/h/.claude/projectsX/-w/s.jsonl",
+        "/h/.claude/project/s.jsonl",
+        "/h/.claude/projects",
+        "/other/s.jsonl",
+        "/h/.claude/projects/-w/x.y.jsonl",
+    ],
+)
+def test_a_found_name_is_judged_as_its_path_is(name: str) -> None:
+    """The walk's string check agrees with `is_transcript` on the Path, prefix edges too."""
+    source = ClaudeCodeSource(config_dirs=[Path("/h/.claude")])
+    assert source.is_transcript_name(name) == source.is_transcript(Path(name))

@@ -229,3 +229,11 @@ def test_parser_state_survives_the_cache(path: Path, tmp_path: Path) -> None:
     parser, _ = parse(path, WRITTEN_HOME)
     again = msgspec.msgpack.decode(msgspec.msgpack.encode(parser), type=GeminiFileParser)
     assert again == parser
+
+
+def test_a_found_name_is_judged_by_geminis_own_rule() -> None:
+    """Gemini has its own `is_transcript`; the walk's string check must not bypass it."""
+    source = GeminiSource([Path("/h/.gemini")])
+    for name in ("/h/.gemini/tmp/p/chats/session-1.json", "/h/.gemini/tmp/p/chats/other.json"):
+        assert source.is_transcript_name(name) == source.is_transcript(Path(name))
+    assert not source.is_transcript_name("/h/.gemini/tmp/p/chats/other.json")

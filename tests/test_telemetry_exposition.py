@@ -17,7 +17,7 @@ from tokentop.model import LedgerSnapshot, TokenCounts
 from tokentop.policy.watchdog import Judgement, Watchdog
 from tokentop.telemetry import exposition
 from tokentop.telemetry.exposition import Exposition, MetricsServer
-from tokentop.telemetry.receiver import Listen
+from tokentop.telemetry.options import Listen
 from ui_fakes import NOW, ledger, make_session
 
 

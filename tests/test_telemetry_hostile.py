@@ -15,8 +15,8 @@ import pytest
 
 from otel_clients import claude_api_request, log_provider
 from telemetry_helpers import Rig, rig
-from tokentop.telemetry.options import ListenError
-from tokentop.telemetry.receiver import Listen, Receiver, parse_listen
+from tokentop.telemetry.options import Listen, ListenError, parse_listen
+from tokentop.telemetry.receiver import Receiver
 
 GOOD = {"input": 10, "output": 5, "cache_read": 0, "cache_creation": 0}
 

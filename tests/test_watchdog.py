@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.ui_fakes import NOW, ledger, make_session
-
 from tokentop.clock import FakeClock
 from tokentop.config import Budget, parse_config
 from tokentop.history.keeper import HistoryKeeper
@@ -13,6 +11,7 @@ from tokentop.history.store import Store
 from tokentop.model import SessionKey
 from tokentop.policy.budgets import Level
 from tokentop.policy.watchdog import ProcessState, Watchdog
+from ui_fakes import NOW, ledger, make_session
 
 KEY = SessionKey("claude", "s1")
 

@@ -45,10 +45,15 @@ STEP_BYTES = 1024 * 1024
 """What this process reads between checks for stop, merges and snapshots."""
 BATCH_BYTES = 12 * 1024 * 1024
 """What the worker reads per batch: each batch costs an export and a merge."""
+IN_FLIGHT = 2
+"""Batches sent to a worker ahead of its results: one being read, one waiting."""
 MAX_WORKERS = 4
 """Each worker holds a batch's tables; more cores than this rarely pay on one disk."""
 LEAD_S = 0.15
 """Live, this process reads the newest files itself this long, while workers start."""
+WORKER_NICE = 10
+"""Workers yield the CPU to the UI and the merging thread, which then answer at once; the
+scan's total work is the same, so it ends no later."""
 RATE_WINDOW_S = 3.0
 PUBLISH_S = 0.4
 FIRST_PUBLISH_S = 0.0
@@ -108,14 +113,33 @@ def newest_first(paths: Sequence[Path]) -> list[Item]:
     return items
 
 
+def worker_count(engine: Engine, bytes_total: int, live: bool) -> int:
+    """One process per other core; with snapshots to publish (a live front-end) one per
+    core, because then this process's core is shared with the UI or the consumer."""
+    cores = os.cpu_count() or 1
+    if engine.workers < 2 or cores < 2 or bytes_total < PARALLEL_MIN_BYTES:
+        return 0
+    try:
+        pickle.dumps((engine.sources, engine.cost_fn))
+    except Exception:
+        return 0  # a test's lambda cost function, say: read here instead
+    return min(MAX_WORKERS, cores if live else cores - 1)
+
+
 class ColdScan:
     """Reads `fresh` files into `engine`, publishing snapshots on the way."""
 
     def __init__(
-        self, engine: Engine, fresh: Sequence[Path], publish: Callable[[], None] | None = None
+        self,
+        engine: Engine,
+        fresh: Sequence[Path],
+        publish: Callable[[], None] | None = None,
+        spawned: Sequence[Worker] = (),
     ) -> None:
         self.engine = engine
         self.publish = publish
+        self.spawned = list(spawned)
+        """Workers started before the files were listed (see `Engine._live`); used, or closed."""
         files = newest_first(fresh)
         self.queue = _Queue(files)
         self.files_total = len(files)
@@ -129,9 +153,15 @@ class ColdScan:
     def run(self) -> bool:
         """Read everything (or until the engine stops); True if anything changed."""
         live = self.publish is not None
-        for _ in range(self._worker_count()):
-            if (worker := Worker.start(self.engine, self.queue, newest=live)) is not None:
-                self.workers.append(worker)
+        wanted = worker_count(self.engine, self.bytes_total, live)
+        spare, self.spawned = self.spawned[wanted:], self.spawned[:wanted]
+        for worker in spare:
+            worker.close()
+        while len(self.spawned) < wanted and (new := Worker.spawn(self.engine)) is not None:
+            self.spawned.append(new)
+        for worker in self.spawned:
+            worker.attach(self.queue, newest=live)
+            self.workers.append(worker)
         try:
             changed = self._loop()
         finally:
@@ -143,18 +173,6 @@ class ColdScan:
         self.engine.progress = None
         return changed
 
-    def _worker_count(self) -> int:
-        """One process per other core; with snapshots to publish (a live front-end) one per
-        core, because then this process's core is shared with the UI or the consumer."""
-        cores = os.cpu_count() or 1
-        if self.engine.workers < 2 or cores < 2 or self.bytes_total < PARALLEL_MIN_BYTES:
-            return 0
-        try:
-            pickle.dumps((self.engine.sources, self.engine.cost_fn))
-        except Exception:
-            return 0  # a test's lambda cost function, say: read here instead
-        return min(MAX_WORKERS, cores if self.publish is not None else cores - 1)
-
     def _loop(self) -> bool:
         """Read steps newest first, merge what the workers send, publish on the way.
 
@@ -163,7 +181,8 @@ class ColdScan:
         the workers read newest first too."""
         changed = False
         next_publish = time.monotonic() + FIRST_PUBLISH_S
-        lead_until = self.started + LEAD_S if self.publish is not None else float("inf")
+        lead_until = time.monotonic() + LEAD_S if self.publish is not None else float("inf")
+        published = 0
         while not self.engine.stopping():
             for worker in self.workers:
                 changed |= self._merge(worker.take_results())
@@ -174,9 +193,10 @@ class ColdScan:
                 self._done(step)
             elif not any([w.wait_idle(0.02) for w in self.workers]) and not self.queue.items:
                 break
-            if self.publish is not None and time.monotonic() >= next_publish:
-                self.publish()
-                next_publish = time.monotonic() + PUBLISH_S
+            publish = self.publish
+            if publish and time.monotonic() >= next_publish and self.files_done > published:
+                publish()  # a first view as soon as anything is read
+                next_publish, published = time.monotonic() + PUBLISH_S, self.files_done
         return changed
 
     def _merge(self, results: list[tuple[list[Item], WorkerResult | None]]) -> bool:
@@ -216,17 +236,18 @@ class ColdScan:
 class Worker:
     """The child process and the thread that feeds it batches and collects its ledgers."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], queue: _Queue, newest: bool) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
-        self.queue = queue
-        self.newest = newest
+        self.queue = _Queue([])
+        self.newest = True
         self.cond = threading.Condition()
         self.results: list[tuple[list[Item], WorkerResult | None]] = []
         self.busy = True
         self.thread = threading.Thread(target=self._feed, name="tokentop-coldscan", daemon=True)
 
     @classmethod
-    def start(cls, engine: Engine, queue: _Queue, *, newest: bool) -> Worker | None:
+    def spawn(cls, engine: Engine) -> Worker | None:
+        """Start the child and send it the sources; it reads nothing until `attach`."""
         cmd = [sys.executable, "-m", "tokentop.engine.coldscan", str(os.getpid())]
         try:
             proc = subprocess.Popen(
@@ -238,35 +259,62 @@ class Worker:
             )
         except OSError:
             return None
-        worker = cls(proc, queue, newest)
+        worker = cls(proc)
         try:
             assert proc.stdin is not None
             _send(proc.stdin, pickle.dumps((engine.sources, engine.cost_fn)))
         except OSError:
             worker.close()
             return None
-        worker.thread.start()
         return worker
 
+    def attach(self, queue: _Queue, *, newest: bool) -> None:
+        """Start feeding the child batches from `queue`."""
+        self.queue, self.newest = queue, newest
+        self.thread.start()
+
     def _feed(self) -> None:
+        """Keep `IN_FLIGHT` batches sent ahead, so the child starts its next batch the moment
+        it has written a result instead of waiting for this thread to decode it."""
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
+        sent: deque[list[Item]] = deque()
         try:
-            while batch := self.queue.take(BATCH_BYTES, newest=self.newest):
-                result = self._one(stdin, stdout, batch)
+            while True:
+                while len(sent) < IN_FLIGHT and (
+                    batch := self.queue.take(BATCH_BYTES, self.newest)
+                ):
+                    sent.append(batch)
+                    if not self._send_batch(stdin, batch):
+                        break  # the child is gone: the receive below says so
+                if not sent:
+                    break
+                batch = sent.popleft()
+                result = self._receive(stdout)
                 with self.cond:
                     self.results.append((batch, result))
+                    if result is None:  # the child is gone: what it held is read here
+                        self.results.extend((lost, None) for lost in sent)
+                        sent.clear()
                     self.cond.notify_all()
                 if result is None:
-                    break  # the child is gone: its batch is read here; so is the rest
+                    break
         finally:
             with self.cond:
                 self.busy = False
                 self.cond.notify_all()
 
-    def _one(self, stdin: IO[bytes], stdout: IO[bytes], batch: list[Item]) -> WorkerResult | None:
+    @staticmethod
+    def _send_batch(stdin: IO[bytes], batch: list[Item]) -> bool:
         try:
             _send(stdin, msgspec.msgpack.encode([os.fsencode(item[0]) for item in batch]))
+        except Exception:
+            return False
+        return True
+
+    @staticmethod
+    def _receive(stdout: IO[bytes]) -> WorkerResult | None:
+        try:
             packed = _recv(stdout)
             encoded = _recv(stdout)
             if packed is None or encoded is None:
@@ -344,16 +392,32 @@ def _die_with_parent(parent: int) -> None:
 
 
 def worker_main(parent: int) -> None:
-    """The child: read batches from stdin until EOF, answer each with a ledger."""
+    """The child: read batches from stdin until EOF, answer each with a ledger.
+
+    A thread drains stdin as frames arrive: the parent sends the next batch while this one
+    is read, and a frame bigger than the pipe would otherwise block it while this side
+    blocks writing a result it is not reading yet."""
+    import queue
+
     from tokentop.engine.engine import Engine
 
     _die_with_parent(parent)
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICE)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     setup = _recv(stdin)
     if setup is None:
         return
     sources, cost_fn = pickle.loads(setup)  # our own parent's bytes, over our own pipe
-    while (frame := _recv(stdin)) is not None:
+    frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def drain() -> None:
+        while (frame := _recv(stdin)) is not None:
+            frames.put(frame)
+        frames.put(None)
+
+    threading.Thread(target=drain, name="tokentop-coldscan-in", daemon=True).start()
+    while (frame := frames.get()) is not None:
         paths = [Path(os.fsdecode(p)) for p in msgspec.msgpack.decode(frame, type=list[bytes])]
         engine = Engine(sources, cost_fn, workers=1)
         engine.process(paths)

@@ -23,11 +23,11 @@ from tokentop.engine.resume import file_records, resume, tracked_from
 from tokentop.engine.tail import Tailer, TailState
 from tokentop.engine.tracked import Tracked, unchanged
 from tokentop.model import Event, LedgerSnapshot, SessionKey
-from tokentop.sources.base import Source, Walk, name_text, transcript_names
+from tokentop.sources.base import Source, Walk, name_text, prefixes, transcript_names, under
 from tokentop.sources.wholefile import WholeFileParser
 
 if TYPE_CHECKING:
-    from tokentop.engine.coldscan import ScanProgress
+    from tokentop.engine.coldscan import ScanProgress, Worker
 
 Listener = Callable[[LedgerSnapshot], None]
 
@@ -62,6 +62,7 @@ class Engine:
         self.workers = workers
         self.ledger = Ledger(cost_fn, window_s)
         self.roots = [(s, r) for s in self.sources for r in s.roots()]
+        self._root_prefixes = [(s, prefixes([r])) for s, r in self.roots]
         self.files: dict[str, Tracked] = {}
         self.bytes_read = 0
         self.cache_note = ""
@@ -178,19 +179,28 @@ class Engine:
                         self.files[folder] = tracked
         return found
 
-    def scan(self, publish: Callable[[], None] | None = None) -> bool:
+    def scan(
+        self, publish: Callable[[], None] | None = None, spawned: Sequence[Worker] = ()
+    ) -> bool:
         """Read every known and newly found file up to its end; True if anything changed.
 
         New files go through the cold scan (coldscan): newest first, `publish` called on
-        the way so a first view shows before old history is read.
+        the way so a first view shows before old history is read. `spawned` are its
+        workers, if started early (see `_live`).
         """
         from tokentop.engine.coldscan import ColdScan
 
-        changed = self.process(list(self.files))
-        fresh = list(dict.fromkeys(self.find_transcripts(self.files)))
-        if fresh:
-            changed |= ColdScan(self, fresh, publish).run()
-        return changed
+        scan = None
+        try:
+            changed = self.process(list(self.files))
+            fresh = list(dict.fromkeys(self.find_transcripts(self.files)))
+            if fresh or spawned:
+                scan = ColdScan(self, fresh, publish, spawned)
+        finally:
+            if scan is None:
+                for worker in spawned:
+                    worker.close()
+        return scan.run() | changed if scan is not None else changed
 
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -260,8 +270,9 @@ class Engine:
         return True
 
     def _source_for(self, path: Path) -> Source | None:
-        for source, root in self.roots:
-            if path.is_relative_to(root) and source.is_transcript(path):
+        name = str(path)
+        for source, root in self._root_prefixes:
+            if under(name, root) and source.is_transcript(path):
                 return source
         return None
 
@@ -368,6 +379,17 @@ class Engine:
         self._stop.clear()
         self.start()
 
+    def _workers_for_first_run(self) -> list[Worker]:
+        """With no cache file at all (a first run), the whole history is read and is
+        usually big: its workers start now, and import (~0.15 s) while the cache is looked
+        for, the files are listed and the watches set up."""
+        from tokentop.engine.coldscan import PARALLEL_MIN_BYTES, Worker, worker_count
+
+        if self._cache_path is None or self._cache_path.exists():
+            return []
+        workers = [Worker.spawn(self) for _ in range(worker_count(self, PARALLEL_MIN_BYTES, True))]
+        return [worker for worker in workers if worker is not None]
+
     def _run(self) -> None:
         try:
             self._live()
@@ -383,17 +405,23 @@ class Engine:
     def _live(self) -> None:
         from tokentop.engine.changes import ChangeFeed
 
-        self.load_cache()
-        feed = ChangeFeed(
-            [r for _, r in self.roots],
-            lambda p: self._source_for(p) is not None,
-            self._on_changes,
-            debounce_ms=self.debounce_ms,
-            sweep_interval=self.sweep_s,
-        )
-        self._feed = feed
-        feed.start()  # before the scan, so nothing written during the scan is missed
-        self.scan(self._notify)
+        started = self._workers_for_first_run()
+        try:
+            self.load_cache()
+            feed = ChangeFeed(
+                [r for _, r in self.roots],
+                lambda p: self._source_for(p) is not None,
+                self._on_changes,
+                debounce_ms=self.debounce_ms,
+                sweep_interval=self.sweep_s,
+            )
+            self._feed = feed
+            feed.start()  # before the scan, so nothing written during the scan is missed
+        except BaseException:
+            for worker in started:
+                worker.close()
+            raise
+        self.scan(self._notify, started)
         if self._stop.is_set():
             return  # an unfinished scan is not saved: the next start resumes cold
         self.scanned.set()

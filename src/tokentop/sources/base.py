@@ -88,6 +88,7 @@ class DirSource:
         env = os.environ if env is None else env
         folders = dirs if dirs is not None else self.default_dirs(env)
         self._roots = list(dict.fromkeys(r for f in folders for r in self.roots_in(f)))
+        self._prefixes = prefixes(self._roots)
 
     @staticmethod
     def default_dirs(env: Mapping[str, str]) -> list[Path]:
@@ -100,10 +101,29 @@ class DirSource:
         return list(self._roots)
 
     def is_transcript(self, path: Path) -> bool:
-        return path.suffix == ".jsonl" and any(path.is_relative_to(r) for r in self._roots)
+        return path.suffix == ".jsonl" and under(str(path), self._prefixes)
+
+    def is_transcript_name(self, name: str) -> bool:
+        """`is_transcript` for a name a folder walk found, without building a Path unless
+        a subclass has its own `is_transcript`: called for every file found."""
+        if type(self).is_transcript is not DirSource.is_transcript:
+            return self.is_transcript(Path(name))
+        base = os.path.basename(name)
+        return base.endswith(".jsonl") and base != ".jsonl" and under(name, self._prefixes)
 
     def new_parser(self, path: Path) -> FileParser:
         raise NotImplementedError
+
+
+def prefixes(roots: list[Path]) -> tuple[str, ...]:
+    """The roots as string prefixes for `under`."""
+    return tuple(os.path.join(str(root), "") for root in roots)
+
+
+def under(name: str, roots: tuple[str, ...]) -> bool:
+    """`Path(name).is_relative_to(root)` for any of `roots` (from `prefixes`), for a path
+    as `str(Path)` writes it, without building Paths: called for every file found."""
+    return name.startswith(roots) or os.path.join(name, "") in roots
 
 
 def env_dirs(env: Mapping[str, str], var: str) -> list[Path]:
@@ -214,7 +234,8 @@ class Walk:
 
 def transcript_names(source: Source) -> Callable[[str], bool]:
     """`source.is_transcript` for a path given as a string (what a folder walk finds)."""
-    return lambda name: source.is_transcript(Path(name))
+    fast: Callable[[str], bool] | None = getattr(source, "is_transcript_name", None)
+    return fast if fast is not None else lambda name: source.is_transcript(Path(name))
 
 
 def _name(entry: os.DirEntry[str]) -> str:

@@ -25,8 +25,8 @@ from tokentop.engine.tail import Tailer, TailState
 from tokentop.model import SessionSnapshot, base_name
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult
-from tokentop.telemetry.options import ListenError
-from tokentop.telemetry.receiver import Listen, Served, require_token, token_ok
+from tokentop.telemetry.options import Listen, ListenError, require_token, token_ok
+from tokentop.telemetry.receiver import Served
 
 if TYPE_CHECKING:
     from tokentop.config import Config

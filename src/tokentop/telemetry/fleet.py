@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 from tokentop.engine.engine import Engine
 from tokentop.history.reconcile import PAIR_SOURCES
-from tokentop.telemetry.options import ListenError
-from tokentop.telemetry.receiver import Listen, parse_listen, require_token
+from tokentop.telemetry.options import Listen, ListenError, parse_listen, require_token
 
 if TYPE_CHECKING:
     from tokentop.config import Config

@@ -9,18 +9,19 @@ exporters retry later.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import msgspec
-
 from tokentop.telemetry import otlp
 from tokentop.telemetry.hub import TelemetryHub
-from tokentop.telemetry.options import ListenError
+from tokentop.telemetry.options import (
+    Listen,
+    ListenError,
+    require_token,
+    token_ok,
+)
 
 MAX_BODY = 4 * 1024 * 1024
 """Largest request body read (compressed); the SDKs' default batches are far smaller."""
@@ -29,65 +30,7 @@ MAX_CONCURRENT = 32
 MAX_BACKLOG = 200_000
 """Events queued for the engine (busy with a cold scan, say) before senders are told 503."""
 READ_TIMEOUT_S = 10.0
-DEFAULT_PORT = 4318
 PATHS = {"/v1/logs": "logs", "/v1/metrics": "metrics"}
-
-
-class Listen(msgspec.Struct, frozen=True):
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False  # a name: it may resolve to anything
-
-
-def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> Listen:
-    """`[HOST:]PORT`, `HOST`, or `[V6]:PORT`; the host defaults to 127.0.0.1."""
-    text = text.strip()
-    host, port = "127.0.0.1", str(default_port)
-    if text.startswith("["):
-        head, closed, tail = text[1:].partition("]")
-        if not closed:
-            raise ListenError(f"bad listen address {text!r}: no closing ]")
-        host, port = head, tail.removeprefix(":") or port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-        host = host or "127.0.0.1"
-    elif text.isdigit():
-        port = text
-    elif text:
-        host = text
-    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise ListenError(f"bad listen address {text!r}: use [HOST:]PORT, e.g. 127.0.0.1:4318")
-    return Listen(host, int(port))
-
-
-def require_token(listen: Listen, token: str, what: str = "OTLP receiver") -> None:
-    """Refuse a non-loopback listen without a token, with what to do about it."""
-    if not listen.loopback and not token:
-        raise ListenError(
-            f"refusing to run the {what} on {listen} without a token: anyone who can reach "
-            "it could report sessions. Set `token` under [otlp] in the config (agents send "
-            "it with OTEL_EXPORTER_OTLP_HEADERS='Authorization=Bearer <token>'), or listen "
-            "on 127.0.0.1."
-        )
-
-
-def token_ok(header: str | None, token: str) -> bool:
-    """Whether an Authorization header carries the bearer `token` (any header, without one)."""
-    if not token:
-        return True
-    expected = f"Bearer {token}".encode()
-    return hmac.compare_digest((header or "").strip().encode(), expected)
 
 
 class Served:

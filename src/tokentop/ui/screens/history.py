@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Markdown, Static
+from textual.widgets import DataTable, Footer, Input, Static
 
 from tokentop.clock import Clock
 from tokentop.history.summary import SessionSummary
@@ -227,5 +227,7 @@ class SummaryScreen(ModalScreen[None]):
         self.summary = summary
 
     def compose(self) -> ComposeResult:
+        from textual.widgets import Markdown  # markdown-it costs ~30 ms: not at start-up
+
         with VerticalScroll(classes="dialog wide"):
             yield Markdown(summary_markdown(self.summary, heading="#"))
