@@ -190,7 +190,7 @@ def test_a_worker_killed_mid_scan_costs_time_not_tokens(
         for worker in workers:
             worker.kill()
     finally:
-        scan.join(timeout=120)
+        scan.join(timeout=60)
     assert not scan.is_alive()
     snap = engine.snapshot()
     fresh = [s for s in snap.sessions if s.cwd != "/home/dev/work/fresh"]
@@ -218,7 +218,7 @@ def test_batches_of_many_small_files_do_not_stall_the_workers(
     calls = merges(engine)
     scan = threading.Thread(target=engine.scan, daemon=True)
     scan.start()
-    scan.join(timeout=120)
+    scan.join(timeout=60)
     assert not scan.is_alive(), "the scan stalled"
     assert len(calls) >= 2 and all(calls), "batches came back from a worker"
     assert sum(s.tokens.total for s in engine.snapshot().sessions) == expected

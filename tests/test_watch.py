@@ -163,6 +163,21 @@ def test_sweep_reports_new_changed_and_deleted_files(
     assert feed.sweep_once() == {old}
 
 
+def test_without_a_baseline_the_first_sweep_reports_every_file(
+    tmp_path: Path, collector: Collector, feeds: list[ChangeFeed]
+) -> None:
+    """The engine starts its feed so: a file it read, then appended to before the watcher
+    was up, is reported by that first sweep, never lost."""
+    old = tmp_path / "old.jsonl"
+    old.write_text("{}\n")
+    feed = ChangeFeed([tmp_path], is_jsonl, collector, sweep_interval=3600)
+    feeds.append(feed)
+    feed.start(baseline=False)
+    appender(old)()
+    assert feed.sweep_once() == {old}
+    assert feed.sweep_once() == set()
+
+
 def test_sweep_thread_catches_changes_the_watcher_misses(
     tmp_path: Path, collector: Collector, feeds: list[ChangeFeed]
 ) -> None:

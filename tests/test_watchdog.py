@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from tokentop.clock import FakeClock
@@ -171,6 +173,34 @@ def test_the_history_keeper_keeps_decisions_as_the_sessions_events(tmp_path: Pat
         keeper.close()
         events = store.events_for(str(KEY))
     assert [(e.detector, e.action) for e in events] == [("budget", "kill")]
+
+
+def test_the_keeper_writes_nothing_until_the_first_scan_is_done(tmp_path: Path) -> None:
+    """Summaries can load the tokenizer and run git: not while the first view is read."""
+    dog, _ = watchdog("[budgets]\nusd = 0.5\n[policy.budget]\naction = 'kill'\n")
+    scanned = threading.Event()
+    with Store(tmp_path / "history.db") as store:
+        keeper = HistoryKeeper(store, dog.config, dog.clock, use_git=False, after=scanned)
+        dog.subscribe(keeper.take)
+        dog.observe(ledger([make_session("s1", ago=5, cost=1.0)]))
+        assert not keeper.flush(0.5), "written before the scan ended"
+        assert store.events_for(str(KEY)) == []
+        scanned.set()
+        assert keeper.flush(5)
+        assert [e.detector for e in store.events_for(str(KEY))] == ["budget"]
+        keeper.close()
+
+
+def test_closing_the_keeper_mid_scan_still_writes_what_it_holds(tmp_path: Path) -> None:
+    dog, _ = watchdog("[budgets]\nusd = 0.5\n[policy.budget]\naction = 'kill'\n")
+    with Store(tmp_path / "history.db") as store:
+        keeper = HistoryKeeper(store, dog.config, dog.clock, use_git=False, after=threading.Event())
+        dog.subscribe(keeper.take)
+        dog.observe(ledger([make_session("s1", ago=5, cost=1.0)]))
+        started = time.monotonic()
+        keeper.close(timeout=5)
+        assert time.monotonic() - started < 1.0
+        assert [e.detector for e in store.events_for(str(KEY))] == ["budget"]
 
 
 def test_a_failing_store_is_reported_once_and_the_keeper_goes_on(tmp_path: Path) -> None:

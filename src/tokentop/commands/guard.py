@@ -243,7 +243,12 @@ def open_keeper(
         print(f"tokentop: {what}: {safe(str(exc))}", file=sys.stderr)
 
     keeper = HistoryKeeper(
-        store, config, SystemClock(), minutes_for=engine.minutes, on_error=failed
+        store,
+        config,
+        SystemClock(),
+        minutes_for=engine.minutes,
+        on_error=failed,
+        after=engine.scanned,
     )
     watchdog.subscribe(keeper.take)
     return keeper

@@ -31,7 +31,8 @@ _Signature = tuple[int, int, int]
 
 
 def discover(roots: Iterable[Path], is_transcript: IsRelevant) -> list[Path]:
-    """All transcript files under the roots, sorted; missing or unreadable roots are skipped."""
+    """All transcript files under the roots, sorted by name; missing or unreadable roots are
+    skipped."""
     found: set[Path] = set()
     for root in roots:
         if os.path.isfile(root):
@@ -39,7 +40,7 @@ def discover(roots: Iterable[Path], is_transcript: IsRelevant) -> list[Path]:
                 found.add(root)
             continue
         found.update(path for path in walk_files(root, ("",)) if is_transcript(path))
-    return sorted(found)
+    return sorted(found, key=str)  # Path's own order compares parts: slow on 10k's
 
 
 class WatchPlan(msgspec.Struct, frozen=True):
@@ -113,9 +114,9 @@ class ChangeFeed:
     Idle cost, measured: step 50 ms ≈ 0.13 % of a core (25 ms ≈ 0.3 %); latency after a write
     is about step + debounce. `stop()` returns within one step.
 
-    Start the feed *before* the cold scan: the sweep's baseline is taken in `start()`, so no
-    change after `start()` returns is lost, and a path reported during the scan just reads
-    nothing new.
+    Start the feed *before* the cold scan: the sweep's baseline is taken in `start()` (or is
+    empty, and the first sweep reports every file), so no change after `start()` returns is
+    lost, and a path reported during the scan just reads nothing new.
     """
 
     def __init__(
@@ -153,12 +154,16 @@ class ChangeFeed:
     def plan(self) -> WatchPlan:
         return self._plan
 
-    def start(self) -> None:
-        """Take the sweep baseline and start the threads (once; a stopped feed stays stopped)."""
+    def start(self, baseline: bool = True) -> None:
+        """Take the sweep baseline and start the threads (once; a stopped feed stays stopped).
+
+        Without a `baseline` the first sweep reports every file: for a caller to whom an
+        unchanged file costs a stat (the engine), that is cheaper than walking the whole
+        tree before its first view."""
         if self._threads:
             return
         self._plan = make_plan(self.roots)
-        self._seen = _snapshot(self._plan.roots, self.is_relevant)
+        self._seen = _snapshot(self._plan.roots, self.is_relevant) if baseline else {}
         targets = {
             "tokentop-watch": lambda: self._watch_loop(recursive=True),
             "tokentop-watch-ancestors": lambda: self._watch_loop(recursive=False),

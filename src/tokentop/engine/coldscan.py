@@ -1,19 +1,22 @@
 """The cold scan: files newest first, with snapshots on the way, on two cores when it pays.
 
-Sessions active in the last hour are what a user opens tokentop for, so this process reads
-files newest first (by mtime) and publishes a snapshot every `PUBLISH_S`; older history
-fills in behind. When the fresh files are big enough, worker processes read from the
-other end of the same queue (oldest first), in batches; each batch comes back as a ledger
-that is merged, or, if any dedupe key or tool call is already known here (a resumed
-transcript repeats responses), read again here, which keeps the totals exact whatever
-the split.
+Sessions active in the last hour are what a user opens tokentop for, so files are read
+newest first (by mtime) and snapshots are published on the way (`PUBLISH_S`); older
+history fills in behind. When the fresh files are big enough, worker processes read
+batches from the same queue: from the other end (oldest first) beside a headless command,
+which reads too, or from the front beside a live UI, whose process then only merges (its
+core is shared with the UI). Each worker has two batches in flight, so it never waits for
+this side to decode, and batches shrink near the end so the workers finish together. Each
+batch comes back as a ledger that is merged, or, if any dedupe key or tool call is already
+known here (a resumed transcript repeats responses), read again here, which keeps the
+totals exact whatever the split.
 
 The worker is a plain `python -m tokentop.engine.coldscan` child with only stdin and stdout as
-pipes (`subprocess`, `close_fds`). multiprocessing is not used: its resource tracker
-passes `sys.stderr.fileno()` to the child, which is -1 under a running Textual app and
-makes every start fail (`bad value(s) in fds_to_keep`). The child holds no other end of
-its pipes, asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG) and exits
-on EOF, so no signal that ends the parent can leave it behind.
+pipes (`subprocess`, `close_fds`), at a lower priority (`WORKER_NICE`). multiprocessing is
+not used: its resource tracker passes `sys.stderr.fileno()` to the child, which is -1 under a
+running Textual app and makes every start fail (`bad value(s) in fds_to_keep`). The child
+holds no other end of its pipes, asks the kernel to kill it when its parent dies
+(PR_SET_PDEATHSIG) and exits on EOF, so no signal that ends the parent can leave it behind.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ WORKER_NICE = 10
 scan's total work is the same, so it ends no later."""
 RATE_WINDOW_S = 3.0
 PUBLISH_S = 0.4
+"""Snapshots in the scan's first second: the newest sessions show as they are read."""
+LATER_PUBLISH_S = 1.0
+"""Then: each judges every session read so far (and redraws), taking CPU from the scan."""
 FIRST_PUBLISH_S = 0.0
 
 
@@ -86,6 +92,7 @@ class _Queue:
 
     def __init__(self, files: list[Item]) -> None:
         self.items = deque(files)
+        self.left = sum(item[1] for item in files)
         self.lock = threading.Lock()
 
     def take(self, limit: int, newest: bool) -> list[Item]:
@@ -97,7 +104,13 @@ class _Queue:
                 item = self.items.popleft() if newest else self.items.pop()
                 batch.append(item)
                 total += item[1]
+            self.left -= total
         return batch
+
+    def share(self, readers: int) -> int:
+        """A worker's next batch: `BATCH_BYTES`, shrinking near the end so the last
+        batches end together instead of one worker reading on alone."""
+        return max(STEP_BYTES, min(BATCH_BYTES, self.left // (IN_FLIGHT * readers + 1)))
 
 
 def newest_first(paths: Sequence[Path]) -> list[Item]:
@@ -160,7 +173,7 @@ class ColdScan:
         while len(self.spawned) < wanted and (new := Worker.spawn(self.engine)) is not None:
             self.spawned.append(new)
         for worker in self.spawned:
-            worker.attach(self.queue, newest=live)
+            worker.attach(self.queue, newest=live, readers=len(self.spawned) + (not live))
             self.workers.append(worker)
         try:
             changed = self._loop()
@@ -196,7 +209,9 @@ class ColdScan:
             publish = self.publish
             if publish and time.monotonic() >= next_publish and self.files_done > published:
                 publish()  # a first view as soon as anything is read
-                next_publish, published = time.monotonic() + PUBLISH_S, self.files_done
+                now = time.monotonic()
+                pause = PUBLISH_S if now - self.started < 1.0 else LATER_PUBLISH_S
+                next_publish, published = now + pause, self.files_done
         return changed
 
     def _merge(self, results: list[tuple[list[Item], WorkerResult | None]]) -> bool:
@@ -240,6 +255,7 @@ class Worker:
         self.proc = proc
         self.queue = _Queue([])
         self.newest = True
+        self.readers = 1
         self.cond = threading.Condition()
         self.results: list[tuple[list[Item], WorkerResult | None]] = []
         self.busy = True
@@ -268,9 +284,9 @@ class Worker:
             return None
         return worker
 
-    def attach(self, queue: _Queue, *, newest: bool) -> None:
-        """Start feeding the child batches from `queue`."""
-        self.queue, self.newest = queue, newest
+    def attach(self, queue: _Queue, *, newest: bool, readers: int) -> None:
+        """Start feeding the child batches from `queue`, shared by `readers` processes."""
+        self.queue, self.newest, self.readers = queue, newest, readers
         self.thread.start()
 
     def _feed(self) -> None:
@@ -282,7 +298,7 @@ class Worker:
         try:
             while True:
                 while len(sent) < IN_FLIGHT and (
-                    batch := self.queue.take(BATCH_BYTES, self.newest)
+                    batch := self.queue.take(self.queue.share(self.readers), self.newest)
                 ):
                     sent.append(batch)
                     if not self._send_batch(stdin, batch):

@@ -416,7 +416,7 @@ class Engine:
                 sweep_interval=self.sweep_s,
             )
             self._feed = feed
-            feed.start()  # before the scan, so nothing written during the scan is missed
+            feed.start(baseline=False)  # before the scan: nothing written during it is missed
         except BaseException:
             for worker in started:
                 worker.close()

@@ -9,6 +9,7 @@ its own. A store that fails is reported once per distinct problem, never raised.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from tokentop.policy.detectors import Decision
     from tokentop.policy.watchdog import Ending, Judgement
 
+SETTLE_S = 1.0
+"""After the first scan, the first full view draws before the keeper starts writing."""
 BudgetsFn = Callable[[], "dict[SessionKey, Budget]"]
 
 
@@ -39,8 +42,13 @@ class HistoryKeeper:
         on_recorded: Callable[[list[SessionSummary]], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
         use_git: bool = True,
+        after: threading.Event | None = None,
     ) -> None:
         self.store = store
+        self.after = after
+        """Nothing is written before this is set (the engine's first scan) and `SETTLE_S`
+        more: a summary can load the tokenizer and run git, which would only slow the
+        first view, and then its first full draw."""
         self.recorder = SummaryRecorder(
             store, config, clock, minutes_for=minutes_for, use_git=use_git
         )
@@ -75,13 +83,27 @@ class HistoryKeeper:
             )
 
     def close(self, timeout: float = 30.0) -> None:
-        self.flush(timeout)
+        """Write what is queued (at once, even before `after` is set), then stop."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout)
 
+    def _hold(self) -> None:
+        """Until `after` is set and SETTLE_S more have passed, or the keeper is closed."""
+        settled_at = None
+        while self.after is not None:
+            with self._cond:
+                if self._closed:
+                    return
+                self._cond.wait(0.1)  # close() wakes it
+            if settled_at is None and self.after.is_set():
+                settled_at = time.monotonic() + SETTLE_S
+            if settled_at is not None and time.monotonic() >= settled_at:
+                return
+
     def _run(self) -> None:
+        self._hold()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or self._decisions or self._endings)

@@ -75,6 +75,7 @@ class TokentopApp(App[None]):
         store: Store | None = None,
     ) -> None:
         super().__init__()
+        self.set_keymap(config.keys)  # before mounting: later, the footer is built again
         self.engine, self.core, self.watchdog = engine, core, core.watchdog
         self.config, self.clock, self.store = config, clock, store
         self.read_only = read_only or config.read_only
@@ -98,7 +99,6 @@ class TokentopApp(App[None]):
         return MainScreen()
 
     def on_mount(self) -> None:
-        self.set_keymap(self.config.keys)
         self.engine.tick_s = self.refresh_s
         self.core.inbox.wake = lambda: self.post_message(msg.JudgementMade())
         self.post_message(msg.JudgementMade())  # whatever was judged before the app listened

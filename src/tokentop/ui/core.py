@@ -156,6 +156,7 @@ def app_core(
                 budgets=watchdog.overrides,
                 on_recorded=inbox.recorded,
                 on_error=inbox.failed,
+                after=getattr(engine, "scanned", None),
             )
         except Exception as exc:
             inbox.failed(exc)
