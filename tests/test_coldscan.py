@@ -130,7 +130,7 @@ def scan_workers(pid: int) -> list[psutil.Process]:
         children = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return [c for c in children if "tokentop.engine.coldscan" in " ".join(_cmdline(c))]
+    return [c for c in children if _name(c) == coldscan.WORKER_NAME.decode()]
 
 
 def pipes_of(pid: int) -> int:
@@ -148,11 +148,11 @@ def pipes_of(pid: int) -> int:
     return sum(link.startswith("pipe:") for link in links)
 
 
-def _cmdline(proc: psutil.Process) -> list[str]:
+def _name(proc: psutil.Process) -> str:
     try:
-        return proc.cmdline()
+        return proc.name()
     except psutil.Error:
-        return []
+        return ""
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
@@ -222,3 +222,42 @@ def test_batches_of_many_small_files_do_not_stall_the_workers(
     assert not scan.is_alive(), "the scan stalled"
     assert len(calls) >= 2 and all(calls), "batches came back from a worker"
     assert sum(s.tokens.total for s in engine.snapshot().sessions) == expected
+
+
+FORKED_SCAN = """
+import json, os, sys
+from pathlib import Path
+import tokentop.engine.coldscan as coldscan
+from tokentop.engine.engine import Engine
+from tokentop.pricing import PriceTable
+from tokentop.sources.claude_code import ClaudeCodeSource
+
+forked = []
+start = coldscan.Forked.start
+def spy():
+    child = start()
+    forked.append(child is not None)
+    return child
+coldscan.Forked.start = spy
+engine = Engine([ClaudeCodeSource(config_dirs=[Path(sys.argv[1])])], PriceTable.default().cost)
+engine.scan()
+snap = engine.snapshot()
+kinds = ("input", "output", "cache_read", "cache_write")
+generated = [s for s in snap.sessions if s.cwd != "/home/dev/work/fresh"]  # the app test's
+totals = {k: sum(getattr(s.tokens, k) for s in generated) for k in kinds}
+print(json.dumps({"forked": forked, "totals": totals}))
+"""
+
+
+def test_a_single_threaded_process_forks_its_workers_and_counts_the_same(
+    big_history: tuple[Path, dict[str, Any]],
+) -> None:
+    """`sessions` and a first-run app fork their workers (no interpreter to start); the
+    totals are those of the spawned workers' and of a plain read: the expected ones."""
+    root, expected = big_history
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED_SCAN, str(root)], capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout)
+    assert result["forked"] == [True], "one worker beside the reading parent, forked"
+    assert result["totals"] == {k: expected["totals"][k] for k in KINDS}

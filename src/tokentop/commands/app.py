@@ -71,5 +71,6 @@ def cmd_app(args: argparse.Namespace) -> int:
     config = load_config(args)
     mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
     engine = make_engine(args, config)
+    engine.spawn_scan_workers()  # while this process has one thread: forked, ready at once
     with running_fleet(args, engine, config):
         return run_app(args, engine, config, mapper)

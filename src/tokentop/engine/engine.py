@@ -75,6 +75,8 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._early: list[Worker] | None = None
+        """Cold scan workers started before the engine thread (see spawn_scan_workers)."""
         self._feed: object | None = None
         self._last_snapshot: LedgerSnapshot | None = None
         self._saved: tuple[int, int, int] | None = None
@@ -346,6 +348,7 @@ class Engine:
         """Scan in the background, then follow changes until stop()."""
         if self._thread is not None:
             return
+        self.spawn_scan_workers()
         self._thread = threading.Thread(target=self._run, name="tokentop-engine", daemon=True)
         self._thread.start()
 
@@ -379,16 +382,21 @@ class Engine:
         self._stop.clear()
         self.start()
 
-    def _workers_for_first_run(self) -> list[Worker]:
-        """With no cache file at all (a first run), the whole history is read and is
-        usually big: its workers start now, and import (~0.15 s) while the cache is looked
-        for, the files are listed and the watches set up."""
+    def spawn_scan_workers(self) -> None:
+        """On a first run (no cache file at all) the whole history is read, and is usually
+        big: start the cold scan's workers now, from the calling thread, so they are ready
+        when the scan starts. Called before any other thread exists, they are forked, with
+        every module loaded already. Once; `start()` calls it too."""
         from tokentop.engine.coldscan import PARALLEL_MIN_BYTES, Worker, worker_count
 
+        if self._early is not None:
+            return
+        self._early = []
         if self._cache_path is None or self._cache_path.exists():
-            return []
-        workers = [Worker.spawn(self) for _ in range(worker_count(self, PARALLEL_MIN_BYTES, True))]
-        return [worker for worker in workers if worker is not None]
+            return
+        for _ in range(worker_count(self, PARALLEL_MIN_BYTES, live=True)):
+            if (worker := Worker.spawn(self)) is not None:
+                self._early.append(worker)
 
     def _run(self) -> None:
         try:
@@ -405,7 +413,7 @@ class Engine:
     def _live(self) -> None:
         from tokentop.engine.changes import ChangeFeed
 
-        started = self._workers_for_first_run()
+        started, self._early = self._early or [], []
         try:
             self.load_cache()
             feed = ChangeFeed(
