@@ -85,6 +85,7 @@ class TokentopApp(App[None]):
         self.min_redraw_s = MIN_REDRAW_S
         self._last_draw = 0.0
         self._draw_scheduled = False
+        self._drawn_progress = False
         self._problems: set[str] = set()
         self.health = EngineHealth(self, engine)
         self.detail_feed = DetailFeed(self, clock, config.history)
@@ -129,7 +130,8 @@ class TokentopApp(App[None]):
         """Draw at most every `min_redraw_s`: any cell update re-renders the visible rows,
         so a burst of judgements is coalesced, leaving the UI thread free to answer keys."""
         wait = self._last_draw + self.min_redraw_s - time.monotonic()
-        if wait <= 0:
+        scan_ended = self._drawn_progress and getattr(self.engine, "progress", None) is None
+        if wait <= 0 or scan_ended:  # the full history shows the moment it is read
             self._draw_pending()
         elif not self._draw_scheduled:
             self._draw_scheduled = True
@@ -140,6 +142,7 @@ class TokentopApp(App[None]):
         news = self.core.inbox.drain()
         if news.judgement is not None:
             self._last_draw = time.monotonic()
+            self._drawn_progress = getattr(self.engine, "progress", None) is not None
             self.judgement = news.judgement
         self._announce_all(news)
 
