@@ -216,7 +216,7 @@ def test_batches_of_many_small_files_do_not_stall_the_workers(
     monkeypatch.setattr(coldscan, "BATCH_BYTES", 2 * 1024 * 1024)  # ~1400 paths: ~150 KB
     engine = engine_over(root, tmp_path / "cache")
     calls = merges(engine)
-    scan = threading.Thread(target=engine.scan, daemon=True)
+    scan = threading.Thread(target=engine.scan, args=(lambda: None,), daemon=True)  # live
     scan.start()
     scan.join(timeout=60)
     assert not scan.is_alive(), "the scan stalled"
