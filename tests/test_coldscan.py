@@ -261,3 +261,47 @@ def test_a_single_threaded_process_forks_its_workers_and_counts_the_same(
     result = json.loads(out.stdout)
     assert result["forked"] == [True], "one worker beside the reading parent, forked"
     assert result["totals"] == {k: expected["totals"][k] for k in KINDS}
+
+
+EARLY_WORKERS = """
+import json, os, sys, threading
+from pathlib import Path
+from tokentop.engine.coldscan import Forked
+from tokentop.engine.engine import Engine
+from tokentop.pricing import PriceTable
+from tokentop.sources.claude_code import ClaudeCodeSource
+
+def engine(cache: str) -> Engine:
+    source = ClaudeCodeSource(config_dirs=[Path(sys.argv[1])])
+    return Engine([source], PriceTable.default().cost, cache_dir=Path(cache))
+
+first = engine(sys.argv[2])
+first.spawn_scan_workers()
+kinds = [type(w.proc).__name__ for w in first._early]
+first.start()
+first.scanned.wait(120)
+first.stop()
+first.save_cache()
+second = engine(sys.argv[2])  # its cache file now exists: not a first run
+second.spawn_scan_workers()
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()
+third = engine(sys.argv[3])  # a first run, but another thread runs: no fork, no spawn
+third.spawn_scan_workers()
+stop.set()
+print(json.dumps({"first": kinds, "second": len(second._early), "third": len(third._early)}))
+"""
+
+
+def test_a_first_run_forks_its_workers_before_the_engine_starts(
+    big_history: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Ready when the scan starts; never on a warm start, never by starting interpreters."""
+    root, _ = big_history
+    out = subprocess.run(
+        [sys.executable, "-c", EARLY_WORKERS, str(root), str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True, text=True, check=True, timeout=180,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    expected = min(coldscan.MAX_WORKERS, os.cpu_count() or 1) if (os.cpu_count() or 1) > 1 else 0
+    assert result == {"first": ["Forked"] * expected, "second": 0, "third": 0}

@@ -202,6 +202,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
     registry = Registry(args.registry or default_path())
     mapper = RecordedMapper(registry, controller, SessionMapper())
     engine = make_engine(args, config)
+    engine.spawn_scan_workers()  # forked while this process has one thread
     watchdog = make_watchdog(config, mapper, controller)
     keeper = open_keeper(config, engine, watchdog, "findings not recorded")
     out = NdjsonOut(sys.stdout)

@@ -94,6 +94,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
 
     config = load_config(args)
     engine = make_engine(args, config)
+    engine.spawn_scan_workers()  # forked while this process has one thread
     controller = ProcessController()
     mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
     watchdog = make_watchdog(config, mapper, controller)

@@ -275,7 +275,12 @@ class Forked:
         child_in, to_child = os.pipe()
         from_child, child_out = os.pipe()
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (child_in, to_child, from_child, child_out):
+                os.close(fd)
+            raise
         if pid == 0:  # the child: never returns into the caller
             code = 1
             try:
@@ -337,14 +342,18 @@ class Worker:
         self.thread = threading.Thread(target=self._feed, name="tokentop-coldscan", daemon=True)
 
     @classmethod
-    def spawn(cls, engine: Engine) -> Worker | None:
+    def spawn(cls, engine: Engine, fork_only: bool = False) -> Worker | None:
         """Start the child and send it the sources; it reads nothing until `attach`.
 
         A process with no other thread yet forks it (`Forked`): the child then has every
-        module loaded already, where a new interpreter spends ~0.1 s of CPU importing."""
+        module loaded already, where a new interpreter spends ~0.1 s of CPU importing.
+        `fork_only`: None rather than a new interpreter."""
         cmd = [sys.executable, "-m", "tokentop.engine.coldscan", str(os.getpid())]
         try:
-            proc: Child = Forked.start() or subprocess.Popen(
+            proc: Child | None = Forked.start()
+            if proc is None and fork_only:
+                return None
+            proc = proc or subprocess.Popen(
                 cmd,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -348,7 +348,6 @@ class Engine:
         """Scan in the background, then follow changes until stop()."""
         if self._thread is not None:
             return
-        self.spawn_scan_workers()
         self._thread = threading.Thread(target=self._run, name="tokentop-engine", daemon=True)
         self._thread.start()
 
@@ -384,9 +383,9 @@ class Engine:
 
     def spawn_scan_workers(self) -> None:
         """On a first run (no cache file at all) the whole history is read, and is usually
-        big: start the cold scan's workers now, from the calling thread, so they are ready
-        when the scan starts. Called before any other thread exists, they are forked, with
-        every module loaded already. Once; `start()` calls it too."""
+        big: fork the cold scan's workers now, so they are ready when the scan starts. Only
+        while this process has a single thread (a front-end calls it before starting any);
+        else, or if the history turns out small, the scan starts what it needs. Once."""
         from tokentop.engine.coldscan import PARALLEL_MIN_BYTES, Worker, worker_count
 
         if self._early is not None:
@@ -395,7 +394,7 @@ class Engine:
         if self._cache_path is None or self._cache_path.exists():
             return
         for _ in range(worker_count(self, PARALLEL_MIN_BYTES, live=True)):
-            if (worker := Worker.spawn(self)) is not None:
+            if (worker := Worker.spawn(self, fork_only=True)) is not None:
                 self._early.append(worker)
 
     def _run(self) -> None:
