@@ -6,6 +6,7 @@ bytes arrive.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -205,6 +206,46 @@ def test_live_engine_with_appends_truncation_and_rotation(tmp_path: Path) -> Non
         assert totals(engine.snapshot()) == want
         assert seen, "listeners were never called"
         assert engine.snapshot().bad_lines == 0
+    finally:
+        engine.stop()
+
+
+def test_quiet_snapshots_slow_down_when_judging_them_is_costly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener that takes 30 ms of CPU per snapshot, a 0.05 s tick and a 10 % share: quiet
+    snapshots come ~0.3 s apart, yet an append is still published at once."""
+    import tokentop.engine.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "QUIET_SHARE", 0.1)
+    make_corpus(tmp_path / "c", sessions=2, turns=3)
+    engine = engine_for(tmp_path / "c")
+    engine.tick_s = 0.05
+    stamps: list[float] = []
+
+    def costly(_snap: LedgerSnapshot) -> None:
+        stamps.append(time.monotonic())
+        spent = time.thread_time()
+        while time.thread_time() - spent < 0.03:
+            pass
+
+    engine.add_listener(costly)
+    engine.start()
+    try:
+        assert engine.scanned.wait(30)
+        time.sleep(1.5)
+        quiet = [b - a for a, b in itertools.pairwise(stamps[-4:])]
+        assert quiet and min(quiet) >= 0.25, quiet
+        transcript = sorted((tmp_path / "c" / "projects").rglob("*.jsonl"))[0]
+        before = len(stamps)
+        line = transcript.read_bytes().splitlines(keepends=True)[1]
+        appended = time.monotonic()
+        with transcript.open("ab") as fh:
+            fh.write(line.replace(b"msg_", b"msg_X"))
+        deadline = appended + 5
+        while len(stamps) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(stamps) > before and stamps[before] - appended < 0.25
     finally:
         engine.stop()
 

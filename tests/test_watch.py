@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -188,6 +189,32 @@ def test_sweep_thread_catches_changes_the_watcher_misses(
     path.parent.mkdir()
     path.write_text("{}\n")
     assert collector.wait_for(path)
+
+
+def test_a_costly_sweep_runs_less_often(
+    tmp_path: Path, collector: Collector, feeds: list[ChangeFeed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep of a huge tree waits long enough to stay within its share of a core."""
+    import tokentop.engine.changes as changes
+
+    monkeypatch.setattr(changes, "SWEEP_SHARE", 0.1)
+    sweeps: list[float] = []
+
+    def costly() -> set[Path]:
+        sweeps.append(time.monotonic())
+        spent = time.thread_time()
+        while time.thread_time() - spent < 0.02:
+            pass  # 20 ms of CPU: the next sweep waits ~0.2 s, not 0.05
+        return set()
+
+    feed = ChangeFeed([tmp_path], is_jsonl, collector, sweep_interval=0.05)
+    feed.sweep_once = costly  # type: ignore[method-assign]
+    feeds.append(feed)
+    feed.start()
+    time.sleep(1.5)
+    feed.stop()
+    gaps = [b - a for a, b in itertools.pairwise(sweeps)]
+    assert len(sweeps) >= 2 and min(gaps) >= 0.19, gaps
 
 
 def test_callback_failure_does_not_kill_the_feed(tmp_path: Path, feeds: list[ChangeFeed]) -> None:
