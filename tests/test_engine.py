@@ -250,6 +250,50 @@ def test_quiet_snapshots_slow_down_when_judging_them_is_costly(
         engine.stop()
 
 
+def test_snapshots_of_a_growing_file_keep_their_judging_within_a_share_of_a_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends every 20 ms, a listener taking 30 ms of CPU, a 10 % share: snapshots come
+    ~0.3 s apart instead of ten a second, and the last one has every line."""
+    import tokentop.engine.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "BUSY_SHARE", 0.1)
+    make_corpus(tmp_path / "c", sessions=1, turns=3)
+    engine = engine_for(tmp_path / "c")
+    stamps: list[float] = []
+
+    def costly(_snap: LedgerSnapshot) -> None:
+        stamps.append(time.monotonic())
+        spent = time.thread_time()
+        while time.thread_time() - spent < 0.03:
+            pass
+
+    engine.add_listener(costly)
+    engine.start()
+    try:
+        assert engine.scanned.wait(30)
+        transcript = sorted((tmp_path / "c" / "projects").rglob("*.jsonl"))[0]
+        line = transcript.read_bytes().splitlines(keepends=True)[1]
+        initial = responses(engine)
+        started = len(stamps)
+        for n in range(75):
+            with transcript.open("ab") as fh:
+                fh.write(line.replace(b"msg_", f"msg_{n}x".encode()))
+            time.sleep(0.02)
+        busy = [b - a for a, b in itertools.pairwise(stamps[started:])]
+        assert len(busy) >= 2 and min(busy) >= 0.25, busy
+        deadline = time.monotonic() + 10
+        while responses(engine) < initial + 75 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert responses(engine) == initial + 75
+    finally:
+        engine.stop()
+
+
+def responses(engine: Engine) -> int:
+    return sum(s.responses for s in engine.snapshot().sessions)
+
+
 def test_cache_with_a_stale_dedupe_side_file_is_ignored(tmp_path: Path) -> None:
     """A crash between writing the side file and the main file must not mix two saves."""
     expected = make_corpus(tmp_path / "c")

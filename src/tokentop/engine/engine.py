@@ -36,6 +36,9 @@ QUIET_SHARE = 0.01
 """With nothing appended, a snapshot (and every listener's judging of it) every `tick_s`, or
 less often when that would take more than this share of a core: a history of 10k sessions
 costs ~70 ms a snapshot here. Appends are still published at once."""
+BUSY_SHARE = 0.1
+"""While files grow, snapshots come at most `max_hz` a second, and no closer than keeps
+their judging within this share of a core (10k sessions: ~0.7 s apart)."""
 
 
 class Engine:
@@ -452,9 +455,11 @@ class Engine:
                 pending, self._pending = self._pending, set()
             changed = bool(pending) and self.process(pending)
             if self.apply_inbox() or changed:
+                spent = time.thread_time()
                 self._notify()
                 last_notify = time.monotonic()
-                time.sleep(self.min_interval)
+                cost = time.thread_time() - spent
+                self._stop.wait(max(self.min_interval, cost / BUSY_SHARE))  # stop() ends it
             elif time.monotonic() - last_notify >= quiet_every:
                 spent = time.thread_time()
                 self._notify()
