@@ -210,17 +210,14 @@ def test_live_engine_with_appends_truncation_and_rotation(tmp_path: Path) -> Non
         engine.stop()
 
 
-def test_quiet_snapshots_slow_down_when_judging_them_is_costly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A listener that takes 30 ms of CPU per snapshot, a 0.05 s tick and a 10 % share: quiet
-    snapshots come ~0.3 s apart, yet an append is still published at once."""
-    import tokentop.engine.engine as engine_mod
-
-    monkeypatch.setattr(engine_mod, "QUIET_SHARE", 0.1)
-    make_corpus(tmp_path / "c", sessions=2, turns=3)
+def started_with_a_costly_listener(
+    tmp_path: Path, sessions: int, tick_s: float = 1.0
+) -> tuple[Engine, list[float]]:
+    """A started engine past its scan, whose listener notes when it is called and then
+    takes 30 ms of CPU."""
+    make_corpus(tmp_path / "c", sessions=sessions, turns=3)
     engine = engine_for(tmp_path / "c")
-    engine.tick_s = 0.05
+    engine.tick_s = tick_s
     stamps: list[float] = []
 
     def costly(_snap: LedgerSnapshot) -> None:
@@ -231,8 +228,20 @@ def test_quiet_snapshots_slow_down_when_judging_them_is_costly(
 
     engine.add_listener(costly)
     engine.start()
+    assert engine.scanned.wait(30)
+    return engine, stamps
+
+
+def test_quiet_snapshots_slow_down_when_judging_them_is_costly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener that takes 30 ms of CPU per snapshot, a 0.05 s tick and a 10 % share: quiet
+    snapshots come ~0.3 s apart, yet an append is still published at once."""
+    import tokentop.engine.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "QUIET_SHARE", 0.1)
+    engine, stamps = started_with_a_costly_listener(tmp_path, sessions=2, tick_s=0.05)
     try:
-        assert engine.scanned.wait(30)
         time.sleep(1.5)
         quiet = [b - a for a, b in itertools.pairwise(stamps[-4:])]
         assert quiet and min(quiet) >= 0.25, quiet
@@ -258,20 +267,8 @@ def test_snapshots_of_a_growing_file_keep_their_judging_within_a_share_of_a_core
     import tokentop.engine.engine as engine_mod
 
     monkeypatch.setattr(engine_mod, "BUSY_SHARE", 0.1)
-    make_corpus(tmp_path / "c", sessions=1, turns=3)
-    engine = engine_for(tmp_path / "c")
-    stamps: list[float] = []
-
-    def costly(_snap: LedgerSnapshot) -> None:
-        stamps.append(time.monotonic())
-        spent = time.thread_time()
-        while time.thread_time() - spent < 0.03:
-            pass
-
-    engine.add_listener(costly)
-    engine.start()
+    engine, stamps = started_with_a_costly_listener(tmp_path, sessions=1)
     try:
-        assert engine.scanned.wait(30)
         transcript = sorted((tmp_path / "c" / "projects").rglob("*.jsonl"))[0]
         line = transcript.read_bytes().splitlines(keepends=True)[1]
         initial = responses(engine)
