@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -28,3 +29,12 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+def spaced(work: Callable[[], object], share: float, floor: float) -> float:
+    """Run `work`; return how long to wait before running it again so that it takes at most
+    `share` of a core (never less than `floor`). Background chores whose cost grows with the
+    history (a stat sweep, judging every session) use it to stay cheap on a big one."""
+    spent = time.thread_time()
+    work()
+    return max(floor, (time.thread_time() - spent) / share)

@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 import watchfiles
 
+from tokentop.clock import spaced
 from tokentop.sources.base import walk_files
 
 log = logging.getLogger(__name__)
@@ -273,12 +274,13 @@ class ChangeFeed:
         cost more than `SWEEP_SHARE` of a core (10k files take ~0.12 s of CPU here)."""
         wait = self.sweep_interval
         while not self._stop.wait(wait):
-            started = time.thread_time()
-            try:
-                self.sweep_once()
-            except Exception as exc:  # never let the safety net die
-                self._note_error(f"sweep failed: {exc}")
-            wait = max(self.sweep_interval, (time.thread_time() - started) / SWEEP_SHARE)
+            wait = spaced(self._sweep_safely, SWEEP_SHARE, self.sweep_interval)
+
+    def _sweep_safely(self) -> None:
+        try:
+            self.sweep_once()
+        except Exception as exc:  # never let the safety net die
+            self._note_error(f"sweep failed: {exc}")
 
     def sweep_once(self) -> set[Path]:
         """Rescan the roots; report and return files that are new, changed or vanished."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokentop.clock import Clock, SystemClock
+from tokentop.clock import Clock, SystemClock, spaced
 from tokentop.engine import state_cache as cache_mod
 from tokentop.engine.failure import EngineFailure, failure_of
 from tokentop.engine.inbox import Inbox
@@ -455,16 +455,12 @@ class Engine:
                 pending, self._pending = self._pending, set()
             changed = bool(pending) and self.process(pending)
             if self.apply_inbox() or changed:
-                spent = time.thread_time()
-                self._notify()
+                pause = spaced(self._notify, BUSY_SHARE, self.min_interval)
                 last_notify = time.monotonic()
-                cost = time.thread_time() - spent
-                self._stop.wait(max(self.min_interval, cost / BUSY_SHARE))  # stop() ends it
+                self._stop.wait(pause)  # stop() ends it
             elif time.monotonic() - last_notify >= quiet_every:
-                spent = time.thread_time()
-                self._notify()
+                quiet_every = spaced(self._notify, QUIET_SHARE, self.tick_s)
                 last_notify = time.monotonic()
-                quiet_every = max(self.tick_s, (time.thread_time() - spent) / QUIET_SHARE)
             if time.monotonic() - last_save > 30:
                 self.save_cache()
                 last_save = time.monotonic()
