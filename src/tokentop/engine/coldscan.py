@@ -152,35 +152,32 @@ class ColdScan:
     ) -> None:
         self.engine = engine
         self.publish = publish
-        self.spawned = list(spawned)
-        """Workers started before the files were listed (see `Engine._live`); used, or closed."""
         files = newest_first(fresh)
         self.queue = _Queue(files)
         self.files_total = len(files)
-        self.bytes_total = sum(item[1] for item in files)
+        self.bytes_total = self.queue.left
         self.files_done = 0
         self.bytes_done = 0
         self.started = time.monotonic()
-        self.workers: list[Worker] = []
+        self.workers = list(spawned)
+        """Workers started before the files were listed (see `Engine._live`): used as far as
+        `run` wants any, else closed; it starts the rest."""
         self._marks: deque[tuple[float, int]] = deque([(self.started, 0)])
 
     def run(self) -> bool:
         """Read everything (or until the engine stops); True if anything changed."""
         live = self.publish is not None
         wanted = worker_count(self.engine, self.bytes_total, live)
-        spare, self.spawned = self.spawned[wanted:], self.spawned[:wanted]
-        for worker in spare:
-            worker.close()
-        while len(self.spawned) < wanted and (new := Worker.spawn(self.engine)) is not None:
-            self.spawned.append(new)
-        for worker in self.spawned:
-            worker.attach(self.queue, newest=live, readers=len(self.spawned) + (not live))
-            self.workers.append(worker)
+        close_all(self.workers[wanted:])
+        del self.workers[wanted:]
+        while len(self.workers) < wanted and (new := Worker.spawn(self.engine)) is not None:
+            self.workers.append(new)
+        for worker in self.workers:
+            worker.attach(self.queue, newest=live, readers=len(self.workers) + (not live))
         try:
             changed = self._loop()
         finally:
-            for worker in self.workers:
-                worker.close()
+            close_all(self.workers)
         if not self.engine.stopping():
             for worker in self.workers:
                 changed |= self._merge(worker.take_results())
@@ -247,6 +244,12 @@ class ColdScan:
             self.files_done, self.files_total, self.bytes_done, self.bytes_total,
             now - self.started, eta,
         )  # fmt: skip
+
+
+def close_all(workers: Sequence[Worker]) -> None:
+    """Stop workers that will read nothing more (or nothing at all)."""
+    for worker in workers:
+        worker.close()
 
 
 class Child(Protocol):

@@ -200,19 +200,17 @@ class Engine:
         the way so a first view shows before old history is read. `spawned` are its
         workers, if started early (see `_live`).
         """
-        from tokentop.engine.coldscan import ColdScan
+        from tokentop.engine.coldscan import ColdScan, close_all
 
-        scan = None
         try:
             changed = self.process(list(self.files))
             fresh = list(dict.fromkeys(self.find_transcripts(self.files)))
-            if fresh or spawned:
-                scan = ColdScan(self, fresh, publish, spawned)
-        finally:
-            if scan is None:
-                for worker in spawned:
-                    worker.close()
-        return scan.run() | changed if scan is not None else changed
+        except BaseException:
+            close_all(spawned)
+            raise
+        if fresh or spawned:  # the scan closes workers it has no use for
+            changed |= ColdScan(self, fresh, publish, spawned).run()
+        return changed
 
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -421,6 +419,7 @@ class Engine:
 
     def _live(self) -> None:
         from tokentop.engine.changes import ChangeFeed
+        from tokentop.engine.coldscan import close_all
 
         started, self._early = self._early or [], []
         try:
@@ -435,8 +434,7 @@ class Engine:
             self._feed = feed
             feed.start(baseline=False)  # before the scan: nothing written during it is missed
         except BaseException:
-            for worker in started:
-                worker.close()
+            close_all(started)
             raise
         self.scan(self._notify, started)
         if self._stop.is_set():
