@@ -12,20 +12,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import msgspec
 
 from tokentop.engine.tail import Tailer, TailState
-from tokentop.model import FileHealth
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult, ProcessController, default_action_log
 from tokentop.processes.mapper import RecordedMapper, SessionMapper
 from tokentop.processes.registry import Registry, default_path
 from tokentop.render import records as output
-
-if TYPE_CHECKING:
-    pass
 
 _ACTION = msgspec.json.Decoder(ActionResult)
 
@@ -50,14 +46,15 @@ class NdjsonWriter:
         """Engine thread: most ticks change nothing, so the indexes are built only on need."""
         from tokentop.commands.guard import decision_dict
 
-        files: dict[str, FileHealth] | None = None
+        changed: list[Judged] = []
         for j in judgement.sessions:
             sid, mark = str(j.session.key), self._mark(j)
             if self.seen.get(sid) != mark:
                 self.seen[sid] = mark
-                files = (
-                    files if files is not None else {f.path: f for f in judgement.snapshot.files}
-                )
+                changed.append(j)
+        if changed:
+            files = {f.path: f for f in judgement.snapshot.files}
+            for j in changed:
                 line = output.session_dict(j.session, files)
                 self.emit({"type": "session", **line, "state": j.state})
         if judgement.decisions:
