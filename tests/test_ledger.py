@@ -52,19 +52,17 @@ def test_unknown_model_cost_is_listed_not_zeroed() -> None:
     assert models["mystery"].cost_usd is None
 
 
-def test_burn_rate_uses_window_and_decays_when_idle() -> None:
+def test_burn_is_the_pace_of_recent_replies_and_the_sparkline_stays_per_minute() -> None:
     clock = FakeClock(T0)
-    ledger = Ledger(price, window_s=300)
+    ledger = Ledger(price)
     ledger.apply([usage(str(i), 490, ts=T0 - 30 * i) for i in range(5)])
     snap = ledger.snapshot(clock.now()).sessions[0]
-    # The session is 2 minutes old, younger than the 5-minute window: averaged over its age.
-    assert snap.tokens_per_min == pytest.approx(5 * 500 / 2)
-    assert snap.usd_per_hour == pytest.approx(2.5 * 30)
-    clock.advance(150)  # now 4.5 min old: still its age
-    assert ledger.snapshot(clock.now()).sessions[0].tokens_per_min == pytest.approx(2500 / 4.5)
-    clock.advance(120)  # 6.5 min old: the trailing 5 minutes hold only the last response
-    assert ledger.snapshot(clock.now()).sessions[0].tokens_per_min == pytest.approx(500 / 5)
+    # Replies every 30 s: the four after the first, over the two minutes they span.
+    assert snap.tokens_per_min == pytest.approx(4 * 500 / 2)
+    assert snap.usd_per_hour == pytest.approx(2.0 * 30)
     assert snap.burn_series[-1] + snap.burn_series[-2] + snap.burn_series[-3] == 2500
+    clock.advance(61)  # silent for two gaps (60 s) and more: stopped
+    assert ledger.snapshot(clock.now()).sessions[0].tokens_per_min == 0
     clock.advance(3600)
     idle = ledger.snapshot(clock.now()).sessions[0]
     assert idle.tokens_per_min == 0

@@ -210,31 +210,35 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """The session's own budget if one was set with `b`; else the configured one: the
         default, then the agent's, then the project's fields."""
         own = self.session_budgets.get(f"{agent}:{session_id}") if session_id else None
-        if own is not None:
-            return own
-        budget = self.budgets.default
+        return own if own is not None else self.configured_budget(agent, cwd)[0]
+
+    def configured_budget(self, agent: str, cwd: str) -> tuple[Budget, str]:
+        """The budget the config gives a session, and the most specific rule it comes from
+        ("default", "agent codex", "project payments-*"; "" when none is set)."""
+        budget, origin = self.budgets.default, "default"
         agent_budget = self.budgets.agents.get(agent)
         if agent_budget is not None:
-            budget = agent_budget.over(budget)
-        project_budget = match_project(self.budgets.projects, cwd)
-        if project_budget is not None:
-            budget = project_budget.over(budget)
-        return budget
+            budget, origin = agent_budget.over(budget), f"agent {agent}"
+        project = match_project(self.budgets.projects, cwd)
+        if project is not None:
+            budget, origin = project[1].over(budget), f"project {project[0]}"
+        return budget, origin if budget.is_set else ""
 
 
-def match_project(projects: dict[str, Budget], cwd: str) -> Budget | None:
-    """The first entry naming `cwd` or its basename exactly, else the first glob that matches."""
+def match_project(projects: dict[str, Budget], cwd: str) -> tuple[str, Budget] | None:
+    """The first entry naming `cwd` or its basename exactly, else the first glob that matches,
+    with the pattern as written."""
     if not cwd:
         return None
     base = path_tail(cwd)
     candidates = (cwd, base)
     for pattern, budget in projects.items():
         if os.path.expanduser(pattern) in candidates:
-            return budget
+            return pattern, budget
     for pattern, budget in projects.items():
         expanded = os.path.expanduser(pattern)
         if any(fnmatch.fnmatchcase(c, expanded) for c in candidates):
-            return budget
+            return pattern, budget
     return None
 
 

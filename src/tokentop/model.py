@@ -221,6 +221,7 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     """(first timestamp, model) for each change of model, in order."""
     responses: int
     tokens_per_min: float
+    """Burn: the session's current pace (engine/pace.py); zero once it has stopped."""
     usd_per_hour: float
     burn_series: tuple[int, ...]
     """Tokens per minute for the last minutes, oldest first (sparkline)."""
@@ -240,6 +241,11 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     cost_today: float = 0.0
     host: str = ""
     """Another machine's name for a session known from its telemetry; "" is this machine."""
+    last_response_ts: float = 0.0
+    """When its newest response was written (the LAST column); 0 when none has a time."""
+    burn_age_s: float = 0.0
+    """Seconds since the response the burn was measured at (up to one typical gap): the
+    ETA counts down from it (see engine/pace.py)."""
 
     @property
     def remote(self) -> bool:

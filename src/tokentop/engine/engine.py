@@ -51,7 +51,6 @@ class Engine:
         *,
         clock: Clock | None = None,
         cache_dir: Path | None = None,
-        window_s: float = 300.0,
         debounce_ms: int = 50,
         sweep_s: float = 5.0,
         max_hz: float = 10.0,
@@ -61,7 +60,6 @@ class Engine:
         self.sources = list(sources)
         self.cost_fn = cost_fn
         self.clock = clock or SystemClock()
-        self.window_s = window_s
         self.debounce_ms = debounce_ms
         self.sweep_s = sweep_s
         self.min_interval = 1.0 / max_hz
@@ -70,7 +68,7 @@ class Engine:
         QUIET_SHARE): rates decay, stalls show and quiet sessions end on time (the Watchdog
         judges each one)."""
         self.workers = workers
-        self.ledger = Ledger(cost_fn, window_s)
+        self.ledger = Ledger(cost_fn)
         self.roots = [(s, r) for s in self.sources for r in s.roots()]
         self._root_prefixes = [(s, prefixes([r])) for s, r in self.roots]
         self.files: dict[str, Tracked] = {}
@@ -110,9 +108,7 @@ class Engine:
         """Resume from the cache if it matches these roots; otherwise the next scan is cold."""
         if self._cache_path is None:
             return
-        resumed, self.cache_note = resume(
-            self._cache_path, self.sources, self.cost_fn, self.window_s
-        )
+        resumed, self.cache_note = resume(self._cache_path, self.sources, self.cost_fn)
         if resumed is None:
             return
         with self._lock:
@@ -382,7 +378,7 @@ class Engine:
         """Start again from the cache (or a cold scan) after the live loop failed."""
         self.stop()
         with self._lock:
-            self.ledger = Ledger(self.cost_fn, self.window_s)
+            self.ledger = Ledger(self.cost_fn)
             self.files = {}
             self._saved = None
             self.failure = None

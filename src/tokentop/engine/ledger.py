@@ -27,6 +27,7 @@ from tokentop.engine.ledger_state import (
     unpack,
     unpacked_tables,
 )
+from tokentop.engine.pace import add as add_pace
 from tokentop.engine.rates import CostFn as CostFn  # the type callers import from here
 from tokentop.engine.rates import RateCards
 from tokentop.engine.snapshots import SnapshotCache
@@ -52,9 +53,8 @@ event made elsewhere goes to minute 0 rather than overflow the int64 minute inde
 class Ledger:
     """Applies events; produces immutable snapshots. Not thread-safe: the engine serialises."""
 
-    def __init__(self, cost_fn: CostFn, window_s: float = 300.0) -> None:
+    def __init__(self, cost_fn: CostFn) -> None:
         self.cost_fn = cost_fn
-        self.window_s = window_s
         self.version = 0
         self._load(LedgerState())
 
@@ -65,7 +65,7 @@ class Ledger:
         self._tokens = array("q", state.seen_tokens)
         self._cost = array("d", state.seen_cost)
         self._estimated = set(state.estimated_slots)
-        self._snapshots = SnapshotCache(self.window_s, state.sessions)
+        self._snapshots = SnapshotCache(state.sessions)
         self._dirty = self._snapshots.dirty
         """Sessions whose counters changed since the last snapshot (the cache's own set)."""
         self._rates = RateCards(self.cost_fn)
@@ -74,6 +74,7 @@ class Ledger:
         self._last_session = SessionState("", "")
         self._last_sid = ""
         self._last_model = ""
+        self._arrival = 0.0
 
     def _packed_blob(self) -> bytes:
         packed = self._packed
@@ -105,12 +106,11 @@ class Ledger:
         cls,
         state: LedgerState,
         cost_fn: CostFn,
-        window_s: float = 300.0,
         packed: Callable[[], bytes] | None = None,
     ) -> Ledger:
         """A ledger resuming from `state`; `packed` loads the dedupe tables when first needed
         (the cache keeps them in a side file), else they come from `state.packed`."""
-        ledger = cls(cost_fn, window_s)
+        ledger = cls(cost_fn)
         ledger._load(state, packed)
         return ledger
 
@@ -148,10 +148,13 @@ class Ledger:
 
     # -- applying events -------------------------------------------------------------------
 
-    def apply(self, events: Iterable[Event], path: str = "") -> int:
-        """Apply events read from `path`; returns how many changed a counter."""
+    def apply(self, events: Iterable[Event], path: str = "", arrival: float = 0.0) -> int:
+        """Apply events read from `path`; returns how many changed a counter. `arrival` (the
+        clock's now, while following files live) stands in for a missing timestamp in the
+        burn rate; history read at start-up passes none."""
         if self._packed:
             self._unpack()
+        self._arrival = arrival
         changed = 0
         add, grow, call, result = self._add_new, self._grow, self._tool_call, self._tool_result
         seen = self.state.seen
@@ -232,7 +235,7 @@ class Ledger:
             self._estimated.discard(slot)
             seen_session = self.state.seen_session
             session.estimated = any(seen_session[s] == sid for s in self._estimated)
-        self._accumulate(session, model, event.timestamp, delta, cost_delta, responses=0)
+        self._accumulate(session, model, self._time(event), delta, cost_delta, responses=0)
         return 1
 
     def _add_new(self, event: UsageEvent, path: str) -> int:
@@ -279,9 +282,10 @@ class Ledger:
         state.seen_model.append(self._last_model)
         self._tokens.extend((ti, to, tr, tw5, tw1, tx))
         self._cost.append(math.nan if cost is None else cost)
+        ts = self._time(event)
         timeline = session.timeline
         if not timeline or timeline[-1][1] != model:
-            session.note_model(event.timestamp, model)
+            session.note_model(ts, model)
         acc = session.by_model.get(model)
         if acc is None:
             acc = session.by_model[model] = ModelAcc([0] * KINDS)
@@ -299,14 +303,21 @@ class Ledger:
             acc.cost += cost
         session.responses_since_change += 1
         session.tokens_since_change += ti + to + tr + tw5 + tw1 + tx
-        ts = event.timestamp
         if ts > session.last_ts:
             session.last_ts = ts
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
         minute = int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0  # NaN and inf fail both
-        session.add_minute(minute, ti + to + tr + tw5 + tw1 + tx, cost or 0.0)
+        total = ti + to + tr + tw5 + tw1 + tx
+        session.add_minute(minute, total, cost or 0.0)
+        if 0 < ts <= MAX_TS:
+            add_pace(session.pace, ts, total, cost or 0.0)
         return 1
+
+    def _time(self, event: UsageEvent) -> float:
+        """The response's own time, else (live) when it arrived; 0 for history without one."""
+        ts = event.timestamp
+        return ts if 0 < ts <= MAX_TS else self._arrival or ts
 
     def _accumulate(
         self,
@@ -337,6 +348,8 @@ class Ledger:
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
         session.add_minute(int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0, d.total, cost or 0.0)
+        if 0 < ts <= MAX_TS:
+            add_pace(session.pace, ts, d.total, cost or 0.0, grown=True)
 
     def _tool_call(self, event: ToolCall, path: str = "") -> int:
         calls = self.state.tool_calls

@@ -15,6 +15,7 @@ from bisect import bisect_left, bisect_right
 
 import msgspec
 
+from tokentop.engine.pace import merged as merged_pace
 from tokentop.model import RECENT_TOOLS, SessionKey
 
 _STAMP = struct.Struct("<q")
@@ -93,6 +94,8 @@ class SessionState(msgspec.Struct):
     estimated: bool = False
     host: str = ""
     """Set by telemetry from another machine (see SessionInfo.host)."""
+    pace: bytearray = msgspec.field(default_factory=bytearray)
+    """The last responses' (time, tokens, cost), packed: burn is read from them (pace.py)."""
 
     def add_minute(self, minute: int, tokens: float, cost: float) -> None:
         """Add to a minute's bucket. Events nearly always fall in the latest minute or start a
@@ -173,6 +176,7 @@ class SessionState(msgspec.Struct):
             mine.responses += acc.responses
         for minute, tokens, cost in other.minute_items():
             self.add_minute(minute, tokens, cost)
+        self.pace = merged_pace(self.pace, other.pace)
         for name, tool in other.tools.items():
             mine_tool = self.tools.setdefault(name, ToolAcc())
             mine_tool.calls += tool.calls

@@ -24,9 +24,7 @@ class Resumed(NamedTuple):
     """The cache's save id: what a result computed from it refers to."""
 
 
-def resume(
-    path: Path, sources: Sequence[Source], cost_fn: CostFn, window_s: float
-) -> tuple[Resumed | None, str]:
+def resume(path: Path, sources: Sequence[Source], cost_fn: CostFn) -> tuple[Resumed | None, str]:
     """The state cached at `path`, or None and why it is not used (the scan is then cold)."""
     data, why = cache_mod.load(path)
     if data is None:
@@ -37,7 +35,7 @@ def resume(
         if packed is None:
             return None, "cache ignored (its dedupe tables are missing, stale or damaged)"
     try:
-        ledger = Ledger.restore(data.ledger, cost_fn, window_s, packed)
+        ledger = Ledger.restore(data.ledger, cost_fn, packed)
     except (OverflowError, ValueError) as exc:  # counters out of int64 range
         return None, f"cache ignored (damaged: {exc})"
     files = tracked_from(data.files, sources)

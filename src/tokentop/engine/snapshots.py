@@ -1,5 +1,6 @@
-"""A session's counters frozen at `now`: rates over the trailing window, the sparkline and
-today's spend, computed from the per-minute buckets (the ledger keeps, this module reads).
+"""A session's counters frozen at `now`: its burn (the pace of its recent responses, see
+pace.py), and the sparkline and today's spend from the per-minute buckets (the ledger keeps,
+this module reads).
 
 Everything time-dependent is here, so a quiet session's snapshot can be reused with only
 these fields evaluated again (`with_rates`).
@@ -14,6 +15,7 @@ from datetime import datetime
 import msgspec
 
 from tokentop.engine.ledger_state import KINDS, MinuteItems, SessionState
+from tokentop.engine.pace import STOPPED, Pace, newest, pace_at
 from tokentop.model import (
     FileHealth,
     LedgerSnapshot,
@@ -32,8 +34,7 @@ class SnapshotCache:
     """Last snapshot per session: reused as is while the session is quiet (its rates are
     zero), with fresh rates while it is active, rebuilt when its counters change."""
 
-    def __init__(self, window_s: float, dirty: Iterable[str] = ()) -> None:
-        self.window_s = window_s
+    def __init__(self, dirty: Iterable[str] = ()) -> None:
         self.dirty: set[str] = set(dirty)
         """Sessions whose counters changed since the last `take` (the ledger adds to it)."""
         self._last: dict[str, tuple[tuple[int, float], SessionSnapshot, bool]] = {}
@@ -61,15 +62,15 @@ class SnapshotCache:
         self, sid: str, state: SessionState, now: float, files: Mapping[str, FileHealth]
     ) -> SessionSnapshot:
         bad = sum(files[f].bad_lines for f in state.files if f in files)
-        quiet = state.last_ts < now - max(self.window_s, SERIES_MINUTES * 60) - 60
+        quiet = state.last_ts < now - SERIES_MINUTES * 60 - 60
         cached = self._last.get(sid)
         midnight = local_midnight(now)
         if cached and sid not in self.dirty and cached[0] == (bad, midnight):
             if quiet and cached[2]:
                 return cached[1]
-            snap = with_rates(cached[1], state, now, self.window_s)  # only time moved
+            snap = with_rates(cached[1], state, now)  # only time moved
         else:
-            snap = build_session_snapshot(state, now, self.window_s, bad)
+            snap = build_session_snapshot(state, now, bad)
         self._last[sid] = ((bad, midnight), snap, quiet)
         return snap
 
@@ -82,15 +83,14 @@ def local_midnight(now: float) -> float:
     return day.timestamp()
 
 
-def with_rates(
-    snap: SessionSnapshot, state: SessionState, now: float, window_s: float
-) -> SessionSnapshot:
+def with_rates(snap: SessionSnapshot, state: SessionState, now: float) -> SessionSnapshot:
     """The same counters with the time-dependent fields evaluated at `now`."""
-    rate, usd, series, today, cost_today = _time_fields(state, now, window_s)
+    burn, series, today, cost_today = _time_fields(state, now)
     return msgspec.structs.replace(
         snap,
-        tokens_per_min=rate,
-        usd_per_hour=usd,
+        tokens_per_min=burn.tokens_per_min,
+        usd_per_hour=burn.usd_per_hour,
+        burn_age_s=burn.age_s,
         burn_series=series,
         tokens_today=today,
         cost_today=cost_today,
@@ -100,20 +100,21 @@ def with_rates(
 _IDLE_SERIES = (0,) * SERIES_MINUTES
 
 
-def _time_fields(
-    state: SessionState, now: float, window_s: float
-) -> tuple[float, float, tuple[int, ...], int, float]:
+TimeFields = tuple[Pace, tuple[int, ...], int, float]
+"""Burn, sparkline, today's tokens and today's cost."""
+
+
+def _time_fields(state: SessionState, now: float) -> TimeFields:
     """Burn rates, sparkline and today's spend at `now`; all zero for a session idle since
-    before midnight and the window, without reading its minutes."""
-    horizon = now - max(window_s, SERIES_MINUTES * 60) - 60
+    before midnight and the sparkline, without reading its minutes."""
+    horizon = now - SERIES_MINUTES * 60 - 60
     if state.last_ts < min(horizon, local_midnight(now)):
-        return 0.0, 0.0, _IDLE_SERIES, 0, 0.0
+        return STOPPED, _IDLE_SERIES, 0, 0.0
     end = int(now // 60)
     first = min(int(local_midnight(now) // 60), end - SERIES_MINUTES + 1)
-    recent = state.minute_items(min(first, int((now - window_s) // 60)), end)
-    rate, usd = _rates(recent, now, window_s, state.first_ts)
+    recent = state.minute_items(first, end)
     today, cost_today = _today(recent, now)
-    return rate, usd, _series(recent, now), today, cost_today
+    return pace_at(state.pace, now), _series(recent, now), today, cost_today
 
 
 def _today(minutes: MinuteItems, now: float) -> tuple[int, float]:
@@ -126,9 +127,7 @@ def _today(minutes: MinuteItems, now: float) -> tuple[int, float]:
     return int(tokens), cost
 
 
-def build_session_snapshot(
-    state: SessionState, now: float, window_s: float, bad_lines: int
-) -> SessionSnapshot:
+def build_session_snapshot(state: SessionState, now: float, bad_lines: int) -> SessionSnapshot:
     """Freeze one session's counters, with burn rates evaluated at `now`."""
     models = tuple(
         ModelUsage(
@@ -142,21 +141,23 @@ def build_session_snapshot(
     total = [0] * KINDS
     for acc in state.by_model.values():
         total = [t + n for t, n in zip(total, acc.tokens, strict=True)]
-    tokens_rate, usd_rate, series, tokens_today, cost_today = _time_fields(state, now, window_s)
+    burn, series, tokens_today, cost_today = _time_fields(state, now)
     return SessionSnapshot(
         key=state.key,
         cwd=state.cwd,
         branch=state.branch,
         first_ts=state.first_ts,
         last_ts=state.last_ts,
+        last_response_ts=newest(state.pace) or state.last_ts,
         tokens=TokenCounts(*total),
         cost_usd=sum(acc.cost for acc in state.by_model.values()),
         unpriced_models=tuple(m for m, acc in state.by_model.items() if acc.unpriced),
         models=models,
         model_timeline=tuple(state.timeline),
         responses=sum(acc.responses for acc in state.by_model.values()),
-        tokens_per_min=tokens_rate,
-        usd_per_hour=usd_rate,
+        tokens_per_min=burn.tokens_per_min,
+        usd_per_hour=burn.usd_per_hour,
+        burn_age_s=burn.age_s,
         burn_series=series,
         tool_calls=sum(t.calls for t in state.tools.values()),
         tool_errors=sum(t.errors for t in state.tools.values()),
@@ -185,30 +186,6 @@ def build_session_snapshot(
         cost_today=cost_today,
         host=state.host,
     )
-
-
-def _rates(
-    minutes: MinuteItems, now: float, window_s: float, first_ts: float = 0.0
-) -> tuple[float, float]:
-    """Tokens/min and $/h over the trailing window; an idle session decays to zero.
-
-    A session younger than the window is averaged over its age (at least a minute), so a
-    fresh runaway shows its real pace instead of a fifth of it.
-    """
-    age = now - first_ts if first_ts else window_s
-    if 0 < age < window_s:
-        window_s = max(60.0, age)
-        start = int(first_ts // 60) - 1
-    else:
-        start = int((now - window_s) // 60)
-    end = int(now // 60)
-    tokens = cost = 0.0
-    for minute, t, c in minutes:
-        if start < minute <= end:
-            tokens += t
-            cost += c
-    span_min = window_s / 60.0
-    return tokens / span_min, cost * 60.0 / span_min
 
 
 def _series(minutes: MinuteItems, now: float) -> tuple[int, ...]:

@@ -35,13 +35,20 @@ class BudgetUse(msgspec.Struct, frozen=True):
     """The larger of the dollar and token shares used; None without a budget."""
     level: Level
     eta_s: float | None
-    """Seconds until the budget is used at the current burn; 0 when over, None if unknown."""
+    """Seconds until the budget is used at the current burn; 0 when over; None when the
+    session is not live or not burning."""
     lower_bound: bool
     """True when the dollar share ignores unpriced models, so the real share may be higher."""
+    origin: str = ""
+    """Where the budget comes from: "session" (set for this session), or the config rule
+    ("default", "agent codex", "project payments-*"); "" when there is none."""
 
 
-def budget_use(session: SessionSnapshot, budget: Budget, alerts: Alerts) -> BudgetUse:
-    """Measure `session` against `budget` with the warn/over thresholds of `alerts`."""
+def budget_use(
+    session: SessionSnapshot, budget: Budget, alerts: Alerts, *, active: bool = True
+) -> BudgetUse:
+    """Measure `session` against `budget` with the warn/over thresholds of `alerts`; an
+    ETA only while it is `active` (live), from the pace it has now."""
     shares = [
         share
         for share in (
@@ -55,7 +62,7 @@ def budget_use(session: SessionSnapshot, budget: Budget, alerts: Alerts) -> Budg
         budget,
         fraction,
         level_of(fraction, alerts),
-        eta_seconds(session, budget),
+        eta_seconds(session, budget) if active else None,
         lower_bound=bool(session.unpriced_models) and budget.usd is not None,
     )
 
@@ -77,19 +84,28 @@ def level_of(fraction: float | None, alerts: Alerts) -> Level:
 
 
 def eta_seconds(session: SessionSnapshot, budget: Budget) -> float | None:
-    """The soonest time a limit is reached at the current rate (dollars or tokens)."""
+    """The soonest time a limit is reached at the current pace (dollars or tokens), counted
+    from the response that pace was measured at; 0 only when a limit is already reached."""
+    lead = session.burn_age_s
     etas: list[float] = []
     if budget.usd is not None:
-        etas.extend(_eta(budget.usd - session.cost_usd, session.usd_per_hour / 3600))
+        etas.extend(_eta(budget.usd - session.cost_usd, session.usd_per_hour / 3600, lead))
     if budget.tokens is not None:
-        etas.extend(_eta(budget.tokens - session.tokens.total, session.tokens_per_min / 60))
+        left = budget.tokens - session.tokens.total
+        etas.extend(_eta(left, session.tokens_per_min / 60, lead))
     return min(etas) if etas else None
 
 
-def _eta(remaining: float, per_second: float) -> list[float]:
+def _eta(remaining: float, per_second: float, lead: float) -> list[float]:
     if remaining <= 0:
         return [0.0]
-    return [remaining / per_second] if per_second > 0 else []
+    if per_second <= 0:
+        return []
+    return [max(remaining / per_second - lead, MIN_ETA_S)]
+
+
+MIN_ETA_S = 0.001
+"""A limit not reached yet is never 0 s away (0 means over): its next response is due."""
 
 
 def crossings(

@@ -56,7 +56,8 @@ _ENDING_OF_VERB: dict[str, EndHow] = {
 
 
 class Judged(msgspec.Struct, frozen=True, gc=False):
-    """One session as judged: `session` has zero rates unless it can still burn."""
+    """One session as judged: `session` has zero rates, and `use` no ETA, unless it is live
+    (an idle, ended, paused or stopped session burns nothing)."""
 
     session: SessionSnapshot
     state: SessionState
@@ -84,7 +85,7 @@ class Judgement(msgspec.Struct, frozen=True):
     """Live sessions whose budget level rose (warn, then over)."""
     endings: tuple[Ending, ...]
     burn_tokens_per_min: float
-    """The header's "now": live sessions only."""
+    """The header's "now": the sum of the rows' burn (which is zero unless live)."""
     burn_usd_per_hour: float
 
     def of(self, key: SessionKey) -> Judged | None:
@@ -117,10 +118,12 @@ class Watchdog:
         self._acted: dict[SessionKey, _Acted] = {}
         self._ended: dict[SessionKey, tuple[float, EndHow]] = {}
         """Sessions whose ending was announced: their last activity then, and how."""
-        self._budgets: dict[tuple[SessionKey, str], Budget] = {}
+        self._budgets: dict[tuple[SessionKey, str], tuple[Budget, str]] = {}
         self._live: set[SessionKey] = set()
         """Sessions judged live last time: the ones whose detector memory a quiet spell clears."""
-        self._judged: dict[SessionKey, tuple[SessionSnapshot, Judged, tuple[str, Budget]]] = {}
+        self._judged: dict[
+            SessionKey, tuple[SessionSnapshot, Judged, tuple[str, tuple[Budget, str]]]
+        ] = {}
         """Each session's last judgement (before detectors), by the snapshot it judged."""
         self._last: Judgement | None = None
         self._subscribers: list[Subscriber] = []
@@ -178,15 +181,14 @@ class Watchdog:
             decisions = self._decide(judged, now)
             raised = self._crossings(judged)
             endings = self._endings(judged, now)
-            live = [j.session for j in judged if j.state == "live"]
             judgement = Judgement(
                 snapshot,
                 tuple(judged),
                 tuple(decisions),
                 tuple(raised),
                 tuple(endings),
-                sum(s.tokens_per_min for s in live),
-                sum(s.usd_per_hour for s in live),
+                sum(j.session.tokens_per_min for j in judged),  # zero unless live
+                sum(j.session.usd_per_hour for j in judged),
             )
             self._last = judgement
             return judgement
@@ -212,15 +214,16 @@ class Watchdog:
     def _judge_one(self, session: SessionSnapshot, now: float) -> Judged:
         """Quiet sessions come back as the same snapshot object every second: their last
         judgement is reused while its state and budget hold."""
-        state, budget = self._state(session, now), self._budget_of(session)
+        state, rule = self._state(session, now), self._budget_rule(session)
         last = self._judged.get(session.key)
-        if last is not None and last[0] is session and (state, budget) == last[2]:
+        if last is not None and last[0] is session and (state, rule) == last[2]:
             return last[1]
         given = session
-        if state in STOPPED and (session.tokens_per_min or session.usd_per_hour):
+        if state != "live" and (session.tokens_per_min or session.usd_per_hour):
             session = msgspec.structs.replace(session, tokens_per_min=0.0, usd_per_hour=0.0)
-        judged = Judged(session, state, budget_use(session, budget, self.config.alerts), "")
-        self._judged[session.key] = (given, judged, (state, budget))
+        use = budget_use(session, rule[0], self.config.alerts, active=state == "live")
+        judged = Judged(session, state, msgspec.structs.replace(use, origin=rule[1]), "")
+        self._judged[session.key] = (given, judged, (state, rule))
         return judged
 
     def _state(self, session: SessionSnapshot, now: float) -> SessionState:
@@ -248,18 +251,23 @@ class Watchdog:
         return self.probe(session.key)
 
     def _budget_of(self, session: SessionSnapshot) -> Budget:
+        return self._budget_rule(session)[0]
+
+    def _budget_rule(self, session: SessionSnapshot) -> tuple[Budget, str]:
+        """The session's budget and where it comes from: its own (set live, or kept in the
+        store), else the config's most specific rule."""
         override = self._overrides.get(session.key)
         if override is None:  # set with `b` in an app, kept in the store (read live)
             override = self.config.session_budgets.get(str(session.key))
         if override is not None:
-            return override
+            return override, "session"
         cache_key = (session.key, session.cwd)
-        budget = self._budgets.get(cache_key)
-        if budget is None:
-            budget = self._budgets[cache_key] = self.config.budget_for(
+        rule = self._budgets.get(cache_key)
+        if rule is None:
+            rule = self._budgets[cache_key] = self.config.configured_budget(
                 session.key.agent, session.cwd
             )
-        return budget
+        return rule
 
     def _decide(self, judged: list[Judged], now: float) -> list[Decision]:
         """Detectors on live sessions (stall on quiet ones whose process still runs); the
@@ -323,6 +331,16 @@ class Watchdog:
             self._ended[key] = (last_ts, how)
             found.append(Ending(key, how, now))
         return found
+
+
+def judge_once(
+    snapshot: LedgerSnapshot, config: Config | None = None, probe: ProcessProbe | None = None
+) -> Judgement:
+    """One judgement of one snapshot at its own time (`sessions`, tests): a Watchdog of its
+    own, so nothing is remembered."""
+    from tokentop.clock import FakeClock
+
+    return Watchdog(config or Config(), FakeClock(snapshot.taken_at), probe=probe).judge(snapshot)
 
 
 def _stopped(verb: Action) -> SessionState:

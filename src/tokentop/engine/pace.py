@@ -1,0 +1,151 @@
+"""A session's current pace: burn from its recent responses' own timestamps, not minute buckets.
+
+The rule (the README states it in one sentence):
+
+- Each session keeps its last `KEEP` responses of the last `WINDOW_S` (time, tokens, cost).
+- Its **typical gap** is the time-weighted mean of the gaps between those responses
+  (sum of g² / sum of g): the gap a random moment falls in. A burst of replies two seconds
+  apart followed by a 60 s tool wait has a typical gap near 50 s, not 2 s, so the wait does
+  not read as a stop.
+- The session has **stopped** once silent for longer than `max(QUIET_FLOOR_S, QUIET_GAPS ×
+  typical gap)`, at most `WINDOW_S`: burn is then zero. That is well within the bound we
+  promise, `max(30 s, 4 × typical gap)`.
+- Otherwise burn is the tokens of the current stretch (responses with no stop between them,
+  within the window) after its first response, divided by the time from that first response
+  to the later of the last response and now minus one typical gap, and by at least
+  `MIN_SPAN_S`. For a steady writer this is its exact pace at every moment until its next
+  response is due; afterwards it decays, then drops to zero at the stop.
+- A stretch needs two responses: the first only marks where its time starts.
+- The ETA to a budget is what is left of it at that pace, counted from the newest response
+  (up to one typical gap ago), so it too is exact for a steady writer.
+
+Timestamps are the responses' own; the ledger passes arrival time for events without one.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_right
+from itertools import pairwise
+from typing import NamedTuple
+
+WINDOW_S = 300.0
+"""Responses older than this before the newest one are dropped: burn is the current pace."""
+KEEP = 64
+"""Responses kept per session (24 bytes each); a fast writer's window is its last 64."""
+MIN_SPAN_S = 5.0
+"""A pace is measured over at least this long, so two replies 0.1 s apart are no spike."""
+SLACK = 16
+"""Appends past KEEP before the oldest are cut, so the hot path rarely moves bytes."""
+QUIET_FLOOR_S = 30.0
+"""A session silent this long has stopped, however fast it was."""
+QUIET_GAPS = 2.0
+"""…or, for a slower one, silent for this many typical gaps."""
+
+_ENTRY = struct.Struct("<ddd")
+_SIZE = _ENTRY.size
+
+
+class Pace(NamedTuple):
+    """Burn at one instant, and what it was measured from."""
+
+    tokens_per_min: float
+    usd_per_hour: float
+    typical_gap_s: float
+    stops_after_s: float
+    """Silence after which this session counts as stopped (its burn drops to zero)."""
+    age_s: float = 0.0
+    """Time since the newest response, up to one typical gap: the burn is the pace as of
+    that response, so an ETA counts down from it (exact for a steady writer)."""
+
+
+STOPPED = Pace(0.0, 0.0, 0.0, QUIET_FLOOR_S)
+
+
+def entries(pace: bytes | bytearray) -> list[tuple[float, float, float]]:
+    """(time, tokens, cost) per kept response, oldest first."""
+    return list(_ENTRY.iter_unpack(bytes(pace)))
+
+
+def add(pace: bytearray, ts: float, tokens: float, cost: float, *, grown: bool = False) -> None:
+    """Record a response at `ts`; `grown` adds a later copy's extra tokens to the response
+    it grew (the latest at or before `ts`) instead of counting a new reply.
+
+    The cold scan calls this for every response, so the usual case (the newest response,
+    or the newest one growing) touches only the end of the buffer.
+    """
+    n = len(pace) // _SIZE
+    last_ts = _ENTRY.unpack_from(pace, (n - 1) * _SIZE)[0] if n else None
+    if last_ts is None or ts >= last_ts:
+        if grown and last_ts is not None:
+            _grow_at(pace, n - 1, tokens, cost)
+            return
+        pace += _ENTRY.pack(ts, tokens, cost)
+        if n + 1 > KEEP + SLACK:
+            del pace[: (n + 1 - KEEP) * _SIZE]
+        return
+    times = [e[0] for e in _ENTRY.iter_unpack(bytes(pace))]
+    at = bisect_right(times, ts)
+    if grown and at:
+        _grow_at(pace, at - 1, tokens, cost)
+    elif at or n < KEEP:  # older than every kept reply: it matters only while few are kept
+        pace[at * _SIZE : at * _SIZE] = _ENTRY.pack(ts, tokens, cost)
+        if n + 1 > KEEP + SLACK:
+            del pace[: (n + 1 - KEEP) * _SIZE]
+
+
+def _grow_at(pace: bytearray, index: int, tokens: float, cost: float) -> None:
+    ts, old_tokens, old_cost = _ENTRY.unpack_from(pace, index * _SIZE)
+    _ENTRY.pack_into(pace, index * _SIZE, ts, old_tokens + tokens, old_cost + cost)
+
+
+def newest(pace: bytes | bytearray) -> float:
+    """The time of the newest kept response; 0 when none is kept."""
+    return _ENTRY.unpack_from(pace, len(pace) - _SIZE)[0] if len(pace) >= _SIZE else 0.0
+
+
+def recent(pace: bytes | bytearray) -> list[tuple[float, float, float]]:
+    """The responses the rule reads: the last KEEP, within WINDOW_S of the newest."""
+    kept = entries(pace)[-KEEP:]
+    if not kept:
+        return kept
+    oldest = kept[-1][0] - WINDOW_S
+    return [e for e in kept if e[0] >= oldest]
+
+
+def merged(a: bytes | bytearray, b: bytes | bytearray) -> bytearray:
+    """Two partial views of one session's recent responses (a parallel scan), as one."""
+    both = sorted(entries(a) + entries(b))[-KEEP:]
+    return bytearray(b"".join(_ENTRY.pack(*e) for e in both))
+
+
+def typical_gap(times: list[float]) -> float:
+    """The time-weighted mean gap between responses (0 with fewer than two)."""
+    gaps = [b - a for a, b in pairwise(times)]
+    total = sum(gaps)
+    return sum(g * g for g in gaps) / total if total > 0 else 0.0
+
+
+def pace_at(pace: bytes | bytearray, now: float) -> Pace:
+    """Burn at `now` by the rule in this module's docstring."""
+    kept = recent(pace)
+    if not kept:
+        return STOPPED
+    times = [e[0] for e in kept]
+    gap = typical_gap(times)
+    stops_after = min(WINDOW_S, max(QUIET_FLOOR_S, QUIET_GAPS * gap))
+    last = times[-1]
+    if now - last > stops_after:
+        return Pace(0.0, 0.0, gap, stops_after)
+    first = len(times) - 1
+    while first > 0 and times[first] - times[first - 1] <= stops_after:
+        first -= 1
+    start = max(times[first], now - WINDOW_S)
+    tokens = cost = 0.0
+    for ts, t, c in kept[first:]:
+        if ts > start:
+            tokens += t
+            cost += c
+    span = max(MIN_SPAN_S, max(last, now - gap) - start)
+    age = min(max(now - last, 0.0), gap)
+    return Pace(tokens * 60.0 / span, cost * 3600.0 / span, gap, stops_after, age)
