@@ -24,6 +24,7 @@ from hostile_fs import (
 )
 from hostile_helpers import CASES, Case, clean_totals, copy_fixture, totals, usage_files
 from tokentop.engine.engine import Engine
+from tokentop.policy.watchdog import judge_once
 from tokentop.pricing import PriceTable
 from tokentop.render import records as output
 from tokentop.sources.claude_code import ClaudeCodeSource
@@ -214,7 +215,7 @@ def test_file_system_cases_in_every_folder_source(case: Case, shared_tmp: Path) 
         bounded(engine.scan, pipes)
         snap = engine.snapshot()
         files = [(f.path, f.last_error) for f in snap.files if f.bad_lines]
-        doc = msgspec.json.encode(output.sessions_list(snap)).decode()
+        doc = msgspec.json.encode(output.sessions_list(judge_once(snap))).decode()
         return msgspec.json.encode({"totals": totals(snap), "bad": files, "doc": doc})
 
     result = json.loads(as_unprivileged(scan))

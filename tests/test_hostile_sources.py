@@ -23,6 +23,7 @@ from hostile_helpers import (
 )
 from tokentop.engine.ledger import Ledger
 from tokentop.model import Event, UsageEvent
+from tokentop.policy.watchdog import judge_once
 from tokentop.pricing import PriceTable
 from tokentop.render import records as output
 from tokentop.sources.base import MAX_COUNT, MAX_TIMESTAMP
@@ -73,7 +74,7 @@ def test_many_counts_at_the_cap_overflow_nothing(tmp_path: Path) -> None:
     e.scan()
     snap = e.snapshot()
     assert totals(snap).input == n * MAX_COUNT > 2**63
-    doc = msgspec.json.decode(msgspec.json.encode(output.sessions_list(snap)))
+    doc = msgspec.json.decode(msgspec.json.encode(output.sessions_list(judge_once(snap))))
     assert doc[0]["tokens"]["input"] == n * MAX_COUNT
 
 
@@ -105,7 +106,7 @@ def test_random_mutations_never_escape(case: Case, tmp_path: Path) -> None:
                 assert 0 <= event.timestamp <= MAX_TIMESTAMP
         ledger.apply(events, str(target))
     snap = ledger.snapshot(1.8e9)
-    msgspec.json.encode(output.sessions_list(snap))
+    msgspec.json.encode(output.sessions_list(judge_once(snap)))
 
 
 def mutate(rng: random.Random, line: bytes, samples: list[bytes]) -> bytes:

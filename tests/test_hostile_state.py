@@ -25,6 +25,7 @@ from hostile_helpers import totals
 from tokentop.engine import state_cache as cache_mod
 from tokentop.engine.engine import Engine
 from tokentop.model import TokenCounts
+from tokentop.policy.watchdog import judge_once
 from tokentop.pricing import PriceTable
 from tokentop.render import records as output
 from tokentop.sources.claude_code import ClaudeCodeSource
@@ -123,14 +124,14 @@ def test_names_that_are_not_utf8_survive_json_and_the_cache(tmp_path: Path) -> N
     engine.scan()
     engine.save_cache()
     snap = engine.snapshot()
-    doc = json.loads(msgspec.json.encode(output.sessions_list(snap)))
+    doc = json.loads(msgspec.json.encode(output.sessions_list(judge_once(snap))))
     [session] = doc
     assert session["session_id"] == "sess-\\xfe"
     assert session["files"][0]["path"].endswith("proj-\\xff\\\\x/sess-\\xfe.jsonl")
     raw = session["files"][0]["path"].encode()
     assert unescape(raw) == os.fsencode(path)  # the exact bytes come back
     assert session["tokens"]["total"] == 13
-    assert output.text_table(snap).encode()  # printable
+    assert output.text_table(judge_once(snap)).encode()  # printable
     warm = claude_engine(projects, cache_dir)
     warm.load_cache()
     assert warm.cache_note == ""
@@ -202,7 +203,7 @@ def test_the_live_engine_thread_survives_hostile_appends(tmp_path: Path) -> None
         odd = projects / os.fsdecode(b"r-\xff") / os.fsdecode(b"\xfe.jsonl")
         want += write_session(odd, "odd", [11])
         wait_for(lambda: totals(engine.snapshot()) == want)
-        msgspec.json.encode(output.sessions_list(engine.snapshot()))
+        msgspec.json.encode(output.sessions_list(judge_once(engine.snapshot())))
         engine.save_cache()
         assert engine._thread is not None and engine._thread.is_alive()
     finally:
@@ -237,5 +238,5 @@ def test_non_utf8_names_in_a_parallel_cold_scan(
     assert totals(snap) == want
     assert len(engine.files) == 6
     assert merged and all(merged)  # the worker's batches came back through the pipe
-    doc = json.loads(msgspec.json.encode(output.sessions_list(snap)))
+    doc = json.loads(msgspec.json.encode(output.sessions_list(judge_once(snap))))
     assert all("-\\xff/s\\xfe.jsonl" in s["files"][0]["path"] for s in doc)

@@ -125,8 +125,8 @@ def test_guard_and_run_load_the_budgets_kept_in_the_store(
         while config.budget_for("codex", "/w/shop", "0199a") != Budget(tokens=2_000_000):
             assert time.monotonic() < deadline, "a running guard or run never saw the change"
             time.sleep(0.2)
-    sessions = build_parser(["sessions"]).parse_args(["sessions"])
-    assert load_config(sessions).session_budgets == {}  # only the enforcing front-ends read it
+    sessions = build_parser(["sessions"]).parse_args(["sessions"])  # shows what they enforce
+    assert load_config(sessions).session_budgets.get(str(key)) == Budget(tokens=2_000_000)
 
 
 def test_one_convention_for_an_unpriced_cost_in_every_front_end() -> None:
@@ -139,6 +139,7 @@ def test_one_convention_for_an_unpriced_cost_in_every_front_end() -> None:
     from tokentop.history.summary import build_summary
     from tokentop.model import LedgerSnapshot
     from tokentop.policy.detectors import budget_finding
+    from tokentop.policy.watchdog import judge_once
     from tokentop.render.markdown import summary_markdown
     from tokentop.render.records import text_table
 
@@ -146,7 +147,7 @@ def test_one_convention_for_an_unpriced_cost_in_every_front_end() -> None:
         snapshot("s1", cost=2.5), unpriced_models=("mystery",), cwd="C:\\work\\shop"
     )
     table = text_table(
-        LedgerSnapshot(taken_at=2000.0, sessions=(s,), files=(), bad_lines=0, version=1)
+        judge_once(LedgerSnapshot(taken_at=2000.0, sessions=(s,), files=(), bad_lines=0, version=1))
     )
     md = summary_markdown(build_summary(s, now=2000.0, reason="idle", config=Config()))
     over = Config(budgets=Budgets(usd=1.0))

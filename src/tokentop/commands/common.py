@@ -129,7 +129,7 @@ def load_config(args: argparse.Namespace) -> Config:
         config = load(args.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    if getattr(args, "command", None) not in ("guard", "run"):
+    if getattr(args, "command", None) not in ("guard", "run", "sessions", "watch", "serve"):
         return config
     from tokentop.history.session_budgets import LiveBudgets  # the budgets set with `b` in the app
 
@@ -172,10 +172,18 @@ def need_terminal() -> None:
 
 
 def make_watchdog(
-    config: Config, mapper: RecordedMapper, controller: ProcessController
+    config: Config,
+    mapper: RecordedMapper | None = None,
+    controller: ProcessController | None = None,
 ) -> Watchdog:
-    """The one Watchdog of a front-end: it knows processes only through exact mappings."""
+    """The one Watchdog of a front-end: it knows processes only through exact mappings
+    (the registry of `run` and the hook, and agents writing their files)."""
     from tokentop.policy.watchdog import Watchdog
-    from tokentop.processes.mapper import exact_probe
+    from tokentop.processes.control import ProcessController
+    from tokentop.processes.mapper import RecordedMapper, SessionMapper, exact_probe
+    from tokentop.processes.registry import Registry, default_path
 
+    controller = controller or ProcessController()
+    if mapper is None:
+        mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
     return Watchdog(config, probe=exact_probe(mapper, controller))

@@ -1,4 +1,4 @@
-"""`tokentop sessions [--json]`: per-session totals, once."""
+"""`tokentop sessions [--json]`: per-session totals, judged as the app judges them, once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TextIO
 
 import msgspec
 
-from tokentop.commands.common import make_engine
+from tokentop.commands.common import load_config, make_engine, make_watchdog
 from tokentop.model import LedgerSnapshot
 from tokentop.render import records as output
 from tokentop.render.text import json_for_terminal, safe
@@ -17,9 +17,10 @@ from tokentop.render.text import json_for_terminal, safe
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     from tokentop.commands import sessions_memo as sessions_cache
 
-    engine = make_engine(args)
+    config = load_config(args)
+    engine = make_engine(args, config)
     if args.json:
-        remembered = sessions_cache.recall(engine)
+        remembered = sessions_cache.recall(engine, args)
         if remembered is not None:  # nothing changed since: see sessions_cache
             out.write(remembered.out)
             sys.stderr.write(remembered.err)
@@ -30,13 +31,14 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     engine.scan()
     engine.save_cache()
     snap = engine.snapshot()
+    judgement = make_watchdog(config).judge(snap)
     err = bad_files_text(snap)
     if args.json:
-        blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(snap)), indent=1)
+        blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(judgement)), indent=1)
         text = json_for_terminal(blob).decode() + "\n"
-        sessions_cache.remember(engine, snap, text, err)
+        sessions_cache.remember(engine, args, judgement, text, err)
     else:
-        text = output.text_table(snap) + "\n"
+        text = output.text_table(judgement) + "\n"
     out.write(text)
     sys.stderr.write(err)
     return 0

@@ -1,36 +1,68 @@
 """`tokentop sessions --json` remembered for files that have not changed since.
 
-Scripts poll `sessions --json`. When every session is quiet (its burn rates are zero, and stay
-zero however late the next run comes), the output depends only on the counters, which depend
-only on the files. So the output is kept next to the cache, tied to the cache's save id, and a
-later run that finds every file as the cache left it (same inode, size = offset read) and no
-new file prints it without decoding the ledger or building a snapshot. Any change, an active
-session, or a cache saved since (by any tokentop process) means computing it again.
+Scripts poll `sessions --json`. When every session has been quiet for longer than the
+Watchdog asks processes about (a day), its record is fixed: no burn, no ETA, a state that
+changes only at a known time, and no process that could still pause or exit. Then the output
+depends on the files, the config and the store's budgets. So it is kept next to the cache,
+tied to the cache's save id, to a mark of those other files and to the time its states
+hold until, and a later run that finds every file as the cache left it (same inode, size =
+offset read) and no new file prints it without decoding the ledger or building a snapshot.
+Any change, a recent session, or a cache saved since (by any tokentop process) means
+computing it again.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import math
 import os
+import time
 from pathlib import Path
 
 import msgspec
 
 from tokentop import files
+from tokentop.commands.common import load_config as engine_config
 from tokentop.engine import state_cache as cache_mod
 from tokentop.engine.engine import Engine
 from tokentop.engine.tracked import whole_file_kinds
-from tokentop.model import LedgerSnapshot
+from tokentop.policy.watchdog import PROBE_HORIZON_S, Judgement
 from tokentop.sources.wholefile import read_regular
 
 QUIET_MARGIN_S = 120.0
-"""Beyond the burn window: minute buckets round down, so one more minute (and some slack)."""
+"""Beyond the horizon: some slack for clocks."""
 
 
 class Remembered(msgspec.Struct):
     cache_id: str
     out: str
     err: str = ""
+    context: str = ""
+    """A mark of the config, the store and the registry when it was computed."""
+    valid_until: float = 0.0
+    """When the first session's state would change (idle -> ended)."""
+
+
+def context_mark(args: argparse.Namespace | None) -> str:
+    """Size and mtime of what besides the transcripts decides the output: the config (rules,
+    budgets), the store (budgets set for a session), the registry and the action log."""
+    from tokentop.config import default_path as config_path
+    from tokentop.dirs import user_dir
+    from tokentop.processes.registry import default_path as registry_path
+
+    store = getattr(args, "db", None) or user_dir("data") / "tokentop.db"
+    config = getattr(args, "config", None) or config_path()
+    paths = [config, store, Path(f"{store}-wal"), registry_path()]
+    paths.append(user_dir("data") / "actions.jsonl")
+    marks = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            marks.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            marks.append("-")
+    return "|".join(marks)
 
 
 class _Kind(msgspec.Struct):
@@ -45,7 +77,7 @@ def output_path(cache_path: Path) -> Path:
     return cache_path.with_suffix(".sessions")
 
 
-def recall(engine: Engine) -> Remembered | None:
+def recall(engine: Engine, args: argparse.Namespace | None = None) -> Remembered | None:
     """The remembered output, if the files are exactly as the cache it belongs to left them."""
     path = engine.cache_path
     if path is None:
@@ -53,6 +85,8 @@ def recall(engine: Engine) -> Remembered | None:
     try:
         remembered = _REMEMBERED.decode(read_regular(output_path(path)))
     except (OSError, *cache_mod.CACHE_ERRORS):
+        return None
+    if time.time() >= remembered.valid_until or remembered.context != context_mark(args):
         return None
     head = cache_mod.load_head(path)
     if head is None or head.save_id != remembered.cache_id or head.roots != engine.root_names():
@@ -76,20 +110,32 @@ def recall(engine: Engine) -> Remembered | None:
     return remembered
 
 
-def remember(engine: Engine, snapshot: LedgerSnapshot, out: str, err: str) -> None:
-    """Keep `out` for the next run if every session is quiet and the cache matches it."""
+def remember(
+    engine: Engine, args: argparse.Namespace, judgement: Judgement, out: str, err: str
+) -> None:
+    """Keep `out` for the next run if every session is quiet for good and the cache matches."""
     path = engine.cache_path
     if path is None or not engine.cache_id:
         return
-    horizon = snapshot.taken_at - engine.window_s - QUIET_MARGIN_S
-    if any(s.last_ts >= horizon or s.tokens_per_min or s.usd_per_hour for s in snapshot.sessions):
+    horizon = judgement.snapshot.taken_at - PROBE_HORIZON_S - QUIET_MARGIN_S
+    sessions = [j.session for j in judgement.sessions]
+    if any(s.last_ts >= horizon or s.tokens_per_min or s.usd_per_hour for s in sessions):
         return
+    config = engine_config(args)
+    turns = [
+        t
+        for s in sessions
+        for t in (s.last_ts + config.live_timeout_s, s.last_ts + config.ended_after_s)
+        if t > judgement.snapshot.taken_at
+    ]
+    valid_until = min(turns, default=math.inf)
     target = output_path(path)
     try:
         if _REMEMBERED.decode(read_regular(target)).cache_id == engine.cache_id:
             return  # already there
     except (OSError, *cache_mod.CACHE_ERRORS):
         pass
-    blob = msgspec.msgpack.encode(Remembered(engine.cache_id, out, err))
+    remembered = Remembered(engine.cache_id, out, err, context_mark(args), valid_until)
+    blob = msgspec.msgpack.encode(remembered)
     with contextlib.suppress(OSError):  # only a later run's speed depends on it
         files.write_atomic(target, blob)

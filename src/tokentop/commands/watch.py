@@ -19,8 +19,6 @@ import msgspec
 from tokentop.engine.tail import Tailer, TailState
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult, ProcessController, default_action_log
-from tokentop.processes.mapper import RecordedMapper, SessionMapper
-from tokentop.processes.registry import Registry, default_path
 from tokentop.render import records as output
 
 _ACTION = msgspec.json.Decoder(ActionResult)
@@ -39,8 +37,14 @@ class NdjsonWriter:
 
     @staticmethod
     def _mark(j: Judged) -> tuple[Any, ...]:
-        s = j.session
-        return (s.tokens, s.responses, s.tool_calls, s.tool_errors, s.bad_lines, s.cwd, j.state)
+        """What a new line is printed for: counters, and the state, including a session that
+        stops burning (its pace fell to zero) or whose budget or flags changed."""
+        s, use = j.session, j.use
+        burning = bool(s.tokens_per_min or s.usd_per_hour)
+        return (
+            s.tokens, s.responses, s.tool_calls, s.tool_errors, s.bad_lines, s.cwd,
+            j.state, burning, use.budget, use.origin, j.flags,
+        )  # fmt: skip
 
     def __call__(self, judgement: Judgement) -> None:
         """Engine thread: most ticks change nothing, so the indexes are built only on need."""
@@ -55,8 +59,7 @@ class NdjsonWriter:
         if changed:
             files = {f.path: f for f in judgement.snapshot.files}
             for j in changed:
-                line = output.session_dict(j.session, files)
-                self.emit({"type": "session", **line, "state": j.state})
+                self.emit({"type": "session", **output.judged_dict(j, files)})
         if judgement.decisions:
             sessions = {j.session.key: j.session for j in judgement.sessions}
             for decision in judgement.decisions:
@@ -93,8 +96,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     engine = make_engine(args, config)
     engine.spawn_scan_workers()  # forked while this process has one thread
     controller = ProcessController()
-    mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
-    watchdog = make_watchdog(config, mapper, controller)
+    watchdog = make_watchdog(config, controller=controller)
     writer = NdjsonWriter(out)
     follower = ActionFollower(default_action_log(), writer)
     done = threading.Event()

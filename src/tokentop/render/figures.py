@@ -24,6 +24,14 @@ def cost(amount: float, unpriced: Sequence[str]) -> str:
     return usd(amount, not unpriced)
 
 
+def per_hour(amount: float, unpriced: Sequence[str]) -> str:
+    """A $/h rate as a narrow cell shows it: whole dollars from $100 ("$132"), else as `cost`."""
+    if amount >= 100:
+        text = f"${amount:,.0f}"
+        return text if not unpriced else f"≥{text}"
+    return cost(amount, unpriced)
+
+
 def when(ts: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """Local time ("-" for none): a report is read by the person whose day it was."""
     return time.strftime(fmt, time.localtime(ts)) if ts else "-"
@@ -69,6 +77,14 @@ def duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}"
     return f"{s // 86400}d"
+
+
+def eta(seconds: float | None, none: str = "-") -> str:
+    """Time to a budget: `none` when there is no ETA (not live, not burning), "over" once
+    the budget is reached."""
+    if seconds is None:
+        return none
+    return "over" if seconds <= 0 else duration(seconds)
 
 
 def percent(fraction: float) -> str:

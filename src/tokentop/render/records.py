@@ -12,7 +12,8 @@ from typing import Any
 
 from tokentop.history.reconcile import by_session, reconcile
 from tokentop.model import FileHealth, LedgerSnapshot, SessionSnapshot
-from tokentop.render.figures import compact, cost, project_name
+from tokentop.policy.watchdog import Judged, Judgement
+from tokentop.render.figures import compact, cost, eta, percent, project_name
 from tokentop.render.text import safe
 from tokentop.sources.base import name_text
 
@@ -62,6 +63,24 @@ def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None)
     }
 
 
+def judged_dict(j: Judged, files: dict[str, FileHealth] | None = None) -> dict[str, Any]:
+    """A session as the Watchdog judged it: its record plus its state, budget, the share of
+    it used and the ETA (the same figures the app shows; burn is zero unless live)."""
+    use = j.use
+    budget = use.budget
+    return {
+        **session_dict(j.session, files),
+        "state": j.state,
+        "budget": {"usd": budget.usd, "tokens": budget.tokens, "from": use.origin}
+        if budget.is_set
+        else None,
+        "budget_used": None if use.fraction is None else round(use.fraction, 6),
+        "budget_used_is_lower_bound": use.lower_bound,
+        "eta_s": None if use.eta_s is None else round(use.eta_s, 1),
+        "flags": j.flags,
+    }
+
+
 def _file_entry(name: str, files: dict[str, FileHealth]) -> dict[str, Any]:
     health = files.get(name)
     return file_dict(health) if health is not None else {"path": name}
@@ -78,16 +97,17 @@ def file_dict(f: FileHealth) -> dict[str, Any]:
     }
 
 
-def sessions_list(snap: LedgerSnapshot) -> list[dict[str, Any]]:
-    """Sessions oldest first; one seen both in a transcript and in proxy logs also carries
-    a `reconciliation` object (see reconcile.py)."""
+def sessions_list(judgement: Judgement) -> list[dict[str, Any]]:
+    """Sessions oldest first, as judged; one seen both in a transcript and in proxy logs also
+    carries a `reconciliation` object (see reconcile.py)."""
+    snap = judgement.snapshot
     files = {name_text(f.path): f for f in snap.files}
-    ordered = sorted(snap.sessions, key=lambda s: (s.last_ts, str(s.key)))
+    ordered = sorted(judgement.sessions, key=lambda j: (j.session.last_ts, str(j.session.key)))
     pairs = by_session(reconcile(snap))
-    rows = [session_dict(s, files) for s in ordered]
-    for s, row in zip(ordered, rows, strict=True):
-        if s.key in pairs:
-            row["reconciliation"] = pairs[s.key].as_dict()
+    rows = [judged_dict(j, files) for j in ordered]
+    for j, row in zip(ordered, rows, strict=True):
+        if j.session.key in pairs:
+            row["reconciliation"] = pairs[j.session.key].as_dict()
     return rows
 
 
@@ -97,20 +117,22 @@ def orphan_bad_files(snap: LedgerSnapshot) -> list[FileHealth]:
     return [f for f in snap.files if f.bad_lines and name_text(f.path) not in owned]
 
 
-def text_table(snap: LedgerSnapshot) -> str:
-    """A plain table for `tokentop sessions` without --json."""
-    rows = [("AGENT", "SESSION", "PROJECT", "TOKENS", "COST", "TOK/MIN", "LAST")]
-    for s in sorted(snap.sessions, key=lambda s: -s.last_ts):
-        last = iso(s.last_ts) or "-"
+def text_table(judgement: Judgement) -> str:
+    """A plain table for `tokentop sessions` without --json: the app's figures, newest first."""
+    rows = [("AGENT", "SESSION", "PROJECT", "STATE", "TOKENS", "COST", "TOK/MIN", "BUDGET", "ETA")]
+    for j in sorted(judgement.sessions, key=lambda j: -j.session.last_ts):
+        s, use = j.session, j.use
         rows.append(
             (
                 safe(s.key.agent),
                 safe(name_text(s.key.session_id))[:12],
                 safe(name_text(project_name(s.cwd)))[:24] or "-",
+                j.state,
                 compact(s.tokens.total),
                 cost(s.cost_usd, s.unpriced_models),
-                compact(s.tokens_per_min),
-                last[:19],
+                compact(s.tokens_per_min) if s.tokens_per_min else "-",
+                percent(use.fraction) if use.fraction is not None else "-",
+                eta(use.eta_s),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -113,25 +113,17 @@ class Exposition(Collector):
         )  # fmt: skip
 
     def _live(self, judged: tuple[Judged, ...]) -> Iterator[Metric]:
+        """Per-session gauges (sessions active within the hour): the app's figures."""
         now = self.clock()
-        names = ("host", "agent", "session", "project", "user")
-        burn = GaugeMetricFamily("tokentop_burn_tokens_per_minute", "Burn rate", labels=names)
-        ratio = GaugeMetricFamily(
-            "tokentop_budget_used_ratio", "Share of the session's budget used", labels=names
-        )
+        gauges = _SessionGauges()
         status: dict[tuple[str, ...], float] = {}
         for j in judged:
             s = j.session
             host, agent, project, user = self.labels(s)
             status[(host, agent, j.state)] = status.get((host, agent, j.state), 0) + 1
-            if now - s.last_ts > ACTIVE_S:
-                continue
-            labels = [host, agent, _cut(s.key.session_id), project, user]
-            burn.add_metric(labels, s.tokens_per_min)
-            if j.use.fraction is not None:
-                ratio.add_metric(labels, j.use.fraction)
-        yield burn
-        yield ratio
+            if now - s.last_ts <= ACTIVE_S:
+                gauges.add(j, [host, agent, _cut(s.key.session_id), project, user])
+        yield from gauges.families
         sessions_gauge = GaugeMetricFamily(
             "tokentop_sessions", "Sessions by state", labels=("host", "agent", "status")
         )
@@ -151,6 +143,56 @@ class Exposition(Collector):
             pair: tuple[str, ...] = (action.action, "true" if action.ok else "false")
             with self.lock:
                 self.actions[pair] = self.actions.get(pair, 0) + 1
+
+
+class _SessionGauges:
+    """The per-session families: burn, budget, share used, ETA and state, as the app and
+    `sessions --json` show them (zero burn and no ETA unless live)."""
+
+    NAMES = ("host", "agent", "session", "project", "user")
+
+    def __init__(self) -> None:
+        names = self.NAMES
+        self.burn = GaugeMetricFamily("tokentop_burn_tokens_per_minute", "Burn rate", labels=names)
+        self.burn_usd = GaugeMetricFamily(
+            "tokentop_burn_usd_per_hour", "Burn rate in USD per hour", labels=names
+        )
+        self.ratio = GaugeMetricFamily(
+            "tokentop_budget_used_ratio", "Share of the session's budget used", labels=names
+        )
+        self.eta = GaugeMetricFamily(
+            "tokentop_budget_eta_seconds",
+            "Seconds until the session's budget is used at its pace (live sessions only)",
+            labels=names,
+        )
+        self.limit_usd = GaugeMetricFamily(
+            "tokentop_budget_usd", "The session's budget in USD", labels=(*names, "origin")
+        )
+        self.limit_tokens = GaugeMetricFamily(
+            "tokentop_budget_tokens", "The session's budget in tokens", labels=(*names, "origin")
+        )
+        self.state = GaugeMetricFamily(
+            "tokentop_session_state", "1 for the session's state", labels=(*names, "state")
+        )
+        self.families = (
+            self.burn, self.burn_usd, self.ratio, self.eta, self.limit_usd, self.limit_tokens,
+            self.state,
+        )  # fmt: skip
+
+    def add(self, j: Judged, labels: list[str]) -> None:
+        s, use = j.session, j.use
+        self.burn.add_metric(labels, s.tokens_per_min)
+        self.burn_usd.add_metric(labels, s.usd_per_hour)
+        self.state.add_metric([*labels, j.state], 1)
+        if use.fraction is not None:
+            self.ratio.add_metric(labels, use.fraction)
+        if use.eta_s is not None:
+            self.eta.add_metric(labels, use.eta_s)
+        origin = _cut(use.origin)
+        if use.budget.usd is not None:
+            self.limit_usd.add_metric([*labels, origin], use.budget.usd)
+        if use.budget.tokens is not None:
+            self.limit_tokens.add_metric([*labels, origin], use.budget.tokens)
 
 
 def _follower(path: Path) -> Tailer:
