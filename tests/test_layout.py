@@ -9,18 +9,34 @@ from tokentop.ui.views.rows import COLUMNS, fit, layout_for, short_model
 from tokentop.ui.views.rows import project_name as row_project
 
 
-@pytest.mark.parametrize("width", [80, 78, 90, 100, 120])
-def test_narrow_terminals_keep_budget_eta_and_flags(width: int) -> None:
-    layout = layout_for(width)
+@pytest.mark.parametrize("width", [80, 78, 90, 100])
+@pytest.mark.parametrize("with_host", [False, True])
+def test_narrow_terminals_keep_budget_eta_and_flags(width: int, with_host: bool) -> None:
+    layout = layout_for(width, with_host)
     keys = [c.key for c in layout.columns]
     assert layout.width <= width
-    assert {"budget", "eta", "flags", "burn", "cost", "tokens", "project"} <= set(keys)
+    assert {"budget", "eta", "flags", "burn", "cost", "tokens", "project", "last"} <= set(keys)
     assert "spark" not in keys  # the least useful goes first
 
 
+def test_host_goes_before_budget_eta_and_flags_and_stays_when_there_is_room() -> None:
+    assert "host" not in [c.key for c in layout_for(80, with_host=True).columns]
+    assert "host" in [c.key for c in layout_for(100, with_host=True).columns]
+    assert "host" in [c.key for c in layout_for(140, with_host=True).columns]
+
+
+def test_at_120_columns_model_and_the_sparkline_fit() -> None:
+    layout = layout_for(120)
+    keys = [c.key for c in layout.columns]
+    assert layout.width <= 120
+    assert [c.key for c in COLUMNS] == keys  # every column, LAST 10m and MODEL too
+    assert layout.gap == 1
+
+
 def test_the_full_layout_when_it_fits_and_models_before_project() -> None:
-    assert layout_for(200).columns == COLUMNS
-    assert "models" in [c.key for c in layout_for(130).columns]
+    assert [c.key for c in layout_for(200).columns] == [c.key for c in COLUMNS]
+    assert layout_for(200).gap == 2
+    assert "models" in [c.key for c in layout_for(120).columns]
     assert "models" not in [c.key for c in layout_for(100).columns]
     assert next(c.width for c in layout_for(80).columns if c.key == "project") >= 10
 

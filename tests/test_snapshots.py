@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from textual.pilot import Pilot
 
@@ -104,6 +105,39 @@ def test_main_screen(snap_compare: SnapCompare) -> None:
 def test_main_screen_80x24(snap_compare: SnapCompare) -> None:
     """The classic terminal: BUDGET, ETA and FLAGS in view; MODEL and the sparkline go."""
     assert compare(snap_compare, size=(80, 24))
+
+
+def fleet_sessions() -> tuple[SessionSnapshot, ...]:
+    """The samples, a live session on another machine, and one older than hide_after_h."""
+    remote = make_session(
+        "r1-batch", cwd="/srv/batch-jobs", cost=0.8, tpm=20_000, usd_h=2.5, ago=4,
+        series=(5000, 20000, 18000, 21000),
+    )  # fmt: skip
+    old = make_session("old-0002", cwd="/home/dev/archive", cost=0.1, ago=200_000)
+    return (*sample_sessions(), msgspec.structs.replace(remote, host="ci-runner-7"), old)
+
+
+@pytest.fixture
+def this_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HOST column names this machine for local sessions: the same name everywhere."""
+    monkeypatch.setattr("tokentop.ui.views.rows.local_host", lambda: "dev-laptop")
+
+
+def test_main_screen_80x24_with_hosts(snap_compare: SnapCompare, this_host: None) -> None:
+    """Sessions from two machines at 80x24: HOST goes before BUDGET, ETA and FLAGS; the
+    header says one older session is hidden and which key shows it."""
+    app = fixed_app(sessions=fleet_sessions())
+    assert snap_compare(app, terminal_size=(80, 24), run_before=keys_then_settle())
+
+
+def test_main_screen_120x40_with_hosts(snap_compare: SnapCompare, this_host: None) -> None:
+    """A common default size: every column fits, MODEL and LAST 10m included, with HOST."""
+    app = fixed_app(sessions=fleet_sessions())
+    assert snap_compare(app, terminal_size=(120, 40), run_before=keys_then_settle())
+
+
+def test_main_screen_120x40(snap_compare: SnapCompare) -> None:
+    assert compare(snap_compare, size=(120, 40))
 
 
 def test_detail_view_80x24(snap_compare: SnapCompare) -> None:

@@ -61,6 +61,7 @@ def make_session(
         branch="main",
         first_ts=NOW - ago - 3600,
         last_ts=NOW - ago,
+        last_response_ts=NOW - ago,
         tokens=tokens,
         cost_usd=cost,
         unpriced_models=unpriced,

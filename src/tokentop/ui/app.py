@@ -25,6 +25,7 @@ from tokentop.history.store import Store
 from tokentop.model import LedgerSnapshot
 from tokentop.policy.watchdog import Judgement, ProcessProbe
 from tokentop.processes.protocols import ProcessControl, ProcessMapper
+from tokentop.render.overview import header_totals, listed_total
 from tokentop.render.text import safe
 from tokentop.ui import keys
 from tokentop.ui import messages as msg
@@ -39,7 +40,6 @@ from tokentop.ui.screens.history import HistoryScreen
 from tokentop.ui.screens.main import MainScreen
 from tokentop.ui.views.listing import Listing
 from tokentop.ui.views.rows import Listed, empty_text
-from tokentop.ui.views.rows import totals as header_totals
 from tokentop.ui.widgets.header import HeaderState
 from tokentop.ui.widgets.session_table import SessionTable
 
@@ -215,6 +215,7 @@ class TokentopApp(App[None]):
         total, show_all_key = len(judgement.snapshot.sessions), keys.key_of(self.config, "show-all")
         empty = empty_text(total, len(shown), bool(self.listed), self.config, show_all_key, roots)
         self.main_screen.show_empty(empty)
+        self.main_screen.show_total(listed_total([m.judged for m in shown]))
         self._show_header(judgement)
         self.show_detail()
 
@@ -224,9 +225,10 @@ class TokentopApp(App[None]):
             view.sort, view.descending, self.refresh_s, self.filter_text,
             len(view.tagged & set(view.listed)), self.read_only,
             keys.key_of(self.config, "show-errors"), getattr(self.engine, "progress", None),
-            view.show_all,
+            view.show_all, keys.key_of(self.config, "show-all"),
         )  # fmt: skip
-        figures = header_totals(judgement, list(view.listed.values()))
+        listed = [m.judged for m in view.listed.values()]
+        figures = header_totals(judgement, listed, view.hidden)
         self.main_screen.header.show(figures, state)
 
     def show_detail(self) -> None:

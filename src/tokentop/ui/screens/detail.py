@@ -121,7 +121,7 @@ class SessionDetail(Screen[None]):
 def title_text(view: DetailView) -> Text:
     s, use = view.session, view.use
     budget = budget_text(use) or "no budget"
-    eta = eta_text(use, view.status)
+    eta = eta_text(use)
     return Text.assemble(
         (safe(project_name(s.cwd)), "bold"),
         f"  {safe(str(s.key))}  ",

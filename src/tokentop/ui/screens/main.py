@@ -9,9 +9,10 @@ from textual.binding import BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from tokentop.render.overview import ListedTotal
 from tokentop.ui import keys
 from tokentop.ui.messages import FilterEdited, MainScreenMounted
-from tokentop.ui.widgets.header import HeaderTotals
+from tokentop.ui.widgets.header import HeaderTotals, ListedTotalLine
 from tokentop.ui.widgets.session_table import SessionTable
 
 
@@ -26,6 +27,7 @@ class MainScreen(Screen[None]):
         yield Static("", id="banner")
         yield Static("", id="empty")
         yield SessionTable(id="sessions")
+        yield ListedTotalLine(id="listed-total")
         yield Input(placeholder="filter: agent, project, model, session id…", id="filter")
         yield Footer()
 
@@ -53,6 +55,9 @@ class MainScreen(Screen[None]):
         note.display = bool(text)
         if text:
             note.update(text)
+
+    def show_total(self, total: ListedTotal) -> None:
+        self.query_one(ListedTotalLine).show(total)
 
     def show_banner(self, text: str, *, failed: bool) -> None:
         """The engine's state when it is not simply running: red while it is down."""

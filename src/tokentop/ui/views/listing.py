@@ -7,6 +7,7 @@ key only re-filters and re-sorts what the watchdog already judged.
 from __future__ import annotations
 
 from tokentop.policy.watchdog import Judgement
+from tokentop.render.overview import since, split_hidden
 from tokentop.ui.views.rows import (
     SORTS,
     Listed,
@@ -16,7 +17,6 @@ from tokentop.ui.views.rows import (
     row_view,
     search_text,
     sort_value,
-    visible,
 )
 
 
@@ -30,6 +30,10 @@ class Listing:
         """`a`: list sessions older than hide_after_h too."""
         self.needle = ""
         self.listed: dict[str, Listed] = {}
+        self.hidden = 0
+        """Sessions judged but not listed: quiet for longer than hide_after_h."""
+        self.now = 0.0
+        """The judgement's time, which the LAST column counts from."""
 
     @property
     def descending(self) -> bool:
@@ -37,9 +41,11 @@ class Listing:
 
     def take(self, judgement: Judgement, now: float) -> None:
         """List the judged sessions, reusing the memos of those judged alike last time."""
-        hide_after = float("inf") if self.show_all else self.hide_after_h * 3600
+        hide_after = 0.0 if self.show_all else self.hide_after_h * 3600
+        shown, self.hidden = split_hidden(judgement.sessions, now, hide_after)
+        self.now = judgement.snapshot.taken_at
         listed: dict[str, Listed] = {}
-        for j in visible(judgement.sessions, now, hide_after):
+        for j in shown:
             key = str(j.session.key)
             old = self.listed.get(key)
             if old is not None and old.same(j):
@@ -57,9 +63,12 @@ class Listing:
         return shown
 
     def row(self, m: Listed) -> RowView:
+        """The row's view, memoised; only its LAST cell moves with the clock alone."""
         tagged = m.row_key in self.tagged
         if m.row is None or m.row.tagged != tagged:
-            m.row = row_view(m.session, m.use, m.status, tagged, m.judged.flags)
+            m.row = row_view(m.session, m.use, m.status, tagged, m.judged.flags, self.now)
+        elif (last := since(self.now, m.session.last_response_ts)) != m.row.last:
+            m.row = m.row._replace(last=last)
         return m.row
 
     @staticmethod

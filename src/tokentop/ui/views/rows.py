@@ -9,15 +9,16 @@ from __future__ import annotations
 import functools
 import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 
 from tokentop.config import Config
 from tokentop.history.summary import base_name
 from tokentop.model import SessionSnapshot
 from tokentop.policy.budgets import BudgetUse, Level
-from tokentop.policy.watchdog import STOPPED, Judged, Judgement, SessionState
+from tokentop.policy.watchdog import Judged, SessionState
 from tokentop.render import figures as fmt
+from tokentop.render.overview import since
 from tokentop.render.text import safe
 
 Status = SessionState
@@ -40,23 +41,29 @@ class Column(NamedTuple):
 
 COLUMNS: tuple[Column, ...] = (
     Column("status", "STATUS", 8, "recent"),
+    Column("last", "LAST", 4, "recent"),
     Column("agent", "AGENT", 8, "agent"),  # opencode, openclaw, litellm: never cut
-    Column("project", "PROJECT", 16, "project"),
-    Column("models", "MODEL", 16),
-    Column("tokens", "TOKENS", 7, "tokens"),
+    Column("project", "PROJECT", 13, "project"),
+    Column("models", "MODEL", 13),
+    Column("tokens", "TOKENS", 6, "tokens"),
     Column("cost", "COST", 8, "cost"),
-    Column("burn", "BURN", 18, "burn"),
+    Column("burn", "BURN", 15, "burn"),
     Column("spark", "LAST 10m", SPARK_WIDTH),
-    Column("budget", "BUDGET", BAR_WIDTH + 6, "budget"),
+    Column("budget", "BUDGET", BAR_WIDTH + 5, "budget"),
     Column("eta", "ETA", 5),
     Column("flags", "FLAGS", 6),
 )
 GAP = 2
-"""Spaces between columns (1 in a narrow layout)."""
+"""Spaces between columns (1 when that makes everything fit, as at 120 columns)."""
 DROP_FIRST = ("spark", "models")
-"""Below the full width these go first: the sparkline and the model matter least."""
-NARROW = (("budget", 6), ("burn", 7), ("project", 10))
-"""Then these narrow: BUDGET to its percent, BURN to tokens/min, PROJECT down to 10."""
+"""Below that width these go first (after HOST narrows to 8): the sparkline, then the model."""
+NARROW = (("budget", 6), ("burn", 7), ("project", 10), ("cost", 7))
+"""Then these narrow: BUDGET to its percent, BURN to tokens/min, PROJECT down to 10, and COST
+(a lower bound of $1,000 or more is cut)."""
+DROP_LAST = ("host",)
+"""Then HOST goes, before BUDGET, ETA and FLAGS (the details and the filter still have it)."""
+GROW = (("project", 24), ("models", 16))
+"""Width left over goes to PROJECT, then MODEL, up to these."""
 
 
 class Layout(NamedTuple):
@@ -71,24 +78,40 @@ class Layout(NamedTuple):
 
 
 def layout_for(width: int, with_host: bool = False) -> Layout:
-    """All columns when they fit; else drop, then narrow, keeping BUDGET, ETA and FLAGS
-    on an 80-column terminal. PROJECT takes back any width left over."""
+    """All columns when they fit, with a gap of 2, else of 1 (120 columns); else drop, then
+    narrow, then drop HOST, keeping BUDGET, ETA and FLAGS on an 80-column terminal. PROJECT
+    and MODEL take back any width left over."""
     layout = Layout(columns(with_host), GAP)
-    for key in DROP_FIRST:
-        if layout.width <= width:
-            return layout
-        layout = Layout(tuple(c for c in layout.columns if c.key != key), layout.gap)
-    if layout.width > width:
-        layout = layout._replace(gap=1)
-    for key, narrow in NARROW:
+    for step in _squeezes():
         if layout.width <= width:
             break
-        layout = _resized(layout, key, narrow)
-    room = width - layout.width
-    project = next(c for c in layout.columns if c.key == "project")
-    if room > 0 and project.width < 16:
-        layout = _resized(layout, "project", min(16, project.width + room))
+        layout = step(layout)
+    for key, most in GROW:
+        column = next((c for c in layout.columns if c.key == key), None)
+        room = width - layout.width
+        if column is not None and room > 0 and column.width < most:
+            layout = _resized(layout, key, min(most, column.width + room))
     return layout
+
+
+def _squeezes() -> Iterator[Callable[[Layout], Layout]]:
+    """Each way to make a layout narrower, in the order they are tried."""
+    yield functools.partial(_with_gap, gap=1)
+    yield functools.partial(_resized, key="host", width=8)
+    for key in DROP_FIRST:
+        yield functools.partial(_without, key=key)
+    for key, narrow in NARROW:
+        yield functools.partial(_resized, key=key, width=narrow)
+    for key in DROP_LAST:
+        yield functools.partial(_without, key=key)
+
+
+def _with_gap(layout: Layout, gap: int) -> Layout:
+    return layout._replace(gap=gap)
+
+
+def _without(layout: Layout, key: str) -> Layout:
+    return layout._replace(columns=tuple(c for c in layout.columns if c.key != key))
 
 
 def _resized(layout: Layout, key: str, width: int) -> Layout:
@@ -111,7 +134,7 @@ def fit(value: str, width: int, key: str) -> str:
                 break
             kept += " " + word
         return kept[:width]
-    if key in ("project", "models", "agent"):
+    if key in ("project", "models", "agent", "host"):
         return value[: width - 1] + "…"
     return value[:width]
 
@@ -150,6 +173,7 @@ class RowView(NamedTuple):
     """What one table row shows, as plain text plus the two facts that pick its colours."""
 
     status: str
+    last: str
     agent: str
     project: str
     models: str
@@ -192,7 +216,7 @@ def models_text(session: SessionSnapshot) -> str:
 def burn_text(session: SessionSnapshot) -> str:
     if session.tokens_per_min <= 0 and session.usd_per_hour <= 0:
         return "—"
-    per_hour = fmt.cost(session.usd_per_hour, session.unpriced_models)
+    per_hour = fmt.per_hour(session.usd_per_hour, session.unpriced_models)
     return f"{fmt.compact(session.tokens_per_min)}/m {per_hour}/h"
 
 
@@ -203,13 +227,9 @@ def budget_text(use: BudgetUse) -> str:
     return f"{fmt.bar(use.fraction, BAR_WIDTH)} {mark}{fmt.percent(use.fraction)}"
 
 
-def eta_text(use: BudgetUse, status: Status = "live") -> str:
-    """Time left at the current burn; none for a stopped session, which burns nothing."""
-    if use.eta_s is None:
-        return ""
-    if use.eta_s <= 0:
-        return "over"
-    return "" if status in STOPPED else fmt.duration(use.eta_s)
+def eta_text(use: BudgetUse) -> str:
+    """Time left at the current pace; the Watchdog gives none unless the session is live."""
+    return fmt.eta(use.eta_s, "")
 
 
 def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> str:
@@ -233,10 +253,16 @@ def cost_text(session: SessionSnapshot) -> str:
 
 
 def row_view(
-    session: SessionSnapshot, use: BudgetUse, status: Status, tagged: bool, detected: str = ""
+    session: SessionSnapshot,
+    use: BudgetUse,
+    status: Status,
+    tagged: bool,
+    detected: str = "",
+    now: float = 0.0,
 ) -> RowView:
     return RowView(
         STATUS_LABELS.get(status, status),
+        since(now, session.last_response_ts) if now else "",
         safe(session.key.agent),
         project_name(session.cwd),
         safe(models_text(session)),
@@ -245,7 +271,7 @@ def row_view(
         burn_text(session),
         fmt.sparkline(session.burn_series, SPARK_WIDTH),
         budget_text(use),
-        eta_text(use, status),
+        eta_text(use),
         flags_text(session, use, detected),
         use.level,
         tagged,
@@ -313,48 +339,6 @@ class Listed:
         if old.session is not judged.session and old.session != judged.session:
             return False
         return (old.state, old.use, old.flags) == (judged.state, judged.use, judged.flags)
-
-
-class Totals(NamedTuple):
-    """The header's figures."""
-
-    tokens: int
-    cost: float
-    cost_is_lower_bound: bool
-    usd_per_hour: float
-    tokens_per_min: float
-    live: int
-    listed: int
-    bad_lines: int
-    bad_files: int
-    estimated: bool = False
-    """Part of today's figures comes from tokenizer estimates."""
-
-
-def totals(judgement: Judgement, listed: Sequence[Listed]) -> Totals:
-    """Today's figures: each session's spend since local midnight (the ledger's minute
-    buckets, so a session that started yesterday counts only today's part); the burn of the
-    live sessions only, as the watchdog sums it (a stopped one burns nothing)."""
-    snap = judgement.snapshot
-    today = [s for s in snap.sessions if s.tokens_today or s.cost_today]
-    return Totals(
-        sum(s.tokens_today for s in today),
-        sum(s.cost_today for s in today),
-        any(s.unpriced_models for s in today),
-        judgement.burn_usd_per_hour,
-        judgement.burn_tokens_per_min,
-        sum(1 for m in listed if m.status == "live"),
-        len(listed),
-        snap.bad_lines,
-        sum(1 for f in snap.files if f.bad_lines),
-        any(s.estimated for s in today),
-    )
-
-
-def visible(judged: Iterable[Judged], now: float, hide_after_s: float) -> list[Judged]:
-    if hide_after_s <= 0:
-        return list(judged)
-    return [j for j in judged if now - j.session.last_ts <= hide_after_s]
 
 
 def empty_text(

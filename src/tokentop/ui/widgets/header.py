@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from tokentop.engine.coldscan import ScanProgress
 from tokentop.render import figures as fmt
-from tokentop.ui.views.rows import Totals
+from tokentop.render.overview import ListedTotal, Totals
 
 
 class HeaderState(NamedTuple):
@@ -24,6 +24,7 @@ class HeaderState(NamedTuple):
     errors_key: str
     progress: ScanProgress | None = None
     show_all: bool = False
+    show_all_key: str = "a"
 
 
 class HeaderTotals(Static):
@@ -31,6 +32,29 @@ class HeaderTotals(Static):
 
     def show(self, totals: Totals, state: HeaderState) -> None:
         self.update(Text("\n").join([money_line(totals), state_line(totals, state)]))
+
+
+class ListedTotalLine(Static):
+    """Under the table: what the listed rows add up to (after the filter)."""
+
+    def show(self, total: ListedTotal) -> None:
+        self.update(listed_line(total))
+
+
+def listed_line(t: ListedTotal) -> Text:
+    mark = "≈" if t.estimated else ""
+    cost = fmt.usd(t.cost) if not t.cost_is_lower_bound else f"≥{fmt.usd(t.cost)}"
+    noun = "session" if t.sessions == 1 else "sessions"
+    return Text.assemble(
+        ("Σ ", "dim"),
+        (f"{t.sessions} {noun}", "bold"),
+        "  ",
+        f"{mark}{fmt.compact(t.tokens)} tok",
+        "  ",
+        f"{mark}{cost}",
+        ("   burn ", "dim"),
+        (f"{fmt.compact(t.tokens_per_min)}/m {fmt.usd(t.usd_per_hour)}/h", "cyan"),
+    )
 
 
 def money_line(t: Totals) -> Text:
@@ -64,12 +88,15 @@ def state_line(t: Totals, s: HeaderState) -> Text:
         line.append_text(Text.assemble(("   filter ", "dim"), (repr(s.filter_text), "bold")))
     if s.tagged:
         line.append_text(Text.assemble("   ", (f"{s.tagged} tagged", "bold")))
+    if s.show_all:
+        line.append("   all sessions", "bold")
+    elif t.hidden:
+        line.append(f"   {t.hidden} older hidden ({s.show_all_key})", "bold")
     if t.bad_lines:
         where = f"{t.bad_files} file{'s' if t.bad_files != 1 else ''}"
         warning = f"   ⚠ {t.bad_lines} unparseable lines in {where} ({s.errors_key})"
         line.append(warning, "bold yellow")
-    if s.show_all:
-        line.append("   all sessions", "bold")
+
     if s.progress is not None:
         line.append_text(progress_text(s.progress))
     if s.read_only:
