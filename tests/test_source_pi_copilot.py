@@ -44,14 +44,19 @@ def test_pi_branch_next_to_its_parent_counts_copies_once(tmp_path: Path) -> None
     """A branch (as `createBranchedSession` writes it) copies the parent's entries before its
     own header time, then appends one new response (5 in / 7 out). Whichever file is read
     first, the copies count once, in the parent; the branch holds only its own response."""
-    src = PI / "sessions/--Users-badlogic-workspaces-pi-mono--" / f"2025-11-20T23-33-50-805Z_{PI_LARGE}.jsonl"
+    src = (
+        PI
+        / "sessions/--Users-badlogic-workspaces-pi-mono--"
+        / f"2025-11-20T23-33-50-805Z_{PI_LARGE}.jsonl"
+    )
     folder = tmp_path / "sessions/--p--"
     folder.mkdir(parents=True)
     parent = folder / src.name
     shutil.copy(src, parent)
     entries = src.read_bytes().splitlines()[1:]
-    header = {"type": "session", "version": 3, "id": "branch-1", "timestamp": "2025-11-21T09:00:00.000Z",
-              "cwd": "/w", "parentSession": str(parent)}  # fmt: skip
+    header = {"type": "session", "version": 3, "id": "branch-1",
+              "timestamp": "2025-11-21T09:00:00.000Z", "cwd": "/w",
+              "parentSession": str(parent)}  # fmt: skip
     own = {"type": "message", "timestamp": "2025-11-21T09:01:00.000Z", "message": {
         "role": "assistant", "model": "claude-sonnet-4-5", "timestamp": 1763715660000,
         "usage": {"input": 5, "output": 7, "cacheRead": 0, "cacheWrite": 0}}}  # fmt: skip

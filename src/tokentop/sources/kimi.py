@@ -41,10 +41,16 @@ class _Usage(msgspec.Struct, gc=False):
     inputCacheCreation: Count = 0
 
 
+class _Step(msgspec.Struct, gc=False):
+    usage: _Usage | None = None
+
+
 class _Record(msgspec.Struct, gc=False):
     type: str = ""
     model: str = ""
     usage: _Usage | None = None
+    event: _Step | None = None
+    """A `step.end`'s twin of the usage: decoded (a broken one is a bad line), not counted."""
     time: float = 0.0
 
 
@@ -71,10 +77,9 @@ class KimiSource(DirSource):
         return [folder if folder.name == "sessions" else folder / "sessions"]
 
     def is_transcript(self, path: Path) -> bool:
-        return path.name == "wire.jsonl" and path.parent.parent.name == "agents"
-
-    def is_transcript_name(self, name: str) -> bool:
-        return name.endswith("/wire.jsonl") and self.is_transcript(Path(name))
+        """An agent's `wire.jsonl` (any `.jsonl` in an agent's folder: the wire log is the
+        one Kimi Code writes there)."""
+        return path.suffix == ".jsonl" and path.parent.parent.name == "agents"
 
     def new_parser(self, path: Path) -> KimiFileParser:
         session_dir = path.parent.parent.parent
@@ -102,8 +107,8 @@ class KimiFileParser(JsonLinesParser, tag="kimi"):
         if not self.announced:
             self.announced = True
             out.append(SessionInfo(key, self.started, self.cwd))
-        if b'"usage.record"' not in raw:
-            return  # step.end repeats the usage; everything else carries none
+        if b'"usage"' not in raw:
+            return  # records without usage
         rec = _RECORD.decode(raw)
         if rec.type != "usage.record" or rec.usage is None:
             return
