@@ -134,3 +134,38 @@ def test_kilo_reads_opencode_schema_under_its_own_name(tmp_path: Path) -> None:
     assert session.tokens == TokenCounts(
         input=100, output=20, cache_read=30, cache_write_5m=4, reasoning=5
     )
+
+
+@pytest.mark.parametrize("bad", [-5, 10**16, "twelve", 1.5, b"\xff"])
+def test_hostile_row_values_are_bad_records_not_crashes(tmp_path: Path, bad: object) -> None:
+    """A count that is negative, over the cap, text, fractional or a blob makes that row one
+    bad record with the reason (Goose and Crush alike); the good rows still count exactly."""
+    db = goose_db(tmp_path / "goose")
+    project = tmp_path / "proj"
+    crush = crush_project(project)
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("INSERT INTO sessions (id, working_dir, accumulated_input_tokens, "
+                    "accumulated_output_tokens) VALUES ('evil', '/x', ?, 1)", (bad,))  # fmt: skip
+        con.commit()
+    with closing(sqlite3.connect(crush)) as con:
+        con.execute("INSERT INTO sessions (id, title, prompt_tokens, completion_tokens, cost, "
+                    "updated_at, created_at) VALUES ('ok', 't', 10, 5, 0.01, 1, 1)")  # fmt: skip
+        try:  # Crush's own CHECK refuses a negative count: then only Goose's row is evil
+            con.execute(
+                "INSERT INTO sessions (id, title, prompt_tokens, completion_tokens, cost, "
+                "updated_at, created_at) VALUES ('evil', 't', ?, 5, 0.01, 1, 1)",
+                (bad,),
+            )
+            evil_rows = 2
+        except sqlite3.IntegrityError:
+            evil_rows = 1
+        con.commit()
+    engine = engine_for(GooseSource([tmp_path / "goose"]), CrushSource([project]))
+    engine.scan()
+    snap = engine.snapshot()
+    sessions = {(s.key.agent, s.key.session_id): s for s in snap.sessions}
+    assert sessions["goose", "20260403_20"].tokens == TokenCounts(input=43400, output=3218)
+    assert sessions["crush", "ok"].tokens == TokenCounts(input=10, output=5)
+    assert ("goose", "evil") not in sessions or not sessions["goose", "evil"].tokens.total
+    assert snap.bad_lines == evil_rows
+    assert all("is not a token count" in f.last_error for f in snap.files if f.bad_lines)
