@@ -14,12 +14,17 @@ from tokentop.model import LedgerSnapshot, TokenCounts
 from tokentop.pricing import PriceTable
 from tokentop.sources.base import Source
 from tokentop.sources.claude_code import ClaudeCodeSource
+from tokentop.sources.cline import ClineSource
 from tokentop.sources.codex import CodexSource
+from tokentop.sources.copilot import CopilotSource
 from tokentop.sources.gemini import GeminiSource
 from tokentop.sources.generic import GenericJsonlSource
+from tokentop.sources.kimi import KimiSource
 from tokentop.sources.litellm import LiteLLMSource
 from tokentop.sources.openclaw import OpenClawSource
 from tokentop.sources.opencode import OpencodeSource
+from tokentop.sources.pi import PiSource
+from tokentop.sources.qwen import QwenSource
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEPTH = 5000
@@ -82,7 +87,18 @@ CASES = [
          lambda p: LiteLLMSource([p]), "--proxy-log"),
     Case("jsonl", FIXTURES / "generic/usage.jsonl", b"output_tokens",
          lambda p: GenericJsonlSource([p]), "--jsonl"),
+    Case("pi", FIXTURES / "pi/samples/agent", b"output", lambda p: PiSource([p]), "--pi-dir"),
+    Case("copilot", FIXTURES / "copilot/samples", b"outputTokens",
+         lambda p: CopilotSource([p]), "--copilot-dir"),
+    Case("cline", FIXTURES / "cline/samples/data", b"inputTokens",
+         lambda p: ClineSource([p]), "--cline-dir", whole_file=".messages.json"),
+    Case("qwen", FIXTURES / "qwen/samples", b"promptTokenCount",
+         lambda p: QwenSource([p]), "--qwen-dir"),
+    Case("kimi", FIXTURES / "kimi/samples/kimi-code", b"inputOther",
+         lambda p: KimiSource([p]), "--kimi-dir"),
 ]  # fmt: skip
+"""Goose, Crush and Kilo read SQLite rows, not lines: test_source_db_agents.py feeds them
+hostile values."""
 
 
 def copy_fixture(case: Case, tmp: Path) -> Path:
@@ -114,9 +130,10 @@ def make_hostile(case: Case, root: Path) -> int:
     """Mix hostile variants into the copied tree; returns how many bad records it added."""
     added = 0
     for path in usage_files(case, root):
-        if case.whole_file and path.suffix == case.whole_file:
+        if case.whole_file and path.name.endswith(case.whole_file):
+            stem = path.name.removesuffix(case.whole_file)
             for i, doc in enumerate(hostile_variants(path.read_bytes(), case.field)):
-                path.with_name(f"{path.stem}-hostile{i}{path.suffix}").write_bytes(doc)
+                path.with_name(f"{stem}-hostile{i}{case.whole_file}").write_bytes(doc)
                 added += 1
             continue
         lines = path.read_bytes().splitlines(keepends=True)

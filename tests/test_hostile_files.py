@@ -191,10 +191,13 @@ def test_file_system_cases_in_every_folder_source(case: Case, shared_tmp: Path) 
     root = copy_fixture(case, shared_tmp / "hostile")
     [source_root, *_] = case.make(root).roots()
     path = next(p for p in usage_files(case, root) if p.suffix in (".jsonl", ".json"))
-    odd = path.with_name(path.stem + os.fsdecode(b"\xff") + path.suffix)
+    whole = case.whole_file and path.name.endswith(case.whole_file)
+    suffix = case.whole_file if whole else path.suffix  # Cline's names end `.messages.json`
+    stem = path.name.removesuffix(suffix)
+    odd = path.with_name(stem + os.fsdecode(b"\xff") + suffix)
     path.rename(odd)
-    pipes = [fifo(odd.with_name(path.stem + "-fifo" + path.suffix))]
-    locked = odd.with_name(path.stem + "-locked" + path.suffix)
+    pipes = [fifo(odd.with_name(stem + "-fifo" + suffix))]
+    locked = odd.with_name(stem + "-locked" + suffix)
     locked.write_bytes(b'{"x": 1}\n')
     folder = odd.parent
     away = shared_tmp / "away" / folder.name

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import platformdirs
 
+from tokentop import agents
 from tokentop.model import path_tail
 from tokentop.policy.settings import Policy, policy_problem
 
@@ -73,8 +74,9 @@ DEFAULT_KEYS: Final[dict[str, str]] = {
 error (ui/keys.py builds its bindings from these)."""
 
 
-ROOT_KINDS: Final = ("claude", "codex", "gemini", "openclaw", "opencode", "proxy_log", "jsonl")
-"""`[roots]` keys: agent directories, then LiteLLM proxy logs and generic JSONL files."""
+ROOT_KINDS: Final = agents.ROOT_KINDS
+"""`[roots]` keys: agent directories (one per row of `tokentop.agents`), then LiteLLM proxy
+logs and generic JSONL files."""
 
 
 class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

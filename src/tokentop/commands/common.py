@@ -6,10 +6,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from tokentop.agents import BY_KEY, Agent
 from tokentop.engine.engine import Engine
 from tokentop.engine.state_cache import default_cache_dir
 from tokentop.sources.base import DirSource, Source
@@ -63,39 +64,9 @@ def _paths(entries: list[str]) -> list[Path]:
     return [Path(e).expanduser() for e in entries]
 
 
-class AgentSource(NamedTuple):
-    module: str
-    cls: str
-    help: str
-    """What `--KEY-dir` names, for `--help`."""
-
-
-AGENT_SOURCES: dict[str, AgentSource] = {
-    "claude": AgentSource(
-        "tokentop.sources.claude_code",
-        "ClaudeCodeSource",
-        "Claude Code config dir (or its projects/ dir); repeatable. "
-        "Giving any --*-dir reads only the dirs given.",
-    ),
-    "codex": AgentSource(
-        "tokentop.sources.codex", "CodexSource", "Codex home (holding sessions/); repeatable"
-    ),
-    "gemini": AgentSource(
-        "tokentop.sources.gemini", "GeminiSource", "Gemini CLI home (~/.gemini, holding tmp/)"
-    ),
-    "openclaw": AgentSource(
-        "tokentop.sources.openclaw",
-        "OpenClawSource",
-        "OpenClaw state dir (~/.openclaw, holding agents/)",
-    ),
-    "opencode": AgentSource(
-        "tokentop.sources.opencode",
-        "OpencodeSource",
-        "opencode data dir (~/.local/share/opencode)",
-    ),
-}
-"""Agent key (as in `--KEY-dir` and `[roots]`) -> the module and class of its source, and
-the help of its flag: the one table behind both the flags and `make_sources`."""
+AGENT_SOURCES: dict[str, Agent] = BY_KEY
+"""Agent key (as in `--KEY-dir` and `[roots]`) -> its row in `tokentop.agents`: the one
+table behind the flags, `[roots]` and `make_sources`."""
 
 
 def _agent_source(key: str, dirs: list[Path] | None, extra: list[Path]) -> Source:

@@ -17,6 +17,8 @@ import os
 import re
 from collections.abc import Sequence
 
+from tokentop.agents import AGENTS
+
 NATIVE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (agent, re.compile(pattern))
     for agent, pattern in (
@@ -33,6 +35,9 @@ NATIVE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 """Native agent binaries: the real path of the executable (/proc/PID/exe)."""
+NATIVE += tuple(
+    (agent.key, re.compile(pattern)) for agent in AGENTS for pattern in agent.native
+)  # the rows of `tokentop.agents` declare the layouts of the agents added since
 
 ENTRY_POINTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (agent, re.compile(pattern))
@@ -47,6 +52,9 @@ ENTRY_POINTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 """Agent packages run by node or bun: the real path of the script on the command line."""
+ENTRY_POINTS += tuple(
+    (agent.key, re.compile(pattern)) for agent in AGENTS for pattern in agent.entry_points
+)
 
 PYTHON_ENTRY_POINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("aider", re.compile(r"/(?:pipx/venvs|uv/tools)/aider-chat/bin/aider$")),

@@ -93,18 +93,21 @@ class OpencodeSource(DirSource):
 
     name: ClassVar[str] = AGENT
     suffixes: ClassVar[tuple[str, ...]] = (".json",)
+    db_stem: ClassVar[str] = "opencode"
+    """The database's name without `.db` (forks keep the schema under their own name)."""
 
     @staticmethod
     def default_dirs(env: Mapping[str, str]) -> list[Path]:
         return opencode_dirs(env)
 
     def roots_in(self, folder: Path) -> list[Path]:
-        dbs = sorted({folder / "opencode.db", *folder.glob("opencode-*.db")})
+        stem = self.db_stem
+        dbs = sorted({folder / f"{stem}.db", *folder.glob(f"{stem}-*.db")})
         return [*(p for db in dbs for p in (db, Path(f"{db}-wal"))), folder / "storage" / "message"]
 
     def is_transcript(self, path: Path) -> bool:
         if path.name.endswith((".db", ".db-wal")):
-            return path.name.startswith("opencode")
+            return path.name.startswith(self.db_stem)
         return path.suffix == ".json" and path.parent.parent.name == "message"
 
     def tracked_path(self, path: Path) -> Path:
@@ -113,9 +116,12 @@ class OpencodeSource(DirSource):
 
     def new_parser(self, path: Path) -> FileParser:
         if path.suffix == ".db":
-            return OpencodeDbParser(path=name_text(path), os_path=os_name(path))
+            return OpencodeDbParser(path=name_text(path), os_path=os_name(path), agent=self.name)
         return OpencodeMessageParser(
-            path=name_text(path), os_path=os_name(path), session_id=name_text(path.parent.name)
+            path=name_text(path),
+            os_path=os_name(path),
+            session_id=name_text(path.parent.name),
+            agent=self.name,
         )
 
 
@@ -128,7 +134,9 @@ def opencode_dirs(env: Mapping[str, str]) -> list[Path]:
     return [Path(env.get("XDG_DATA_HOME") or home / ".local" / "share") / "opencode"]
 
 
-def usage_event(msg_id: str, session_id: str, msg: _Message) -> UsageEvent | None:
+def usage_event(
+    msg_id: str, session_id: str, msg: _Message, agent: str = AGENT
+) -> UsageEvent | None:
     """The usage of an assistant message, or None if it has none (yet)."""
     t = msg.tokens
     if msg.role != "assistant" or t is None:
@@ -147,8 +155,8 @@ def usage_event(msg_id: str, session_id: str, msg: _Message) -> UsageEvent | Non
     model = msg.modelID or (msg.model.modelID if msg.model else "")
     cwd = msg.path.cwd if msg.path else ""
     cost = msg.cost if msg.cost > 0 else None
-    key = SessionKey(AGENT, session_id)
-    return UsageEvent(key, f"{AGENT}:{msg_id}", ts, model, tokens, cwd, cost_usd=cost)
+    key = SessionKey(agent, session_id)
+    return UsageEvent(key, f"{agent}:{msg_id}", ts, model, tokens, cwd, cost_usd=cost)
 
 
 def created_ts(msg: _Message) -> float:
@@ -164,6 +172,7 @@ class OpencodeMessageParser(WholeFileParser, tag="opencode-json"):
     """A legacy `msg_*.json`; the session is the folder name unless the file says."""
 
     session_id: str = ""
+    agent: str = AGENT
 
     def parse_whole(self, data: bytes, out: list[Event]) -> str:
         try:
@@ -174,8 +183,8 @@ class OpencodeMessageParser(WholeFileParser, tag="opencode-json"):
         session_id = msg.sessionID or self.session_id
         created = created_ts(msg)
         cwd = msg.path.cwd if msg.path else ""
-        out.append(SessionInfo(SessionKey(AGENT, session_id), created, cwd))
-        event = usage_event(msg.id or Path(self.path).stem, session_id, msg)
+        out.append(SessionInfo(SessionKey(self.agent, session_id), created, cwd))
+        event = usage_event(msg.id or Path(self.path).stem, session_id, msg, self.agent)
         if event is not None:
             out.append(event)
         return ""
@@ -192,6 +201,7 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
     wal_seen: Signature | None = None
     announced: set[str] = msgspec.field(default_factory=set)
     """Sessions already given a SessionInfo."""
+    agent: str = AGENT
 
     def refresh(self, out: list[Event]) -> bool:
         path = self.fs_path()
@@ -262,7 +272,7 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
         if session_id not in self.announced:
             self.announced.add(session_id)
             out.append(self._session_info(db, session_id, msg))
-        event = usage_event(msg_id, session_id, msg)
+        event = usage_event(msg_id, session_id, msg, self.agent)
         if event is not None:
             out.append(event)
         return in_progress(msg)
@@ -280,7 +290,7 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
         if row is not None:
             cwd, parent = row[0] or cwd, row[1] or ""
         created = created_ts(msg)
-        return SessionInfo(SessionKey(AGENT, session_id), created, cwd, parent=parent)
+        return SessionInfo(SessionKey(self.agent, session_id), created, cwd, parent=parent)
 
 
 def _sidecars(path: str) -> list[str]:

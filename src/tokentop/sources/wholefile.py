@@ -18,9 +18,14 @@ import os
 import stat
 import time
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
+from typing import TypeVar
+
+import msgspec
 
 from tokentop.model import Event
 from tokentop.sources.base import MAX_LINE_BYTES, FileParser, name_text
+
+T = TypeVar("T")
 
 RACY_NS = 2_000_000_000
 """Coarsest mtime granularity in use (FAT, some network filesystems)."""
@@ -121,3 +126,19 @@ class WholeFileParser(FileParser):
     def parse_whole(self, data: bytes, out: list[Event]) -> str:
         """Append the file's events to `out`; return "" or why the content is unusable."""
         raise NotImplementedError
+
+
+MAX_SIDE_FILE_BYTES = 1024 * 1024
+"""A small metadata file beside a transcript (a session's state, a project list) larger
+than this is not one: it is ignored rather than read."""
+
+
+def read_side_file(path: str | os.PathLike[str], decoder: msgspec.json.Decoder[T]) -> T | None:
+    """A small JSON file beside a transcript, decoded; None when it is missing, too big, not
+    a regular file or not what `decoder` expects (its transcript still counts)."""
+    try:
+        if os.path.getsize(path) > MAX_SIDE_FILE_BYTES:
+            return None
+        return decoder.decode(read_regular(path))
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
