@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+GEN = Path(__file__).parent / "gen_claude_corpus.py"
+
+
+@pytest.fixture(scope="session")
+def big_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """About 45 MB of Claude Code history (52 sessions of 200 responses), made once: more
+    than the cold scan's parallel threshold, so its workers run."""
+    import tokentop.engine.coldscan as coldscan
+
+    out = tmp_path_factory.mktemp("big") / "claude"
+    subprocess.run(
+        [sys.executable, str(GEN), str(out), "--sessions", "52", "--turns", "200"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    expected = json.loads((out / "expected.json").read_text())
+    size = sum(p.stat().st_size for p in (out / "projects").rglob("*.jsonl"))
+    assert size >= 40 * 1024 * 1024 > coldscan.PARALLEL_MIN_BYTES
+    return out, expected
 
 
 @pytest.fixture

@@ -18,6 +18,15 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, step: float
     return True
 
 
+def default_sigint() -> None:
+    """preexec_fn: Ctrl+C as a terminal delivers it. A test run in the background (`&`, some
+    CI runners) starts with SIGINT ignored, and children inherit that; Python then never
+    raises KeyboardInterrupt, and a Ctrl+C test would test nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def psutil_status(pid: int) -> str:
     """psutil's status of `pid`, or "gone" when there is no such process."""
     try:

@@ -27,22 +27,7 @@ from tokentop.pricing import PriceTable
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.ui.app import TokentopApp, make_app
 
-GEN = Path(__file__).parent / "gen_claude_corpus.py"
 KINDS = ("input", "output", "cache_read", "cache_write")
-
-
-@pytest.fixture(scope="session")
-def big_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """About 45 MB of Claude Code history (52 sessions of 200 responses), made once."""
-    out = tmp_path_factory.mktemp("big") / "claude"
-    subprocess.run(
-        [sys.executable, str(GEN), str(out), "--sessions", "52", "--turns", "200"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    expected = json.loads((out / "expected.json").read_text())
-    size = sum(p.stat().st_size for p in (out / "projects").rglob("*.jsonl"))
-    assert size >= 40 * 1024 * 1024 > coldscan.PARALLEL_MIN_BYTES
-    return out, expected
 
 
 def engine_over(root: Path, cache_dir: Path) -> Engine:

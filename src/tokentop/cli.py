@@ -95,14 +95,25 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             default=0.5,
             help=f"demo agents' pace in seconds ({MIN_INTERVAL:g} to {MAX_INTERVAL:g})",
         )
-    p = sub.add_parser("watch", help="stream changes as NDJSON")
+    p = sub.add_parser(
+        "watch",
+        help="stream changes as NDJSON",
+        description="Print a JSON line per session change (counters, state, budget), per "
+        "detector decision and per action taken by any tokentop process; never acts.",
+    )
     if _wanted(argv, "watch"):
         add_source_args(p)
         p.add_argument(
             "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
         )
         add_fleet_args(p)
-    p = sub.add_parser("guard", help="enforce the policy headless; NDJSON decisions and actions")
+    p = sub.add_parser(
+        "guard",
+        help="enforce the policy headless; NDJSON decisions and actions",
+        description="Judge every session as the app does and carry out the policy's pause and "
+        "kill decisions on exactly mapped processes, without a screen; one JSON line per "
+        "decision and action.",
+    )
     if _wanted(argv, "guard"):
         add_source_args(p)
         p.add_argument("--dry-run", action="store_true", help="decide and print, never signal")
@@ -110,12 +121,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
         )
         p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
-    p = sub.add_parser("hook", help="Claude Code hook (SessionStart, PreToolUse); hook install")
+    p = sub.add_parser(
+        "hook",
+        help="Claude Code hook (SessionStart, PreToolUse); hook install",
+        description="Run by Claude Code with its hook JSON on stdin: maps the session to its "
+        "agent process, and blocks tool calls of a session over budget or looping. "
+        "`tokentop hook install` adds it to Claude Code's settings.",
+    )
     if _wanted(argv, "hook"):
         from tokentop.commands.hook import add_hook_args
 
-        add_source_args(p)
         add_hook_args(p)
+        p.add_argument(
+            "--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+            help="config TOML file",
+        )  # fmt: skip
     p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
     q = sub.add_parser("summary", help="one recorded session as Markdown")
     if _wanted(argv, "report") or _wanted(argv, "summary"):
@@ -149,6 +169,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, as shells report a command ended by Ctrl+C (cold-scan workers end with us)."""
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 60.0
 
@@ -209,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:  # Ctrl+C: the shell's status for SIGINT, and no traceback
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

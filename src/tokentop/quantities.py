@@ -40,7 +40,7 @@ def _number(text: str) -> float:
     body = cleaned[:-1] if scale != 1.0 else cleaned
     if "," in body:
         if not _GROUPED.match(body):
-            raise QuantityError(f"ambiguous comma in {shown!r}: write 3.50 or 350")
+            raise QuantityError(f"ambiguous comma in {shown!r}: {_comma_hint(body)}")
         body = body.replace(",", "")
     if body.startswith("-"):
         raise QuantityError(f"must be zero or more: {shown!r}")
@@ -52,6 +52,14 @@ def _number(text: str) -> float:
     if math.isinf(value):
         raise QuantityError(f"too large: {shown!r}")
     return value
+
+
+def _comma_hint(body: str) -> str:
+    """The two readings of the user's own digits: "1,50" -> "write 1.50 or 150"."""
+    joined = body.replace(",", "")
+    if body.count(",") == 1:
+        return f"write {body.replace(',', '.')} or {joined}"
+    return f"write it without commas ({joined}) or with one point"
 
 
 def parse_usd(text: str) -> float | None:

@@ -23,7 +23,7 @@ from typing import TextIO
 import msgspec
 
 from tokentop.clock import Clock, FakeClock, SystemClock
-from tokentop.commands.common import CliError, make_engine
+from tokentop.commands.common import CliError, empty_dir_warnings, make_engine
 from tokentop.config import Config, ConfigError, load_config
 from tokentop.history.git_output import check_survival
 from tokentop.history.store import Store, StoreError
@@ -180,6 +180,8 @@ def scan_into(
     engine.load_cache()
     engine.scan()
     engine.save_cache()
+    for line in empty_dir_warnings(args, engine):
+        print(line, file=sys.stderr)
     recorder = SummaryRecorder(
         store, config, clock, minutes_for=engine.minutes, use_git=not args.no_git
     )

@@ -8,7 +8,7 @@ from typing import TextIO
 
 import msgspec
 
-from tokentop.commands.common import load_config, make_engine, make_watchdog
+from tokentop.commands.common import empty_dir_warnings, load_config, make_engine, make_watchdog
 from tokentop.model import LedgerSnapshot
 from tokentop.render import records as output
 from tokentop.render.text import json_for_terminal, safe
@@ -32,7 +32,8 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     engine.save_cache()
     snap = engine.snapshot()
     judgement = make_watchdog(config).judge(snap)
-    err = bad_files_text(snap)
+    err = "".join(line + "\n" for line in empty_dir_warnings(args, engine))
+    err += bad_files_text(snap)
     if args.json:
         blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(judgement)), indent=1)
         text = json_for_terminal(blob).decode() + "\n"

@@ -18,9 +18,52 @@ import uuid
 from pathlib import Path
 
 import msgspec
+import psutil
 
 from tokentop.model import SessionKey
 from tokentop.processes.finding import ProcessRef, launch
+
+PREFIX = "tokentop-demo-"
+MARKER = ".tokentop-demo-owner"
+"""In a demo's temp root: the pid and start time of the demo that made it."""
+
+
+def mark_owner(root: Path) -> None:
+    with contextlib.suppress(OSError, psutil.Error):
+        me = psutil.Process()
+        (root / MARKER).write_text(f"{me.pid} {me.create_time()!r}\n")
+
+
+def remove_stale_roots(tmp: Path) -> list[Path]:
+    """Remove the temp roots of demos that ended without cleaning up (SIGKILLed): ours
+    only, i.e. owned by this user, marked by a demo, whose demo process is gone."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(PREFIX) and _stale(Path(entry.path)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _stale(root: Path) -> bool:
+    try:
+        st = os.lstat(root)
+        if not os.path.isdir(root) or os.path.islink(root) or st.st_uid != os.getuid():
+            return False
+        pid_text, started = (root / MARKER).read_text().split()
+        pid, created = int(pid_text), float(started)
+    except (OSError, ValueError):
+        return False  # not a demo root of ours (or not one we can tell): left alone
+    try:
+        return abs(psutil.Process(pid).create_time() - created) > 0.01  # a reused pid
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
 
 
 class DemoAgentSpec(msgspec.Struct, frozen=True):
@@ -48,7 +91,11 @@ class DemoFleet:
         interval: float = 0.5,
     ) -> None:
         self._own_root = root is None
-        self.root = root or Path(tempfile.mkdtemp(prefix="tokentop-demo-"))
+        if root is None:
+            remove_stale_roots(Path(tempfile.gettempdir()))
+            root = Path(tempfile.mkdtemp(prefix=PREFIX))
+            mark_owner(root)
+        self.root = root
         self.specs = specs
         self.interval = interval
         self.children: list[subprocess.Popen[bytes]] = []

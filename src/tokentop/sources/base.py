@@ -83,6 +83,8 @@ class DirSource:
     defaults (`default_dirs`), each mapped to its roots by `roots_in`."""
 
     name: ClassVar[str]
+    layout: ClassVar[str] = "DIR/**/*.jsonl"
+    """Where its transcripts sit under a `--KEY-dir`, said when one given holds none."""
 
     def __init__(self, dirs: list[Path] | None = None, env: Mapping[str, str] | None = None):
         env = os.environ if env is None else env

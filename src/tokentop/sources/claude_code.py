@@ -8,6 +8,7 @@ folds sidechain replays and resumed-session copies found in other files.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,6 +125,9 @@ class ClaudeCodeSource(DirSource):
     """Finds Claude Code's `projects/` folders the way Claude Code and ccusage do."""
 
     name: ClassVar[str] = AGENT
+    layout: ClassVar[str] = (
+        "DIR/projects/<project>/<session>.jsonl, or DIR/<project>/<session>.jsonl"
+    )
 
     def __init__(
         self, config_dirs: list[Path] | None = None, env: Mapping[str, str] | None = None
@@ -157,10 +161,34 @@ def default_config_dirs(env: Mapping[str, str]) -> list[Path]:
 
 
 def projects_dir(folder: Path) -> Path:
-    """A config dir's `projects/`, or the folder itself when it already is one."""
-    if folder.name == "projects" and not (folder / "projects").is_dir():
+    """A config dir's `projects/`, or the folder itself when it already is one: named
+    `projects`, or, whatever its name, holding project folders of transcripts (a copy of
+    someone's `projects/`) and no `projects/` of its own."""
+    if (folder / "projects").is_dir():
+        return folder / "projects"
+    if folder.name == "projects" or holds_projects(folder):
         return folder
     return folder / "projects"
+
+
+def holds_projects(folder: Path) -> bool:
+    """Whether a sub-folder of `folder` holds `*.jsonl` files directly (a project folder)."""
+    try:
+        subs = [e for e in os.scandir(folder) if e.is_dir(follow_symlinks=True)]
+        return any(name.endswith(".jsonl") for sub in subs[:MAX_PEEK] for name in _names(sub.path))
+    except OSError:
+        return False
+
+
+def _names(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+MAX_PEEK = 200
+"""Sub-folders looked into before a folder is taken for a config dir (its projects/ absent)."""
 
 
 def subagent_parent(path: Path) -> str:

@@ -156,6 +156,7 @@ class CodexSource(DirSource):
     """Finds rollouts under every Codex home, live and archived."""
 
     name: ClassVar[str] = AGENT
+    layout: ClassVar[str] = "DIR/sessions/YYYY/MM/DD/rollout-*.jsonl (or DIR/archived_sessions/)"
 
     def __init__(self, homes: list[Path] | None = None, env: Mapping[str, str] | None = None):
         super().__init__(homes, env)

@@ -109,4 +109,21 @@ class BudgetModal(ModalScreen[BudgetChoice | None]):
             self.query_one("#budget-error", Static).update(str(exc))
             return
         budget = Budget(usd, tokens)
-        self.dismiss(BudgetChoice(budget))
+        removed = self.current.removed_by(budget)
+        if not removed:
+            self.dismiss(BudgetChoice(budget))
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.dismiss(BudgetChoice(budget))
+
+        limits = {"usd": f"the {fmt.usd(self.current.usd)} limit", "tokens": "the token limit"}
+        if self.current.tokens is not None:
+            limits["tokens"] = f"the {fmt.compact(self.current.tokens)}-token limit"
+        what = " and ".join(limits[k] for k in removed)
+        body = Text(
+            f"The field is empty: saving removes {what} of {self.label}, and it may then spend "
+            "without that limit.\n(To go back to the config's budget, use 'Use config'.)"
+        )
+        self.app.push_screen(ConfirmModal(f"Remove {what}?", body, "Remove"), answered)
