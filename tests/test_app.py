@@ -400,7 +400,10 @@ async def test_budget_dialog_reasons_and_the_store_keeps_the_budget(tmp_path: Pa
             h.app.screen.query_one("#tokens", Input).value = "2M"
             await pilot.press("enter")
             await settle(pilot)
-        assert store.budgets() == {str(key): Budget(3.5, 2_000_000)}
+        kept = store.budgets()
+        assert {k: (v.budget, v.origin) for k, v in kept.items()} == {
+            str(key): (Budget(3.5, 2_000_000), "app")
+        }
     with Store(db) as store:
         h = Harness(store=store)
         async with h.app.run_test(size=SIZE) as pilot:
@@ -411,6 +414,32 @@ async def test_budget_dialog_reasons_and_the_store_keeps_the_budget(tmp_path: Pa
     finding = budget_finding(sample_sessions()[1], config)
     assert finding is not None and "over budget" in finding.reason
     assert budget_finding(sample_sessions()[1], Config()) is None
+
+
+async def test_an_emptied_budget_field_asks_before_the_limit_goes() -> None:
+    """A burst of keys can empty the field (upstream Textual): saving then asks, names the
+    limit that would go, and Cancel keeps it."""
+    h = Harness(config=Config(budgets=Budgets(usd=10.0)))
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        h.app.screen.query_one("#usd", Input).value = ""
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(h.app.screen, ConfirmModal)
+        asked = " ".join(text_of(w) for w in h.app.screen.query(Static))
+        assert "$10.00 limit" in asked and "Remove" in asked
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(h.app.screen, BudgetModal)  # back to the dialog, nothing saved
+        assert h.app.watchdog.overrides() == {}
+        await pilot.click("#save")
+        await pilot.pause()
+        assert isinstance(h.app.screen, ConfirmModal)
+        await pilot.press("y")
+        await settle(pilot)
+        assert list(h.app.watchdog.overrides().values()) == [Budget()]  # removed, as confirmed
 
 
 async def test_alert_fires_once_per_threshold_crossing() -> None:

@@ -186,12 +186,14 @@ def test_an_ignored_soft_stop_escalates_to_kill(home: Path, agent: subprocess.Po
     assert run_hook(home, config, hook_json(home)).returncode == 2
     assert wait_until(lambda: agent.poll() is not None), "the agent was not killed"
     log_path = home / "data" / "tokentop" / "actions.jsonl"
-    assert wait_until(lambda: bool(read_action_log(log_path)[0]))  # logged after it is gone
+    kills = lambda: [a for a in read_action_log(log_path)[0] if a.action == "kill"]  # noqa: E731
+    assert wait_until(lambda: bool(kills()))  # logged after it is gone
     log, _ = read_action_log(log_path)
-    assert [(a.action, a.ok, a.origin, a.pid) for a in log] == [
-        ("kill", True, "policy:soft-stop", agent.pid)
+    assert [(a.action, a.ok, a.origin, a.pid, a.actor) for a in log] == [
+        ("block", True, "policy:soft-stop", agent.pid, "hook"),  # the first block: once
+        ("kill", True, "policy:soft-stop", agent.pid, "hook"),
     ]
-    assert "ignored the soft stop (1 more responses" in log[0].reason
+    assert "ignored the soft stop (1 more responses" in log[1].reason
     states = [r.state for r in read(registry)[0] if isinstance(r, SoftStopRecord)]
     assert states == ["blocked", "escalated"]
 

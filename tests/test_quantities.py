@@ -126,7 +126,8 @@ def test_guard_and_run_load_the_budgets_kept_in_the_store(
             assert time.monotonic() < deadline, "a running guard or run never saw the change"
             time.sleep(0.2)
     sessions = build_parser(["sessions"]).parse_args(["sessions"])  # shows what they enforce
-    assert load_config(sessions).session_budgets.get(str(key)) == Budget(tokens=2_000_000)
+    own = load_config(sessions).session_budgets.get(str(key))
+    assert own is not None and own.budget == Budget(tokens=2_000_000)
 
 
 def test_one_convention_for_an_unpriced_cost_in_every_front_end() -> None:

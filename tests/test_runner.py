@@ -55,7 +55,7 @@ class Sandbox:
         argv = [sys.executable, "-m", "tokentop.cli", "run", *options, "--", *command]
         popen = subprocess.Popen(
             argv, cwd=self.work, env=self.env, text=True, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=proc_helpers.default_sigint,
         )  # fmt: skip
         self.popens.append(popen)
         return popen

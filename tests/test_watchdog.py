@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
+
 from tokentop.clock import FakeClock
 from tokentop.config import Budget, parse_config
 from tokentop.history.keeper import HistoryKeeper
@@ -228,3 +230,54 @@ def test_a_certain_ending_replaces_an_idle_one_and_a_paused_session_never_ends_i
     paused = make_session("s2", ago=700)
     processes[paused.key] = "stopped"
     assert dog.judge(ledger([paused])).endings == ()
+
+
+def test_a_week_of_10k_sessions_keeps_the_watchdog_flat_and_probes_each_once_a_tick() -> None:
+    """10,000 sessions start and end over a simulated week (one a minute, each live for ten
+    minutes), judged every twenty minutes as a caller sees them (the last two hours' worth):
+    what the Watchdog keeps stays bounded by what it is shown, its memory does not grow
+    from the second day to the seventh, and no process is asked about twice in one tick."""
+    import tracemalloc
+
+    asked: list[SessionKey] = []
+
+    def probe(key: SessionKey) -> ProcessState | None:
+        asked.append(key)
+        return "gone" if int(key.session_id) % 7 == 0 else None
+
+    clock = FakeClock(NOW)
+    dog = Watchdog(parse_config("[budgets]\nusd = 1\n"), clock, probe=probe)
+    template = make_session("0", tpm=5000.0, usd_h=3.0, cost=0.5)
+    start = NOW
+    kept_sizes: list[int] = []
+    tracemalloc.start()
+    day_two = 0
+    for tick in range(7 * 24 * 3):
+        now = start + tick * 1200
+        clock.t = now
+        first = max(0, (tick - 6) * 20)
+        shown = tuple(
+            msgspec.structs.replace(
+                template, key=SessionKey("claude", str(i)), first_ts=start + i * 60,
+                last_ts=start + i * 60 + 600, last_response_ts=start + i * 60 + 600,
+            )
+            for i in range(first, min(10_000, tick * 20 + 20))
+        )  # fmt: skip
+        asked.clear()
+        dog.judge(ledger(shown, version=tick))
+        assert len(asked) == len(set(asked)) <= len(shown)
+        kept_sizes.append(_kept(dog))
+        assert kept_sizes[-1] <= 8 * max(len(shown), 1)
+        if tick == 24 * 3:
+            day_two = tracemalloc.get_traced_memory()[0]
+    end = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert end - day_two < 256 * 1024, (day_two, end)
+
+
+def _kept(dog: Watchdog) -> int:
+    """Entries in everything the Watchdog keeps per session."""
+    acts = dog._acts._acted
+    tables = (dog._judged, dog._levels, dog._ended, dog._budgets, dog._live, acts)
+    policy = dog._policy
+    return sum(len(t) for t in tables) + len(policy.levels) + len(policy.high_since)

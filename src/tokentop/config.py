@@ -98,6 +98,23 @@ class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def is_set(self) -> bool:
         return self.usd is not None or self.tokens is not None
 
+    def removed_by(self, new: Budget) -> list[str]:
+        """The limits ("usd", "tokens") this budget has and `new` lacks: an edit that drops
+        one is asked about first (a field emptied by accident must not lift a limit)."""
+        return [
+            k for k in ("usd", "tokens") if getattr(self, k) is not None and getattr(new, k) is None
+        ]
+
+
+class SessionBudget(msgspec.Struct, frozen=True):
+    """A budget set for one session, by whom and when: `b` in an app ("app"), `tokentop run
+    --budget` ("run"). Kept in the store, so every tokentop process honours the same one;
+    it beats the config's rules, and of two the later one wins."""
+
+    budget: Budget
+    origin: str = "app"
+    set_at: float = 0.0
+
 
 class Budgets(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[budgets]`: the default per-session budget and its overrides."""
@@ -196,8 +213,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[policy.*]`: detector thresholds and actions (see policy_config.py)."""
     history: History = msgspec.field(default_factory=History)
     """`[history]`: session summaries and accepted output from git."""
-    session_budgets: Mapping[str, Budget] = {}
-    """Budgets set for one session ("agent:session_id") with `b`, from the store, not TOML."""
+    session_budgets: Mapping[str, SessionBudget] = {}
+    """Budgets set for one session ("agent:session_id") with `b` or `run --budget`, from the
+    store (read live), never from TOML."""
     otlp: Otlp = msgspec.field(default_factory=Otlp)
     """`[otlp]`: telemetry receiver and Prometheus exposition."""
 
@@ -212,7 +230,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """The session's own budget if one was set with `b`; else the configured one: the
         default, then the agent's, then the project's fields."""
         own = self.session_budgets.get(f"{agent}:{session_id}") if session_id else None
-        return own if own is not None else self.configured_budget(agent, cwd)[0]
+        return own.budget if own is not None else self.configured_budget(agent, cwd)[0]
 
     def configured_budget(self, agent: str, cwd: str) -> tuple[Budget, str]:
         """The budget the config gives a session, and the most specific rule it comes from

@@ -14,6 +14,7 @@ from tokentop.render.text import safe
 if TYPE_CHECKING:
     from tokentop.config import Config
     from tokentop.processes.mapper import RecordedMapper, SessionMapper
+    from tokentop.ui.app import TokentopApp
 
 
 def run_app(
@@ -24,11 +25,26 @@ def run_app(
     store_path: Path | None = None,
     action_log: Path | None = None,
 ) -> int:
-    """Run the Textual app; imported here so headless commands never load textual. The
-    watchdog, its keeper and the app's inbox listen before the engine starts, so the cold
-    scan runs while Textual loads (~0.5 s) and nothing it judges is lost."""
+    """Run the Textual app; imported here so headless commands never load textual."""
+    build_app(args, engine, config, mapper, store_path, action_log).run()
+    return 0
+
+
+def build_app(
+    args: argparse.Namespace,
+    engine: Engine,
+    config: Config,
+    mapper: SessionMapper | RecordedMapper,
+    store_path: Path | None = None,
+    action_log: Path | None = None,
+) -> TokentopApp:
+    """The app as `tokentop` runs it, with its engine started. The watchdog, its keeper and
+    the app's inbox listen before the engine starts, so the cold scan runs while Textual
+    loads (~0.5 s) and nothing it judges is lost. The watchdog reads the budgets every
+    tokentop process keeps in the store, and the actions each logs."""
     from tokentop.clock import SystemClock
     from tokentop.history.store import Store, StoreError
+    from tokentop.processes.action_log import ActionLogFollower
     from tokentop.processes.control import ProcessController, default_action_log
     from tokentop.processes.mapper import exact_probe
     from tokentop.ui.core import app_core
@@ -39,13 +55,15 @@ def run_app(
         print(f"tokentop: history is off: {safe(str(exc))}", file=sys.stderr)
         store = None
     clock = SystemClock()
-    controller = ProcessController(log_path=action_log or default_action_log())
+    log = action_log or default_action_log()
+    controller = ProcessController(log_path=log, actor="app")
     probe = exact_probe(mapper, controller)
-    core = app_core(engine, config, clock, store=store, probe=probe)
+    actions = ActionLogFollower(log)
+    core = app_core(engine, config, clock, store=store, probe=probe, actions=actions)
     engine.start()
     from tokentop.ui.app import make_app
 
-    app = make_app(
+    return make_app(
         engine,
         config=config,
         clock=clock,
@@ -55,8 +73,6 @@ def run_app(
         store=store,
         core=core,
     )
-    app.run()
-    return 0
 
 
 def cmd_app(args: argparse.Namespace) -> int:

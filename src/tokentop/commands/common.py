@@ -13,7 +13,8 @@ import msgspec
 from tokentop.agents import BY_KEY, Agent
 from tokentop.engine.engine import Engine
 from tokentop.engine.state_cache import default_cache_dir
-from tokentop.sources.base import DirSource, Source
+from tokentop.render.text import safe
+from tokentop.sources.base import DirSource, Source, prefixes, under
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -78,6 +79,26 @@ def _agent_source(key: str, dirs: list[Path] | None, extra: list[Path]) -> Sourc
     if dirs is None and extra:
         dirs = cls.default_dirs(os.environ) + extra
     return cls(dirs)
+
+
+def empty_dir_warnings(args: argparse.Namespace, engine: Engine) -> list[str]:
+    """A line for each `--KEY-dir` given that yielded no transcript, with the layout its
+    source expected (a typo or a wrong level reads as an empty history otherwise)."""
+    known = list(engine.files)
+    lines = []
+    for source in engine.sources:
+        given: list[Path] = getattr(args, f"{source.name}_dir", None) or []
+        if not isinstance(source, DirSource):
+            continue
+        for folder in given:
+            where = prefixes(source.roots_in(folder))
+            if not any(under(name, where) for name in known):
+                layout = getattr(source, "layout", "DIR/**/*.jsonl")
+                lines.append(
+                    f"tokentop: --{source.name}-dir {safe(str(folder))}: no transcripts found "
+                    f"(expected {layout})"
+                )
+    return lines
 
 
 def _litellm(files: list[Path]) -> Source:
@@ -148,8 +169,10 @@ def make_watchdog(
     controller: ProcessController | None = None,
 ) -> Watchdog:
     """The one Watchdog of a front-end: it knows processes only through exact mappings
-    (the registry of `run` and the hook, and agents writing their files)."""
+    (the registry of `run` and the hook, and agents writing their files), and what every
+    tokentop process did to them through the shared action log."""
     from tokentop.policy.watchdog import Watchdog
+    from tokentop.processes.action_log import ActionLogFollower
     from tokentop.processes.control import ProcessController
     from tokentop.processes.mapper import RecordedMapper, SessionMapper, exact_probe
     from tokentop.processes.registry import Registry, default_path
@@ -157,4 +180,4 @@ def make_watchdog(
     controller = controller or ProcessController()
     if mapper is None:
         mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
-    return Watchdog(config, probe=exact_probe(mapper, controller))
+    return Watchdog(config, probe=exact_probe(mapper, controller), actions=ActionLogFollower())

@@ -15,15 +15,17 @@ from the cwd is reported as what would have been done, never acted on. Lines pri
 from __future__ import annotations
 
 import argparse
-import contextlib
+import os
 import signal
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TextIO
 
 import msgspec
+import psutil
 
 from tokentop.clock import Clock, SystemClock
 from tokentop.config import Config
@@ -39,6 +41,9 @@ from tokentop.processes.mapper import RecordedMapper, SessionMapper, automatic_r
 from tokentop.processes.registry import Registry, default_path
 from tokentop.render.records import iso
 from tokentop.render.text import json_for_terminal, safe
+
+ACTOR = "guard"
+"""How this command signs the actions it logs."""
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -88,15 +93,20 @@ class Guard:
         dry = "" if self.act else "dry run: "
         if ref is None:
             self._not_acted(decision, 0, dry + "no process is mapped to this session; not acted")
+        elif runner := launched_by_run(ref):
+            note = f"its `tokentop run` (pid {runner}) enforces it; not acted"
+            self._not_acted(decision, ref.pid, dry + note, ref)
         elif refusal := automatic_refusal(decision.action, ref):
             self._not_acted(decision, ref.pid, dry + refusal, ref)
         elif not self.act:
             would = f"dry run: would {decision.action} pid {ref.pid}; nothing was signalled"
             self._not_acted(decision, ref.pid, would, ref)
         else:
-            act = self.controller.pause if decision.action == "pause" else self.controller.kill
-            result = act(ref, decision.reason, origin, session=str(session.key))
-            self.watchdog.note_action(session.key, result.action, result.ok, result.timestamp)
+            verb: Action = "pause" if decision.action == "pause" else "kill"
+            result = self.controller.carry_out(
+                verb, ref, decision.reason, origin, session=str(session.key)
+            )
+            self.watchdog.note_action(session.key, verb, result.ok, result.timestamp, result.origin)
             self.emit(action_dict(result, decision, ref))
 
     def _not_acted(
@@ -115,6 +125,22 @@ class Guard:
             str(decision.session),
         )
         self.emit(action_dict(result, decision, ref))
+
+
+def launched_by_run(ref: ProcessRef) -> int:
+    """The pid of the live `tokentop run` that launched `ref`'s process (0: none). That run
+    judges the same budget (the store's) and acts itself; two enforcers would race to act
+    on one agent. Read from the command line, which only ever makes the guard hold back."""
+    if ref.how != "launched":
+        return 0
+    try:
+        parent = psutil.Process(ref.pid).parent()
+        argv = parent.cmdline() if parent is not None else []
+    except psutil.Error:
+        return 0
+    words = [os.path.basename(a) for a in argv[:4]]
+    is_run = "run" in words and any(w.startswith("tokentop") for w in (*words, *argv[:4]))
+    return parent.pid if parent is not None and is_run else 0
 
 
 def decision_dict(decision: Decision, session: SessionSnapshot) -> dict[str, Any]:
@@ -161,9 +187,16 @@ class NdjsonOut:
             self.out.flush()
 
 
-def run(engine: Engine, watchdog: Watchdog, guard: Guard, stop: threading.Event) -> bool:
+def run(
+    engine: Engine,
+    watchdog: Watchdog,
+    guard: Guard,
+    stop: threading.Event,
+    warnings: Callable[[], list[str]] = list,
+) -> bool:
     """Follow the engine until `stop` is set, acting on each judgement's decisions in order.
-    False if the engine failed (its reason is then printed on stderr)."""
+    False if the engine failed (its reason is then printed on stderr). `warnings` are said
+    on stderr once the first scan is done (a `--*-dir` that held no transcript)."""
     queue: deque[Judgement] = deque()
     wake = threading.Event()
 
@@ -188,6 +221,8 @@ def run(engine: Engine, watchdog: Watchdog, guard: Guard, stop: threading.Event)
                 if not ready and engine.scanned.is_set():
                     ready = True
                     guard.emit({"type": "ready", "sessions": len(judgement.sessions)})
+                    for line in warnings():
+                        print(line, file=sys.stderr)
                 guard.check(judgement)
     finally:
         engine.stop()
@@ -195,10 +230,15 @@ def run(engine: Engine, watchdog: Watchdog, guard: Guard, stop: threading.Event)
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
-    from tokentop.commands.common import load_config, make_engine, make_watchdog
+    from tokentop.commands.common import (
+        empty_dir_warnings,
+        load_config,
+        make_engine,
+        make_watchdog,
+    )
 
     config = load_config(args)
-    controller = ProcessController(log_path=default_action_log())
+    controller = ProcessController(log_path=default_action_log(), actor=ACTOR)
     registry = Registry(args.registry or default_path())
     mapper = RecordedMapper(registry, controller, SessionMapper())
     engine = make_engine(args, config)
@@ -207,20 +247,25 @@ def cmd_guard(args: argparse.Namespace) -> int:
     keeper = open_keeper(config, engine, watchdog, "findings not recorded")
     out = NdjsonOut(sys.stdout)
     guard = Guard(config, controller, mapper, out, watchdog, act=not args.dry_run)
-    return until_signalled(engine, watchdog, guard, *closers(keeper))
+    warnings = partial(empty_dir_warnings, args, engine)
+    return until_signalled(engine, watchdog, guard, *closers(keeper), warnings=warnings)
 
 
 def until_signalled(
-    engine: Engine, watchdog: Watchdog, guard: Guard, *closing: Callable[[], None]
+    engine: Engine,
+    watchdog: Watchdog,
+    guard: Guard,
+    *closing: Callable[[], None],
+    warnings: Callable[[], list[str]] = list,
 ) -> int:
     """Run the guard until SIGTERM or Ctrl+C, then close `closing` in order; 1 if the engine
     failed."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            return 0 if run(engine, watchdog, guard, stop) else 1
-        return 0
+        return 0 if run(engine, watchdog, guard, stop, warnings) else 1
+    except KeyboardInterrupt:
+        return 130  # as shells report Ctrl+C; SIGTERM ends it with 0
     finally:
         for close in closing:
             close()

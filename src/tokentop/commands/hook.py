@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, ClassVar, TextIO
 
 import msgspec
 
-from tokentop.model import SessionKey
+from tokentop.model import Action, SessionKey
 from tokentop.processes.registry import (
     Record,
     SessionRecord,
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from tokentop.model import SessionSnapshot
     from tokentop.sources.base import FileParser
 
+ACTOR = "hook"
+"""How this command signs the actions it logs."""
+
 EXIT_GO_ON = 0
 EXIT_ERROR = 0
 """tokentop's own error: reported on stderr, and the agent goes on."""
@@ -65,6 +68,15 @@ MAX_INPUT_BYTES = 4 << 20
 _ID_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 AGENT = "claude"
 PARENT_WAIT_S = 10.0
+TTY_HELP = """\
+tokentop hook: Claude Code runs this before tool calls, with its hook JSON on stdin; it maps
+the session to its agent process and blocks the tool calls of a session over its budget or
+looping. It reads nothing from a terminal. To set it up:
+
+    tokentop hook install          # adds it to ~/.claude/settings.json (shows a diff first)
+
+`tokentop hook --help` lists its options.
+"""
 
 
 class HookInput(msgspec.Struct):
@@ -95,6 +107,9 @@ def cmd_hook(args: argparse.Namespace) -> int:
         return install(args.settings, yes=args.yes)
     from tokentop.engine.state_cache import default_cache_dir
 
+    if sys.stdin.isatty():  # a person ran it: say what it is for instead of waiting for JSON
+        sys.stderr.write(TTY_HELP)
+        return EXIT_GO_ON
     files = HookFiles(args.registry or default_path(), args.config, default_cache_dir() / "hook")
     raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
     try:
@@ -214,29 +229,48 @@ class HookCall:
         reason = "; ".join(reasons)
         if not episode:
             self.append(SoftStopRecord(AGENT, sid, "blocked", self.now, session.responses, reason))
+            self.log_block(reason)
         else:
             self.escalate_if_due(episode, session, config, reason)
         return reasons
 
+    def log_block(self, reason: str) -> None:
+        """The first blocked call of an episode is an action like a pause: in the shared
+        action log, so the app, `guard` and the store know the hook stopped the agent."""
+        from tokentop.processes.control import ActionResult, ProcessController, default_action_log
+
+        record = latest_sessions(self.records).get(self.key)
+        pid = record.pid if record is not None else 0
+        message = (
+            f"Blocked a {safe(self.hook.tool_name) or 'tool'} call: the agent was told to stop."
+        )
+        result = ActionResult(
+            "block", True, (), message, reason, "policy:soft-stop", self.now, pid, str(self.key)
+        )
+        ProcessController(log_path=default_action_log(), actor=ACTOR).log(result)
+
     def escalate_if_due(
         self, episode: list[SoftStopRecord], session: SessionSnapshot, config: Config, reason: str
     ) -> None:
-        """Pause or kill the agent once it has ignored the stop for long enough."""
-        soft = config.policy.soft_stop
-        if soft.then == "none" or any(step.state == "escalated" for step in episode):
+        """Carry out the Watchdog's escalation (pause or kill, `[policy.soft_stop] then`)
+        once the agent has ignored the stop for long enough."""
+        from tokentop.clock import FakeClock
+        from tokentop.policy.watchdog import Watchdog
+
+        if any(step.state == "escalated" for step in episode):
             return
         first = episode[0]
-        more, waited = session.responses - first.responses, self.now - first.timestamp
-        due = (soft.after_responses and more >= soft.after_responses) or (
-            soft.after_s and waited >= soft.after_s
+        decision = Watchdog(config, FakeClock(self.now)).escalation(
+            session, (first.timestamp, first.responses), reason
         )
         record = latest_sessions(self.records).get(self.key)
-        if not due or record is None or not exact_agent(record):
+        if decision is None or record is None or not exact_agent(record):
             return
-        note = f"ignored the soft stop ({more} more responses, {waited:.0f} s): {reason}"
-        spawn_escalation(soft.then, record, note)
+        spawn_escalation(decision.action, record, decision.reason)
         self.append(
-            SoftStopRecord(AGENT, first.session_id, "escalated", self.now, session.responses, note)
+            SoftStopRecord(
+                AGENT, first.session_id, "escalated", self.now, session.responses, decision.reason
+            )
         )
 
 
@@ -333,9 +367,9 @@ def escalate(args: argparse.Namespace) -> int:
     while os.getppid() == parent and time.monotonic() < deadline:
         time.sleep(0.02)
     ref = ProcessRef(args.pid, args.create_time, how="hook", confident=True, agent=AGENT)
-    controller = ProcessController(log_path=default_action_log())
-    act = controller.pause if args.action == "pause" else controller.kill
-    result = act(ref, args.reason, "policy:soft-stop", session=args.session)
+    controller = ProcessController(log_path=default_action_log(), actor=ACTOR)
+    verb: Action = "pause" if args.action == "pause" else "kill"
+    result = controller.carry_out(verb, ref, args.reason, "policy:soft-stop", session=args.session)
     return 0 if result.ok else 1
 
 
@@ -363,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_hook_args(p)
     p.add_argument("--config", type=Path, metavar="FILE", help="config TOML file")
-    return cmd_hook(p.parse_args(argv))
+    try:
+        return cmd_hook(p.parse_args(argv))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

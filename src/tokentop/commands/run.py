@@ -21,13 +21,15 @@ import argparse
 import os
 import re
 import signal
+import sqlite3
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.config import Budget
+from tokentop.model import Action, LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.quantities import tokens_arg, usd_arg
 from tokentop.render.text import safe
 
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from tokentop.engine.engine import Engine
     from tokentop.policy.detectors import Decision
     from tokentop.policy.watchdog import EndHow, Judgement, ProcessState
-    from tokentop.processes.control import ActionResult, ProcessController
+    from tokentop.processes.control import ActionResult
     from tokentop.processes.finding import ProcessRef
 
 EXIT_STOPPED = 124
@@ -58,7 +60,7 @@ exit status:
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLL_S = 0.25
 STATUS_EVERY_S = 2.0
-"""Status lines when stderr is not a terminal (a log): at most one per this many seconds."""
+"""Status lines: at most one per this many seconds (on a terminal or in a log)."""
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -93,16 +95,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except CliError as error:
         err.write(f"tokentop: {error}\n")
         return EXIT_FAILED
-    return Run(engine, config, err, quiet=args.quiet).run(argv)
+    budget = Budget(args.budget, args.budget_tokens)
+    return Run(engine, config, err, quiet=args.quiet, budget=budget).run(argv)
 
 
 def run_config(config: Config, args: argparse.Namespace) -> Config:
-    """The config with the command line's budget and budget action applied."""
+    """The config with the command line's budget action applied (its budget is the
+    session's own, kept in the store when the session is linked: see `Run.keep_budget`)."""
     import msgspec
 
-    from tokentop.policy.detectors import with_budget
-
-    config = with_budget(config, args.budget, args.budget_tokens)
     if args.on_budget is None:
         return config
     budget = msgspec.structs.replace(config.policy.budget, action=args.on_budget)
@@ -181,8 +182,17 @@ class Linker:
 class Run:
     """One launched agent, followed until it exits."""
 
-    def __init__(self, engine: Engine, config: Config, err: TextIO, *, quiet: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        err: TextIO,
+        *,
+        quiet: bool,
+        budget: Budget | None = None,
+    ) -> None:
         from tokentop.policy.watchdog import Watchdog
+        from tokentop.processes.action_log import ActionLogFollower
         from tokentop.processes.control import ProcessController, default_action_log
 
         self.engine = engine
@@ -190,11 +200,11 @@ class Run:
         self.err = err
         self.child_state: str | None = None
         """The launched agent's process state, as last asked (the Watchdog's probe)."""
-        self.watchdog = Watchdog(config, probe=self._probe)
+        self.watchdog = Watchdog(config, probe=self._probe, actions=ActionLogFollower())
         self._last_state: ProcessState | None = None
         self.ended: dict[SessionKey, EndHow] = {}
         """How each linked session ended, as the Watchdog said (recorded at the end)."""
-        self.controller: ProcessController = ProcessController(log_path=default_action_log())
+        self.controller = ProcessController(log_path=default_action_log(), actor="run")
         self.changed: set[Path] = set()
         self.wake = threading.Event()
         self.lock = threading.Lock()
@@ -205,6 +215,8 @@ class Run:
         self.findings: list[Decision] = []
         """Detector decisions, kept in the store with the summaries at the end."""
         self.status = StatusLine(err, enabled=not quiet)
+        self.budget = budget if budget is not None and budget.is_set else None
+        """`--budget` / `--budget-tokens`: the linked sessions' own budget."""
 
     def run(self, argv: list[str]) -> int:
         from tokentop.engine.changes import ChangeFeed
@@ -308,17 +320,40 @@ class Run:
 
     def _record(self, session: SessionSnapshot, ref: ProcessRef) -> None:
         """Tell the registry (so the app and the guard map this session exactly), unless
-        another process is known to run the session (a second agent in the same cwd)."""
+        another process is known to run the session (a second agent in the same cwd); and
+        keep the command line's budget as the session's own."""
         from tokentop.processes.registry import SessionRecord, append, default_path
 
-        if self._elsewhere(session, ref):
+        if self._elsewhere(session, ref):  # judged here by the flags, never stored as its own
+            if self.budget is not None:
+                self.watchdog.set_budget(session.key, self.budget, "run")
             return
+        self.keep_budget(session.key)
         key = session.key
         record = SessionRecord(
             key.agent, key.session_id, ref.pid, ref.create_time, "launched", time.time(),
             session.cwd, session.files[0] if session.files else "", ref.cmdline,
         )  # fmt: skip
         append(default_path(), record)
+
+    def keep_budget(self, key: SessionKey) -> None:
+        """`--budget` becomes the session's own budget in the store, as `b` in the app does,
+        so every tokentop process shows and enforces it; in this process only when the
+        store can't be written (said once)."""
+        if self.budget is None:
+            return
+        from tokentop.history.store import Store, StoreError
+
+        try:
+            with Store() as store:
+                store.set_budget(key, self.budget, "run")
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            self.status.note(f"budget kept in this process only: {exc}")
+            self.watchdog.set_budget(key, self.budget, "run")
+            return
+        invalidate = getattr(self.config.session_budgets, "invalidate", None)
+        if invalidate is not None:
+            invalidate()
 
     def _probe(self, key: SessionKey) -> ProcessState | None:
         """The launched agent's state: every session this Watchdog judges is linked to it
@@ -358,18 +393,17 @@ class Run:
             note = f"not acted: {session} runs in pid {other}, not in the agent tokentop started"
             self.status.note(f"{decision.reason}: {note}")
             return
-        if decision.action == "pause":
-            result = self.controller.pause(ref, decision.reason, origin, session=session)
-        elif decision.action == "kill":
-            result = self.controller.kill(ref, decision.reason, origin, session=session)
-            self.stopped = result if result.ok else None
-        else:
+        if decision.action not in ("pause", "kill"):
             self.status.note(f"warning: {decision.reason}")
             return
+        verb: Action = "pause" if decision.action == "pause" else "kill"
+        result = self.controller.carry_out(verb, ref, decision.reason, origin, session=session)
+        if verb == "kill":
+            self.stopped = result if result.ok else None
         # SIGSTOP cannot be refused: a pause whose stop was not seen within the controller's
         # wait (an agent in the middle of a write on a busy machine) still takes effect.
-        took = result.ok or (result.action == "pause" and bool(result.pids))
-        self.watchdog.note_action(decision.session, result.action, took, result.timestamp)
+        took = result.ok or (verb == "pause" and bool(result.pids))
+        self.watchdog.note_action(decision.session, verb, took, result.timestamp, result.origin)
         self.status.note(f"{decision.reason}: {result.message}")
 
     def _launch_failed(self, command: str, error: OSError) -> int:
@@ -386,35 +420,36 @@ class Run:
 
 
 class StatusLine:
-    """The live one-line status on stderr: rewritten in place on a terminal, throttled lines
-    in a log; notes (warnings, actions) get lines of their own."""
+    """The status on stderr, one whole line at a time: at most one per STATUS_EVERY_S while
+    it changes, notes (warnings, actions) at once. Never a line rewritten in place: the agent
+    writes to the same terminal, and its output would land after a half-line of ours."""
 
     def __init__(self, err: TextIO, *, enabled: bool) -> None:
         self.err = err
         self.enabled = enabled
-        self.tty = enabled and err.isatty()
         self.last = ""
-        self.last_at = 0.0
+        self.last_at = -STATUS_EVERY_S
 
     def show(self, sessions: list[SessionSnapshot], config: Config, state: str) -> None:
         if not self.enabled:
             return
         text = safe(status_text(sessions, config, state))
-        if self.tty:
-            self.err.write(f"\r\x1b[K{text}")
-            self.err.flush()
-        elif text != self.last and time.monotonic() - self.last_at >= STATUS_EVERY_S:
-            self.err.write(text + "\n")
+        if text != self.last and time.monotonic() - self.last_at >= STATUS_EVERY_S:
+            self._line(text)
             self.last_at = time.monotonic()
         self.last = text
 
     def note(self, text: str) -> None:
         if self.enabled:
-            self.err.write(("\r\x1b[K" if self.tty else "") + f"tokentop: {safe(text)}\n")
+            self._line(f"tokentop: {safe(text)}")
 
     def finish(self, text: str) -> None:
         if self.enabled:
-            self.err.write(("\r\x1b[K" if self.tty else "") + safe(text) + "\n")
+            self._line(safe(text))
+
+    def _line(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
 
 
 def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> str:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+ACTOR = "serve"
+"""How this command signs the actions it logs."""
+
 DEFAULT_LISTEN = "127.0.0.1:4318"
 
 
@@ -26,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     engine = make_engine(args, config)
-    controller = ProcessController(log_path=default_action_log())
+    controller = ProcessController(log_path=default_action_log(), actor=ACTOR)
     mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
     watchdog = make_watchdog(config, mapper, controller)
     options = FleetOptions.from_args(args, config, DEFAULT_LISTEN)

@@ -14,14 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-import msgspec
-
-from tokentop.engine.tail import Tailer, TailState
 from tokentop.policy.watchdog import Judged, Judgement
-from tokentop.processes.control import ActionResult, ProcessController, default_action_log
+from tokentop.processes.action_log import ActionLogFollower
+from tokentop.processes.control import ProcessController, default_action_log
 from tokentop.render import records as output
-
-_ACTION = msgspec.json.Decoder(ActionResult)
 
 
 class NdjsonWriter:
@@ -66,30 +62,27 @@ class NdjsonWriter:
                 self.emit(decision_dict(decision, sessions[decision.session]))
 
 
-class ActionFollower:
-    """Tails the action log from its current end; each new action becomes an NDJSON line."""
+class ActionLines:
+    """Each action appended to the shared log from now on becomes an NDJSON line."""
 
     def __init__(self, path: Path, writer: NdjsonWriter) -> None:
         self.writer = writer
-        size = path.stat().st_size if path.exists() else 0
-        self.tailer = Tailer(TailState(path=str(path), offset=size))
-        self.tailer.read_new()  # records the file's identity, so a later rotation resets
-        self.tailer.state.offset = size
+        self.follow = ActionLogFollower(path, from_end=True)
 
     def poll(self) -> None:
         from tokentop.commands.guard import action_line
 
-        result = self.tailer.read_new()
-        for line in result.data.splitlines():
-            try:
-                action = _ACTION.decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
+        for action in self.follow():
             self.writer.emit(action_line(action))
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
-    from tokentop.commands.common import load_config, make_engine, make_watchdog
+    from tokentop.commands.common import (
+        empty_dir_warnings,
+        load_config,
+        make_engine,
+        make_watchdog,
+    )
     from tokentop.telemetry.fleet import running_fleet
 
     config = load_config(args)
@@ -98,21 +91,26 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     controller = ProcessController()
     watchdog = make_watchdog(config, controller=controller)
     writer = NdjsonWriter(out)
-    follower = ActionFollower(default_action_log(), writer)
+    follower = ActionLines(default_action_log(), writer)
     done = threading.Event()
     engine.add_listener(watchdog.observe)
     watchdog.subscribe(writer)
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with running_fleet(args, engine, config, watchdog):
         engine.start()
+        warned = False
         try:
             while not done.wait(0.5):
                 if engine.failure is not None:
                     sys.stderr.write(engine.failure.line() + "\n")
                     return 1
                 follower.poll()
+                if not warned and engine.scanned.is_set():
+                    warned = True
+                    for line in empty_dir_warnings(args, engine):
+                        sys.stderr.write(line + "\n")
         except KeyboardInterrupt:
-            pass
+            return 130  # as shells report Ctrl+C; SIGTERM ends it with 0
         finally:
             engine.stop()
     return 0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import platformdirs
 
-from tokentop.config import Budget
+from tokentop.config import Budget, SessionBudget
 from tokentop.files import make_private
 from tokentop.history.session_budgets import budget_rows
 from tokentop.history.summary import ActionRecord, EventRecord, SessionSummary
@@ -36,7 +36,7 @@ BUSY_TIMEOUT_MS = 5000
 INT64_MAX = 2**63 - 1
 """SQLite's INTEGER limit: the `tokens` column saturates there (the JSON body keeps the exact
 total; sources cap each count at 10**15, but a hostile file may hold many of them)."""
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = """
 CREATE TABLE summaries (
@@ -102,10 +102,16 @@ def _drop_engine_state(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE IF EXISTS engine_state")
 
 
+def _budget_origin(conn: sqlite3.Connection) -> None:
+    """Who set a session's budget (`b` in an app, `run --budget`): every process shows it."""
+    conn.execute("ALTER TABLE budget_overrides ADD COLUMN origin TEXT NOT NULL DEFAULT 'app'")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _create_v2,
     _drop_engine_state,
+    _budget_origin,
 )
 """MIGRATIONS[n] takes a file from user_version n to n + 1."""
 
@@ -184,7 +190,23 @@ class Store:
     # -- summaries -------------------------------------------------------------------------
 
     def record_summary(self, summary: SessionSummary) -> None:
-        """Insert or replace the session's row (recording again updates the same row)."""
+        """Insert or replace the session's row (recording again updates the same row).
+
+        How a session ended is never downgraded: several processes record the same ending
+        (the app sees the agent exit, the `run` that killed it records "killed"), so with no
+        activity since the row's, the stronger of the two stays, whoever writes last.
+        """
+        with self.write() as conn:
+            found = conn.execute(
+                "SELECT json_extract(body, '$.end_reason'), end_ts FROM summaries "
+                "WHERE session = ?",
+                (str(summary.key),),
+            ).fetchone()
+            if found is not None and summary.end <= found[1] and _stronger(found[0], summary):
+                summary = msgspec.structs.replace(summary, end_reason=found[0])
+            self._upsert(conn, summary)
+
+    def _upsert(self, conn: sqlite3.Connection, summary: SessionSummary) -> None:
         row = (
             str(summary.key),
             summary.agent,
@@ -199,15 +221,14 @@ class Store:
             summary.recorded_at,
             msgspec.json.encode(summary),
         )
-        with self.write() as conn:
-            conn.execute(
-                "INSERT INTO summaries VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (session) DO "
-                "UPDATE SET agent=excluded.agent, session_id=excluded.session_id, "
-                "project=excluded.project, cwd=excluded.cwd, start_ts=excluded.start_ts, "
-                "end_ts=excluded.end_ts, tokens=excluded.tokens, cost_usd=excluded.cost_usd, "
-                "label=excluded.label, recorded_at=excluded.recorded_at, body=excluded.body",
-                row,
-            )
+        conn.execute(
+            "INSERT INTO summaries VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (session) DO "
+            "UPDATE SET agent=excluded.agent, session_id=excluded.session_id, "
+            "project=excluded.project, cwd=excluded.cwd, start_ts=excluded.start_ts, "
+            "end_ts=excluded.end_ts, tokens=excluded.tokens, cost_usd=excluded.cost_usd, "
+            "label=excluded.label, recorded_at=excluded.recorded_at, body=excluded.body",
+            row,
+        )
 
     def summaries(self, since: float | None = None) -> tuple[list[SessionSummary], int]:
         """Summaries of sessions active since `since`, oldest first; and the unreadable count."""
@@ -297,19 +318,23 @@ class Store:
 
     # -- budget overrides ------------------------------------------------------------------
 
-    def set_budget(self, session: SessionKey, budget: Budget | None) -> None:
-        """Keep the session's own budget; None returns it to the configured one."""
+    def set_budget(self, session: SessionKey, budget: Budget | None, origin: str = "app") -> None:
+        """Keep the session's own budget, set by `origin` ("app", "run"); None returns it to
+        the configured one. The last one set wins, whoever set it."""
         with self.write() as conn:
             if budget is None:
                 conn.execute("DELETE FROM budget_overrides WHERE session = ?", (str(session),))
                 return
             conn.execute(
-                "INSERT OR REPLACE INTO budget_overrides VALUES (?,?,?,?)",
-                (str(session), budget.usd, budget.tokens, time.time()),
+                "INSERT OR REPLACE INTO budget_overrides (session, usd, tokens, set_at, origin) "
+                "VALUES (?,?,?,?,?)",
+                (str(session), budget.usd, budget.tokens, time.time(), origin),
             )
 
-    def budgets(self) -> dict[str, Budget]:
-        return budget_rows(self._rows("SELECT session, usd, tokens FROM budget_overrides"))
+    def budgets(self) -> dict[str, SessionBudget]:
+        return budget_rows(
+            self._rows("SELECT session, usd, tokens, origin, set_at FROM budget_overrides")
+        )
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -347,6 +372,15 @@ def _create_private(path: Path) -> None:
     except OSError as exc:
         raise StoreError(f"{path}: cannot create: {exc.strerror}") from None
     os.close(fd)
+
+
+ENDING_RANK = {"killed": 3, "terminated": 3, "paused-then-exited": 2, "exited": 1, "idle": 0}
+"""How certain an ending is: an action tokentop took beats the process exiting, which beats
+quiet; "open" (a snapshot of a session that may go on) ranks below all."""
+
+
+def _stronger(recorded: object, summary: SessionSummary) -> bool:
+    return ENDING_RANK.get(str(recorded), -1) > ENDING_RANK.get(summary.end_reason, -1)
 
 
 def _decode_summaries(bodies: Iterator[bytes] | list[bytes]) -> tuple[list[SessionSummary], int]:

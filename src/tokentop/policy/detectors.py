@@ -12,7 +12,7 @@ session over its budget is stopped again). Stall is the exception: it is about a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Literal
 
 import msgspec
@@ -23,7 +23,7 @@ from tokentop.policy.budgets import Level, budget_use
 from tokentop.policy.settings import ALL_TOKEN_KINDS, LoopPolicy, PolicyAction, TokenKind
 from tokentop.quantities import compact, usd
 
-Detector = Literal["budget", "loop", "drift", "runaway", "stall"]
+Detector = Literal["budget", "loop", "drift", "runaway", "stall", "soft-stop"]
 DETECTORS: tuple[Detector, ...] = ("budget", "loop", "drift", "runaway", "stall")
 WARN_LEVEL = 1
 LIMIT_LEVEL = 2
@@ -56,6 +56,11 @@ class PolicyState:
             if detector != "stall":
                 self.levels.pop((key, detector), None)
         self.high_since.pop(key, None)
+
+    def prune(self, keep: Collection[SessionKey]) -> None:
+        """Forget every session not in `keep` (no longer judged)."""
+        self.levels = {k: v for k, v in self.levels.items() if k[0] in keep}
+        self.high_since = {k: v for k, v in self.high_since.items() if k in keep}
 
 
 def evaluate(
@@ -91,7 +96,10 @@ def crossed(
         level = decision.level if decision is not None else 0
         if decision is not None and level > state.levels.get((key, detector), 0):
             new.append(decision)
-        state.levels[key, detector] = level
+        if level:
+            state.levels[key, detector] = level
+        else:  # 0 is the default: a session judged once holds nothing
+            state.levels.pop((key, detector), None)
     return new
 
 
@@ -313,6 +321,29 @@ def runaway_finding(
     limit = compact(runaway.tokens_per_min)
     reason = f"runaway: {compact(rate)} tokens/min for {(now - since) / 60:.0f} min (limit {limit})"
     return Finding("runaway", runaway.action, reason)
+
+
+def soft_stop_escalation(
+    snapshot: SessionSnapshot,
+    config: Config,
+    now: float,
+    blocked: tuple[float, int],
+    reason: str,
+) -> Decision | None:
+    """The agent was told to stop (the hook blocked a tool call at `blocked` = (time,
+    responses then)) and carries on: past `[policy.soft_stop]`'s responses or seconds, the
+    decision to pause or kill it (its `then`)."""
+    soft = config.policy.soft_stop
+    if soft.then == "none":
+        return None
+    more, waited = snapshot.responses - blocked[1], now - blocked[0]
+    due = (soft.after_responses and more >= soft.after_responses) or (
+        soft.after_s and waited >= soft.after_s
+    )
+    if not due:
+        return None
+    note = f"ignored the soft stop ({more} more responses, {waited:.0f} s): {reason}"
+    return Decision(snapshot.key, "soft-stop", soft.then, note, now, LIMIT_LEVEL)
 
 
 def stall_finding(snapshot: SessionSnapshot, config: Config, now: float) -> Finding | None:

@@ -20,8 +20,9 @@ from typing import Literal
 import msgspec
 
 from tokentop.clock import Clock, SystemClock
-from tokentop.config import Budget, Config
+from tokentop.config import Budget, Config, SessionBudget
 from tokentop.model import Action, LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.policy.acted import Acted, ActionFeed, ActionMemory
 from tokentop.policy.budgets import BudgetUse, Level, budget_use, crossings
 from tokentop.policy.detectors import (
     DETECTORS,
@@ -31,6 +32,7 @@ from tokentop.policy.detectors import (
     crossed,
     detect,
     loop_finding,
+    soft_stop_escalation,
 )
 
 SessionState = Literal["live", "idle", "ended", "paused", "killed", "terminated", "exited"]
@@ -92,11 +94,6 @@ class Judgement(msgspec.Struct, frozen=True):
         return next((j for j in self.sessions if j.session.key == key), None)
 
 
-class _Acted(msgspec.Struct):
-    verb: Action
-    at: float
-
-
 class Watchdog:
     """Judges snapshots; thread-safe, so keys may report actions from any thread."""
 
@@ -106,7 +103,8 @@ class Watchdog:
         clock: Clock | None = None,
         *,
         probe: ProcessProbe | None = None,
-        overrides: Mapping[SessionKey, Budget] | None = None,
+        overrides: Mapping[SessionKey, SessionBudget] | None = None,
+        actions: ActionFeed | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -115,7 +113,11 @@ class Watchdog:
         self._lock = threading.Lock()
         self._policy = PolicyState()
         self._levels: dict[SessionKey, Level] = {}
-        self._acted: dict[SessionKey, _Acted] = {}
+        self._acts = ActionMemory(actions)
+        """Actions on each session's process, by this process and, through `actions` (the
+        shared action log), by every other tokentop process."""
+        self._probed: dict[SessionKey, ProcessState | None] = {}
+        """This judgement's answers of the probe: each process is asked once a tick."""
         self._ended: dict[SessionKey, tuple[float, EndHow]] = {}
         """Sessions whose ending was announced: their last activity then, and how."""
         self._budgets: dict[tuple[SessionKey, str], tuple[Budget, str]] = {}
@@ -142,30 +144,49 @@ class Watchdog:
 
     # -- inputs from front-ends ------------------------------------------------------------
 
-    def set_budget(self, key: SessionKey, budget: Budget | None) -> None:
-        """A budget set live (the app's `b`, or the store's overrides); None clears it."""
+    def set_budget(self, key: SessionKey, budget: Budget | None, origin: str = "app") -> None:
+        """A budget set live in this process (the app's `b`; `run` when the store fails);
+        None clears it. The store's budgets (`config.session_budgets`) are read too: of the
+        two, the one set last wins."""
         with self._lock:
             if budget is None:
                 self._overrides.pop(key, None)
             else:
-                self._overrides[key] = budget
+                self._overrides[key] = SessionBudget(budget, origin, self.clock.now())
 
     def overrides(self) -> dict[SessionKey, Budget]:
+        """The budgets set for one session (in this process or in the store), by session."""
         with self._lock:
-            return dict(self._overrides)
+            stored = {
+                SessionKey(*name.split(":", 1)): own
+                for name, own in self.config.session_budgets.items()
+                if ":" in name
+            }
+            found: dict[SessionKey, Budget] = {}
+            for key in {*stored, *self._overrides}:
+                own = _latest(stored.get(key), self._overrides.get(key))
+                if own is not None:
+                    found[key] = own.budget
+            return found
 
-    def note_action(self, key: SessionKey, verb: Action, ok: bool, at: float | None = None) -> None:
+    def note_action(
+        self,
+        key: SessionKey,
+        verb: Action,
+        ok: bool,
+        at: float | None = None,
+        origin: str = "",
+    ) -> None:
         """An action carried out on the session's process; failed ones change nothing."""
-        if not ok:
-            return
+        with self._lock:
+            changed = self._acts.note(key, verb, ok, self.clock.now() if at is None else at, origin)
+        if changed:
+            self._forget_process(key)
+
+    def _forget_process(self, key: SessionKey) -> None:
         forget = getattr(self.probe, "forget", None)
         if forget is not None:
             forget(key)  # ask the process again at the next judgement, not from a cache
-        with self._lock:
-            if verb == "resume":
-                self._acted.pop(key, None)
-            else:
-                self._acted[key] = _Acted(verb, self.clock.now() if at is None else at)
 
     def budget_of(self, session: SessionSnapshot) -> Budget:
         with self._lock:
@@ -177,10 +198,14 @@ class Watchdog:
         """Judge every session of `snapshot` at the clock's now."""
         now = self.clock.now()
         with self._lock:
+            for key in self._acts.pull():  # what other tokentop processes did meanwhile
+                self._forget_process(key)
+            self._probed = {}
             judged = [self._judge_one(s, now) for s in snapshot.sessions]
             decisions = self._decide(judged, now)
             raised = self._crossings(judged)
             endings = self._endings(judged, now)
+            self._prune(snapshot)
             judgement = Judgement(
                 snapshot,
                 tuple(judged),
@@ -211,6 +236,13 @@ class Watchdog:
         ]
         return [f.reason for f in found if f is not None and (f.detector, f.level) != ("budget", 1)]
 
+    def escalation(
+        self, session: SessionSnapshot, blocked: tuple[float, int], reason: str
+    ) -> Decision | None:
+        """The hook blocked the session's tool calls at `blocked` (time, responses then) and
+        the agent carries on: the decision to pause or kill it, once due (`[policy.soft_stop]`)."""
+        return soft_stop_escalation(session, self.config, self.clock.now(), blocked, reason)
+
     def _judge_one(self, session: SessionSnapshot, now: float) -> Judged:
         """Quiet sessions come back as the same snapshot object every second: their last
         judgement is reused while its state and budget hold."""
@@ -230,11 +262,11 @@ class Watchdog:
         """The process says how a session stands when it is exactly known; else the last
         action does, until the session shows activity after it."""
         key = session.key
-        acted = self._acted.get(key)
+        acted = self._acts.get(key)
         process = self._probe(session, now, acted is not None)
-        if process is None and acted is not None and session.last_ts > acted.at:
-            del self._acted[key]  # active again since: the action no longer describes it
-            acted = None
+        if process is None and acted is not None:
+            self._acts.outdated(key, session.last_ts)  # active again since it?
+            acted = self._acts.get(key)
         if process == "gone":
             return "exited" if acted is None or acted.verb == "pause" else _stopped(acted.verb)
         if process == "stopped":
@@ -248,7 +280,10 @@ class Watchdog:
         ones are history, and a thousand of them must not cost a thousand lookups a second."""
         if self.probe is None or (now - session.last_ts > PROBE_HORIZON_S and not acted):
             return None
-        return self.probe(session.key)
+        key = session.key
+        if key not in self._probed:  # the state and the stall detector both ask
+            self._probed[key] = self.probe(key)
+        return self._probed[key]
 
     def _budget_of(self, session: SessionSnapshot) -> Budget:
         return self._budget_rule(session)[0]
@@ -256,11 +291,12 @@ class Watchdog:
     def _budget_rule(self, session: SessionSnapshot) -> tuple[Budget, str]:
         """The session's budget and where it comes from: its own (set live, or kept in the
         store), else the config's most specific rule."""
-        override = self._overrides.get(session.key)
-        if override is None:  # set with `b` in an app, kept in the store (read live)
-            override = self.config.session_budgets.get(str(session.key))
-        if override is not None:
-            return override, "session"
+        own = _latest(
+            self._overrides.get(session.key),  # set in this process
+            self.config.session_budgets.get(str(session.key)),  # kept in the store, read live
+        )
+        if own is not None:
+            return own.budget, own.origin
         cache_key = (session.key, session.cwd)
         rule = self._budgets.get(cache_key)
         if rule is None:
@@ -294,11 +330,26 @@ class Watchdog:
                 live=live,
                 budget=j.use.budget,
             )
-            found += crossed(held, key, self._policy, live=live)
+            new = crossed(held, key, self._policy, live=live)
+            found += [d for d in new if not self._acts.handled(key, d.detector)]
             judged[i] = msgspec.structs.replace(
                 j, flags=self._flags(j.session.key), reasons=tuple(d.reason for d in held)
             )
         return found
+
+    def _prune(self, snapshot: LedgerSnapshot) -> None:
+        """Forget sessions the snapshot no longer holds (a `run` judges only its own; an
+        engine restarted empty): what is kept per session stays bounded by what is judged."""
+        if len(self._judged) <= len(snapshot.sessions):
+            return
+        keep = {s.key for s in snapshot.sessions}
+        for table in (self._judged, self._levels, self._ended):
+            for key in [k for k in table if k not in keep]:
+                del table[key]
+        self._budgets = {k: v for k, v in self._budgets.items() if k[0] in keep}
+        self._live &= keep
+        self._acts.prune(keep)
+        self._policy.prune(keep)
 
     def _flags(self, key: SessionKey) -> str:
         levels = self._policy.levels
@@ -319,7 +370,7 @@ class Watchdog:
         idle_end_s = self.config.history.idle_end_s
         for j in judged:
             key, last_ts = j.session.key, j.session.last_ts
-            how = _ending(j.state, self._acted.get(key))
+            how = _ending(j.state, self._acts.get(key))
             quiet = j.state in ("idle", "ended") and now - last_ts >= idle_end_s
             if how is None and quiet:
                 how = "idle"
@@ -331,6 +382,13 @@ class Watchdog:
             self._ended[key] = (last_ts, how)
             found.append(Ending(key, how, now))
         return found
+
+
+def _latest(a: SessionBudget | None, b: SessionBudget | None) -> SessionBudget | None:
+    """Of two budgets set for a session, the one set last."""
+    if a is None or b is None:
+        return a or b
+    return a if a.set_at >= b.set_at else b
 
 
 def judge_once(
@@ -347,7 +405,7 @@ def _stopped(verb: Action) -> SessionState:
     return "paused" if verb == "pause" else "killed" if verb == "kill" else "terminated"
 
 
-def _ending(state: SessionState, acted: _Acted | None) -> EndHow | None:
+def _ending(state: SessionState, acted: Acted | None) -> EndHow | None:
     if state in ("killed", "terminated"):
         return state
     if state == "exited":

@@ -34,10 +34,14 @@ _STOPPED = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 _ENDED = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
+LoggedAction = Literal["pause", "resume", "terminate", "kill", "block"]
+"""What the action log records: the process actions, and the hook blocking a tool call."""
+
+
 class ActionResult(msgspec.Struct, frozen=True):
     """What an action did; one line of the action log."""
 
-    action: Action
+    action: LoggedAction
     ok: bool
     pids: tuple[int, ...]
     """Every pid that was signalled."""
@@ -50,6 +54,8 @@ class ActionResult(msgspec.Struct, frozen=True):
     pid: int = 0
     """The target's pid (the root of the tree)."""
     session: str = ""
+    actor: str = ""
+    """Which tokentop process acted: "app", "run", "guard", "serve", "hook"."""
 
 
 class _Refused(Exception):
@@ -84,9 +90,15 @@ class ProcessController:
     """Signals process trees on behalf of the UI, the policy and the CLI; never raises."""
 
     def __init__(
-        self, log_path: Path | None = None, clock: Clock | None = None, settle: float = 2.0
+        self,
+        log_path: Path | None = None,
+        clock: Clock | None = None,
+        settle: float = 2.0,
+        actor: str = "",
     ) -> None:
         self._log_path = log_path
+        self.actor = actor
+        """Which tokentop process this is, in every action it logs."""
         self._clock: Clock = clock or SystemClock()
         self._settle = settle
         """Seconds pause/resume wait to see the state change before reporting failure."""
@@ -123,6 +135,19 @@ class ProcessController:
     ) -> ActionResult:
         """SIGKILL the whole tree at once."""
         return self._act("kill", ref, reason, origin, session, self._kill)
+
+    def carry_out(
+        self, verb: Action, ref: ProcessRef, reason: str = "", origin: str = "", *, session: str
+    ) -> ActionResult:
+        """Execute what was decided (a Watchdog decision's action, a confirmed key): the
+        front-ends name the verb, none picks a signal."""
+        method = {
+            "pause": self.pause,
+            "resume": self.resume,
+            "terminate": self.terminate,
+            "kill": self.kill,
+        }[verb]
+        return method(ref, reason, origin, session=session)
 
     def status(self, ref: ProcessRef) -> ProcessState:
         """The process's state now; a reused pid or a zombie counts as gone."""
@@ -161,9 +186,14 @@ class ProcessController:
         except Exception as error:  # the controller must never raise into the UI
             ok, pids, message = False, [], f"{action} of pid {ref.pid} failed: {error!r}"
         result = ActionResult(
-            action, ok, tuple(pids), message, reason, origin, self._clock.now(), ref.pid, session
-        )
+            action, ok, tuple(pids), message, reason, origin, self._clock.now(), ref.pid, session,
+            self.actor,
+        )  # fmt: skip
         return self._log(result)
+
+    def log(self, result: ActionResult) -> ActionResult:
+        """Record an action taken another way (the hook blocking a tool call)."""
+        return self._log(msgspec.structs.replace(result, actor=result.actor or self.actor))
 
     def _log(self, result: ActionResult) -> ActionResult:
         """Append one line; a log failure is reported in the message, never raised."""

@@ -16,11 +16,13 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from tokentop.clock import Clock
-from tokentop.config import Budget, Config
+from tokentop.config import Config
 from tokentop.history.keeper import HistoryKeeper
+from tokentop.history.session_budgets import LiveBudgets
 from tokentop.history.store import Store
 from tokentop.history.summary import MinutesFn, SessionSummary
-from tokentop.model import LedgerSnapshot, SessionKey
+from tokentop.model import LedgerSnapshot
+from tokentop.policy.acted import ActionFeed
 from tokentop.policy.budgets import Level
 from tokentop.policy.detectors import Decision
 from tokentop.policy.watchdog import Judged, Judgement, ProcessProbe, Watchdog
@@ -138,10 +140,15 @@ def app_core(
     *,
     store: Store | None = None,
     probe: ProcessProbe | None = None,
+    actions: ActionFeed | None = None,
 ) -> AppCore:
-    """The watchdog over `engine` (with the budgets kept in the store), the inbox, and with a
-    store the keeper, all subscribed. Call before the engine starts."""
-    watchdog = Watchdog(config, clock, probe=probe, overrides=stored_budgets(store))
+    """The watchdog over `engine` (with the budgets kept in the store, and what other tokentop
+    processes did through `actions`), the inbox, and with a store the keeper, all subscribed.
+    Call before the engine starts."""
+    if store is not None and not isinstance(config.session_budgets, LiveBudgets):
+        # the budgets set for one session by any tokentop process (`b`, `run --budget`)
+        config = msgspec.structs.replace(config, session_budgets=LiveBudgets(store.path))
+    watchdog = Watchdog(config, clock, probe=probe, actions=actions)
     engine.add_listener(watchdog.observe)
     inbox = Inbox()
     watchdog.subscribe(inbox.take)
@@ -188,18 +195,3 @@ def minutes_of(engine: Any) -> MinutesFn | None:
     """Per-minute history of a session, read under the engine's lock, if the engine has it."""
     minutes = getattr(engine, "minutes", None)
     return minutes if callable(minutes) else None
-
-
-def stored_budgets(store: Store | None) -> dict[SessionKey, Budget]:
-    """The budgets set with `b` in earlier runs, by session."""
-    if store is None:
-        return {}
-    try:
-        kept = store.budgets()
-    except Exception:  # sqlite3 or StoreError: the keeper says what is wrong with the store
-        return {}
-    found: dict[SessionKey, Budget] = {}
-    for name, budget in kept.items():
-        agent, _, session_id = name.partition(":")
-        found[SessionKey(agent, session_id)] = budget
-    return found

@@ -123,7 +123,7 @@ class ProcessActions:
         for step in plan:
             outcome = act(controller, step.verb, step.ref, origin, str(step.session.key))
             self._log(step, outcome, origin)
-            self.watchdog.note_action(step.session.key, step.verb, outcome.ok)
+            self.watchdog.note_action(step.session.key, step.verb, outcome.ok, origin=origin)
             self.app.post_message(ActionDone(step, outcome))
         self.rejudge()
 
@@ -171,9 +171,12 @@ class ProcessActions:
         """Saved for the hook, guard and run (and the next start of the app)."""
         if self.store is not None:
             try:
-                self.store.set_budget(key, budget)
+                self.store.set_budget(key, budget, "app")
             except (StoreError, sqlite3.Error) as exc:
                 self.app.notify(f"Budget kept for this run only: {exc}", severity="warning")
+            invalidate = getattr(self.watchdog.config.session_budgets, "invalidate", None)
+            if invalidate is not None:
+                invalidate()
 
     def look_up(self, session: SessionSnapshot) -> None:
         """Find the process of the session whose details just opened."""
