@@ -261,15 +261,14 @@ class HttpServer:
         if self._buffered + length > self.limits.buffered:
             raise HttpError(503, "busy, retry later")
         self._buffered += length
-        self._in_work += 1
         try:
             if request.headers.get("expect", "").lower() == "100-continue":
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.body = await reader.readexactly(length)
         except BaseException:
             self._buffered -= length
-            self._in_work -= 1
             raise
+        self._in_work += 1  # complete: waits for a worker
         return request, keep
 
     def _handled(self, request: Request) -> Reply:
