@@ -75,7 +75,8 @@ def post(
     started = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", path, body, {"Content-Type": "application/x-protobuf", **(headers or {})})
+        ctype = {"Content-Type": "application/x-protobuf"}
+        conn.request("POST", path, body, {**ctype, **(headers or {})})
         status = conn.getresponse().status
     except OSError:
         status = 0

@@ -91,7 +91,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
 
 def _bombs(port: int, results: list[int], each: int = 4) -> list[threading.Thread]:
     threads = []
-    for body, ctype in ((record_bomb(), "application/x-protobuf"), (json_bomb(), "application/json")):
+    kinds = ((record_bomb(), "application/x-protobuf"), (json_bomb(), "application/json"))
+    for body, ctype in kinds:
         for _ in range(each):
             headers = {"Content-Encoding": "gzip", "Content-Type": ctype}
             args = (port, "/v1/logs", body, headers)
