@@ -43,9 +43,10 @@ def _env(home: Path, blocked: Path | None) -> dict[str, str]:
 def _run(
     argv: list[str], env: dict[str, str], stdin: str = "", umask: int | None = None
 ) -> subprocess.CompletedProcess[str]:
+    masked = None if umask is None else lambda: os.umask(umask)
     return subprocess.run(
         [sys.executable, "-m", "tokentop.cli", *argv], input=stdin, capture_output=True,
-        text=True, env=env, timeout=60, preexec_fn=None if umask is None else lambda: os.umask(umask),
+        text=True, env=env, timeout=60, preexec_fn=masked,
     )  # fmt: skip
 
 

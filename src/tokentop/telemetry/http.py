@@ -134,7 +134,7 @@ class HttpServer:
         family = socket.AF_INET6 if ":" in self.listen.host else socket.AF_INET
         try:
             self._sock = socket.create_server(
-                (self.listen.host, self.listen.port), family=family, backlog=1024
+                (self.listen.host, self.listen.port), family=family, backlog=4096
             )
         except OSError as exc:
             raise ListenError(f"can't listen on {self.listen}: {exc.strerror or exc}") from None
