@@ -161,3 +161,30 @@ def test_a_busy_engine_gets_503_until_it_catches_up() -> None:
         assert r.post("/v1/logs", body, "application/json") == 200
     finally:
         receiver.stop()
+
+
+def test_telemetry_numbers_follow_the_transcript_rules() -> None:
+    """A count is an integer or a string of digits: "12.7" is not 12, "1_000" not 1000, and
+    true not 1; a cost is a plain decimal. Each such record is bad (counted), not misread."""
+    from tokentop.telemetry.agents import BadRecord, cost, count
+
+    assert count({"n": "1200"}, "n") == 1200 and count({"n": 7}, "n") == 7
+    assert count({}, "n") == 0 and cost({"cost_usd": "0.0421"}) == 0.0421
+    assert cost({"cost_usd": 1}) == 1.0 and cost({"cost_usd": "2e-3"}) == 0.002
+    for junk in ("12.7", "1_000", " 5", "+5", "0x10", "١٢", True, False, 12.7, 12.0, "1e3"):
+        with pytest.raises(BadRecord):
+            count({"n": junk}, "n")
+    for junk in ("1_0", " 5", "nan", "inf", "-1", "5$"):
+        with pytest.raises(BadRecord):
+            cost({"cost_usd": junk})
+    records = [
+        _record({"session.id": "strict", "input_tokens": bad, "request_id": f"r{i}"})
+        for i, bad in enumerate(("12.7", "1_000"))
+    ] + [_record({"session.id": "strict", "input_tokens": "5", "request_id": "ok"})]
+    flag = {"key": "output_tokens", "value": {"boolValue": True}}
+    records[-1]["attributes"].append(flag)  # type: ignore[union-attr]
+    records.append(_record({"session.id": "strict", "input_tokens": "4", "request_id": "good"}))
+    with rig() as r:
+        assert r.post("/v1/logs", _logs(*records), "application/json") == 200
+        assert r.wait_tokens("claude", "strict", 4).responses == 1
+        assert r.hub.stats.bad_records == 3
