@@ -215,9 +215,9 @@ class Ledger:
         counts = _counts(t)
         sid = self.state.seen_session[slot]
         model = self.state.seen_model[slot]
-        if not replaces and t.total <= sum(old):
-            if t.total < sum(old) or not self._outranks(event, model, slot, counts, old):
-                return 0
+        smaller = t.total < sum(old) or not self._outranks(event, model, slot, counts, old)
+        if not replaces and t.total <= sum(old) and smaller:
+            return 0
         cost = self._rates.cost(event, model)
         old_cost = self._cost[slot]
         self._tokens[base : base + KINDS] = array("q", counts)
