@@ -215,8 +215,11 @@ class Ledger:
         counts = _counts(t)
         sid = self.state.seen_session[slot]
         model = self.state.seen_model[slot]
-        smaller = t.total < sum(old) or not self._outranks(event, model, slot, counts, old)
-        if not replaces and t.total <= sum(old) and smaller:
+        total = sum(old)
+        if not replaces and (
+            t.total < total
+            or (t.total == total and not self._outranks(event, model, slot, counts, old))
+        ):
             return 0
         cost = self._rates.cost(event, model)
         old_cost = self._cost[slot]
