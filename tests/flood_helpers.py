@@ -55,7 +55,9 @@ def claude_event(session: str, host: str, request_id: str, cost: float, tokens: 
 
     request = ExportLogsServiceRequest()
     rl = request.resource_logs.add()
-    rl.resource.attributes.append(KeyValue(key="host.name", value=AnyValue(string_value=host)))
+    if host:  # none: the receiver goes by the sender's address
+        name = AnyValue(string_value=host)
+        rl.resource.attributes.append(KeyValue(key="host.name", value=name))
     record = rl.scope_logs.add().log_records.add()
     record.time_unix_nano = time.time_ns()
     record.body.string_value = "claude_code.api_request"
