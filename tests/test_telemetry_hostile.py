@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -188,3 +189,46 @@ def test_telemetry_numbers_follow_the_transcript_rules() -> None:
         assert r.post("/v1/logs", _logs(*records), "application/json") == 200
         assert r.wait_tokens("claude", "strict", 4).responses == 1
         assert r.hub.stats.bad_records == 3
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes on one connection; everything the server answers until it closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    return got
+
+
+def test_a_refused_request_never_smuggles_the_next_one() -> None:
+    """The body of a refused POST (wrong token) is a complete POST with the right token:
+    it must not be read as the next request. Two Content-Lengths, or a Transfer-Encoding,
+    are refused, and each refusal closes the connection."""
+    body = _logs(_record({"session.id": "smuggled", "input_tokens": "9", "request_id": "s"}))
+    inner = (
+        b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with rig(token="s3cret") as r:
+        port = r.receiver.port
+        outer = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(inner)
+        answer = _raw(port, outer + inner)
+        assert answer.startswith(b"HTTP/1.1 401") and answer.count(b"HTTP/1.1") == 1
+        wrong_path = b"POST /v1/traces HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(inner)
+        assert _raw(port, wrong_path + inner).count(b"HTTP/1.1") == 1
+        two = b"POST /v1/logs HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n"
+        assert _raw(port, (two % len(inner)) + inner).startswith(b"HTTP/1.1 400")
+        chunked = (
+            b"POST /v1/logs HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        )
+        assert _raw(port, chunked + b"0\r\n\r\n").startswith(b"HTTP/1.1 501")
+        time.sleep(0.8)
+        assert r.session("claude", "smuggled") is None
+        assert (
+            r.post("/v1/logs", body, "application/json", headers={"Authorization": "Bearer s3cret"})
+            == 200
+        )
+        assert r.wait_tokens("claude", "smuggled", 9).responses == 1
