@@ -164,4 +164,4 @@ def test_the_flood(serve: Serve) -> None:
     assert peak < 300 * MB, f"peak RSS {peak / MB:.0f} MB"
     assert results == [413] * 4
     status, took, host = serve.honest()
-    assert status == 200 and took < 1.0 and serve.counted(host)
+    assert status == 200 and took < 2.0 and serve.counted(host)

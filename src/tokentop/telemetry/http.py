@@ -35,6 +35,8 @@ import msgspec
 
 from tokentop.telemetry.options import Listen, ListenError
 
+BACKLOG = 4096
+"""Connections the kernel queues before accepting; a full queue delays a SYN by a second."""
 SEND_S = 5.0
 """How long a reply may take to leave (a sender that doesn't read is dropped)."""
 Reply = tuple[int, bytes, str]
@@ -134,7 +136,7 @@ class HttpServer:
         family = socket.AF_INET6 if ":" in self.listen.host else socket.AF_INET
         try:
             self._sock = socket.create_server(
-                (self.listen.host, self.listen.port), family=family, backlog=4096
+                (self.listen.host, self.listen.port), family=family, backlog=BACKLOG
             )
         except OSError as exc:
             raise ListenError(f"can't listen on {self.listen}: {exc.strerror or exc}") from None
@@ -155,18 +157,25 @@ class HttpServer:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         loop.set_exception_handler(self._loop_error)
         try:
             server = loop.run_until_complete(
-                asyncio.start_server(self._serve, sock=self._sock, limit=self.limits.head_bytes)
+                asyncio.start_server(
+                    self._serve, sock=self._sock, limit=self.limits.head_bytes, backlog=BACKLOG
+                )
             )
             self._ready.set()
             loop.run_forever()
             server.close()
             for conn in list(self._conns):
                 conn.writer.transport.abort()
-            loop.run_until_complete(asyncio.sleep(0))
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         finally:
             self._ready.set()
             loop.close()
