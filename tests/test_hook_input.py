@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,30 @@ def test_the_stop_message_escapes_what_the_transcript_named() -> None:
 
     text = stop_message(["looping: the same \x1b]2;PWNED\x07 call 6 times"])
     assert "\x1b" not in text and "\\x1b]2;PWNED\\x07" in text
+
+
+@pytest.mark.parametrize(
+    "sent", [b"whole", b"", b'{"session_id": "half'], ids=["json-then-open", "nothing", "half"]
+)
+def test_the_hook_answers_within_2s_whatever_its_stdin_does(
+    tmp_path: Path, transcript: Path, sent: bytes
+) -> None:
+    """Stdin left open after the JSON (or with nothing, or half of it): the hook answers
+    within 2 s all the same, and a whole JSON is used at once."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "home" / "cache")}
+    env |= {"XDG_DATA_HOME": str(tmp_path / "home" / "data"), "XDG_CONFIG_HOME": str(tmp_path)}
+    argv = [sys.executable, "-m", "tokentop.commands.hook", "--registry", str(tmp_path / "r")]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdin is not None
+    started = time.monotonic()
+    try:
+        proc.stdin.write(payload(transcript, GOOD) if sent == b"whole" else sent)
+        proc.stdin.flush()  # and never closed while the hook runs
+        code = proc.wait(timeout=10)
+        took = time.monotonic() - started
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert code == 0 and took < 2.0, took
+    if sent == b"whole":
+        assert (tmp_path / "home" / "cache" / "tokentop" / "hook" / GOOD).is_dir()

@@ -251,3 +251,54 @@ def test_fifo_or_unreadable_file_named_as_a_root(case: Case, shared_tmp: Path) -
     reasons = json.loads(as_unprivileged(scan))
     assert "not a regular file" in reasons["pipe.jsonl"]
     assert "Permission denied" in reasons["locked.jsonl"]
+
+
+SHORT_SYS_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def _short_sys_file() -> bool:
+    try:
+        return SHORT_SYS_FILE.stat().st_size > len(SHORT_SYS_FILE.read_bytes())
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _short_sys_file(), reason="no /sys file longer in stat than in reading")
+def test_a_transcript_linked_to_a_sys_file_ends_every_read_loop(tmp_path: Path) -> None:
+    """A /sys file says 4096 bytes and holds 23: the tailer hands out what is there and
+    says it is done; `sessions` and the hook (PreToolUse naming it) finish at once."""
+    import subprocess
+    import sys
+    import time
+
+    from tokentop.engine.tail import Tailer
+
+    projects = tmp_path / "claude" / "projects"
+    want = write_session(projects / "p" / "good.jsonl", "good", [5, 7])
+    link = projects / "p" / "4b1d0000-0000-4000-8000-000000000000.jsonl"
+    link.symlink_to(SHORT_SYS_FILE)
+    tailer = Tailer(link)
+    reads = [tailer.read_new() for _ in range(3)]
+    assert not any(r.more for r in reads) and reads[0].data == SHORT_SYS_FILE.read_bytes()
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp_path / "c"),
+        "XDG_DATA_HOME": str(tmp_path / "d"),
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "tokentop.cli", "sessions", "--json", "--no-cache",
+         "--claude-dir", str(tmp_path / "claude")],
+        capture_output=True, timeout=30, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0 and time.monotonic() - started < 15
+    assert sum(s["tokens"]["total"] for s in json.loads(done.stdout)) == want.total
+    hook_input = json.dumps({
+        "session_id": link.stem, "transcript_path": str(link), "cwd": "/x",
+        "hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {},
+    })  # fmt: skip
+    hook = subprocess.run(
+        [sys.executable, "-m", "tokentop.commands.hook", "--registry", str(tmp_path / "r")],
+        input=hook_input.encode(), capture_output=True, timeout=30, env=env,
+    )  # fmt: skip
+    assert hook.returncode == 0, hook.stderr

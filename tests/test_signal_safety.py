@@ -284,8 +284,8 @@ def test_a_pid_reused_within_50_ms_is_not_signalled(tmp_path: Path, groups: list
         ("/usr/bin/node", ["node", "{npm}/bin/gemini"], "gemini"),
         ("/usr/local/bin/bun", ["bun", "run", "{npm}/bin/opencode"], "opencode"),
         ("/usr/bin/node", ["node", "{npm}/bin/openclaw", "gateway"], "openclaw"),
-        ("/usr/bin/node", ["claude"], "claude"),  # Claude Code's process.title over its argv
-        ("/usr/bin/node", ["claude", "", "", ""], "claude"),  # ...as psutil reads it
+        ("/usr/bin/node", ["claude", "", "", ""], "claude"),  # process.title over its argv
+        ("/usr/bin/node", ["codex"], ""),  # exec -a codex node: an argv, not a title
         ("/usr/bin/python3.11", ["python3", "claude.py"], ""),
         ("/usr/bin/python3.11", ["python3", "{home}/claude"], ""),
         ("/usr/bin/sleep", ["claude", "600"], ""),  # exec -a claude sleep
@@ -397,3 +397,23 @@ def test_an_npm_agent_that_sets_its_title_is_still_found(tmp_path: Path, groups:
     assert wait_until(titled)
     found = {ref.pid: ref.agent for ref in find_agent_processes()}
     assert found.get(agent.pid) == "claude"
+
+
+@fake_agents.needs_node
+def test_a_stock_node_under_exec_a_holding_a_rollout_is_no_agent(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    """`bash -c "exec -a codex node >> rollout-….jsonl"`: a stock node reading its program
+    from a pipe, with argv exactly `codex` and the rollout open for append. Its argv is all
+    it has of an agent, so it is neither an agent nor the rollout's mapped process."""
+    from tokentop.processes.finding import find_agent_processes, is_agent
+
+    rollout = tmp_path / "sessions" / "rollout-2026-12-02T10-00-00-0199a1b2.jsonl"
+    rollout.parent.mkdir(parents=True)
+    rollout.write_text("")
+    shell = f'exec -a codex {fake_agents.NODE} >> "{rollout}"'
+    look_alike = start(["bash", "-c", shell], groups, stdin=subprocess.PIPE)
+    assert wait_until(lambda: psutil.Process(look_alike.pid).cmdline() == ["codex"])
+    assert not is_agent(look_alike.pid)
+    assert find_by_open_file(rollout) is None
+    assert look_alike.pid not in {ref.pid for ref in find_agent_processes()}

@@ -112,3 +112,22 @@ def test_any_split_gives_the_same_events(cuts: list[int], persist: bool) -> None
     parser, events = feed_split(source.new_parser(WRITTEN), DATA, cuts, persist)
     assert events == whole
     assert (parser.lines, parser.bad_lines) == (10, 2)
+
+
+@pytest.mark.parametrize("order", ["cheap first", "dear first"])
+def test_a_call_logged_twice_with_two_costs_counts_the_same_whatever_the_order(
+    tmp_path: Path, order: str
+) -> None:
+    """Two lines with one call id and the same tokens, at $0.50 and $50: the larger recorded
+    cost wins (then the larger counts), so the total never depends on the line order."""
+    import json
+
+    line = json.loads(WRITTEN.read_bytes().splitlines()[0])
+    cheap, dear = ({**line, "response_cost": cost} for cost in (0.5, 50.0))
+    lines = [cheap, dear] if order == "cheap first" else [dear, cheap]
+    log = tmp_path / "proxy.jsonl"
+    log.write_text("".join(json.dumps(doc) + "\n" for doc in lines))
+    engine = engine_for(LiteLLMSource([log]))
+    engine.scan()
+    [session] = engine.snapshot().sessions
+    assert session.cost_usd == 50.0 and session.responses == 1

@@ -244,3 +244,35 @@ def test_roots_names_and_env(tmp_path: Path) -> None:
     assert source.is_transcript(tmp_path / "storage/message/ses_1/msg_1.json")
     assert not source.is_transcript(tmp_path / "storage/part/msg_1/prt_1.json")
     assert not source.is_transcript(tmp_path / "opencode.db-shm")
+
+
+def test_a_query_that_never_ends_is_stopped_by_its_time_budget(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crafted opencode.db whose `message` is a recursive VIEW: the read is stopped by
+    SQLite's progress handler, counted as one bad line, and not run again until the file
+    changes."""
+    import threading
+    import time
+
+    from tokentop.sources import opencode
+
+    monkeypatch.setattr(opencode, "QUERY_BUDGET_S", 0.5)
+    data_dir.mkdir()
+    with sqlite3.connect(data_dir / "opencode.db") as db:
+        db.executescript(
+            "CREATE TABLE session (id TEXT, parent_id TEXT, directory TEXT);"
+            "CREATE VIEW message AS WITH RECURSIVE n(rowid, id, session_id, data) AS"
+            " (SELECT 1, 'm', 's', '{}' UNION ALL SELECT rowid + 1, 'm', 's', '{}' FROM n)"
+            " SELECT * FROM n WHERE rowid < 0;"  # counts for ever, never finds a row
+        )
+    engine = engine_for(OpencodeSource(dirs=[data_dir]))
+    started = time.monotonic()
+    worker = threading.Thread(target=lambda: [engine.scan() for _ in range(3)], daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "the scan never ended"
+    assert time.monotonic() - started < 5.0  # one budget: the unchanged file is not retried
+    health = {f.path: f for f in engine.snapshot().files}
+    db_health = health[str(data_dir / "opencode.db")]
+    assert db_health.bad_lines == 1 and "read stopped after 0.5 s" in db_health.last_error

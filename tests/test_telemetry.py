@@ -207,10 +207,11 @@ def _claude_source(root: Path):  # type: ignore[no-untyped-def]
     return ClaudeCodeSource(config_dirs=[root])
 
 
-def test_transcript_and_telemetry_of_one_claude_session_count_once(tmp_path: Path) -> None:
-    """The transcript writes placeholder input (1); the telemetry has the billed input.
-    Matched by request id, each response counts once, at the billed figure, and the
-    reconciliation shows the input the transcript missed."""
+def test_telemetry_confirms_a_local_transcript_and_never_adds_to_it(tmp_path: Path) -> None:
+    """The transcript writes placeholder input (1); the telemetry says more. Local truth
+    comes from local evidence: the session keeps the transcript's counts, the responses
+    matched by request id are confirmed, one the transcript doesn't have is unconfirmed,
+    and the reconciliation shows both apart."""
     rids = _transcript(tmp_path, "sess-local", [1, 1, 0])
     billed = [{"input": 5000, "output": 200, "cache_read": 1000}] * 3
     with rig([_claude_source(tmp_path)]) as r:
@@ -218,11 +219,13 @@ def test_transcript_and_telemetry_of_one_claude_session_count_once(tmp_path: Pat
         provider = log_provider(r.url, "claude-code", host=LOCAL)
         for rid, tokens in zip(rids, billed, strict=True):
             claude_api_request(provider, "sess-local", rid, tokens, 0.02)
+        claude_api_request(provider, "sess-local", "req_not_in_it", billed[0], 100.0)
         provider.shutdown()
-        s = r.wait_tokens("claude", "sess-local", 3 * 6200)
-        assert s.responses == 3 and s.tokens.input == 15_000 and not s.host
-        time.sleep(0.6)  # past the hub's wait: nothing more is added
-        assert r.session("claude", "sess-local").tokens.total == 3 * 6200  # type: ignore[union-attr]
+        wait_until(lambda: r.hub.stats.usages == 4)
+        time.sleep(0.8)  # past the hub's wait: nothing is added
+        s = r.session("claude", "sess-local")
+        assert s is not None and s.responses == 3 and s.tokens.total == 3 * 1201 - 1
+        assert not s.from_telemetry and abs(s.cost_usd - (3 * 1201 - 1) * 1e-6) < 1e-12
         from tokentop.history.reconcile import PAIR_SOURCES, reconcile
 
         PAIR_SOURCES.append(r.hub.pairs)
@@ -231,14 +234,15 @@ def test_transcript_and_telemetry_of_one_claude_session_count_once(tmp_path: Pat
         finally:
             PAIR_SOURCES.remove(r.hub.pairs)
         assert pair.matched_by == "request_id"
-        assert pair.transcript_tokens.input == 2 and pair.proxy_tokens.input == 15_000
-        assert pair.delta_tokens.input == 14_998
-        assert pair.delta_tokens.output == 0 and pair.transcript_responses == 3
+        assert pair.transcript_tokens.input == 2 and pair.proxy_tokens.input == 20_000
+        assert pair.unconfirmed_responses == 1 and pair.unconfirmed_tokens.input == 5000
+        assert pair.unconfirmed_cost_usd == 100.0
+        assert pair.as_dict()["unconfirmed_cost_usd"] == 100.0
 
 
-def test_telemetry_first_then_transcript_counts_once(tmp_path: Path) -> None:
+def test_telemetry_first_then_transcript_counts_the_transcript(tmp_path: Path) -> None:
     """Telemetry of a local session waits for its transcript (written by the agent first,
-    read by the engine a moment later) and is then counted under the transcript's keys."""
+    read by the engine a moment later), which then speaks for the session alone."""
     rids = [f"req_011Cfirst{i}" for i in range(2)]
     with rig([_claude_source(tmp_path)], wait_s=10) as r:
         provider = log_provider(r.url, "claude-code")  # no host.name: loopback sender is local
@@ -268,10 +272,10 @@ def test_telemetry_first_then_transcript_counts_once(tmp_path: Path) -> None:
             for i, rid in enumerate(rids)
         ]
         (folder / "sess-late.jsonl").write_text("\n".join(lines) + "\n")
-        s = r.wait_tokens("claude", "sess-late", 2 * 810)
+        s = r.wait_tokens("claude", "sess-late", 2 * 11)
         time.sleep(0.6)
-        assert r.session("claude", "sess-late").tokens.total == 2 * 810  # type: ignore[union-attr]
-        assert s.responses == 2
+        assert r.session("claude", "sess-late").tokens.total == 2 * 11  # type: ignore[union-attr]
+        assert s.responses == 2 and not s.from_telemetry
 
 
 def test_otlp_json_ids_are_hex_not_base64() -> None:

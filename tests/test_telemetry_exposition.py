@@ -91,3 +91,30 @@ def test_metrics_server_with_a_token() -> None:
         assert {"tokentop_tokens", "tokentop_cost_usd", "tokentop_sessions"} <= names
     finally:
         server.stop()
+
+
+def test_every_label_is_bounded_per_session_gauges_included() -> None:
+    """Distinct session, host, user and model in every record (what a sender controls):
+    each family keeps at most MAX_SERIES label sets plus its _other ones, the sums stay
+    exact, and tokentop_series_folded says how many were folded."""
+    sessions = [
+        msgspec.structs.replace(
+            make_session(f"s{i}", cwd="/src/shop", tokens=TokenCounts(input=1), cost=0.0,
+                         tpm=1.0, model=f"m{i}"),
+            host=f"h{i}",
+        )
+        for i in range(exposition.MAX_SERIES + 500)
+    ]  # fmt: skip
+    exp = Exposition(clock=lambda: NOW)
+    exp(_snap(*sessions))
+    got = _samples(exp)
+    for name in (
+        "tokentop_tokens_total", "tokentop_cost_usd_total", "tokentop_burn_tokens_per_minute",
+        "tokentop_sessions",
+    ):  # fmt: skip
+        assert len(got[name]) <= exposition.MAX_SERIES + 10, name
+        assert any(m.get("host") == "_other" for m, _ in got[name]), name
+    assert sum(v for _, v in got["tokentop_tokens_total"]) == len(sessions)
+    assert sum(v for _, v in got["tokentop_burn_tokens_per_minute"]) == len(sessions)
+    folded = {m["family"]: v for m, v in got["tokentop_series_folded"]}
+    assert folded["tokentop_burn_tokens_per_minute"] == 500

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -161,3 +162,73 @@ def test_a_busy_engine_gets_503_until_it_catches_up() -> None:
         assert r.post("/v1/logs", body, "application/json") == 200
     finally:
         receiver.stop()
+
+
+def test_telemetry_numbers_follow_the_transcript_rules() -> None:
+    """A count is an integer or a string of digits: "12.7" is not 12, "1_000" not 1000, and
+    true not 1; a cost is a plain decimal. Each such record is bad (counted), not misread."""
+    from tokentop.telemetry.agents import BadRecord, cost, count
+
+    assert count({"n": "1200"}, "n") == 1200 and count({"n": 7}, "n") == 7
+    assert count({}, "n") == 0 and cost({"cost_usd": "0.0421"}) == 0.0421
+    assert cost({"cost_usd": 1}) == 1.0 and cost({"cost_usd": "2e-3"}) == 0.002
+    for junk in ("12.7", "1_000", " 5", "+5", "0x10", "١٢", True, False, 12.7, 12.0, "1e3"):
+        with pytest.raises(BadRecord):
+            count({"n": junk}, "n")
+    for junk in ("1_0", " 5", "nan", "inf", "-1", "5$"):
+        with pytest.raises(BadRecord):
+            cost({"cost_usd": junk})
+    records = [
+        _record({"session.id": "strict", "input_tokens": bad, "request_id": f"r{i}"})
+        for i, bad in enumerate(("12.7", "1_000"))
+    ] + [_record({"session.id": "strict", "input_tokens": "5", "request_id": "ok"})]
+    flag = {"key": "output_tokens", "value": {"boolValue": True}}
+    records[-1]["attributes"].append(flag)  # type: ignore[union-attr]
+    records.append(_record({"session.id": "strict", "input_tokens": "4", "request_id": "good"}))
+    with rig() as r:
+        assert r.post("/v1/logs", _logs(*records), "application/json") == 200
+        assert r.wait_tokens("claude", "strict", 4).responses == 1
+        assert r.hub.stats.bad_records == 3
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes on one connection; everything the server answers until it closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    return got
+
+
+def test_a_refused_request_never_smuggles_the_next_one() -> None:
+    """The body of a refused POST (wrong token) is a complete POST with the right token:
+    it must not be read as the next request. Two Content-Lengths, or a Transfer-Encoding,
+    are refused, and each refusal closes the connection."""
+    body = _logs(_record({"session.id": "smuggled", "input_tokens": "9", "request_id": "s"}))
+    inner = (
+        b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with rig(token="s3cret") as r:
+        port = r.receiver.port
+        outer = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(inner)
+        answer = _raw(port, outer + inner)
+        assert answer.startswith(b"HTTP/1.1 401") and answer.count(b"HTTP/1.1") == 1
+        wrong_path = b"POST /v1/traces HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(inner)
+        assert _raw(port, wrong_path + inner).count(b"HTTP/1.1") == 1
+        two = b"POST /v1/logs HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n"
+        assert _raw(port, (two % len(inner)) + inner).startswith(b"HTTP/1.1 400")
+        chunked = (
+            b"POST /v1/logs HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        )
+        assert _raw(port, chunked + b"0\r\n\r\n").startswith(b"HTTP/1.1 501")
+        time.sleep(0.8)
+        assert r.session("claude", "smuggled") is None
+        assert (
+            r.post("/v1/logs", body, "application/json", headers={"Authorization": "Bearer s3cret"})
+            == 200
+        )
+        assert r.wait_tokens("claude", "smuggled", 9).responses == 1

@@ -58,6 +58,7 @@ def test_outfile_events_and_cumulative_counters(tmp_path: Path) -> None:
     ]
     text = "".join(json.dumps(d, indent=2) + "\n" for d in docs)
     engine = Engine([], per_token, workers=1)
+    engine.scanned.set()  # nothing on disk: telemetry need not wait for a first scan
     hub = TelemetryHub(engine, local_names=["x"], wait_s=0.0)
     follower = OutfileFollower(outfile, hub)
     cut = len(text) // 2 + 7
@@ -71,6 +72,7 @@ def test_outfile_events_and_cumulative_counters(tmp_path: Path) -> None:
     ev = sessions[SessionKey("gemini", "g-ev")]
     assert ev.tokens == TokenCounts(input=1100, output=130, cache_read=1900, reasoning=20)
     assert ev.responses == 2 and not ev.host  # host.name "x" is this machine
+    assert ev.from_telemetry  # but only telemetry says so: alerts only
     met = sessions[SessionKey("gemini", "g-met")]
     assert met.tokens == TokenCounts(input=800, output=70, cache_read=100)
     assert follower.objects == 4 and follower.bad == 1

@@ -56,10 +56,28 @@ def temp_suffix() -> str:
     return os.urandom(8).hex()
 
 
+def make_private_dir(path: Path) -> None:
+    """Make `path` and each missing folder above it 0700, whatever the umask (`mkdir -p`
+    would make the parents 0777 under umask 000); raises OSError."""
+    missing: list[Path] = []
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue  # made meanwhile by another process
+        os.chmod(folder, 0o700)  # a umask can take bits off 0700 too
+
+
 def append_private(path: Path, data: bytes) -> None:
     """Append `data` with one write to a file created 0600 (an existing one of ours is made
     0600 too); raises OSError."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     fd = os.open(path, _APPEND, PRIVATE)
     try:
         _private_fd(fd)

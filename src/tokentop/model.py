@@ -151,6 +151,10 @@ class ToolResult(msgspec.Struct, frozen=True, gc=False):
     output_hash: str = ""
 
 
+TELEMETRY_ORIGIN = "otlp:"
+"""How telemetry shows in a session's `files` (`otlp:HOST`): it came from no file here."""
+
+
 class SessionInfo(msgspec.Struct, frozen=True, gc=False):
     """Metadata seen in a transcript that carries no tokens (session start, cwd, model switch)."""
 
@@ -251,6 +255,12 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     def remote(self) -> bool:
         """On another machine: its processes can't be signalled from here (alerts only)."""
         return bool(self.host)
+
+    @property
+    def from_telemetry(self) -> bool:
+        """Counted, wholly or in part, from telemetry: a stranger's word, not evidence read
+        here, so decisions about it are alerts only, whatever host it names."""
+        return self.remote or any(f.startswith(TELEMETRY_ORIGIN) for f in self.files)
 
 
 class LedgerSnapshot(msgspec.Struct, frozen=True):

@@ -84,9 +84,8 @@ class Guard:
         return list(judgement.decisions)
 
     def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
-        if session.remote:  # known from its telemetry: its processes are on another machine
-            note = f"the session runs on {session.host}; tokentop can't signal another "
-            self._not_acted(decision, 0, note + "machine (an alert only; run guard there)")
+        if session.from_telemetry:  # a sender's word, not local evidence: an alert only
+            self._not_acted(decision, 0, telemetry_note(session))
             return
         ref = self.mapper.processes_for(session)  # mapping only reads: a dry run does it too
         origin = f"policy:{decision.detector}"
@@ -141,6 +140,18 @@ def launched_by_run(ref: ProcessRef) -> int:
     words = [os.path.basename(a) for a in argv[:4]]
     is_run = "run" in words and any(w.startswith("tokentop") for w in (*words, *argv[:4]))
     return parent.pid if parent is not None and is_run else 0
+
+
+def telemetry_note(session: SessionSnapshot) -> str:
+    if session.remote:
+        return (
+            f"the session runs on {session.host}; tokentop can't signal another machine "
+            "(an alert only; run guard there)"
+        )
+    return (
+        "the session is known from telemetry only (its host name is a sender's claim, "
+        "not evidence read here): an alert only"
+    )
 
 
 def decision_dict(decision: Decision, session: SessionSnapshot) -> dict[str, Any]:

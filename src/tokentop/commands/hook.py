@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import os
 import re
+import select
 import stat
 import subprocess
 import sys
@@ -64,6 +65,9 @@ EXIT_ERROR = 0
 """tokentop's own error: reported on stderr, and the agent goes on."""
 EXIT_BLOCK = 2
 MAX_INPUT_BYTES = 4 << 20
+INPUT_WAIT_S = 1.0
+"""How long the hook waits for its input: an agent that keeps stdin open after its JSON (or
+sends nothing) must not hold its tool call; the hook answers within 2 s whatever stdin does."""
 """Claude Code's hook JSON carries the tool's input (a whole file for Write): ample room."""
 _ID_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 AGENT = "claude"
@@ -111,11 +115,39 @@ def cmd_hook(args: argparse.Namespace) -> int:
         sys.stderr.write(TTY_HELP)
         return EXIT_GO_ON
     files = HookFiles(args.registry or default_path(), args.config, default_cache_dir() / "hook")
-    raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    raw = read_stdin(MAX_INPUT_BYTES + 1, INPUT_WAIT_S)
     try:
         return handle(raw, files, time.time(), sys.stderr)
     except Exception as error:  # never a traceback, never a blocked agent for our own fault
         return fail(sys.stderr, f"internal error: {error!r}")
+
+
+def read_stdin(limit: int, wait_s: float) -> bytes:
+    """Stdin up to its end, `limit` bytes, one whole JSON document, or `wait_s` seconds,
+    whichever comes first."""
+    data = bytearray()
+    end = time.monotonic() + wait_s
+    try:
+        fd = sys.stdin.fileno()
+        while len(data) < limit and (left := end - time.monotonic()) > 0:
+            if not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, min(1 << 16, limit - len(data)))
+            if not chunk or _whole_json(data := data + chunk):
+                break
+    except (OSError, ValueError):
+        pass  # no stdin at all: the input is what was read (nothing)
+    return bytes(data)
+
+
+def _whole_json(data: bytearray) -> bool:
+    if not data.rstrip().endswith(b"}"):
+        return False
+    try:
+        msgspec.json.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
 
 
 def fail(err: TextIO, message: str) -> int:

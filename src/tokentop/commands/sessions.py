@@ -26,10 +26,13 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
             sys.stderr.write(remembered.err)
             return 0
     engine.load_cache()
-    if engine.cache_note.startswith(("cache ignored", "cache unreadable")):  # said once
+    said = engine.cache_note.startswith(("cache ignored", "cache unreadable"))
+    if said:  # said once
         sys.stderr.write(f"tokentop: {engine.cache_note}; reading everything again\n")
     engine.scan()
     engine.save_cache()
+    if engine.cache_note.startswith("cache not saved") and not said:  # a full disk, say
+        sys.stderr.write(f"tokentop: {engine.cache_note}\n")
     snap = engine.snapshot()
     judgement = make_watchdog(config).judge(snap)
     err = "".join(line + "\n" for line in empty_dir_warnings(args, engine))

@@ -215,11 +215,15 @@ class Ledger:
         if event.estimated and not was_estimate:
             return 0
         replaces = was_estimate and not event.estimated
-        if not replaces and t.total <= sum(old):
-            return 0
         counts = _counts(t)
         sid = self.state.seen_session[slot]
         model = self.state.seen_model[slot]
+        total = sum(old)
+        if not replaces and (
+            t.total < total
+            or (t.total == total and not self._outranks(event, model, slot, counts, old))
+        ):
+            return 0
         cost = self._rates.cost(event, model)
         old_cost = self._cost[slot]
         self._tokens[base : base + KINDS] = array("q", counts)
@@ -237,6 +241,18 @@ class Ledger:
             session.estimated = any(seen_session[s] == sid for s in self._estimated)
         self._accumulate(session, model, self._time(event), delta, cost_delta, responses=0)
         return 1
+
+    def _outranks(
+        self, event: UsageEvent, model: str, slot: int, counts: list[int], old: array[int]
+    ) -> bool:
+        """Two copies with the same total (LiteLLM logs a call twice with different costs):
+        the larger recorded cost wins, then the larger counts in field order, so the result
+        never depends on which line came first."""
+        cost = self._rates.cost(event, model)
+        old_cost = self._cost[slot]
+        mine = -1.0 if cost is None else cost
+        theirs = -1.0 if math.isnan(old_cost) else old_cost
+        return (mine, counts) > (theirs, list(old))
 
     def _add_new(self, event: UsageEvent, path: str) -> int:
         """First copy of a response: the cold-scan hot path, so it is written flat."""

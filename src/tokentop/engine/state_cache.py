@@ -138,7 +138,7 @@ def save(path: Path, data: CacheFile) -> None:
     The packed dedupe tables go to a side file written first, tagged with an id that the
     main file names; a crash between the two writes leaves a mismatch that `load` detects.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files.make_private_dir(path.parent)
     data = msgspec.structs.replace(data, save_id=data.save_id or os.urandom(16).hex())
     if data.ledger.packed:
         dedupe_id = os.urandom(16).hex()

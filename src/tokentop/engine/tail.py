@@ -145,7 +145,10 @@ class Tailer:
         if want <= 0:
             return ReadResult(reset=reset)
         chunk = os.pread(fd, want, start)
-        return self._take(chunk, reset, more=start + len(chunk) < st.st_size)
+        # A short read is the end, whatever st_size says (a /sys file claims 4096 bytes and
+        # holds 23): "more" only after a full read, so a caller's loop always ends.
+        more = len(chunk) == want and start + want < st.st_size
+        return self._take(chunk, reset, more=more)
 
     def _check_identity(self, st: os.stat_result) -> bool:
         """Start again from 0 if the path now holds another file or was cut below the offset."""

@@ -47,6 +47,11 @@ class Reconciliation(msgspec.Struct, frozen=True):
     delta_cost_usd: float
     transcript_responses: int
     proxy_responses: int
+    unconfirmed_tokens: TokenCounts = TokenCounts()
+    """Telemetry about a local session that no transcript response confirms (no matching
+    request id): shown, never counted, never acted on."""
+    unconfirmed_cost_usd: float = 0.0
+    unconfirmed_responses: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -61,6 +66,9 @@ class Reconciliation(msgspec.Struct, frozen=True):
             "delta_cost_usd": round(self.delta_cost_usd, 6),
             "transcript_responses": self.transcript_responses,
             "proxy_responses": self.proxy_responses,
+            "unconfirmed_tokens": self.unconfirmed_tokens.as_dict(),
+            "unconfirmed_cost_usd": round(self.unconfirmed_cost_usd, 6),
+            "unconfirmed_responses": self.unconfirmed_responses,
         }
 
 

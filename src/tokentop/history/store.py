@@ -23,7 +23,7 @@ import msgspec
 import platformdirs
 
 from tokentop.config import Budget, SessionBudget
-from tokentop.files import make_private
+from tokentop.files import make_private, make_private_dir
 from tokentop.history.session_budgets import budget_rows
 from tokentop.history.summary import ActionRecord, EventRecord, SessionSummary
 from tokentop.model import SessionKey
@@ -362,7 +362,10 @@ def migrate(conn: sqlite3.Connection) -> int:
 def _create_private(path: Path) -> None:
     """Create the file (and its directory) owner-only before SQLite opens it; WAL and shm
     files then inherit its mode."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        make_private_dir(path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot make the folder {path.parent}: {exc.strerror}") from None
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:

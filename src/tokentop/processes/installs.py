@@ -6,8 +6,10 @@ A name is cheap: `python3 claude.py`, `exec -a claude sleep 600` or a copy of `s
 `…/claude/versions/<version>`, Codex's in `node_modules/@openai/codex…/vendor/<triple>/codex/`,
 and the npm packages run as node or bun with a script inside `node_modules/<package>/` (the
 `claude` on PATH is a symlink to `…/@anthropic-ai/claude-code/cli.js`). Claude Code also sets
-its process title, so a node process whose whole command line is `claude` counts: node shows
-that only after the program itself wrote its title over its argv.
+its process title, so a node process whose command line is `claude` counts, but only when the
+program wrote that title over a longer argv (node pads the rest with NULs, seen as empty
+arguments): `exec -a claude node` gives the same first argument without the program doing
+anything, and an argv alone never counts.
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ def _js_agent(cmdline: Sequence[str], cwd: str) -> str:
     while title and not title[-1]:
         title.pop()  # a title written over argv leaves the rest of it as empty strings
     if len(title) == 1 and title[0] in TITLES:
-        return title[0]  # the agent set its title over its argv
+        # The agent set its title over its argv only if something was written over: argv
+        # `[name]` alone is what `exec -a name node` gives a stock node.
+        return title[0] if len(cmdline) > 1 else ""
     return _match(ENTRY_POINTS, _script_path(cmdline, cwd, NODE_OPTS_WITH_VALUE))
 
 

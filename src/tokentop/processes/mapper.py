@@ -171,7 +171,7 @@ class RecordedMapper:
         return ref or self.fallback.exact_ref(key)
 
     def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
-        if session.remote:  # its process is on another machine: nothing here to signal
+        if session.from_telemetry:  # told by a sender, not seen here: nothing proven to signal
             return None
         return self.recorded(session.key) or self.fallback.processes_for(session)
 

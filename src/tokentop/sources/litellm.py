@@ -4,7 +4,9 @@ The proxy has no built-in file logger; `tokentop.integrations.litellm_callback` 
 (see docs/proxy.md). Files are named explicitly (`--proxy-log PATH`), never discovered.
 
 - **Dedupe:** each call `id` counts once (`litellm:<id>`): a callback registered for both
-  sync and async hooks, or a log replayed into two files, cannot double count.
+  sync and async hooks, or a log replayed into two files, cannot double count. Of two
+  copies, the one with more tokens counts; with as many, the larger `response_cost` (the
+  ledger's rule), so the total never depends on which line came first.
 - **Failures** (`status: "failure"`) were not billed: they list the session, no tokens.
 - **Tokens:** `prompt_tokens` follows OpenAI and includes cached tokens (and, for Anthropic
   through LiteLLM, cache writes); the cache detail sits in the embedded response usage or

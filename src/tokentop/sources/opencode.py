@@ -45,6 +45,10 @@ AGENT = "opencode"
 MAX_OPEN_ROWS = 500
 """In-progress messages re-checked on each change; older stuck ones are dropped."""
 QUERY_TIMEOUT_S = 0.5
+"""How long a query waits for a lock."""
+QUERY_BUDGET_S = 5.0
+"""How long one read of the database may run (SQLite's progress handler stops it): a crafted
+file (a recursive VIEW named `message`) must not hold the engine for ever."""
 
 
 class _Cache(msgspec.Struct, gc=False):
@@ -220,15 +224,17 @@ class OpencodeDbParser(WholeFileParser, tag="opencode-db"):
         self.seen, self.wal_seen, self.read_at_ns, self.size = sig, wal, time.time_ns(), sig[0]
         before = len(out)
         try:
-            with closing(connect_ro(path)) as db:
+            with closing(connect_ro(path, QUERY_BUDGET_S)) as db:
                 self._read(db, out)
         except sqlite3.Error as exc:
-            self.seen = None  # try again on the next change, but count the failure once
-            reason = f"cannot read the database: {exc}"
+            stopped = "interrupted" in str(exc)
+            if not stopped or len(out) > before:
+                self.seen = None  # try again on the next change (or go on where it stopped)
+            reason = f"read stopped after {QUERY_BUDGET_S:g} s" if stopped else str(exc)
+            reason = f"cannot read the database: {reason}"
             if self.last_error != name_text(reason[:200]):
                 self.bad(reason)
-            return False
-        return len(out) > before
+        return len(out) > before  # what was read before a failure counts: the watermark moved
 
     def _read(self, db: sqlite3.Connection, out: list[Event]) -> None:
         if self.watermark:
@@ -298,7 +304,12 @@ def _sidecars(path: str) -> list[str]:
     return [p for p in (path + "-wal", path + "-shm") if os.path.lexists(p)]
 
 
-def connect_ro(path: str) -> sqlite3.Connection:
-    """A read-only connection that never creates the file and waits briefly on locks."""
+def connect_ro(path: str, budget_s: float | None = None) -> sqlite3.Connection:
+    """A read-only connection that never creates the file and waits briefly on locks; with
+    `budget_s`, any statement still running that long after connecting is interrupted."""
     uri = f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(path)))}?mode=ro"
-    return sqlite3.connect(uri, uri=True, timeout=QUERY_TIMEOUT_S, check_same_thread=False)
+    db = sqlite3.connect(uri, uri=True, timeout=QUERY_TIMEOUT_S, check_same_thread=False)
+    if budget_s is not None:
+        deadline = time.monotonic() + budget_s
+        db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    return db

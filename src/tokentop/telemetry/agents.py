@@ -18,6 +18,7 @@ resource's `host.name` (the receiver falls back to the sender's address).
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 
 import msgspec
@@ -28,6 +29,10 @@ from tokentop.telemetry.otlp import Attrs, LogItem, PointItem, Scalar
 MAX_COUNT = 10**12
 """Larger token counts are refused (a record with one is bad): no real response is near."""
 MAX_COST = 10**6
+_DIGITS = re.compile(r"[0-9]{1,13}")
+_DECIMAL = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,16})?(?:[eE][+-]?[0-9]{1,3})?")
+"""What a count and a cost may look like as strings (the agents send numbers as text): the
+transcript rules, so no "12.7" read as 12, no "1_000", no " 5", no sign."""
 
 
 class TelemetryUsage(msgspec.Struct, frozen=True, gc=False):
@@ -170,14 +175,18 @@ def text(attrs: Attrs, name: str) -> str:
 
 
 def count(attrs: Attrs, name: str) -> int:
-    """A token count sent as an int, a float or a string; absent is 0, junk is bad."""
+    """A token count sent as an integer or as a string of digits (Claude Code's exports);
+    absent is 0. A bool, a float ("12.7", 12.7, even 12.0) or any other spelling is bad, as
+    in a transcript (`sources.base.Count`)."""
     value: Scalar | None = attrs.get(name)
     if value is None or value == "":
         return 0
-    try:
-        n = int(float(value)) if isinstance(value, str) else int(value)
-    except (ValueError, OverflowError):
-        raise BadRecord(f"{name} is not a count") from None
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        n = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        raise BadRecord(f"{name} is not a count")
     if not 0 <= n <= MAX_COUNT:
         raise BadRecord(f"{name} out of range")
     return n
@@ -187,10 +196,9 @@ def cost(attrs: Attrs) -> float | None:
     value = attrs.get("cost_usd")
     if value is None or isinstance(value, bool):
         return None
-    try:
-        usd = float(value)
-    except ValueError:
-        raise BadRecord("cost_usd is not a number") from None
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise BadRecord("cost_usd is not a number")
+    usd = float(value)
     if not math.isfinite(usd) or not 0 <= usd <= MAX_COST:
         raise BadRecord("cost_usd out of range")
     return usd

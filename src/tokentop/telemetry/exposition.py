@@ -1,10 +1,11 @@
 """Prometheus exposition of the ledger: /metrics through prometheus_client.
 
 Counters are sums over every session (they only grow, as the ledger never forgets one);
-gauges exist per session only for sessions active within the last hour, so the series
-count stays bounded however long tokentop runs. Aggregates are always there. Label values
-are cut to `MAX_LABEL` characters and at most `MAX_SERIES` label sets are kept per family
-(the rest are summed under project "_other"), because the values come from telemetry.
+gauges exist per session only for sessions active within the last hour. Aggregates are
+always there. Every label but the fixed ones (token kind, session state) can come from a
+sender, so: values are cut to `MAX_LABEL` characters, and a family keeps at most
+`MAX_SERIES` label sets; past that, a new set is summed (a ratio: its largest) under
+"_other" in every such label, and `tokentop_series_folded` says how many were.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from tokentop.engine.tail import Tailer, TailState
 from tokentop.model import SessionSnapshot, base_name
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.processes.control import ActionResult
+from tokentop.telemetry.http import HttpServer, Limits, Reply, Request
 from tokentop.telemetry.options import Listen, ListenError, require_token, token_ok
-from tokentop.telemetry.receiver import Served
 
 if TYPE_CHECKING:
     from tokentop.config import Config
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 MAX_LABEL = 128
 MAX_SERIES = 2000
+OTHER = "_other"
 ACTIVE_S = 3600.0
 KINDS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "reasoning")
 CLAUDE_EXPORTER_PORT = 9464
@@ -64,7 +65,7 @@ class Exposition(Collector):
 
     def __call__(self, judgement: Judgement) -> None:
         """Watchdog subscriber: keep the judgement, count its new decisions."""
-        remote = {j.session.key for j in judgement.sessions if j.session.remote}
+        remote = {j.session.key for j in judgement.sessions if j.session.from_telemetry}
         found = [
             (d.detector, "alert" if d.session in remote else d.action) for d in judgement.decisions
         ]
@@ -79,8 +80,13 @@ class Exposition(Collector):
             judgement = self.judgement
             decisions, actions = dict(self.decisions), dict(self.actions)
         judged = judgement.sessions if judgement is not None else ()
-        yield from self._totals(tuple(j.session for j in judged))
-        yield from self._live(judged)
+        folded: dict[tuple[str, ...], float] = {}
+        yield from self._totals(tuple(j.session for j in judged), folded)
+        yield from self._live(judged, folded)
+        yield _gauge(
+            "tokentop_series_folded", "Label sets summed under _other at this scrape",
+            ("family",), folded,
+        )  # fmt: skip
         yield _counter("tokentop_decisions", "Policy decisions", ("detector", "action"), decisions)
         yield _counter("tokentop_actions", "Actions on processes", ("action", "ok"), actions)
         if self.hub is not None:
@@ -92,44 +98,46 @@ class Exposition(Collector):
         project = base_name(s.cwd)
         return _cut(s.host or self.local_host), _cut(s.key.agent), _cut(project), _cut(user)
 
-    def _totals(self, sessions: tuple[SessionSnapshot, ...]) -> Iterator[Metric]:
-        tokens: dict[tuple[str, ...], float] = {}
-        cost: dict[tuple[str, ...], float] = {}
+    def _totals(
+        self, sessions: tuple[SessionSnapshot, ...], folded: dict[tuple[str, ...], float]
+    ) -> Iterator[Metric]:
+        tokens, cost = Bounded(keep=(4,)), Bounded()
         for s in sessions:
             host, agent, project, user = self.labels(s)
             for m in s.models:
-                base = _bounded(cost, (host, agent, project, _cut(m.model), user))
-                cost[base] = cost.get(base, 0.0) + (m.cost_usd or 0.0)
+                base = (host, agent, project, _cut(m.model))
+                cost.add((*base, user), m.cost_usd or 0.0)
                 for kind in KINDS:
                     n = getattr(m.tokens, kind)
                     if n:
-                        key = _bounded(tokens, (*base[:4], kind, user))
-                        tokens[key] = tokens.get(key, 0.0) + n
+                        tokens.add((*base, kind, user), n)
         labels = ("host", "agent", "project", "model", "kind", "user")
-        yield _counter("tokentop_tokens", "Tokens counted", labels, tokens)
+        yield _counter("tokentop_tokens", "Tokens counted", labels, tokens.values)
         yield _counter(
             "tokentop_cost_usd", "Cost in USD of the priced models",
-            ("host", "agent", "project", "model", "user"), cost,
+            ("host", "agent", "project", "model", "user"), cost.values,
         )  # fmt: skip
+        folded[("tokentop_tokens_total",)] = tokens.folded
+        folded[("tokentop_cost_usd_total",)] = cost.folded
 
-    def _live(self, judged: tuple[Judged, ...]) -> Iterator[Metric]:
+    def _live(
+        self, judged: tuple[Judged, ...], folded: dict[tuple[str, ...], float]
+    ) -> Iterator[Metric]:
         """Per-session gauges (sessions active within the hour): the app's figures."""
         now = self.clock()
         gauges = _SessionGauges()
-        status: dict[tuple[str, ...], float] = {}
+        status = Bounded(keep=(2,))
         for j in judged:
             s = j.session
             host, agent, project, user = self.labels(s)
-            status[(host, agent, j.state)] = status.get((host, agent, j.state), 0) + 1
+            status.add((host, agent, j.state), 1)
             if now - s.last_ts <= ACTIVE_S:
-                gauges.add(j, [host, agent, _cut(s.key.session_id), project, user])
-        yield from gauges.families
-        sessions_gauge = GaugeMetricFamily(
-            "tokentop_sessions", "Sessions by state", labels=("host", "agent", "status")
+                gauges.add(j, (host, agent, _cut(s.key.session_id), project, user))
+        yield from gauges.families(folded)
+        yield _gauge(
+            "tokentop_sessions", "Sessions by state", ("host", "agent", "status"), status.values
         )
-        for key, n in status.items():
-            sessions_gauge.add_metric(list(key), n)
-        yield sessions_gauge
+        folded[("tokentop_sessions",)] = status.folded
 
     def _read_actions(self) -> None:
         if self._actions is None:
@@ -147,52 +155,47 @@ class Exposition(Collector):
 
 class _SessionGauges:
     """The per-session families: burn, budget, share used, ETA and state, as the app and
-    `sessions --json` show them (zero burn and no ETA unless live)."""
+    `sessions --json` show them (zero burn and no ETA unless live). Each is bounded: the
+    session, project and user labels come from senders."""
 
     NAMES = ("host", "agent", "session", "project", "user")
+    FAMILIES = (
+        ("tokentop_burn_tokens_per_minute", "Burn rate", ()),
+        ("tokentop_burn_usd_per_hour", "Burn rate in USD per hour", ()),
+        ("tokentop_budget_used_ratio", "Share of the session's budget used", ()),
+        ("tokentop_budget_eta_seconds", "Seconds to the budget at the session's pace", ()),
+        ("tokentop_budget_usd", "The session's budget in USD", ("origin",)),
+        ("tokentop_budget_tokens", "The session's budget in tokens", ("origin",)),
+        ("tokentop_session_state", "1 for the session's state", ("state",)),
+    )
+    """(name, help, extra labels); a ratio or a limit folds to its largest, the rest sum."""
 
     def __init__(self) -> None:
-        names = self.NAMES
-        self.burn = GaugeMetricFamily("tokentop_burn_tokens_per_minute", "Burn rate", labels=names)
-        self.burn_usd = GaugeMetricFamily(
-            "tokentop_burn_usd_per_hour", "Burn rate in USD per hour", labels=names
-        )
-        self.ratio = GaugeMetricFamily(
-            "tokentop_budget_used_ratio", "Share of the session's budget used", labels=names
-        )
-        self.eta = GaugeMetricFamily(
-            "tokentop_budget_eta_seconds",
-            "Seconds until the session's budget is used at its pace (live sessions only)",
-            labels=names,
-        )
-        self.limit_usd = GaugeMetricFamily(
-            "tokentop_budget_usd", "The session's budget in USD", labels=(*names, "origin")
-        )
-        self.limit_tokens = GaugeMetricFamily(
-            "tokentop_budget_tokens", "The session's budget in tokens", labels=(*names, "origin")
-        )
-        self.state = GaugeMetricFamily(
-            "tokentop_session_state", "1 for the session's state", labels=(*names, "state")
-        )
-        self.families = (
-            self.burn, self.burn_usd, self.ratio, self.eta, self.limit_usd, self.limit_tokens,
-            self.state,
-        )  # fmt: skip
+        most, kept = max, (5,)  # the extra label (origin, state) is fixed, never folded
+        burn, usd, ratio, eta = Bounded(), Bounded(), Bounded(combine=most), Bounded(combine=min)
+        limits = Bounded(combine=most, keep=kept), Bounded(combine=most, keep=kept)
+        self.values = (burn, usd, ratio, eta, *limits, Bounded(keep=kept))
 
-    def add(self, j: Judged, labels: list[str]) -> None:
+    def add(self, j: Judged, labels: tuple[str, ...]) -> None:
         s, use = j.session, j.use
-        self.burn.add_metric(labels, s.tokens_per_min)
-        self.burn_usd.add_metric(labels, s.usd_per_hour)
-        self.state.add_metric([*labels, j.state], 1)
+        burn, usd, ratio, eta, limit_usd, limit_tokens, state = self.values
+        burn.add(labels, s.tokens_per_min)
+        usd.add(labels, s.usd_per_hour)
+        state.add((*labels, j.state), 1)
         if use.fraction is not None:
-            self.ratio.add_metric(labels, use.fraction)
+            ratio.add(labels, use.fraction)
         if use.eta_s is not None:
-            self.eta.add_metric(labels, use.eta_s)
+            eta.add(labels, use.eta_s)
         origin = _cut(use.origin)
         if use.budget.usd is not None:
-            self.limit_usd.add_metric([*labels, origin], use.budget.usd)
+            limit_usd.add((*labels, origin), use.budget.usd)
         if use.budget.tokens is not None:
-            self.limit_tokens.add_metric([*labels, origin], use.budget.tokens)
+            limit_tokens.add((*labels, origin), use.budget.tokens)
+
+    def families(self, folded: dict[tuple[str, ...], float]) -> Iterator[Metric]:
+        for (name, doc, extra), bounded in zip(self.FAMILIES, self.values, strict=True):
+            folded[(name,)] = bounded.folded
+            yield _gauge(name, doc, (*self.NAMES, *extra), bounded.values)
 
 
 def _follower(path: Path) -> Tailer:
@@ -226,26 +229,44 @@ def _counter(
     return family
 
 
+def _gauge(
+    name: str, doc: str, labels: tuple[str, ...], values: Mapping[tuple[str, ...], float]
+) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
+
+
 def _cut(value: str) -> str:
     return value[:MAX_LABEL]
 
 
-def _bounded(table: dict[tuple[str, ...], float], key: tuple[str, ...]) -> tuple[str, ...]:
-    """`key`, or its "_other" project bucket once the family holds MAX_SERIES label sets."""
-    if key in table or len(table) < MAX_SERIES:
-        return key
-    return (key[0], key[1], "_other", *key[3:])
+class Bounded:
+    """One family's label sets, at most MAX_SERIES of them (a few more for the "_other" sets):
+    past that, a new set is summed (or `combine`d) under "_other" in every label but the
+    fixed ones (`keep`: their indexes), and counted in `folded`."""
+
+    def __init__(
+        self, keep: tuple[int, ...] = (), combine: Callable[[float, float], float] | None = None
+    ) -> None:
+        self.values: dict[tuple[str, ...], float] = {}
+        self.keep = keep
+        self.combine = combine or (lambda a, b: a + b)
+        self.folded = 0
+
+    def add(self, key: tuple[str, ...], value: float) -> None:
+        values = self.values
+        if key not in values and len(values) >= MAX_SERIES:
+            key = tuple(v if i in self.keep else OTHER for i, v in enumerate(key))
+            self.folded += 1
+        old = values.get(key)
+        values[key] = value if old is None else self.combine(old, value)
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """The app owns the terminal."""
-
-
-class MetricsServer(Served):
-    """/metrics on its own thread; beyond loopback only with a bearer token."""
-
-    thread_name = "tokentop-metrics"
+class MetricsServer:
+    """/metrics on its own thread; beyond loopback only with a bearer token. The same
+    bounded server as the OTLP receiver: idle scrapers can't use up its connections."""
 
     def __init__(self, exposition: Exposition, listen: Listen, token: str = "") -> None:
         if listen.port == CLAUDE_EXPORTER_PORT:
@@ -255,25 +276,30 @@ class MetricsServer(Served):
             )
         require_token(listen, token, "Prometheus endpoint")
         self.listen = listen
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(exposition)
-        self.app = _with_token(make_wsgi_app(registry), token)
-        super().__init__(self._bound)
+        self.token = token
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(exposition)
+        limits = Limits(max_body=0, workers=1, queued=4, max_connections=64)
+        self.server = HttpServer(listen, self.answer, self.check, limits, "tokentop-metrics")
 
-    def _bound(self) -> Any:
-        return make_server(
-            self.listen.host, self.listen.port, self.app, ThreadingWSGIServer, _Quiet
-        )
+    @property
+    def port(self) -> int:
+        return self.server.port
 
+    def start(self) -> None:
+        self.server.start()
 
-def _with_token(app: Any, token: str) -> Any:
-    if not token:
-        return app
+    def stop(self) -> None:
+        self.server.stop()
 
-    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
-        if not token_ok(str(environ.get("HTTP_AUTHORIZATION", "")), token):
-            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
-            return [b"missing or wrong bearer token\n"]
-        return app(environ, start_response)
+    def check(self, request: Request) -> Reply | None:
+        if request.method not in ("GET", "HEAD"):
+            return 405, b"GET /metrics", "text/plain"
+        if not token_ok(request.headers.get("authorization", ""), self.token):
+            return 401, b"missing or wrong bearer token", "text/plain"
+        return None
 
-    return guarded
+    def answer(self, request: Request) -> Reply:
+        encoder, ctype = choose_encoder(request.headers.get("accept", ""))
+        body = encoder(self.registry)
+        return 200, b"" if request.method == "HEAD" else body, ctype

@@ -1,16 +1,20 @@
-"""Telemetry -> sessions in the engine's ledger, each counted once.
+"""Telemetry -> sessions in the engine's ledger, each counted once, never over local truth.
 
-Rules, per session (agent + session id):
+Telemetry is a stranger's word: anyone who can reach the receiver (and holds the token, off
+loopback) can send any session id, host name and cost. So, per session (agent + session id):
+- **Local truth from local evidence.** A session whose transcript (or proxy log) is read
+  here is changed by that file only. Telemetry about it, whatever `host.name` it claims, is
+  kept beside it (`View`): a response whose request id is in the transcript confirms it,
+  anything else is shown as unconfirmed. Neither is added to the session's counts.
+- **Telemetry-only sessions** (no file here) are counted from telemetry. Their host is the
+  resource's `host.name`, else the sender's address; this machine's own name (or a loopback
+  sender without a name) is shown as "" (here), but it is only a label: a session counted
+  from telemetry is never acted on automatically (`SessionSnapshot.from_telemetry`).
+- **Waiting:** telemetry that claims this machine waits up to `wait_s` for its transcript
+  (the agent writes the transcript before it exports); any telemetry waits for the engine's
+  first scan, so a transcript not read yet can't be taken for a missing one.
 - **One kind:** the first of events or metrics to arrive for a session is the one counted;
   the other kind describes the same tokens and is dropped (counted in `ignored`).
-- **Host:** the resource's `host.name`, else the sender's address; this machine's own name
-  (or a loopback sender without a name) is "" (local), whose processes tokentop can signal.
-- **Local transcript:** a session of this machine that is also in a transcript counts once.
-  Claude responses are matched by request id and counted under the transcript's key (the
-  ledger keeps the larger copy); other agents' telemetry is not counted while their
-  transcript is. Either way both views are kept for the reconciliation.
-- **Waiting:** telemetry for a local session whose transcript was not read yet waits up to
-  `wait_s` for it (the agent writes the transcript before it exports), then counts alone.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ import msgspec
 
 from tokentop.engine.engine import Engine
 from tokentop.history.reconcile import Reconciliation
-from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
+from tokentop.model import (
+    TELEMETRY_ORIGIN,
+    Event,
+    SessionInfo,
+    SessionKey,
+    TokenCounts,
+    UsageEvent,
+)
 from tokentop.telemetry.agents import BadRecord, TelemetryUsage, from_log
 from tokentop.telemetry.matching import TranscriptIndex
 from tokentop.telemetry.metrics import Cumulative, usages
@@ -49,19 +60,27 @@ class HubStats(msgspec.Struct):
     last_error: str = ""
 
 
+Told = tuple[TokenCounts, float | None, str, str]
+"""What telemetry said of one response: tokens, cost, model, request id."""
+MAX_VIEW = 10_000
+"""Responses kept per session view (a session has far fewer)."""
+
+
 class View:
-    """What telemetry said about one local session, for the reconciliation."""
+    """What telemetry said about one local session: shown beside it, never counted."""
 
     __slots__ = ("by_key", "index")
 
     def __init__(self) -> None:
-        self.by_key: dict[str, tuple[TokenCounts, float | None, str]] = {}
-        self.index: TranscriptIndex | None = None
+        self.by_key: dict[str, Told] = {}
+        self.index = TranscriptIndex()
 
     def add(self, usage: TelemetryUsage) -> None:
         old = self.by_key.get(usage.key)
+        if old is None and len(self.by_key) >= MAX_VIEW:
+            return
         if old is None or usage.tokens.total >= old[0].total:
-            self.by_key[usage.key] = (usage.tokens, usage.cost_usd, usage.model)
+            self.by_key[usage.key] = (usage.tokens, usage.cost_usd, usage.model, usage.request_id)
 
 
 class TelemetryHub:
@@ -93,27 +112,33 @@ class TelemetryHub:
     # -- input -----------------------------------------------------------------------------
 
     def accept_logs(self, items: Iterable[LogItem], sender: str) -> None:
+        """A request's records, read on its own thread: the lock is taken only to route."""
         found: list[TelemetryUsage] = []
+        records = bad = 0
+        error = ""
+        for item in items:
+            records += 1
+            try:
+                usage = from_log(item)
+            except BadRecord as exc:
+                bad, error = bad + 1, str(exc)
+                continue
+            if usage is not None:
+                found.append(usage)
         with self.lock:
-            for item in items:
-                self.stats.records += 1
-                try:
-                    usage = from_log(item)
-                except BadRecord as exc:
-                    self._bad(str(exc))
-                    continue
-                if usage is not None:
-                    found.append(usage)
-            self.route(found, sender)
+            self.stats.records += records
+            if bad:
+                self._bad(error, bad)
+        self.route(found, sender)
 
     def accept_points(self, items: Iterable[PointItem], sender: str) -> None:
-        with self.lock:
-            points = list(items)
+        points = list(items)
+        with self.lock:  # the running totals of cumulative series are shared
             self.stats.records += len(points)
             found, bad = usages(points, self.cumulative)
             if bad:
                 self._bad(f"{bad} unusable metric point(s)", bad)
-            self.route(found, sender)
+        self.route(found, sender)
 
     def count(self, field: str, error: str = "") -> None:
         """Add one to a stats counter (the receiver's threads call this)."""
@@ -126,10 +151,16 @@ class TelemetryHub:
         self.stats.bad_records += n
         self.stats.last_error = message[:200]
 
+    @property
+    def waiting(self) -> int:
+        """Usage waiting for a transcript or the first scan (the receiver bounds it)."""
+        return len(self.pending)
+
     def route(self, found: list[TelemetryUsage], sender: str) -> None:
-        """Count each usage once (the rules are in the module doc)."""
+        """Count each usage once, over no local truth (the rules are in the module doc)."""
         with self.lock:
             self._batch = []
+            now = self.clock()
             for usage in found:
                 host = self.host_of(usage.host, sender)
                 usage = msgspec.structs.replace(usage, host=host)
@@ -141,14 +172,11 @@ class TelemetryHub:
                 if usage.user:
                     self.users[key] = usage.user
                 self._forget_oldest()
-                if host:
-                    self._ingest(usage, usage.key)
-                else:
-                    self.views.setdefault(key, View()).add(usage)
-                    self._local(usage, self.clock() + self.wait_s)
+                self._place(usage, now + (0.0 if host else self.wait_s))
             self._flush()
 
     def host_of(self, named: str, sender: str) -> str:
+        """The host label: "" when the sender claims to be this machine (only a label)."""
         if named:
             return "" if named in self.local else named
         return "" if sender in ("127.0.0.1", "::1", "") or sender in self.local else sender
@@ -158,33 +186,23 @@ class TelemetryHub:
             while len(table) > MAX_SESSIONS:
                 del table[next(iter(table))]
 
-    # -- local sessions ----------------------------------------------------------------------
+    def local_files(self, key: SessionKey) -> list[str]:
+        """The session's transcripts and proxy logs read here (not its telemetry)."""
+        files = self.engine.session_files(str(key))
+        return [f for f in files if not f.startswith(TELEMETRY_ORIGIN)]
 
-    def _local(self, usage: TelemetryUsage, deadline: float) -> bool:
-        """Count a local session's usage now if its transcript allows; else keep it waiting.
-        True when it was settled (counted, or left to the transcript)."""
+    def _place(self, usage: TelemetryUsage, deadline: float) -> bool:
+        """Keep a usage beside a local session, count it for a telemetry-only one, or let it
+        wait; True when it was settled."""
         key = SessionKey(usage.agent, usage.session_id)
-        files = [f for f in self.engine.session_files(str(key)) if not f.startswith("otlp:")]
-        if usage.agent == "claude" and usage.request_id and files:
-            index = self._index(key, files)
-            matched = index.by_request.get(usage.request_id)
-            if matched is not None:
-                self._ingest(usage, matched)
-                return True
-        elif files:
-            return True  # the transcript counts this session; the view keeps telemetry's
-        if self.clock() >= deadline:
-            self._ingest(usage, usage.key)
+        if self.local_files(key):
+            self.views.setdefault(key, View()).add(usage)
             return True
-        self.pending.append((deadline, usage))
-        return False
-
-    def _index(self, key: SessionKey, files: list[str]) -> TranscriptIndex:
-        view = self.views.setdefault(key, View())
-        if view.index is None:
-            view.index = TranscriptIndex()
-        view.index.follow(files)
-        return view.index
+        if not self.engine.scanned.is_set() or self.clock() < deadline:
+            self.pending.append((deadline, usage))
+            return False
+        self._ingest(usage, usage.key)
+        return True
 
     def settle(self) -> None:
         """Retry waiting usage (the transcript may have been read since)."""
@@ -192,7 +210,7 @@ class TelemetryHub:
             waiting, self.pending = self.pending, []
             self._batch = []
             for deadline, usage in waiting:
-                self._local(usage, deadline)
+                self._place(usage, deadline)
             self._flush()
 
     def _ingest(self, usage: TelemetryUsage, dedupe_key: str) -> None:
@@ -212,7 +230,7 @@ class TelemetryHub:
             by_host.setdefault(host, []).extend(events)
         self._batch = []
         for host, events in by_host.items():
-            self.engine.ingest(events, f"otlp:{host or 'local'}")
+            self.engine.ingest(events, f"{TELEMETRY_ORIGIN}{host or 'local'}")
 
     # -- views -----------------------------------------------------------------------------
 
@@ -221,32 +239,33 @@ class TelemetryHub:
             return self.users.get(key, "")
 
     def pairs(self) -> list[Reconciliation]:
-        """Transcript vs telemetry for each local session seen both ways."""
+        """Transcript vs telemetry for each local session seen both ways. The transcripts
+        are read outside the hub's lock (each view's index has its own)."""
         cost_fn = self.engine.cost_fn
         snap = self.engine.last_snapshot
         ledger = {s.key: s for s in snap.sessions} if snap is not None else {}
-        out = []
         with self.lock:
-            for key, view in self.views.items():
-                files = [
-                    f for f in self.engine.session_files(str(key)) if not f.startswith("otlp:")
-                ]
-                if not files or not view.by_key:
-                    continue
-                if key.agent == "claude":
-                    index = self._index(key, files)
-                    transcript = _totals(index.by_key.values(), cost_fn)
-                    how = "request_id"
-                else:
-                    found = ledger.get(key)
-                    transcript = (
-                        (found.tokens, found.cost_usd, found.responses)
-                        if found is not None
-                        else (TokenCounts(), 0.0, 0)
-                    )
-                    how = "session_id"
-                told = _totals(view.by_key.values(), cost_fn)
-                out.append(_pair(key, how, transcript, told))
+            views = [(key, view, list(view.by_key.values())) for key, view in self.views.items()]
+        out = []
+        for key, view, told in views:
+            files = self.local_files(key)
+            if not files or not told:
+                continue
+            if key.agent == "claude":
+                known = view.index.follow(files)
+                transcript = _totals(known.values(), cost_fn)
+                unconfirmed = [t for t in told if t[3] not in view.index.by_request]
+                how = "request_id"
+            else:  # no request ids to match: the session's totals are compared
+                found = ledger.get(key)
+                transcript = (
+                    (found.tokens, found.cost_usd, found.responses)
+                    if found is not None
+                    else (TokenCounts(), 0.0, 0)
+                )
+                unconfirmed, how = told, "session_id"
+            totals = _totals(told, cost_fn), _totals(unconfirmed, cost_fn)
+            out.append(_pair(key, how, transcript, *totals))
         return out
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -270,11 +289,11 @@ class TelemetryHub:
 
 
 def _totals(
-    items: Iterable[tuple[TokenCounts, float | None, str]],
+    items: Iterable[tuple[TokenCounts, float | None, str] | Told],
     cost_fn: Callable[[str, TokenCounts], float | None],
 ) -> tuple[TokenCounts, float, int]:
     tokens, usd, n = TokenCounts(), 0.0, 0
-    for t, cost, model in items:
+    for t, cost, model, *_ in items:
         tokens = tokens + t
         usd += cost if cost is not None else (cost_fn(model, t) or 0.0)
         n += 1
@@ -286,6 +305,7 @@ def _pair(
     how: str,
     transcript: tuple[TokenCounts, float, int],
     told: tuple[TokenCounts, float, int],
+    unconfirmed: tuple[TokenCounts, float, int],
 ) -> Reconciliation:
     return Reconciliation(
         transcript=key, proxy=key, matched_by=how,
@@ -294,6 +314,8 @@ def _pair(
         transcript_cost_usd=transcript[1], proxy_cost_usd=told[1],
         delta_cost_usd=told[1] - transcript[1],
         transcript_responses=transcript[2], proxy_responses=told[2],
+        unconfirmed_tokens=unconfirmed[0], unconfirmed_cost_usd=unconfirmed[1],
+        unconfirmed_responses=unconfirmed[2],
     )  # fmt: skip
 
 

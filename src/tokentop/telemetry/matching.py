@@ -1,15 +1,15 @@
-"""Claude sessions seen both in a transcript here and in telemetry: count each response once.
+"""Claude sessions seen both in a transcript here and in telemetry: which responses match.
 
 The telemetry event names the response by `request_id`, the transcript by `message.id`
 (its dedupe key), and writes the `requestId` beside it. This index follows the session's
-transcript files with their own tailers (only new bytes are read), so a telemetry response
-can be counted under the transcript's key: the ledger then keeps the larger copy (the
-billed figure when the transcript undercounts input). The same index gives the transcript's
-own totals for the reconciliation, since the ledger's copy is the merged one.
+transcript files with their own tailers (only new bytes are read): a telemetry response
+whose request id is in it confirms a transcript response; any other is unconfirmed. The
+same index gives the transcript's own totals for the reconciliation.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from tokentop.engine.tail import Tailer, TailState
@@ -26,14 +26,19 @@ class TranscriptIndex:
         """request id -> the transcript's dedupe key."""
         self.by_key: dict[str, tuple[TokenCounts, float | None, str]] = {}
         """dedupe key -> the largest copy's tokens, recorded cost and model."""
+        self._lock = threading.Lock()
 
-    def follow(self, paths: list[str]) -> None:
-        """Read what the session's transcript files added since the last call."""
-        for path in paths:
-            if path not in self.files and path.endswith(".jsonl") and Path(path).is_file():
-                self.files[path] = (Tailer(TailState(path=path)), ClaudeFileParser(path=path))
-        for tailer, parser in self.files.values():
-            self._read(tailer, parser)
+    def follow(self, paths: list[str]) -> dict[str, tuple[TokenCounts, float | None, str]]:
+        """Read what the session's transcript files added since the last call; a copy of
+        `by_key` after it (any thread may call)."""
+        with self._lock:
+            for path in paths:
+                if path not in self.files and path.endswith(".jsonl") and Path(path).is_file():
+                    tailer = Tailer(TailState(path=path))
+                    self.files[path] = (tailer, ClaudeFileParser(path=path))
+            for tailer, parser in self.files.values():
+                self._read(tailer, parser)
+            return dict(self.by_key)
 
     def _read(self, tailer: Tailer, parser: ClaudeFileParser) -> None:
         while True:

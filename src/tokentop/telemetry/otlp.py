@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -31,6 +32,12 @@ MAX_ATTRIBUTES = 128
 """Attributes read per record or resource; the agents send a few dozen at most."""
 Scalar = str | int | float | bool
 Attrs = dict[str, Scalar]
+
+MAX_MESSAGES = 200_000
+"""Nested messages (records, attributes, values, …) in one request, counted before any is
+made: 16 KiB of gzip can hold 8 M empty records, a gigabyte once parsed."""
+MAX_RECORDS = 10_000
+"""Log records or data points in one request; the SDKs send batches of 512."""
 
 DELTA = 1
 CUMULATIVE = 2
@@ -86,17 +93,98 @@ def gunzip(body: bytes, limit: int, deflate: bool = False) -> bytes:
 def parse_logs(body: bytes, json: bool) -> ExportLogsServiceRequest:
     request = ExportLogsServiceRequest()
     _parse(body, request, "logs", json)
+    records = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+    _check_records(records)
     return request
 
 
 def parse_metrics(body: bytes, json: bool) -> ExportMetricsServiceRequest:
     request = ExportMetricsServiceRequest()
     _parse(body, request, "metrics", json)
+    _check_records(sum(
+        len(getattr(m, m.WhichOneof("data") or "sum").data_points)
+        for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    ))  # fmt: skip
     return request
+
+
+def _check_records(n: int) -> None:
+    if n > MAX_RECORDS:
+        raise BadRequest(f"{n} records in one request, over {MAX_RECORDS}", too_large=True)
+
+
+def count_nodes(body: bytes, message: Message, json: bool, limit: int = MAX_MESSAGES) -> int:
+    """How many messages (JSON: objects and arrays) parsing `body` would make, counted
+    without making any; a BadRequest (too large) as soon as it passes `limit`."""
+    if json:
+        n = body.count(b"{") + body.count(b"[")  # braces inside strings only add: safe side
+    else:
+        n = _count_messages(body, message.DESCRIPTOR, limit)
+    if n > limit:
+        raise BadRequest(f"over {limit} nested messages in one request", too_large=True)
+    return n
+
+
+def _count_messages(body: bytes, root: Any, limit: int) -> int:
+    """Walk the protobuf wire format, descending only into fields that hold messages."""
+    count = 0
+    stack = [(root, 0, len(body))]
+    while stack:
+        descriptor, pos, end = stack.pop()
+        subs = _submessages(descriptor)
+        while pos < end:
+            key, pos = _varint(body, pos)
+            wire = key & 7
+            if wire == 2:
+                size, pos = _varint(body, pos)
+                sub = subs.get(key >> 3)
+                if sub is not None:
+                    count += 1
+                    if count > limit:
+                        return count
+                    stack.append((sub, pos, pos + size))
+                pos += size
+            elif wire == 0:
+                _, pos = _varint(body, pos)
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                raise BadRequest("not an OTLP request: bad protobuf wire type")
+        if pos != end:
+            raise BadRequest("not an OTLP request: truncated protobuf field")
+    return count
+
+
+def _varint(body: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(body) and shift < 70:
+        byte = body[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise BadRequest("not an OTLP request: bad protobuf varint")
+
+
+_SUBMESSAGES: dict[str, dict[int, Any]] = {}
+
+
+def _submessages(descriptor: Any) -> dict[int, Any]:
+    found = _SUBMESSAGES.get(descriptor.full_name)
+    if found is None:
+        found = {
+            f.number: f.message_type
+            for f in descriptor.fields
+            if f.type == FieldDescriptor.TYPE_MESSAGE
+        }
+        _SUBMESSAGES[descriptor.full_name] = found
+    return found
 
 
 def _parse(body: bytes, message: Message, kind: str, json: bool) -> None:
     """Fill `message` from a protobuf or OTLP/JSON body; anything else is a BadRequest."""
+    count_nodes(body, message, json)
     try:
         if json:
             json_format.ParseDict(hex_ids(msgspec.json.decode(body)), message)

@@ -181,7 +181,9 @@ def models_table(s: SessionSnapshot) -> Table:
 
 def reconciliation_table(r: Reconciliation) -> Group:
     """Both totals of one session and the difference (proxy − transcript)."""
-    how = "session id" if r.matched_by == "session_id" else "time window, model and cwd"
+    how = {"session_id": "session id", "request_id": "request id"}.get(
+        r.matched_by, "time window, model and cwd"
+    )
     table = Table("", "tokens", "cost", "responses", box=None, header_style="dim")
     table.add_row(
         f"transcript ({r.transcript.agent})",
@@ -203,6 +205,13 @@ def reconciliation_table(r: Reconciliation) -> Group:
         Text(signed(r.delta_cost_usd, fmt.usd), style=style),
         Text(signed(r.proxy_responses - r.transcript_responses, str), style=style),
     )
+    if r.unconfirmed_responses:
+        table.add_row(
+            Text("unconfirmed telemetry (not counted)", style="bold red"),
+            fmt.compact(r.unconfirmed_tokens.total),
+            fmt.usd(r.unconfirmed_cost_usd),
+            str(r.unconfirmed_responses),
+        )
     matched = Text(f"matched by {how}: {safe(str(r.proxy))}", style="dim")
     return Group(matched, table, verdict(delta))
 
