@@ -244,7 +244,11 @@ class Run:
                 signal.signal(sig, handler)
         code = self._exit_status(popen)
         ended = "stopped by tokentop" if self.stopped is not None else f"exited with {code}"
-        self.status.finish(status_text(self.sessions, self.config, ended))
+        self.child_state = "gone"  # as the Watchdog judges it: an ended agent burns nothing
+        judgement = self.watchdog.judge(self._linked(self.sessions))
+        self._note_endings(judgement)
+        sessions = [j.session for j in judgement.sessions]
+        self.status.finish(status_text(sessions, self.config, ended))
         self._record_history()
         return code
 
