@@ -17,19 +17,6 @@ if TYPE_CHECKING:
     from tokentop.ui.app import TokentopApp
 
 
-def run_app(
-    args: argparse.Namespace,
-    engine: Engine,
-    config: Config,
-    mapper: SessionMapper | RecordedMapper,
-    store_path: Path | None = None,
-    action_log: Path | None = None,
-) -> int:
-    """Run the Textual app; imported here so headless commands never load textual."""
-    build_app(args, engine, config, mapper, store_path, action_log).run()
-    return 0
-
-
 def build_app(
     args: argparse.Namespace,
     engine: Engine,
@@ -38,7 +25,8 @@ def build_app(
     store_path: Path | None = None,
     action_log: Path | None = None,
 ) -> TokentopApp:
-    """The app as `tokentop` runs it, with its engine started. The watchdog, its keeper and
+    """The app as `tokentop` runs it (call `.run()`; textual is imported only here, so
+    headless commands never load it), with its engine started. The watchdog, its keeper and
     the app's inbox listen before the engine starts, so the cold scan runs while Textual
     loads (~0.5 s) and nothing it judges is lost. The watchdog reads the budgets every
     tokentop process keeps in the store, and the actions each logs."""
@@ -89,4 +77,5 @@ def cmd_app(args: argparse.Namespace) -> int:
     engine = make_engine(args, config)
     engine.spawn_scan_workers()  # while this process has one thread: forked, ready at once
     with running_fleet(args, engine, config):
-        return run_app(args, engine, config, mapper)
+        build_app(args, engine, config, mapper).run()
+        return 0

@@ -7,7 +7,7 @@ import signal
 
 import msgspec
 
-from tokentop.commands.app import run_app
+from tokentop.commands.app import build_app
 from tokentop.commands.common import load_config, make_engine, need_terminal
 from tokentop.sources.base import Source
 
@@ -38,7 +38,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         engine = make_engine(args, config, sources)
         store = fleet.root / "history.db"  # never the user's store or log: removed with the root
         log = fleet.root / "actions.jsonl"
-        return run_app(args, engine, config, SessionMapper(fleet.refs), store, log)
+        build_app(args, engine, config, SessionMapper(fleet.refs), store, log).run()
+        return 0
     finally:
         fleet.stop()
 
