@@ -199,3 +199,33 @@ def test_a_reply_with_no_timestamp_is_placed_at_its_arrival() -> None:
     history = Ledger(price)
     history.apply([UsageEvent(KEY, "old", 0.0, "m", TokenCounts(output=100))])  # no arrival
     assert history.snapshot(T0).sessions[0].tokens_per_min == 0.0
+
+
+def test_a_live_source_without_timestamps_burns_at_the_pace_lines_arrive(tmp_path) -> None:
+    """Gemini messages written without a timestamp: once the first scan is done, the engine
+    places each at its arrival (its own clock), so the session burns at the writer's pace;
+    the same lines read as history burn nothing."""
+    import json
+
+    from tokentop.engine.engine import Engine
+    from tokentop.sources.gemini import GeminiSource
+
+    chat = tmp_path / "tmp" / "p" / "chats" / "session-2026-05-01T10-00-abcd.jsonl"
+    chat.parent.mkdir(parents=True)
+    chat.write_text(json.dumps({"sessionId": "abcd", "projectHash": "p", "kind": "main"}) + "\n")
+    clock = FakeClock(T0)
+    engine = Engine([GeminiSource([tmp_path])], price, clock=clock)
+    engine.scan()
+    engine.scanned.set()  # the live loop's state once its first scan is done
+    for i in range(1, 21):
+        clock.t = T0 + i * 0.5
+        tokens = {"input": 0, "output": 3000, "cached": 0, "thoughts": 0, "tool": 0, "total": 3000}
+        line = {"id": f"g{i}", "type": "gemini", "content": "x", "tokens": tokens, "model": "m"}
+        with chat.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+        engine.process([chat])
+    [session] = engine.snapshot().sessions
+    assert session.tokens_per_min == pytest.approx(3000 / 0.5 * 60)
+    history = Engine([GeminiSource([tmp_path])], price, clock=clock)
+    history.scan()
+    assert history.snapshot().sessions[0].tokens_per_min == 0.0

@@ -261,7 +261,7 @@ class Engine:
                 self.bytes_read += len(result.data)
                 events: list[Event] = []
                 tracked.parser.feed(result.data, events)
-                self.ledger.apply(events, key)
+                self.ledger.apply(events, key, self._arrival())
                 changed = True
             if not result.more:
                 return changed
@@ -272,7 +272,7 @@ class Engine:
         if not parser.refresh(events):
             return False
         tracked.tailer.state.offset = parser.size
-        self.ledger.apply(events, key)
+        self.ledger.apply(events, key, self._arrival())
         return True
 
     def _source_for(self, path: Path) -> Source | None:
@@ -304,7 +304,13 @@ class Engine:
         it; a caller without a running engine may too)."""
         inbox = self._inbox.take()
         with self._lock:
-            return sum(self.ledger.apply(events, origin) for origin, events in inbox) > 0
+            now = self._arrival()
+            return sum(self.ledger.apply(events, origin, now) for origin, events in inbox) > 0
+
+    def _arrival(self) -> float:
+        """When lines read now arrived, for a response without a timestamp of its own (its
+        burn is placed there); none for history read by the first scan."""
+        return self.clock.now() if self.scanned.is_set() else 0.0
 
     def session_files(self, key: str) -> list[str]:
         """The files a session was read from (`key` is `str(SessionKey)`); [] if unknown.
