@@ -20,8 +20,9 @@ import pytest
 from blocks_corpus import write_corpus
 from tokentop.cli import main
 from tokentop.engine.engine import Engine
-from tokentop.history.block_feed import BlockWatch, blocks_since
+from tokentop.history.block_feed import blocks_since
 from tokentop.history.blocks import BLOCK_S, Block, BlockEntry, chain_start, identify_blocks, iso_ms
+from tokentop.history.windows import WindowWatch
 from tokentop.model import TokenCounts
 from tokentop.pricing import PriceTable
 from tokentop.sources.claude_code import ClaudeCodeSource
@@ -111,11 +112,11 @@ def test_reading_only_the_recent_sessions_finds_the_same_current_block(tmp_path:
     every, _ = blocks_since(snapshot, -math.inf, now, COST)
     recent, _ = blocks_since(snapshot, now - BLOCK_S, now, COST)
     assert recent == [b for b in every if b.end > now - BLOCK_S] and recent[-1].active
-    watch = BlockWatch(COST, lambda: now)
+    watch = WindowWatch(COST, lambda: now)
     try:
         watch.take(snapshot)
         assert watch.ready.wait(10)
-        assert watch.current() == every[-1]
+        assert watch.current().claude_block == every[-1]
     finally:
         watch.close()
 

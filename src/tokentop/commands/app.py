@@ -41,7 +41,9 @@ def run_app(
     clock = SystemClock()
     controller = ProcessController(log_path=action_log or default_action_log())
     probe = exact_probe(mapper, controller)
-    core = app_core(engine, config, clock, store=store, probe=probe)
+    from tokentop.history.official import state_path
+
+    core = app_core(engine, config, clock, store=store, probe=probe, official=state_path())
     engine.start()
     from tokentop.ui.app import make_app
 

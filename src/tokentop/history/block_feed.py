@@ -6,18 +6,17 @@ read the Claude Code files again with the same parser, and keep each response on
 largest copy across all files (the ledger's rule, and ccusage's). Only the files that can
 matter are read: those of sessions active since `chain_start` (see blocks.py), which the
 engine's snapshot names; each is followed from where it was left, so the app's header pays
-only for new lines. `BlockWatch` does that in a thread of its own for the app.
+only for new lines. history/windows.py does that in a thread of its own for the app.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokentop.engine.ledger import CostFn
 from tokentop.engine.tail import Tailer
-from tokentop.history.blocks import BLOCK_S, Block, BlockEntry, chain_start, identify_blocks
+from tokentop.history.blocks import Block, BlockEntry, chain_start, identify_blocks
 from tokentop.model import Event, LedgerSnapshot, SessionSnapshot, UsageEvent
 from tokentop.sources.base import FileParser
 from tokentop.sources.claude_code import AGENT, ClaudeCodeSource
@@ -112,68 +111,3 @@ def blocks_since(
     feed.read(files)
     blocks = identify_blocks(feed.entries(start), now)
     return [b for b in blocks if b.end > since], feed.bad_lines
-
-
-class BlockWatch:
-    """The current block for the app's header, kept up to date in a thread of its own.
-
-    `take` (an engine listener, on the engine thread) only notes which Claude files may
-    matter and wakes the thread; the thread reads them (at most every `every_s`) and
-    recomputes the blocks. `current` is the newest result: None until the first read is
-    done, or when no block is active. A read that fails is kept as `error` and retried.
-    """
-
-    def __init__(self, cost_fn: CostFn, now: Callable[[], float], every_s: float = 1.0) -> None:
-        self.feed = BlockFeed(cost_fn)
-        self.now = now
-        self.every_s = every_s
-        self.error = ""
-        self._lock = threading.Condition()
-        self._want: tuple[float, list[str]] | None = None
-        self._current: Block | None = None
-        self._closed = False
-        self.ready = threading.Event()
-        """Set once the files named by the first snapshot have been read."""
-        self._thread = threading.Thread(target=self._run, name="tokentop-blocks", daemon=True)
-        self._thread.start()
-
-    def take(self, snapshot: LedgerSnapshot) -> None:
-        wanted = files_since(claude_sessions(snapshot), self.now() - BLOCK_S)
-        with self._lock:
-            self._want = wanted
-            self._lock.notify()
-
-    def current(self) -> Block | None:
-        with self._lock:
-            return self._current
-
-    def close(self, timeout: float = 5.0) -> None:
-        with self._lock:
-            self._closed = True
-            self._lock.notify()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                self._lock.wait_for(lambda: self._closed or self._want is not None)
-                if self._closed:
-                    return
-                want, self._want = self._want, None
-            if want is not None:
-                self._update(*want)
-            with self._lock:  # a burst of snapshots costs one read per every_s
-                self._lock.wait_for(lambda: self._closed, self.every_s)
-
-    def _update(self, start: float, files: list[str]) -> None:
-        try:
-            self.feed.read(files)
-            self.feed.forget(start, files)
-            blocks = identify_blocks(self.feed.entries(start), self.now())
-        except Exception as exc:  # a bug must not end the header's figures silently
-            self.error = f"{type(exc).__name__}: {exc}"
-            return
-        active = next((b for b in reversed(blocks) if b.active), None)
-        with self._lock:
-            self._current, self.error = active, ""
-        self.ready.set()

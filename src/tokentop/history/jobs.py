@@ -186,6 +186,19 @@ def session_run(
     )
 
 
+def jobs_of(
+    summaries: Sequence[SessionSummary],
+    tags: Mapping[str, JobTag],
+    cron: CronIndex,
+    config: Config,
+    table: PriceTable,
+    now: float,
+) -> tuple[list[JobRow], list[JobRun]]:
+    """Every job's row (the most recently run first) and every run, for a report or a view."""
+    runs = job_runs(summaries, tags, cron, config, table)
+    return job_rows(runs, now, config.jobs.regress_pct), runs
+
+
 # -- a job over its runs ---------------------------------------------------------------------
 
 
