@@ -188,3 +188,44 @@ def test_hostile_cron_files_are_counted_never_trusted(tmp_path: Path) -> None:
     os.unlink(cron / "jobs.json")
     (cron / "jobs.json").write_text('[{"jobId": "j1", "name": "Inbox triage"}]')
     assert read_cron(cron_dirs([state])).name_of("j1") == "Inbox triage"
+
+
+def test_the_first_prompt_is_the_users_own_words(tmp_path: Path) -> None:
+    """Codex's injected context and Claude Code's meta records are not prompts; a FIFO is
+    never read; a prompt past the first read is found; run-to-run variables fold away."""
+    import os
+
+    from tokentop.history.fingerprint import normalised, prompt_key
+    from tokentop.sources.prompts import first_prompt, main_file
+
+    codex = tmp_path / "rollout.jsonl"
+
+    def user(text: str) -> dict[str, object]:
+        content = [{"type": "input_text", "text": text}]
+        return {"type": "response_item",
+                "payload": {"type": "message", "role": "user", "content": content}}  # fmt: skip
+
+    lines = [user("<environment_context><cwd>/x</cwd></environment_context>"),
+             user("Research scan 2026-11-20")]  # fmt: skip
+    codex.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert first_prompt("codex", str(codex)) == "Research scan 2026-11-20"
+    claude = tmp_path / "s1.jsonl"
+    filler = {"type": "summary", "summary": "x" * 40_000}
+    meta = {"type": "user", "isMeta": True, "message": {"role": "user", "content": "Caveat: …"}}
+    tools = {"type": "user", "message": {"role": "user", "content": [
+        {"type": "tool_result", "content": "ok"}]}}  # fmt: skip
+    text = "Fix issue #412 in /home/u/app.py (commit 3f2a9c1e)"
+    ask = {"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": text}]}}
+    claude.write_text("".join(json.dumps(x) + "\n" for x in (filler, meta, tools, ask)))
+    prompt = first_prompt("claude", str(claude))
+    assert prompt.startswith("Fix issue #412")
+    assert normalised(prompt) == "fix issue <n> in <path> (commit <hash>)"
+    assert prompt_key("/w", prompt) == prompt_key(
+        "/w", "fix issue #97 in /home/u/b.py (commit aa11ff2)"
+    )
+    assert prompt_key("/w", prompt) != prompt_key("/other", prompt)
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    assert first_prompt("claude", str(tmp_path / "fifo.jsonl")) == ""
+    assert first_prompt("gemini", str(claude)) == ""  # not a format read for prompts
+    files = ["/p/s1/subagents/agent-1.jsonl", "/p/s1.jsonl"]
+    assert main_file("s1", files) == "/p/s1.jsonl"

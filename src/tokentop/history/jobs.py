@@ -158,9 +158,18 @@ def _prompt_runs(
         if len(members) < config.jobs.min_runs:
             continue
         first = min(members, key=lambda s: s.start)
-        name = f"{first.project or path_tail(first.cwd) or '?'}: {first.prompt}"[:NAME_CHARS]
+        name = prompt_job_name(first.project or path_tail(first.cwd) or "?", first.prompt)
         runs += [session_run(f"prompt:{key}", name, "prompt", s, table) for s in members]
     return runs
+
+
+def prompt_job_name(project: str, prompt: str) -> str:
+    """`site: pick one task from roadmap.md for <date>…`: the project and the normalised
+    prompt, cut at a word within NAME_CHARS."""
+    text = f"{project}: {prompt}"
+    if len(text) <= NAME_CHARS:
+        return text
+    return text[: NAME_CHARS - 1].rsplit(" ", 1)[0].rstrip(" ,.;:") + "…"
 
 
 def session_run(

@@ -21,7 +21,8 @@ HEADER = (
     "job", "source", "runs", "failed", "cost", "cheapest", "$/run", "7d", "prev 7d", "change",
     "commits/run", "$/commit", "theater", "tokens/run by model",
 )  # fmt: skip
-NAME_WIDTH = 40
+NAME_WIDTH = 48
+"""A job's name in a table cell: a prompt's name is already cut at a word this short."""
 SOURCES = {"openclaw-cron": "cron", "run": "run", "prompt": "prompt"}
 
 
@@ -55,7 +56,7 @@ def cheapest_text(row: JobRow) -> str:
 def job_cells(row: JobRow) -> list[str]:
     change = row.change
     return [
-        row.job[:NAME_WIDTH],
+        row.job if len(row.job) <= NAME_WIDTH else row.job[: NAME_WIDTH - 1] + "…",
         SOURCES.get(row.source, row.source),
         str(row.runs),
         str(row.failed),

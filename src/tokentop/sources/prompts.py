@@ -26,6 +26,7 @@ import msgspec
 
 from tokentop.sources.base import DECODE_ERRORS, MAX_LINE_BYTES
 
+FIRST_READ = 16 << 10
 MAX_HEAD_BYTES = 256 << 10
 """The prompt opens a transcript; a file whose first 256 KiB hold none has none we read."""
 MAX_PROMPT_CHARS = 4000
@@ -119,14 +120,19 @@ def first_prompt(agent: str, path: str) -> str:
     reader = READERS.get(agent)
     if reader is None:
         return ""
-    for line in _head_lines(path):
-        try:
-            text = reader(line).strip()
-        except DECODE_ERRORS:
-            continue
-        if text:
-            return text[:MAX_PROMPT_CHARS]
-    return ""
+    size = FIRST_READ
+    while True:  # the prompt is nearly always in the first lines: read more only if not
+        head, whole = _head(path, size)
+        for line in _lines(head, whole):
+            try:
+                text = reader(line).strip()
+            except DECODE_ERRORS:
+                continue
+            if text:
+                return text[:MAX_PROMPT_CHARS]
+        if whole or size >= MAX_HEAD_BYTES:
+            return ""
+        size *= 4
 
 
 def main_file(session_id: str, files: Sequence[str]) -> str:
@@ -137,20 +143,27 @@ def main_file(session_id: str, files: Sequence[str]) -> str:
     return (plain or own or list(files) or [""])[0]
 
 
-def _head_lines(path: str) -> list[bytes]:
-    """The complete lines in the file's first MAX_HEAD_BYTES; none if it is not a regular
-    file (a FIFO planted at a transcript path must not hang the reader)."""
+def _head(path: str, size: int) -> tuple[bytes, bool]:
+    """The file's first `size` bytes, and whether that is all of it; nothing if it is not a
+    regular file (a FIFO planted at a transcript path must not hang the reader)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except (OSError, ValueError):
-        return []
+        return b"", True
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return []
-        head = os.pread(fd, MAX_HEAD_BYTES, 0)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b"", True
+        return os.pread(fd, size, 0), st.st_size <= size
     except OSError:
-        return []
+        return b"", True
     finally:
         os.close(fd)
-    lines = head.split(b"\n")[:-1] if b"\n" in head else []
+
+
+def _lines(head: bytes, whole: bool) -> list[bytes]:
+    """Complete lines (the last one too when the file ends there without a newline)."""
+    lines = head.split(b"\n")
+    if not whole:
+        lines = lines[:-1]  # cut by the read: its end comes with the next, bigger read
     return [line for line in lines if 0 < len(line) <= MAX_LINE_BYTES]
