@@ -29,11 +29,8 @@ and archived copies, and distinct because totals strictly rise between counted e
 Events without a total use `codex:<session>:last:<timestamp>:<counts>`.
 
 Rate limits: a `token_count` event also carries the account's own windows, `rate_limits`
-{primary, secondary: {used_percent, window_minutes, resets_at (Unix s; older builds:
-resets_in_seconds, counted from the event's time)}, plan_type} (formats.md §2; read in
-openai/codex `protocol/src/protocol.rs` RateLimitSnapshot / RateLimitWindow). They become a
-LimitsSeen, also from events whose `info` is null (rate limits only). A rate_limits object
-that does not fit is one bad line; the line's tokens still count.
+(codex_limits.py). They become a LimitsSeen, also from events whose `info` is null (rate
+limits only). A rate_limits object that does not fit is one bad line; its tokens still count.
 
 Model: `info.model`, else the last turn_context model, else "gpt-5" as in ccusage. That
 fallback is not flagged: a session without turn_context is priced as gpt-5.
@@ -45,7 +42,6 @@ or ends with `"success": false`.
 
 from __future__ import annotations
 
-import math
 import re
 import zlib
 from collections.abc import Mapping
@@ -57,8 +53,6 @@ import msgspec
 from tokentop.model import (
     Event,
     LimitsSeen,
-    LimitWindow,
-    RateLimits,
     SessionInfo,
     SessionKey,
     TokenCounts,
@@ -74,12 +68,12 @@ from tokentop.sources.base import (
     DirSource,
     FileParser,
     bad_reason,
-    bounded_ts,
     env_dirs,
     name_text,
     parse_iso,
     short_hash,
 )
+from tokentop.sources.codex_limits import rate_limits
 from tokentop.sources.codex_scan import select_lines
 
 AGENT = "codex"
@@ -131,19 +125,6 @@ class _Event(msgspec.Struct, gc=False):
     rate_limits: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _Window(msgspec.Struct, gc=False):
-    used_percent: float = 0.0
-    window_minutes: Count = 0
-    resets_at: float | None = None
-    resets_in_seconds: float | None = None
-
-
-class _Limits(msgspec.Struct, gc=False):
-    primary: _Window | None = None
-    secondary: _Window | None = None
-    plan_type: str | None = None
-
-
 class _Usage(msgspec.Struct, gc=False):
     input_tokens: Count = 0
     cached_input_tokens: Count = 0
@@ -172,9 +153,7 @@ _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _HEADER = msgspec.json.Decoder(_Header)
 _EVENT = msgspec.json.Decoder(_Event)
 _INFO = msgspec.json.Decoder(_Info | None)
-_LIMITS = msgspec.json.Decoder(_Limits | None)
-MAX_PERCENT = 10_000.0
-"""A used share beyond this is nonsense from a hostile file: it is capped, not trusted."""
+
 _ITEM = msgspec.json.Decoder(_Item)
 _DECODE_ERRORS = DECODE_ERRORS
 
@@ -348,17 +327,12 @@ class CodexFileParser(FileParser, tag="codex"):
 
     def _rate_limits(self, raw: msgspec.Raw, ts: float, out: list[Event]) -> None:
         try:
-            limits = _LIMITS.decode(raw)
+            limits = rate_limits(raw, ts)
         except _DECODE_ERRORS as exc:
             self.bad(f"unusable rate_limits: {bad_reason(exc)}")
             return
-        if limits is None:
-            return
-        named = (("primary", limits.primary), ("secondary", limits.secondary))
-        windows = tuple(_window(name, w, ts) for name, w in named if w is not None)
-        if windows:
-            seen = RateLimits(ts, windows, (limits.plan_type or "")[:40])
-            out.append(LimitsSeen(self._key(), seen))
+        if limits is not None:
+            out.append(LimitsSeen(self._key(), limits))
 
     def _total(self, total: Totals, last: Totals | None, ts: float, out: list[Event]) -> None:
         prev = self.prev
@@ -424,18 +398,6 @@ def _totals(usage: _Usage | None) -> Totals | None:
         usage.reasoning_output_tokens,
         usage.cache_write_input_tokens or 0,
     )
-
-
-def _window(name: str, w: _Window, ts: float) -> LimitWindow:
-    """One window, bounded: a share capped at MAX_PERCENT, a reset time a datetime can hold."""
-    used = min(max(w.used_percent, 0.0), MAX_PERCENT) if math.isfinite(w.used_percent) else 0.0
-    if w.resets_at is not None:
-        resets = bounded_ts(w.resets_at)
-    elif w.resets_in_seconds is not None and ts:
-        resets = bounded_ts(ts + w.resets_in_seconds)
-    else:
-        resets = 0.0
-    return LimitWindow(name, used, w.window_minutes, resets)
 
 
 def _at_least(a: Totals, b: Totals) -> bool:
