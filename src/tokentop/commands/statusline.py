@@ -1,12 +1,15 @@
 """`tokentop statusline`: Claude Code's status-line command, one compact line per call.
 
 Claude Code runs it with JSON on stdin after each response (and at most every 300 ms). The
-fields read, as Claude Code's statusline docs and changelog give them (ccusage's fixture
-apps/ccusage/test/statusline-test.json has the shape): `session_id`, `cwd`,
-`cost.total_cost_usd`, `context_window.total_input_tokens` / `total_output_tokens`, and, for
-Pro and Max subscribers after the session's first response (v2.1.80 on),
-`rate_limits.five_hour` / `.seven_day` with `used_percentage` (0-100) and `resets_at` (Unix
-seconds). It prints
+fields read: `session_id`, `cwd`, `cost.total_cost_usd`, `context_window.total_input_tokens` /
+`total_output_tokens` (the shape of ccusage's fixture apps/ccusage/test/statusline-test.json,
+read in ryoppippi/ccusage), and, for Pro and Max subscribers after the session's first
+response, `rate_limits.five_hour` / `.seven_day` with `used_percentage` and `resets_at`
+(Claude Code's changelog, v2.1.80: "Added `rate_limits` field to statusline scripts ...
+(5-hour and 7-day windows with `used_percentage` and `resets_at`)", read in the
+gpambrozio/ClaudeDocs mirror; guides quoting the statusline docs give `used_percentage` as
+0-100 and `resets_at` as Unix seconds; the docs page itself was not in the searchable copy).
+It prints
 
     tokentop 45.7k tok · $0.06 · $1.20/h · 12% of $0.50 · 5h 42% ↻17:40 · 7d 12% ↻Thu 09:00
 

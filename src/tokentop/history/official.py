@@ -2,9 +2,8 @@
 
 Claude Code hands its status-line command the account's windows (`rate_limits.five_hour` and
 `.seven_day`, each `used_percentage` 0-100 and `resets_at` in Unix seconds, for Pro and Max
-subscribers after a session's first response: Claude Code's changelog, v2.1.80; the
-statusline docs and ccusage's fixture apps/ccusage/test/statusline-test.json give the rest of
-the input). `tokentop statusline` writes them here, with when it heard them, and a few recent
+subscribers after a session's first response; see commands/statusline.py for where that was
+checked). `tokentop statusline` writes them here, with when it heard them, and a few recent
 (time, cost) samples per session for its burn figure. The file is small, written atomically
 and read by the app's window watch (history/windows.py); it is owner-only.
 
