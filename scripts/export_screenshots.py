@@ -10,7 +10,12 @@ of the wall clock, into a temporary root at a fixed path. The real Engine reads 
 transcripts; the real app runs over its snapshot with `FakeClock`, in UTC, at 160x45 (and the
 main screen once more at 80x24). The
 history shot shows earlier demo sessions, replayed the same way in real git repositories with
-commits at fixed times, and recorded by the real SummaryRecorder into a store in the root.
+commits at fixed times, and recorded by the real SummaryRecorder into a store in the root;
+among them a week and a half of a nightly job (`tokentop run --job nightly-docs` records its
+runs so), whose runs got longer in the last week (the jobs shots). The header's windows are
+the real ones: Claude's computed 5-hour block from the demo's Claude transcripts, Codex's
+official rate limits from its rollouts, and Claude's official windows as the real
+`tokentop statusline` recorded them from a status-line input at the fixed clock.
 Every run writes the same bytes, so a diff of the SVGs shows exactly what changed on screen.
 """
 
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import json
 import os
 import random
 import shutil
@@ -32,12 +39,14 @@ from typing import NamedTuple
 import msgspec
 
 from tokentop.clock import FakeClock
+from tokentop.commands.statusline import handle
 from tokentop.config import Budgets, Config
 from tokentop.demo.agent import PROFILES, Transcript, Work, session_batches, transcript_path
 from tokentop.demo.claude_records import Record, random_uuid
 from tokentop.demo.fleet import DEFAULT_FLEET, DemoAgentSpec
 from tokentop.engine.engine import Engine
-from tokentop.history.store import Store
+from tokentop.history.official import state_path
+from tokentop.history.store import JobTag, Store
 from tokentop.history.summary import EndReason, SummaryRecorder
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.pricing import PriceTable
@@ -48,6 +57,7 @@ from tokentop.sources.base import Source
 from tokentop.sources.claude_code import ClaudeCodeSource
 from tokentop.sources.codex import CodexSource
 from tokentop.ui.app import TokentopApp, make_app
+from tokentop.ui.core import app_core
 
 SIZE = (160, 45)
 NOW = 1_763_640_000.0
@@ -78,6 +88,10 @@ def restamp(records: list[Record], ts: float) -> None:
         payload = record.get("payload")
         if record.get("type") == "session_meta" and isinstance(payload, dict):
             payload["timestamp"] = iso(ts)
+        limits = payload.get("rate_limits") if isinstance(payload, dict) else None
+        if isinstance(limits, dict):  # Codex's windows reset from the demo's own clock
+            limits["primary"]["resets_at"] = int(NOW) + 3 * 3600 + 1200
+            limits["secondary"]["resets_at"] = int(NOW) + 4 * 86400 + 1200
 
 
 def stamped_batches(
@@ -200,6 +214,48 @@ def record_history(root: Path, store: Store, config: Config) -> None:
         recorder.record(session, reasons[session.key.session_id])
 
 
+NIGHTLY = tuple((10.6 - 1.5 * n, 2.0 if n < 4 else 4.5, n != 5) for n in range(7))
+"""The nightly job's runs: (days before NOW, minutes, committed), the last three longer."""
+
+
+def record_jobs(root: Path, store: Store, config: Config) -> None:
+    """A nightly docs job, run by `tokentop run --job nightly-docs`: its runs as that command
+    records them (a summary, and the job's name with how the run ended)."""
+    repo = root / "repos" / "docs-site"
+    init_repo(repo)
+    for n, (days, minutes, committed) in enumerate(NIGHTLY):
+        start = NOW - days * 86400
+        if committed:
+            commit_in(repo, start + minutes * 50, n)
+        spec = DemoAgentSpec("claude", "steady", str(repo), 40 + n)
+        write_agent(spec, root / "nightly", start, start + minutes * 60)
+    clock = FakeClock(NOW)
+    engine = Engine(sources_in(root / "nightly"), PriceTable.default().cost, clock=clock, workers=1)
+    engine.scan()
+    recorder = SummaryRecorder(store, config, clock, minutes_for=engine.minutes)
+    for session in sorted(engine.snapshot().sessions, key=lambda s: s.first_ts):
+        recorder.record(session, "exited")
+        ok = session.first_ts < NOW - 5 * 86400 or session.first_ts > NOW - 2 * 86400
+        store.set_job(session.key, JobTag("nightly-docs", "run", "ok" if ok else "error"))
+
+
+STATUS_INPUT = {
+    "session_id": "shots-statusline", "cwd": "/home/demo/webshop",
+    "cost": {"total_cost_usd": 1.92}, "context_window": {"total_input_tokens": 812_000,
+    "total_output_tokens": 41_000, "context_window_size": 200_000},
+    "rate_limits": {"five_hour": {"used_percentage": 38, "resets_at": int(NOW) + 2 * 3600},
+                    "seven_day": {"used_percentage": 64, "resets_at": int(NOW) + 3 * 86400}},
+}  # fmt: skip
+"""What Claude Code hands its status-line command (the documented fields), heard at NOW - 90 s."""
+
+
+def record_statusline(root: Path) -> Path:
+    """Run the real `tokentop statusline` on STATUS_INPUT; its state file is what the app reads."""
+    os.environ["XDG_STATE_HOME"] = str(root / "state")
+    handle(json.dumps(STATUS_INPUT).encode(), io.StringIO(), NOW - 90)
+    return state_path()
+
+
 def sources_in(root: Path) -> list[Source]:
     return [ClaudeCodeSource(config_dirs=[root / "claude"]), CodexSource(homes=[root / "codex"])]
 
@@ -264,16 +320,20 @@ def demo_app(root: Path) -> TokentopApp:
     config = Config(budgets=Budgets(usd=BUDGET_USD))
     store = Store(root / "history.db")
     record_history(root, store, config)
+    record_jobs(root, store, config)
     refs = write_demo_root(root)
     clock = FakeClock(NOW)
     engine = Engine(sources_in(root), PriceTable.default().cost, clock=clock, workers=1)
+    scanned = ScannedEngine(engine)
+    core = app_core(scanned, config, clock, store=store, official=record_statusline(root))
     return make_app(
-        ScannedEngine(engine),
+        scanned,
         config=config,
         clock=clock,
         controller=NoSignals(),
         mapper=SessionMapper(refs),
         store=store,
+        core=core,
     )
 
 
@@ -287,6 +347,8 @@ SHOTS: dict[str, tuple[str, ...]] = {
     "kill_confirm": ("select:ml-pipeline", "k"),
     "help": ("question_mark",),
     "history": ("h",),
+    "history_jobs": ("h", "j"),
+    "job_runs": ("h", "j", "enter"),
     "main_80x24": (),
 }
 """Screenshot name -> keys pressed first ("select:PROJECT" moves the cursor to that row)."""
@@ -298,6 +360,11 @@ async def take(name: str, steps: tuple[str, ...], root: Path, out: Path) -> None
     app = demo_app(root)
     async with app.run_test(size=SIZES.get(name, SIZE)) as pilot:
         await app.workers.wait_for_complete()
+        watch = app.core.windows
+        if watch is not None and watch.ready.wait(30):  # the windows are read: draw them
+            app.rejudge()
+            app.min_redraw_s = 0.0
+            await app.workers.wait_for_complete()
         await pilot.pause()
         app.clear_notifications()  # alerts raised on the first frame would cover the rows
         for step in steps:

@@ -126,8 +126,8 @@ async def test_h_opens_history_which_filters_sorts_and_shows_a_summary(tmp_path:
         assert isinstance(screen, HistoryScreen)
         assert [s.project for s in screen.shown] == ["notes", "api-gateway", "webshop"]
         cells = [screen.table.get_row_at(i) for i in range(3)]
-        assert [str(c[7]) for c in cells] == ["—", "0", "2"]  # commits (notes: no git read)
-        assert str(cells[2][8]) == "$1.50"  # $/commit
+        assert [str(c[8]) for c in cells] == ["—", "0", "2"]  # commits (notes: no git read)
+        assert str(cells[2][9]) == "$1.50"  # $/commit
         assert str(cells[0][6]) == "≈$0.50"  # estimated
         header = panel(app, "#history-header")
         assert "3 of 3 sessions" in header and "$12.50" in header and "2 commits" in header

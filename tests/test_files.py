@@ -47,9 +47,11 @@ def test_hook_install_writes_through_a_symlinked_settings_file(tmp_path: Path) -
     assert link.is_symlink() and os.readlink(link) == str(target)
     settings = json.loads(target.read_text())
     assert settings["model"] == "opus" and "PreToolUse" in settings["hooks"]
+    assert "tokentop.commands.statusline" in settings["statusLine"]["command"]  # offered too
     assert mode(target) == 0o644  # the user's file keeps its mode
-    [backup] = claude.glob("settings.json.tokentop-backup-*")
-    assert json.loads(backup.read_text()) == {"model": "opus"} and mode(backup) == 0o600
+    backups = list(claude.glob("settings.json.tokentop-backup-*"))  # before each write
+    assert len(backups) == 2 and all(mode(b) == 0o600 for b in backups)
+    assert {"model": "opus"} in [json.loads(b.read_text()) for b in backups]
     assert sorted(p.name for p in dotfiles.iterdir()) == ["settings.json"]  # no temp left
 
 

@@ -160,7 +160,8 @@ def test_csv_and_table(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None
     assert len(rows) == 4 and {r["labels"] for r in rows} == {"leverage:1", "pending:1"}
     table = run_cli(fleet.args("report", "--by", "project"), capsys).splitlines()
     assert table[0].split()[:3] == ["PROJECT", "SESSIONS", "ACTIVE"]
-    assert table[-1].startswith("total") and len(table) == 6
+    assert table[-2].startswith("total") and len(table) == 7
+    assert table[-1].startswith("cheapest: the same tokens on the cheapest model")
 
 
 def test_since_filters_and_a_future_date_is_empty(

@@ -21,6 +21,7 @@ from tokentop.config import Budgets, Config
 from tokentop.history.store import Store
 from tokentop.model import SessionSnapshot, TokenCounts
 from tokentop.ui.app import TokentopApp, make_app
+from tokentop.ui.core import app_core
 from ui_fakes import (
     FakeEngine,
     FakeProcesses,
@@ -29,6 +30,8 @@ from ui_fakes import (
     make_session,
     sample_sessions,
     stored_history,
+    stored_jobs,
+    windows_fixture,
 )
 
 SIZE = (150, 32)
@@ -197,3 +200,54 @@ def test_main_screen_with_estimates(snap_compare: SnapCompare) -> None:
     piped = make_session("gen-1", agent="jsonl", cwd="/p/piped", tpm=20.0, estimated=True)
     app = fixed_app(sessions=(*sample_sessions()[:2], piped))
     assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle())
+
+
+def windows_app(root: Path) -> tuple[TokentopApp, FakeEngine]:
+    sessions, official = windows_fixture(root)
+    engine, clock = FakeEngine(ledger((*sample_sessions()[:2], *sessions))), FakeClock()
+    config = Config(budgets=Budgets(usd=10.0, tokens=5_000_000))
+    core = app_core(engine, config, clock, official=official)
+    app = make_app(engine, config=config, clock=clock, core=core)
+    app.min_redraw_s = 0.0  # the draw after the watch's read is not coalesced away
+    return app, engine
+
+
+def windows_read(engine: FakeEngine) -> Callable[[Pilot[None]], Any]:
+    """Wait until the window watch has read the files, then draw what it found."""
+
+    async def run(pilot: Pilot[None]) -> None:
+        await pilot.app.workers.wait_for_complete()
+        watch = pilot.app.core.windows  # type: ignore[attr-defined]
+        assert watch is not None and watch.ready.wait(10)
+        engine.publish(engine.current)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    return run
+
+
+def test_header_with_windows(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    """Claude's official windows (with their age), its computed 5-hour block, Codex's."""
+    app, engine = windows_app(tmp_path)
+    assert snap_compare(app, terminal_size=SIZE, run_before=windows_read(engine))
+
+
+def test_header_with_windows_80x24(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    """At 80 columns a window line too long ends in an ellipsis; the table keeps its columns."""
+    app, engine = windows_app(tmp_path)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=windows_read(engine))
+
+
+def test_history_jobs(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    store = stored_jobs(tmp_path / "history.db")
+    assert compare(snap_compare, ["h", "j"], store)
+
+
+def test_history_jobs_80x24(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    store = stored_jobs(tmp_path / "history.db")
+    assert compare(snap_compare, ["h", "j"], store, size=(80, 24))
+
+
+def test_job_runs(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    store = stored_jobs(tmp_path / "history.db")
+    assert compare(snap_compare, ["h", "j", "down", "enter"], store)

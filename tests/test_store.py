@@ -161,9 +161,10 @@ def test_a_version_2_file_drops_its_engine_state_copy_and_keeps_the_rest(
     conn.close()
     with Store(path) as store:
         tables = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert [str(s.key) for s in store.summaries()[0]] == ["claude:kept"]
     assert "engine_state" not in tables and "budget_overrides" in tables
+    assert "session_jobs" in tables  # version 5: jobs named by `tokentop run --job`
 
 
 def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:

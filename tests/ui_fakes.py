@@ -7,9 +7,12 @@ snapshot tests are deterministic; the Pilot tests that follow real files use the
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from tokentop.clock import FakeClock
 from tokentop.config import Config
@@ -238,3 +241,72 @@ def stored_history(path: Path) -> Store:
 
 def fake_commit(sha: str) -> Commit:
     return Commit(sha * 20, NOW - 7500, f"commit {sha}", ("a.py",), 3, 1)
+
+
+def stored_jobs(path: Path) -> Store:
+    """Two weeks of a nightly job (same cwd and first prompt), three runs a week, dearer in
+    the last week; and two runs of `tokentop run --job deploy`, one failed."""
+    from tokentop.history.store import JobTag
+
+    store = Store(path)
+    for n, (days, cost) in enumerate(
+        ((12, 1.0), (10, 1.1), (8, 0.9), (6, 2.0), (4, 2.2), (2, 2.1))
+    ):
+        session = make_session(f"night-{n}", cwd="/home/dev/src/site", cost=cost, ago=days * 86400)
+        commits = tuple(fake_commit(f"n{n}") for _ in range(n % 2))
+        git_value = GitValue("ok", "leverage" if commits else "theater", commits=commits)
+        summary = msgspec.structs.replace(
+            summary_of(session, git_value),
+            prompt="build the next task for <date>",
+            prompt_key="k-night",
+        )
+        store.record_summary(summary)
+    for n, ok in enumerate(("ok", "error")):
+        session = make_session(f"deploy-{n}", cwd="/home/dev/src/api", cost=0.3, ago=(3 - n) * 3600)
+        store.record_summary(summary_of(session, GitValue("ok", "theater")))
+        store.set_job(session.key, JobTag("deploy", "run", ok))
+    return store
+
+
+def windows_fixture(root: Path) -> tuple[tuple[SessionSnapshot, ...], Path]:
+    """Sessions whose windows the header shows, and the status line's state file: a Claude
+    session with a real transcript (responses over the last 50 minutes: an active block), a
+    Codex session that recorded its rate limits 5 minutes ago, and Claude's official windows
+    heard 2 minutes ago (the weekly one past the warn share)."""
+    import json
+
+    from tokentop.history.official import StatusState, write_state
+    from tokentop.model import LimitWindow, RateLimits
+
+    transcript = root / "claude" / "projects" / "-home-dev-src-webshop" / "a1b2c3d4-win.jsonl"
+    transcript.parent.mkdir(parents=True)
+    lines = []
+    for n in range(6):
+        at = NOW - 3000 + n * 600
+        usage = {"input_tokens": 50, "output_tokens": 1200, "cache_read_input_tokens": 60_000,
+                 "cache_creation_input_tokens": 4_000}  # fmt: skip
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(at))
+        lines.append({"type": "assistant", "sessionId": "a1b2c3d4-win", "timestamp": stamp,
+                      "message": {"id": f"msg_w{n}", "model": "claude-sonnet-4-5-20250929",
+                                  "usage": usage, "content": []}})  # fmt: skip
+    transcript.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    claude = msgspec.structs.replace(
+        make_session("a1b2c3d4-win", cost=2.0, tpm=900.0, usd_h=2.4, ago=60),
+        files=(str(transcript),),
+    )
+    codex_limits = RateLimits(NOW - 300, (
+        LimitWindow("primary", 12.0, 300, NOW + 3 * 3600),
+        LimitWindow("secondary", 47.0, 10080, NOW + 4 * 86400),
+    ), "plus")  # fmt: skip
+    codex = msgspec.structs.replace(
+        make_session("e5f6-codex", agent="codex", cwd="/home/dev/src/ml", model="gpt-5-codex",
+                     cost=0.9, ago=300),
+        limits=codex_limits,
+    )  # fmt: skip
+    official = root / "state" / "statusline.json"
+    heard = RateLimits(NOW - 120, (
+        LimitWindow("five_hour", 42.5, 300, NOW + 2 * 3600),
+        LimitWindow("seven_day", 81.0, 10080, NOW + 3 * 86400),
+    ), "claude.ai")  # fmt: skip
+    write_state(StatusState(claude=heard), official)
+    return (claude, codex), official

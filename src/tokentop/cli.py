@@ -136,6 +136,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
             help="config TOML file",
         )  # fmt: skip
+    p = sub.add_parser("statusline", help="Claude Code status line: one line, and its windows")
+    p.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help="config TOML file"
+    )
     p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
     q = sub.add_parser("summary", help="one recorded session as Markdown")
     if _wanted(argv, "report") or _wanted(argv, "summary"):
@@ -215,6 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tokentop.commands.report import cmd_report, cmd_summary
 
             return cmd_report(args) if args.command == "report" else cmd_summary(args)
+        if args.command == "statusline":
+            from tokentop.commands.statusline import cmd_statusline
+
+            return cmd_statusline(args.config)
         if args.command == "serve":
             from tokentop.commands.serve import cmd_serve
 

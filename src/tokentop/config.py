@@ -175,6 +175,30 @@ class History(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How many tools and files to list as the top token consumers."""
 
 
+class Jobs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[jobs]`: recurring jobs (one task run again and again), judged week over week."""
+
+    regress_pct: Positive = 30.0
+    """A job whose median cost per run over the last 7 days is more than this % above the 7
+    days before is flagged, with the first run where it changed."""
+    min_runs: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 2
+    """Sessions sharing a cwd and first prompt form a job from this many runs on (a job named
+    by OpenClaw's cron or `tokentop run --job` is one from its first run)."""
+
+
+class Routing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[routing]`: when a session is flagged as premium model for little output."""
+
+    premium_ratio: Positive = 20.0
+    """A model is premium for a session when its tokens cost at least this many times what
+    they would on the cheapest model of the same vendor in the price table."""
+    low_output_per_response: NonNegative = 300.0
+    """Output tokens per response below which a session produced little."""
+    reads_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.6
+    """Share of tool calls that only read (Read, Grep, Glob, web fetches ...) from which a
+    session was mostly reading."""
+
+
 class Otlp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[otlp]`: the receiver of the agents' OpenTelemetry (docs/fleet.md)."""
 
@@ -218,6 +242,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     store (read live), never from TOML."""
     otlp: Otlp = msgspec.field(default_factory=Otlp)
     """`[otlp]`: telemetry receiver and Prometheus exposition."""
+    jobs: Jobs = msgspec.field(default_factory=Jobs)
+    """`[jobs]`: recurring jobs and their week-over-week check."""
+    routing: Routing = msgspec.field(default_factory=Routing)
+    """`[routing]`: the premium-model-for-little-output flag."""
 
     def activity(self, last_ts: float, now: float) -> Activity:
         """Live, idle or ended, from the time since the session's last activity."""

@@ -169,7 +169,36 @@ class SessionInfo(msgspec.Struct, frozen=True, gc=False):
     """The machine the session runs on, for sessions reported by telemetry; "" is this one."""
 
 
-Event = UsageEvent | ToolCall | ToolResult | SessionInfo
+class LimitWindow(msgspec.Struct, frozen=True, gc=False):
+    """One of a vendor's own usage windows, as the agent was told it (not computed here)."""
+
+    name: str
+    """The vendor's name for it: Codex "primary" / "secondary", Claude "five_hour" / "seven_day"."""
+    used_pct: float
+    """0-100 as the vendor reports it (it can pass 100)."""
+    window_min: int = 0
+    """The window's length in minutes; 0 when not reported."""
+    resets_at: float = 0.0
+    """Unix seconds when the window resets; 0 when not reported."""
+
+
+class RateLimits(msgspec.Struct, frozen=True, gc=False):
+    """A vendor's usage windows at one moment (Codex `rate_limits`, Claude's status line)."""
+
+    observed_at: float
+    """When the agent recorded them: their age is how stale they are."""
+    windows: tuple[LimitWindow, ...]
+    plan: str = ""
+
+
+class LimitsSeen(msgspec.Struct, frozen=True, gc=False):
+    """Official rate limits read in a transcript; the ledger keeps the newest per session."""
+
+    session: SessionKey
+    limits: RateLimits
+
+
+Event = UsageEvent | ToolCall | ToolResult | SessionInfo | LimitsSeen
 
 
 class ModelUsage(msgspec.Struct, frozen=True, gc=False):
@@ -250,6 +279,8 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     burn_age_s: float = 0.0
     """Seconds since the response the burn was measured at (up to one typical gap): the
     ETA counts down from it (see engine/pace.py)."""
+    limits: RateLimits | None = None
+    """The vendor's own usage windows as last recorded in the session (Codex rate_limits)."""
 
     @property
     def remote(self) -> bool:

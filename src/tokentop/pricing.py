@@ -285,6 +285,10 @@ class PriceTable:
     def __len__(self) -> int:
         return len(self._models)
 
+    def items(self) -> list[tuple[str, ModelPrice]]:
+        """Every (table key, price), the config's overrides replacing the bundled rows."""
+        return list({**self._models, **self._overrides}.items())
+
     def lookup(self, model: str) -> ModelPrice | None:
         """Prices for `model`, or None when the table does not know it."""
         try:

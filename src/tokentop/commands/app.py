@@ -46,8 +46,12 @@ def build_app(
     log = action_log or default_action_log()
     controller = ProcessController(log_path=log, actor="app")
     probe = exact_probe(mapper, controller)
+    from tokentop.history.official import state_path
+
     actions = ActionLogFollower(log)
-    core = app_core(engine, config, clock, store=store, probe=probe, actions=actions)
+    core = app_core(
+        engine, config, clock, store=store, probe=probe, actions=actions, official=state_path()
+    )
     engine.start()
     from tokentop.ui.app import make_app
 

@@ -106,9 +106,10 @@ class HookFiles(msgspec.Struct, frozen=True):
 def cmd_hook(args: argparse.Namespace) -> int:
     """`tokentop hook [install]` from the main CLI."""
     if args.verb == "install":
-        from tokentop.commands.hook_install import install
+        from tokentop.commands.hook_install import install, statusline_command
 
-        return install(args.settings, yes=args.yes)
+        line = None if args.no_statusline else statusline_command()
+        return install(args.settings, yes=args.yes, statusline=line)
     from tokentop.engine.state_cache import default_cache_dir
 
     if sys.stdin.isatty():  # a person ran it: say what it is for instead of waiting for JSON
@@ -411,6 +412,11 @@ def add_hook_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
     p.add_argument("--settings", type=Path, metavar="FILE", help="Claude Code settings.json")
     p.add_argument("--yes", action="store_true", help="install without asking")
+    p.add_argument(
+        "--no-statusline",
+        action="store_true",
+        help="install: do not offer tokentop's status line (tokentop statusline)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

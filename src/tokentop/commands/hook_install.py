@@ -4,6 +4,10 @@ Shows the diff, asks (unless --yes), keeps a timestamped backup of the old file,
 one atomically (through a symlink, to its target), and does nothing when the hook is already
 there (an entry of ours whose command changed, e.g. after a reinstall, is updated in place).
 Other hooks and settings are untouched.
+
+Then it offers tokentop's status line (`statusLine`, running `tokentop.commands.statusline`)
+the same way: its own diff, question and backup. A status line of the user's own is replaced
+only when they answer yes to a question that names it; `--yes` never replaces it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,17 @@ def default_settings_path(env: dict[str, str] | None = None) -> Path:
 def hook_command() -> str:
     """This interpreter running the lean hook module: found whatever PATH the agent has."""
     return f"{shlex.quote(sys.executable)} -m tokentop.commands.hook"
+
+
+def statusline_command() -> str:
+    return f"{shlex.quote(sys.executable)} -m tokentop.commands.statusline"
+
+
+def is_our_statusline(entry: object) -> bool:
+    command = entry.get("command", "") if isinstance(entry, dict) else ""
+    return "tokentop.commands.statusline" in str(command) or str(command).rstrip().endswith(
+        "tokentop statusline"
+    )
 
 
 def is_ours(command: object) -> bool:
@@ -89,26 +104,67 @@ def install(
     command: str | None = None,
     ask: Callable[[str], str] = input,
     out: Any = None,
+    statusline: str | None = None,
 ) -> int:
-    """Merge, show the diff, confirm, back up and write; returns the exit status."""
+    """Merge, show the diff, confirm, back up and write; returns the exit status. With a
+    `statusline` command, then offer the status line the same way (declining it is fine)."""
     out = out or sys.stdout
     path = settings_path or default_settings_path()
+    code = _offer(path, lambda s: merged(s, command or hook_command()), "the hook", yes, ask, out)
+    if statusline is not None and code == EXIT_OK:
+        _offer_statusline(path, statusline, yes, ask, out)
+    return code
+
+
+def _offer(
+    path: Path,
+    change: Callable[[Any], Any],
+    what: str,
+    yes: bool,
+    ask: Callable[[str], str],
+    out: Any,
+    question: str = "",
+) -> int:
     try:
-        old_text, new_text = _plan(path, command or hook_command())
+        old_text, new_text = _plan(path, change)
     except SettingsError as error:
         print(f"tokentop: {path}: {error}; nothing was changed", file=sys.stderr)
         return EXIT_FAILED
     if new_text is None:
-        out.write(f"tokentop's hook is already installed in {path}\n")
+        out.write(f"tokentop's {what.removeprefix('the ')} is already installed in {path}\n")
         return EXIT_OK
-    out.writelines(_diff(old_text, new_text, path))
-    if not yes and not _confirmed(path, ask):
+    out.writelines(_diff(old_text, new_text, path, what))
+    if not yes and not _confirmed(path, ask, question):
         out.write("Not changed.\n")
         return EXIT_FAILED
-    return _write(path, old_text, new_text, out)
+    return _write(path, old_text, new_text, out, what)
 
 
-def _plan(path: Path, command: str) -> tuple[str, str | None]:
+def _offer_statusline(
+    path: Path, command: str, yes: bool, ask: Callable[[str], str], out: Any
+) -> None:
+    """Offer tokentop's status line; a different one of the user's is named, and kept on --yes."""
+    try:
+        current = json.loads(path.read_text(encoding="utf-8")).get("statusLine")
+    except (OSError, ValueError, AttributeError):
+        current = None
+    question = ""
+    if current is not None and not is_our_statusline(current):
+        if yes:
+            out.write("Your own status line is kept; run `tokentop hook install` without "
+                      "--yes to replace it with tokentop's.\n")  # fmt: skip
+            return
+        shown = json.dumps(current, ensure_ascii=False)[:200]
+        question = f"Replace your status line {shown} with tokentop's in {path}? [y/N] "
+    entry = {"type": "command", "command": command, "padding": 0}
+
+    def change(settings: Any) -> Any:
+        return {**settings, "statusLine": entry} if isinstance(settings, dict) else settings
+
+    _offer(path, change, "the status line", yes, ask, out, question)
+
+
+def _plan(path: Path, change: Callable[[Any], Any]) -> tuple[str, str | None]:
     """(current text, new text or None when nothing changes)."""
     try:
         old_text = path.read_text(encoding="utf-8")
@@ -120,24 +176,25 @@ def _plan(path: Path, command: str) -> tuple[str, str | None]:
         settings = json.loads(old_text) if old_text.strip() else {}
     except json.JSONDecodeError as error:
         raise SettingsError(f"invalid JSON at line {error.lineno}: {error.msg}") from None
-    new = merged(settings, command)
+    new = change(settings)
     if new == settings:
         return old_text, None
     return old_text, json.dumps(new, indent=2, ensure_ascii=False) + "\n"
 
 
-def _diff(old: str, new: str, path: Path) -> list[str]:
+def _diff(old: str, new: str, path: Path, what: str = "the hook") -> list[str]:
     before = str(path) if old else "/dev/null"  # "(new)" only when there is no file yet
-    after = f"{path} (with the hook)" if old else f"{path} (new)"
+    after = f"{path} (with {what})" if old else f"{path} (new)"
     lines = difflib.unified_diff(
         old.splitlines(keepends=True), new.splitlines(keepends=True), before, after
     )
     return [line if line.endswith("\n") else line + "\n" for line in lines]
 
 
-def _confirmed(path: Path, ask: Callable[[str], str]) -> bool:
+def _confirmed(path: Path, ask: Callable[[str], str], question: str = "") -> bool:
     try:
-        return ask(f"Write these changes to {path}? [y/N] ").strip().lower() in ("y", "yes")
+        reply = ask(question or f"Write these changes to {path}? [y/N] ")
+        return reply.strip().lower() in ("y", "yes")
     except EOFError:
         return False
 
@@ -152,7 +209,7 @@ def _backup(path: Path, blob: bytes) -> Path:
     return path
 
 
-def _write(path: Path, old_text: str, new_text: str, out: Any) -> int:
+def _write(path: Path, old_text: str, new_text: str, out: Any, what: str = "the hook") -> int:
     """Back up the old file (if any), then replace it atomically; a symlinked settings.json
     (a dotfiles repo) is updated at its target and stays a link."""
     backup = path.with_name(f"{path.name}.tokentop-backup-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -166,5 +223,5 @@ def _write(path: Path, old_text: str, new_text: str, out: Any) -> int:
         return EXIT_FAILED
     saved = f" (backup: {backup})" if old_text else ""
     via = f" (the link's target, {written})" if written != path.absolute() else ""
-    out.write(f"Installed tokentop's hook in {path}{via}{saved}.\n")
+    out.write(f"Installed tokentop's {what.removeprefix('the ')} in {path}{via}{saved}.\n")
     return EXIT_OK

@@ -5,17 +5,19 @@ so only what was appended is read) and record a summary of every session that ch
 so a report lists a session written since the last one, on any transcript tree; `--no-scan`
 shows the store as it is. Sessions still going on are recorded as "open" and updated by the
 next scan. Survival of recorded commits is re-checked with git on every run.
+
+`--by job` groups the recorded sessions into recurring jobs (history/jobs.py, with OpenClaw's
+cron run logs read here); `--by block` reads Claude Code's transcripts again for the 5-hour
+blocks (history/block_feed.py): blocks need each response's time, which the store does not
+keep.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -23,22 +25,27 @@ from typing import TextIO
 import msgspec
 
 from tokentop.clock import Clock, FakeClock, SystemClock
-from tokentop.commands.common import CliError, empty_dir_warnings, make_engine
+from tokentop.commands.common import (
+    CliError,
+    empty_dir_warnings,
+    make_engine,
+    make_prices,
+    make_sources,
+)
 from tokentop.config import Config, ConfigError, load_config
+from tokentop.engine.engine import Engine
 from tokentop.history.git_output import check_survival
-from tokentop.history.store import Store, StoreError
+from tokentop.history.report_rows import BY as GROUPS
+from tokentop.history.report_rows import group_rows, judge, row_of
+from tokentop.history.store import JobTag, Store, StoreError
 from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason
 from tokentop.model import LedgerSnapshot
 from tokentop.policy.watchdog import Watchdog
-from tokentop.quantities import plural
-from tokentop.render.figures import compact, duration, usd, when
 from tokentop.render.markdown import summary_markdown
-from tokentop.render.text import csv_text, json_for_terminal, md_inline, safe
+from tokentop.render.report import render_rows
 
-BY = ("session", "day", "project", "agent", "model")
+BY = (*GROUPS, "job", "block")
 FORMATS = ("table", "json", "csv", "md")
-MD_SESSIONS = 20
-"""Sessions given a full section in a Markdown report (the most expensive first)."""
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -99,7 +106,13 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 def report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=parse_since, metavar="DATE", help="YYYY-MM-DD, ISO, 7d, 12h")
-    p.add_argument("--by", choices=BY, default="session", help="grouping (default: session)")
+    p.add_argument(
+        "--by",
+        choices=BY,
+        default="session",
+        help="grouping (default: session); job: recurring jobs, week over week; block: "
+        "Claude's 5-hour blocks, from the transcripts",
+    )
     p.add_argument("--format", choices=FORMATS, default="table", help="output (default: table)")
     _store_args(p)
 
@@ -117,16 +130,71 @@ def cmd_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     config = _config(args)
     clock = SystemClock()
     since: float | None = args.since
+    if args.by == "block":
+        return report_blocks(args, clock.now(), out)
     with _open_store(args) as store:
         if args.scan is not False:
             scan_into(store, args, config, clock, since)
         summaries, bad = store.summaries(since)
         summaries = refresh_survival(store, summaries, config, clock.now())
-    rows = group_rows(summaries, args.by)
-    out.write(render(args.format, rows, summaries, args.by, since))
+        tags = store.session_jobs() if args.by == "job" else {}
+    if args.by == "job":
+        out.write(report_jobs(args, config, summaries, tags, clock.now()))
+    else:
+        judged = judge(summaries, make_prices(config), config.routing)
+        total = row_of("total", judged) if judged else None
+        rows = group_rows(judged, args.by)
+        out.write(render_rows(args.format, rows, judged, args.by, since, total))
     if bad:
         print(f"tokentop: {bad} stored summary(ies) could not be read", file=sys.stderr)
     return 0
+
+
+def report_jobs(
+    args: argparse.Namespace,
+    config: Config,
+    summaries: list[SessionSummary],
+    tags: dict[str, JobTag],
+    now: float,
+) -> str:
+    """Jobs over the recorded sessions and OpenClaw's cron run logs (those of the OpenClaw
+    state dirs this run reads: `--openclaw-dir`, `[roots]`, or the defaults)."""
+    from tokentop.history.jobs import job_rows, job_runs
+    from tokentop.render.report_jobs import render_jobs
+    from tokentop.sources.openclaw_cron import cron_dirs, read_cron
+
+    roots = [r for s in make_sources(args, config) if s.name == "openclaw" for r in s.roots()]
+    cron = read_cron(cron_dirs(roots))
+    runs = job_runs(summaries, tags, cron, config, make_prices(config))
+    if args.since is not None:
+        runs = [r for r in runs if r.at >= args.since]
+    if cron.bad_lines:
+        print(f"tokentop: {cron.bad_lines} unusable OpenClaw cron line(s)", file=sys.stderr)
+    rows = job_rows(runs, now, config.jobs.regress_pct)
+    return render_jobs(args.format, rows, runs, args.since, config.jobs.regress_pct)
+
+
+def report_blocks(args: argparse.Namespace, now: float, out: TextIO) -> int:
+    """Claude's 5-hour blocks, from the transcripts (the engine finds the sessions and their
+    files, resuming from its cache; the blocks read those files' responses again)."""
+    from tokentop.history.block_feed import blocks_since
+    from tokentop.render.report_blocks import render_blocks
+
+    if args.scan is False:
+        raise CliError("--by block reads the transcripts; --no-scan does not apply to it")
+    engine = scanned_engine(args)
+    since = args.since if args.since is not None else float("-inf")
+    blocks, bad = blocks_since(engine.snapshot(), since, now, engine.cost_fn)
+    out.write(render_blocks(args.format, blocks, now, args.since, bad))
+    return 0
+
+
+def scanned_engine(args: argparse.Namespace) -> Engine:
+    engine = make_engine(args)
+    engine.load_cache()
+    engine.scan()
+    engine.save_cache()
+    return engine
 
 
 def cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -140,7 +208,8 @@ def cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if found is None:
             raise CliError(f"no recorded session matches {args.session!r}")
         [found] = refresh_survival(store, [found], config, clock.now())
-    out.write(summary_markdown(found, heading="#"))
+    [judged] = judge([found], make_prices(config), config.routing)
+    out.write(summary_markdown(found, "#", judged.route, judged.flags))
     return 0
 
 
@@ -176,10 +245,7 @@ def scan_into(
 ) -> int:
     """Read the transcripts and record changed sessions. The engine resumes from its own
     state cache (the one every front-end keeps, unless --no-cache), so only new bytes are read."""
-    engine = make_engine(args)
-    engine.load_cache()
-    engine.scan()
-    engine.save_cache()
+    engine = scanned_engine(args)
     for line in empty_dir_warnings(args, engine):
         print(line, file=sys.stderr)
     recorder = SummaryRecorder(
@@ -217,193 +283,3 @@ def refresh_survival(
                 store.record_summary(s)
         fresh.append(s)
     return fresh
-
-
-# -- grouping --------------------------------------------------------------------------------
-
-
-def _group_key(by: str) -> Callable[[SessionSummary], str]:
-    keys: dict[str, Callable[[SessionSummary], str]] = {
-        "session": lambda s: str(s.key),
-        "day": lambda s: when(s.start, "%Y-%m-%d"),
-        "project": lambda s: s.project or "(none)",
-        "agent": lambda s: s.agent,
-    }
-    return keys[by]
-
-
-def group_rows(summaries: Iterable[SessionSummary], by: str) -> list[ReportRow]:
-    """Rows in first-activity order (by model: most expensive first)."""
-    if by == "model":
-        return _model_rows(summaries)
-    key = _group_key(by)
-    groups: dict[str, list[SessionSummary]] = {}
-    for s in sorted(summaries, key=lambda s: s.start):
-        groups.setdefault(key(s), []).append(s)
-    rows = [_row(name, items) for name, items in groups.items()]
-    if by == "session":
-        for row, items in zip(rows, groups.values(), strict=True):
-            row.project = items[0].project
-    return rows
-
-
-def _row(name: str, items: list[SessionSummary]) -> ReportRow:
-    cost = sum(s.cost_usd for s in items)
-    gits = [s.git for s in items if s.git is not None]
-    commits = sum(len(g.commits) for g in gits)
-    checked = [g for g in gits if g.commits and g.surviving is not None]
-    surviving = sum(g.surviving or 0 for g in checked) if checked else None
-    labels: dict[str, int] = {}
-    for s in items:
-        labels[s.label] = labels.get(s.label, 0) + 1
-    return ReportRow(
-        group=name,
-        project="",
-        sessions=len(items),
-        start=min(s.start for s in items),
-        end=max(s.end for s in items),
-        active_s=sum(s.active_s for s in items),
-        tokens=sum(s.tokens.total for s in items),
-        cost_usd=cost,
-        cost_complete=not any(s.unpriced_models for s in items),
-        commits=commits,
-        surviving=surviving,
-        usd_per_commit=cost / commits if commits else None,
-        usd_per_surviving_commit=cost / surviving if surviving else None,
-        labels=dict(sorted(labels.items())),
-    )
-
-
-def _model_rows(summaries: Iterable[SessionSummary]) -> list[ReportRow]:
-    rows: dict[str, ReportRow] = {}
-    for s in summaries:
-        for m in s.models:
-            row = rows.get(m.model)
-            if row is None:
-                row = rows[m.model] = ReportRow(
-                    m.model, "", 0, s.start, s.end, 0.0, 0, 0.0, True, None, None, None, None, {}
-                )
-            row.sessions += 1
-            row.start, row.end = min(row.start, s.start), max(row.end, s.end)
-            row.active_s += s.active_s * m.timeline_share
-            row.tokens += m.tokens.total
-            row.cost_usd += m.cost_usd or 0.0
-            row.cost_complete = row.cost_complete and m.cost_usd is not None
-    return sorted(rows.values(), key=lambda r: -r.cost_usd)
-
-
-# -- rendering -------------------------------------------------------------------------------
-
-COLUMNS = (
-    "sessions", "active", "tokens", "cost", "commits", "surviving", "$/commit", "$/surviving",
-    "labels",
-)  # fmt: skip
-
-
-def _cells(row: ReportRow) -> list[str]:
-    return [
-        str(row.sessions),
-        duration(row.active_s),
-        compact(row.tokens),
-        usd(row.cost_usd, row.cost_complete),
-        "-" if row.commits is None else str(row.commits),
-        "-" if row.surviving is None else str(row.surviving),
-        usd(row.usd_per_commit),
-        usd(row.usd_per_surviving_commit),
-        " ".join(f"{n} {label}" for label, n in row.labels.items()),
-    ]
-
-
-def _header(by: str) -> list[str]:
-    return [by, *(["project"] if by == "session" else []), *COLUMNS]
-
-
-def _line(row: ReportRow, by: str, short: bool) -> list[str]:
-    group = row.group
-    if by == "session" and short:
-        agent, _, sid = group.partition(":")
-        group = f"{agent}:{sid[:8]}"
-    return [group, *([row.project] if by == "session" else []), *_cells(row)]
-
-
-def render(
-    fmt: str, rows: list[ReportRow], summaries: list[SessionSummary], by: str, since: float | None
-) -> str:
-    total = _row("total", summaries) if summaries else None
-    if fmt == "json":
-        doc = {"by": by, "since": since, "rows": rows, "total": total}
-        blob = msgspec.json.format(msgspec.json.encode(doc), indent=1)
-        return json_for_terminal(blob).decode() + "\n"
-    if fmt == "csv":
-        return _csv(rows, by)
-    if fmt == "md":
-        return markdown_report(rows, summaries, by, since, total)
-    return _text_table(rows, by, total)
-
-
-def _text_table(rows: list[ReportRow], by: str, total: ReportRow | None) -> str:
-    if not rows or total is None:
-        return "no recorded sessions\n"
-    table = [[h.upper() for h in _header(by)]]
-    table += [[safe(c) for c in _line(r, by, short=True)] for r in rows]
-    table.append(["total", *([""] if by == "session" else []), *_cells(total)])
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    return "\n".join(lines) + "\n"
-
-
-def _csv(rows: list[ReportRow], by: str) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([by, "project", "sessions", "start", "end", "active_s", "tokens", "cost_usd",
-                "cost_complete", "commits", "surviving", "usd_per_commit",
-                "usd_per_surviving_commit", "labels"])  # fmt: skip
-    for r in rows:
-        w.writerow([
-            csv_text(r.group), csv_text(r.project), r.sessions, when(r.start, "%Y-%m-%dT%H:%M:%S"),
-            when(r.end, "%Y-%m-%dT%H:%M:%S"), round(r.active_s), r.tokens, round(r.cost_usd, 6),
-            r.cost_complete, _blank(r.commits), _blank(r.surviving), _blank(r.usd_per_commit),
-            _blank(r.usd_per_surviving_commit), ";".join(f"{k}:{v}" for k, v in r.labels.items()),
-        ])  # fmt: skip
-    return buf.getvalue()
-
-
-def _blank(value: float | None) -> str:
-    return "" if value is None else str(round(value, 6) if isinstance(value, float) else value)
-
-
-def markdown_report(
-    rows: list[ReportRow],
-    summaries: list[SessionSummary],
-    by: str,
-    since: float | None,
-    total: ReportRow | None,
-) -> str:
-    """An overview table, then (by session) a section per session, the most expensive first."""
-    scope = f"since {when(since)}" if since is not None else "all recorded sessions"
-    parts = [f"# tokentop report — {scope}, by {by}"]
-    if total is None:
-        return parts[0] + "\n\nNo recorded sessions.\n"
-    parts.append(_overview(total))
-    header = _header(by)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(md_inline(c) for c in _line(r, by, True)) + " |" for r in rows]
-    parts.append("\n".join(lines))
-    if by == "session":
-        ranked = sorted(summaries, key=lambda s: -s.cost_usd)
-        parts += [summary_markdown(s, "##").rstrip() for s in ranked[:MD_SESSIONS]]
-        if len(ranked) > MD_SESSIONS:
-            parts.append(f"… and {len(ranked) - MD_SESSIONS} more (`tokentop summary SESSION`).")
-    return "\n\n".join(parts) + "\n"
-
-
-def _overview(t: ReportRow) -> str:
-    labels = ", ".join(f"{n} {label}" for label, n in t.labels.items())
-    counted = "commits unknown" if t.commits is None else plural(t.commits, "commit")
-    commits = counted + (
-        f" ({usd(t.usd_per_commit)}/commit)" if t.usd_per_commit is not None else ""
-    )
-    return (
-        f"**{plural(t.sessions, 'session')}**, {usd(t.cost_usd, t.cost_complete)}, "
-        f"{compact(t.tokens)} tokens, active {duration(t.active_s)}; {commits}; {labels}."
-    )

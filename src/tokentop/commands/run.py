@@ -1,6 +1,7 @@
 """`tokentop run`: launch an agent, follow the transcript it writes, and enforce a budget.
 
-    tokentop run [--budget USD] [--budget-tokens N] [--on-budget warn|pause|kill] [--quiet] -- CMD…
+    tokentop run [--budget USD] [--budget-tokens N] [--on-budget warn|pause|kill] [--job NAME]
+                 [--quiet] -- CMD…
 
 The agent runs in its own process group, so its pid is known exactly (and recorded in the
 session registry for the app and the guard). Its transcript is linked when it appears: a
@@ -12,7 +13,8 @@ grows after the launch; the budget then counts the whole session, as budgets do 
 tokentop. While the agent runs, a one-line status goes to stderr (none with --quiet), and the
 policy is applied to the linked sessions: the budget (the flags beat the config's budgets) and
 the detectors with the actions set in config. Ctrl-C, SIGTERM and SIGHUP are passed on to the
-agent's process group.
+agent's process group. With `--job NAME` the linked sessions are recorded as runs of that job,
+with how the run ended (`report --by job`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         choices=["warn", "pause", "kill"],
         help="what to do at the budget (default: policy.budget.action in config, i.e. warn)",
     )
+    p.add_argument(
+        "--job",
+        metavar="NAME",
+        help="record the session as a run of this recurring job (report --by job)",
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing; the exit status tells")
     p.add_argument("agent", nargs=argparse.REMAINDER, help="-- the agent command and its args")
 
@@ -96,7 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         err.write(f"tokentop: {error}\n")
         return EXIT_FAILED
     budget = Budget(args.budget, args.budget_tokens)
-    return Run(engine, config, err, quiet=args.quiet, budget=budget).run(argv)
+    run = Run(engine, config, err, quiet=args.quiet, budget=budget, job=args.job or "")
+    return run.run(argv)
 
 
 def run_config(config: Config, args: argparse.Namespace) -> Config:
@@ -190,6 +198,7 @@ class Run:
         *,
         quiet: bool,
         budget: Budget | None = None,
+        job: str = "",
     ) -> None:
         from tokentop.policy.watchdog import Watchdog
         from tokentop.processes.action_log import ActionLogFollower
@@ -217,6 +226,9 @@ class Run:
         self.status = StatusLine(err, enabled=not quiet)
         self.budget = budget if budget is not None and budget.is_set else None
         """`--budget` / `--budget-tokens`: the linked sessions' own budget."""
+        self.job = job
+        """`--job NAME`: the linked sessions are runs of this job."""
+        self.exit_code: int | None = None
 
     def run(self, argv: list[str]) -> int:
         from tokentop.engine.changes import ChangeFeed
@@ -242,7 +254,7 @@ class Run:
             feed.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        code = self._exit_status(popen)
+        code = self.exit_code = self._exit_status(popen)
         ended = "stopped by tokentop" if self.stopped is not None else f"exited with {code}"
         self.child_state = "gone"  # as the Watchdog judges it: an ended agent burns nothing
         judgement = self.watchdog.judge(self._linked(self.sessions))
@@ -266,7 +278,7 @@ class Run:
         import sqlite3
 
         from tokentop.clock import SystemClock
-        from tokentop.history.store import Store, StoreError
+        from tokentop.history.store import JobTag, Store, StoreError
         from tokentop.history.summary import SummaryRecorder
         from tokentop.processes.control import default_action_log
 
@@ -286,8 +298,16 @@ class Run:
                 )
                 for session in sessions:
                     recorder.record(session, self.ended.get(session.key, "exited"))
+                    if self.job:
+                        store.set_job(session.key, JobTag(self.job, "run", self._run_status()))
         except (StoreError, sqlite3.Error, OSError) as exc:
             self.status.note(f"history not recorded: {exc}")
+
+    def _run_status(self) -> str:
+        """How the job's run ended: "stopped" by tokentop, else by the agent's exit status."""
+        if self.stopped is not None:
+            return "stopped"
+        return "ok" if self.exit_code == 0 else "error"
 
     def _relevant(self, path: Path) -> bool:
         return any(source.is_transcript(path) for source in self.engine.sources)

@@ -36,6 +36,7 @@ from tokentop.model import (
     Event,
     FileHealth,
     LedgerSnapshot,
+    LimitsSeen,
     SessionInfo,
     SessionKey,
     TokenCounts,
@@ -172,6 +173,8 @@ class Ledger:
                 changed += result(event, path)  # type: ignore[arg-type]
             elif kind is SessionInfo:
                 changed += self._info(event, path)  # type: ignore[arg-type]
+            elif kind is LimitsSeen:
+                changed += self._limits(event, path)  # type: ignore[arg-type]
         if changed:
             self.version += 1
         return changed
@@ -200,6 +203,15 @@ class Ledger:
         session.host = event.host or session.host
         session.touch(event.timestamp)
         session.note_model(event.timestamp, event.model)
+        return 1
+
+    def _limits(self, event: LimitsSeen, path: str) -> int:
+        """The vendor's windows as last told: an older observation (a replayed line) loses."""
+        session = self._session(event.session, path)
+        known = session.limits
+        if known is not None and known.observed_at > event.limits.observed_at:
+            return 0
+        session.limits = event.limits
         return 1
 
     def _grow(self, slot: int, event: UsageEvent, path: str) -> int:

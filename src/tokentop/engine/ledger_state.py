@@ -16,7 +16,7 @@ from bisect import bisect_left, bisect_right
 import msgspec
 
 from tokentop.engine.pace import merged as merged_pace
-from tokentop.model import RECENT_TOOLS, SessionKey
+from tokentop.model import RECENT_TOOLS, RateLimits, SessionKey
 
 _STAMP = struct.Struct("<q")
 _PAIR = struct.Struct("<dd")
@@ -96,6 +96,8 @@ class SessionState(msgspec.Struct):
     """Set by telemetry from another machine (see SessionInfo.host)."""
     pace: bytearray = msgspec.field(default_factory=bytearray)
     """The last responses' (time, tokens, cost), packed: burn is read from them (pace.py)."""
+    limits: RateLimits | None = None
+    """The vendor's own usage windows as last recorded in the session (Codex rate_limits)."""
 
     def add_minute(self, minute: int, tokens: float, cost: float) -> None:
         """Add to a minute's bucket. Events nearly always fall in the latest minute or start a
@@ -192,6 +194,10 @@ class SessionState(msgspec.Struct):
         self.branch = self.branch or other.branch
         self.parent = self.parent or other.parent
         self.estimated = self.estimated or other.estimated
+        if other.limits is not None and (
+            self.limits is None or other.limits.observed_at > self.limits.observed_at
+        ):
+            self.limits = other.limits
         self.touch(other.first_ts)
         self.touch(other.last_ts)
 

@@ -178,6 +178,7 @@ def build_session_snapshot(state: SessionState, now: float, bad_lines: int) -> S
         ),
         files=tuple(state.files),
         bad_lines=bad_lines,
+        limits=state.limits,
         estimated=state.estimated,
         parent=state.parent,
         responses_since_change=state.responses_since_change,

@@ -36,7 +36,7 @@ BUSY_TIMEOUT_MS = 5000
 INT64_MAX = 2**63 - 1
 """SQLite's INTEGER limit: the `tokens` column saturates there (the JSON body keeps the exact
 total; sources cap each count at 10**15, but a hostile file may hold many of them)."""
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _V1 = """
 CREATE TABLE summaries (
@@ -107,13 +107,37 @@ def _budget_origin(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE budget_overrides ADD COLUMN origin TEXT NOT NULL DEFAULT 'app'")
 
 
+def _create_session_jobs(conn: sqlite3.Connection) -> None:
+    """Jobs named where they run (`tokentop run --job NAME`), with how each run ended."""
+    conn.execute(
+        "CREATE TABLE session_jobs (session TEXT PRIMARY KEY, "  # "agent:session_id"
+        "job TEXT NOT NULL, origin TEXT NOT NULL, status TEXT NOT NULL, set_at REAL NOT NULL)"
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _create_v2,
     _drop_engine_state,
     _budget_origin,
+    _create_session_jobs,
 )
 """MIGRATIONS[n] takes a file from user_version n to n + 1."""
+
+
+class JobTag(msgspec.Struct, frozen=True):
+    """A session's job as named where it ran, and how that run ended."""
+
+    job: str
+    origin: str
+    """"run": `tokentop run --job NAME`."""
+    status: str = ""
+    """"ok", "error" (the agent exited non-zero), "stopped" (tokentop stopped it), or ""
+    while it runs."""
+
+
+MAX_JOB_NAME = 200
+"""A job name is the user's own words on a command line; longer ones are cut."""
 
 
 class StoreError(Exception):
@@ -335,6 +359,19 @@ class Store:
         return budget_rows(
             self._rows("SELECT session, usd, tokens, origin, set_at FROM budget_overrides")
         )
+
+    # -- jobs named where they run ---------------------------------------------------------
+
+    def set_job(self, session: SessionKey, tag: JobTag) -> None:
+        """Name the session's job (again: the newest name and status win)."""
+        row = (str(session), tag.job[:MAX_JOB_NAME], tag.origin, tag.status, time.time())
+        with self.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO session_jobs VALUES (?,?,?,?,?)", row)
+
+    def session_jobs(self) -> dict[str, JobTag]:
+        """Every named session's job, by "agent:session_id"."""
+        rows = self._rows("SELECT session, job, origin, status FROM session_jobs")
+        return {r[0]: JobTag(r[1], r[2], r[3]) for r in rows}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

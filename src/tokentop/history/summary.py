@@ -19,6 +19,7 @@ import msgspec
 from tokentop.clock import Clock, SystemClock
 from tokentop.config import Alerts, Budget, Config, History
 from tokentop.history.context_use import Consumers, top_consumers
+from tokentop.history.fingerprint import SHOWN_CHARS, normalised, prompt_key
 from tokentop.history.git_output import NOT_A_REPO, GitValue, assess, label_for
 from tokentop.model import (
     NAME_MAX,
@@ -31,6 +32,7 @@ from tokentop.model import (
 from tokentop.model import base_name as base_name  # the UI's import of it
 from tokentop.policy.budgets import budget_use
 from tokentop.sources.base import FILE_CHANGING_TOOLS
+from tokentop.sources.prompts import first_prompt, main_file
 from tokentop.tokens import Tokenizer, get_tokenizer
 
 EndReason = Literal["exited", "killed", "terminated", "paused-then-exited", "idle", "open"]
@@ -109,6 +111,10 @@ class SessionSummary(msgspec.Struct, frozen=True):
     estimated: bool = False
     """Some tokens were estimated with a tokenizer rather than recorded by the agent."""
     schema: int = SUMMARY_SCHEMA
+    prompt: str = ""
+    """The first user prompt, normalised (history/fingerprint.py) and cut: names its job."""
+    prompt_key: str = ""
+    """Hash of the cwd and the normalised first prompt: sessions sharing it are one job."""
 
     @property
     def key(self) -> SessionKey:
@@ -210,10 +216,12 @@ def build_summary(
     git: GitValue | None = None,
     consumers: Consumers | None = None,
     budget: Budget | None = None,
+    prompt: str = "",
 ) -> SessionSummary:
     """Freeze one session into a summary; `minutes` (the ledger's buckets) give active time.
 
     `budget` is the session's budget if it was changed live; by default the configured one.
+    `prompt` is the session's first user prompt as written (its job's fingerprint).
     """
     s = snapshot
     buckets = minutes if minutes is not None else series_minutes(s, now)
@@ -264,6 +272,8 @@ def build_summary(
         git=git,
         parent=s.parent,
         estimated=s.estimated,
+        prompt=normalised(prompt)[:SHOWN_CHARS],
+        prompt_key=prompt_key(s.cwd, prompt),
     )
 
 
@@ -329,6 +339,10 @@ class SummaryRecorder:
             git=git,
             consumers=self.consumers(session),
             budget=self.budgets.get(session.key),
+            prompt=first_prompt(
+                session.key.agent,
+                main_file(session.key.session_id, session.files),
+            ),
         )
         self.sink.record_summary(summary)
         self._marks[sid] = _mark(session)

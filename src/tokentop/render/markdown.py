@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from tokentop.history.context_use import Consumer, Consumers
 from tokentop.history.git_output import GitValue
+from tokentop.history.routing import Route
 from tokentop.history.summary import SessionSummary
 from tokentop.quantities import plural
 from tokentop.render.figures import compact, duration, usd, when
@@ -21,13 +22,20 @@ def cell(text: str) -> str:
     return md_inline(text)
 
 
-def summary_markdown(s: SessionSummary, heading: str = "##") -> str:
-    """The whole summary: headline facts as a list, then the tables that have content."""
+def summary_markdown(
+    s: SessionSummary, heading: str = "##", route: Route | None = None, flags: Iterable[str] = ()
+) -> str:
+    """The whole summary: headline facts as a list, then the tables that have content.
+    With a `route`, the cheapest-model arithmetic; `flags` are routing flags (history/routing)."""
     parts = [
         f"{heading} {md_inline(s.project) or '(no project)'} · {md_inline(s.agent)} "
         f"{md_code(s.session_id[:8])} · {s.label}"
     ]
-    parts.append("\n".join(_facts(s)))
+    facts = _facts(s)
+    if route is not None and route.cheapest_models:
+        facts.insert(3, _cheapest(route))
+    facts += [f"- **Flag:** {flag}: {FLAG_TEXT.get(flag, flag)}" for flag in flags]
+    parts.append("\n".join(facts))
     parts += _models(s, heading)
     if s.consumers is not None:
         parts += _consumers(s.consumers, heading)
@@ -56,6 +64,21 @@ def _facts(s: SessionSummary) -> list[str]:
     if s.estimated:
         lines.append("- Some token counts were estimated with a tokenizer.")
     return lines
+
+
+FLAG_TEXT = {
+    "premium-low-output": "a premium model for little output (few output tokens per response, "
+    "no commits, mostly reads)",
+}
+
+
+def _cheapest(route: Route) -> str:
+    models = ", ".join(md_code(m) for m in route.cheapest_models)
+    floor = "" if route.complete else " (part of it unpriced)"
+    return (
+        f"- **Cheapest:** the same tokens on {models}: {usd(route.cheapest_usd)}{floor} "
+        f"(arithmetic from the price table, not a claim that model could have done the work)"
+    )
 
 
 def _tokens(s: SessionSummary) -> str:

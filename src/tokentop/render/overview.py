@@ -2,15 +2,21 @@
 
 Today's spend and the burn now (the header), what the table lists and what it hides (older
 than `hide_after_h`), and the total of the listed rows: sums over judged sessions, whose
-burn the Watchdog has already zeroed unless they are live.
+burn the Watchdog has already zeroed unless they are live. And the vendors' usage windows
+(history/windows.py), each marked "official" with its age or "computed".
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from tokentop.history.blocks import Block
+from tokentop.history.windows import Windows
+from tokentop.model import LimitWindow, RateLimits
 from tokentop.policy.watchdog import Judged, Judgement
+from tokentop.quantities import compact, usd
 
 
 class Totals(NamedTuple):
@@ -102,3 +108,72 @@ def since(now: float, ts: float) -> str:
         if age >= seconds:
             return f"{min(age // seconds, 999)}{unit}"
     return f"{age}s"
+
+
+class WindowFigure(NamedTuple):
+    """One vendor's windows of one kind, as the header shows them."""
+
+    vendor: str
+    kind: str
+    """"official" (the vendor said so) or "computed" (tokentop counted)."""
+    items: tuple[tuple[str, str], ...]
+    """(text, level): level is "ok", "warn" (at the warn share) or "over" (at 100%)."""
+    age: str = ""
+    """How long ago an official figure was heard: "12s", "4m"."""
+
+
+def window_figures(w: Windows | None, now: float, warn_pct: float) -> tuple[WindowFigure, ...]:
+    """Claude's official windows and computed block, then Codex's official windows."""
+    if w is None:
+        return ()
+    found = []
+    if w.claude is not None:
+        found.append(_official("Claude", w.claude, now, warn_pct))
+    if w.claude_block is not None:
+        found.append(WindowFigure("Claude", "computed", _block_items(w.claude_block, now)))
+    if w.codex is not None:
+        found.append(_official("Codex", w.codex, now, warn_pct))
+    return tuple(found)
+
+
+def _official(vendor: str, limits: RateLimits, now: float, warn_pct: float) -> WindowFigure:
+    items = tuple(_window_item(x, now, warn_pct) for x in limits.windows)
+    return WindowFigure(vendor, "official", items, since(now, limits.observed_at))
+
+
+def window_name(w: LimitWindow) -> str:
+    """5h, 7d, or the window's length ("90m"); the vendor's own name without one."""
+    minutes = w.window_min or {"five_hour": 300, "seven_day": 10080}.get(w.name, 0)
+    if not minutes:
+        return w.name
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+
+
+def _window_item(w: LimitWindow, now: float, warn_pct: float) -> tuple[str, str]:
+    name = window_name(w)
+    if w.resets_at and w.resets_at <= now:
+        return f"{name} reset since", "ok"  # the share heard was of a window now over
+    text = f"{name} {w.used_pct:.0f}%"
+    if w.resets_at:
+        text += f" ↻{clock_time(w.resets_at, now)}"
+    level = "over" if w.used_pct >= 100 else "warn" if w.used_pct >= warn_pct else "ok"
+    return text, level
+
+
+def clock_time(ts: float, now: float) -> str:
+    """When a window resets, local time: 17:40 today, "Fri 15:00" further off."""
+    fmt = "%H:%M" if ts - now < 86400 else "%a %H:%M"
+    return time.strftime(fmt, time.localtime(ts))
+
+
+def _block_items(b: Block, now: float) -> tuple[tuple[str, str], ...]:
+    items = [(f"block {usd(b.cost_usd, b.cost_complete)} {compact(b.tokens.total)} tok", "ok")]
+    if b.burn is not None:
+        items.append((f"{usd(b.burn.usd_per_hour)}/h", "ok"))
+    if b.projection is not None:
+        items.append((f"→ {usd(b.projection.cost_usd)}", "ok"))
+    left = max(0, int(b.end - now))
+    items.append((f"{left // 3600}h{left % 3600 // 60:02d} left", "ok"))
+    return tuple(items)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tokentop.history.reconcile import by_session, reconcile
-from tokentop.model import FileHealth, LedgerSnapshot, SessionSnapshot
+from tokentop.model import FileHealth, LedgerSnapshot, RateLimits, SessionSnapshot
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.render.figures import compact, cost, eta, percent, project_name
 from tokentop.render.text import safe
@@ -60,7 +60,24 @@ def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None)
         "estimated": s.estimated,
         "bad_lines": s.bad_lines,
         "files": [_file_entry(name_text(f), files) for f in s.files],
+        "rate_limits": limits_dict(s.limits),
     }
+
+
+def limits_dict(limits: RateLimits | None) -> dict[str, Any] | None:
+    """The vendor's own windows as the session last recorded them (null: none recorded)."""
+    if limits is None:
+        return None
+    windows = [
+        {
+            "name": w.name,
+            "used_percent": w.used_pct,
+            "window_minutes": w.window_min or None,
+            "resets_at": iso(w.resets_at),
+        }
+        for w in limits.windows
+    ]
+    return {"observed_at": iso(limits.observed_at), "plan": limits.plan or None, "windows": windows}
 
 
 def judged_dict(j: Judged, files: dict[str, FileHealth] | None = None) -> dict[str, Any]:

@@ -328,3 +328,13 @@ FILE_CHANGING_TOOLS = frozenset(
     {"Edit", "Write", "MultiEdit", "NotebookEdit", "apply_patch", "write_file", "replace", "edit"}
 )
 """Tool names that change files; the drift detector looks for them."""
+READ_TOOLS = frozenset(
+    {
+        "Read", "Grep", "Glob", "LS", "WebFetch", "WebSearch", "NotebookRead",  # Claude Code
+        "read_file", "read_many_files", "list_directory", "glob", "search_file_content",
+        "google_web_search", "web_fetch",  # Gemini CLI, Qwen Code
+        "read", "grep", "find", "ls", "web_search", "view", "list",  # OpenClaw, Pi, opencode
+    }
+)  # fmt: skip
+"""Tool names that only read (files, searches, the web): the routing check counts them. A
+shell command may read or write, so it never counts as a read."""

@@ -28,6 +28,10 @@ cumulative total (`~<n>:` before it after the n-th backwards reset): stable acro
 and archived copies, and distinct because totals strictly rise between counted events.
 Events without a total use `codex:<session>:last:<timestamp>:<counts>`.
 
+Rate limits: a `token_count` event also carries the account's own windows, `rate_limits`
+(codex_limits.py). They become a LimitsSeen, also from events whose `info` is null (rate
+limits only). A rate_limits object that does not fit is one bad line; its tokens still count.
+
 Model: `info.model`, else the last turn_context model, else "gpt-5" as in ccusage. That
 fallback is not flagged: a session without turn_context is priced as gpt-5.
 
@@ -48,6 +52,7 @@ import msgspec
 
 from tokentop.model import (
     Event,
+    LimitsSeen,
     SessionInfo,
     SessionKey,
     TokenCounts,
@@ -68,6 +73,7 @@ from tokentop.sources.base import (
     parse_iso,
     short_hash,
 )
+from tokentop.sources.codex_limits import rate_limits
 from tokentop.sources.codex_scan import select_lines
 
 AGENT = "codex"
@@ -116,6 +122,7 @@ class _Header(msgspec.Struct, gc=False):
 class _Event(msgspec.Struct, gc=False):
     type: str | None = None
     info: msgspec.Raw = msgspec.Raw(b"null")
+    rate_limits: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _Usage(msgspec.Struct, gc=False):
@@ -146,6 +153,7 @@ _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _HEADER = msgspec.json.Decoder(_Header)
 _EVENT = msgspec.json.Decoder(_Event)
 _INFO = msgspec.json.Decoder(_Info | None)
+
 _ITEM = msgspec.json.Decoder(_Item)
 _DECODE_ERRORS = DECODE_ERRORS
 
@@ -302,6 +310,8 @@ class CodexFileParser(FileParser, tag="codex"):
     def _event(self, event: _Event, stamp: str, ts: float, out: list[Event]) -> None:
         if event.type != "token_count":
             return
+        if event.rate_limits and not self._in_replay(ts):
+            self._rate_limits(event.rate_limits, ts, out)
         info = _INFO.decode(event.info)
         if info is None:
             return  # rate limits only
@@ -315,6 +325,15 @@ class CodexFileParser(FileParser, tag="codex"):
             self._total(total, last, ts, out)
         elif last is not None:
             self._last_only(last, stamp, ts, out)
+
+    def _rate_limits(self, raw: msgspec.Raw, ts: float, out: list[Event]) -> None:
+        try:
+            limits = rate_limits(raw, ts)
+        except _DECODE_ERRORS as exc:
+            self.bad(f"unusable rate_limits: {bad_reason(exc)}")
+            return
+        if limits is not None:
+            out.append(LimitsSeen(self._key(), limits))
 
     def _total(self, total: Totals, last: Totals | None, ts: float, out: list[Event]) -> None:
         prev = self.prev

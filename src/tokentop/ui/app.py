@@ -25,11 +25,11 @@ from tokentop.history.store import Store
 from tokentop.model import LedgerSnapshot
 from tokentop.policy.watchdog import Judgement, ProcessProbe
 from tokentop.processes.protocols import ProcessControl, ProcessMapper
-from tokentop.render.overview import header_totals, listed_total
+from tokentop.render.overview import header_totals, listed_total, window_figures
 from tokentop.render.text import safe
 from tokentop.ui import keys
 from tokentop.ui import messages as msg
-from tokentop.ui.core import AppCore, Drained, EngineLike, app_core
+from tokentop.ui.core import AppCore, Drained, EngineLike, app_core, jobs_loader
 from tokentop.ui.detail_feed import DetailFeed
 from tokentop.ui.engine_state import EngineHealth
 from tokentop.ui.notices import notices_for
@@ -119,6 +119,8 @@ class TokentopApp(App[None]):
         self.engine.stop()
         if self.core.keeper is not None:
             self.core.keeper.close(timeout=10.0)  # what ended is written before we go
+        if self.core.windows is not None:
+            self.core.windows.close()
 
     def rejudge(self) -> None:
         """Worker threads: a judgement now (an action or a budget changed what it says)."""
@@ -229,7 +231,10 @@ class TokentopApp(App[None]):
         )  # fmt: skip
         listed = [m.judged for m in view.listed.values()]
         figures = header_totals(judgement, listed, view.hidden)
-        self.main_screen.header.show(figures, state)
+        watch = self.core.windows
+        seen = watch.current() if watch is not None else None
+        windows = window_figures(seen, self.clock.now(), self.config.alerts.warn_pct)
+        self.main_screen.header.show(figures, state, windows)
 
     def show_detail(self) -> None:
         """Refresh the detail screen, if one is open, from the last judgement."""
@@ -331,8 +336,8 @@ class TokentopApp(App[None]):
         if self.store is None:
             self.notify("History is off in this run (no store).", severity="warning")
         elif not isinstance(self.screen, HistoryScreen):
-            store = self.store
-            self.push_screen(HistoryScreen(lambda: store.summaries(), self.clock))
+            store, jobs = self.store, jobs_loader(self.store, self.config, self.engine, self.clock)
+            self.push_screen(HistoryScreen(lambda: store.summaries(), self.clock, jobs))
 
     async def action_open_details(self) -> None:
         here = self.current()

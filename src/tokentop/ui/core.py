@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
 from tokentop.clock import Clock
 from tokentop.config import Config
+from tokentop.history.jobs import JobRow, JobRun, jobs_of
 from tokentop.history.keeper import HistoryKeeper
 from tokentop.history.session_budgets import LiveBudgets
 from tokentop.history.store import Store
 from tokentop.history.summary import MinutesFn, SessionSummary
+from tokentop.history.windows import WindowWatch
 from tokentop.model import LedgerSnapshot
 from tokentop.policy.acted import ActionFeed
 from tokentop.policy.budgets import Level
@@ -131,6 +134,8 @@ class AppCore(NamedTuple):
     watchdog: Watchdog
     inbox: Inbox
     keeper: HistoryKeeper | None
+    windows: WindowWatch | None = None
+    """The vendors' usage windows for the header (its own thread; an engine listener)."""
 
 
 def app_core(
@@ -141,10 +146,12 @@ def app_core(
     store: Store | None = None,
     probe: ProcessProbe | None = None,
     actions: ActionFeed | None = None,
+    official: Path | None = None,
 ) -> AppCore:
     """The watchdog over `engine` (with the budgets kept in the store, and what other tokentop
-    processes did through `actions`), the inbox, and with a store the keeper, all subscribed.
-    Call before the engine starts."""
+    processes did through `actions`), the inbox, and with a store the keeper, all subscribed;
+    and the window watch, reading the official Claude windows the status line keeps at
+    `official` (none without it). Call before the engine starts."""
     if store is not None and not isinstance(config.session_budgets, LiveBudgets):
         # the budgets set for one session by any tokentop process (`b`, `run --budget`)
         config = msgspec.structs.replace(config, session_budgets=LiveBudgets(store.path))
@@ -169,7 +176,19 @@ def app_core(
             inbox.failed(exc)
         else:
             watchdog.subscribe(recent_endings(keeper.take, config.hide_after_h * 3600))
-    return AppCore(watchdog, inbox, keeper)
+    windows = WindowWatch(cost_of(engine), clock.now, official)
+    engine.add_listener(windows.take)
+    return AppCore(watchdog, inbox, keeper, windows)
+
+
+def cost_of(engine: Any) -> Any:
+    """The engine's cost function (its price table with the config's overrides)."""
+    cost = getattr(engine, "cost_fn", None)
+    if callable(cost):
+        return cost
+    from tokentop.pricing import PriceTable
+
+    return PriceTable.default().cost
 
 
 def recent_endings(
@@ -195,3 +214,21 @@ def minutes_of(engine: Any) -> MinutesFn | None:
     """Per-minute history of a session, read under the engine's lock, if the engine has it."""
     minutes = getattr(engine, "minutes", None)
     return minutes if callable(minutes) else None
+
+
+def jobs_loader(
+    store: Store, config: Config, engine: Any, clock: Clock
+) -> Callable[[list[SessionSummary]], tuple[list[JobRow], list[JobRun]]]:
+    """The history screen's jobs: the store's named runs and OpenClaw's cron logs (of the
+    OpenClaw state dirs the engine reads), over the summaries; called in its worker."""
+    roots = [root for source, root in getattr(engine, "roots", []) if source.name == "openclaw"]
+
+    def load(summaries: list[SessionSummary]) -> tuple[list[JobRow], list[JobRun]]:
+        from tokentop.pricing import build_table
+        from tokentop.sources.openclaw_cron import cron_dirs, read_cron
+
+        cron = read_cron(cron_dirs(roots))
+        table = build_table(config.prices)
+        return jobs_of(summaries, store.session_jobs(), cron, config, table, clock.now())
+
+    return load

@@ -1,7 +1,9 @@
 """HistoryScreen: recorded session summaries from the store, filterable and sortable.
 
 The store is read in a thread worker when the screen opens (and on `r`); `enter` shows one
-summary as the Markdown `tokentop summary` prints.
+summary as the Markdown `tokentop summary` prints. `j` switches to the jobs view (recurring
+jobs, as `report --by job` shows them, computed in the same worker), where `enter` opens a
+job's runs.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from tokentop.clock import Clock
+from tokentop.history.jobs import JobRow, JobRun
 from tokentop.history.summary import SessionSummary
 from tokentop.quantities import plural
 from tokentop.render import figures as fmt
-from tokentop.render.markdown import summary_markdown
 from tokentop.render.text import safe
+from tokentop.ui.screens.jobs import JobRunsScreen
+from tokentop.ui.screens.summary import SummaryScreen as SummaryScreen  # tests import it here
 from tokentop.ui.views.history_rows import (
     HISTORY_COLUMNS,
     HISTORY_SORTS,
@@ -33,9 +36,19 @@ from tokentop.ui.views.history_rows import (
     history_totals,
     shown_summaries,
 )
+from tokentop.ui.views.job_rows import (
+    JOB_COLUMNS,
+    JOB_RIGHT,
+    job_row_cells,
+    regressed_count,
+    runs_of,
+    shown_jobs,
+)
 
 SummaryLoader = Callable[[], tuple[list[SessionSummary], int]]
 """Returns every recorded summary and how many rows could not be read (Store.summaries)."""
+JobsLoader = Callable[[list[SessionSummary]], tuple[list[JobRow], list[JobRun]]]
+"""The recurring jobs among the summaries (history/jobs.py `jobs_of`), in the worker too."""
 EMPTY_NOTE = (
     "No session recorded yet. A session is recorded when it ends: killed or terminated here, "
     "or quiet for [history] idle_end_s. `tokentop report --scan` records every transcript."
@@ -52,13 +65,19 @@ class HistoryScreen(Screen[None]):
         Binding("<", "sort(-1)", "", show=False, id="history-sort-prev"),
         Binding("I", "reverse_sort", "", show=False, id="history-sort-reverse"),
         Binding("r", "reload", "Reload", id="history-reload"),
+        Binding("j", "toggle_jobs", "Jobs", id="history-jobs"),
     ]
     AUTO_FOCUS = "#history-table"
 
-    def __init__(self, load: SummaryLoader, clock: Clock) -> None:
+    def __init__(self, load: SummaryLoader, clock: Clock, jobs: JobsLoader | None = None) -> None:
         super().__init__()
         self.load = load
         self.clock = clock
+        self.load_jobs = jobs
+        self.jobs_view = False
+        self.jobs: list[JobRow] = []
+        self.runs: list[JobRun] = []
+        self.shown_jobs: list[JobRow] = []
         self.summaries: list[SessionSummary] = []
         self.shown: list[SessionSummary] = []
         self.unreadable = 0
@@ -88,13 +107,21 @@ class HistoryScreen(Screen[None]):
         """Read every summary off the UI thread; a store that fails is said, not raised."""
         try:
             summaries, bad = self.load()
+            jobs, runs = self.load_jobs(summaries) if self.load_jobs else ([], [])
         except Exception as exc:  # sqlite3 or StoreError: the screen stays usable
             self.app.call_from_thread(self.show_error, f"cannot read the store: {exc}")
             return
-        self.app.call_from_thread(self.show_summaries, summaries, bad)
+        self.app.call_from_thread(self.show_summaries, summaries, bad, jobs, runs)
 
-    def show_summaries(self, summaries: Sequence[SessionSummary], unreadable: int) -> None:
+    def show_summaries(
+        self,
+        summaries: Sequence[SessionSummary],
+        unreadable: int,
+        jobs: Sequence[JobRow] = (),
+        runs: Sequence[JobRun] = (),
+    ) -> None:
         self.summaries, self.unreadable = list(summaries), unreadable
+        self.jobs, self.runs = list(jobs), list(runs)
         self.loaded, self.error = True, ""
         self.refresh_rows()
 
@@ -106,6 +133,9 @@ class HistoryScreen(Screen[None]):
 
     def refresh_rows(self) -> None:
         """Fill the table in the current filter and order; the cursor stays on its session."""
+        if self.jobs_view:
+            self.refresh_jobs()
+            return
         table = self.table
         keep = self.current_key
         self.shown = shown_summaries(self.summaries, self.needle, self.sort, self.sort_reversed)
@@ -125,6 +155,23 @@ class HistoryScreen(Screen[None]):
             table.move_cursor(row=keys.index(keep))
         self.show_header()
 
+    def refresh_jobs(self) -> None:
+        """The jobs view: one row per recurring job, the most recently run first."""
+        table = self.table
+        self.shown_jobs = shown_jobs(self.jobs, self.needle)
+        table.clear(columns=True)
+        for i, label in enumerate(JOB_COLUMNS):
+            table.add_column(Text(label, justify="right" if i in JOB_RIGHT else "left"))
+        for row in self.shown_jobs:
+            cells = [
+                Text(c, justify="right" if i in JOB_RIGHT else "left")
+                for i, c in enumerate(job_row_cells(row))
+            ]
+            if row.regressed:
+                cells[9].stylize("bold red")
+            table.add_row(*cells, key=row.job_key)
+        self.show_header()
+
     def _label(self, label: str, sort: HistorySort | None, right: bool) -> Text:
         if sort == self.sort:
             label += "▼" if self.descending else "▲"
@@ -132,7 +179,7 @@ class HistoryScreen(Screen[None]):
 
     @staticmethod
     def _cell(key: str, value: str, right: bool) -> Text:
-        style = LABEL_STYLES.get(value, "") if key == "label" else ""
+        style = LABEL_STYLES.get(value.removesuffix(" ⚑"), "") if key == "label" else ""
         return Text(value, style=style, justify="right" if right else "left")
 
     @property
@@ -141,7 +188,7 @@ class HistoryScreen(Screen[None]):
 
     @property
     def current_key(self) -> str | None:
-        if not self.shown or self.table.row_count == 0:
+        if self.jobs_view or not self.shown or self.table.row_count == 0:
             return None
         row = min(self.table.cursor_row, len(self.shown) - 1)
         return str(self.shown[row].key)
@@ -156,6 +203,8 @@ class HistoryScreen(Screen[None]):
             return Text("reading the store…", style="dim")
         if not self.summaries:
             return Text(EMPTY_NOTE, style="yellow")
+        if self.jobs_view:
+            return self.jobs_header()
         t = history_totals(self.shown)
         line = Text.assemble(
             ("History", "bold"),
@@ -172,7 +221,31 @@ class HistoryScreen(Screen[None]):
             line.append(f"   ⚠ {self.unreadable} stored summaries unreadable", "bold yellow")
         return line
 
+    def jobs_header(self) -> Text:
+        if not self.jobs:
+            return Text(
+                "No recurring jobs: a job is an OpenClaw cron job, `tokentop run --job NAME`, "
+                "or sessions sharing a cwd and first prompt.",
+                style="yellow",
+            )
+        regressed = regressed_count(self.shown_jobs)
+        line = Text.assemble(
+            ("Jobs", "bold"),
+            f"  {len(self.shown_jobs)} of {plural(len(self.jobs), 'job')}  ",
+            (f"{len(self.runs)} runs", "bold"),
+            ("\n⚑ ", "bold red") if regressed else ("\n", ""),
+            (f"{regressed} regressed week over week   " if regressed else "", "bold red"),
+            ("enter: runs   j: sessions", "dim"),
+        )
+        if self.needle:
+            line.append_text(Text.assemble(("   filter ", "dim"), (repr(self.needle), "bold")))
+        return line
+
     # -- keys --------------------------------------------------------------------------------
+
+    def action_toggle_jobs(self) -> None:
+        self.jobs_view = not self.jobs_view
+        self.refresh_rows()
 
     def action_back(self) -> None:
         field = self.query_one("#filter", Input)
@@ -210,24 +283,13 @@ class HistoryScreen(Screen[None]):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         key = event.row_key.value
+        if self.jobs_view:
+            job = next((j for j in self.shown_jobs if j.job_key == key), None)
+            if job is not None:
+                by_key = {str(s.key): s for s in self.summaries}
+                runs = runs_of(job, self.runs)
+                self.app.push_screen(JobRunsScreen(job, runs, by_key, self.clock))
+            return
         found = next((s for s in self.shown if str(s.key) == key), None)
         if found is not None:
             self.app.push_screen(SummaryScreen(found))
-
-
-class SummaryScreen(ModalScreen[None]):
-    """One recorded session as Markdown, the same text `tokentop summary` prints."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q,enter", "dismiss", "Close", show=False),
-    ]
-
-    def __init__(self, summary: SessionSummary) -> None:
-        super().__init__()
-        self.summary = summary
-
-    def compose(self) -> ComposeResult:
-        from textual.widgets import Markdown  # markdown-it costs ~30 ms: not at start-up
-
-        with VerticalScroll(classes="dialog wide"):
-            yield Markdown(summary_markdown(self.summary, heading="#"))

@@ -9,8 +9,11 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
+from tokentop.config import Routing
 from tokentop.history.git_output import per_commit
+from tokentop.history.routing import PREMIUM_FLAG, Route, premium_low_output, route_models
 from tokentop.history.summary import SessionSummary, base_name
+from tokentop.pricing import PriceTable
 from tokentop.render import figures as fmt
 from tokentop.render.text import safe
 from tokentop.ui.views.rows import short_model
@@ -54,6 +57,7 @@ HISTORY_COLUMNS: tuple[HistoryColumn, ...] = (
     HistoryColumn("active", "ACTIVE", "active", True),
     HistoryColumn("tokens", "TOKENS", "tokens", True),
     HistoryColumn("cost", "COST", "cost", True),
+    HistoryColumn("cheapest", "CHEAPEST", None, True),
     HistoryColumn("commits", "COMMITS", "commits", True),
     HistoryColumn("per_commit", "$/COMMIT", "per-commit", True),
     HistoryColumn("label", "LABEL"),
@@ -72,6 +76,7 @@ class HistoryRow(NamedTuple):
     active: str
     tokens: str
     cost: str
+    cheapest: str
     commits: str
     per_commit: str
     label: str
@@ -106,10 +111,19 @@ def main_models(s: SessionSummary) -> str:
     return name + (f" +{len(ordered) - 1}" if len(ordered) > 1 else "")
 
 
+def routing_of(s: SessionSummary) -> tuple[Route, tuple[str, ...]]:
+    """The session's cheapest-model arithmetic and routing flags, with the bundled price
+    table and the default thresholds (the screen has no config of its own)."""
+    route = route_models(s.models, PriceTable.default())
+    flagged = premium_low_output(s, route, Routing())
+    return route, (PREMIUM_FLAG,) if flagged else ()
+
+
 def history_row(s: SessionSummary, now: float) -> HistoryRow:
     commits = commit_count(s)
     dollars = per_commit(s.cost_usd, commits)
     tokens = fmt.compact(s.tokens.total)
+    route, flags = routing_of(s)
     return HistoryRow(
         key=str(s.key),
         ended=local_time(s.end, now),
@@ -119,9 +133,10 @@ def history_row(s: SessionSummary, now: float) -> HistoryRow:
         active=fmt.duration(s.active_s),
         tokens=f"≈{tokens}" if s.estimated else tokens,
         cost=summary_cost(s),
+        cheapest=fmt.usd(route.cheapest_usd) if route.cheapest_models else "",
         commits="—" if commits is None else str(commits),
         per_commit="" if dollars is None else fmt.usd(dollars),
-        label=s.label,
+        label=s.label + (" ⚑" if flags else ""),
         reason=s.end_reason,
     )
 

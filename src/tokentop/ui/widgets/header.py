@@ -1,4 +1,5 @@
-"""HeaderTotals: today's spend, the burn right now, live sessions, and what needs attention."""
+"""HeaderTotals: today's spend, the burn right now, live sessions, what needs attention, and
+the vendors' usage windows (official with their age, or computed)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from textual.widgets import Static
 
 from tokentop.engine.coldscan import ScanProgress
 from tokentop.render import figures as fmt
-from tokentop.render.overview import ListedTotal, Totals
+from tokentop.render.overview import ListedTotal, Totals, WindowFigure
 
 
 class HeaderState(NamedTuple):
@@ -28,10 +29,30 @@ class HeaderState(NamedTuple):
 
 
 class HeaderTotals(Static):
-    """Two lines: money and rates, then view state and warnings."""
+    """Two lines: money and rates, then view state and warnings; then one line per vendor
+    window figure known (official with its age, or computed). A line too long for the
+    screen ends in an ellipsis."""
 
-    def show(self, totals: Totals, state: HeaderState) -> None:
-        self.update(Text("\n").join([money_line(totals), state_line(totals, state)]))
+    def show(
+        self, totals: Totals, state: HeaderState, windows: tuple[WindowFigure, ...] = ()
+    ) -> None:
+        lines = [money_line(totals), state_line(totals, state)]
+        lines += [window_line(figure) for figure in windows]
+        self.update(Text("\n").join(lines))
+
+
+LEVEL_STYLES = {"ok": "bold", "warn": "bold yellow", "over": "bold red"}
+
+
+def window_line(figure: WindowFigure) -> Text:
+    """`Claude  5h 42% ↻17:40 · 7d 12% ↻Fri 15:00  (official, 2m ago)`."""
+    line = Text.assemble((f"{figure.vendor:<7}", "bold"))
+    for i, (text, level) in enumerate(figure.items):
+        line.append(" · " if i else "", "dim")
+        line.append(text, LEVEL_STYLES.get(level, ""))
+    age = f", {figure.age} ago" if figure.age else ""
+    line.append(f"  ({figure.kind}{age})", "italic dim")
+    return line
 
 
 class ListedTotalLine(Static):

@@ -1,0 +1,85 @@
+"""JobRunsScreen: one recurring job's runs, newest first; `enter` opens a run's summary.
+
+Opened from the history screen's jobs view (`j`). The run where the cost level changed (a
+regressed job's first changed run) is marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from tokentop.clock import Clock
+from tokentop.history.jobs import JobRow, JobRun
+from tokentop.history.summary import SessionSummary
+from tokentop.ui.screens.summary import SummaryScreen
+from tokentop.ui.views.job_rows import (
+    RUN_COLUMNS,
+    RUN_RIGHT,
+    STATUS_STYLES,
+    job_heading,
+    run_row,
+)
+
+
+class JobRunsScreen(Screen[None]):
+    """A job's runs: when, its session, how it ended, cost, commits."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="runs-back"),
+    ]
+    AUTO_FOCUS = "#runs-table"
+
+    def __init__(
+        self,
+        row: JobRow,
+        runs: Sequence[JobRun],
+        summaries: Mapping[str, SessionSummary],
+        clock: Clock,
+    ) -> None:
+        super().__init__()
+        self.row = row
+        self.runs = list(runs)
+        self.summaries = summaries
+        self.clock = clock
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="history-header")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        change = self.row.change
+        first = change.first_changed if change is not None else None
+        heading = Text(job_heading(self.row), style="bold")
+        if first is not None:
+            heading.append("   ⚑ regressed", "bold red")
+        self.query_one("#history-header", Static).update(heading)
+        table = self.query_one("#runs-table", DataTable)
+        for i, label in enumerate(RUN_COLUMNS):
+            table.add_column(Text(label, justify="right" if i in RUN_RIGHT else "left"))
+        now = self.clock.now()
+        for run in self.runs:
+            shown = run_row(run, now, first)
+            cells = [
+                Text(c, justify="right" if i in RUN_RIGHT else "left")
+                for i, c in enumerate(shown.cells)
+            ]
+            cells[2].stylize(STATUS_STYLES.get(shown.status, ""))
+            cells[-1].stylize("bold red")
+            table.add_row(*cells, key=shown.key)
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        found = self.summaries.get(str(event.row_key.value))
+        if found is not None:
+            self.app.push_screen(SummaryScreen(found))
