@@ -9,10 +9,11 @@ process sent it:
 - it holds the very TCP connection the request came in on: one of its sockets goes from
   the request's peer address and port to this receiver's address and port (psutil reads
   the process's sockets from /proc; a stranger's sockets are not readable).
-The mapping keeps the pid with its create_time, so a process that later reuses the pid
-number is refused before any signal (`control.same_process`). A session whose spans ever
-come from anything else (another pid, another host, no pid) is ambiguous for good: a guess,
-never acted on. What a local process can still do, and can't, is in docs/fleet.md.
+Every request that brings spans of the session must prove the same process again. The
+mapping keeps the pid with its create_time, so a process that later reuses the pid number is
+refused before any signal (`control.same_process`). A session whose spans ever come from
+anything else (another pid or connection, another host, no pid) is ambiguous for good: a
+guess, never acted on. What a local process can still do, and can't, is in docs/fleet.md.
 """
 
 from __future__ import annotations
@@ -124,21 +125,26 @@ class ExporterMap:
         self._claims: OrderedDict[SessionKey, _Claim] = OrderedDict()
 
     def observe(self, key: SessionKey, pid: int, local: bool, prove: Prove) -> None:
-        """A span of `key` arrived naming `pid` (0: none) on a resource that says it is this
-        machine (`local`); `prove` checks the connection it came on (outside the lock)."""
+        """A request brought spans of `key` naming `pid` (0: none) on a resource that says
+        it is this machine (`local`); `prove` checks the connection it came on (called
+        outside the lock). Every request must prove the same process, or the session is
+        ambiguous for good: one forged span can keep a session from being acted on, never
+        get a process signalled for spans it did not send."""
         with self._lock:
             claim = self._claim(key, pid)
-            if claim.ambiguous or (claim.ref is not None and claim.ref.pid == pid and local):
+            if claim.ambiguous:
                 return
             if not local or not pid or pid != claim.pid:
                 claim.ambiguous, claim.ref = True, None
                 return
             first = claim.first
         ref = prove(pid, first)
-        if ref is not None:
-            with self._lock:
-                if not claim.ambiguous and claim.pid == pid:
-                    claim.ref = ref
+        with self._lock:
+            known = claim.ref
+            if ref is None or (known is not None and known.create_time != ref.create_time):
+                claim.ambiguous, claim.ref = True, None
+            elif not claim.ambiguous:
+                claim.ref = ref
 
     def observe_request(
         self, claims: Mapping[SessionKey, tuple[int, bool]], conn: Connection | None
