@@ -278,3 +278,15 @@ def test_a_span_from_another_host_never_maps() -> None:
         r.wait_tokens("support-bot", "near", counted([1]).total)
     assert exporters.get(SessionKey("support-bot", "far@box1")) is None
     assert exporters.get(SessionKey("support-bot", "near")) is None  # tokentop's own pid
+
+
+def test_a_session_with_a_transcript_here_never_maps_to_an_exporter() -> None:
+    """Spans naming a local transcript's session (agent and id) are kept apart from it, and
+    the session is never mapped to the process that sent them, even a proven one."""
+    exporters = ExporterMap()
+    exporters.observe(SessionKey("claude", "s1"), 42, True, lambda pid, first: _ref(pid))
+    assert exporters.get(SessionKey("claude", "s1")) is not None
+    exporters.drop(SessionKey("claude", "s1"))
+    assert exporters.get(SessionKey("claude", "s1")) is None
+    exporters.observe(SessionKey("claude", "s1"), 42, True, lambda pid, first: _ref(pid))
+    assert exporters.get(SessionKey("claude", "s1")) is None

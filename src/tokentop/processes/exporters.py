@@ -165,6 +165,11 @@ class ExporterMap:
         for key, (pid, local) in claims.items():
             self.observe(key, pid, local, prove)
 
+    def drop(self, key: SessionKey) -> None:
+        """Never map `key` (a file here has its sessions: local truth from local evidence)."""
+        with self._lock:
+            self._claim(key, 0).ambiguous = True
+
     def _claim(self, key: SessionKey, pid: int) -> _Claim:
         claim = self._claims.get(key)
         if claim is None:

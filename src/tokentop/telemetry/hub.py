@@ -256,6 +256,8 @@ class TelemetryHub:
         key = SessionKey(usage.agent, usage.session_id)
         if self.local_files(key):
             self.views.setdefault(key, View()).add(usage)
+            if usage.via == "traces" and self.exporters is not None:
+                self.exporters.drop(key)  # a transcript's session maps by its own evidence
             return True
         if not self.engine.scanned.is_set() or self.clock() < deadline:
             self.pending.append((deadline, usage))
