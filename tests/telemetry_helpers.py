@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from proc_helpers import wait_until
 from tokentop.engine.engine import Engine
 from tokentop.model import SessionKey, SessionSnapshot, TokenCounts
+from tokentop.processes.exporters import ExporterMap
 from tokentop.sources.base import Source
 from tokentop.telemetry.hub import TelemetryHub
 from tokentop.telemetry.options import Listen
@@ -73,10 +74,11 @@ class Rig:
 
 @contextmanager
 def rig(
-    sources: Sequence[Source] = (), token: str = "", wait_s: float = 0.5, max_body: int = 1 << 20
-) -> Iterator[Rig]:
+    sources: Sequence[Source] = (), token: str = "", wait_s: float = 0.5, max_body: int = 1 << 20,
+    local: str = LOCAL, exporters: ExporterMap | None = None,
+) -> Iterator[Rig]:  # fmt: skip
     engine = Engine(list(sources), per_token, workers=1)
-    hub = TelemetryHub(engine, local_names=[LOCAL], wait_s=wait_s)
+    hub = TelemetryHub(engine, local_names=[local], wait_s=wait_s, exporters=exporters)
     receiver = Receiver(hub, Listen("127.0.0.1", 0), token, max_body=max_body)
     receiver.start()
     hub.start()

@@ -16,10 +16,8 @@ error when that install is impossible, except under CI, where it fails.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from private_venv import private_python, venv_dir
 from tokentop.dirs import user_dir
 from tokentop.engine.engine import Engine
 from tokentop.integrations import litellm_callback
@@ -44,7 +43,6 @@ from tokentop.sources.litellm import LiteLLMSource
 
 REPO_SRC = Path(__file__).resolve().parents[1] / "src"
 LITELLM_SPEC = os.environ.get("TOKENTOP_LITELLM_SPEC", "litellm[proxy]==1.106.2")
-INSTALL_TIMEOUT_S = 600
 START_TIMEOUT_S = 120
 LOG_TIMEOUT_S = 60
 MASTER_KEY = "sk-" + os.urandom(24).hex()
@@ -160,8 +158,7 @@ def free_port() -> int:
 def proxy_venv() -> Path:
     """Where the proxy's venv lives: the user cache dir (XDG_CACHE_HOME), one per LiteLLM
     version and Python, so the 700 MB are neither in /tmp nor rebuilt on every run."""
-    tag = hashlib.sha256(f"{LITELLM_SPEC} {sys.version}".encode()).hexdigest()[:12]
-    return user_dir("cache") / f"test-litellm-{tag}"
+    return venv_dir("litellm", [LITELLM_SPEC])
 
 
 def test_the_proxy_venv_lives_in_the_user_cache_dir(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,34 +172,7 @@ def test_the_proxy_venv_lives_in_the_user_cache_dir(monkeypatch: pytest.MonkeyPa
 
 def proxy_python() -> Path:
     """A Python with litellm[proxy]: `$TOKENTOP_PROXY_PYTHON`, else a cached private venv."""
-    given = os.environ.get("TOKENTOP_PROXY_PYTHON")
-    if given:
-        return Path(given)
-    venv = proxy_venv()
-    python = venv / "bin" / "python"
-    if (venv / "ready").exists():
-        return python
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="test-litellm-build-", dir=venv.parent))
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, timeout=120)
-        subprocess.run(
-            [str(staging / "bin/python"), "-m", "pip", "install", "-q", LITELLM_SPEC],
-            check=True, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S,
-        )  # fmt: skip
-    except (subprocess.SubprocessError, OSError) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        detail = getattr(exc, "stderr", "") or str(exc)
-        message = f"cannot install {LITELLM_SPEC} for the proxy test: {detail[-600:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    (staging / "ready").touch()
-    try:  # `bin/python -m ...` runs fine from a moved venv (only its scripts' shebangs break)
-        staging.rename(venv)
-    except OSError:  # another run finished first
-        shutil.rmtree(staging, ignore_errors=True)
-    return python
+    return private_python("litellm", [LITELLM_SPEC], "TOKENTOP_PROXY_PYTHON")
 
 
 def loopback_env(extra: dict[str, str]) -> dict[str, str]:

@@ -51,7 +51,7 @@ def test_malformed_bodies_get_400_and_the_receiver_goes_on() -> None:
         deep = '{"kvlistValue": {"values": [{"key": "k", "value": ' * 3000
         nested = '{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": ' + deep
         assert r.post("/v1/logs", nested.encode(), "application/json") == 400
-        assert r.post("/v1/traces", b"", "application/json") == 404
+        assert r.post("/v1/profiles", b"", "application/json") == 404
         assert r.hub.stats.refused == 9
         _still_serving(r, "after-junk")
 

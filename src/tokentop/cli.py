@@ -121,6 +121,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "--ndjson", "--json", action="store_true", help="one JSON object per line (default)"
         )
         p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
+        add_fleet_args(p)
     p = sub.add_parser(
         "hook",
         help="Claude Code hook (SessionStart, PreToolUse); hook install",

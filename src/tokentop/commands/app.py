@@ -80,6 +80,6 @@ def cmd_app(args: argparse.Namespace) -> int:
     mapper = RecordedMapper(Registry(default_path()), ProcessController(), SessionMapper())
     engine = make_engine(args, config)
     engine.spawn_scan_workers()  # while this process has one thread: forked, ready at once
-    with running_fleet(args, engine, config):
+    with running_fleet(args, engine, config, exporters=mapper.exporters):
         build_app(args, engine, config, mapper).run()
         return 0

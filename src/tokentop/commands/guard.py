@@ -4,9 +4,12 @@ The engine follows the transcripts, and the Watchdog judges every snapshot (and 
 so rates decay and stalls show); the guard acts on its decisions, and the history keeper
 records them and how each session ended. A decision whose configured action is pause or
 kill is carried out on the session's process only when it is mapped exactly: a hook or launch
-record, or a known agent install holding the session's file open (Codex). A process guessed
-from the cwd is reported as what would have been done, never acted on. Lines printed:
+record, or a known agent install holding the session's file open (Codex), or, for a session
+known only from a local app's traces (`--otlp`), the process proven to export them
+(processes/exporters.py). A process guessed from the cwd, and any other session known from
+telemetry, is reported as what would have been done, never acted on. Lines printed:
 
+    {"type": "listening", "otlp": "http://127.0.0.1:4318"}  with --otlp, first
     {"type": "ready", "sessions": N}                        after the first full scan
     {"type": "decision", "session": "claude:…", "detector": "loop", "action": "kill", …}
     {"type": "action", "action": "kill", "ok": true, "pid": 123, "message": "…", …}
@@ -84,8 +87,8 @@ class Guard:
         return list(judgement.decisions)
 
     def enforce(self, decision: Decision, session: SessionSnapshot) -> None:
-        if session.from_telemetry:  # a sender's word, not local evidence: an alert only
-            self._not_acted(decision, 0, telemetry_note(session))
+        if session.from_telemetry and self.mapper.exporter_of(session) is None:
+            self._not_acted(decision, 0, telemetry_note(session))  # a sender's word: an alert
             return
         ref = self.mapper.processes_for(session)  # mapping only reads: a dry run does it too
         origin = f"policy:{decision.detector}"
@@ -247,6 +250,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
         make_engine,
         make_watchdog,
     )
+    from tokentop.telemetry.fleet import running_fleet
 
     config = load_config(args)
     controller = ProcessController(log_path=default_action_log(), actor=ACTOR)
@@ -259,7 +263,10 @@ def cmd_guard(args: argparse.Namespace) -> int:
     out = NdjsonOut(sys.stdout)
     guard = Guard(config, controller, mapper, out, watchdog, act=not args.dry_run)
     warnings = partial(empty_dir_warnings, args, engine)
-    return until_signalled(engine, watchdog, guard, *closers(keeper), warnings=warnings)
+    with running_fleet(args, engine, config, watchdog, mapper.exporters) as fleet:
+        if fleet is not None:  # --otlp: local apps' traces, enforced on proven exporters
+            out({"type": "listening", **fleet.describe()})
+        return until_signalled(engine, watchdog, guard, *closers(keeper), warnings=warnings)
 
 
 def until_signalled(

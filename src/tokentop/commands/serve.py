@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
     watchdog = make_watchdog(config, mapper, controller)
     options = FleetOptions.from_args(args, config, DEFAULT_LISTEN)
-    fleet = Fleet(engine, options, config, watchdog)
+    fleet = Fleet(engine, options, config, watchdog, mapper.exporters)
     fleet.start()
     keeper = open_keeper(config, engine, watchdog, "history not recorded")
     out = NdjsonOut(sys.stdout)

@@ -19,9 +19,10 @@ import psutil
 
 from tokentop.processes.installs import agent_install
 
-How = Literal["launched", "hook", "heuristic", "open-file"]
-EXACT: frozenset[str] = frozenset({"launched", "hook", "open-file"})
-"""Mappings automatic actions may act on; "heuristic" is a guess that only alerts."""
+How = Literal["launched", "hook", "heuristic", "open-file", "exporter"]
+EXACT: frozenset[str] = frozenset({"launched", "hook", "open-file", "exporter"})
+"""Mappings automatic actions may act on; "heuristic" is a guess that only alerts.
+"exporter" is a trace session's process proven to send its spans (processes/exporters.py)."""
 Stdio = int | IO[Any] | None
 
 KNOWN_AGENTS: tuple[str, ...] = (

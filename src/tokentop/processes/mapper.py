@@ -2,9 +2,11 @@
 
 Exact mappings come from `tokentop run` / the demo (launched) and from the Claude Code hook.
 Codex keeps its rollout file open for the whole session, so a known agent install holding it
-open for writing is exact too. Otherwise a known agent install working in the session's cwd
-is a guess: automatic actions only alert on it (`automatic_refusal`), and a person acting on it
-from the app is told it is a guess. Another live session in the same cwd makes it ambiguous.
+open for writing is exact too. A session known only from a local app's traces maps to the
+process proven to export them (`exporters.py`), and to nothing else. Otherwise a known agent
+install working in the session's cwd is a guess: automatic actions only alert on it
+(`automatic_refusal`), and a person acting on it from the app is told it is a guess. Another
+live session in the same cwd makes it ambiguous.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 
 import psutil
 
-from tokentop.model import SessionKey, SessionSnapshot
+from tokentop.model import TELEMETRY_ORIGIN, SessionKey, SessionSnapshot
 from tokentop.policy.watchdog import ProcessState
 from tokentop.processes.control import ProcessController
+from tokentop.processes.exporters import ExporterMap
 from tokentop.processes.finding import (
     ProcessRef,
     find_agent_processes,
@@ -141,11 +144,17 @@ class RecordedMapper:
     """
 
     def __init__(
-        self, registry: Registry, controller: ProcessController, fallback: SessionMapper
+        self,
+        registry: Registry,
+        controller: ProcessController,
+        fallback: SessionMapper,
+        exporters: ExporterMap | None = None,
     ) -> None:
         self.registry = registry
         self.controller = controller
         self.fallback = fallback
+        self.exporters = exporters or ExporterMap()
+        """Trace sessions' proven exporters; the front-end's telemetry hub fills it."""
 
     def recorded(self, key: SessionKey) -> ProcessRef | None:
         """The recorded process of the session, if it still runs; a hook's record only while
@@ -162,17 +171,26 @@ class RecordedMapper:
         record = self.registry.sessions().get(key)
         if record is not None:
             return record.ref() if self.registry.is_current(record) else None
-        return self.fallback.exact_ref(key)
+        return self.fallback.exact_ref(key) or self.exporters.get(key)
 
     def exact_ref(self, key: SessionKey) -> ProcessRef | None:
         """The recorded process of the session, alive or not (see `recorded`)."""
         record = self.registry.sessions().get(key)
         ref = record.ref() if record is not None else None
-        return ref or self.fallback.exact_ref(key)
+        return ref or self.fallback.exact_ref(key) or self.exporters.get(key)
+
+    def exporter_of(self, session: SessionSnapshot) -> ProcessRef | None:
+        """The process proven to export every span of a session counted wholly from a
+        local app's traces; None for any other session (a remote one, one with a file
+        here, one whose spans named another process)."""
+        local_only = all(f == f"{TELEMETRY_ORIGIN}local" for f in session.files)
+        if session.remote or not session.files or not local_only:
+            return None
+        return self.exporters.get(session.key)
 
     def processes_for(self, session: SessionSnapshot) -> ProcessRef | None:
-        if session.from_telemetry:  # told by a sender, not seen here: nothing proven to signal
-            return None
+        if session.from_telemetry:  # a sender's word: only a proven exporter, else nothing
+            return self.exporter_of(session)
         return self.recorded(session.key) or self.fallback.processes_for(session)
 
     def observe(self, live: Iterable[SessionSnapshot]) -> None:

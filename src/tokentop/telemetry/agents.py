@@ -41,7 +41,7 @@ class TelemetryUsage(msgspec.Struct, frozen=True, gc=False):
     agent: str
     session_id: str
     via: str
-    """"events" or "metrics": a session counts only one of them."""
+    """"events", "metrics" or "traces": a session counts only one of them."""
     key: str
     """Dedupe key; the same record sent twice (a retried export) gives the same key."""
     time: float
@@ -51,6 +51,11 @@ class TelemetryUsage(msgspec.Struct, frozen=True, gc=False):
     request_id: str = ""
     host: str = ""
     user: str = ""
+    tool: str = ""
+    """A tool call (traces): counted as a ToolCall for the loop detectors, with no tokens."""
+    input_hash: str = ""
+    failed: bool = False
+    output_hash: str = ""
 
 
 class BadRecord(ValueError):

@@ -21,6 +21,7 @@ from tokentop.telemetry.options import Listen, ListenError, parse_listen, requir
 if TYPE_CHECKING:
     from tokentop.config import Config
     from tokentop.policy.watchdog import Watchdog
+    from tokentop.processes.exporters import ExporterMap
     from tokentop.telemetry.exposition import Exposition, MetricsServer
     from tokentop.telemetry.hub import TelemetryHub
     from tokentop.telemetry.outfile import OutfileFollower
@@ -88,12 +89,15 @@ class Fleet:
         options: FleetOptions,
         config: Config | None,
         watchdog: Watchdog | None = None,
+        exporters: ExporterMap | None = None,
     ) -> None:
         self.engine = engine
         self.options = options
         self.config = config
         self.watchdog = watchdog
         """The front-end's Watchdog; without one the fleet makes and feeds its own."""
+        self.exporters = exporters
+        """The front-end mapper's map of local apps' proven exporters (None: none kept)."""
         self.hub: TelemetryHub | None = None
         self.receiver: Receiver | None = None
         self.exposition: Exposition | None = None
@@ -119,7 +123,7 @@ class Fleet:
         if opts.otlp is not None or opts.outfile is not None:
             from tokentop.telemetry.hub import TelemetryHub
 
-            self.hub = TelemetryHub(self.engine)
+            self.hub = TelemetryHub(self.engine, exporters=self.exporters)
         if opts.otlp is not None and self.hub is not None:
             from tokentop.telemetry.receiver import Receiver
 
@@ -183,13 +187,14 @@ def running_fleet(
     engine: Engine,
     config: Config | None,
     watchdog: Watchdog | None = None,
+    exporters: ExporterMap | None = None,
 ) -> Iterator[Fleet | None]:
     """The fleet the options ask for, running for the block; None when none is asked for."""
     options = FleetOptions.from_args(args, config)
     if not options.wanted:
         yield None
         return
-    fleet = Fleet(engine, options, config, watchdog)
+    fleet = Fleet(engine, options, config, watchdog, exporters)
     fleet.start()
     try:
         yield fleet

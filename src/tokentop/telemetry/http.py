@@ -75,6 +75,10 @@ class Request(msgspec.Struct):
     """Lower-case names; a repeated header's values joined by ", "."""
     peer: str
     body: bytes = b""
+    peer_port: int = 0
+    local: str = ""
+    """The address and port this server was reached at, on this connection."""
+    local_port: int = 0
 
 
 class HttpError(Exception):
@@ -261,6 +265,7 @@ class HttpServer:
         except asyncio.LimitOverrunError:
             raise HttpError(431, "request head too large") from None
         request, keep = parse_head(head, self.limits.max_headers, _peer(writer))
+        request.peer_port, request.local, request.local_port = _ends(writer)
         refusal = self.check(request)
         if refusal is not None:
             raise HttpError(refusal[0], refusal[1].decode(errors="replace").strip())
@@ -352,3 +357,12 @@ async def _send(writer: asyncio.StreamWriter, reply: Reply, keep: bool, deadline
 def _peer(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+def _ends(writer: asyncio.StreamWriter) -> tuple[int, str, int]:
+    """(peer port, local address, local port) of a connection; zeros when unknown."""
+    peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+    peer_port = int(peer[1]) if isinstance(peer, tuple) and len(peer) > 1 else 0
+    if isinstance(local, tuple) and len(local) > 1:
+        return peer_port, str(local[0]), int(local[1])
+    return peer_port, "", 0

@@ -15,6 +15,10 @@ loopback) can send any session id, host name and cost. So, per session (agent + 
   first scan, so a transcript not read yet can't be taken for a missing one.
 - **One kind:** the first of events or metrics to arrive for a session is the one counted;
   the other kind describes the same tokens and is dropped (counted in `ignored`).
+- **Traces** (GenAI spans of any app, `traces.py`) make sessions keyed by the app's
+  `service.name`. They wait for a transcript only when a source read here could have one
+  under that agent name. A local app's session may map exactly to its process
+  (`processes/exporters.py`): the only telemetry session a policy may act on.
 """
 
 from __future__ import annotations
@@ -35,12 +39,18 @@ from tokentop.model import (
     SessionInfo,
     SessionKey,
     TokenCounts,
+    ToolCall,
+    ToolResult,
     UsageEvent,
 )
-from tokentop.telemetry.agents import BadRecord, TelemetryUsage, from_log
+from tokentop.processes.exporters import Connection, ExporterMap
+from tokentop.telemetry.agents import BadRecord, TelemetryUsage, from_log, text
+from tokentop.telemetry.genai import agent_label, process_pid, read_call
 from tokentop.telemetry.matching import TranscriptIndex
 from tokentop.telemetry.metrics import Cumulative, usages
 from tokentop.telemetry.otlp import LogItem, PointItem
+from tokentop.telemetry.spans import SpanItem
+from tokentop.telemetry.traces import TraceBook
 
 MAX_SESSIONS = 100_000
 """Sessions whose kind, user and views are remembered; the oldest are forgotten first."""
@@ -54,7 +64,8 @@ class HubStats(msgspec.Struct):
     usages: int = 0
     bad_records: int = 0
     ignored: int = 0
-    """Usage of the other kind (events vs metrics) for a session that counts one kind."""
+    """Usage not counted: the other kind (events vs metrics) for a session that counts one
+    kind, a nested LLM span, a span of a new trace session past the live bound."""
     refused: int = 0
     """Requests answered with a 4xx (malformed, too large, unauthorised)."""
     last_error: str = ""
@@ -93,6 +104,7 @@ class TelemetryHub:
         local_names: Iterable[str] | None = None,
         wait_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        exporters: ExporterMap | None = None,
     ) -> None:
         self.engine = engine
         self.local = set(local_names) if local_names is not None else _local_names()
@@ -106,6 +118,9 @@ class TelemetryHub:
         self.pending: list[tuple[float, TelemetryUsage]] = []
         self._batch: list[tuple[str, list[Event]]] = []
         self.cumulative = Cumulative()
+        self.traces = TraceBook()
+        self.exporters = exporters
+        """Where trace sessions' proven processes go (None: nothing is mapped)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -140,6 +155,40 @@ class TelemetryHub:
                 self._bad(f"{bad} unusable metric point(s)", bad)
         self.route(found, sender)
 
+    def accept_spans(
+        self, items: Iterable[SpanItem], sender: str, conn: Connection | None = None
+    ) -> None:
+        """A request's spans, read on its own thread; `conn` is the connection it came on,
+        while the sender still holds it open (the proof of a local exporter needs it)."""
+        read, records, bad, error = [], 0, 0, ""
+        for item in items:
+            records += 1
+            try:
+                read.append((item, read_call(item)))
+            except BadRecord as exc:
+                bad, error = bad + 1, str(exc)
+        claims: dict[SessionKey, tuple[int, bool]] = {}
+        found: list[TelemetryUsage] = []
+        with self.lock:
+            self.stats.records += records
+            if bad:
+                self._bad(error, bad)
+            now, before = self.clock(), self.traces.ignored + self.traces.refused
+            for item, call in read:
+                named = text(item.resource, "host.name")
+                agent = agent_label(item.resource)
+                usage = self.traces.add(item, call, agent, self.host_of(named, sender), now)
+                if usage is not None:
+                    found.append(msgspec.structs.replace(usage, host=named))  # route labels it
+                    local = bool(named) and named in self.local
+                    claim = (process_pid(item.resource), local)
+                    claims.setdefault(SessionKey(agent, usage.session_id), claim)
+            self.traces.trim()
+            self.stats.ignored += self.traces.ignored + self.traces.refused - before
+        if self.exporters is not None:
+            self.exporters.observe_request(claims, conn)
+        self.route(found, sender)
+
     def count(self, field: str, error: str = "") -> None:
         """Add one to a stats counter (the receiver's threads call this)."""
         with self.lock:
@@ -172,7 +221,7 @@ class TelemetryHub:
                 if usage.user:
                     self.users[key] = usage.user
                 self._forget_oldest()
-                self._place(usage, now + (0.0 if host else self.wait_s))
+                self._place(usage, now + (self.wait_s if self._may_wait(usage) else 0.0))
             self._flush()
 
     def host_of(self, named: str, sender: str) -> str:
@@ -180,6 +229,16 @@ class TelemetryHub:
         if named:
             return "" if named in self.local else named
         return "" if sender in ("127.0.0.1", "::1", "") or sender in self.local else sender
+
+    def _may_wait(self, usage: TelemetryUsage) -> bool:
+        """Whether the usage waits for a transcript: it claims this machine, and (for a trace
+        session) a source read here could write a file under its agent's name."""
+        if usage.host:
+            return False
+        if usage.via != "traces":
+            return True
+        names = {source.name for source in self.engine.sources}
+        return usage.agent in names or "jsonl" in names  # generic JSONL labels any agent
 
     def _forget_oldest(self) -> None:
         for table in (self.kinds, self.users, self.views):
@@ -197,6 +256,8 @@ class TelemetryHub:
         key = SessionKey(usage.agent, usage.session_id)
         if self.local_files(key):
             self.views.setdefault(key, View()).add(usage)
+            if usage.via == "traces" and self.exporters is not None:
+                self.exporters.drop(key)  # a transcript's session maps by its own evidence
             return True
         if not self.engine.scanned.is_set() or self.clock() < deadline:
             self.pending.append((deadline, usage))
@@ -216,13 +277,17 @@ class TelemetryHub:
     def _ingest(self, usage: TelemetryUsage, dedupe_key: str) -> None:
         """Queue a usage for the engine (sent by _flush, one batch per request)."""
         key = SessionKey(usage.agent, usage.session_id)
-        self._batch.append((usage.host, [
-            SessionInfo(key, usage.time, model=usage.model, host=usage.host),
-            UsageEvent(
+        events: list[Event] = [SessionInfo(key, usage.time, model=usage.model, host=usage.host)]
+        if usage.tokens.total or not usage.tool:
+            events.append(UsageEvent(
                 key, dedupe_key, usage.time, usage.model, usage.tokens,
                 cost_usd=usage.cost_usd, request_id=usage.request_id,
-            ),
-        ]))  # fmt: skip
+            ))  # fmt: skip
+        if usage.tool:  # a tool call, or an LLM call whose prompt is known: loop detectors
+            call_id = f"{dedupe_key}#call"
+            events.append(ToolCall(key, call_id, usage.time, usage.tool, usage.input_hash))
+            events.append(ToolResult(key, call_id, usage.time, usage.failed, usage.output_hash))
+        self._batch.append((usage.host, events))
 
     def _flush(self) -> None:
         by_host: dict[str, list[Event]] = {}

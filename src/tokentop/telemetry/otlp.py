@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 MAX_TEXT = 256
@@ -37,7 +38,7 @@ MAX_MESSAGES = 200_000
 """Nested messages (records, attributes, values, …) in one request, counted before any is
 made: 16 KiB of gzip can hold 8 M empty records, a gigabyte once parsed."""
 MAX_RECORDS = 10_000
-"""Log records or data points in one request; the SDKs send batches of 512."""
+"""Log records, data points or spans in one request; the SDKs send batches of 512."""
 
 DELTA = 1
 CUMULATIVE = 2
@@ -105,6 +106,13 @@ def parse_metrics(body: bytes, json: bool) -> ExportMetricsServiceRequest:
         len(getattr(m, m.WhichOneof("data") or "sum").data_points)
         for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
     ))  # fmt: skip
+    return request
+
+
+def parse_traces(body: bytes, json: bool) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    _parse(body, request, "traces", json)
+    _check_records(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
     return request
 
 
@@ -198,7 +206,7 @@ def _parse(body: bytes, message: Message, kind: str, json: bool) -> None:
 
 def hex_ids(doc: Any) -> Any:
     """OTLP/JSON writes traceId/spanId as hex; protobuf's JSON reader expects base64. They
-    sit on log records and on metric points' exemplars."""
+    sit on log records, metric points' exemplars, and spans (with `parentSpanId`, links)."""
     if not isinstance(doc, dict):
         return doc
     for rl in _dicts(doc.get("resourceLogs")):
@@ -212,11 +220,17 @@ def hex_ids(doc: Any) -> Any:
                     for point in _dicts(data.get("dataPoints")):
                         for exemplar in _dicts(point.get("exemplars")):
                             _convert_ids(exemplar)
+    for rs in _dicts(doc.get("resourceSpans")):
+        for ss in _dicts(rs.get("scopeSpans")):
+            for span in _dicts(ss.get("spans")):
+                _convert_ids(span)
+                for link in _dicts(span.get("links")):
+                    _convert_ids(link)
     return doc
 
 
 def _convert_ids(item: dict[str, Any]) -> None:
-    for field in ("traceId", "spanId"):
+    for field in ("traceId", "spanId", "parentSpanId"):
         value = item.get(field)
         if isinstance(value, str) and value:
             item[field] = _hex_to_b64(value)

@@ -1,4 +1,5 @@
-"""The OTLP/HTTP receiver: POST /v1/logs and /v1/metrics, protobuf or JSON, maybe gzip.
+"""The OTLP/HTTP receiver: POST /v1/logs, /v1/metrics and /v1/traces, protobuf or JSON,
+maybe gzip.
 
 Safe by default: it listens on loopback unless told otherwise, and anywhere else only with
 a bearer token. The HTTP side (connections, deadlines, bounded bodies) is `http.HttpServer`;
@@ -10,17 +11,19 @@ too-large one 413) and the next request is served as usual.
 
 from __future__ import annotations
 
+from tokentop.processes.exporters import Connection
 from tokentop.telemetry import otlp
 from tokentop.telemetry.http import HttpServer, Limits, Reply, Request
 from tokentop.telemetry.hub import TelemetryHub
 from tokentop.telemetry.options import Listen, require_token, token_ok
+from tokentop.telemetry.spans import span_items
 
 MAX_BODY = 4 * 1024 * 1024
 """Largest request body read (compressed); the SDKs' default batches are far smaller."""
 MAX_INFLATED = 16 * 1024 * 1024
 MAX_BACKLOG = 200_000
 """Events queued for the engine (busy with a cold scan, say) before senders are told 503."""
-PATHS = {"/v1/logs": "logs", "/v1/metrics": "metrics"}
+PATHS = {"/v1/logs": "logs", "/v1/metrics": "metrics", "/v1/traces": "traces"}
 TEXT = "text/plain"
 
 
@@ -66,9 +69,9 @@ class Receiver:
             return None if request.path == "/" else (404, b"not found", TEXT)
         self.hub.count("requests")
         if request.method != "POST":
-            return 405, b"POST /v1/logs or /v1/metrics", TEXT
+            return 405, b"POST /v1/logs, /v1/metrics or /v1/traces", TEXT
         if request.path not in PATHS:
-            return 404, b"not found: POST /v1/logs or /v1/metrics", TEXT
+            return 404, b"not found: POST /v1/logs, /v1/metrics or /v1/traces", TEXT
         if not token_ok(request.headers.get("authorization"), self.token):
             return 401, b"missing or wrong bearer token", TEXT
         if self.hub.engine.backlog > MAX_BACKLOG or self.hub.waiting > MAX_BACKLOG:
@@ -80,12 +83,18 @@ class Receiver:
         if request.method == "GET":
             return 200, b"tokentop OTLP receiver\n", TEXT
         try:
-            return self.handle(request.path, request.headers, request.body, request.peer)
+            conn = Connection(request.peer, request.peer_port, request.local, request.local_port)
+            return self.handle(request.path, request.headers, request.body, request.peer, conn)
         except otlp.BadRequest as exc:
             return 413 if exc.too_large else 400, str(exc).encode()[:500], TEXT
 
     def handle(
-        self, path: str, headers: dict[str, str], body: bytes, sender: str
+        self,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        sender: str,
+        conn: Connection | None = None,
     ) -> tuple[int, bytes, str]:
         """(status, body, content type) for one POST whose body was read already."""
         kind = PATHS[path]
@@ -98,6 +107,8 @@ class Receiver:
             return 415, f"unsupported Content-Encoding {encoding[:40]!r}".encode(), TEXT
         if kind == "logs":
             self.hub.accept_logs(otlp.log_items(otlp.parse_logs(body, json)), sender)
+        elif kind == "traces":
+            self.hub.accept_spans(span_items(otlp.parse_traces(body, json)), sender, conn)
         else:
             self.hub.accept_points(otlp.point_items(otlp.parse_metrics(body, json)), sender)
         return 200, b"{}" if json else b"", ctype
