@@ -229,3 +229,19 @@ def test_a_live_source_without_timestamps_burns_at_the_pace_lines_arrive(tmp_pat
     history = Engine([GeminiSource([tmp_path])], price, clock=clock)
     history.scan()
     assert history.snapshot().sessions[0].tokens_per_min == 0.0
+
+
+def test_after_a_stop_the_eta_counts_down_and_never_rises_while_burn_decays() -> None:
+    """The burn of a stopped writer decays for a while before it reads zero; its ETA, taken
+    at the pace of its last response, keeps counting down until then."""
+    writer = Writer((1.0 * i for i in range(1, 31)), 10_000, budget_usd=5.0)
+    etas, rates = [], []
+    for t in samples(30.0, 70.0, 0.5):
+        judged = writer.at(t)
+        if judged.use.eta_s is None:
+            break
+        etas.append(judged.use.eta_s)
+        rates.append(judged.session.tokens_per_min)
+    assert rates[-1] < rates[0]  # the burn decayed…
+    assert all(b <= a for a, b in pairwise(etas))  # …the ETA only counted down
+    assert etas[0] - etas[-1] == pytest.approx(0.5 * (len(etas) - 1))

@@ -277,8 +277,11 @@ class SessionSnapshot(msgspec.Struct, frozen=True):
     last_response_ts: float = 0.0
     """When its newest response was written (the LAST column); 0 when none has a time."""
     burn_age_s: float = 0.0
-    """Seconds since the response the burn was measured at (up to one typical gap): the
-    ETA counts down from it (see engine/pace.py)."""
+    """Seconds since the newest response: the ETA counts down from it (engine/pace.py)."""
+    held_tokens_per_min: float = 0.0
+    """The pace as of the newest response, which the ETA is measured at (burn decays from it
+    once the session is late; the ETA does not rise meanwhile)."""
+    held_usd_per_hour: float = 0.0
     limits: RateLimits | None = None
     """The vendor's own usage windows as last recorded in the session (Codex rate_limits)."""
 

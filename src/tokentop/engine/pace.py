@@ -16,8 +16,9 @@ The rule (the README states it in one sentence):
   `MIN_SPAN_S`. For a steady writer this is its exact pace at every moment until its next
   response is due; afterwards it decays, then drops to zero at the stop.
 - A stretch needs two responses: the first only marks where its time starts.
-- The ETA to a budget is what is left of it at that pace, counted from the newest response
-  (up to one typical gap ago), so it too is exact for a steady writer.
+- The ETA to a budget is what is left of it at the pace as of the newest response, counted
+  down from that response: exact for a steady writer, and steady (never rising) while a
+  stopped agent's burn decays to its stop.
 
 Timestamps are the responses' own; the ledger passes arrival time for events without one.
 """
@@ -55,8 +56,12 @@ class Pace(NamedTuple):
     stops_after_s: float
     """Silence after which this session counts as stopped (its burn drops to zero)."""
     age_s: float = 0.0
-    """Time since the newest response, up to one typical gap: the burn is the pace as of
-    that response, so an ETA counts down from it (exact for a steady writer)."""
+    """Time since the newest response: an ETA counts down from it."""
+    held_tokens_per_min: float = 0.0
+    """The pace as of the newest response (what burn reads until a typical gap passes): an
+    ETA is the budget left at this pace, less `age_s`, so it counts down steadily, exact for
+    a steady writer, and never rises while a stopped agent's burn decays."""
+    held_usd_per_hour: float = 0.0
 
 
 STOPPED = Pace(0.0, 0.0, 0.0, QUIET_FLOOR_S)
@@ -140,12 +145,21 @@ def pace_at(pace: bytes | bytearray, now: float) -> Pace:
     first = len(times) - 1
     while first > 0 and times[first] - times[first - 1] <= stops_after:
         first -= 1
-    start = max(times[first], now - WINDOW_S)
+    tokens, usd = _rates(kept[first:], max(last, now - gap), now)
+    held = _rates(kept[first:], last, last)
+    return Pace(tokens, usd, gap, stops_after, max(now - last, 0.0), *held)
+
+
+def _rates(
+    stretch: list[tuple[float, float, float]], end: float, now: float
+) -> tuple[float, float]:
+    """Tokens/min and $/h of a stretch's responses after its first, within the window
+    before `now`, over the time from its start to `end` (at least MIN_SPAN_S)."""
+    start = max(stretch[0][0], now - WINDOW_S)
     tokens = cost = 0.0
-    for ts, t, c in kept[first:]:
+    for ts, t, c in stretch:
         if ts > start:
             tokens += t
             cost += c
-    span = max(MIN_SPAN_S, max(last, now - gap) - start)
-    age = min(max(now - last, 0.0), gap)
-    return Pace(tokens * 60.0 / span, cost * 3600.0 / span, gap, stops_after, age)
+    span = max(MIN_SPAN_S, end - start)
+    return tokens * 60.0 / span, cost * 3600.0 / span

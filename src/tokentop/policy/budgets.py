@@ -84,15 +84,18 @@ def level_of(fraction: float | None, alerts: Alerts) -> Level:
 
 
 def eta_seconds(session: SessionSnapshot, budget: Budget) -> float | None:
-    """The soonest time a limit is reached at the current pace (dollars or tokens), counted
-    from the response that pace was measured at; 0 only when a limit is already reached."""
+    """The soonest time a limit is reached at the pace as of the newest response (dollars or
+    tokens), counted down from that response, while the session burns; 0 only when a limit
+    is already reached."""
     lead = session.burn_age_s
     etas: list[float] = []
+    burning = session.tokens_per_min > 0 or session.usd_per_hour > 0
+    usd_rate = session.held_usd_per_hour if burning else 0.0
+    token_rate = session.held_tokens_per_min if burning else 0.0
     if budget.usd is not None:
-        etas.extend(_eta(budget.usd - session.cost_usd, session.usd_per_hour / 3600, lead))
+        etas.extend(_eta(budget.usd - session.cost_usd, usd_rate / 3600, lead))
     if budget.tokens is not None:
-        left = budget.tokens - session.tokens.total
-        etas.extend(_eta(left, session.tokens_per_min / 60, lead))
+        etas.extend(_eta(budget.tokens - session.tokens.total, token_rate / 60, lead))
     return min(etas) if etas else None
 
 
