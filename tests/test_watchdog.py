@@ -281,3 +281,16 @@ def _kept(dog: Watchdog) -> int:
     tables = (dog._judged, dog._levels, dog._ended, dog._budgets, dog._live, acts)
     policy = dog._policy
     return sum(len(t) for t in tables) + len(policy.levels) + len(policy.high_since)
+
+
+def test_the_json_flags_are_the_apps_flags() -> None:
+    """A script filtering `sessions --json` on flags sees what the FLAGS column shows: an
+    over-budget session with unparseable lines and an unpriced model reads O, E and ?."""
+    from tokentop.policy.watchdog import judge_once
+    from tokentop.render.records import judged_dict
+    from tokentop.ui.views.rows import row_view
+
+    session = make_session("s1", cost=2.0, bad_lines=3, unpriced=("mystery",))
+    judged = judge_once(ledger([session]), parse_config("[budgets]\nusd = 1\n")).sessions[0]
+    row = row_view(judged.session, judged.use, judged.state, False, judged.flags)
+    assert judged_dict(judged)["flags"] == row.flags == "OE?"

@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 from tokentop.history.blocks import Block
 from tokentop.history.windows import Windows
-from tokentop.model import LimitWindow, RateLimits
+from tokentop.model import LimitWindow, RateLimits, SessionSnapshot
+from tokentop.policy.budgets import BudgetUse, Level
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.quantities import compact, usd
 
@@ -96,6 +97,16 @@ def listed_total(rows: Sequence[Judged]) -> ListedTotal:
         sum(s.usd_per_hour for s in sessions),
         any(s.estimated for s in sessions),
     )
+
+
+def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> str:
+    """A session's flags, the same letters in the app's FLAGS column and the JSON: O over
+    budget, W warned, the detectors' (L D R S), E unparseable lines, ? an unpriced model,
+    ≈ estimated tokens."""
+    flags = {Level.OVER: "O", Level.WARN: "W"}.get(use.level, "") + detected
+    flags += "E" if session.bad_lines else ""
+    flags += "?" if session.unpriced_models else ""
+    return flags + ("≈" if session.estimated else "")
 
 
 def since(now: float, ts: float) -> str:

@@ -14,6 +14,7 @@ from tokentop.history.reconcile import by_session, reconcile
 from tokentop.model import FileHealth, LedgerSnapshot, RateLimits, SessionSnapshot
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.render.figures import compact, cost, eta, percent, project_name
+from tokentop.render.overview import flags_text
 from tokentop.render.text import safe
 from tokentop.sources.base import name_text
 
@@ -94,7 +95,7 @@ def judged_dict(j: Judged, files: dict[str, FileHealth] | None = None) -> dict[s
         "budget_used": None if use.fraction is None else round(use.fraction, 6),
         "budget_used_is_lower_bound": use.lower_bound,
         "eta_s": None if use.eta_s is None else round(use.eta_s, 1),
-        "flags": j.flags,
+        "flags": flags_text(j.session, use, j.flags),
     }
 
 

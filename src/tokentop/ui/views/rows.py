@@ -18,7 +18,7 @@ from tokentop.model import SessionSnapshot
 from tokentop.policy.budgets import BudgetUse, Level
 from tokentop.policy.watchdog import Judged, SessionState
 from tokentop.render import figures as fmt
-from tokentop.render.overview import since
+from tokentop.render.overview import flags_text, since
 from tokentop.render.text import safe
 
 Status = SessionState
@@ -230,13 +230,6 @@ def budget_text(use: BudgetUse) -> str:
 def eta_text(use: BudgetUse) -> str:
     """Time left at the current pace; the Watchdog gives none unless the session is live."""
     return fmt.eta(use.eta_s, "")
-
-
-def flags_text(session: SessionSnapshot, use: BudgetUse, detected: str = "") -> str:
-    flags = {Level.OVER: "O", Level.WARN: "W"}.get(use.level, "") + detected
-    flags += "E" if session.bad_lines else ""
-    flags += "?" if session.unpriced_models else ""
-    return flags + ("≈" if session.estimated else "")
 
 
 def approx(text: str, estimated: bool) -> str:
