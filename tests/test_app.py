@@ -853,3 +853,23 @@ async def test_a_filter_keypress_only_refilters_the_last_judgement() -> None:
         await settle(pilot)
         assert projects(h) == ["api-gateway"]
         assert h.app.watchdog.last is judged
+
+
+async def test_spend_with_nothing_priced_reads_unknown_everywhere_never_zero() -> None:
+    """A live session on a model without a price: the row, the header's today and now, and
+    the Σ line all read "?" (never "$0.00"); beside a priced one, "≥" a lower bound."""
+    unpriced = make_session(
+        "u1", model="pace-model", unpriced=("pace-model",), cost=0.0, tpm=120_000.0, usd_h=0.0
+    )
+    h = Harness((unpriced,))
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        header = text_of(h.app.main_screen.query_one("#header", Static))
+        total = text_of(h.app.main_screen.query_one("#listed-total", Static))
+        assert "today 421k tok ?" in header and "now 120k tok/min ?/h" in header
+        assert "$0.00" not in header and "$0.00" not in total
+        assert "?" in total and "120k/m ?/h" in total
+        h.publish((unpriced, sample_sessions()[0]))
+        await settle(pilot)
+        header = text_of(h.app.main_screen.query_one("#header", Static))
+        assert "≥$2.10" in header and "≥$3.40/h" in header

@@ -36,6 +36,8 @@ class Totals(NamedTuple):
     """Part of today's figures comes from tokenizer estimates."""
     hidden: int = 0
     """Sessions not listed because they have been quiet longer than hide_after_h."""
+    rate_is_lower_bound: bool = False
+    """A burning session has an unpriced model: the $/h leaves part of it out."""
 
 
 class ListedTotal(NamedTuple):
@@ -48,6 +50,13 @@ class ListedTotal(NamedTuple):
     tokens_per_min: float
     usd_per_hour: float
     estimated: bool
+    rate_is_lower_bound: bool = False
+
+
+def unpriced_burn(sessions: Iterable[SessionSnapshot]) -> bool:
+    """Whether a burning session's $/h leaves out an unpriced model (the sum is then a
+    lower bound, or unknown when nothing of it is priced)."""
+    return any(s.unpriced_models and s.tokens_per_min > 0 for s in sessions)
 
 
 def split_hidden(
@@ -82,6 +91,7 @@ def header_totals(judgement: Judgement, listed: Sequence[Judged], hidden: int = 
         sum(1 for f in snap.files if f.bad_lines),
         any(s.estimated for s in today),
         hidden,
+        unpriced_burn(j.session for j in judgement.sessions),
     )
 
 
@@ -96,6 +106,7 @@ def listed_total(rows: Sequence[Judged]) -> ListedTotal:
         sum(s.tokens_per_min for s in sessions),
         sum(s.usd_per_hour for s in sessions),
         any(s.estimated for s in sessions),
+        unpriced_burn(sessions),
     )
 
 
@@ -180,11 +191,12 @@ def clock_time(ts: float, now: float) -> str:
 
 
 def _block_items(b: Block, now: float) -> tuple[tuple[str, str], ...]:
-    items = [(f"block {usd(b.cost_usd, b.cost_complete)} {compact(b.tokens.total)} tok", "ok")]
+    complete = b.cost_complete  # an unpriced model: "?" when nothing is priced, else "≥"
+    items = [(f"block {usd(b.cost_usd, complete)} {compact(b.tokens.total)} tok", "ok")]
     if b.burn is not None:
-        items.append((f"{usd(b.burn.usd_per_hour)}/h", "ok"))
+        items.append((f"{usd(b.burn.usd_per_hour, complete)}/h", "ok"))
     if b.projection is not None:
-        items.append((f"→ {usd(b.projection.cost_usd)}", "ok"))
+        items.append((f"→ {usd(b.projection.cost_usd, complete)}", "ok"))
     left = max(0, int(b.end - now))
     items.append((f"{left // 3600}h{left % 3600 // 60:02d} left", "ok"))
     return tuple(items)

@@ -64,7 +64,8 @@ class ListedTotalLine(Static):
 
 def listed_line(t: ListedTotal) -> Text:
     mark = "≈" if t.estimated else ""
-    cost = fmt.usd(t.cost) if not t.cost_is_lower_bound else f"≥{fmt.usd(t.cost)}"
+    cost = fmt.usd(t.cost, not t.cost_is_lower_bound)
+    per_hour = fmt.usd(t.usd_per_hour, not t.rate_is_lower_bound)
     noun = "session" if t.sessions == 1 else "sessions"
     return Text.assemble(
         ("Σ ", "dim"),
@@ -74,14 +75,14 @@ def listed_line(t: ListedTotal) -> Text:
         "  ",
         f"{mark}{cost}",
         ("   burn ", "dim"),
-        (f"{fmt.compact(t.tokens_per_min)}/m {fmt.usd(t.usd_per_hour)}/h", "cyan"),
+        (f"{fmt.compact(t.tokens_per_min)}/m {per_hour}/h", "cyan"),
     )
 
 
 def money_line(t: Totals) -> Text:
     mark = "≈" if t.estimated else ""
-    cost = mark + (fmt.usd(t.cost) if not t.cost_is_lower_bound else f"≥{fmt.usd(t.cost)}")
-    per_hour = fmt.usd(t.usd_per_hour)
+    cost = mark + fmt.usd(t.cost, not t.cost_is_lower_bound)
+    per_hour = fmt.usd(t.usd_per_hour, not t.rate_is_lower_bound)
     return Text.assemble(
         ("tokentop", "bold"),
         "  today ",
