@@ -65,3 +65,18 @@ def test_a_windows_cwd_is_a_short_project_name() -> None:
     assert row_project("/home/dev/src/webshop/") == "webshop"
     assert len(base_name("C:\\" + "x" * 200)) == 40
     assert row_project("") == "?"
+
+
+@pytest.mark.parametrize("width", [80, 120, 160])
+def test_every_sort_shows_its_marker_on_its_own_column(width: int) -> None:
+    from tokentop.ui.views.rows import SORTS, header_label
+
+    layout = layout_for(width)
+    for sort in SORTS:
+        marked = [c.key for c in layout.columns if "▼" in header_label(c, sort, True)]
+        assert marked == [c.key for c in layout.columns if c.sort == sort]
+        assert len(marked) == 1, (sort, width)
+    last = next(c for c in layout.columns if c.key == "last")
+    assert header_label(last, "recent", True) == "LAST▼"
+    tokens = next(c for c in layout.columns if c.key == "tokens")
+    assert header_label(tokens, "tokens", False) == "TOKEN▲"

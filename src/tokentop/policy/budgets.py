@@ -90,8 +90,10 @@ def eta_seconds(session: SessionSnapshot, budget: Budget) -> float | None:
     lead = session.burn_age_s
     etas: list[float] = []
     burning = session.tokens_per_min > 0 or session.usd_per_hour > 0
-    usd_rate = session.held_usd_per_hour if burning else 0.0
-    token_rate = session.held_tokens_per_min if burning else 0.0
+    # the held pace is never below the burn (it decays from it): a snapshot made without one
+    # (a fleet's summary, a test) is measured at its burn
+    usd_rate = max(session.held_usd_per_hour, session.usd_per_hour) if burning else 0.0
+    token_rate = max(session.held_tokens_per_min, session.tokens_per_min) if burning else 0.0
     if budget.usd is not None:
         etas.extend(_eta(budget.usd - session.cost_usd, usd_rate / 3600, lead))
     if budget.tokens is not None:

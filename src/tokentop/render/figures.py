@@ -25,8 +25,9 @@ def cost(amount: float, unpriced: Sequence[str]) -> str:
 
 
 def per_hour(amount: float, unpriced: Sequence[str]) -> str:
-    """A $/h rate as a narrow cell shows it: whole dollars from $100 ("$132"), else as `cost`."""
-    if amount >= 100:
+    """A $/h rate as a narrow cell shows it: whole dollars from $10 ("$49", "$1,320"), so
+    "60.1k/m $49/h" fits BURN's 15 columns; else as `cost`."""
+    if amount >= 10:
         text = f"${amount:,.0f}"
         return text if not unpriced else f"≥{text}"
     return cost(amount, unpriced)

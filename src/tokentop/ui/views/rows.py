@@ -40,10 +40,10 @@ class Column(NamedTuple):
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("status", "STATUS", 8, "recent"),
-    Column("last", "LAST", 4, "recent"),
+    Column("status", "STATUS", 8),
+    Column("last", "LAST", 5, "recent"),
     Column("agent", "AGENT", 8, "agent"),  # opencode, openclaw, litellm: never cut
-    Column("project", "PROJECT", 13, "project"),
+    Column("project", "PROJECT", 12, "project"),
     Column("models", "MODEL", 13),
     Column("tokens", "TOKENS", 6, "tokens"),
     Column("cost", "COST", 8, "cost"),
@@ -57,9 +57,9 @@ GAP = 2
 """Spaces between columns (1 when that makes everything fit, as at 120 columns)."""
 DROP_FIRST = ("spark", "models")
 """Below that width these go first (after HOST narrows to 8): the sparkline, then the model."""
-NARROW = (("budget", 6), ("burn", 7), ("project", 10), ("cost", 7))
+NARROW = (("budget", 6), ("burn", 7), ("project", 10), ("cost", 7), ("last", 4))
 """Then these narrow: BUDGET to its percent, BURN to tokens/min, PROJECT down to 10, and COST
-(a lower bound of $1,000 or more is cut)."""
+(a lower bound of $1,000 or more is cut), LAST (3h, 12d: never more than 4 wide)."""
 DROP_LAST = ("host",)
 """Then HOST goes, before BUDGET, ETA and FLAGS (the details and the filter still have it)."""
 GROW = (("project", 24), ("models", 16))
@@ -108,6 +108,14 @@ def _squeezes() -> Iterator[Callable[[Layout], Layout]]:
 
 def _with_gap(layout: Layout, gap: int) -> Layout:
     return layout._replace(gap=gap)
+
+
+def header_label(column: Column, sort: SortName, descending: bool) -> str:
+    """A column's title, with the sort's marker when it orders the rows (htop style); a
+    title as wide as its column gives up its last letter for the marker (TOKEN▼)."""
+    if column.sort != sort:
+        return column.label[: column.width]
+    return column.label[: column.width - 1] + ("▼" if descending else "▲")
 
 
 def _without(layout: Layout, key: str) -> Layout:

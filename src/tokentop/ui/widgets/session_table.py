@@ -23,7 +23,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tokentop.policy.budgets import Level
-from tokentop.ui.views.rows import Layout, RowView, SortName, fit, layout_for
+from tokentop.ui.views.rows import Layout, RowView, SortName, fit, header_label, layout_for
 
 STATUS_STYLES = {
     "live": "bold green",
@@ -158,10 +158,10 @@ class SessionTable(ScrollView, can_focus=True):
         self._sort = (sort, descending)
         header = Text(" ", no_wrap=True, end="")
         for column in self.column_layout.columns:
-            label = column.label + (("▼" if descending else "▲") if column.sort == sort else "")
+            label = header_label(column, sort, descending)
             right = column.key in RIGHT_ALIGNED
             label = label.rjust(column.width) if right else label.ljust(column.width)
-            header.append(label[: column.width] + " " * self.column_layout.gap)
+            header.append(label + " " * self.column_layout.gap)
         self.header = header
         self.refresh()
 
