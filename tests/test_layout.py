@@ -80,3 +80,46 @@ def test_every_sort_shows_its_marker_on_its_own_column(width: int) -> None:
     assert header_label(last, "recent", True) == "LAST▼"
     tokens = next(c for c in layout.columns if c.key == "tokens")
     assert header_label(tokens, "tokens", False) == "TOKEN▲"
+
+
+WIDE_NAMES = (
+    "/tmp/项目-日本語-프로젝트-wide",
+    "/tmp/emoji-🚀-proj",
+    "/tmp/very-long-project-name-v2",
+)
+
+
+def test_wide_characters_keep_the_apps_columns_aligned() -> None:
+    from rich.cells import cell_len
+
+    from tokentop.policy.watchdog import judge_once
+    from tokentop.ui.views.rows import row_view
+    from tokentop.ui.widgets.session_table import row_text
+    from ui_fakes import ledger, make_session
+
+    judged = judge_once(ledger([make_session(f"s{i}", cwd=c) for i, c in enumerate(WIDE_NAMES)]))
+    for width in (80, 120, 160):
+        layout = layout_for(width)
+        lines = [
+            row_text(row_view(j.session, j.use, j.state, False), layout) for j in judged.sessions
+        ]
+        assert {cell_len(line.plain) for line in lines} == {layout.width}
+        assert any("…" in line.plain for line in lines)
+
+
+def test_wide_characters_keep_the_sessions_table_aligned() -> None:
+    from tokentop.policy.watchdog import judge_once
+    from tokentop.render.records import text_table
+    from tokentop.render.text import cells
+    from ui_fakes import ledger, make_session
+
+    sessions = [make_session(f"s{i}", cwd=c) for i, c in enumerate(WIDE_NAMES)]
+    lines = text_table(judge_once(ledger(sessions))).splitlines()
+    state = [
+        cells(line[: line.index(s)])
+        for line in lines
+        for s in ("STATE", "ended", "live", "idle")
+        if s in line
+    ]
+    assert len(set(state)) == 1 and len(state) == 4
+    assert "…" in text_table(judge_once(ledger(sessions)))

@@ -15,7 +15,7 @@ from tokentop.model import FileHealth, LedgerSnapshot, RateLimits, SessionSnapsh
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.render.figures import compact, cost, eta, percent, project_name
 from tokentop.render.overview import flags_text
-from tokentop.render.text import safe
+from tokentop.render.text import cells, fit_cells, pad_cells, safe
 from tokentop.sources.base import name_text
 
 
@@ -144,7 +144,7 @@ def text_table(judgement: Judgement) -> str:
             (
                 safe(s.key.agent),
                 safe(name_text(s.key.session_id))[:12],
-                safe(name_text(project_name(s.cwd)))[:24] or "-",
+                fit_cells(safe(name_text(project_name(s.cwd))), 24) or "-",
                 j.state,
                 compact(s.tokens.total),
                 cost(s.cost_usd, s.unpriced_models),
@@ -153,5 +153,6 @@ def text_table(judgement: Judgement) -> str:
                 eta(use.eta_s),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    widths = [max(cells(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(pad_cells(c, w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(line.rstrip() for line in lines)

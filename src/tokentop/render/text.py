@@ -114,3 +114,34 @@ def command_line(cmdline: Sequence[str], width: int = 80) -> str:
     """A process's command line as one escaped line, shortened for a dialog."""
     text = safe(" ".join(cmdline)) or "(command unknown)"
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cells(text: str) -> int:
+    """How many terminal cells `text` takes: two for wide (CJK, most emoji), none for marks
+    and format characters (a variation selector, a zero-width joiner), one otherwise."""
+    return sum(_char_cells(c) for c in text)
+
+
+def _char_cells(char: str) -> int:
+    if unicodedata.east_asian_width(char) in "WF":
+        return 2
+    return 0 if unicodedata.category(char) in ("Mn", "Me", "Cf") else 1
+
+
+def fit_cells(text: str, width: int) -> str:
+    """`text` cut to `width` cells, ending in "…" when cut."""
+    if cells(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        size = _char_cells(char)
+        if used + size > width - 1:
+            break
+        kept.append(char)
+        used += size
+    return "".join(kept) + "…"
+
+
+def pad_cells(text: str, width: int) -> str:
+    """`text` padded with spaces to `width` cells."""
+    return text + " " * max(0, width - cells(text))

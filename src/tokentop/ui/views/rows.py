@@ -1,7 +1,7 @@
 """The session table's view model: one RowView of plain strings per session.
 
 Rows are compared as tuples, so the table touches only the cells whose text changed.
-No Textual here; the widgets turn RowViews into styled cells.
+No Textual here (rich only measures cells); the widgets turn RowViews into styled cells.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import re
 import socket
 from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
+
+from rich.cells import cell_len, set_cell_size
 
 from tokentop.config import Config
 from tokentop.history.summary import base_name
@@ -129,8 +131,9 @@ def _resized(layout: Layout, key: str, width: int) -> Layout:
 
 
 def fit(value: str, width: int, key: str) -> str:
-    """A cell cut to its column: BUDGET keeps its percent, BURN whole words, names an …."""
-    if len(value) <= width:
+    """A cell cut to its column's width in terminal cells (a CJK character or an emoji takes
+    two): BUDGET keeps its percent, BURN whole words, names an …."""
+    if cell_len(value) <= width:
         return value
     if key == "budget":
         return value.rsplit(" ", 1)[-1][-width:]
@@ -138,13 +141,19 @@ def fit(value: str, width: int, key: str) -> str:
         words = value.split(" ")
         kept = words[0]
         for word in words[1:]:
-            if len(kept) + 1 + len(word) > width:
+            if cell_len(kept) + 1 + cell_len(word) > width:
                 break
             kept += " " + word
-        return kept[:width]
+        return set_cell_size(kept, width).rstrip()
     if key in ("project", "models", "agent", "host"):
-        return value[: width - 1] + "…"
-    return value[:width]
+        return set_cell_size(value, width - 1).rstrip() + "…"
+    return set_cell_size(value, width).rstrip()
+
+
+def pad(value: str, width: int, right: bool = False) -> str:
+    """`value` (already fitted) padded to `width` cells, on the left when `right`."""
+    room = " " * max(0, width - cell_len(value))
+    return room + value if right else value + room
 
 
 HOST_COLUMN = Column("host", "HOST", 12)

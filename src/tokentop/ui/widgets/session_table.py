@@ -23,7 +23,15 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tokentop.policy.budgets import Level
-from tokentop.ui.views.rows import Layout, RowView, SortName, fit, header_label, layout_for
+from tokentop.ui.views.rows import (
+    Layout,
+    RowView,
+    SortName,
+    fit,
+    header_label,
+    layout_for,
+    pad,
+)
 
 STATUS_STYLES = {
     "live": "bold green",
@@ -70,9 +78,8 @@ def row_text(row: RowView, layout: Layout = FULL) -> Text:
     line = Text(" ", no_wrap=True, end="")
     for column in layout.columns:
         value = fit(cell_text(row, column.key), column.width, column.key)
-        if column.key in RIGHT_ALIGNED:
-            value = value.rjust(column.width)
-        line.append(value.ljust(column.width), cell_style(row, column.key))
+        value = pad(value, column.width, column.key in RIGHT_ALIGNED)
+        line.append(value, cell_style(row, column.key))
         line.append(" " * layout.gap)
     return line
 
