@@ -248,3 +248,22 @@ def test_kill_9_mid_write_leaves_only_whole_rows(tmp_path: Path) -> None:
     for session, cost, body in rows:
         s = msgspec.json.decode(body, type=SessionSummary)
         assert (str(s.key), s.cost_usd, len(s.tools)) == (session, cost, 3000)
+
+
+def test_one_crossing_seen_by_several_processes_is_one_event(tmp_path: Path) -> None:
+    """The app warns, the run beside it kills, a guard warns again: one event, with the
+    action taken; a later crossing of the same level is a new one."""
+    from tokentop.policy.detectors import Decision
+
+    key = SessionKey("claude", "s1")
+    with Store(tmp_path / "t.db") as store:
+        for action, at in (("warn", 1000.0), ("kill", 1000.4), ("warn", 1001.0)):
+            store.record_event(Decision(key, "budget", action, f"over ({action})", at, 2))
+        store.record_event(Decision(key, "budget", "warn", "80%", 999.0, 1))
+        store.record_event(Decision(key, "budget", "warn", "over again", 5000.0, 2))
+        events = store.events_for(str(key))
+    assert [(e.detector, e.action, e.level) for e in events] == [
+        ("budget", "warn", 1),
+        ("budget", "kill", 2),
+        ("budget", "warn", 2),
+    ]

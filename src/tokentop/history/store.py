@@ -37,6 +37,10 @@ INT64_MAX = 2**63 - 1
 """SQLite's INTEGER limit: the `tokens` column saturates there (the JSON body keeps the exact
 total; sources cap each count at 10**15, but a hostile file may hold many of them)."""
 SCHEMA_VERSION = 5
+EVENT_SAME_S = 600.0
+"""Two decisions of one detector at one level on one session this close are one crossing,
+seen by two tokentop processes (a budget raised and crossed again takes longer)."""
+ACTION_RANK = {"none": 0, "warn": 1, "pause": 2, "kill": 3}
 
 _V1 = """
 CREATE TABLE summaries (
@@ -322,16 +326,28 @@ class Store:
         return [ActionRecord(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
 
     def record_event(self, decision: DecisionLike) -> None:
-        row = (
-            str(decision.session),
-            decision.timestamp,
-            decision.detector,
-            decision.action,
-            decision.level,
-            decision.reason,
-        )
+        """Keep a detector's decision. Every tokentop process judges on its own (the app, a
+        guard, a run), so the same crossing arrives once from each: one already recorded for
+        the session, detector and level within EVENT_SAME_S is that one, not a new one (it
+        takes the stronger action: the run that kills beside an app that only warns)."""
+        session, ts = str(decision.session), decision.timestamp
         with self.write() as conn:
-            conn.execute("INSERT OR IGNORE INTO events VALUES (NULL,?,?,?,?,?,?)", row)
+            same = conn.execute(
+                "SELECT id, action FROM events WHERE session = ? AND detector = ? AND level = ? "
+                "AND ts BETWEEN ? AND ? LIMIT 1",
+                (session, decision.detector, decision.level, ts - EVENT_SAME_S, ts + EVENT_SAME_S),
+            ).fetchone()
+            if same is None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO events VALUES (NULL,?,?,?,?,?,?)",
+                    (session, ts, decision.detector, decision.action, decision.level,
+                     decision.reason),
+                )  # fmt: skip
+            elif ACTION_RANK.get(decision.action, 0) > ACTION_RANK.get(same[1], 0):
+                conn.execute(
+                    "UPDATE events SET action = ?, reason = ? WHERE id = ?",
+                    (decision.action, decision.reason, same[0]),
+                )
 
     def events_for(self, session: str) -> list[EventRecord]:
         rows = self._rows(
