@@ -276,7 +276,8 @@ def session_batches(kind: str, work: Work, session_id: str, max_turns: int) -> I
             rng, work.cwd, profile.claude_model, session_id
         )
     else:
-        records = CodexRecords(rng, work.cwd, profile.codex_model, session_id)
+        limits = work.behavior != "steady"  # the demo's account: one session reports it
+        records = CodexRecords(rng, work.cwd, profile.codex_model, session_id, limits)
         yield from records.opening()
     yield from records.prompt(rng.choice(PROMPTS))
     for turn, call in enumerate(work.calls(), 1):

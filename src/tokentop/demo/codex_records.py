@@ -28,7 +28,9 @@ ENVIRONMENT_CONTEXT = """<environment_context>
 class CodexRecords:
     """Codex rollout lines for one session (sessions/YYYY/MM/DD/rollout-<ts>-<uuid>.jsonl)."""
 
-    def __init__(self, rng: random.Random, cwd: str, model: str, session_id: str) -> None:
+    def __init__(
+        self, rng: random.Random, cwd: str, model: str, session_id: str, limits: bool = True
+    ) -> None:
         self.rng, self.cwd, self.model, self.session_id = rng, cwd, model, session_id
         self.total = {
             "input_tokens": 0,
@@ -38,6 +40,9 @@ class CodexRecords:
             "total_tokens": 0,
         }
         self.limit_used = rng.uniform(2.0, 20.0)
+        self.limits = limits
+        """Whether its token counts carry the account's rate limits: one demo Codex session
+        does, so the header shows one account's windows, not two that disagree."""
         self.resets_at = int(datetime.now(UTC).timestamp()) + 5 * 3600
 
     def opening(self) -> list[Batch]:
@@ -171,7 +176,8 @@ class CodexRecords:
             "last_token_usage": last,
             "model_context_window": CONTEXT_WINDOW,
         }
-        event = self._event({"type": "token_count", "info": info, "rate_limits": limits})
+        payload = {"type": "token_count", "info": info, "rate_limits": limits}
+        event = self._event(payload if self.limits else {"type": "token_count", "info": info})
         return [event, event] if self.rng.random() < 0.15 else [event]
 
     def _item(self, payload: Record) -> Record:
