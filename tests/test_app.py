@@ -873,3 +873,21 @@ async def test_spend_with_nothing_priced_reads_unknown_everywhere_never_zero() -
         await settle(pilot)
         header = text_of(h.app.main_screen.query_one("#header", Static))
         assert "≥$2.10" in header and "≥$3.40/h" in header
+
+
+def test_a_burst_of_news_is_two_notices_and_a_count_of_the_rest() -> None:
+    """Five sessions cross their budget at once: the two worst get a toast, the other three
+    are one line (a stack of toasts would cover an 80x24 screen)."""
+    from tokentop.policy.budgets import BudgetUse, Level
+    from tokentop.policy.watchdog import Judged
+    from tokentop.ui.notices import notices_for
+
+    crossed = []
+    for i in range(5):
+        session = make_session(f"s{i}", cwd=f"/p/proj-{i}")
+        use = BudgetUse(Budget(usd=1.0), 1.2 if i % 2 else 0.85, Level.WARN, None, False)
+        level = Level.OVER if i % 2 else Level.WARN
+        crossed.append((Judged(session, "live", use, ""), level))
+    notices = notices_for([], crossed)
+    assert [n.severity for n in notices] == ["error", "error", "warning"]
+    assert notices[-1].message.startswith("and 3 more")

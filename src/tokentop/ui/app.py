@@ -32,7 +32,7 @@ from tokentop.ui import messages as msg
 from tokentop.ui.core import AppCore, Drained, EngineLike, app_core, jobs_loader
 from tokentop.ui.detail_feed import DetailFeed
 from tokentop.ui.engine_state import EngineHealth
-from tokentop.ui.notices import notices_for
+from tokentop.ui.notices import NOTICE_S, notices_for
 from tokentop.ui.process_actions import GUARDED_ACTIONS, ProcessActions
 from tokentop.ui.screens.detail import SessionDetail
 from tokentop.ui.screens.help import HelpScreen, ParseErrorsScreen
@@ -151,7 +151,7 @@ class TokentopApp(App[None]):
     def _announce_all(self, news: Drained) -> None:
         """Each decision and crossing once (bell per config); each store problem once."""
         for n in notices_for(news.decisions, news.crossings):
-            self.notify(n.message, title=n.title, severity=n.severity, timeout=10)
+            self.notify(n.message, title=n.title, severity=n.severity, timeout=NOTICE_S)
             if self.config.alerts.bell:
                 self.bell()
         for problem in dict.fromkeys(news.problems).keys() - self._problems:

@@ -40,10 +40,26 @@ def decision_notice(session: SessionSnapshot, decision: Decision) -> Notice | No
     return Notice(decision.reason, title, "warning" if decision.action == "warn" else "error")
 
 
+NOTICE_S = 6.0
+"""How long a notice stays (the table's flags and the details keep saying it)."""
+MAX_AT_ONCE = 2
+"""Toasts shown for one batch of news; the rest are one line: on a small terminal a stack of
+them would hide the table and the dialogs."""
+_WORST = {"error": 0, "warning": 1, "information": 2}
+
+
 def notices_for(
     decisions: Iterable[tuple[Judged, Decision]], crossings: Iterable[tuple[Judged, Level]]
 ) -> list[Notice]:
-    """One notice per new decision (budget ones aside) and one per budget crossing."""
+    """One notice per new decision (budget ones aside) and one per budget crossing, the
+    worst first; past MAX_AT_ONCE, the others are counted in one more notice."""
     found = [decision_notice(j.session, d) for j, d in decisions]
     notices = [n for n in found if n is not None]
-    return notices + [budget_notice(j.session, j.use, level) for j, level in crossings]
+    notices += [budget_notice(j.session, j.use, level) for j, level in crossings]
+    notices.sort(key=lambda n: _WORST.get(n.severity, 3))
+    if len(notices) <= MAX_AT_ONCE + 1:
+        return notices
+    shown, rest = notices[:MAX_AT_ONCE], notices[MAX_AT_ONCE:]
+    titles = ", ".join(dict.fromkeys(n.title for n in rest))
+    more = Notice(f"and {len(rest)} more: {titles}", "Alerts", rest[0].severity)
+    return [*shown, more]
