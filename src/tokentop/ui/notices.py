@@ -51,14 +51,14 @@ _WORST = {"error": 0, "warning": 1, "information": 2}
 def notices_for(
     decisions: Iterable[tuple[Judged, Decision]], crossings: Iterable[tuple[Judged, Level]]
 ) -> list[Notice]:
-    """One notice per new decision (budget ones aside) and one per budget crossing, the
-    worst first; past MAX_AT_ONCE, the others are counted in one more notice."""
+    """One notice per new decision (budget ones aside) and one per budget crossing; past
+    MAX_AT_ONCE, the worst of them, and the others counted in one more notice."""
     found = [decision_notice(j.session, d) for j, d in decisions]
     notices = [n for n in found if n is not None]
     notices += [budget_notice(j.session, j.use, level) for j, level in crossings]
-    notices.sort(key=lambda n: _WORST.get(n.severity, 3))
     if len(notices) <= MAX_AT_ONCE + 1:
-        return notices
+        return notices  # in the order they happened
+    notices.sort(key=lambda n: _WORST.get(n.severity, 3))
     shown, rest = notices[:MAX_AT_ONCE], notices[MAX_AT_ONCE:]
     titles = ", ".join(dict.fromkeys(n.title for n in rest))
     more = Notice(f"and {len(rest)} more: {titles}", "Alerts", rest[0].severity)
