@@ -51,6 +51,10 @@ async def test_j_shows_the_jobs_and_enter_opens_a_jobs_runs(tmp_path: Path) -> N
         await pilot.press("escape", "escape")
         await pilot.pause()
         assert app.screen is screen
-        await pilot.press("j")
+        await pilot.press("escape")  # one level back: the sessions, not the main table
         await pilot.pause()
+        assert app.screen is screen
         assert not screen.jobs_view and len(screen.shown) == 8
+        await pilot.press("j", "j")
+        await pilot.pause()
+        assert not screen.jobs_view

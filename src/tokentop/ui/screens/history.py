@@ -65,7 +65,7 @@ class HistoryScreen(Screen[None]):
         Binding("<", "sort(-1)", "", show=False, id="history-sort-prev"),
         Binding("I", "reverse_sort", "", show=False, id="history-sort-reverse"),
         Binding("r", "reload", "Reload", id="history-reload"),
-        Binding("j", "toggle_jobs", "Jobs", id="history-jobs"),
+        Binding("j", "toggle_jobs", "Jobs/sessions", id="history-jobs"),
     ]
     AUTO_FOCUS = "#history-table"
 
@@ -248,10 +248,14 @@ class HistoryScreen(Screen[None]):
         self.refresh_rows()
 
     def action_back(self) -> None:
+        """Escape steps back one level: the filter, then the jobs view, then the screen."""
         field = self.query_one("#filter", Input)
         if field.display or field.value:
             field.value, field.display = "", False
             self.table.focus()
+            return
+        if self.jobs_view:
+            self.action_toggle_jobs()
             return
         self.dismiss()
 
