@@ -139,10 +139,11 @@ def row_of(name: str, judged: list[Judged]) -> ReportRow:
 
 
 def _cheapest(routes: Iterable[Route]) -> float | None:
+    """The group's sessions on their vendors' cheapest models; a session already on its
+    cheapest (or with none known) at its own cost, as the total counts it: a row and the
+    total add up the same way."""
     routes = list(routes)
-    if not any(m.cheapest_model for r in routes for m in r.models):
-        return None
-    return math.fsum(r.cheapest_usd for r in routes)
+    return math.fsum(r.cheapest_usd for r in routes) if routes else None
 
 
 def model_rows(judged: Iterable[Judged]) -> list[ReportRow]:

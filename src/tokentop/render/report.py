@@ -37,8 +37,8 @@ def encode_json(doc: object) -> str:
 
 
 def _commits(row: ReportRow) -> str:
-    if row.model_commits is not None:
-        return f"{row.model_commits:.1f}"
+    if row.model_commits is not None:  # credited by cost share: a fraction, "2" when whole
+        return f"{row.model_commits:.1f}".removesuffix(".0")
     return "-" if row.commits is None else str(row.commits)
 
 

@@ -16,8 +16,8 @@ from tokentop.render.figures import compact, duration, usd, when
 from tokentop.render.report import aligned, encode_json
 from tokentop.render.text import csv_text, md_inline, safe
 
-HEADER = ("block", "state", "length", "responses", "tokens", "cost", "burn", "projected", "left",
-          "models")  # fmt: skip
+HEADER = ("block", "state", "length", "responses", "tokens", "cost", "burn", "projected $",
+          "projected tok", "left", "models")  # fmt: skip
 NOTE = (
     "computed from the transcripts' timestamps by ccusage's rule (5-hour blocks from the first "
     "response's hour); Anthropic's own figures show with `tokentop statusline`"
@@ -26,7 +26,7 @@ NOTE = (
 
 def block_cells(b: Block, now: float) -> list[str]:
     if b.gap:
-        return [when(b.start), "gap", duration(b.end - b.start), "", "", "", "", "", "", ""]
+        return [when(b.start), "gap", duration(b.end - b.start), *[""] * 8]
     proj, burn = b.projection, b.burn
     last = b.last if b.last is not None else b.start
     return [
@@ -36,8 +36,9 @@ def block_cells(b: Block, now: float) -> list[str]:
         str(b.entries),
         compact(b.tokens.total),
         usd(b.cost_usd, b.cost_complete),
-        f"{usd(burn.usd_per_hour)}/h" if burn is not None else "",
-        f"{usd(proj.cost_usd)} {compact(proj.tokens)}" if proj is not None else "",
+        f"{usd(burn.usd_per_hour, b.cost_complete)}/h" if burn is not None else "",
+        usd(proj.cost_usd, b.cost_complete) if proj is not None else "",
+        compact(proj.tokens) if proj is not None else "",
         duration(max(b.end - now, 0)) if b.active else "",
         ", ".join(b.models),
     ]

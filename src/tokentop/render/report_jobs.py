@@ -97,8 +97,9 @@ def text_jobs(rows: Sequence[JobRow], regress_pct: float) -> str:
         return "no recurring jobs in the recorded sessions\n"
     table = [[h.upper() for h in HEADER]] + [[safe(c) for c in job_cells(r)] for r in rows]
     flagged = [safe(line) for line in regression_lines(rows)]
-    note = f"⚑ median $/run of the last 7 days over {regress_pct:g}% above the 7 days before"
-    return aligned(table) + "".join(f"{line}\n" for line in flagged) + f"{note}\n{CHEAPEST_NOTE}\n"
+    note = f"⚑ median $/run of the last 7 days over {regress_pct:g}% above the 7 days before\n"
+    legend = note if flagged else ""  # said only when a job carries the flag
+    return aligned(table) + "".join(f"{line}\n" for line in flagged) + legend + CHEAPEST_NOTE + "\n"
 
 
 def run_dict(run: JobRun) -> dict[str, Any]:
@@ -161,11 +162,14 @@ def md_jobs(rows: Sequence[JobRow], since: float | None, regress_pct: float) -> 
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(md_inline(c) for c in job_cells(r)) + " |" for r in rows]
     parts.append("\n".join(lines))
-    parts += [md_inline(line) for line in regression_lines(rows)]
-    parts.append(
-        f"_⚑: median $/run of the last 7 days over {regress_pct:g}% above the 7 days before. "
-        f"{CHEAPEST_NOTE}._"
+    flagged = regression_lines(rows)
+    parts += [md_inline(line) for line in flagged]
+    legend = (
+        f"⚑: median $/run of the last 7 days over {regress_pct:g}% above the 7 days before. "
+        if flagged
+        else ""
     )
+    parts.append(f"_{legend}{CHEAPEST_NOTE}._")
     return "\n\n".join(parts) + "\n"
 
 
