@@ -24,10 +24,12 @@ import msgspec
 
 from tokentop.clock import Clock, FakeClock, SystemClock
 from tokentop.commands.common import CliError, make_engine
+from tokentop.commands.progress import progress_line
 from tokentop.config import Config, ConfigError, load_config
+from tokentop.engine.engine import Engine
 from tokentop.history.git_output import check_survival
 from tokentop.history.store import Store, StoreError
-from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason
+from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason, fill_consumers
 from tokentop.model import LedgerSnapshot
 from tokentop.policy.watchdog import Watchdog
 from tokentop.quantities import plural
@@ -118,10 +120,14 @@ def cmd_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     clock = SystemClock()
     since: float | None = args.since
     with _open_store(args) as store:
-        if args.scan is not False:
-            scan_into(store, args, config, clock, since)
+        engine = scan_into(store, args, config, clock, since) if args.scan is not False else None
         summaries, bad = store.summaries(since)
         summaries = refresh_survival(store, summaries, config, clock.now())
+        if args.format == "md" and args.by == "session":
+            ranked = sorted(summaries, key=lambda s: -s.cost_usd)[:MD_SESSIONS]
+            files_of = (engine or _cached_engine(args)).session_files
+            filled = fill_consumers(store, ranked, config.history.top_consumers, files_of)
+            summaries = [filled.get(s.key, s) for s in summaries]
     rows = group_rows(summaries, args.by)
     out.write(render(args.format, rows, summaries, args.by, since))
     if bad:
@@ -134,12 +140,14 @@ def cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
     config = _config(args)
     clock = SystemClock()
     with _open_store(args) as store:
-        if args.scan is not False:
-            scan_into(store, args, config, clock, None)
+        engine = scan_into(store, args, config, clock, None) if args.scan is not False else None
         found = _find(store, args.session)
         if found is None:
             raise CliError(f"no recorded session matches {args.session!r}")
         [found] = refresh_survival(store, [found], config, clock.now())
+        files_of = (engine or _cached_engine(args)).session_files
+        filled = fill_consumers(store, [found], config.history.top_consumers, files_of)
+        found = filled.get(found.key, found)
     out.write(summary_markdown(found, heading="#"))
     return 0
 
@@ -173,18 +181,23 @@ def _open_store(args: argparse.Namespace) -> Store:
 
 def scan_into(
     store: Store, args: argparse.Namespace, config: Config, clock: Clock, since: float | None
-) -> int:
+) -> Engine:
     """Read the transcripts and record changed sessions. The engine resumes from its own
-    state cache (the one every front-end keeps, unless --no-cache), so only new bytes are read."""
+    state cache (the one every front-end keeps, unless --no-cache), so only new bytes are read.
+
+    Top consumers are left out here: they mean reading every transcript a second time (a
+    first report over a long history records thousands of sessions). They are filled in
+    when a summary is shown in full (`fill_consumers`)."""
     engine = make_engine(args)
     engine.load_cache()
-    engine.scan()
+    with progress_line(engine, sys.stderr):
+        engine.scan()
     engine.save_cache()
     recorder = SummaryRecorder(
-        store, config, clock, minutes_for=engine.minutes, use_git=not args.no_git
-    )
+        store, config, clock, minutes_for=engine.minutes, use_git=not args.no_git,
+        consumers=False,
+    )  # fmt: skip
     now = clock.now()
-    recorded = 0
     judged_at = FakeClock(now)
     watchdog = Watchdog(config, judged_at)
     for session in engine.snapshot().sessions:
@@ -197,8 +210,15 @@ def scan_into(
         for finding in watchdog.judge(alone).decisions:
             store.record_event(finding)
         recorder.record(session, end_reason(session, now, config.history) or "open")
-        recorded += 1
-    return recorded
+    return engine
+
+
+def _cached_engine(args: argparse.Namespace) -> Engine:
+    """An engine holding only what its cache knows (`--no-scan`): which files each session
+    was read from, for `fill_consumers`."""
+    engine = make_engine(args)
+    engine.load_cache()
+    return engine
 
 
 def refresh_survival(
