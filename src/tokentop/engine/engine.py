@@ -142,15 +142,15 @@ class Engine:
         with self._lock:
             save_id = os.urandom(16).hex()
             data = cache_mod.CacheFile(
-                cache_mod.CACHE_VERSION, self.root_names(), records, self.ledger.export(),
+                cache_mod.CACHE_VERSION, self.root_names(), records, self.ledger.cache_state(),
                 save_id=save_id,
             )  # fmt: skip
             try:
-                cache_mod.save(self._cache_path, data)
+                cache_mod.save(self._cache_path, data, self.ledger.save_index)
                 self._saved = self._change_mark()
                 self.cache_id = save_id
-            except OSError as exc:
-                self.cache_note = f"cache not saved: {exc.strerror}"
+            except (OSError, ValueError) as exc:  # ValueError: the base index cut meanwhile
+                self.cache_note = f"cache not saved: {getattr(exc, 'strerror', None) or exc}"
 
     # -- reading ---------------------------------------------------------------------------
 

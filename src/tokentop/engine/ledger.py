@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
+from tokentop.engine import dedupe_index
+from tokentop.engine.dedupe_index import DedupeIndex
 from tokentop.engine.ledger_state import (
     KINDS,
     SEP,
@@ -58,10 +61,18 @@ class Ledger:
         self.version = 0
         self._load(LedgerState())
 
-    def _load(self, state: LedgerState, packed: Callable[[], bytes] | None = None) -> None:
+    def _load(self, state: LedgerState, base: DedupeIndex | None = None) -> None:
         self.state = state
-        self._packed: bytes | Callable[[], bytes] = packed or state.packed
-        """Dedupe tables still encoded: decoded on the first event, re-used as is on export."""
+        self._base = base
+        """The dedupe tables the cache was saved with (hashed, on disk); `state.seen` and
+        `state.tool_calls` then hold only what was added since, as exact strings."""
+        self._n_base = len(base) if base is not None else 0
+        """Slots below this are the base's; slot `n` above it is `state.seen_*[n - _n_base]`."""
+        self._updates: dict[int, tuple[list[int], float]] = {}
+        """Base slots whose counted copy grew since (tokens, cost), written on the next save."""
+        self._packed: bytes = state.packed
+        """Dedupe tables still encoded (strings, see ledger_state.pack): decoded on the first
+        event, re-used as is on export."""
         self._tokens = array("q", state.seen_tokens)
         self._cost = array("d", state.seen_cost)
         self._estimated = set(state.estimated_slots)
@@ -76,13 +87,9 @@ class Ledger:
         self._last_model = ""
         self._arrival = 0.0
 
-    def _packed_blob(self) -> bytes:
-        packed = self._packed
-        return packed() if callable(packed) else packed
-
     def _unpack(self) -> None:
         if self._packed:
-            unpack(self._packed_blob(), self.state)
+            unpack(self._packed, self.state)
             self._packed = b""
             self._tokens = array("q", self.state.seen_tokens)
             self._cost = array("d", self.state.seen_cost)
@@ -90,9 +97,10 @@ class Ledger:
     def export(self, *, final: bool = False) -> LedgerState:
         """The state to persist: the sessions, and the dedupe tables packed into one blob.
 
-        `final` hands the tables over: this ledger must not be used afterwards.
+        `final` hands the tables over: this ledger must not be used afterwards. A ledger
+        resumed from a cache's index exports only what was added since (see `save_index`).
         """
-        blob = self._packed_blob()
+        blob = self._packed
         if not blob:
             tokens, cost = self._tokens.tobytes(), self._cost.tobytes()
             if final:
@@ -101,17 +109,29 @@ class Ledger:
         sessions = dict(self.state.sessions)
         return LedgerState(sessions=sessions, packed=blob, estimated_slots=sorted(self._estimated))
 
+    def cache_state(self) -> LedgerState:
+        """The sessions, for the cache's main file; the dedupe tables go to `save_index`."""
+        sessions = dict(self.state.sessions)
+        return LedgerState(sessions=sessions, estimated_slots=sorted(self._estimated))
+
+    def save_index(self, path: Path, save_id: str) -> None:
+        """Write every dedupe table (the base's and what was added since) as one index."""
+        self._unpack()
+        st = self.state
+        fresh = dedupe_index.Fresh(
+            list(st.seen), self._tokens.tobytes(), self._cost.tobytes(),
+            st.seen_session, st.seen_model, st.tool_calls,
+        )  # fmt: skip
+        dedupe_index.save(path, save_id, self._base, self._updates, fresh)
+
     @classmethod
     def restore(
-        cls,
-        state: LedgerState,
-        cost_fn: CostFn,
-        packed: Callable[[], bytes] | None = None,
+        cls, state: LedgerState, cost_fn: CostFn, base: DedupeIndex | None = None
     ) -> Ledger:
-        """A ledger resuming from `state`; `packed` loads the dedupe tables when first needed
-        (the cache keeps them in a side file), else they come from `state.packed`."""
+        """A ledger resuming from `state`, with the dedupe tables of a cache's index (`base`)
+        or, packed as strings, in `state.packed`."""
         ledger = cls(cost_fn)
-        ledger._load(state, packed)
+        ledger._load(state, base)
         return ledger
 
     def merge(self, other: LedgerState) -> bool:
@@ -127,7 +147,13 @@ class Ledger:
         other.packed = b""  # read: free it before the tables grow
         if not (st.seen.keys().isdisjoint(t.keys) and st.tool_calls.keys().isdisjoint(t.call_keys)):
             return False
-        offset = len(st.seen_session)
+        base = self._base
+        if base is not None and (
+            any(base.find(k) is not None for k in t.keys)
+            or any(base.find_call(c) is not None for c in t.call_keys)
+        ):
+            return False
+        offset = self._n_base + len(st.seen_session)
         self._estimated.update(slot + offset for slot in other.estimated_slots)
         st.seen.update(zip(t.keys, range(offset, offset + len(t.keys)), strict=True))
         st.seen_session.extend(t.sessions)
@@ -158,10 +184,13 @@ class Ledger:
         changed = 0
         add, grow, call, result = self._add_new, self._grow, self._tool_call, self._tool_result
         seen = self.state.seen
+        base = self._base
         for event in events:
             kind = type(event)
             if kind is UsageEvent:
                 slot = seen.get(event.dedupe_key)  # type: ignore[union-attr]
+                if slot is None and base is not None:
+                    slot = base.find(event.dedupe_key)  # type: ignore[union-attr]
                 if slot is None:
                     changed += add(event, path)  # type: ignore[arg-type]
                 else:
@@ -209,8 +238,7 @@ class Ledger:
         whatever its size (a streamed message is estimated until its usage is written).
         """
         t = event.tokens
-        base = slot * KINDS
-        old = self._tokens[base : base + KINDS]
+        old, old_cost, sid, model = self._slot(slot)
         was_estimate = slot in self._estimated
         if event.estimated and not was_estimate:
             return 0
@@ -218,12 +246,8 @@ class Ledger:
         if not replaces and t.total <= sum(old):
             return 0
         counts = _counts(t)
-        sid = self.state.seen_session[slot]
-        model = self.state.seen_model[slot]
         cost = self._rates.cost(event, model)
-        old_cost = self._cost[slot]
-        self._tokens[base : base + KINDS] = array("q", counts)
-        self._cost[slot] = math.nan if cost is None else cost
+        self._set_slot(slot, counts, math.nan if cost is None else cost)
         delta = TokenCounts(*(n - o for n, o in zip(counts, old, strict=True)))
         cost_delta = None if cost is None or math.isnan(old_cost) else cost - old_cost
         session = self.state.sessions[sid]
@@ -233,10 +257,28 @@ class Ledger:
         session.tokens_since_change = max(0, session.tokens_since_change + delta.total)
         if replaces:
             self._estimated.discard(slot)
-            seen_session = self.state.seen_session
-            session.estimated = any(seen_session[s] == sid for s in self._estimated)
+            session.estimated = any(self._slot(s).session == sid for s in self._estimated)
         self._accumulate(session, model, self._time(event), delta, cost_delta, responses=0)
         return 1
+
+    def _slot(self, slot: int) -> dedupe_index.Slot:
+        """What is counted for a response: tokens, cost, session and model."""
+        if slot < self._n_base:
+            counted = self._base.slot(slot)  # type: ignore[union-attr]
+            update = self._updates.get(slot)
+            return counted if update is None else counted._replace(tokens=update[0], cost=update[1])
+        at = slot - self._n_base
+        st = self.state
+        tokens = list(self._tokens[at * KINDS : (at + 1) * KINDS])
+        return dedupe_index.Slot(tokens, self._cost[at], st.seen_session[at], st.seen_model[at])
+
+    def _set_slot(self, slot: int, counts: list[int], cost: float) -> None:
+        if slot < self._n_base:
+            self._updates[slot] = (counts, cost)
+            return
+        at = slot - self._n_base
+        self._tokens[at * KINDS : (at + 1) * KINDS] = array("q", counts)
+        self._cost[at] = cost
 
     def _add_new(self, event: UsageEvent, path: str) -> int:
         """First copy of a response: the cold-scan hot path, so it is written flat."""
@@ -273,9 +315,10 @@ class Ledger:
                     + tw5 * rates[3] + tw1 * rates[4] + tx * rates[5]
                 )  # fmt: skip
         state = self.state
+        slot = self._n_base + len(state.seen_session)
         if event.estimated:
-            self._estimated.add(len(state.seen_session))
-        state.seen[event.dedupe_key] = len(state.seen_session)
+            self._estimated.add(slot)
+        state.seen[event.dedupe_key] = slot
         state.seen_session.append(self._last_sid)
         if model is not self._last_model:
             self._last_model = sys.intern(model)
@@ -354,6 +397,8 @@ class Ledger:
     def _tool_call(self, event: ToolCall, path: str = "") -> int:
         calls = self.state.tool_calls
         mark = calls.get(event.call_id)
+        if mark is None and self._base is not None:
+            mark = self._base.find_call(event.call_id)
         failed = False
         if mark is None:
             calls[event.call_id] = sys.intern(event.name)
@@ -393,7 +438,10 @@ class Ledger:
     def _tool_result(self, event: ToolResult, path: str = "") -> int:
         calls = self.state.tool_calls
         call_id = event.call_id
-        name = calls.get(call_id, "")
+        name = calls.get(call_id)
+        if name is None:
+            known = self._base.find_call(call_id) if self._base is not None else None
+            name = known or ""
         if SEP in name:
             return 0
         outcome = int(event.is_error)

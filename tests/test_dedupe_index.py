@@ -1,0 +1,158 @@
+"""The cache's hashed dedupe index (engine/dedupe_index.py): a ledger resumed from it counts
+exactly what a cold scan of the same files counts, whatever happened to them in between."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tokentop.engine import dedupe_index
+from tokentop.engine import state_cache as cache_mod
+from tokentop.engine.engine import Engine
+from tokentop.model import LedgerSnapshot
+from tokentop.pricing import PriceTable
+from tokentop.sources.claude_code import ClaudeCodeSource
+
+
+def engine_for(root: Path, cache: Path | None = None) -> Engine:
+    source = ClaudeCodeSource(config_dirs=[root])
+    return Engine([source], PriceTable.default().cost, cache_dir=cache, workers=1)
+
+
+def figures(snap: LedgerSnapshot) -> dict[str, tuple[object, ...]]:
+    """Per session: tokens, cost (rounded), responses and tool calls and errors."""
+    return {
+        str(s.key): (s.tokens, round(s.cost_usd, 9), s.responses, s.tool_calls, s.tool_errors)
+        for s in snap.sessions
+    }
+
+
+def cold(root: Path) -> dict[str, tuple[object, ...]]:
+    engine = engine_for(root)
+    engine.scan()
+    return figures(engine.snapshot())
+
+
+def resumed(root: Path, cache: Path, *, first: bool = False) -> dict[str, tuple[object, ...]]:
+    """A restart from the cache (it must be used, not ignored), reading what changed."""
+    engine = engine_for(root, cache)
+    engine.load_cache()
+    assert engine.cache_note == ("no cache yet" if first else "")
+    engine.scan()
+    engine.save_cache()
+    return figures(engine.snapshot())
+
+
+def response(mid: str, sid: str, output: int, *, tool: str = "", ts: str = "12:00:00") -> str:
+    content: list[dict[str, object]] = [{"type": "text", "text": "ok"}]
+    if tool:
+        content = [{"type": "tool_use", "id": tool, "name": "Bash", "input": {"command": "ls"}}]
+    usage = {"input_tokens": 3, "cache_read_input_tokens": 1000, "output_tokens": output,
+             "cache_creation_input_tokens": 50}  # fmt: skip
+    record = {"type": "assistant", "sessionId": sid, "requestId": f"req-{mid}",
+              "timestamp": f"2026-11-20T{ts}Z", "cwd": "/w/p",
+              "message": {"id": mid, "model": "claude-sonnet-4-5-20250929", "content": content,
+                          "usage": usage}}  # fmt: skip
+    return json.dumps(record) + "\n"
+
+
+def result(tool: str, sid: str, *, error: bool = False) -> str:
+    block = {"type": "tool_result", "tool_use_id": tool, "content": "x", "is_error": error}
+    record = {"type": "user", "sessionId": sid, "timestamp": "2026-11-20T12:00:01Z",
+              "message": {"role": "user", "content": [block]}}  # fmt: skip
+    return json.dumps(record) + "\n"
+
+
+def append(path: Path, *lines: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.writelines(lines)
+
+
+def test_a_resumed_ledger_counts_like_a_cold_scan_through_every_kind_of_change(
+    tmp_path: Path,
+) -> None:
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    a = root / "projects" / "-w-p" / "aaaa.jsonl"
+    b = root / "projects" / "-w-p" / "bbbb.jsonl"
+    gone = root / "projects" / "-w-p" / "cccc.jsonl"
+    append(a, *(response(f"msg_a{i}", "aaaa", 10 + i, tool=f"tool_a{i}") for i in range(20)))
+    append(a, *(result(f"tool_a{i}", "aaaa", error=i % 5 == 0) for i in range(10)))
+    append(gone, response("msg_c0", "cccc", 7), response("msg_c1", "cccc", 8))
+    assert resumed(root, cache, first=True) == cold(root)  # a cold scan, then the index
+
+    # After the restart: a later, larger copy of a counted response (a base slot grows), the
+    # results of base calls (one an error), a call's result repeated, new responses, and a
+    # resumed session in a new file repeating ids of the base at their counted size.
+    append(a, response("msg_a3", "aaaa", 500), result("tool_a12", "aaaa", error=True))
+    append(a, result("tool_a13", "aaaa"), result("tool_a13", "aaaa", error=True))
+    append(b, *(response(f"msg_a{i}", "bbbb", 10 + i) for i in range(5)))
+    append(b, response("msg_b0", "bbbb", 42, tool="tool_a1"), result("tool_a2", "bbbb"))
+    older = a.stat().st_mtime - 60
+    os.utime(b, (older, older))  # a cold scan reads newest first: `a` first, as resumed did
+    assert resumed(root, cache) == cold(root)
+
+    # Truncated to nothing and written again, a file deleted: both keep what they counted
+    # (max wins: the same ids counted again add nothing), exactly as a cold scan of the
+    # files as they were when first read would; and one more restart with nothing new.
+    before = resumed(root, cache)
+    a.write_text(response("msg_a0", "aaaa", 10))
+    gone.unlink()
+    assert resumed(root, cache) == before
+    assert resumed(root, cache) == before
+
+
+def test_a_grow_after_two_restarts_is_counted_once(tmp_path: Path) -> None:
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    path = root / "projects" / "-w-p" / "s.jsonl"
+    append(path, response("msg_1", "s", 5), response("msg_2", "s", 6))
+    resumed(root, cache, first=True)
+    append(path, response("msg_1", "s", 50))
+    resumed(root, cache)  # the grow is an update to a base slot, written into the next index
+    append(path, response("msg_1", "s", 40), response("msg_1", "s", 60))
+    assert resumed(root, cache) == cold(root)
+    (session,) = cold(root).values()
+    assert session[0].output == 60 + 6  # type: ignore[attr-defined]
+
+
+def test_keys_whose_first_halves_collide_are_still_told_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every key made to share its first 64 bits: the second 64 bits keep them apart, so
+    no two responses or tool calls merge (with blake2b this needs a 2^-64 chance)."""
+    real = dedupe_index.key_hash
+    monkeypatch.setattr(dedupe_index, "key_hash", lambda key: (7, real(key)[1]))
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    path = root / "projects" / "-w-p" / "s.jsonl"
+    append(path, *(response(f"msg_{i}", "s", i + 1, tool=f"t{i}") for i in range(30)))
+    resumed(root, cache, first=True)
+    append(path, response("msg_3", "s", 100), result("t4", "s", error=True))
+    append(path, *(response(f"msg_new{i}", "s", 2) for i in range(5)))
+    assert resumed(root, cache) == cold(root)
+    index = dedupe_index.load(cache_mod.dedupe_path(engine_for(root, cache).cache_path), "")  # type: ignore[arg-type]
+    assert index is None  # another save's id: never used
+
+
+def test_the_index_round_trips_and_refuses_a_damaged_file(tmp_path: Path) -> None:
+    path, save_id = tmp_path / "x.dedupe", "ab" * 16
+    fresh = dedupe_index.Fresh(
+        ["k1", "k2"], bytes(8 * 6 * 2), bytes(16), ["s1", "s2"], ["m", "m"], {"c1": "Bash"}
+    )
+    dedupe_index.save(path, save_id, None, {}, fresh)
+    index = dedupe_index.load(path, save_id)
+    assert index is not None
+    assert (index.find("k2"), index.find("k3"), index.find_call("c1")) == (1, None, "Bash")
+    assert index.slot(1).session == "s2"
+    more = dedupe_index.Fresh(["k3"], bytes(48), bytes(8), ["s3"], ["m2"], {"c1": "Bash\x000"})
+    dedupe_index.save(tmp_path / "y.dedupe", save_id, index, {0: ([1, 2, 3, 4, 5, 6], 0.5)}, more)
+    again = dedupe_index.load(tmp_path / "y.dedupe", save_id)
+    assert again is not None and again.find("k3") == 2 and again.find_call("c1") == "Bash\x000"
+    assert again.slot(0).tokens == [1, 2, 3, 4, 5, 6] and again.slot(0).cost == 0.5
+    assert again.slot(2) == dedupe_index.Slot([0] * 6, 0.0, "s3", "m2")
+    data = bytearray(path.read_bytes())
+    data[40] ^= 1
+    path.write_bytes(bytes(data))
+    assert dedupe_index.load(path, save_id) is None
