@@ -30,6 +30,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
         sys.stderr.write(f"tokentop: {engine.cache_note}; reading everything again\n")
     engine.scan()
     engine.save_cache()
+    engine.ledger.forget_dedupe()  # counted and saved: the output reuses the memory
     snap = engine.snapshot()
     judgement = make_watchdog(config).judge(snap)
     err = bad_files_text(snap)

@@ -277,9 +277,7 @@ def _names(base: DedupeIndex | None, fresh: Fresh) -> Names:
     return names
 
 
-def _merged_keys(
-    base: DedupeIndex | None, keys: Sequence[str], n_base: int
-) -> Columns:
+def _merged_keys(base: DedupeIndex | None, keys: Sequence[str], n_base: int) -> Columns:
     his, los = array("Q"), array("Q")
     for key in keys:
         hi, lo = key_hash(key)
@@ -291,9 +289,7 @@ def _merged_keys(
     return _merge((base.hi, base.lo, base.slots), (his, los, slots))
 
 
-def _merged_calls(
-    base: DedupeIndex | None, calls: dict[str, str], names: Names
-) -> Columns:
+def _merged_calls(base: DedupeIndex | None, calls: dict[str, str], names: Names) -> Columns:
     """Base calls (a fresh mark replaces a base one: its result came) and new ones."""
     mark_index = {mark: i for i, mark in enumerate(names.marks)}
     old = (base.call_hi, base.call_lo, array("I", base.call_marks)) if base else None

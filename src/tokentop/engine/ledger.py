@@ -80,6 +80,7 @@ class Ledger:
         self._dirty = self._snapshots.dirty
         """Sessions whose counters changed since the last snapshot (the cache's own set)."""
         self._rates = RateCards(self.cost_fn)
+        self._forgotten = False
         self._last_key: SessionKey | None = None
         self._last_path = ""
         self._last_session = SessionState("", "")
@@ -108,6 +109,15 @@ class Ledger:
             blob = pack(self.state, tokens, cost, consume=final)
         sessions = dict(self.state.sessions)
         return LedgerState(sessions=sessions, packed=blob, estimated_slots=sorted(self._estimated))
+
+    def forget_dedupe(self) -> None:
+        """Free the dedupe tables of a ledger that will count nothing more (a one-shot
+        command, once its scan is saved): the snapshot and output reuse their memory
+        instead of adding to the peak. Applying events afterwards raises."""
+        self.state.seen, self.state.tool_calls = {}, {}
+        self.state.seen_session, self.state.seen_model = [], []
+        self._tokens, self._cost, self._packed, self._base = array("q"), array("d"), b"", None
+        self._forgotten = True
 
     def cache_state(self) -> LedgerState:
         """The sessions, for the cache's main file; the dedupe tables go to `save_index`."""
@@ -180,6 +190,8 @@ class Ledger:
         burn rate; history read at start-up passes none."""
         if self._packed:
             self._unpack()
+        if self._forgotten:
+            raise RuntimeError("this ledger's dedupe tables were freed: it counts nothing more")
         self._arrival = arrival
         changed = 0
         add, grow, call, result = self._add_new, self._grow, self._tool_call, self._tool_result

@@ -451,8 +451,14 @@ def hash_tail(to_hash: list[tuple[int, SessionKey, msgspec.Raw]], out: list[Even
     """Fill in the input/output hashes of each session's latest tool calls and results.
 
     Hashing every tool output would read most of a transcript's bytes a second time; on a
-    cold scan only the newest calls of each session ever reach the loop detectors.
+    cold scan only the newest calls of each session ever reach the loop detectors. The walk
+    from the end stops once every session has its share of both kinds (a feed is nearly
+    always one session: its last ~120 entries), instead of visiting every call of the feed.
     """
+    if not to_hash:
+        return
+    wanted = len({session for _, session, _ in to_hash}) * 2
+    done = 0
     seen: dict[tuple[SessionKey, type], int] = {}
     for index, session, raw in reversed(to_hash):
         event = out[index]
@@ -465,6 +471,10 @@ def hash_tail(to_hash: list[tuple[int, SessionKey, msgspec.Raw]], out: list[Even
             out[index] = msgspec.structs.replace(event, input_hash=short_hash(raw))
         else:
             out[index] = msgspec.structs.replace(event, output_hash=output_hash(raw))
+        if n + 1 == HASHED_PER_SESSION:
+            done += 1
+            if done == wanted:
+                break
 
 
 _KEYS: dict[str, SessionKey] = {}
