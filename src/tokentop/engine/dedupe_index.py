@@ -30,7 +30,8 @@ import zlib
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -58,6 +59,24 @@ def key_hash(key: str) -> tuple[int, int]:
     """The two 64-bit halves of a key's 128-bit blake2b digest."""
     digest = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
     return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
+
+
+def key_hashes(keys: Iterable[str]) -> tuple[array[int], array[int]]:
+    """`key_hash` of many keys as two arrays: the digests are joined and split by C code
+    (a first save hashes every key of the history)."""
+    if key_hash is not _KEY_HASH:  # replaced (a test forcing collisions): use it per key
+        pairs = [key_hash(k) for k in keys]
+        return array("Q", [p[0] for p in pairs]), array("Q", [p[1] for p in pairs])
+    joined = array("Q")
+    joined.frombytes(
+        b"".join(
+            [blake2b(k.encode("utf-8", "surrogatepass"), digest_size=16).digest() for k in keys]
+        )
+    )
+    return joined[0::2], joined[1::2]
+
+
+_KEY_HASH = key_hash
 
 
 class Names(msgspec.Struct, array_like=True):
@@ -278,11 +297,7 @@ def _names(base: DedupeIndex | None, fresh: Fresh) -> Names:
 
 
 def _merged_keys(base: DedupeIndex | None, keys: Sequence[str], n_base: int) -> Columns:
-    his, los = array("Q"), array("Q")
-    for key in keys:
-        hi, lo = key_hash(key)
-        his.append(hi)
-        los.append(lo)
+    his, los = key_hashes(keys)
     slots = array("I", range(n_base, n_base + len(keys)))
     if base is None:
         return _sorted(his, los, slots)
@@ -292,24 +307,30 @@ def _merged_keys(base: DedupeIndex | None, keys: Sequence[str], n_base: int) -> 
 def _merged_calls(base: DedupeIndex | None, calls: dict[str, str], names: Names) -> Columns:
     """Base calls (a fresh mark replaces a base one: its result came) and new ones."""
     mark_index = {mark: i for i, mark in enumerate(names.marks)}
-    old = (base.call_hi, base.call_lo, array("I", base.call_marks)) if base else None
+    all_his, all_los = key_hashes(calls)
+    all_marks = array("I", [mark_index[m] for m in calls.values()])
+    if base is None:
+        return _sorted(all_his, all_los, all_marks)
+    old = (base.call_hi, base.call_lo, array("I", base.call_marks))
     his, los, marks = array("Q"), array("Q"), array("I")
-    for call_id, mark in calls.items():
-        hi, lo = key_hash(call_id)
-        at = _position(old[0], old[1], hi, lo) if old is not None else -1
-        if at >= 0 and old is not None:
-            old[2][at] = mark_index[mark]
+    for hi, lo, mark in zip(all_his, all_los, all_marks, strict=True):
+        at = _position(old[0], old[1], hi, lo)
+        if at >= 0:
+            old[2][at] = mark
             continue
         his.append(hi)
         los.append(lo)
-        marks.append(mark_index[mark])
-    if old is None:
-        return _sorted(his, los, marks)
+        marks.append(mark)
     return _merge(old, (his, los, marks))
 
 
 def _sorted(his: array[int], los: array[int], values: array[int]) -> Columns:
-    order = sorted(range(len(his)), key=his.__getitem__)
+    """The three columns in the order of `his`. Sorting ints that carry their position in
+    the low bits (`hi << 32 | i`) is one C sort with no key function."""
+    packed = [hi << 32 | i for i, hi in enumerate(his)]
+    packed.sort()
+    order = array("I", [p & 0xFFFFFFFF for p in packed])
+    del packed
     return (
         array("Q", map(his.__getitem__, order)),
         array("Q", map(los.__getitem__, order)),
