@@ -68,11 +68,10 @@ def key_hashes(keys: Iterable[str]) -> tuple[array[int], array[int]]:
         pairs = [key_hash(k) for k in keys]
         return array("Q", [p[0] for p in pairs]), array("Q", [p[1] for p in pairs])
     joined = array("Q")
-    joined.frombytes(
-        b"".join(
-            [blake2b(k.encode("utf-8", "surrogatepass"), digest_size=16).digest() for k in keys]
-        )
-    )
+    left = iter(keys)
+    while chunk := list(islice(left, 1 << 16)):  # bounded: one digest object per key meanwhile
+        digests = [blake2b(k.encode("utf-8", "surrogatepass"), digest_size=16) for k in chunk]
+        joined.frombytes(b"".join([d.digest() for d in digests]))
     return joined[0::2], joined[1::2]
 
 
