@@ -70,8 +70,8 @@ def key_hashes(keys: Iterable[str]) -> tuple[array[int], array[int]]:
     joined = array("Q")
     left = iter(keys)
     while chunk := list(islice(left, 1 << 16)):  # bounded: one digest object per key meanwhile
-        digests = [blake2b(k.encode("utf-8", "surrogatepass"), digest_size=16) for k in chunk]
-        joined.frombytes(b"".join([d.digest() for d in digests]))
+        encoded = [k.encode("utf-8", "surrogatepass") for k in chunk]
+        joined.frombytes(b"".join([blake2b(k, digest_size=16).digest() for k in encoded]))
     return joined[0::2], joined[1::2]
 
 
