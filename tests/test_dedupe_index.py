@@ -156,3 +156,21 @@ def test_the_index_round_trips_and_refuses_a_damaged_file(tmp_path: Path) -> Non
     data[40] ^= 1
     path.write_bytes(bytes(data))
     assert dedupe_index.load(path, save_id) is None
+
+
+def test_a_restart_with_no_new_key_keeps_the_index_file(tmp_path: Path) -> None:
+    """A repeat of a counted response changes a file but no dedupe table: the index is not
+    rewritten (a history's whole index, for one line), and the cache still resumes."""
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    path = root / "projects" / "-w-p" / "s.jsonl"
+    append(path, response("msg_1", "s", 5, tool="t1"), result("t1", "s"))
+    resumed(root, cache, first=True)
+    (index,) = cache.glob("*.dedupe")
+    before = index.stat()
+    append(path, response("msg_1", "s", 5))  # a repeat: nothing new to remember
+    assert resumed(root, cache) == cold(root)
+    after = index.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    append(path, response("msg_2", "s", 5))
+    assert resumed(root, cache) == cold(root)
+    assert index.stat().st_ino != before.st_ino  # a new key: written again

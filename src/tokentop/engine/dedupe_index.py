@@ -117,6 +117,8 @@ class DedupeIndex:
         self.call_hi, self.call_lo, self.call_marks = calls
         self.names = names
         self.fd = fd
+        self.save_id = ""
+        """The save whose id the file carries (set by `load`)."""
         self.columns = columns
         """Offsets of the slot columns in the file."""
         weakref.finalize(self, os.close, fd)
@@ -198,7 +200,21 @@ def load(path: Path, save_id: str) -> DedupeIndex | None:
         index = None
     if index is None:
         os.close(fd)
+    else:
+        index.save_id = save_id
     return index
+
+
+def saved_id(path: Path) -> str:
+    """The save id in the trailer of the index at `path` ("" if none can be read): whether
+    the file is still the one a ledger loaded."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-_TRAILER.size, os.SEEK_END)
+            magic, saved, _, _ = _TRAILER.unpack(fh.read(_TRAILER.size))
+    except (OSError, struct.error):
+        return ""
+    return saved.hex() if magic == MAGIC else ""
 
 
 def _load_fd(fd: int, save_id: str) -> DedupeIndex | None:
@@ -264,8 +280,14 @@ def save(
     base: DedupeIndex | None,
     updates: dict[int, tuple[list[int], float]],
     fresh: Fresh,
-) -> None:
-    """Write base + fresh (with `updates` to base slots) as one index, atomically."""
+) -> str:
+    """Write base + fresh (with `updates` to base slots) as one index, atomically; returns
+    the id the index at `path` carries. With nothing new, the base's file is kept as it is
+    (if no other process replaced it since): a restart that found no new key rewrites
+    nothing."""
+    unchanged = not (fresh.keys or fresh.calls or updates)
+    if base is not None and unchanged and base.save_id and saved_id(path) == base.save_id:
+        return base.save_id
     names = _names(base, fresh)
     n_base = len(base) if base is not None else 0
     keys = _merged_keys(base, fresh.keys, n_base)
@@ -276,6 +298,7 @@ def save(
     parts += [*(a.tobytes() for a in calls), name_blob]
     parts += _slot_columns(base, updates, fresh, names)
     files.write_atomic_parts(path, _with_trailer(parts, save_id))
+    return save_id
 
 
 def _names(base: DedupeIndex | None, fresh: Fresh) -> Names:

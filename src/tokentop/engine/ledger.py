@@ -124,15 +124,16 @@ class Ledger:
         sessions = dict(self.state.sessions)
         return LedgerState(sessions=sessions, estimated_slots=sorted(self._estimated))
 
-    def save_index(self, path: Path, save_id: str) -> None:
-        """Write every dedupe table (the base's and what was added since) as one index."""
+    def save_index(self, path: Path, save_id: str) -> str:
+        """Write every dedupe table (the base's and what was added since) as one index;
+        returns the id the index carries (the base's, when nothing new had to be written)."""
         self._unpack()
         st = self.state
         fresh = dedupe_index.Fresh(
             list(st.seen), self._tokens.tobytes(), self._cost.tobytes(),
             st.seen_session, st.seen_model, st.tool_calls,
         )  # fmt: skip
-        dedupe_index.save(path, save_id, self._base, self._updates, fresh)
+        return dedupe_index.save(path, save_id, self._base, self._updates, fresh)
 
     @classmethod
     def restore(

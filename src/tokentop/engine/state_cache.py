@@ -111,16 +111,15 @@ def load(path: Path) -> tuple[CacheFile | None, str]:
     return data, ""
 
 
-def save(path: Path, data: CacheFile, write_index: Callable[[Path, str], None]) -> None:
+def save(path: Path, data: CacheFile, write_index: Callable[[Path, str], str]) -> None:
     """Write atomically: a crash leaves the old cache or the new one, never half of one.
 
-    The dedupe index goes to a side file written first (`write_index(path, id)`), tagged with
-    an id that the main file names; a crash between the two writes leaves a mismatch that
-    the loader detects.
+    The dedupe index goes to a side file written first (`write_index(path, id)`, which returns
+    the id the side file carries: an unchanged one is kept), tagged with an id that the main
+    file names; a crash between the two writes leaves a mismatch that the loader detects.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = msgspec.structs.replace(data, save_id=data.save_id or os.urandom(16).hex())
-    dedupe_id = os.urandom(16).hex()
-    write_index(dedupe_path(path), dedupe_id)
+    dedupe_id = write_index(dedupe_path(path), os.urandom(16).hex())
     data = msgspec.structs.replace(data, dedupe_id=dedupe_id)
     files.write_atomic(path, msgspec.msgpack.encode(data))
