@@ -174,3 +174,39 @@ def test_a_restart_with_no_new_key_keeps_the_index_file(tmp_path: Path) -> None:
     append(path, response("msg_2", "s", 5))
     assert resumed(root, cache) == cold(root)
     assert index.stat().st_ino != before.st_ino  # a new key: written again
+
+
+def test_a_quiet_session_keeps_one_pace_entry_and_the_same_figures(tmp_path: Path) -> None:
+    """Saved after the pace window, a session keeps only its newest response's pace entry:
+    its last response time and, once it writes again, its burn equal a cold scan's."""
+    from datetime import UTC, datetime
+
+    from tokentop.clock import FakeClock
+
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    path = root / "projects" / "-w-p" / "s.jsonl"
+    start = datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp()
+
+    def at(offset: float) -> str:
+        return datetime.fromtimestamp(start + offset, UTC).strftime("%H:%M:%S")
+
+    append(path, *(response(f"msg_{i}", "s", 100, ts=at(10 * i)) for i in range(40)))
+    clock = FakeClock(start + 3600)
+
+    def snapshot(cached: bool) -> object:
+        source = ClaudeCodeSource(config_dirs=[root])
+        engine = Engine([source], PriceTable.default().cost, clock=clock,
+                        cache_dir=cache if cached else None, workers=1)  # fmt: skip
+        engine.load_cache()
+        engine.scan()
+        engine.save_cache()
+        (s,) = engine.snapshot().sessions
+        return (s.last_response_ts, s.tokens_per_min, s.usd_per_hour, s.tokens)
+
+    assert snapshot(cached=True) == snapshot(cached=False)
+    (main,) = cache.glob("*.msgpack")
+    data = cache_mod.load(main)[0]
+    assert data is not None and len(data.ledger.sessions["claude:s"].pace) == 24
+    append(path, *(response(f"msg_new{i}", "s", 300, ts=at(3600 + 5 * i)) for i in range(6)))
+    clock.t = start + 3600 + 30
+    assert snapshot(cached=True) == snapshot(cached=False)

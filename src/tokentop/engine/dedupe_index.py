@@ -129,12 +129,22 @@ class DedupeIndex:
     def find(self, key: str) -> int | None:
         """The slot of a counted response key, or None."""
         at = _position(self.hi, self.lo, *key_hash(key))
-        return None if at < 0 else self.slots[at]
+        if at < 0:
+            return None
+        slot = self.slots[at]
+        if slot >= len(self.slots):  # checked here, not at load: max() of 10^5 ints is 4 ms
+            raise ValueError("dedupe index damaged: a slot out of range")
+        return slot
 
     def find_call(self, call_id: str) -> str | None:
         """The mark (see ledger_state.call_mark) of a known tool call id, or None."""
         at = _position(self.call_hi, self.call_lo, *key_hash(call_id))
-        return None if at < 0 else self.names.marks[self.call_marks[at]]
+        if at < 0:
+            return None
+        mark = self.call_marks[at]
+        if mark >= len(self.names.marks):
+            raise ValueError("dedupe index damaged: a call mark out of range")
+        return self.names.marks[mark]
 
     def slot(self, slot: int) -> Slot:
         """What was counted for `slot`: one small read per column."""
@@ -145,6 +155,8 @@ class DedupeIndex:
         if any(len(r) != w for r, w in zip(raw, _SLOT_COLUMNS, strict=True)):
             raise ValueError("dedupe index truncated since it was loaded")
         session, model = _unpack_u32(raw[2]), _unpack_u32(raw[3])
+        if session >= len(self.names.sessions) or model >= len(self.names.models):
+            raise ValueError("dedupe index damaged: a name out of range")
         return Slot(
             list(array("q", raw[0])),
             array("d", raw[1])[0],
@@ -236,13 +248,9 @@ def _load_fd(fd: int, save_id: str) -> DedupeIndex | None:
     calls = (reader.array("Q", n_calls), reader.array("Q", n_calls), reader.array("I", n_calls))
     names = msgspec.msgpack.decode(reader.take(n_names), type=Names)
     columns = reader.columns(n_keys)
-    if reader.offset != length or not _valid(keys[2], n_keys, calls[2], len(names.marks)):
+    if reader.offset != length:
         return None
     return DedupeIndex(keys, calls, names, fd, columns)
-
-
-def _valid(slots: array[int], n_keys: int, marks: array[int], n_marks: int) -> bool:
-    return (not slots or max(slots) < n_keys) and (not marks or max(marks) < n_marks)
 
 
 class _Reader:

@@ -14,6 +14,8 @@ from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import msgspec
+
 from tokentop.engine import dedupe_index
 from tokentop.engine.dedupe_index import DedupeIndex
 from tokentop.engine.ledger_state import (
@@ -30,7 +32,9 @@ from tokentop.engine.ledger_state import (
     unpack,
     unpacked_tables,
 )
+from tokentop.engine.pace import WINDOW_S as PACE_WINDOW_S
 from tokentop.engine.pace import add as add_pace
+from tokentop.engine.pace import newest as newest_pace
 from tokentop.engine.rates import CostFn as CostFn  # the type callers import from here
 from tokentop.engine.rates import RateCards
 from tokentop.engine.snapshots import SnapshotCache
@@ -48,6 +52,8 @@ from tokentop.model import (
 )
 from tokentop.sources.base import name_text
 
+PACE_ENTRY = 24
+"""Bytes of one pace entry (time, tokens, cost)."""
 MAX_TS = 2.0**40
 """Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
 event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
@@ -119,9 +125,19 @@ class Ledger:
         self._tokens, self._cost, self._packed, self._base = array("q"), array("d"), b"", None
         self._forgotten = True
 
-    def cache_state(self) -> LedgerState:
-        """The sessions, for the cache's main file; the dedupe tables go to `save_index`."""
+    def cache_state(self, now: float) -> LedgerState:
+        """The sessions, for the cache's main file; the dedupe tables go to `save_index`.
+
+        A session quiet for longer than the pace window keeps only its newest response's
+        pace entry (its time is the snapshot's `last_response_ts`): the others can never be
+        read again, since a later response starts a stretch of its own (pace.recent), and
+        they were a quarter of a large history's cache."""
         sessions = dict(self.state.sessions)
+        quiet_before = now - PACE_WINDOW_S
+        for sid, session in sessions.items():
+            pace = session.pace
+            if len(pace) > PACE_ENTRY and newest_pace(pace) < quiet_before:
+                sessions[sid] = msgspec.structs.replace(session, pace=pace[-PACE_ENTRY:])
         return LedgerState(sessions=sessions, estimated_slots=sorted(self._estimated))
 
     def save_index(self, path: Path, save_id: str) -> str:
