@@ -16,8 +16,11 @@ from tokentop.engine.state_cache import default_cache_dir
 from tokentop.sources.base import DirSource, Source
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tokentop.config import Config
-    from tokentop.policy.watchdog import Watchdog
+    from tokentop.model import SessionKey
+    from tokentop.policy.watchdog import ProcessState, Watchdog
     from tokentop.pricing import PriceTable
     from tokentop.processes.control import ProcessController
     from tokentop.processes.mapper import RecordedMapper
@@ -150,6 +153,16 @@ def make_watchdog(
     """The one Watchdog of a front-end: it knows processes only through exact mappings
     (the registry of `run` and the hook, and agents writing their files)."""
     from tokentop.policy.watchdog import Watchdog
+
+    if mapper is None and controller is None:
+        return Watchdog(config, probe=LazyProbe())
+    return Watchdog(config, probe=default_probe(mapper, controller))
+
+
+def default_probe(
+    mapper: RecordedMapper | None = None, controller: ProcessController | None = None
+) -> Callable[[SessionKey], ProcessState | None] | None:
+    """The exact probe over the registry (`mapper`) and `controller`, made as needed."""
     from tokentop.processes.control import ProcessController
     from tokentop.processes.mapper import RecordedMapper, SessionMapper, exact_probe
     from tokentop.processes.registry import Registry, default_path
@@ -157,4 +170,24 @@ def make_watchdog(
     controller = controller or ProcessController()
     if mapper is None:
         mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
-    return Watchdog(config, probe=exact_probe(mapper, controller))
+    return exact_probe(mapper, controller)
+
+
+class LazyProbe:
+    """`default_probe`, made the first time a session is asked about: the Watchdog asks only
+    about sessions of the last day, so `sessions` over an old history never imports psutil
+    nor reads the registry (~10 ms of its start)."""
+
+    def __init__(self) -> None:
+        self._probe: Callable[[SessionKey], ProcessState | None] | None = None
+        self._made = False
+
+    def __call__(self, key: SessionKey) -> ProcessState | None:
+        if not self._made:
+            self._probe, self._made = default_probe(), True
+        return self._probe(key) if self._probe is not None else None
+
+    def forget(self, key: SessionKey) -> None:
+        forget = getattr(self._probe, "forget", None)
+        if forget is not None:
+            forget(key)
