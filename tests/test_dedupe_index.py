@@ -210,3 +210,45 @@ def test_a_quiet_session_keeps_one_pace_entry_and_the_same_figures(tmp_path: Pat
     append(path, *(response(f"msg_new{i}", "s", 300, ts=at(3600 + 5 * i)) for i in range(6)))
     clock.t = start + 3600 + 30
     assert snapshot(cached=True) == snapshot(cached=False)
+
+
+def test_a_parallel_scan_of_new_files_over_a_resumed_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many new files after a restart are read by worker processes too; a batch repeating
+    keys of the cache's index is refused and read again here, the others are merged."""
+    import tokentop.engine.coldscan as coldscan
+
+    monkeypatch.setattr(coldscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(coldscan, "BATCH_BYTES", 4096)
+    monkeypatch.setattr(coldscan, "STEP_BYTES", 2048)
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    first = root / "projects" / "-w-p" / "a.jsonl"
+    append(first, *(response(f"msg_a{i}", "a", 10 + i, tool=f"ta{i}") for i in range(30)))
+    resumed(root, cache, first=True)
+    for n in range(12):  # new sessions; two of them resume `a`, repeating its ids
+        path = root / "projects" / "-w-q" / f"s{n}.jsonl"
+        append(
+            path, *(response(f"msg_{n}_{i}", f"s{n}", 5 + i, tool=f"t{n}_{i}") for i in range(25))
+        )
+        if n in (3, 8):
+            append(path, *(response(f"msg_a{i}", f"s{n}", 10 + i) for i in range(30)))
+        if n == 3:
+            append(path, result("ta5", "s3", error=True))
+    newest = first.stat().st_mtime
+    for path in (root / "projects" / "-w-q").iterdir():  # `a` newest: a cold scan reads it
+        age = 600 if path.stem in ("s3", "s8") else 60  # first, as the restart did; the
+        os.utime(path, (newest - age, newest - age))  # resumed ones oldest: the worker's
+    engine = Engine(
+        [ClaudeCodeSource(config_dirs=[root])],
+        PriceTable.default().cost,
+        cache_dir=cache,
+        workers=2,
+    )
+    merges: list[bool] = []
+    absorb = engine.absorb
+    engine.absorb = lambda *a, **k: merges.append(absorb(*a, **k)) or merges[-1]  # type: ignore[method-assign]
+    engine.load_cache()
+    engine.scan()
+    assert merges  # the worker read batches; merged or, repeating the index, read again here
+    assert figures(engine.snapshot()) == cold(root)
