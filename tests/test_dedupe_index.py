@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tokentop.engine import dedupe_index
+from tokentop.engine import dedupe_index, dedupe_write
 from tokentop.engine import state_cache as cache_mod
 from tokentop.engine.engine import Engine
 from tokentop.model import LedgerSnapshot
@@ -141,13 +141,13 @@ def test_the_index_round_trips_and_refuses_a_damaged_file(tmp_path: Path) -> Non
     fresh = dedupe_index.Fresh(
         ["k1", "k2"], bytes(8 * 6 * 2), bytes(16), ["s1", "s2"], ["m", "m"], {"c1": "Bash"}
     )
-    dedupe_index.save(path, save_id, None, {}, fresh)
+    dedupe_write.save(path, save_id, None, {}, fresh)
     index = dedupe_index.load(path, save_id)
     assert index is not None
     assert (index.find("k2"), index.find("k3"), index.find_call("c1")) == (1, None, "Bash")
     assert index.slot(1).session == "s2"
     more = dedupe_index.Fresh(["k3"], bytes(48), bytes(8), ["s3"], ["m2"], {"c1": "Bash\x000"})
-    dedupe_index.save(tmp_path / "y.dedupe", save_id, index, {0: ([1, 2, 3, 4, 5, 6], 0.5)}, more)
+    dedupe_write.save(tmp_path / "y.dedupe", save_id, index, {0: ([1, 2, 3, 4, 5, 6], 0.5)}, more)
     again = dedupe_index.load(tmp_path / "y.dedupe", save_id)
     assert again is not None and again.find("k3") == 2 and again.find_call("c1") == "Bash\x000"
     assert again.slot(0).tokens == [1, 2, 3, 4, 5, 6] and again.slot(0).cost == 0.5
@@ -158,22 +158,37 @@ def test_the_index_round_trips_and_refuses_a_damaged_file(tmp_path: Path) -> Non
     assert dedupe_index.load(path, save_id) is None
 
 
-def test_a_restart_with_no_new_key_keeps_the_index_file(tmp_path: Path) -> None:
-    """A repeat of a counted response changes a file but no dedupe table: the index is not
-    rewritten (a history's whole index, for one line), and the cache still resumes."""
+def test_a_restart_writes_only_what_is_new_beside_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repeat of a counted response changes a file but no dedupe table: nothing is
+    written. A few new keys go to the delta beside the index; past `delta_limit` one new
+    index holds everything. Every restart counts like a cold scan."""
     root, cache = tmp_path / "claude", tmp_path / "cache"
     path = root / "projects" / "-w-p" / "s.jsonl"
     append(path, response("msg_1", "s", 5, tool="t1"), result("t1", "s"))
     resumed(root, cache, first=True)
     (index,) = cache.glob("*.dedupe")
-    before = index.stat()
+    first = index.stat()
+
+    def same_index() -> bool:
+        now = index.stat()
+        return (now.st_ino, now.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+
     append(path, response("msg_1", "s", 5))  # a repeat: nothing new to remember
+    assert resumed(root, cache) == cold(root) and same_index()
+    assert not list(cache.glob("*.delta"))
+    append(path, response("msg_2", "s", 5, tool="t2"), response("msg_1", "s", 9))
+    assert resumed(root, cache) == cold(root) and same_index()  # new key, grown slot: delta
+    assert list(cache.glob("*.delta"))
+    append(path, result("t2", "s", error=True), response("msg_3", "s", 4))
+    assert resumed(root, cache) == cold(root) and same_index()  # the delta grows
+    monkeypatch.setattr(dedupe_index, "delta_limit", lambda indexed: 2)
+    append(path, response("msg_4", "s", 4))
+    assert resumed(root, cache) == cold(root) and not same_index()  # past the limit
+    monkeypatch.undo()
+    append(path, response("msg_4", "s", 40), response("msg_2", "s", 50))
     assert resumed(root, cache) == cold(root)
-    after = index.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    append(path, response("msg_2", "s", 5))
-    assert resumed(root, cache) == cold(root)
-    assert index.stat().st_ino != before.st_ino  # a new key: written again
 
 
 def test_a_quiet_session_keeps_one_pace_entry_and_the_same_figures(tmp_path: Path) -> None:
@@ -251,4 +266,22 @@ def test_a_parallel_scan_of_new_files_over_a_resumed_index(
     engine.load_cache()
     engine.scan()
     assert merges  # the worker read batches; merged or, repeating the index, read again here
+    assert figures(engine.snapshot()) == cold(root)
+
+
+def test_a_damaged_delta_means_one_cold_scan(tmp_path: Path) -> None:
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    path = root / "projects" / "-w-p" / "s.jsonl"
+    append(path, response("msg_1", "s", 5))
+    resumed(root, cache, first=True)
+    append(path, response("msg_2", "s", 6))
+    resumed(root, cache)
+    (delta,) = cache.glob("*.delta")
+    data = bytearray(delta.read_bytes())
+    data[-3] ^= 0xFF
+    delta.write_bytes(bytes(data))
+    engine = engine_for(root, cache)
+    engine.load_cache()
+    assert engine.cache_note.startswith("cache ignored")
+    engine.scan()
     assert figures(engine.snapshot()) == cold(root)

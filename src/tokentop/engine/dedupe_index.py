@@ -9,6 +9,11 @@ stay in the file, read with a `pread` only when a key turns up again (a later co
 response, a resumed session). Keys added since the cache was loaded stay exact strings in
 the ledger (`LedgerState.seen`) and are hashed when the cache is next saved.
 
+Rewriting the whole index for every save would cost ~1 ms per MB of it, however few keys
+were new, so a save with few new keys (below `delta_limit`) writes only a delta beside it:
+those keys as exact strings (ledger_state.pack) and the base slots that grew. A save past
+the limit writes a new index with everything, and no delta.
+
 Why a hash is safe: two different keys merging takes a 128-bit collision. By chance that is
 about n²/2^129 (10^-25 for ten million keys); on purpose it takes ~2^64 blake2b evaluations,
 far out of reach of anyone who can only write transcripts.
@@ -29,7 +34,7 @@ import weakref
 import zlib
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -45,13 +50,13 @@ if TYPE_CHECKING:
 
 KINDS = 6
 MAGIC = b"ttdedup2"
-_HEAD = struct.Struct("<QQQ")
+HEAD = struct.Struct("<QQQ")
 """Keys (= slots), calls, bytes of the names."""
-_TRAILER = struct.Struct("<8s16sQI")
+TRAILER = struct.Struct("<8s16sQI")
 """Magic, save id, bytes before the trailer, their crc32."""
 _CHUNK = 1 << 20
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
-_SLOT_COLUMNS = (8 * KINDS, 8, 4, 4)
+SLOT_COLUMNS = (8 * KINDS, 8, 4, 4)
 """Bytes per slot of each column: tokens, cost, session index, model index."""
 
 
@@ -128,7 +133,7 @@ class DedupeIndex:
 
     def find(self, key: str) -> int | None:
         """The slot of a counted response key, or None."""
-        at = _position(self.hi, self.lo, *key_hash(key))
+        at = position(self.hi, self.lo, *key_hash(key))
         if at < 0:
             return None
         slot = self.slots[at]
@@ -138,7 +143,7 @@ class DedupeIndex:
 
     def find_call(self, call_id: str) -> str | None:
         """The mark (see ledger_state.call_mark) of a known tool call id, or None."""
-        at = _position(self.call_hi, self.call_lo, *key_hash(call_id))
+        at = position(self.call_hi, self.call_lo, *key_hash(call_id))
         if at < 0:
             return None
         mark = self.call_marks[at]
@@ -150,9 +155,9 @@ class DedupeIndex:
         """What was counted for `slot`: one small read per column."""
         raw = [
             os.pread(self.fd, width, offset + slot * width)
-            for offset, width in zip(self.columns, _SLOT_COLUMNS, strict=True)
+            for offset, width in zip(self.columns, SLOT_COLUMNS, strict=True)
         ]
-        if any(len(r) != w for r, w in zip(raw, _SLOT_COLUMNS, strict=True)):
+        if any(len(r) != w for r, w in zip(raw, SLOT_COLUMNS, strict=True)):
             raise ValueError("dedupe index truncated since it was loaded")
         session, model = _unpack_u32(raw[2]), _unpack_u32(raw[3])
         if session >= len(self.names.sessions) or model >= len(self.names.models):
@@ -166,7 +171,7 @@ class DedupeIndex:
 
     def column(self, index: int) -> Iterator[bytes]:
         """One slot column in chunks (what a save copies into the next file)."""
-        start, width = self.columns[index], _SLOT_COLUMNS[index]
+        start, width = self.columns[index], SLOT_COLUMNS[index]
         return _chunks(self.fd, start, start + width * len(self), _CHUNK // width * width)
 
 
@@ -174,7 +179,7 @@ def _unpack_u32(raw: bytes) -> int:
     return int.from_bytes(raw, "little")
 
 
-def _position(his: array[int], los: array[int], hi: int, lo: int) -> int:
+def position(his: array[int], los: array[int], hi: int, lo: int) -> int:
     """Where (hi, lo) is in the sorted arrays, or -1. Equal `hi` (by chance, 2^-64 a pair)
     is told apart by `lo`, in whatever order such entries were stored."""
     at = bisect_left(his, hi)
@@ -222,8 +227,8 @@ def saved_id(path: Path) -> str:
     the file is still the one a ledger loaded."""
     try:
         with open(path, "rb") as fh:
-            fh.seek(-_TRAILER.size, os.SEEK_END)
-            magic, saved, _, _ = _TRAILER.unpack(fh.read(_TRAILER.size))
+            fh.seek(-TRAILER.size, os.SEEK_END)
+            magic, saved, _, _ = TRAILER.unpack(fh.read(TRAILER.size))
     except (OSError, struct.error):
         return ""
     return saved.hex() if magic == MAGIC else ""
@@ -231,10 +236,10 @@ def saved_id(path: Path) -> str:
 
 def _load_fd(fd: int, save_id: str) -> DedupeIndex | None:
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_size < _TRAILER.size + _HEAD.size:
+    if not stat.S_ISREG(st.st_mode) or st.st_size < TRAILER.size + HEAD.size:
         return None
-    trailer = os.pread(fd, _TRAILER.size, st.st_size - _TRAILER.size)
-    magic, saved_id, length, crc = _TRAILER.unpack(trailer)
+    trailer = os.pread(fd, TRAILER.size, st.st_size - TRAILER.size)
+    magic, saved_id, length, crc = TRAILER.unpack(trailer)
     if magic != MAGIC or saved_id != bytes.fromhex(save_id) or length != st.st_size - len(trailer):
         return None
     check = 0
@@ -242,8 +247,8 @@ def _load_fd(fd: int, save_id: str) -> DedupeIndex | None:
         check = zlib.crc32(chunk, check)
     if check != crc:
         return None
-    n_keys, n_calls, n_names = _HEAD.unpack(os.pread(fd, _HEAD.size, 0))
-    reader = _Reader(fd, _HEAD.size)
+    n_keys, n_calls, n_names = HEAD.unpack(os.pread(fd, HEAD.size, 0))
+    reader = _Reader(fd, HEAD.size)
     keys = (reader.array("Q", n_keys), reader.array("Q", n_keys), reader.array("I", n_keys))
     calls = (reader.array("Q", n_calls), reader.array("Q", n_calls), reader.array("I", n_calls))
     names = msgspec.msgpack.decode(reader.take(n_names), type=Names)
@@ -273,165 +278,50 @@ class _Reader:
 
     def columns(self, count: int) -> tuple[int, int, int, int]:
         starts = []
-        for width in _SLOT_COLUMNS:
+        for width in SLOT_COLUMNS:
             starts.append(self.offset)
             self.offset += width * count
         return starts[0], starts[1], starts[2], starts[3]
 
 
-# -- saving ----------------------------------------------------------------------------------
+# -- the delta beside the index ----------------------------------------------------------
 
 
-def save(
-    path: Path,
-    save_id: str,
-    base: DedupeIndex | None,
-    updates: dict[int, tuple[list[int], float]],
-    fresh: Fresh,
-) -> str:
-    """Write base + fresh (with `updates` to base slots) as one index, atomically; returns
-    the id the index at `path` carries. With nothing new, the base's file is kept as it is
-    (if no other process replaced it since): a restart that found no new key rewrites
-    nothing."""
-    unchanged = not (fresh.keys or fresh.calls or updates)
-    if base is not None and unchanged and base.save_id and saved_id(path) == base.save_id:
-        return base.save_id
-    names = _names(base, fresh)
-    n_base = len(base) if base is not None else 0
-    keys = _merged_keys(base, fresh.keys, n_base)
-    calls = _merged_calls(base, fresh.calls, names)
-    name_blob = msgspec.msgpack.encode(names)
-    head = _HEAD.pack(len(keys[0]), len(calls[0]), len(name_blob))
-    parts: list[bytes | Iterator[bytes]] = [head, *(a.tobytes() for a in keys)]
-    parts += [*(a.tobytes() for a in calls), name_blob]
-    parts += _slot_columns(base, updates, fresh, names)
-    files.write_atomic_parts(path, _with_trailer(parts, save_id))
-    return save_id
+class Delta(msgspec.Struct, array_like=True):
+    """What was added since the index was written: keys as strings, grown base slots."""
+
+    packed: bytes
+    """ledger_state.pack of the keys, calls and slots added (slots count from the index's
+    last one)."""
+    updates: list[tuple[int, list[int], float]]
+    """Index slots whose counted copy grew: slot, tokens, cost."""
 
 
-def _names(base: DedupeIndex | None, fresh: Fresh) -> Names:
-    """The base's names with the fresh ones appended: base indexes stay valid."""
-    old = base.names if base is not None else Names([], [], [])
-    names = Names(list(old.sessions), list(old.models), list(old.marks))
-    for listed, new in (
-        (names.sessions, fresh.sessions),
-        (names.models, fresh.models),
-        (names.marks, fresh.calls.values()),
-    ):
-        known = set(listed)
-        for name in new:
-            if name not in known:
-                known.add(name)
-                listed.append(name)
-    return names
+def delta_limit(indexed: int) -> int:
+    """Keys a delta may hold before a save writes a whole new index instead."""
+    return max(4096, indexed // 8)
 
 
-def _merged_keys(base: DedupeIndex | None, keys: Sequence[str], n_base: int) -> Columns:
-    his, los = key_hashes(keys)
-    slots = array("I", range(n_base, n_base + len(keys)))
-    if base is None:
-        return _sorted(his, los, slots)
-    return _merge((base.hi, base.lo, base.slots), (his, los, slots))
+def _delta_header(delta_id: str, blob: bytes) -> bytes:
+    return f"{delta_id} {len(blob)} {zlib.crc32(blob):08x}\n".encode()
 
 
-def _merged_calls(base: DedupeIndex | None, calls: dict[str, str], names: Names) -> Columns:
-    """Base calls (a fresh mark replaces a base one: its result came) and new ones."""
-    mark_index = {mark: i for i, mark in enumerate(names.marks)}
-    all_his, all_los = key_hashes(calls)
-    all_marks = array("I", [mark_index[m] for m in calls.values()])
-    if base is None:
-        return _sorted(all_his, all_los, all_marks)
-    old = (base.call_hi, base.call_lo, array("I", base.call_marks))
-    his, los, marks = array("Q"), array("Q"), array("I")
-    for hi, lo, mark in zip(all_his, all_los, all_marks, strict=True):
-        at = _position(old[0], old[1], hi, lo)
-        if at >= 0:
-            old[2][at] = mark
-            continue
-        his.append(hi)
-        los.append(lo)
-        marks.append(mark)
-    return _merge(old, (his, los, marks))
+def save_delta(path: Path, delta_id: str, delta: Delta) -> None:
+    blob = msgspec.msgpack.encode(delta)
+    files.write_atomic(path, _delta_header(delta_id, blob) + blob)
 
 
-def _sorted(his: array[int], los: array[int], values: array[int]) -> Columns:
-    """The three columns in the order of `his`. Sorting ints that carry their position in
-    the low bits (`hi << 32 | i`) is one C sort with no key function."""
-    packed = [hi << 32 | i for i, hi in enumerate(his)]
-    packed.sort()
-    order = array("I", [p & 0xFFFFFFFF for p in packed])
-    del packed
-    return (
-        array("Q", map(his.__getitem__, order)),
-        array("Q", map(los.__getitem__, order)),
-        array(values.typecode, map(values.__getitem__, order)),
-    )
-
-
-def _merge(old: Columns, new: Columns) -> Columns:
-    """Sorted `old` with `new` added: one insert each when few are new (a restart), a sort
-    of everything when many are (a first save)."""
-    if len(new[0]) * 32 > len(old[0]):
-        joined = tuple(a + b for a, b in zip(old, new, strict=True))
-        return _sorted(joined[0], joined[1], joined[2])
-    his, los, values = (array(a.typecode, a) for a in old)
-    for hi, lo, value in zip(*new, strict=True):
-        at = bisect_right(his, hi)
-        his.insert(at, hi)
-        los.insert(at, lo)
-        values.insert(at, value)
-    return his, los, values
-
-
-def _slot_columns(
-    base: DedupeIndex | None,
-    updates: dict[int, tuple[list[int], float]],
-    fresh: Fresh,
-    names: Names,
-) -> list[bytes | Iterator[bytes]]:
-    """The four slot columns: the base's (copied in chunks, updated slots patched), then the
-    fresh slots'."""
-    sessions = {name: i for i, name in enumerate(names.sessions)}
-    models = {name: i for i, name in enumerate(names.models)}
-    fresh_columns = (
-        fresh.tokens,
-        fresh.cost,
-        array("I", [sessions[s] for s in fresh.sessions]).tobytes(),
-        array("I", [models[m] for m in fresh.models]).tobytes(),
-    )
-    parts: list[bytes | Iterator[bytes]] = []
-    for index, column in enumerate(fresh_columns):
-        if base is not None:
-            parts.append(_patched(base, index, updates))
-        parts.append(column)
-    return parts
-
-
-def _patched(
-    base: DedupeIndex, index: int, updates: dict[int, tuple[list[int], float]]
-) -> Iterator[bytes]:
-    """A base column with the updated slots' tokens (index 0) or cost (1) replaced."""
-    width = _SLOT_COLUMNS[index]
-    if index > 1 or not updates:
-        yield from base.column(index)
-        return
-    start = 0
-    for chunk in base.column(index):
-        data = bytearray(chunk)
-        end = start + len(data) // width
-        for slot in sorted(s for s in updates if start <= s < end):
-            tokens, cost = updates[slot]
-            value = array("q", tokens) if index == 0 else array("d", [cost])
-            data[(slot - start) * width : (slot - start + 1) * width] = value.tobytes()
-        start = end
-        yield bytes(data)
-
-
-def _with_trailer(parts: list[bytes | Iterator[bytes]], save_id: str) -> Iterator[bytes]:
-    length = crc = 0
-    for part in parts:
-        for chunk in [part] if isinstance(part, bytes) else part:
-            length += len(chunk)
-            crc = zlib.crc32(chunk, crc)
-            yield chunk
-    yield _TRAILER.pack(MAGIC, bytes.fromhex(save_id), length, crc)
+def load_delta(path: Path, delta_id: str, indexed: int) -> Delta | None:
+    """The delta at `path` if it is whole, from save `delta_id` and fits an index of
+    `indexed` slots; None otherwise (the caller scans cold)."""
+    try:
+        with open(path, "rb") as fh:
+            header, _, blob = fh.read().partition(b"\n")
+        if header + b"\n" != _delta_header(delta_id, blob):
+            return None
+        delta = msgspec.msgpack.decode(blob, type=Delta)
+    except (OSError, *_DECODE_ERRORS):
+        return None
+    if any(not 0 <= slot < indexed or len(tokens) != KINDS for slot, tokens, _ in delta.updates):
+        return None
+    return delta

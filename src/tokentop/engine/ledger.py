@@ -16,8 +16,8 @@ from pathlib import Path
 
 import msgspec
 
-from tokentop.engine import dedupe_index
-from tokentop.engine.dedupe_index import DedupeIndex
+from tokentop.engine import dedupe_index, dedupe_write
+from tokentop.engine.dedupe_index import DedupeIndex, Delta
 from tokentop.engine.ledger_state import (
     KINDS,
     SEP,
@@ -67,15 +67,21 @@ class Ledger:
         self.version = 0
         self._load(LedgerState())
 
-    def _load(self, state: LedgerState, base: DedupeIndex | None = None) -> None:
+    def _load(
+        self, state: LedgerState, base: DedupeIndex | None = None, delta: Delta | None = None
+    ) -> None:
         self.state = state
         self._base = base
         """The dedupe tables the cache was saved with (hashed, on disk); `state.seen` and
-        `state.tool_calls` then hold only what was added since, as exact strings."""
+        `state.tool_calls` then hold only what was added since, as exact strings (those of
+        its delta included)."""
         self._n_base = len(base) if base is not None else 0
         """Slots below this are the base's; slot `n` above it is `state.seen_*[n - _n_base]`."""
         self._updates: dict[int, tuple[list[int], float]] = {}
         """Base slots whose counted copy grew since (tokens, cost), written on the next save."""
+        if delta is not None:
+            self._updates = {slot: (tokens, cost) for slot, tokens, cost in delta.updates}
+            state.packed = delta.packed
         self._packed: bytes = state.packed
         """Dedupe tables still encoded (strings, see ledger_state.pack): decoded on the first
         event, re-used as is on export."""
@@ -96,7 +102,7 @@ class Ledger:
 
     def _unpack(self) -> None:
         if self._packed:
-            unpack(self._packed, self.state)
+            unpack(self._packed, self.state, self._n_base)
             self._packed = b""
             self._tokens = array("q", self.state.seen_tokens)
             self._cost = array("d", self.state.seen_cost)
@@ -140,25 +146,44 @@ class Ledger:
                 sessions[sid] = msgspec.structs.replace(session, pace=pace[-PACE_ENTRY:])
         return LedgerState(sessions=sessions, estimated_slots=sorted(self._estimated))
 
-    def save_index(self, path: Path, save_id: str) -> str:
-        """Write every dedupe table (the base's and what was added since) as one index;
-        returns the id the index carries (the base's, when nothing new had to be written)."""
+    def save_index(self, path: Path, delta_path: Path, save_id: str) -> tuple[str, str]:
+        """Write the dedupe tables; returns the ids the index and its delta carry.
+
+        Few keys added since the index was written (up to `delta_limit`): only they go, to
+        the delta (the index is kept as it is, if no other process replaced it). Else one
+        new index holds everything, and there is no delta."""
         self._unpack()
-        st = self.state
+        st, base = self.state, self._base
+        added = len(st.seen) + len(st.tool_calls)
+        if (
+            base is not None
+            and added <= dedupe_index.delta_limit(len(base))
+            and dedupe_index.saved_id(path) == base.save_id
+        ):
+            if not added and not self._updates:
+                return base.save_id, ""
+            tables = pack(st, self._tokens.tobytes(), self._cost.tobytes())
+            updates = [(slot, tokens, cost) for slot, (tokens, cost) in self._updates.items()]
+            dedupe_index.save_delta(delta_path, save_id, Delta(tables, updates))
+            return base.save_id, save_id
         fresh = dedupe_index.Fresh(
             list(st.seen), self._tokens.tobytes(), self._cost.tobytes(),
             st.seen_session, st.seen_model, st.tool_calls,
         )  # fmt: skip
-        return dedupe_index.save(path, save_id, self._base, self._updates, fresh)
+        return dedupe_write.save(path, save_id, base, self._updates, fresh), ""
 
     @classmethod
     def restore(
-        cls, state: LedgerState, cost_fn: CostFn, base: DedupeIndex | None = None
+        cls,
+        state: LedgerState,
+        cost_fn: CostFn,
+        base: DedupeIndex | None = None,
+        delta: Delta | None = None,
     ) -> Ledger:
         """A ledger resuming from `state`, with the dedupe tables of a cache's index (`base`)
-        or, packed as strings, in `state.packed`."""
+        and its `delta`, or, packed as strings, in `state.packed`."""
         ledger = cls(cost_fn)
-        ledger._load(state, base)
+        ledger._load(state, base, delta)
         return ledger
 
     def merge(self, other: LedgerState) -> bool:

@@ -31,10 +31,13 @@ def resume(path: Path, sources: Sequence[Source], cost_fn: CostFn) -> tuple[Resu
     if data is None:
         return None, why
     base = dedupe_index.load(cache_mod.dedupe_path(path), data.dedupe_id)
-    if base is None:
+    delta = None
+    if base is not None and data.delta_id:
+        delta = dedupe_index.load_delta(cache_mod.delta_path(path), data.delta_id, len(base))
+    if base is None or (data.delta_id and delta is None):
         return None, "cache ignored (its dedupe tables are missing, stale or damaged)"
     try:
-        ledger = Ledger.restore(data.ledger, cost_fn, base)
+        ledger = Ledger.restore(data.ledger, cost_fn, base, delta)
     except (OverflowError, ValueError) as exc:  # counters out of int64 range
         return None, f"cache ignored (damaged: {exc})"
     files = tracked_from(data.files, sources)

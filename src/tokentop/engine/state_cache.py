@@ -44,6 +44,8 @@ class CacheFile(msgspec.Struct):
     ledger: LedgerState
     dedupe_id: str = ""
     """Names the side file holding the ledger's dedupe index (see `save`)."""
+    delta_id: str = ""
+    """Names the delta beside the index ("" when the index holds everything)."""
     save_id: str = ""
     """New on every save: what a result computed from this cache refers to (sessions_cache)."""
 
@@ -56,6 +58,7 @@ class CacheHead(msgspec.Struct):
     files: list[FileRecord]
     ledger: msgspec.Raw
     dedupe_id: str = ""
+    delta_id: str = ""
     save_id: str = ""
 
 
@@ -89,6 +92,10 @@ def dedupe_path(path: Path) -> Path:
     return path.with_suffix(".dedupe")
 
 
+def delta_path(path: Path) -> Path:
+    return path.with_suffix(".delta")
+
+
 def load(path: Path) -> tuple[CacheFile | None, str]:
     """The cache at `path`, or None and the reason it can't be used.
 
@@ -96,6 +103,7 @@ def load(path: Path) -> tuple[CacheFile | None, str]:
     """
     make_private(path)
     make_private(dedupe_path(path))
+    make_private(delta_path(path))
     try:
         blob = read_regular(path)
     except FileNotFoundError:
@@ -111,15 +119,19 @@ def load(path: Path) -> tuple[CacheFile | None, str]:
     return data, ""
 
 
-def save(path: Path, data: CacheFile, write_index: Callable[[Path, str], str]) -> None:
+IndexWriter = Callable[[Path, Path, str], tuple[str, str]]
+"""(index path, delta path, a new id) -> the ids the index and its delta carry."""
+
+
+def save(path: Path, data: CacheFile, write_index: IndexWriter) -> None:
     """Write atomically: a crash leaves the old cache or the new one, never half of one.
 
-    The dedupe index goes to a side file written first (`write_index(path, id)`, which returns
-    the id the side file carries: an unchanged one is kept), tagged with an id that the main
-    file names; a crash between the two writes leaves a mismatch that the loader detects.
+    The dedupe index and its delta go to side files written first (`write_index`, which
+    returns the ids they carry: an unchanged index is kept), tagged with ids that the main
+    file names; a crash between the writes leaves a mismatch that the loader detects.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = msgspec.structs.replace(data, save_id=data.save_id or os.urandom(16).hex())
-    dedupe_id = write_index(dedupe_path(path), os.urandom(16).hex())
-    data = msgspec.structs.replace(data, dedupe_id=dedupe_id)
+    dedupe_id, delta_id = write_index(dedupe_path(path), delta_path(path), os.urandom(16).hex())
+    data = msgspec.structs.replace(data, dedupe_id=dedupe_id, delta_id=delta_id)
     files.write_atomic(path, msgspec.msgpack.encode(data))
