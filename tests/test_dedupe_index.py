@@ -285,3 +285,26 @@ def test_a_damaged_delta_means_one_cold_scan(tmp_path: Path) -> None:
     assert engine.cache_note.startswith("cache ignored")
     engine.scan()
     assert figures(engine.snapshot()) == cold(root)
+
+
+def test_a_running_engine_counts_on_from_each_index_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a save that writes a whole index, the engine drops the strings it held and
+    counts on from that index: a repeat of a key it added before is still a repeat."""
+    monkeypatch.setattr(dedupe_index, "delta_limit", lambda indexed: 3)
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    path = root / "projects" / "-w-p" / "s.jsonl"
+    append(path, response("msg_0", "s", 5))
+    engine = engine_for(root, cache)
+    engine.scan()
+    engine.save_cache()
+    append(path, *(response(f"msg_{i}", "s", 5, tool=f"t{i}") for i in range(1, 6)))
+    engine.scan()
+    engine.save_cache()  # past the limit: a whole index, and the engine counts on from it
+    assert engine.ledger.state.seen == {} and engine.ledger.state.tool_calls == {}
+    append(path, response("msg_3", "s", 5), response("msg_4", "s", 50), result("t2", "s"))
+    append(path, response("msg_9", "s", 7))
+    engine.scan()
+    engine.save_cache()
+    assert figures(engine.snapshot()) == cold(root) == resumed(root, cache)

@@ -170,7 +170,20 @@ class Ledger:
             list(st.seen), self._tokens.tobytes(), self._cost.tobytes(),
             st.seen_session, st.seen_model, st.tool_calls,
         )  # fmt: skip
-        return dedupe_write.save(path, save_id, base, self._updates, fresh), ""
+        written = dedupe_write.save(path, save_id, base, self._updates, fresh)
+        self._rebase(dedupe_index.load(path, written))
+        return written, ""
+
+    def _rebase(self, index: DedupeIndex | None) -> None:
+        """Count on from the index just written (it holds every key): the strings added
+        since are dropped, so a long-running process does not keep them, nor write them
+        all again at every save. Slot numbers stay: the index keeps them."""
+        if index is None or len(index) != self._n_base + len(self.state.seen_session):
+            return  # replaced meanwhile, or unreadable: keep counting on what is in memory
+        st = self.state
+        st.seen, st.tool_calls, st.seen_session, st.seen_model = {}, {}, [], []
+        self._tokens, self._cost, self._updates = array("q"), array("d"), {}
+        self._base, self._n_base = index, len(index)
 
     @classmethod
     def restore(
