@@ -7,6 +7,7 @@ as it is made (`files.write_atomic_parts`): the index is never held whole in mem
 
 from __future__ import annotations
 
+import sys
 import zlib
 from array import array
 from bisect import bisect_right
@@ -107,17 +108,24 @@ def _merged_calls(base: DedupeIndex | None, calls: dict[str, str], names: Names)
 
 
 def _sorted(his: array[int], los: array[int], values: array[int]) -> Columns:
-    """The three columns in the order of `his`. Sorting ints that carry their position in
-    the low bits (`hi << 32 | i`) is one C sort with no key function."""
-    packed = [hi << 32 | i for i, hi in enumerate(his)]
-    packed.sort()
-    order = array("I", [p & 0xFFFFFFFF for p in packed])
-    del packed
-    return (
-        array("Q", map(his.__getitem__, order)),
-        array("Q", map(los.__getitem__, order)),
-        array(values.typecode, map(values.__getitem__, order)),
-    )
+    """The three columns sorted by (hi, lo): each row made one 24-byte big-endian record,
+    so a C sort of bytes orders them (a third faster than sorting ints that carry their
+    position, and no per-row Python work besides cutting the records)."""
+    rows = array("Q", bytes(24 * len(his)))
+    rows[0::3], rows[1::3], rows[2::3] = his, los, array("Q", values)
+    if sys.byteorder == "little":
+        rows.byteswap()
+    joined = rows.tobytes()
+    del rows
+    records = [joined[i : i + 24] for i in range(0, len(joined), 24)]
+    del joined
+    records.sort()
+    rows = array("Q")
+    rows.frombytes(b"".join(records))
+    del records
+    if sys.byteorder == "little":
+        rows.byteswap()
+    return rows[0::3], rows[1::3], array(values.typecode, rows[2::3])
 
 
 def _merge(old: Columns, new: Columns) -> Columns:
