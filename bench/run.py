@@ -18,11 +18,13 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hook import HookResult, print_hook, run_hook
 from live import LiveOptions, LiveResult, run_live
 from measure import RunResult, measure
-from report import print_live, print_table
+from report import HOOK_MAX_MS, print_live, print_table
 from tools import (
     CORPUS_SPECS,
+    DEFAULT_CORPORA,
     Corpus,
     Tool,
     Totals,
@@ -32,6 +34,7 @@ from tools import (
     ensure_corpus,
     isolated_env,
     monitor_exe,
+    tokscale_version,
     warm_page_cache,
 )
 
@@ -65,7 +68,9 @@ class Summary:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=3, help="timed runs per tool and corpus")
-    ap.add_argument("--corpora", nargs="+", choices=list(CORPUS_SPECS), default=list(CORPUS_SPECS))
+    ap.add_argument(
+        "--corpora", nargs="+", choices=list(CORPUS_SPECS), default=list(DEFAULT_CORPORA)
+    )
     ap.add_argument("--corpus-dir", type=Path, default=Path("/tmp/tokentop-bench"))
     ap.add_argument("--generator", type=Path, default=DEFAULT_GENERATOR)
     ap.add_argument("--tools", nargs="+", help="subset of tools (default: all)")
@@ -74,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--live-writes", type=int, default=30, help="responses appended (0 = skip)")
     ap.add_argument("--live-interval", type=float, default=0.25, help="seconds between appends")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--hook-calls", type=int, default=5, help="warm hook calls timed (0 = skip)")
     ap.add_argument("--json-out", type=Path, help="also write all raw figures here")
     return ap.parse_args(argv)
 
@@ -139,6 +145,8 @@ def bench_corpus(tools: list[Tool], bench: Bench, reps: int) -> list[Summary]:
 def record(summary: Summary, tool: Tool, bench: Bench, *, timed: bool) -> None:
     """Run once and file the figures; keep the output if its totals look wrong."""
     out = bench.scratch / f"{tool.name}-{bench.corpus.name}.json"
+    if tool.before is not None:
+        tool.before(bench.corpus)
     result = run_once(tool, bench.corpus, bench.env, out)
     totals = result if isinstance(result, str) else read_totals(tool, result)
     if isinstance(totals, str) or isinstance(result, str):
@@ -179,12 +187,15 @@ def main(argv: list[str] | None = None) -> int:
             warm_page_cache(corpus)
             summaries += bench_corpus(tools, Bench(corpus, env, scratch, keep_dir), args.reps)
         live = live_path(tokentop, scratch, args)
+        hook = hook_path(isolated_env(scratch / "hook"), args)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print_table(corpora, summaries)
     if live is not None:
         print_live(live)
+    if hook is not None:
+        print_hook(hook, HOOK_MAX_MS)
     if args.json_out:
-        dump(args.json_out, corpora, summaries, live)
+        dump(args.json_out, corpora, summaries, live, hook)
     return 0
 
 
@@ -206,6 +217,7 @@ def print_environment(tokentop: list[str], peers: Path) -> None:
     print(f"tokentop: {version([*tokentop, '--version'])} ({' '.join(tokentop)})")
     print(f"ccusage: {version([str(ccusage_native(peers)), '--version'])} (peers in {peers})")
     print(f"claude-monitor: {version([str(monitor_exe(peers)), '--version'])}")
+    print(f"tokscale: {tokscale_version(peers)}")
 
 
 def version(argv: list[str]) -> str:
@@ -239,13 +251,25 @@ def live_path(tokentop: list[str], scratch: Path, args: argparse.Namespace) -> L
         return LiveResult([], None, f"not available: {exc}")
 
 
+def hook_path(env: dict[str, str], args: argparse.Namespace) -> HookResult | None:
+    if args.hook_calls <= 0:
+        return None
+    print("  hook: python -m tokentop.commands.hook", file=sys.stderr)
+    return run_hook(env, args.corpus_dir, args.generator, args.hook_calls)
+
+
 def dump(
-    path: Path, corpora: list[Corpus], summaries: list[Summary], live: LiveResult | None
+    path: Path,
+    corpora: list[Corpus],
+    summaries: list[Summary],
+    live: LiveResult | None,
+    hook: HookResult | None,
 ) -> None:
     doc = {
         "corpora": [{**asdict(c), "path": str(c.path)} for c in corpora],
         "runs": [asdict(s) for s in summaries],
         "live": asdict(live) if live else None,
+        "hook": asdict(hook) if hook else None,
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -15,8 +15,10 @@ from typing import Any
 Totals = dict[str, int]
 KINDS = ("input", "output", "cache_read", "cache_write")
 
-CORPUS_SPECS = {"s200": (200, 7), "s1000": (1000, 11)}
-"""name -> (sessions, seed): 173 MB and 862 MB with the shared generator."""
+CORPUS_SPECS = {"s200": (200, 7), "s1000": (1000, 11), "s5000": (5000, 11)}
+"""name -> (sessions, seed): 173 MB, 859 MB and 4.3 GB with the shared generator."""
+DEFAULT_CORPORA = ("s1000",)
+"""What `run.py` measures unless told: the corpus of issue #23's table."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Tool:
     totals: Callable[[Any], Totals] = field(default=lambda doc: {})
     prime: Callable[[Corpus], None] | None = None
     """Called before the timed runs (e.g. to reset a cache); the tool then runs once untimed."""
+    before: Callable[[Corpus], None] | None = None
+    """Called before every run, untimed (e.g. to change one file, or empty a HOME)."""
     ok_codes: tuple[int, ...] = (0,)
     """Exit statuses that still come with a complete report."""
 
@@ -131,6 +135,70 @@ def monitor_exe(peers: Path) -> Path:
     return peers / "claude-monitor-venv/bin/claude-monitor"
 
 
+def tokscale_dir(peers: Path) -> Path:
+    return peers / "tokscale"
+
+
+def tokscale_version(peers: Path) -> str:
+    try:
+        meta = json.loads((tokscale_dir(peers) / "node_modules/tokscale/package.json").read_text())
+    except (OSError, ValueError):
+        return "not available"
+    return f"{meta.get('version', '?')} (bun, in {tokscale_dir(peers)})"
+
+
+def tokscale_totals(doc: Any) -> Totals:
+    """tokscale's `models --json` totals. It keeps the first streamed copy of a response,
+    so its output (and so its total) is below the exact figure on these corpora."""
+    names = {
+        "input": "totalInput",
+        "output": "totalOutput",
+        "cache_read": "totalCacheRead",
+        "cache_write": "totalCacheWrite",
+    }
+    return {k: int(doc[v]) for k, v in names.items()}
+
+
+def report_totals(doc: Any) -> Totals:
+    """`tokentop report --format json` gives one token total over every session."""
+    return {"total": int(doc["total"]["tokens"])}
+
+
+def linked_copy(corpus: Corpus, dst: Path) -> Path:
+    """`corpus` hard-linked into `dst` (same inodes, so the same warm page cache), except one
+    transcript, copied: the one `touch_one_file` appends to. The other tools never see it."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(corpus.path, dst, copy_function=os.link)
+    path = min(dst.rglob("*.jsonl"))
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data)
+    return path
+
+
+def touch_one_file(path: Path) -> None:
+    """Append to a transcript a copy of its last response line: the file changed (a restart
+    reads and dedupes it), the totals did not (the copy repeats its ids)."""
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - (1 << 20)))
+        lines = fh.read().splitlines()
+    copy = next(line for line in reversed(lines) if b'"type":"assistant"' in line)
+    with path.open("ab") as fh:
+        fh.write(copy + b"\n")
+
+
+def seed_tokscale(home: Path, peers: Path) -> None:
+    """tokscale offline: its price caches, fresh, in its own HOME (never a user's)."""
+    import time
+
+    cache = home / ".cache" / "tokscale"
+    cache.mkdir(parents=True, exist_ok=True)
+    prices = json.loads((tokscale_dir(peers) / "model_prices.json").read_text())
+    now = int(time.time())
+    (cache / "pricing-litellm.json").write_text(json.dumps({"timestamp": now, "data": prices}))
+    (cache / "pricing-openrouter.json").write_text(json.dumps({"timestamp": now, "data": {}}))
+
+
 def build_tools(tokentop: list[str], peers: Path, scratch: Path) -> dict[str, Tool]:
     """All benchmarked tools, keyed by the name used in --tools and the report."""
     cache_root = scratch / "tokentop-cache"
@@ -157,11 +225,65 @@ def build_tools(tokentop: list[str], peers: Path, scratch: Path) -> dict[str, To
         return [exe, *view, "--no-api", "--no-warehouse", "--data-paths", str(c.path)]
 
     npm = peers / "ccusage/node_modules/.bin/ccusage"
+    tokscale_home = scratch / "tokscale-home"
+    report_home = scratch / "report-home"
+
+    def tokscale(c: Corpus) -> list[str]:
+        bun = tokscale_dir(peers) / "node_modules/.bin/bun"
+        script = tokscale_dir(peers) / "node_modules/tokscale/bin.js"
+        return [str(bun), str(script), "models", "--json", "--claude", "--no-spinner"]
+
+    def tokscale_env(c: Corpus) -> dict[str, str]:
+        return {"HOME": str(tokscale_home), "XDG_CACHE_HOME": str(tokscale_home / ".cache")}
+
+    def tokscale_prime(c: Corpus) -> None:
+        """It reads ~/.claude/projects only: HOME/.claude is the corpus."""
+        shutil.rmtree(tokscale_home, ignore_errors=True)
+        tokscale_home.mkdir(parents=True)
+        (tokscale_home / ".claude").symlink_to(c.path)
+        seed_tokscale(tokscale_home, peers)
+
+    def tt_report(c: Corpus) -> list[str]:
+        return [*tokentop, "report", "--format", "json", "--claude-dir", str(c.path)]
+
+    def report_env(c: Corpus) -> dict[str, str]:
+        dirs = {"HOME": "", "XDG_CACHE_HOME": "c", "XDG_DATA_HOME": "d", "XDG_CONFIG_HOME": "cfg"}
+        return {var: str(report_home / sub) for var, sub in dirs.items()}
+
+    def fresh_home(c: Corpus) -> None:
+        shutil.rmtree(report_home, ignore_errors=True)
+        report_home.mkdir(parents=True)
+
+    restart_root = scratch / "restart-corpus"
+
+    def tt_restart(c: Corpus) -> list[str]:
+        cache = str(cache_root / f"{c.name}-restart")
+        args = ["--claude-dir", str(restart_root / c.name), "--cache-dir", cache]
+        return [*tokentop, "sessions", "--json", *args]
+
+    def restart_prime(c: Corpus) -> None:
+        shutil.rmtree(cache_root / f"{c.name}-restart", ignore_errors=True)
+        linked_copy(c, restart_root / c.name)
+
+    def touch(c: Corpus) -> None:
+        touch_one_file(min((restart_root / c.name).rglob("*.jsonl")))
+
     tools = [
         Tool("tokentop-cold", tt_cold, totals=tokentop_totals),
         Tool("tokentop-warm", tt_warm, totals=tokentop_totals, prime=reset_cache),
+        # One file changed since the cache was saved: the restart reads its new bytes.
+        Tool(
+            "tokentop-restart",
+            tt_restart,
+            totals=tokentop_totals,
+            prime=restart_prime,
+            before=touch,
+        ),
+        # The first `report` on a fresh HOME: the scan, the cache's save, every summary.
+        Tool("tokentop-report", tt_report, report_env, report_totals, before=fresh_home),
         Tool("ccusage", ccusage(ccusage_native(peers)), claude_dir, ccusage_totals),
         Tool("ccusage-npm", ccusage(npm), claude_dir, ccusage_totals),
+        Tool("tokscale", tokscale, tokscale_env, tokscale_totals, prime=tokscale_prime),
         # 20 is claude-monitor's "no_active_session": no message in its current 5-hour
         # window, which a corpus older than that has; the history totals are still complete.
         Tool("claude-monitor", monitor, totals=monitor_totals, ok_codes=(0, 20)),

@@ -63,7 +63,7 @@ def test_ctrl_c_in_a_cold_scan_exits_130_and_leaves_no_worker(
 def test_ctrl_c_in_a_first_report_exits_130(tmp_path: Path, big_history: tuple[Path, Any]) -> None:
     root, _ = big_history
     argv = [*CLI, "report", "--no-git", "--claude-dir", str(root)]
-    code, err, _ = interrupted(argv, env_for(tmp_path), after(1.0))
+    code, err, _ = interrupted(argv, env_for(tmp_path), scanning)
     assert code == 130 and "Traceback" not in err, err
 
 

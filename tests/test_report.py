@@ -24,6 +24,7 @@ import pytest
 from tokentop.cli import main
 from tokentop.commands.report import parse_since
 from tokentop.engine.engine import Engine
+from tokentop.history.store import Store
 from tokentop.sources.claude_code import ClaudeCodeSource
 
 AGENTS = (  # kind, behavior, project dir name ("" = a path that does not exist), seed
@@ -306,3 +307,27 @@ def test_report_resumes_from_the_engines_own_state_cache(
     second = json.loads(run_cli(report, capsys))["total"]["tokens"]
     assert second > first
     assert resumed() == (0, second)
+
+
+def test_a_bulk_report_leaves_consumers_to_the_summary_that_shows_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`report` records summaries without top consumers (they cost a second read of every
+    transcript); `summary` computes them from the session's files and stores them."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    root, db = tmp_path / "c", tmp_path / "t.db"
+    gen = Path(__file__).with_name("gen_claude_corpus.py")
+    argv = [sys.executable, str(gen), str(root), "--sessions", "3", "--turns", "10", "--seed", "5"]
+    subprocess.run(argv, check=True, capture_output=True)
+    where = ["--claude-dir", str(root), "--db", str(db), "--cache-dir", str(tmp_path / "cache")]
+    run_cli(["report", "--format", "json", "--no-git", *where], capsys)
+    with Store(db) as store:
+        recorded = store.summaries()[0]
+    assert len(recorded) == 3 and all(s.consumers is None for s in recorded)
+    sid = recorded[0].session_id
+    md = run_cli(["summary", sid, "--no-scan", "--no-git", *where], capsys)
+    assert "# Top token consumers (estimate" in md
+    with Store(db) as store:
+        stored = {s.session_id: s for s in store.summaries()[0]}
+    assert stored[sid].consumers is not None and stored[sid].consumers.tools
+    assert all(s.consumers is None for k, s in stored.items() if k != sid)

@@ -10,7 +10,7 @@ import pytest
 
 from tokentop.clock import FakeClock
 from tokentop.config import Budget, Budgets, Config, History
-from tokentop.history.context_use import top_consumers
+from tokentop.history.context_use import Calibration, top_consumers
 from tokentop.history.store import Store
 from tokentop.history.summary import (
     MAX_RECORDS_PER_OBSERVE,
@@ -215,3 +215,36 @@ def test_top_consumers_stop_at_the_byte_budget(tmp_path: Path) -> None:
     assert found.partial and found.bytes_scanned <= 200
     missing = top_consumers([str(tmp_path / "gone.jsonl")], HeuristicTokenizer())
     assert missing.partial and missing.tools == ()
+
+
+class CountingTokenizer:
+    """The heuristic tokenizer, counting the characters it is asked to tokenize."""
+
+    name = "counting"
+    exact = False
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self._inner = HeuristicTokenizer()
+
+    def count(self, text: str) -> int:
+        self.chars += len(text)
+        return self._inner.count(text)
+
+
+def test_only_a_sample_of_results_is_tokenized_the_rest_counts_bytes(tmp_path: Path) -> None:
+    """After the calibration's sample, a result is its JSON bytes at the measured tokens per
+    byte: tokenizing every result was most of a first report's time."""
+    text = "def parse(value):\n    return value\n" * 100
+    for name in ("a", "b", "c"):
+        claude_transcript(tmp_path / f"{name}.jsonl", text)
+    tokenizer = CountingTokenizer()
+    calibration = Calibration(tokenizer, sample_bytes=len(text))
+    first = top_consumers([str(tmp_path / "a.jsonl")], calibration, top=3)
+    sampled = tokenizer.chars
+    later = top_consumers([str(tmp_path / "b.jsonl"), str(tmp_path / "c.jsonl")], calibration)
+    assert tokenizer.chars == sampled  # nothing more was tokenized
+    read = first.tools[0]
+    assert read.name == "Read" and read.tokens == HeuristicTokenizer().count(text)
+    per_file = later.tools[0].tokens / 2
+    assert later.tools[0].calls == 2 and abs(per_file - read.tokens) <= 0.02 * read.tokens

@@ -10,13 +10,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-import platformdirs
 
 from tokentop import agents
 from tokentop.model import path_tail
@@ -295,7 +293,9 @@ class ConfigError(Exception):
 
 
 def default_path() -> Path:
-    return Path(platformdirs.user_config_dir("tokentop")) / "config.toml"
+    from tokentop.dirs import user_dir  # the XDG rule without importing platformdirs (Linux)
+
+    return user_dir("config") / "config.toml"
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -315,6 +315,8 @@ def load_config(path: Path | None = None) -> Config:
 
 def parse_config(text: str, origin: str = "config") -> Config:
     """Parse TOML text; errors name the origin, line and dotted key."""
+    import tomllib  # ~10 ms: only when there is a file (the hook runs on every tool call)
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

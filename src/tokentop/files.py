@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 PRIVATE = 0o600
@@ -28,6 +29,14 @@ def write_atomic(
     durable: fsync before the rename (a user's settings; a cache can be rebuilt). Returns
     the path actually written.
     """
+    return write_atomic_parts(path, [blob], mode, durable=durable)
+
+
+def write_atomic_parts(
+    path: Path, parts: Iterable[bytes], mode: int | None = PRIVATE, *, durable: bool = False
+) -> Path:
+    """`write_atomic` of the concatenated `parts`, written as they come: a large file (the
+    cache's dedupe index) is never held whole in memory."""
     target = Path(os.path.realpath(path))
     if mode is None:
         try:
@@ -38,7 +47,8 @@ def write_atomic(
     fd = os.open(tmp, _CREATE, PRIVATE)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
+            for part in parts:
+                fh.write(part)
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())

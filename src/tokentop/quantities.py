@@ -10,7 +10,6 @@ a budget below a cent or below one token would fill the BUDGET column with digit
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from collections.abc import Callable
@@ -99,6 +98,8 @@ def tokens_arg(text: str) -> int:
 
 
 def _required(parse: Callable[[str], T | None], text: str) -> T:
+    import argparse  # only here: the hook imports this module and never parses arguments
+
     try:
         value = parse(text)
     except QuantityError as exc:

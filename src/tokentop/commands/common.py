@@ -17,8 +17,11 @@ from tokentop.render.text import safe
 from tokentop.sources.base import DirSource, Source, prefixes, under
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tokentop.config import Config
-    from tokentop.policy.watchdog import Watchdog
+    from tokentop.model import SessionKey
+    from tokentop.policy.watchdog import ProcessState, Watchdog
     from tokentop.pricing import PriceTable
     from tokentop.processes.control import ProcessController
     from tokentop.processes.mapper import RecordedMapper
@@ -173,6 +176,17 @@ def make_watchdog(
     tokentop process did to them through the shared action log."""
     from tokentop.policy.watchdog import Watchdog
     from tokentop.processes.action_log import ActionLogFollower
+
+    actions = ActionLogFollower()  # what every tokentop process did, its history first
+    if mapper is None and controller is None:
+        return Watchdog(config, probe=LazyProbe(), actions=actions)
+    return Watchdog(config, probe=default_probe(mapper, controller), actions=actions)
+
+
+def default_probe(
+    mapper: RecordedMapper | None = None, controller: ProcessController | None = None
+) -> Callable[[SessionKey], ProcessState | None] | None:
+    """The exact probe over the registry (`mapper`) and `controller`, made as needed."""
     from tokentop.processes.control import ProcessController
     from tokentop.processes.mapper import RecordedMapper, SessionMapper, exact_probe
     from tokentop.processes.registry import Registry, default_path
@@ -180,4 +194,24 @@ def make_watchdog(
     controller = controller or ProcessController()
     if mapper is None:
         mapper = RecordedMapper(Registry(default_path()), controller, SessionMapper())
-    return Watchdog(config, probe=exact_probe(mapper, controller), actions=ActionLogFollower())
+    return exact_probe(mapper, controller)
+
+
+class LazyProbe:
+    """`default_probe`, made the first time a session is asked about: the Watchdog asks only
+    about sessions of the last day, so `sessions` over an old history never imports psutil
+    nor reads the registry (~10 ms of its start)."""
+
+    def __init__(self) -> None:
+        self._probe: Callable[[SessionKey], ProcessState | None] | None = None
+        self._made = False
+
+    def __call__(self, key: SessionKey) -> ProcessState | None:
+        if not self._made:
+            self._probe, self._made = default_probe(), True
+        return self._probe(key) if self._probe is not None else None
+
+    def forget(self, key: SessionKey) -> None:
+        forget = getattr(self._probe, "forget", None)
+        if forget is not None:
+            forget(key)

@@ -23,14 +23,10 @@ Runs before every tool call, so it imports only what the event needs: no Textual
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import hashlib
 import os
 import re
 import select
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,6 +48,8 @@ from tokentop.processes.registry import (
 from tokentop.render.text import safe
 
 if TYPE_CHECKING:
+    import argparse
+
     from tokentop.config import Config
     from tokentop.engine.ledger import CostFn
     from tokentop.model import SessionSnapshot
@@ -161,6 +159,8 @@ def cache_name(session_id: str) -> str:
     """A folder name for the session: the id itself when uuid-like, else a hash of it."""
     if _ID_LIKE.fullmatch(session_id):
         return session_id
+    import hashlib
+
     return "h-" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -248,9 +248,9 @@ class HookCall:
         """Why this tool call must be blocked (none: go on); escalates an ignored stop."""
         if not config.policy.soft_stop.enabled:
             return []
-        from tokentop.commands.common import make_prices
+        from tokentop.pricing import build_table  # not commands.common: it imports every source
 
-        transcript, cost = Path(self.hook.transcript_path), make_prices(config).cost
+        transcript, cost = Path(self.hook.transcript_path), build_table(config.prices).cost
         session = read_session(transcript, self.key, self.now, cost, self.files.cache_dir)
         reasons = stop_reasons(session, config, self.now) if session is not None else []
         episode = soft_stop_episode(self.records, self.key)
@@ -377,6 +377,9 @@ def exact_agent(record: SessionRecord) -> bool:
 
 def spawn_escalation(action: str, record: SessionRecord, reason: str) -> None:
     """Start the helper in its own session; it acts once this hook has exited."""
+    import contextlib
+    import subprocess
+
     from tokentop.processes.finding import launch
 
     argv = [
@@ -420,8 +423,18 @@ def add_hook_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tokentop.commands.hook`: the installed hook command (lighter than the CLI)."""
+    """`python -m tokentop.commands.hook`: the installed hook command (lighter than the CLI).
+
+    Claude Code runs it with no arguments before every tool call: that case skips argparse
+    (~6 ms of imports, with shutil) and goes straight to `cmd_hook`."""
     argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        from types import SimpleNamespace
+
+        defaults = SimpleNamespace(verb=None, registry=None, settings=None, yes=False, config=None)
+        return cmd_hook(defaults)  # type: ignore[arg-type]
+    import argparse
+
     if argv[:1] == ["escalate"]:
         p = argparse.ArgumentParser(prog="tokentop.commands.hook escalate", allow_abbrev=False)
         p.add_argument("action", choices=["pause", "kill"])

@@ -32,17 +32,18 @@ from tokentop.commands.common import (
     make_prices,
     make_sources,
 )
+from tokentop.commands.progress import progress_line
 from tokentop.config import Config, ConfigError, load_config
 from tokentop.engine.engine import Engine
 from tokentop.history.git_output import check_survival
 from tokentop.history.report_rows import BY as GROUPS
 from tokentop.history.report_rows import group_rows, judge, row_of
 from tokentop.history.store import JobTag, Store, StoreError
-from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason
+from tokentop.history.summary import SessionSummary, SummaryRecorder, end_reason, fill_consumers
 from tokentop.model import LedgerSnapshot
 from tokentop.policy.watchdog import Watchdog
 from tokentop.render.markdown import summary_markdown
-from tokentop.render.report import render_rows
+from tokentop.render.report import MD_SESSIONS, render_rows
 
 BY = (*GROUPS, "job", "block")
 FORMATS = ("table", "json", "csv", "md")
@@ -133,10 +134,14 @@ def cmd_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.by == "block":
         return report_blocks(args, clock.now(), out)
     with _open_store(args) as store:
-        if args.scan is not False:
-            scan_into(store, args, config, clock, since)
+        engine = scan_into(store, args, config, clock, since) if args.scan is not False else None
         summaries, bad = store.summaries(since)
         summaries = refresh_survival(store, summaries, config, clock.now())
+        if args.format == "md" and args.by == "session":
+            ranked = sorted(summaries, key=lambda s: -s.cost_usd)[:MD_SESSIONS]
+            files_of = (engine or _cached_engine(args)).session_files
+            filled = fill_consumers(store, ranked, config.history.top_consumers, files_of)
+            summaries = [filled.get(s.key, s) for s in summaries]
         tags = store.session_jobs() if args.by == "job" else {}
     if args.by == "job":
         out.write(report_jobs(args, config, summaries, tags, clock.now()))
@@ -190,9 +195,12 @@ def report_blocks(args: argparse.Namespace, now: float, out: TextIO) -> int:
 
 
 def scanned_engine(args: argparse.Namespace) -> Engine:
+    """The engine over the transcripts, resumed from its cache and brought up to date (with a
+    progress line on a terminal when that takes over a second)."""
     engine = make_engine(args)
     engine.load_cache()
-    engine.scan()
+    with progress_line(engine, sys.stderr):
+        engine.scan()
     engine.save_cache()
     return engine
 
@@ -202,12 +210,14 @@ def cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
     config = _config(args)
     clock = SystemClock()
     with _open_store(args) as store:
-        if args.scan is not False:
-            scan_into(store, args, config, clock, None)
+        engine = scan_into(store, args, config, clock, None) if args.scan is not False else None
         found = _find(store, args.session)
         if found is None:
             raise CliError(f"no recorded session matches {args.session!r}")
         [found] = refresh_survival(store, [found], config, clock.now())
+        files_of = (engine or _cached_engine(args)).session_files
+        filled = fill_consumers(store, [found], config.history.top_consumers, files_of)
+        found = filled.get(found.key, found)
     [judged] = judge([found], make_prices(config), config.routing)
     out.write(summary_markdown(found, "#", judged.route, judged.flags))
     return 0
@@ -221,10 +231,15 @@ def _find(store: Store, session: str) -> SessionSummary | None:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The config, with the budgets set for one session (`b`, `run --budget`) from the store
+    this report reads, so a summary records the budget the app showed."""
+    from tokentop.history.session_budgets import LiveBudgets
+
     try:
-        return load_config(getattr(args, "config", None))
+        config = load_config(getattr(args, "config", None))
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    return msgspec.structs.replace(config, session_budgets=LiveBudgets(getattr(args, "db", None)))
 
 
 def _open_store(args: argparse.Namespace) -> Store:
@@ -242,17 +257,21 @@ def _open_store(args: argparse.Namespace) -> Store:
 
 def scan_into(
     store: Store, args: argparse.Namespace, config: Config, clock: Clock, since: float | None
-) -> int:
+) -> Engine:
     """Read the transcripts and record changed sessions. The engine resumes from its own
-    state cache (the one every front-end keeps, unless --no-cache), so only new bytes are read."""
+    state cache (the one every front-end keeps, unless --no-cache), so only new bytes are read.
+
+    Top consumers are left out here: they mean reading every transcript a second time (a
+    first report over a long history records thousands of sessions). They are filled in
+    when a summary is shown in full (`fill_consumers`)."""
     engine = scanned_engine(args)
     for line in empty_dir_warnings(args, engine):
         print(line, file=sys.stderr)
     recorder = SummaryRecorder(
-        store, config, clock, minutes_for=engine.minutes, use_git=not args.no_git
-    )
+        store, config, clock, minutes_for=engine.minutes, use_git=not args.no_git,
+        consumers=False,
+    )  # fmt: skip
     now = clock.now()
-    recorded = 0
     judged_at = FakeClock(now)
     watchdog = Watchdog(config, judged_at)
     for session in engine.snapshot().sessions:
@@ -265,8 +284,15 @@ def scan_into(
         for finding in watchdog.judge(alone).decisions:
             store.record_event(finding)
         recorder.record(session, end_reason(session, now, config.history) or "open")
-        recorded += 1
-    return recorded
+    return engine
+
+
+def _cached_engine(args: argparse.Namespace) -> Engine:
+    """An engine holding only what its cache knows (`--no-scan`): which files each session
+    was read from, for `fill_consumers`."""
+    engine = make_engine(args)
+    engine.load_cache()
+    return engine
 
 
 def refresh_survival(

@@ -33,6 +33,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     engine.save_cache()
     if engine.cache_note.startswith("cache not saved") and not said:  # a full disk, say
         sys.stderr.write(f"tokentop: {engine.cache_note}\n")
+    engine.ledger.forget_dedupe()  # counted and saved: the output reuses the memory
     snap = engine.snapshot()
     judgement = make_watchdog(config).judge(snap)
     err = "".join(line + "\n" for line in empty_dir_warnings(args, engine))

@@ -56,8 +56,10 @@ MAX_WORKERS = 4
 LEAD_S = 0.15
 """Live, this process reads the newest files itself this long, while workers start."""
 WORKER_NICE = 10
-"""Workers yield the CPU to the UI and the merging thread, which then answer at once; the
-scan's total work is the same, so it ends no later."""
+"""Beside a live UI, workers yield the CPU to it and to the merging thread, which then answer
+at once; the scan's total work is the same, so it ends no later. Beside a headless command
+(whose user waits for its output) they run at its priority: niced, they lost half their
+core to anything else running on a shared machine."""
 RATE_WINDOW_S = 3.0
 PUBLISH_S = 0.4
 """Snapshots in the scan's first second: the newest sessions show as they are read."""
@@ -170,7 +172,8 @@ class ColdScan:
         wanted = worker_count(self.engine, self.bytes_total, live)
         close_all(self.workers[wanted:])
         del self.workers[wanted:]
-        while len(self.workers) < wanted and (new := Worker.spawn(self.engine)) is not None:
+        nice = WORKER_NICE if live else 0
+        while len(self.workers) < wanted and (new := Worker.spawn(self.engine, nice=nice)):
             self.workers.append(new)
         for worker in self.workers:
             worker.attach(self.queue, newest=live, readers=len(self.workers) + (not live))
@@ -345,7 +348,9 @@ class Worker:
         self.thread = threading.Thread(target=self._feed, name="tokentop-coldscan", daemon=True)
 
     @classmethod
-    def spawn(cls, engine: Engine, fork_only: bool = False) -> Worker | None:
+    def spawn(
+        cls, engine: Engine, fork_only: bool = False, nice: int = WORKER_NICE
+    ) -> Worker | None:
         """Start the child and send it the sources; it reads nothing until `attach`.
 
         A process with no other thread yet forks it (`Forked`): the child then has every
@@ -368,7 +373,7 @@ class Worker:
         worker = cls(proc)
         try:
             assert proc.stdin is not None
-            _send(proc.stdin, pickle.dumps((engine.sources, engine.cost_fn)))
+            _send(proc.stdin, pickle.dumps((engine.sources, engine.cost_fn, nice)))
         except OSError:
             worker.close()
             return None
@@ -518,12 +523,12 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], parent: int) -> None:
     from tokentop.engine.engine import Engine
 
     _die_with_parent(parent)
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)
     setup = _recv(stdin)
     if setup is None:
         return
-    sources, cost_fn = pickle.loads(setup)  # our own parent's bytes, over our own pipe
+    sources, cost_fn, nice = pickle.loads(setup)  # our own parent's bytes, over our own pipe
+    with contextlib.suppress(OSError):
+        os.nice(nice)
     frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
 
     def drain() -> None:

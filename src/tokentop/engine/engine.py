@@ -141,16 +141,16 @@ class Engine:
         records = self.file_records()
         with self._lock:
             save_id = os.urandom(16).hex()
+            ledger = self.ledger.cache_state(self.clock.now())
             data = cache_mod.CacheFile(
-                cache_mod.CACHE_VERSION, self.root_names(), records, self.ledger.export(),
-                save_id=save_id,
-            )  # fmt: skip
+                cache_mod.CACHE_VERSION, self.root_names(), records, ledger, save_id=save_id
+            )
             try:
-                cache_mod.save(self._cache_path, data)
+                cache_mod.save(self._cache_path, data, self.ledger.save_index)
                 self._saved = self._change_mark()
                 self.cache_id = save_id
-            except OSError as exc:
-                self.cache_note = f"cache not saved: {exc.strerror}"
+            except (OSError, ValueError) as exc:  # ValueError: the base index cut meanwhile
+                self.cache_note = f"cache not saved: {getattr(exc, 'strerror', None) or exc}"
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
+import msgspec
+
+from tokentop.engine import dedupe_index, dedupe_write
+from tokentop.engine.dedupe_index import DedupeIndex, Delta
 from tokentop.engine.ledger_state import (
     KINDS,
     SEP,
@@ -27,7 +32,9 @@ from tokentop.engine.ledger_state import (
     unpack,
     unpacked_tables,
 )
+from tokentop.engine.pace import WINDOW_S as PACE_WINDOW_S
 from tokentop.engine.pace import add as add_pace
+from tokentop.engine.pace import newest as newest_pace
 from tokentop.engine.rates import CostFn as CostFn  # the type callers import from here
 from tokentop.engine.rates import RateCards
 from tokentop.engine.snapshots import SnapshotCache
@@ -46,6 +53,8 @@ from tokentop.model import (
 )
 from tokentop.sources.base import name_text
 
+PACE_ENTRY = 24
+"""Bytes of one pace entry (time, tokens, cost)."""
 MAX_TS = 2.0**40
 """Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
 event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
@@ -59,10 +68,24 @@ class Ledger:
         self.version = 0
         self._load(LedgerState())
 
-    def _load(self, state: LedgerState, packed: Callable[[], bytes] | None = None) -> None:
+    def _load(
+        self, state: LedgerState, base: DedupeIndex | None = None, delta: Delta | None = None
+    ) -> None:
         self.state = state
-        self._packed: bytes | Callable[[], bytes] = packed or state.packed
-        """Dedupe tables still encoded: decoded on the first event, re-used as is on export."""
+        self._base = base
+        """The dedupe tables the cache was saved with (hashed, on disk); `state.seen` and
+        `state.tool_calls` then hold only what was added since, as exact strings (those of
+        its delta included)."""
+        self._n_base = len(base) if base is not None else 0
+        """Slots below this are the base's; slot `n` above it is `state.seen_*[n - _n_base]`."""
+        self._updates: dict[int, tuple[list[int], float]] = {}
+        """Base slots whose counted copy grew since (tokens, cost), written on the next save."""
+        if delta is not None:
+            self._updates = {slot: (tokens, cost) for slot, tokens, cost in delta.updates}
+            state.packed = delta.packed
+        self._packed: bytes = state.packed
+        """Dedupe tables still encoded (strings, see ledger_state.pack): decoded on the first
+        event, re-used as is on export."""
         self._tokens = array("q", state.seen_tokens)
         self._cost = array("d", state.seen_cost)
         self._estimated = set(state.estimated_slots)
@@ -70,6 +93,7 @@ class Ledger:
         self._dirty = self._snapshots.dirty
         """Sessions whose counters changed since the last snapshot (the cache's own set)."""
         self._rates = RateCards(self.cost_fn)
+        self._forgotten = False
         self._last_key: SessionKey | None = None
         self._last_path = ""
         self._last_session = SessionState("", "")
@@ -77,13 +101,9 @@ class Ledger:
         self._last_model = ""
         self._arrival = 0.0
 
-    def _packed_blob(self) -> bytes:
-        packed = self._packed
-        return packed() if callable(packed) else packed
-
     def _unpack(self) -> None:
         if self._packed:
-            unpack(self._packed_blob(), self.state)
+            unpack(self._packed, self.state, self._n_base)
             self._packed = b""
             self._tokens = array("q", self.state.seen_tokens)
             self._cost = array("d", self.state.seen_cost)
@@ -91,9 +111,10 @@ class Ledger:
     def export(self, *, final: bool = False) -> LedgerState:
         """The state to persist: the sessions, and the dedupe tables packed into one blob.
 
-        `final` hands the tables over: this ledger must not be used afterwards.
+        `final` hands the tables over: this ledger must not be used afterwards. A ledger
+        resumed from a cache's index exports only what was added since (see `save_index`).
         """
-        blob = self._packed_blob()
+        blob = self._packed
         if not blob:
             tokens, cost = self._tokens.tobytes(), self._cost.tobytes()
             if final:
@@ -102,17 +123,81 @@ class Ledger:
         sessions = dict(self.state.sessions)
         return LedgerState(sessions=sessions, packed=blob, estimated_slots=sorted(self._estimated))
 
+    def forget_dedupe(self) -> None:
+        """Free the dedupe tables of a ledger that will count nothing more (a one-shot
+        command, once its scan is saved): the snapshot and output reuse their memory
+        instead of adding to the peak. Applying events afterwards raises."""
+        self.state.seen, self.state.tool_calls = {}, {}
+        self.state.seen_session, self.state.seen_model = [], []
+        self._tokens, self._cost, self._packed, self._base = array("q"), array("d"), b"", None
+        self._forgotten = True
+
+    def cache_state(self, now: float) -> LedgerState:
+        """The sessions, for the cache's main file; the dedupe tables go to `save_index`.
+
+        A session quiet for longer than the pace window keeps only its newest response's
+        pace entry (its time is the snapshot's `last_response_ts`): the others can never be
+        read again, since a later response starts a stretch of its own (pace.recent), and
+        they were a quarter of a large history's cache."""
+        sessions = dict(self.state.sessions)
+        quiet_before = now - PACE_WINDOW_S
+        for sid, session in sessions.items():
+            pace = session.pace
+            if len(pace) > PACE_ENTRY and newest_pace(pace) < quiet_before:
+                sessions[sid] = msgspec.structs.replace(session, pace=pace[-PACE_ENTRY:])
+        return LedgerState(sessions=sessions, estimated_slots=sorted(self._estimated))
+
+    def save_index(self, path: Path, delta_path: Path, save_id: str) -> tuple[str, str]:
+        """Write the dedupe tables; returns the ids the index and its delta carry.
+
+        Few keys added since the index was written (up to `delta_limit`): only they go, to
+        the delta (the index is kept as it is, if no other process replaced it). Else one
+        new index holds everything, and there is no delta."""
+        self._unpack()
+        st, base = self.state, self._base
+        added = len(st.seen) + len(st.tool_calls)
+        if (
+            base is not None
+            and added <= dedupe_index.delta_limit(len(base))
+            and dedupe_index.saved_id(path) == base.save_id
+        ):
+            if not added and not self._updates:
+                return base.save_id, ""
+            tables = pack(st, self._tokens.tobytes(), self._cost.tobytes())
+            updates = [(slot, tokens, cost) for slot, (tokens, cost) in self._updates.items()]
+            dedupe_index.save_delta(delta_path, save_id, Delta(tables, updates))
+            return base.save_id, save_id
+        fresh = dedupe_index.Fresh(
+            list(st.seen), self._tokens.tobytes(), self._cost.tobytes(),
+            st.seen_session, st.seen_model, st.tool_calls,
+        )  # fmt: skip
+        written = dedupe_write.save(path, save_id, base, self._updates, fresh)
+        self._rebase(dedupe_index.load(path, written))
+        return written, ""
+
+    def _rebase(self, index: DedupeIndex | None) -> None:
+        """Count on from the index just written (it holds every key): the strings added
+        since are dropped, so a long-running process does not keep them, nor write them
+        all again at every save. Slot numbers stay: the index keeps them."""
+        if index is None or len(index) != self._n_base + len(self.state.seen_session):
+            return  # replaced meanwhile, or unreadable: keep counting on what is in memory
+        st = self.state
+        st.seen, st.tool_calls, st.seen_session, st.seen_model = {}, {}, [], []
+        self._tokens, self._cost, self._updates = array("q"), array("d"), {}
+        self._base, self._n_base = index, len(index)
+
     @classmethod
     def restore(
         cls,
         state: LedgerState,
         cost_fn: CostFn,
-        packed: Callable[[], bytes] | None = None,
+        base: DedupeIndex | None = None,
+        delta: Delta | None = None,
     ) -> Ledger:
-        """A ledger resuming from `state`; `packed` loads the dedupe tables when first needed
-        (the cache keeps them in a side file), else they come from `state.packed`."""
+        """A ledger resuming from `state`, with the dedupe tables of a cache's index (`base`)
+        and its `delta`, or, packed as strings, in `state.packed`."""
         ledger = cls(cost_fn)
-        ledger._load(state, packed)
+        ledger._load(state, base, delta)
         return ledger
 
     def merge(self, other: LedgerState) -> bool:
@@ -128,7 +213,13 @@ class Ledger:
         other.packed = b""  # read: free it before the tables grow
         if not (st.seen.keys().isdisjoint(t.keys) and st.tool_calls.keys().isdisjoint(t.call_keys)):
             return False
-        offset = len(st.seen_session)
+        base = self._base
+        if base is not None and (
+            any(base.find(k) is not None for k in t.keys)
+            or any(base.find_call(c) is not None for c in t.call_keys)
+        ):
+            return False
+        offset = self._n_base + len(st.seen_session)
         self._estimated.update(slot + offset for slot in other.estimated_slots)
         st.seen.update(zip(t.keys, range(offset, offset + len(t.keys)), strict=True))
         st.seen_session.extend(t.sessions)
@@ -155,14 +246,19 @@ class Ledger:
         burn rate; history read at start-up passes none."""
         if self._packed:
             self._unpack()
+        if self._forgotten:
+            raise RuntimeError("this ledger's dedupe tables were freed: it counts nothing more")
         self._arrival = arrival
         changed = 0
         add, grow, call, result = self._add_new, self._grow, self._tool_call, self._tool_result
         seen = self.state.seen
+        base = self._base
         for event in events:
             kind = type(event)
             if kind is UsageEvent:
                 slot = seen.get(event.dedupe_key)  # type: ignore[union-attr]
+                if slot is None and base is not None:
+                    slot = base.find(event.dedupe_key)  # type: ignore[union-attr]
                 if slot is None:
                     changed += add(event, path)  # type: ignore[arg-type]
                 else:
@@ -221,25 +317,19 @@ class Ledger:
         whatever its size (a streamed message is estimated until its usage is written).
         """
         t = event.tokens
-        base = slot * KINDS
-        old = self._tokens[base : base + KINDS]
+        old, old_cost, sid, model = self._slot(slot)
         was_estimate = slot in self._estimated
         if event.estimated and not was_estimate:
             return 0
         replaces = was_estimate and not event.estimated
         counts = _counts(t)
-        sid = self.state.seen_session[slot]
-        model = self.state.seen_model[slot]
-        total = sum(old)
-        if not replaces and (
-            t.total < total
-            or (t.total == total and not self._outranks(event, model, slot, counts, old))
-        ):
-            return 0
+        if not replaces and t.total <= sum(old):
+            if t.total < sum(old) or (counts == old and event.cost_usd is None):
+                return 0  # a smaller copy, or the same again (no cost of its own to weigh)
+            if not self._outranks(event, model, old_cost, counts, old):
+                return 0
         cost = self._rates.cost(event, model)
-        old_cost = self._cost[slot]
-        self._tokens[base : base + KINDS] = array("q", counts)
-        self._cost[slot] = math.nan if cost is None else cost
+        self._set_slot(slot, counts, math.nan if cost is None else cost)
         delta = TokenCounts(*(n - o for n, o in zip(counts, old, strict=True)))
         cost_delta = None if cost is None or math.isnan(old_cost) else cost - old_cost
         session = self.state.sessions[sid]
@@ -249,19 +339,36 @@ class Ledger:
         session.tokens_since_change = max(0, session.tokens_since_change + delta.total)
         if replaces:
             self._estimated.discard(slot)
-            seen_session = self.state.seen_session
-            session.estimated = any(seen_session[s] == sid for s in self._estimated)
+            session.estimated = any(self._slot(s).session == sid for s in self._estimated)
         self._accumulate(session, model, self._time(event), delta, cost_delta, responses=0)
         return 1
 
+    def _slot(self, slot: int) -> dedupe_index.Slot:
+        """What is counted for a response: tokens, cost, session and model."""
+        if slot < self._n_base:
+            counted = self._base.slot(slot)  # type: ignore[union-attr]
+            update = self._updates.get(slot)
+            return counted if update is None else counted._replace(tokens=update[0], cost=update[1])
+        at = slot - self._n_base
+        st = self.state
+        tokens = list(self._tokens[at * KINDS : (at + 1) * KINDS])
+        return dedupe_index.Slot(tokens, self._cost[at], st.seen_session[at], st.seen_model[at])
+
+    def _set_slot(self, slot: int, counts: list[int], cost: float) -> None:
+        if slot < self._n_base:
+            self._updates[slot] = (counts, cost)
+            return
+        at = slot - self._n_base
+        self._tokens[at * KINDS : (at + 1) * KINDS] = array("q", counts)
+        self._cost[at] = cost
+
     def _outranks(
-        self, event: UsageEvent, model: str, slot: int, counts: list[int], old: array[int]
+        self, event: UsageEvent, model: str, old_cost: float, counts: list[int], old: list[int]
     ) -> bool:
         """Two copies with the same total (LiteLLM logs a call twice with different costs):
         the larger recorded cost wins, then the larger counts in field order, so the result
         never depends on which line came first."""
         cost = self._rates.cost(event, model)
-        old_cost = self._cost[slot]
         mine = -1.0 if cost is None else cost
         theirs = -1.0 if math.isnan(old_cost) else old_cost
         return (mine, counts) > (theirs, list(old))
@@ -301,9 +408,10 @@ class Ledger:
                     + tw5 * rates[3] + tw1 * rates[4] + tx * rates[5]
                 )  # fmt: skip
         state = self.state
+        slot = self._n_base + len(state.seen_session)
         if event.estimated:
-            self._estimated.add(len(state.seen_session))
-        state.seen[event.dedupe_key] = len(state.seen_session)
+            self._estimated.add(slot)
+        state.seen[event.dedupe_key] = slot
         state.seen_session.append(self._last_sid)
         if model is not self._last_model:
             self._last_model = sys.intern(model)
@@ -382,6 +490,8 @@ class Ledger:
     def _tool_call(self, event: ToolCall, path: str = "") -> int:
         calls = self.state.tool_calls
         mark = calls.get(event.call_id)
+        if mark is None and self._base is not None:
+            mark = self._base.find_call(event.call_id)
         failed = False
         if mark is None:
             calls[event.call_id] = sys.intern(event.name)
@@ -421,7 +531,10 @@ class Ledger:
     def _tool_result(self, event: ToolResult, path: str = "") -> int:
         calls = self.state.tool_calls
         call_id = event.call_id
-        name = calls.get(call_id, "")
+        name = calls.get(call_id)
+        if name is None:
+            known = self._base.find_call(call_id) if self._base is not None else None
+            name = known or ""
         if SEP in name:
             return 0
         outcome = int(event.is_error)

@@ -301,10 +301,11 @@ def unpacked_tables(state: LedgerState) -> Tables:
     )  # fmt: skip
 
 
-def unpack(blob: bytes, state: LedgerState) -> None:
-    """Fill the dedupe fields of `state` from a `pack` blob."""
+def unpack(blob: bytes, state: LedgerState, first_slot: int = 0) -> None:
+    """Fill the dedupe fields of `state` from a `pack` blob; its slots count from
+    `first_slot` (after a cache index's, for the keys added since it was written)."""
     t = unpacked_tables(LedgerState(packed=blob))
-    state.seen = dict(zip(t.keys, range(len(t.keys)), strict=True))
+    state.seen = dict(zip(t.keys, range(first_slot, first_slot + len(t.keys)), strict=True))
     state.seen_tokens = t.tokens
     state.seen_cost = t.cost
     state.seen_session = t.sessions

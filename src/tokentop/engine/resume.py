@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from tokentop.engine import dedupe_index
 from tokentop.engine import state_cache as cache_mod
 from tokentop.engine.ledger import CostFn, Ledger
 from tokentop.engine.tail import Tailer, rewritten_in_place
@@ -29,13 +30,14 @@ def resume(path: Path, sources: Sequence[Source], cost_fn: CostFn) -> tuple[Resu
     data, why = cache_mod.load(path)
     if data is None:
         return None, why
-    packed = None
-    if data.dedupe_id:
-        packed = cache_mod.dedupe_loader(path, data.dedupe_id)
-        if packed is None:
-            return None, "cache ignored (its dedupe tables are missing, stale or damaged)"
+    base = dedupe_index.load(cache_mod.dedupe_path(path), data.dedupe_id)
+    delta = None
+    if base is not None and data.delta_id:
+        delta = dedupe_index.load_delta(cache_mod.delta_path(path), data.delta_id, len(base))
+    if base is None or (data.delta_id and delta is None):
+        return None, "cache ignored (its dedupe tables are missing, stale or damaged)"
     try:
-        ledger = Ledger.restore(data.ledger, cost_fn, packed)
+        ledger = Ledger.restore(data.ledger, cost_fn, base, delta)
     except (OverflowError, ValueError) as exc:  # counters out of int64 range
         return None, f"cache ignored (damaged: {exc})"
     files = tracked_from(data.files, sources)

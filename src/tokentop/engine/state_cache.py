@@ -19,7 +19,7 @@ from tokentop.engine.tail import TailState
 from tokentop.files import make_private
 from tokentop.sources.wholefile import read_regular
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 
 CACHE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 """What decoding a damaged or crafted cache file may raise."""
@@ -43,7 +43,9 @@ class CacheFile(msgspec.Struct):
     files: list[FileRecord]
     ledger: LedgerState
     dedupe_id: str = ""
-    """Names the side file holding the ledger's packed dedupe tables (see `save`)."""
+    """Names the side file holding the ledger's dedupe index (see `save`)."""
+    delta_id: str = ""
+    """Names the delta beside the index ("" when the index holds everything)."""
     save_id: str = ""
     """New on every save: what a result computed from this cache refers to (sessions_cache)."""
 
@@ -56,6 +58,7 @@ class CacheHead(msgspec.Struct):
     files: list[FileRecord]
     ledger: msgspec.Raw
     dedupe_id: str = ""
+    delta_id: str = ""
     save_id: str = ""
 
 
@@ -89,34 +92,18 @@ def dedupe_path(path: Path) -> Path:
     return path.with_suffix(".dedupe")
 
 
-def dedupe_header(dedupe_id: str, blob: bytes) -> bytes:
-    """The side file's first line: the save's id, the blob's length and its crc32."""
-    return f"{dedupe_id} {len(blob)} {zlib.crc32(blob):08x}\n".encode()
-
-
-def dedupe_loader(path: Path, dedupe_id: str) -> Callable[[], bytes] | None:
-    """The side file's dedupe tables, checked against its header; None if it is missing,
-    from another save (a crash between the two writes), truncated or damaged (no fsync:
-    power loss can leave it short or zero-filled). The caller then scans cold."""
-    try:
-        data = read_regular(dedupe_path(path))
-    except OSError:
-        return None
-    header, _, blob = data.partition(b"\n")
-    if header + b"\n" != dedupe_header(dedupe_id, blob):
-        return None
-    return lambda: blob
+def delta_path(path: Path) -> Path:
+    return path.with_suffix(".delta")
 
 
 def load(path: Path) -> tuple[CacheFile | None, str]:
     """The cache at `path`, or None and the reason it can't be used.
 
-    The dedupe tables are in a side file (`dedupe_loader`), checked when loaded and decoded
-    only when the ledger first needs them: a restart that finds nothing new never decodes
-    them, which is most of a large history's cache.
+    The dedupe tables are in a side file (engine/dedupe_index.py), loaded by `resume`.
     """
     make_private(path)
     make_private(dedupe_path(path))
+    make_private(delta_path(path))
     try:
         blob = read_regular(path)
     except FileNotFoundError:
@@ -132,18 +119,19 @@ def load(path: Path) -> tuple[CacheFile | None, str]:
     return data, ""
 
 
-def save(path: Path, data: CacheFile) -> None:
+IndexWriter = Callable[[Path, Path, str], tuple[str, str]]
+"""(index path, delta path, a new id) -> the ids the index and its delta carry."""
+
+
+def save(path: Path, data: CacheFile, write_index: IndexWriter) -> None:
     """Write atomically: a crash leaves the old cache or the new one, never half of one.
 
-    The packed dedupe tables go to a side file written first, tagged with an id that the
-    main file names; a crash between the two writes leaves a mismatch that `load` detects.
+    The dedupe index and its delta go to side files written first (`write_index`, which
+    returns the ids they carry: an unchanged index is kept), tagged with ids that the main
+    file names; a crash between the writes leaves a mismatch that the loader detects.
     """
     files.make_private_dir(path.parent)
     data = msgspec.structs.replace(data, save_id=data.save_id or os.urandom(16).hex())
-    if data.ledger.packed:
-        dedupe_id = os.urandom(16).hex()
-        blob = data.ledger.packed
-        files.write_atomic(dedupe_path(path), dedupe_header(dedupe_id, blob) + blob)
-        ledger = msgspec.structs.replace(data.ledger, packed=b"")
-        data = msgspec.structs.replace(data, ledger=ledger, dedupe_id=dedupe_id)
+    dedupe_id, delta_id = write_index(dedupe_path(path), delta_path(path), os.urandom(16).hex())
+    data = msgspec.structs.replace(data, dedupe_id=dedupe_id, delta_id=delta_id)
     files.write_atomic(path, msgspec.msgpack.encode(data))

@@ -1,10 +1,13 @@
 """Top token consumers: which tools and files pulled the most context into a session.
 
 Transcripts record billed tokens per response, not per tool result, so this is an estimate:
-each tool result's text is counted with the tokenizer from `tokens.py` and charged to the
-tool (and the file, when the call named one) that produced it. It stays cheap and bounded:
-only lines holding tool calls or results are decoded, at most `max_bytes` are read per
-session, and a long result is tokenized on a prefix and scaled by its length.
+each tool result is charged to the tool (and the file, when the call named one) that
+produced it. Tokenizing every result cost most of a first `report` (24 of 36 s on an 859 MB
+history), so only a sample is tokenized: the results read while a `Calibration` (shared by
+every session a recorder summarises) has seen fewer than `SAMPLE_BYTES`; every later result
+counts its JSON bytes at the tokens per byte measured on that sample. Results are never
+decoded past the sample (msgspec keeps them raw), and only lines holding tool calls or
+results are decoded, at most `max_bytes` per session.
 """
 
 from __future__ import annotations
@@ -21,12 +24,41 @@ from tokentop.tokens import Tokenizer
 MAX_SCAN_BYTES = 32 * 1024 * 1024
 """Transcript bytes read per session at most; past this the estimate says it is partial."""
 TOKENIZE_CHARS = 8000
-"""A longer result is tokenized on this prefix and scaled by its full length."""
-TOKENIZE_BUDGET = 2_000_000
-"""Characters tokenized per session at most; past this, counts use the measured tokens/char."""
-_MARKERS = (b'"tool_use"', b'"tool_result"', b"function_call", b"custom_tool_call")
+"""A longer sampled result is tokenized on this prefix and scaled by its full length."""
+SAMPLE_BYTES = 512 * 1024
+"""Result bytes (as JSON) tokenized per Calibration: ~20 ms of tiktoken, enough for a
+stable tokens-per-byte ratio; everything after is counted at that ratio."""
+READ_BYTES = 1024 * 1024
+_MARKERS = (b'"tool_', b"_call")
+"""Claude's "tool_use" and "tool_result", Codex's function_call(_output) and custom_tool_call:
+two plain byte searches per line (a regex alternation scans several times slower)."""
 _PATCH_FILE = re.compile(r"^\*\*\* (?:Update|Add|Delete) File: (.+)$", re.MULTILINE)
-_PATH_KEYS = ("file_path", "notebook_path", "path")
+
+
+class Calibration:
+    """Tokens per JSON byte of tool results, measured on the first `SAMPLE_BYTES` seen."""
+
+    def __init__(self, tokenizer: Tokenizer, sample_bytes: int = SAMPLE_BYTES) -> None:
+        self.tokenizer = tokenizer
+        self.sample_bytes = sample_bytes
+        self.bytes = 0
+        self.tokens = 0
+
+    def count(self, raw: msgspec.Raw) -> int:
+        """Estimated tokens of one result given as its raw JSON."""
+        if self.bytes >= self.sample_bytes and self.bytes:
+            return round(len(raw) * self.tokens / self.bytes)
+        try:
+            text = _text(msgspec.json.decode(raw))
+        except (msgspec.DecodeError, RecursionError):
+            text = ""
+        sample = text[:TOKENIZE_CHARS]
+        counted = self.tokenizer.count(sample)
+        if len(sample) < len(text):
+            counted = round(counted * len(text) / len(sample))
+        self.bytes += len(raw)
+        self.tokens += counted
+        return counted
 
 
 class Consumer(msgspec.Struct, frozen=True):
@@ -53,9 +85,17 @@ class _Block(msgspec.Struct):
     type: str = ""
     id: str = ""
     name: str = ""
-    input: Any = None
+    input: msgspec.Raw = msgspec.Raw(b"null")
     tool_use_id: str = ""
-    content: Any = None
+    content: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _PathInput(msgspec.Struct):
+    """The fields of a tool's input that name a file (the rest, a file's text, is skipped)."""
+
+    file_path: Any = None
+    notebook_path: Any = None
+    path: Any = None
 
 
 class _Message(msgspec.Struct):
@@ -68,7 +108,7 @@ class _Payload(msgspec.Struct):
     call_id: str = ""
     arguments: str = ""
     input: Any = None
-    output: Any = None
+    output: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _Line(msgspec.Struct):
@@ -78,46 +118,43 @@ class _Line(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_Line)
+_PATH_INPUT = msgspec.json.Decoder(_PathInput)
 
 
 class _Tally:
     """Accumulates estimated tokens per tool and per file."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, calibration: Calibration) -> None:
+        self.calibration = calibration
         self.calls: dict[str, tuple[str, str]] = {}
         self.tools: dict[str, list[int]] = {}
         self.files: dict[str, list[int]] = {}
-        self.chars = 0
-        self.tokens = 0
 
     def call(self, call_id: str, tool: str, path: str) -> None:
         self.calls[call_id] = (tool or "?", path)
 
-    def result(self, call_id: str, text: str) -> None:
+    def result(self, call_id: str, raw: msgspec.Raw) -> None:
         tool, path = self.calls.pop(call_id, ("?", ""))
-        tokens = self.count(text)
+        tokens = self.calibration.count(raw)
         for table, name in ((self.tools, tool), (self.files, path)):
             if name:
                 acc = table.setdefault(name, [0, 0])
                 acc[0] += tokens
                 acc[1] += 1
 
-    def count(self, text: str) -> int:
-        if self.chars >= TOKENIZE_BUDGET:
-            return round(len(text) * self.tokens / self.chars)
-        sample = text[:TOKENIZE_CHARS]
-        counted = self.tokenizer.count(sample)
-        self.chars += len(sample)
-        self.tokens += counted
-        return counted if len(sample) == len(text) else round(counted * len(text) / len(sample))
-
 
 def top_consumers(
-    paths: Iterable[str], tokenizer: Tokenizer, top: int = 8, max_bytes: int = MAX_SCAN_BYTES
+    paths: Iterable[str],
+    tokenizer: Tokenizer | Calibration,
+    top: int = 8,
+    max_bytes: int = MAX_SCAN_BYTES,
 ) -> Consumers:
-    """Estimate the top `top` tools and files by tokens of tool results in these transcripts."""
-    tally = _Tally(tokenizer)
+    """Estimate the top `top` tools and files by tokens of tool results in these transcripts.
+
+    Pass the same `Calibration` for every session of a run, so only its first results are
+    tokenized; a bare tokenizer gets a calibration of its own."""
+    calibration = tokenizer if isinstance(tokenizer, Calibration) else Calibration(tokenizer)
+    tally = _Tally(calibration)
     scanned, partial = 0, False
     for path in paths:
         try:
@@ -132,7 +169,7 @@ def top_consumers(
     return Consumers(
         _top("tool", tally.tools, top),
         _top("file", tally.files, top),
-        tokenizer.name,
+        calibration.tokenizer.name,
         scanned,
         partial,
     )
@@ -146,15 +183,26 @@ def _top(
 
 
 def _marked_lines(path: Path, budget: int) -> Iterator[bytes]:
-    """Lines that may hold a tool call or result, until `budget` bytes have been read."""
+    """Lines that may hold a tool call or result, until `budget` bytes have been read.
+
+    Read in chunks, with plain byte searches: most bytes are tool results."""
     used = 0
-    with path.open("rb") as fh:
-        for line in fh:
-            used += len(line)
-            if used > budget:
-                return
-            if any(m in line for m in _MARKERS):
-                yield line
+    carry = b""
+    tool, call = _MARKERS
+    with path.open("rb", buffering=0) as fh:
+        while used < budget and (chunk := fh.read(min(READ_BYTES, budget - used))):
+            data = carry + chunk if carry else chunk
+            pos, find = 0, data.find
+            while (end := find(b"\n", pos)) >= 0:
+                used += end + 1 - pos
+                if used > budget:
+                    return
+                if find(tool, pos, end) >= 0 or find(call, pos, end) >= 0:
+                    yield data[pos:end]
+                pos = end + 1
+            carry = data[pos:]
+        if carry and used + len(carry) <= budget and (tool in carry or call in carry):
+            yield carry
 
 
 def _feed(tally: _Tally, line: bytes) -> None:
@@ -173,7 +221,7 @@ def _claude_blocks(tally: _Tally, blocks: list[_Block]) -> None:
         if block.type == "tool_use":
             tally.call(block.id, block.name, _input_path(block.input))
         elif block.type == "tool_result":
-            tally.result(block.tool_use_id, _text(block.content))
+            tally.result(block.tool_use_id, block.content)
 
 
 def _codex_item(tally: _Tally, item: _Payload) -> None:
@@ -184,15 +232,20 @@ def _codex_item(tally: _Tally, item: _Payload) -> None:
         files = _PATCH_FILE.findall(patch)
         tally.call(item.call_id, item.name, files[0].strip() if len(files) == 1 else "")
     elif item.type in ("function_call_output", "custom_tool_call_output"):
-        tally.result(item.call_id, _text(item.output))
+        tally.result(item.call_id, item.output)
 
 
-def _input_path(tool_input: Any) -> str:
-    if isinstance(tool_input, dict):
-        for key in _PATH_KEYS:
-            value = tool_input.get(key)
-            if isinstance(value, str) and value:
-                return value
+def _input_path(raw: msgspec.Raw) -> str:
+    """The file a tool call names, decoding only the input's path fields."""
+    if memoryview(raw)[:1].tobytes() != b"{":
+        return ""
+    try:
+        found = _PATH_INPUT.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return ""
+    for value in (found.file_path, found.notebook_path, found.path):
+        if isinstance(value, str) and value:
+            return value
     return ""
 
 

@@ -8,7 +8,6 @@ runs on every tool call, pays for sqlite3 only, not for the store's imports.
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,6 +30,8 @@ def read_budgets(path: Path | None = None) -> dict[str, SessionBudget]:
     target = path or user_dir("data") / "tokentop.db"
     if not target.is_file():
         return {}
+    import sqlite3  # only when there is a store: the hook runs on every tool call
+
     try:
         conn = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
     except sqlite3.Error:

@@ -18,7 +18,7 @@ import msgspec
 
 from tokentop.clock import Clock, SystemClock
 from tokentop.config import Alerts, Budget, Config, History
-from tokentop.history.context_use import Consumers, top_consumers
+from tokentop.history.context_use import Calibration, Consumers, top_consumers
 from tokentop.history.fingerprint import SHOWN_CHARS, normalised, prompt_key
 from tokentop.history.git_output import NOT_A_REPO, GitValue, assess, label_for
 from tokentop.model import (
@@ -292,13 +292,18 @@ class SummaryRecorder:
         minutes_for: MinutesFn | None = None,
         tokenizer: Tokenizer | None = None,
         use_git: bool = True,
+        consumers: bool = True,
     ) -> None:
         self.sink = sink
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.minutes_for = minutes_for
         self.use_git = use_git
+        self.with_consumers = consumers
+        """False: summaries are recorded without top consumers (filled in when shown)."""
         self._tokenizer = tokenizer
+        self._calibration: Calibration | None = None
+        """Shared by every session recorded: only the first results are tokenized."""
         self._no_repo: set[str] = set()
         """Working directories already found not to be in a git repository."""
         self.budgets: dict[SessionKey, Budget] = {}
@@ -365,12 +370,34 @@ class SummaryRecorder:
 
     def consumers(self, session: SessionSnapshot) -> Consumers | None:
         top = self.config.history.top_consumers
-        if not top or not session.files:
+        if not top or not session.files or not self.with_consumers:
             return None
-        if self._tokenizer is None:
-            self._tokenizer = get_tokenizer()
-        return top_consumers(session.files, self._tokenizer, top)
+        if self._calibration is None:
+            self._calibration = Calibration(self._tokenizer or get_tokenizer())
+        return top_consumers(session.files, self._calibration, top)
 
 
 def _mark(session: SessionSnapshot) -> tuple[int, int]:
     return (session.responses, session.tokens.total)
+
+
+def fill_consumers(
+    sink: SummarySink,
+    summaries: list[SessionSummary],
+    top: int,
+    files_of: Callable[[str], list[str]],
+) -> dict[SessionKey, SessionSummary]:
+    """Compute the top consumers of summaries shown in full that were recorded without them
+    (a bulk `report` leaves them out: they cost a second read of every transcript), from
+    the files each session was read from (`files_of(str(key))`), and store them."""
+    filled: dict[SessionKey, SessionSummary] = {}
+    calibration: Calibration | None = None
+    for s in summaries:
+        files = files_of(str(s.key)) if s.consumers is None and top else []
+        if not files:
+            continue
+        calibration = calibration or Calibration(get_tokenizer())
+        done = msgspec.structs.replace(s, consumers=top_consumers(files, calibration, top))
+        sink.record_summary(done)
+        filled[s.key] = done
+    return filled

@@ -6,16 +6,67 @@ others. A follower reads only what was appended since its last look (the Tailer 
 offset and notices a rotated or truncated log), from the start by default: a process that
 starts after an action still knows it (a `watch` started after `guard` killed a session does
 not decide to kill it again).
+
+The record type lives here, not beside the controller: reading the log (every Watchdog does)
+must not import psutil, which `sessions` over an old history never needs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
 from tokentop.engine.tail import Tailer, TailState
-from tokentop.processes.control import ActionResult, default_action_log
+
+LoggedAction = Literal["pause", "resume", "terminate", "kill", "block"]
+"""What the action log records: the process actions, and the hook blocking a tool call."""
+
+
+class ActionResult(msgspec.Struct, frozen=True):
+    """What an action did; one line of the action log."""
+
+    action: LoggedAction
+    ok: bool
+    pids: tuple[int, ...]
+    """Every pid that was signalled."""
+    message: str
+    """One human sentence: what happened or why nothing was done."""
+    reason: str
+    origin: str
+    """Who asked: "key:p", "policy:loop", "cli:run" ..."""
+    timestamp: float
+    pid: int = 0
+    """The target's pid (the root of the tree)."""
+    session: str = ""
+    actor: str = ""
+    """Which tokentop process acted: "app", "run", "guard", "serve", "hook"."""
+
+
+def default_action_log() -> Path:
+    """The action log in the platform's user data dir (e.g. ~/.local/share/tokentop)."""
+    from tokentop.dirs import user_dir
+
+    return user_dir("data") / "actions.jsonl"
+
+
+def read_action_log(path: Path) -> tuple[list[ActionResult], int]:
+    """Read the action log back; returns the results and the number of unreadable lines."""
+    decoder = msgspec.json.Decoder(ActionResult)
+    results: list[ActionResult] = []
+    bad = 0
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return results, 0  # no log yet (or unreadable): nothing to show
+    for line in data.splitlines():
+        try:
+            results.append(decoder.decode(line))
+        except msgspec.DecodeError:
+            bad += 1
+    return results, bad
+
 
 _DECODER = msgspec.json.Decoder(ActionResult)
 

@@ -23,6 +23,12 @@ import psutil
 from tokentop.clock import Clock, SystemClock
 from tokentop.files import append_private
 from tokentop.model import Action
+from tokentop.processes.action_log import (  # here too: where callers have found them
+    ActionResult as ActionResult,
+)
+from tokentop.processes.action_log import LoggedAction as LoggedAction
+from tokentop.processes.action_log import default_action_log as default_action_log
+from tokentop.processes.action_log import read_action_log as read_action_log
 from tokentop.processes.finding import ProcessRef
 
 ProcessState = Literal["running", "stopped", "gone", "unknown"]
@@ -34,56 +40,8 @@ _STOPPED = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 _ENDED = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
-LoggedAction = Literal["pause", "resume", "terminate", "kill", "block"]
-"""What the action log records: the process actions, and the hook blocking a tool call."""
-
-
-class ActionResult(msgspec.Struct, frozen=True):
-    """What an action did; one line of the action log."""
-
-    action: LoggedAction
-    ok: bool
-    pids: tuple[int, ...]
-    """Every pid that was signalled."""
-    message: str
-    """One human sentence: what happened or why nothing was done."""
-    reason: str
-    origin: str
-    """Who asked: "key:p", "policy:loop", "cli:run" ..."""
-    timestamp: float
-    pid: int = 0
-    """The target's pid (the root of the tree)."""
-    session: str = ""
-    actor: str = ""
-    """Which tokentop process acted: "app", "run", "guard", "serve", "hook"."""
-
-
 class _Refused(Exception):
     """An action was refused before any signal was sent."""
-
-
-def default_action_log() -> Path:
-    """The action log in the platform's user data dir (e.g. ~/.local/share/tokentop)."""
-    import platformdirs
-
-    return platformdirs.user_data_path("tokentop") / "actions.jsonl"
-
-
-def read_action_log(path: Path) -> tuple[list[ActionResult], int]:
-    """Read the action log back; returns the results and the number of unreadable lines."""
-    decoder = msgspec.json.Decoder(ActionResult)
-    results: list[ActionResult] = []
-    bad = 0
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return results, 0  # no log yet (or unreadable): nothing to show
-    for line in data.splitlines():
-        try:
-            results.append(decoder.decode(line))
-        except msgspec.DecodeError:
-            bad += 1
-    return results, bad
 
 
 class ProcessController:

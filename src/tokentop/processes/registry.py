@@ -79,9 +79,9 @@ def default_path() -> Path:
     override = os.environ.get(ENV_VAR)
     if override:
         return Path(override).expanduser()
-    import platformdirs
+    from tokentop.dirs import user_dir  # the XDG rule without importing platformdirs (Linux)
 
-    return platformdirs.user_data_path("tokentop") / "sessions.jsonl"
+    return user_dir("data") / "sessions.jsonl"
 
 
 def append(path: Path, record: Record) -> str:

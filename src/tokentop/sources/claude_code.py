@@ -210,29 +210,25 @@ class _Pending:
 
     Its event is built once the response's last line in the feed is known, so the ledger
     sees one event per response read in one go, and the smaller copies cost no objects.
+    The parser sets the fields directly (one method call per line matters here).
     """
 
     __slots__ = (
-        "index", "message", "record", "session", "to_hash", "ts", "usage", "write_1h", "write_5m",
+        "index", "message", "record", "session", "stamp", "to_hash", "usage", "write_1h",
+        "write_5m",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.index = -1
         self.to_hash: list[tuple[int, SessionKey, msgspec.Raw]] = []
         """Tool calls and results whose input/output hash is not computed yet (see `hash_tail`)."""
-
-    def keep(
-        self,
-        record: AnyRecord,
-        message: _Message,
-        usage: _Usage,
-        session: SessionKey,
-        ts: float,
-        write_5m: int,
-        write_1h: int,
-    ) -> None:
-        self.record, self.message, self.usage = record, message, usage
-        self.session, self.ts, self.write_5m, self.write_1h = session, ts, write_5m, write_1h
+        self.record: AnyRecord
+        self.message: _Message
+        self.usage: _Usage
+        self.session: SessionKey
+        self.stamp: datetime | str | None
+        self.write_5m: int
+        self.write_1h: int
 
 
 class ClaudeFileParser(FileParser, tag="claude"):
@@ -348,15 +344,15 @@ class ClaudeFileParser(FileParser, tag="claude"):
         if self.session_from_path or not sid:
             sid = self.session_id
         session = _KEYS.get(sid) or session_key(sid)  # inlined: one call per line matters here
-        stamp = record.timestamp
-        ts = stamp.timestamp() if type(stamp) is datetime and stamp.tzinfo else epoch(stamp)
+        stamp = record.timestamp  # made a number only if used: most copies are dropped
         usage = message.usage
         if usage is not None and message.model != SYNTHETIC_MODEL:
-            self._usage(record, message, usage, session, ts, offset, out, pending)
+            self._usage(record, message, usage, session, stamp, offset, out, pending)
         content = message.content
         if type(content) is list:
             for index, block in enumerate(content):
                 if block.type == "tool_use":
+                    ts = epoch(stamp)
                     pending.to_hash.append((len(out), session, block.input))
                     out.append(self._tool_call(block, index, session, ts, record, offset))
 
@@ -366,7 +362,7 @@ class ClaudeFileParser(FileParser, tag="claude"):
         message: _Message,
         usage: _Usage,
         session: SessionKey,
-        ts: float,
+        stamp: datetime | str | None,
         offset: int,
         out: list[Event],
         pending: _Pending,
@@ -393,14 +389,18 @@ class ClaudeFileParser(FileParser, tag="claude"):
                 return
             if pending.index >= 0:  # a larger copy replaces the pending one
                 self.last_total = total
-                pending.keep(record, message, usage, session, ts, write_5m, write_1h)
+                pending.record, pending.message, pending.usage = record, message, usage
+                pending.session, pending.stamp = session, stamp
+                pending.write_5m, pending.write_1h = write_5m, write_1h
                 return
         self._flush(pending, out)
         self.last_key = key
         self.last_total = total
         pending.index = len(out)
         out.append(_PLACEHOLDER)
-        pending.keep(record, message, usage, session, ts, write_5m, write_1h)
+        pending.record, pending.message, pending.usage = record, message, usage
+        pending.session, pending.stamp = session, stamp
+        pending.write_5m, pending.write_1h = write_5m, write_1h
 
     def _flush(self, p: _Pending, out: list[Event]) -> None:
         """Build the pending response's event in its place in `out`."""
@@ -414,7 +414,7 @@ class ClaudeFileParser(FileParser, tag="claude"):
         out[p.index] = UsageEvent(
             p.session,
             self.last_key,
-            p.ts,
+            epoch(p.stamp),
             p.message.model or "",
             tokens,
             record.cwd or "",
@@ -479,8 +479,14 @@ def hash_tail(to_hash: list[tuple[int, SessionKey, msgspec.Raw]], out: list[Even
     """Fill in the input/output hashes of each session's latest tool calls and results.
 
     Hashing every tool output would read most of a transcript's bytes a second time; on a
-    cold scan only the newest calls of each session ever reach the loop detectors.
+    cold scan only the newest calls of each session ever reach the loop detectors. The walk
+    from the end stops once every session has its share of both kinds (a feed is nearly
+    always one session: its last ~120 entries), instead of visiting every call of the feed.
     """
+    if not to_hash:
+        return
+    wanted = len({session for _, session, _ in to_hash}) * 2
+    done = 0
     seen: dict[tuple[SessionKey, type], int] = {}
     for index, session, raw in reversed(to_hash):
         event = out[index]
@@ -493,6 +499,10 @@ def hash_tail(to_hash: list[tuple[int, SessionKey, msgspec.Raw]], out: list[Even
             out[index] = msgspec.structs.replace(event, input_hash=short_hash(raw))
         else:
             out[index] = msgspec.structs.replace(event, output_hash=output_hash(raw))
+        if n + 1 == HASHED_PER_SESSION:
+            done += 1
+            if done == wanted:
+                break
 
 
 _KEYS: dict[str, SessionKey] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hmac
 import ipaddress
 
 import msgspec
@@ -69,6 +68,8 @@ def token_ok(header: str | None, token: str) -> bool:
     if not token:
         return True
     expected = f"Bearer {token}".encode()
+    import hmac  # hashlib loads OpenSSL (~4 ms): not on every command's start
+
     return hmac.compare_digest((header or "").strip().encode(), expected)
 
 
