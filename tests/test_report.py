@@ -331,3 +331,27 @@ def test_a_bulk_report_leaves_consumers_to_the_summary_that_shows_them(
         stored = {s.session_id: s for s in store.summaries()[0]}
     assert stored[sid].consumers is not None and stored[sid].consumers.tools
     assert all(s.consumers is None for k, s in stored.items() if k != sid)
+
+
+def test_a_summary_records_the_budget_set_for_its_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`b` in the app keeps a session's budget in the store; the summary `report` and
+    `summary` record shows that budget and its share, as the app did (not "none set")."""
+    from claude_lines import response, write_transcript
+    from tokentop.config import Budget
+    from tokentop.model import SessionKey
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sid = "5a5a5a5a-1111-4222-8333-444455556666"
+    claude = tmp_path / "claude"
+    path = claude / "projects" / "-w-shop" / f"{sid}.jsonl"
+    write_transcript(path, sid, "/w/shop", [response(sid, "/w/shop", 20_000) for _ in range(3)])
+    db = tmp_path / "t.db"
+    with Store(db) as store:
+        store.set_budget(SessionKey("claude", sid), Budget(usd=1.0, tokens=10_000), "app")
+    args = ["--claude-dir", str(claude), "--db", str(db), "--no-git"]
+    assert main(["summary", sid[:8], *args]) == 0
+    md = capsys.readouterr().out
+    assert "- **Budget:** $1.00 / 10.0k tokens — 600% used" in md, md
