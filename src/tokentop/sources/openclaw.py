@@ -16,78 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-import msgspec
-
-from tokentop.model import (
-    Event,
-    SessionInfo,
-    SessionKey,
-    TokenCounts,
-    ToolCall,
-    ToolResult,
-    UsageEvent,
-)
-from tokentop.sources.base import (
-    FILE_CHANGING_TOOLS,
-    Count,
-    DirSource,
-    env_dirs,
-    name_text,
-    parse_iso,
-    short_hash,
-)
+from tokentop.model import Event, SessionInfo, SessionKey, UsageEvent
+from tokentop.sources.base import DirSource, env_dirs, name_text, parse_iso
 from tokentop.sources.jsonlines import JsonLinesParser
+from tokentop.sources.pi_records import RECORD, Message, Record, own_cost, tokens_of, tool_events
 
 AGENT = "openclaw"
 LEGACY_DIRS = (".openclaw", ".clawdbot", ".moltbot", ".moldbot")
 _ARCHIVED = re.compile(r"\.jsonl\.(?:deleted|reset)\.[^/]+$")
-_CHANGING = FILE_CHANGING_TOOLS | {"write", "edit"}
-
-
-class _Cost(msgspec.Struct, gc=False):
-    total: float = 0.0
-
-
-class _Usage(msgspec.Struct, gc=False):
-    input: Count = 0
-    output: Count = 0
-    cacheRead: Count = 0
-    cacheWrite: Count = 0
-    cost: _Cost | None = None
-
-
-class _Block(msgspec.Struct, gc=False):
-    type: str = ""
-    id: str = ""
-    name: str = ""
-    arguments: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Message(msgspec.Struct, gc=False):
-    role: str = ""
-    model: str | None = None
-    usage: _Usage | None = None
-    content: list[_Block] | str | None = None
-    toolCallId: str | None = None
-    isError: bool | None = None
-
-
-class _Data(msgspec.Struct, gc=False):
-    modelId: str | None = None
-
-
-class _Record(msgspec.Struct, gc=False):
-    type: str = ""
-    id: str | None = None
-    timestamp: str | None = None
-    cwd: str | None = None
-    message: _Message | None = None
-    modelId: str | None = None
-    customType: str | None = None
-    data: _Data | None = None
-
-
-_RECORD = msgspec.json.Decoder(_Record)
 
 
 class OpenClawSource(DirSource):
@@ -132,7 +68,7 @@ class OpenClawFileParser(JsonLinesParser, tag="openclaw"):
     announced: bool = False
 
     def line(self, raw: bytes, offset: int, out: list[Event]) -> None:
-        rec = _RECORD.decode(raw)
+        rec = RECORD.decode(raw)
         kind = rec.type
         if kind == "session":
             self._header(rec, out)
@@ -146,7 +82,7 @@ class OpenClawFileParser(JsonLinesParser, tag="openclaw"):
     def _key(self) -> SessionKey:
         return SessionKey(AGENT, self.session_id)
 
-    def _header(self, rec: _Record, out: list[Event]) -> None:
+    def _header(self, rec: Record, out: list[Event]) -> None:
         if self.announced:
             return
         self.announced = True
@@ -154,33 +90,14 @@ class OpenClawFileParser(JsonLinesParser, tag="openclaw"):
         self.cwd = rec.cwd or ""
         out.append(SessionInfo(self._key(), parse_iso(rec.timestamp or ""), self.cwd))
 
-    def _message(self, rec: _Record, msg: _Message, offset: int, out: list[Event]) -> None:
+    def _message(self, rec: Record, msg: Message, offset: int, out: list[Event]) -> None:
         ts = parse_iso(rec.timestamp or "")
         record_id = rec.id or f"@{offset}"
-        if msg.role == "assistant":
-            self._usage(msg, record_id, ts, out)
-            for index, block in enumerate(msg.content if isinstance(msg.content, list) else ()):
-                if block.type == "toolCall":
-                    call_id = block.id or f"{self.session_id}:{record_id}/{index}"
-                    name = block.name
-                    args = short_hash(block.arguments)
-                    out.append(ToolCall(self._key(), call_id, ts, name, args, name in _CHANGING))
-        elif msg.role == "toolResult" and msg.toolCallId:
-            out.append(ToolResult(self._key(), msg.toolCallId, ts, bool(msg.isError)))
-
-    def _usage(self, msg: _Message, record_id: str, ts: float, out: list[Event]) -> None:
-        u = msg.usage
-        if u is None:
-            return
-        tokens = TokenCounts(
-            input=max(u.input, 0),
-            output=max(u.output, 0),
-            cache_read=max(u.cacheRead, 0),
-            cache_write_5m=max(u.cacheWrite, 0),
-        )
-        if not tokens.total:
-            return  # an error retry: nothing was billed
-        cost = u.cost.total if u.cost is not None and u.cost.total > 0 else None
-        key = f"{AGENT}:{self.session_id}:{record_id}"
-        model = msg.model or self.model
-        out.append(UsageEvent(self._key(), key, ts, model, tokens, self.cwd, cost_usd=cost))
+        if msg.role == "assistant" and msg.usage is not None:
+            tokens = tokens_of(msg.usage)
+            if tokens.total:  # else an error retry: nothing was billed
+                key = f"{AGENT}:{self.session_id}:{record_id}"
+                model = msg.model or self.model
+                cost = own_cost(msg.usage)
+                out.append(UsageEvent(self._key(), key, ts, model, tokens, self.cwd, cost_usd=cost))
+        tool_events(self._key(), msg, record_id, ts, out)

@@ -27,74 +27,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-import msgspec
-
-from tokentop.model import (
-    Event,
-    SessionInfo,
-    SessionKey,
-    TokenCounts,
-    ToolCall,
-    ToolResult,
-    UsageEvent,
-)
-from tokentop.sources.base import (
-    FILE_CHANGING_TOOLS,
-    Count,
-    DirSource,
-    bounded_ts,
-    env_dirs,
-    name_text,
-    parse_iso,
-    short_hash,
-)
+from tokentop.model import Event, SessionInfo, SessionKey, TokenCounts, UsageEvent
+from tokentop.sources.base import DirSource, bounded_ts, env_dirs, name_text, parse_iso
 from tokentop.sources.jsonlines import JsonLinesParser
+from tokentop.sources.pi_records import RECORD, Message, Record, own_cost, tokens_of, tool_events
 
 AGENT = "pi"
-_CHANGING = FILE_CHANGING_TOOLS | {"write", "edit"}
-
-
-class _Cost(msgspec.Struct, gc=False):
-    total: float = 0.0
-
-
-class _Usage(msgspec.Struct, gc=False):
-    input: Count = 0
-    output: Count = 0
-    cacheRead: Count = 0
-    cacheWrite: Count = 0
-    cost: _Cost | None = None
-
-
-class _Block(msgspec.Struct, gc=False):
-    type: str = ""
-    id: str = ""
-    name: str = ""
-    arguments: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Message(msgspec.Struct, gc=False):
-    role: str = ""
-    model: str | None = None
-    usage: _Usage | None = None
-    timestamp: float | None = None
-    content: list[_Block] | str | None = None
-    toolCallId: str | None = None
-    isError: bool | None = None
-
-
-class _Record(msgspec.Struct, gc=False):
-    type: str = ""
-    id: str | None = None
-    timestamp: str | None = None
-    cwd: str | None = None
-    parentSession: str | None = None
-    branchedFrom: str | None = None
-    modelId: str | None = None
-    message: _Message | None = None
-
-
-_RECORD = msgspec.json.Decoder(_Record)
 
 
 class PiSource(DirSource):
@@ -140,7 +78,7 @@ class PiFileParser(JsonLinesParser, tag="pi"):
     announced: bool = False
 
     def line(self, raw: bytes, offset: int, out: list[Event]) -> None:
-        rec = _RECORD.decode(raw)
+        rec = RECORD.decode(raw)
         if rec.type == "session":
             self._header(rec, out)
         elif rec.type == "message" and rec.message is not None:
@@ -148,7 +86,7 @@ class PiFileParser(JsonLinesParser, tag="pi"):
         elif rec.type == "model_change" and rec.modelId:
             self.model = rec.modelId
 
-    def _header(self, rec: _Record, out: list[Event]) -> None:
+    def _header(self, rec: Record, out: list[Event]) -> None:
         if self.announced:
             return
         self.announced = True
@@ -161,63 +99,36 @@ class PiFileParser(JsonLinesParser, tag="pi"):
         key = SessionKey(AGENT, self.session_id)
         out.append(SessionInfo(key, self.born, self.cwd, parent=self.parent))
 
-    def _owner(self, rec: _Record) -> tuple[SessionKey, str]:
+    def _owner(self, rec: Record) -> tuple[SessionKey, str]:
         """The session an entry belongs to, and the cwd to file with it."""
         copied = self.parent and self.born and parse_iso(rec.timestamp or "") < self.born
         if copied:
             return SessionKey(AGENT, self.parent), ""
         return SessionKey(AGENT, self.session_id), self.cwd
 
-    def _message(self, rec: _Record, msg: _Message, offset: int, out: list[Event]) -> None:
+    def _message(self, rec: Record, msg: Message, offset: int, out: list[Event]) -> None:
         key, cwd = self._owner(rec)
         ts = parse_iso(rec.timestamp or "")
-        if msg.role == "assistant":
-            self._usage(key, cwd, msg, rec, offset, ts, out)
-            self._tool_calls(key, msg, rec.id or f"@{offset}", ts, out)
-        elif msg.role == "toolResult" and msg.toolCallId:
-            out.append(ToolResult(key, msg.toolCallId, ts, bool(msg.isError)))
+        if msg.role == "assistant" and msg.usage is not None:
+            tokens = tokens_of(msg.usage)
+            if tokens.total:  # else an abort before anything was sent
+                model = msg.model or self.model
+                dedupe = self._dedupe(msg, rec, model, tokens, offset)
+                cost = own_cost(msg.usage)
+                out.append(
+                    UsageEvent(key, dedupe, ts or _ms(msg), model, tokens, cwd, cost_usd=cost)
+                )
+        tool_events(key, msg, rec.id or f"@{offset}", ts, out)
 
-    def _usage(
-        self,
-        key: SessionKey,
-        cwd: str,
-        msg: _Message,
-        rec: _Record,
-        offset: int,
-        ts: float,
-        out: list[Event],
-    ) -> None:
-        u = msg.usage
-        if u is None:
-            return
-        tokens = TokenCounts(
-            input=u.input, output=u.output, cache_read=u.cacheRead, cache_write_5m=u.cacheWrite
-        )
-        if not tokens.total:
-            return  # an abort before anything was sent
-        model = msg.model or self.model
-        cost = u.cost.total if u.cost is not None and u.cost.total > 0 else None
-        dedupe = self._dedupe(msg, rec, model, tokens, offset)
-        out.append(UsageEvent(key, dedupe, ts or _ms(msg), model, tokens, cwd, cost_usd=cost))
-
-    def _dedupe(self, msg: _Message, rec: _Record, model: str, t: TokenCounts, offset: int) -> str:
+    def _dedupe(self, msg: Message, rec: Record, model: str, t: TokenCounts, offset: int) -> str:
         """The same response in a parent, its branches and a migrated file: one key."""
         when = repr(msg.timestamp) if msg.timestamp is not None else rec.timestamp
         if not when:
             return f"{AGENT}:{self.session_id}:@{offset}"
         return f"{AGENT}:{when}:{model}:{t.input}:{t.output}:{t.cache_read}:{t.cache_write_5m}"
 
-    def _tool_calls(
-        self, key: SessionKey, msg: _Message, record_id: str, ts: float, out: list[Event]
-    ) -> None:
-        for index, block in enumerate(msg.content if isinstance(msg.content, list) else ()):
-            if block.type == "toolCall":
-                call_id = block.id or f"{key.session_id}:{record_id}/{index}"
-                args = short_hash(block.arguments)
-                out.append(ToolCall(key, call_id, ts, block.name, args, block.name in _CHANGING))
 
-
-def _ms(msg: _Message) -> float:
+def _ms(msg: Message) -> float:
     """A message's own time (Unix ms), for entries without an ISO timestamp."""
     try:
         return bounded_ts((msg.timestamp or 0.0) / 1000.0)
