@@ -51,26 +51,6 @@ _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-class ReportRow(msgspec.Struct):
-    """One group of sessions (or one session, or one model) with its spend and output."""
-
-    group: str
-    project: str
-    sessions: int
-    start: float
-    end: float
-    active_s: float
-    tokens: int
-    cost_usd: float
-    cost_complete: bool
-    commits: int | None
-    """None when the grouping cannot attribute commits (by model)."""
-    surviving: int | None
-    usd_per_commit: float | None
-    usd_per_surviving_commit: float | None
-    labels: dict[str, int]
-
-
 # -- arguments -------------------------------------------------------------------------------
 
 
