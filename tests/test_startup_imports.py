@@ -8,30 +8,37 @@ longer need from creeping back in.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+from proc_helpers import wait_until
 
 GEN = Path(__file__).with_name("gen_claude_corpus.py")
 
 
-def modules_after(code: str, home: Path, stdin: bytes = b"") -> set[str]:
+def modules_after(code: str, home: Path, stdin: bytes = b"", **extra: str) -> set[str]:
     """The modules loaded once `code` ran in a fresh interpreter with its own HOME."""
     env = {
         "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
         "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data"),
         "XDG_STATE_HOME": str(home / "state"), "PATH": "/usr/bin:/bin",
-    }  # fmt: skip
-    script = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+        "XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"],  # the run's (tests/conftest.py)
+    } | extra  # fmt: skip
+    script = f"{code}\nimport sys\nprint(' '.join(sys.modules))"  # no json: it imports `re`
     done = subprocess.run(
         [sys.executable, "-c", script], input=stdin, env=env, capture_output=True, check=True
     )
-    return set(json.loads(done.stdout.splitlines()[-1]))
+    return set(done.stdout.decode().splitlines()[-1].split())
 
 
-def test_the_hook_answers_pretooluse_without_cli_parsing_processes_or_a_store(
-    tmp_path: Path,
-) -> None:
+HOOK = "import tokentop.commands.hook as h\nh.main([])"
+
+
+def hook_event(tmp_path: Path) -> bytes:
     root = tmp_path / "c"
     argv = [sys.executable, str(GEN), str(root), "--sessions", "1", "--turns", "20"]
     subprocess.run(argv, check=True, capture_output=True)
@@ -40,14 +47,42 @@ def test_the_hook_answers_pretooluse_without_cli_parsing_processes_or_a_store(
         "session_id": transcript.stem, "transcript_path": str(transcript), "cwd": "/",
         "hook_event_name": "PreToolUse", "tool_name": "Bash",
     }  # fmt: skip
-    code = "import tokentop.commands.hook as h\nh.main([])"
-    stdin = json.dumps(event).encode()
-    modules_after(code, tmp_path, stdin)  # the first call records the session
-    loaded = modules_after(code, tmp_path, stdin)  # warm: what every tool call pays
+    return json.dumps(event).encode()
+
+
+def test_the_hook_answers_pretooluse_without_cli_parsing_processes_or_a_store(
+    tmp_path: Path,
+) -> None:
+    """In-process (no hook server): what the first call of a session pays, and every call
+    with TOKENTOP_HOOK_SERVER=off."""
+    stdin = hook_event(tmp_path)
+    alone = {"TOKENTOP_HOOK_SERVER": "off"}
+    modules_after(HOOK, tmp_path, stdin, **alone)  # the first call records the session
+    loaded = modules_after(HOOK, tmp_path, stdin, **alone)  # warm: what each call pays
     assert "tokentop.engine.engine" in loaded  # it did read the transcript
     unneeded = {"argparse", "subprocess", "hashlib", "platformdirs", "tomllib", "sqlite3"}
     unneeded |= {"tokentop.commands.common", "psutil", "importlib.resources"}
     assert loaded & unneeded == set()
+
+
+def test_a_hook_call_the_server_answers_imports_nothing_but_its_client(tmp_path: Path) -> None:
+    """What every tool call pays once this user's hook server runs: the client module, the
+    protocol module, `select` and `_socket`, over what a bare interpreter loads."""
+    stdin = hook_event(tmp_path)
+    runtime = tempfile.mkdtemp(prefix="tt-imp-", dir="/tmp")
+    try:
+        modules_after(HOOK, tmp_path, stdin, XDG_RUNTIME_DIR=runtime)  # starts the server
+        socket = Path(runtime, "tokentop")
+        assert wait_until(lambda: any(socket.glob("*.sock")), timeout=30)
+        loaded = modules_after(HOOK, tmp_path, stdin, XDG_RUNTIME_DIR=runtime)
+        bare = modules_after("", tmp_path)
+    finally:
+        stop = [sys.executable, "-m", "tokentop.commands.hook", "stop"]
+        subprocess.run(stop, env={**os.environ, "XDG_RUNTIME_DIR": runtime}, capture_output=True)
+        shutil.rmtree(runtime, ignore_errors=True)
+    client = {"tokentop", "tokentop.commands", "tokentop.commands.hook"}
+    client |= {"tokentop.commands.hook_wire", "select", "_socket", "__future__"}
+    assert loaded - bare <= client, loaded - bare - client
 
 
 def test_sessions_over_an_old_history_never_imports_psutil(tmp_path: Path) -> None:

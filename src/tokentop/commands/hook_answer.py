@@ -1,4 +1,4 @@
-"""`tokentop hook`: a Claude Code hook for SessionStart and PreToolUse (soft stop).
+"""`tokentop hook`, answered in this process: SessionStart and PreToolUse (soft stop).
 
 Claude Code runs it with the hook's JSON on stdin (`session_id`, `transcript_path`, `cwd`,
 `hook_event_name`, `tool_name`, `tool_input`). It records which agent process runs the session
@@ -19,22 +19,26 @@ responses or after_s seconds), the hook escalates with `then` = pause or kill, t
 detached helper: a process may not signal its own ancestors, and the agent is the hook's.
 
 Runs before every tool call, so it imports only what the event needs: no Textual, no watcher.
+The installed command (`commands/hook.py`) usually hands the call to the resident server
+(`commands/hook_server.py`), whose worker runs `answer` here; this module also answers when
+there is no server, and runs `tokentop hook` itself and the verbs.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import select
 import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TextIO
 
 import msgspec
 
-from tokentop.model import Action, SessionKey
+from tokentop.commands.hook_wire import INPUT_WAIT_S, MAX_INPUT_BYTES, read_stdin
+from tokentop.model import SessionKey
 from tokentop.processes.registry import (
     Record,
     SessionRecord,
@@ -56,20 +60,14 @@ if TYPE_CHECKING:
     from tokentop.sources.base import FileParser
 
 ACTOR = "hook"
-"""How this command signs the actions it logs."""
-
+"""How this command signs the actions it logs (as `hook_escalation.ACTOR`)."""
+DESCRIPTION = "A Claude Code hook for SessionStart and PreToolUse (soft stop)."
 EXIT_GO_ON = 0
 EXIT_ERROR = 0
 """tokentop's own error: reported on stderr, and the agent goes on."""
 EXIT_BLOCK = 2
-MAX_INPUT_BYTES = 4 << 20
-INPUT_WAIT_S = 1.0
-"""How long the hook waits for its input: an agent that keeps stdin open after its JSON (or
-sends nothing) must not hold its tool call; the hook answers within 2 s whatever stdin does."""
-"""Claude Code's hook JSON carries the tool's input (a whole file for Write): ample room."""
 _ID_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 AGENT = "claude"
-PARENT_WAIT_S = 10.0
 TTY_HELP = """\
 tokentop hook: Claude Code runs this before tool calls, with its hook JSON on stdin; it maps
 the session to its agent process and blocks the tool calls of a session over its budget or
@@ -101,52 +99,50 @@ class HookFiles(msgspec.Struct, frozen=True):
     """Per-session read state, so each call reads only new bytes; None reads from scratch."""
 
 
+class Asker(msgspec.Struct, frozen=True):
+    """The process that asked, when it is not this one (the hook server's client): the agent
+    is looked for among its ancestors, and only while it still waits for the answer (so its
+    pid cannot have been reused by then)."""
+
+    pid: int
+    waiting: Callable[[], bool]
+
+
 def cmd_hook(args: argparse.Namespace) -> int:
-    """`tokentop hook [install]` from the main CLI."""
+    """`tokentop hook [install|stop]` from the main CLI (answers in this process)."""
     if args.verb == "install":
         from tokentop.commands.hook_install import install, statusline_command
 
         line = None if args.no_statusline else statusline_command()
         return install(args.settings, yes=args.yes, statusline=line)
-    from tokentop.engine.state_cache import default_cache_dir
+    if args.verb == "stop":
+        from tokentop.commands.hook_wire import stop_servers
 
+        return stop_servers(sys.stdout)
     if sys.stdin.isatty():  # a person ran it: say what it is for instead of waiting for JSON
         sys.stderr.write(TTY_HELP)
         return EXIT_GO_ON
-    files = HookFiles(args.registry or default_path(), args.config, default_cache_dir() / "hook")
     raw = read_stdin(MAX_INPUT_BYTES + 1, INPUT_WAIT_S)
+    return answer(raw, args.registry, args.config, sys.stderr)
+
+
+def answer(
+    raw: bytes,
+    registry: str | Path | None,
+    config: str | Path | None,
+    err: TextIO,
+    asker: Asker | None = None,
+) -> int:
+    """The exit status for one hook call (its reason on `err`), with the files the options
+    and the environment name; never raises."""
+    from tokentop.engine.state_cache import default_cache_dir
+
     try:
-        return handle(raw, files, time.time(), sys.stderr)
+        where = Path(registry) if registry else default_path()
+        files = HookFiles(where, Path(config) if config else None, default_cache_dir() / "hook")
+        return handle(raw, files, time.time(), err, asker)
     except Exception as error:  # never a traceback, never a blocked agent for our own fault
-        return fail(sys.stderr, f"internal error: {error!r}")
-
-
-def read_stdin(limit: int, wait_s: float) -> bytes:
-    """Stdin up to its end, `limit` bytes, one whole JSON document, or `wait_s` seconds,
-    whichever comes first."""
-    data = bytearray()
-    end = time.monotonic() + wait_s
-    try:
-        fd = sys.stdin.fileno()
-        while len(data) < limit and (left := end - time.monotonic()) > 0:
-            if not select.select([fd], [], [], left)[0]:
-                break
-            chunk = os.read(fd, min(1 << 16, limit - len(data)))
-            if not chunk or _whole_json(data := data + chunk):
-                break
-    except (OSError, ValueError):
-        pass  # no stdin at all: the input is what was read (nothing)
-    return bytes(data)
-
-
-def _whole_json(data: bytearray) -> bool:
-    if not data.rstrip().endswith(b"}"):
-        return False
-    try:
-        msgspec.json.decode(data)
-    except (msgspec.DecodeError, RecursionError):
-        return False
-    return True
+        return fail(err, f"internal error: {error!r}")
 
 
 def fail(err: TextIO, message: str) -> int:
@@ -189,12 +185,14 @@ def is_transcript(path: str) -> bool:
         return False
 
 
-def handle(raw: bytes, files: HookFiles, now: float, err: TextIO) -> int:
+def handle(
+    raw: bytes, files: HookFiles, now: float, err: TextIO, asker: Asker | None = None
+) -> int:
     """Answer one hook call; returns the exit status."""
     hook = read_input(raw)
     if isinstance(hook, str):
         return fail(err, hook)
-    call = HookCall(hook, files, now)
+    call = HookCall(hook, files, now, asker)
     call.remember()
     if hook.hook_event_name != "PreToolUse" or not hook.transcript_path:
         return EXIT_GO_ON
@@ -219,10 +217,13 @@ def handle(raw: bytes, files: HookFiles, now: float, err: TextIO) -> int:
 class HookCall:
     """One hook invocation: its input, the registry as it was read, and the time."""
 
-    def __init__(self, hook: HookInput, files: HookFiles, now: float) -> None:
+    def __init__(
+        self, hook: HookInput, files: HookFiles, now: float, asker: Asker | None = None
+    ) -> None:
         self.hook = hook
         self.files = files
         self.now = now
+        self.asker = asker
         self.key = SessionKey(AGENT, hook.session_id)
         self.records: list[Record] = read(files.registry)[0]
 
@@ -236,7 +237,9 @@ class HookCall:
             return
         from tokentop.processes.finding import find_agent_ancestor
 
-        ref = find_agent_ancestor()
+        ref = find_agent_ancestor(self.asker.pid if self.asker is not None else None)
+        if self.asker is not None and not self.asker.waiting():
+            return  # the client has gone: the ancestors found may be another process's
         pid, started = (ref.pid, ref.create_time) if ref is not None else (0, 0.0)
         if known is not None and (known.pid, known.create_time) == (pid, started):
             return
@@ -297,6 +300,8 @@ class HookCall:
             session, (first.timestamp, first.responses), reason
         )
         record = latest_sessions(self.records).get(self.key)
+        from tokentop.commands.hook_escalation import exact_agent, spawn_escalation
+
         if decision is None or record is None or not exact_agent(record):
             return
         spawn_escalation(decision.action, record, decision.reason)
@@ -367,51 +372,14 @@ def stop_message(reasons: list[str]) -> str:
     )
 
 
-def exact_agent(record: SessionRecord) -> bool:
-    """Whether escalation may act on the recorded process: one `tokentop run` launched, or one
-    the hook found among its ancestors that is still a known agent install."""
-    from tokentop.processes.finding import is_agent
-
-    return record.pid > 0 and (record.how == "launched" or is_agent(record.pid))
-
-
-def spawn_escalation(action: str, record: SessionRecord, reason: str) -> None:
-    """Start the helper in its own session; it acts once this hook has exited."""
-    import contextlib
-    import subprocess
-
-    from tokentop.processes.finding import launch
-
-    argv = [
-        sys.executable, "-m", "tokentop.commands.hook", "escalate", action,
-        "--pid", str(record.pid), "--create-time", repr(record.create_time),
-        f"--session={record.key}", f"--reason={reason}",
-    ]  # fmt: skip
-    quiet = subprocess.DEVNULL
-    with contextlib.suppress(OSError):  # the block still stands; the guard can act instead
-        launch(argv, stdin=quiet, stdout=quiet, stderr=quiet)
-
-
-def escalate(args: argparse.Namespace) -> int:
-    """The helper: wait until the hook (our parent, a descendant of the agent) has gone, so the
-    agent is no longer our ancestor, then pause or kill it and log the action."""
-    from tokentop.processes.control import ProcessController, default_action_log
-    from tokentop.processes.finding import ProcessRef
-
-    parent = os.getppid()
-    deadline = time.monotonic() + PARENT_WAIT_S
-    while os.getppid() == parent and time.monotonic() < deadline:
-        time.sleep(0.02)
-    ref = ProcessRef(args.pid, args.create_time, how="hook", confident=True, agent=AGENT)
-    controller = ProcessController(log_path=default_action_log(), actor=ACTOR)
-    verb: Action = "pause" if args.action == "pause" else "kill"
-    result = controller.carry_out(verb, ref, args.reason, "policy:soft-stop", session=args.session)
-    return 0 if result.ok else 1
-
-
 def add_hook_args(p: argparse.ArgumentParser) -> None:
     """Options of `tokentop hook` (shared by the CLI and `python -m tokentop.commands.hook`)."""
-    p.add_argument("verb", nargs="?", choices=["install"], help="install: add to settings.json")
+    p.add_argument(
+        "verb",
+        nargs="?",
+        choices=["install", "stop"],
+        help="install: add to settings.json; stop: stop this user's hook servers",
+    )
     p.add_argument("--registry", type=Path, metavar="FILE", help="session→process records file")
     p.add_argument("--settings", type=Path, metavar="FILE", help="Claude Code settings.json")
     p.add_argument("--yes", action="store_true", help="install without asking")
@@ -422,37 +390,25 @@ def add_hook_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tokentop.commands.hook`: the installed hook command (lighter than the CLI).
-
-    Claude Code runs it with no arguments before every tool call: that case skips argparse
-    (~6 ms of imports, with shutil) and goes straight to `cmd_hook`."""
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: list[str]) -> int:
+    """`python -m tokentop.commands.hook` when `commands/hook.py` does not hand the call to the
+    server: the hook without one (no arguments: straight to `cmd_hook`, no argparse, ~6 ms of
+    imports with shutil), a terminal on stdin, the verbs, and the escalation helper."""
     if not argv:
         from types import SimpleNamespace
 
         defaults = SimpleNamespace(verb=None, registry=None, settings=None, yes=False, config=None)
         return cmd_hook(defaults)  # type: ignore[arg-type]
+    if argv[:1] == ["escalate"]:
+        from tokentop.commands.hook_escalation import escalate_main
+
+        return escalate_main(argv[1:])
     import argparse
 
-    if argv[:1] == ["escalate"]:
-        p = argparse.ArgumentParser(prog="tokentop.commands.hook escalate", allow_abbrev=False)
-        p.add_argument("action", choices=["pause", "kill"])
-        p.add_argument("--pid", type=int, required=True)
-        p.add_argument("--create-time", type=float, required=True)
-        p.add_argument("--session", default="")
-        p.add_argument("--reason", default="")
-        return escalate(p.parse_args(argv[1:]))
-    p = argparse.ArgumentParser(
-        prog="tokentop hook", description=__doc__.split("\n")[0], allow_abbrev=False
-    )
+    p = argparse.ArgumentParser(prog="tokentop hook", description=DESCRIPTION, allow_abbrev=False)
     add_hook_args(p)
     p.add_argument("--config", type=Path, metavar="FILE", help="config TOML file")
     try:
         return cmd_hook(p.parse_args(argv))
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,183 @@
+"""`python -m tokentop.commands.hook`: the command Claude Code runs before every tool call.
+
+A lean client. It reads the hook's JSON from stdin and hands it, with its environment, working
+folder and options, to this user's resident hook server (`commands/hook_server.py`) over a
+Unix socket in a private runtime folder, then prints and exits with what the server answers.
+The server forks a worker per call that runs exactly the in-process answer
+(`commands/hook_answer.py`), so a call costs Python's start and a round trip instead of
+importing msgspec, the engine and the policy (~50 ms) every time.
+
+It never makes the hook slower or less safe than answering itself: when there is no server, or
+it is another user's, out of date, slow to take the call (`ACK_WAIT_S`: stopped, hung, every
+worker busy) or dies before answering, this process answers in-process as before and starts
+a server for next time (detached, its stdio on /dev/null, at most once per
+`SPAWN_BACKOFF_S`; at once when the old one was out of date). `TOKENTOP_HOOK_SERVER=off`
+answers every call in-process and starts nothing. Anything but the plain call (`install`,
+`stop`, `escalate`, `--help`, a terminal on stdin) runs the full command.
+
+Imports: only `hook_wire` and what a bare interpreter has loaded (`tests/test_startup_imports`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tokentop.commands import hook_wire as wire
+
+SPAWN_BACKOFF_S = 10.0
+"""A server that cannot start (or exits at once) is not started again before this."""
+OPTIONS = ("--registry", "--config")
+"""The options a plain call may carry (each with a value); the server honours them."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    options = plain_call_options(argv)
+    if options is None or not wire.server_wanted() or _stdin_is_terminal():
+        from tokentop.commands.hook_answer import main as full_main
+
+        return full_main(argv)
+    raw = wire.read_stdin(wire.MAX_INPUT_BYTES + 1, wire.INPUT_WAIT_S)
+    folder = wire.runtime_dir()
+    path = wire.socket_path(folder, wire.identity()) if folder is not None else None
+    answer = ask_server(path, raw, options) if path is not None else None
+    if isinstance(answer, tuple):
+        code, out, err = answer
+        _write(1, out)
+        _write(2, err)
+        return code
+    code = answer_in_process(raw, options)
+    if path is not None:
+        start_server(path, replacing=answer == wire.STALE)
+    return code
+
+
+def plain_call_options(argv: list[str]) -> dict[str, str] | None:
+    """`--registry FILE` / `--config FILE` (or `=FILE`), each at most once; None for anything
+    else, which the full command parses (and reports) as before."""
+    options: dict[str, str] = {}
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if not eq:
+            value = next(args, "")
+        if name not in OPTIONS or name in options or not value or value.startswith("-"):
+            return None
+        options[name] = value
+    return options
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
+
+
+def ask_server(path: str, raw: bytes, options: dict[str, str]) -> tuple[int, bytes, bytes] | bytes:
+    """The server's (exit status, stdout, stderr), or why there is none (a one-byte reply, or
+    b"" when there is no server, it is not ours, or it died)."""
+    import time
+
+    started = time.monotonic()
+    try:
+        sock = wire.connect(path, wire.ACK_WAIT_S)
+    except OSError:
+        return b""
+    try:
+        sock.sendall(request(raw, options))
+        reader = wire.FrameReader(sock, started + wire.ACK_WAIT_S, wire.MAX_FIELD_BYTES)
+        reply = reader.byte()
+        if reply != wire.ACCEPTED:
+            return reply
+        sock.sendall(wire.GO)  # from here the server's worker acts, and we wait for it
+        reader.deadline = time.monotonic() + wire.ANSWER_WAIT_S
+        code, out, err = reader.field(), reader.field(), reader.field()
+        return int(code), out, err
+    except (OSError, ValueError):
+        return b""  # a worker killed mid-call, a timeout: answer ourselves
+    finally:
+        sock.close()  # a worker still running sees us gone and exits at once
+
+
+def request(raw: bytes, options: dict[str, str]) -> bytes:
+    """What the server's worker needs to answer exactly as this process would."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    try:
+        cwd = os.getcwdb()
+    except OSError:
+        cwd = b""  # a deleted folder: the worker stays in "/"
+    env = [b"%s=%s" % item for item in os.environb.items()]
+    head = [wire.PROTOCOL, wire.identity(), b"answer", cwd, b"%o" % umask]
+    head += [os.fsencode(options.get(name, "")) for name in OPTIONS]
+    return wire.frame([*head, b"%d" % len(env), *env, raw])
+
+
+def answer_in_process(raw: bytes, options: dict[str, str]) -> int:
+    """Today's answer, in this process (the server's worker runs the same function)."""
+    from tokentop.commands.hook_answer import answer
+
+    return answer(raw, options.get("--registry"), options.get("--config"), sys.stderr)
+
+
+def start_server(path: str, replacing: bool = False) -> None:
+    """Start the server for next time, unless one was started lately (`replacing`: the old
+    one is out of date and leaving, so start a new one now); never raises.
+
+    posix_spawn, not subprocess (~5 ms of imports): a new session, stdio on /dev/null and the
+    inheritable descriptors closed, so Claude Code never waits on pipes the server holds."""
+    marker = path.removesuffix(".sock") + ".lock"
+    try:
+        if not replacing and _recently_touched(marker):
+            return
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.utime(fd)
+        os.close(fd)
+        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
+            (os.POSIX_SPAWN_DUP2, 0, 1),
+            (os.POSIX_SPAWN_DUP2, 0, 2),
+        ]
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+        argv = [sys.executable, "-P", "-m", "tokentop.commands.hook_server", path]
+        os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)
+    except (OSError, AttributeError, NotImplementedError):
+        pass  # no server: every call answers in-process, as before
+
+
+def _recently_touched(path: str) -> bool:
+    import time
+
+    try:
+        return time.time() - os.lstat(path).st_mtime < SPAWN_BACKOFF_S
+    except OSError:
+        return False
+
+
+def _inheritable_fds() -> list[int]:
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return []
+    return [fd for fd in fds if fd > 2 and _inheritable(fd)]
+
+
+def _inheritable(fd: int) -> bool:
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return False  # the listing's own descriptor, closed since
+
+
+def _write(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError:
+        pass  # Claude Code stopped reading: the exit status still says it
+
+
+if __name__ == "__main__":
+    sys.exit(main())
