@@ -544,3 +544,22 @@ def test_an_ignored_soft_stop_escalates_through_the_server(
 )
 def test_the_client_knows_a_whole_json_object(data: bytes, whole: bool) -> None:
     assert whole_json(data) is whole
+
+
+def test_a_runtime_folder_that_is_not_private_is_never_used(tmp_path: Path) -> None:
+    """A folder that is a symlink, or open to others (a stranger's in /tmp), is never used:
+    every call answers in-process and no server starts."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    runtime, shared = tmp_path / "run", tmp_path / "tmp"
+    runtime.mkdir()
+    shared.mkdir()
+    (runtime / "tokentop").symlink_to(private)
+    (shared / f"tokentop-{os.getuid()}").mkdir(mode=0o755)
+    home = make_home(tmp_path / "h", str(runtime))
+    for _ in range(2):
+        answer = call(home, TMPDIR=str(shared))
+        assert (answer.code, answer.served) == (2, False), answer.err
+    time.sleep(0.5)  # a server, had one been started, would have made its socket by now
+    assert not any(private.iterdir()) and not any((shared / f"tokentop-{os.getuid()}").iterdir())
+    assert not serving(str(runtime)) and not serving(str(private)) and not serving(str(shared))

@@ -62,6 +62,7 @@ def test_the_hook_answers_pretooluse_without_cli_parsing_processes_or_a_store(
     assert "tokentop.engine.engine" in loaded  # it did read the transcript
     unneeded = {"argparse", "subprocess", "hashlib", "platformdirs", "tomllib", "sqlite3"}
     unneeded |= {"tokentop.commands.common", "psutil", "importlib.resources"}
+    unneeded |= {"typing_extensions", "inspect"}  # msgspec's optional import (hook_wire)
     assert loaded & unneeded == set()
 
 
@@ -98,3 +99,40 @@ def test_sessions_over_an_old_history_never_imports_psutil(tmp_path: Path) -> No
     loaded = modules_after(code, tmp_path)
     assert "tokentop.policy.watchdog" in loaded
     assert "psutil" not in loaded and "hmac" not in loaded
+
+
+def test_msgspec_without_typing_extensions_decodes_the_same_and_lifts_the_block(
+    tmp_path: Path,
+) -> None:
+    registry = tmp_path / "r.jsonl"
+    registry.write_text(
+        '{"type": "session", "agent": "claude", "session_id": "s", "pid": 7, '
+        '"create_time": 1.5, "how": "hook", "timestamp": 2.0, "cmdline": ["claude"]}\n'
+    )
+    code = f"""
+import pathlib, typing
+from tokentop.commands.hook_wire import import_msgspec
+import_msgspec()
+import msgspec, msgspec._utils
+assert msgspec._utils._get_type_hints is typing.get_type_hints
+import typing_extensions  # the block is lifted: anything else may still import it
+from tokentop.processes.registry import SessionRecord, read
+records, bad = read(pathlib.Path({str(registry)!r}))
+want = SessionRecord("claude", "s", 7, 1.5, "hook", 2.0, cmdline=("claude",))
+assert (records, bad) == ([want], 0), records
+"""
+    loaded = modules_after(code, tmp_path)
+    assert "typing_extensions" in loaded
+
+
+def test_a_msgspec_that_needs_typing_extensions_is_imported_as_usual(tmp_path: Path) -> None:
+    """Were a future msgspec to need it, the hook must not break: it imports msgspec again."""
+    fake = tmp_path / "site" / "msgspec"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import typing_extensions\nNEEDS = True\n")
+    code = (
+        "from tokentop.commands.hook_wire import import_msgspec\nimport_msgspec()\n"
+        "import msgspec\nassert msgspec.NEEDS"
+    )
+    loaded = modules_after(code, tmp_path, PYTHONPATH=str(tmp_path / "site"))
+    assert {"msgspec", "typing_extensions"} <= loaded

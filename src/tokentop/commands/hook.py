@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     options = plain_call_options(argv)
     if options is None or not wire.server_wanted() or _stdin_is_terminal():
+        wire.import_msgspec()
         from tokentop.commands.hook_answer import main as full_main
 
         return full_main(argv)
@@ -117,6 +118,7 @@ def request(raw: bytes, options: dict[str, str]) -> bytes:
 
 def answer_in_process(raw: bytes, options: dict[str, str]) -> int:
     """Today's answer, in this process (the server's worker runs the same function)."""
+    wire.import_msgspec()
     from tokentop.commands.hook_answer import answer
 
     return answer(raw, options.get("--registry"), options.get("--config"), sys.stderr)

@@ -77,6 +77,7 @@ def main(argv: list[str]) -> int:
         return 2
     path = argv[0]
     os.chdir("/")  # never keep the agent's folder busy
+    wire.import_msgspec()
     folder = os.path.dirname(path)
     if wire.runtime_dir() != folder or wire.socket_path(folder, wire.identity()) != path:
         return 0  # not this install's socket in this user's private folder: not ours to serve

@@ -6,10 +6,11 @@ import is start-up time (see `commands/hook.py`). `_socket` is the C module unde
 `socket.py` itself would add its enums (~10 ms) for nothing the hook uses.
 
 The server listens on `hook-<key>.sock` in a private runtime folder: `$XDG_RUNTIME_DIR/tokentop`,
-else `$TMPDIR/tokentop-<uid>` (or /tmp's), which must be a real folder (no symlink) owned by
-this user with mode 0700, or no server is used. `<key>` hashes what makes two hooks the same
-code: the interpreter, the tokentop package's folder, Python's version and its import path
-variables; a different install or venv gets a server of its own.
+else `$TMPDIR/tokentop-<uid>` (or /tmp's). It must be a real folder (no symlink) owned by this
+user with mode 0700: one that is not (a stranger made it first in /tmp) is never used.
+`<key>` hashes what makes two hooks the same code: the interpreter, the tokentop package's
+folder, Python's version and its import path variables; another install or venv gets a
+server of its own.
 
 A request is a list of netstrings (`<length>:<bytes>,`); so is the answer.
 """
@@ -102,6 +103,29 @@ def _string_end(body: bytes, quote: int) -> int:
     return -1
 
 
+def import_msgspec() -> None:
+    """Import msgspec without `typing_extensions`: ~8 ms of an in-process hook call's
+    start (and of the server's), most of it the `inspect` module that one imports.
+
+    msgspec imports `get_type_hints`, `Required` and `NotRequired` from `typing_extensions`
+    when it can and from `typing` when it cannot. On Python 3.11+ `typing` has all three with
+    the same behaviour for what the hook decodes (tokentop's Structs use only `typing`), so
+    the answer is the same. Only the hook's processes do this; the block is lifted once
+    msgspec is in (a later `import typing_extensions` works), and a msgspec that cannot
+    import without it is imported as usual."""
+    if "msgspec" in sys.modules or "typing_extensions" in sys.modules:
+        return
+    sys.modules["typing_extensions"] = None  # type: ignore[assignment]  # "not installed"
+    try:
+        import msgspec  # noqa: F401
+    except ImportError:
+        for name in [n for n in sys.modules if n.partition(".")[0] == "msgspec"]:
+            del sys.modules[name]  # half imported: the caller's own import starts afresh
+    finally:
+        if "typing_extensions" in sys.modules and sys.modules["typing_extensions"] is None:
+            del sys.modules["typing_extensions"]
+
+
 def server_wanted() -> bool:
     return os.environ.get(SERVER_ENV, "").strip().lower() not in ("off", "0", "no", "false")
 
@@ -123,21 +147,23 @@ def key_of(ident: bytes) -> str:
 
 
 def runtime_dir() -> str | None:
-    """The private folder for the server's socket, made if missing; None if it is not ours
-    and private (then no server is used)."""
+    """The private folder for the server's socket, made if missing; None if neither
+    candidate is ours and private (then no server is used)."""
     base = os.environ.get("XDG_RUNTIME_DIR", "")
-    if os.path.isabs(base):
-        path = os.path.join(base, "tokentop")
-    else:
-        tmp = os.environ.get("TMPDIR", "")
-        path = os.path.join(tmp if os.path.isabs(tmp) else "/tmp", f"tokentop-{os.getuid()}")
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError:
-        return None
-    return path if _private_dir(path) else None
+    tmp = os.environ.get("TMPDIR", "")
+    candidates = [os.path.join(base, "tokentop")] if os.path.isabs(base) else []
+    shared = tmp if os.path.isabs(tmp) else "/tmp"
+    candidates.append(os.path.join(shared, f"tokentop-{os.getuid()}"))
+    for path in candidates:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            continue  # e.g. a runtime folder named but missing (a container): the next one
+        if _private_dir(path):
+            return path
+    return None
 
 
 def _private_dir(path: str) -> bool:
