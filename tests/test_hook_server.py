@@ -144,7 +144,8 @@ def serving(folder: str) -> dict[int, int]:
     found = {}
     for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "tokentop.commands.hook_server" in cmdline and cmdline[-1].startswith(folder):
+        serves = any(arg.startswith(folder) for arg in cmdline)
+        if "tokentop.commands.hook_server" in cmdline and serves:
             found[proc.info["pid"]] = proc.info["ppid"]
     return found
 

@@ -136,3 +136,22 @@ def test_a_msgspec_that_needs_typing_extensions_is_imported_as_usual(tmp_path: P
     )
     loaded = modules_after(code, tmp_path, PYTHONPATH=str(tmp_path / "site"))
     assert {"msgspec", "typing_extensions"} <= loaded
+
+
+def test_an_in_process_answer_leaves_nothing_for_the_interpreters_clean_up(
+    tmp_path: Path,
+) -> None:
+    """`python -m tokentop.commands.hook` ends its call with os._exit (no clean-up, ~10 ms
+    saved): a blocked call, logged, must leave no exit handler or finalizer pending."""
+    stdin = hook_event(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text("[budgets]\ntokens = 1000\n")
+    code = f"""
+import atexit, sys, weakref
+from tokentop.commands.hook import answer_in_process
+assert answer_in_process(sys.stdin.buffer.read(), {{"--config": {str(config)!r}}}) == 2
+pending = [f for f in weakref.finalize._registry.values() if f.atexit]
+assert not pending and atexit._ncallbacks() <= 1, (pending, atexit._ncallbacks())
+"""
+    modules_after(code, tmp_path, stdin, TOKENTOP_HOOK_SERVER="off")
+    assert (tmp_path / "data" / "tokentop" / "actions.jsonl").is_file()  # the block, logged

@@ -2,9 +2,10 @@
 
 Claude Code runs it with the hook's JSON on stdin (`session_id`, `transcript_path`, `cwd`,
 `hook_event_name`, `tool_name`, `tool_input`). It records which agent process runs the session
-(the nearest agent among the hook's ancestors) in the registry, so pause and kill act on the
-right process. Before each tool call it reads the session's transcript and, when the session
-is over budget or looping, blocks the call and tells the agent to wrap up.
+(the nearest agent among the ancestors of the hook command's process: this one, or the
+server's client, `Asker`) in the registry, so pause and kill act on the right process.
+Before each tool call it reads the session's transcript and, when the session is over
+budget or looping, blocks the call and tells the agent to wrap up.
 
 Exit status, as Claude Code reads it:
     0  go on; nothing is printed, or one line on stderr when tokentop could not read its input
@@ -16,7 +17,8 @@ folder only when it is uuid-like (otherwise its hash does), so no id can reach o
 
 If the agent carries on after being blocked (`[policy.soft_stop]` after_responses more
 responses or after_s seconds), the hook escalates with `then` = pause or kill, through a
-detached helper: a process may not signal its own ancestors, and the agent is the hook's.
+detached helper (`commands/hook_escalation.py`): a process may not signal its own
+ancestors, and the agent is the hook's.
 
 Runs before every tool call, so it imports only what the event needs: no Textual, no watcher.
 The installed command (`commands/hook.py`) usually hands the call to the resident server

@@ -29,13 +29,14 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
-import socket
 import sys
 import time
 
 from tokentop.commands import hook_wire as wire
-from tokentop.commands.hook_worker import Spare, source_stamps, warm_up
+
+TYPE_CHECKING = False  # typing, socket and the worker are imported once the spawner is gone
+if TYPE_CHECKING:
+    import socket
 
 IDLE_S = 600.0
 IDLE_ENV = "TOKENTOP_HOOK_IDLE_S"
@@ -48,6 +49,7 @@ MAX_SPARE_DEATHS = 5
 LOCK_WAIT_S = 2.0
 """How long a new server waits for an exiting one to let go of the lock."""
 POLL_S = 1.0
+SPAWNER_WAIT_S = 2.0
 LOG_MAX_BYTES = 64 << 10
 WARM_MODULES = (
     "tokentop.commands.hook_answer",
@@ -72,18 +74,20 @@ WARM_MODULES = (
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m tokentop.commands.hook_server SOCKET\n")
+    if len(argv) not in (1, 2):
+        sys.stderr.write("usage: python -m tokentop.commands.hook_server SOCKET [SPAWNER]\n")
         return 2
     path = argv[0]
+    spawner = int(argv[1]) if len(argv) == 2 and argv[1].isdigit() else 0
     os.chdir("/")  # never keep the agent's folder busy
-    wire.import_msgspec()
     folder = os.path.dirname(path)
     if wire.runtime_dir() != folder or wire.socket_path(folder, wire.identity()) != path:
         return 0  # not this install's socket in this user's private folder: not ours to serve
     lock = take_lock(path.removesuffix(".sock") + ".lock")
     if lock is None:
         return 0  # another server has it
+    wait_for_spawner(spawner)
+    wire.import_msgspec()
     log = Log(path.removesuffix(".sock") + ".log")
     try:
         server = HookServer(path, lock, log)
@@ -91,6 +95,15 @@ def main(argv: list[str]) -> int:
         log.write(f"cannot start: {error!r}")
         return 1
     return server.serve(idle_seconds())
+
+
+def wait_for_spawner(spawner: int) -> None:
+    """Let the hook call that started us (pid `spawner`) exit before we import (~0.1 s of
+    CPU): on a busy machine our start would otherwise slow the very call Claude Code is
+    waiting for."""
+    deadline = time.monotonic() + SPAWNER_WAIT_S
+    while spawner and os.getppid() == spawner and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def idle_seconds() -> float:
@@ -148,6 +161,8 @@ class HookServer:
         import importlib
         import tempfile
 
+        from tokentop.commands.hook_worker import source_stamps, warm_up
+
         for name in WARM_MODULES:
             importlib.import_module(name)
         self.warm_dir = tempfile.mkdtemp(prefix="tokentop-hook-warm-")
@@ -166,6 +181,7 @@ class HookServer:
         self.spare_deaths = 0
 
     def _listen(self) -> socket.socket:
+        import socket
         import stat
 
         with contextlib.suppress(FileNotFoundError):
@@ -180,6 +196,8 @@ class HookServer:
 
     def serve(self, idle_s: float) -> int:
         """Answer until idle, replaced, stale or told to stop; returns the exit status."""
+        import signal
+
         signal.signal(signal.SIGTERM, _leave)
         last = time.monotonic()
         try:
@@ -235,10 +253,14 @@ class HookServer:
 
     def _spare(self) -> int:
         """In the forked worker: wait for one call and answer it."""
+        import signal
+
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             for fd in (self.lock, self.reports, self.life_end):
                 os.close(fd)  # the server's copies keep the lock and the pipes
+            from tokentop.commands.hook_worker import Spare
+
             spare = Spare(self.listener, self.report_end, self.life, self.stamps, self.warm_dir)
             return spare.run()
         except BaseException as error:

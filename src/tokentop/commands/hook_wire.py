@@ -44,7 +44,8 @@ ANSWER_WAIT_S = 20.0
 client would take as long itself (and Claude Code stops waiting for a hook at 30 s)."""
 MAX_FIELD_BYTES = MAX_INPUT_BYTES + 1
 MAX_FIELDS = 4096
-"""Bounds a server puts on a request: its fields (the environment's variables) and sizes."""
+MAX_REQUEST_BYTES = 2 * MAX_FIELD_BYTES
+"""Bounds a server puts on a request: the environment's variables, a field, the whole."""
 
 ACCEPTED, GO, STALE = b"A", b"G", b"S"
 """The server took the request / the client still waits for it / the server is out of date
@@ -127,7 +128,9 @@ def import_msgspec() -> None:
 
 
 def server_wanted() -> bool:
-    return os.environ.get(SERVER_ENV, "").strip().lower() not in ("off", "0", "no", "false")
+    """Linux only (SO_PEERCRED, /proc); elsewhere, or when turned off, calls answer in-process."""
+    off = os.environ.get(SERVER_ENV, "").strip().lower() in ("off", "0", "no", "false")
+    return sys.platform.startswith("linux") and not off
 
 
 def identity() -> bytes:
@@ -186,13 +189,17 @@ def frame(fields: list[bytes]) -> bytes:
 
 
 class FrameReader:
-    """Netstrings from a socket, each at most `limit` bytes, before a deadline; a malformed
-    or short stream raises ValueError (the other side died or is not ours)."""
+    """Netstrings from a socket, each at most `limit` bytes and `total` in all, before a
+    deadline; a malformed or short stream raises ValueError (the other side died or is
+    not ours)."""
 
-    def __init__(self, sock: _socket.socket, deadline: float, limit: int) -> None:
+    def __init__(
+        self, sock: _socket.socket, deadline: float, limit: int, total: int = MAX_REQUEST_BYTES
+    ) -> None:
         self.sock = sock
         self.deadline = deadline
         self.limit = limit
+        self.left = total
         self.buffer = bytearray()
 
     def byte(self) -> bytes:
@@ -205,7 +212,8 @@ class FrameReader:
             if not char.isdigit() or len(digits) > 10:
                 raise ValueError("bad frame")
         size = int(digits or b"x")
-        if size > self.limit:
+        self.left -= size
+        if size > self.limit or self.left < 0:
             raise ValueError("field too large")
         body = self._take(size)
         if self._take(1) != b",":
