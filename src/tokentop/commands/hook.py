@@ -3,9 +3,9 @@
 A lean client. It reads the hook's JSON from stdin and hands it, with its environment, working
 folder and options, to this user's resident hook server (`commands/hook_server.py`) over a
 Unix socket in a private runtime folder, then prints and exits with what the server answers.
-The server forks a worker per call that runs exactly the in-process answer
-(`commands/hook_answer.py`), so a call costs Python's start and a round trip instead of
-importing msgspec, the engine and the policy (~50 ms) every time.
+Each call is taken by a worker the server forked ahead, which runs exactly the in-process
+answer (`commands/hook_answer.py`) and exits, so a call costs Python's start and a round trip
+instead of importing msgspec, the engine and the policy (~40 ms) every time.
 
 It never makes the hook slower or less safe than answering itself: when there is no server, or
 it is another user's, out of date, slow to take the call (`ACK_WAIT_S`: stopped, hung, every
