@@ -1,14 +1,11 @@
 """The resident hook server, with real processes: `python -m tokentop.commands.hook` as Claude
-Code runs it, the server it starts, its forked workers, real Unix sockets.
-
-Whether a call was served is read from the client itself: it runs with `-X importtime`, and a
-call answered in-process imports msgspec, a served one does not.
+Code runs it, the server it starts, its forked workers, real Unix sockets
+(`hook_server_helpers.py`); what it refuses and survives is in `test_hook_server_safety.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -17,8 +14,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import psutil
@@ -26,192 +21,33 @@ import pytest
 
 import fake_agents
 import proc_helpers
-from claude_lines import response, write_transcript
+from claude_lines import response
+from hook_server_helpers import (
+    CWD,
+    OVER,
+    SESSION,
+    Home,
+    answered,
+    busy_worker,
+    call,
+    feed_fifo,
+    finished,
+    logged_action,
+    make_home,
+    records,
+    runtime,
+    serve,
+    servers,
+    socket_file,
+    start_call,
+    wait_until,
+)
 from tokentop.commands.hook_wire import whole_json
 from tokentop.processes.control import read_action_log
 from tokentop.processes.finding import launch
 from tokentop.processes.registry import SessionRecord, SoftStopRecord, append, read
 
-SESSION = "5b0e1d2c-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
-CWD = "/home/dev/shop"
-OVER = "[budgets]\ntokens = 5000\n"
-wait_until = partial(proc_helpers.wait_until, timeout=20.0)
-
-
-@dataclass
-class Home:
-    """One Claude Code session (three ~3k-token responses) with tokentop's files beside it."""
-
-    root: Path
-    runtime: str
-    session: str = SESSION
-
-    @property
-    def transcript(self) -> Path:
-        return self.root / "claude" / "projects" / "-home-dev-shop" / f"{self.session}.jsonl"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "registry.jsonl"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def actions(self) -> Path:
-        return self.root / "data" / "tokentop" / "actions.jsonl"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        dirs = {"XDG_CACHE_HOME": "cache", "XDG_DATA_HOME": "data", "XDG_CONFIG_HOME": "cfg"}
-        env = {**os.environ, **{k: str(self.root / v) for k, v in dirs.items()}}
-        return env | {"XDG_RUNTIME_DIR": self.runtime} | extra
-
-    def event(self, name: str = "PreToolUse") -> bytes:
-        payload = {
-            "session_id": self.session, "transcript_path": str(self.transcript), "cwd": CWD,
-            "hook_event_name": name, "tool_name": "Bash", "tool_input": {"command": "ls"},
-        }  # fmt: skip
-        return json.dumps(payload).encode()
-
-    def argv(self) -> list[str]:
-        hook = [sys.executable, "-X", "importtime", "-m", "tokentop.commands.hook"]
-        return [*hook, "--registry", str(self.registry), "--config", str(self.config)]
-
-
-def make_home(root: Path, runtime: str, config: str = OVER, session: str = SESSION) -> Home:
-    home = Home(root, runtime, session)
-    lines = [response(session, CWD, 3_000, f"t{i}") for i in range(3)]
-    write_transcript(home.transcript, session, CWD, lines)
-    if config is not None:
-        home.config.write_text(config)
-    return home
-
-
-@dataclass
-class Answer:
-    code: int
-    err: str
-    """The hook's own stderr, without the import-time lines."""
-    served: bool
-
-
-def answered(done: subprocess.CompletedProcess[bytes]) -> Answer:
-    lines = done.stderr.decode(errors="replace").splitlines(keepends=True)
-    imports = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
-    err = "".join(line for line in lines if not line.startswith("import time:"))
-    return Answer(done.returncode, err, "msgspec" not in imports)
-
-
-def call(home: Home, event: str = "PreToolUse", **env: str) -> Answer:
-    argv, stdin = home.argv(), home.event(event)
-    done = subprocess.run(argv, input=stdin, capture_output=True, env=home.env(**env),
-                          cwd=home.root, timeout=60)  # fmt: skip
-    return answered(done)
-
-
-def start_call(home: Home) -> subprocess.Popen[bytes]:
-    popen = subprocess.Popen(home.argv(), stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=home.env(), cwd=home.root)  # fmt: skip
-    assert popen.stdin is not None
-    popen.stdin.write(home.event())
-    popen.stdin.close()
-    popen.stdin = None  # sent: communicate() only reads
-    return popen
-
-
-def finished(popen: subprocess.Popen[bytes]) -> Answer:
-    _, err = popen.communicate(timeout=60)
-    return answered(subprocess.CompletedProcess(popen.args, popen.returncode, b"", err))
-
-
-@pytest.fixture
-def runtime() -> Iterator[str]:
-    """A private runtime folder (short: a socket's path is < 108 bytes); its servers are
-    stopped at the end, and any left are killed by pid."""
-    folder = tempfile.mkdtemp(prefix="tt-hs-", dir="/tmp")
-    yield folder
-    stop = [sys.executable, "-m", "tokentop.commands.hook", "stop"]
-    subprocess.run(stop, env={**os.environ, "XDG_RUNTIME_DIR": folder}, capture_output=True)
-    for pid in serving(folder):  # a test that failed may leave a worker in a call
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def serving(folder: str) -> dict[int, int]:
-    """pid -> parent pid of the hook servers and workers serving a socket in `folder`."""
-    found = {}
-    for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        serves = any(arg.startswith(folder) for arg in cmdline)
-        if "tokentop.commands.hook_server" in cmdline and serves:
-            found[proc.info["pid"]] = proc.info["ppid"]
-    return found
-
-
-def servers(folder: str) -> list[int]:
-    """Hook servers (not their workers) serving a socket in `folder`."""
-    found = serving(folder)
-    return [pid for pid, parent in found.items() if parent not in found]
-
-
-def socket_file(folder: str) -> Path | None:
-    return next(Path(folder, "tokentop").glob("hook-*.sock"), None)
-
-
-def serve(home: Home, **env: str) -> int:
-    """Start the server as a first call does (that call answers in-process); its pid."""
-    first = call(home, **env)
-    assert not first.served and first.code in (0, 2), first.err
-    assert wait_until(lambda: socket_file(home.runtime) is not None), "no server started"
-    [pid] = servers(home.runtime)
-    return pid
-
-
-def busy_worker(server: int, cwd: Path) -> int | None:
-    """The worker in a call from a client working in `cwd` (spares wait in "/")."""
-    for child in psutil.Process(server).children():
-        with contextlib.suppress(psutil.Error):
-            if child.cwd() == str(cwd):
-                return child.pid
-    return None
-
-
-def feed_fifo(fifo: Path, text: str) -> bool:
-    """Write `text` into `fifo` once a reader has opened it (False if none does)."""
-    fd = -1
-
-    def opened() -> bool:
-        nonlocal fd
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return False
-        return True
-
-    if not wait_until(opened):
-        return False
-    os.write(fd, text.encode())
-    os.close(fd)
-    return True
-
-
-def records(home: Home) -> list[tuple[object, ...]]:
-    """The registry's records without their times, paths relative to the home."""
-    root = str(home.root)
-    return [
-        tuple(
-            value.replace(root, "~") if isinstance(value, str) else value
-            for field in r.__struct_fields__
-            if field != "timestamp" and (value := getattr(r, field)) is not None
-        )
-        for r in read(home.registry)[0]
-    ]
-
-
-def logged_action(home: Home) -> list[tuple[object, ...]]:
-    return [(a.action, a.ok, a.origin, a.actor, a.reason) for a in read_action_log(home.actions)[0]]
+__all__ = ["runtime"]  # a fixture
 
 
 def test_a_blocked_call_is_answered_by_the_server_exactly_as_in_process(
@@ -301,114 +137,6 @@ def test_a_client_killed_mid_call_ends_its_worker(tmp_path: Path, runtime: str) 
     assert wait_until(lambda: proc_helpers.gone(worker))
     with pytest.raises(OSError):  # nobody waits on the config any more
         os.open(home.config, os.O_WRONLY | os.O_NONBLOCK)
-
-
-def test_a_stopped_server_is_skipped_and_never_acts_late(tmp_path: Path, runtime: str) -> None:
-    """A server that does not take the call within ACK_WAIT_S is left behind: the client
-    answers itself, and the call it had sent is never acted on when the server wakes."""
-    server = serve(make_home(tmp_path / "first", runtime, config=""))
-    frozen = [server, *(c.pid for c in psutil.Process(server).children())]
-    home = make_home(tmp_path / "h", runtime)
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        answer = call(home)
-    finally:
-        moved = [p.rename(p.with_name(p.name + ".seen")) for p in (home.registry, home.actions)]
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
-    assert (answer.code, answer.served) == (2, False), answer.err
-    assert [r.state for r in read(moved[0])[0] if isinstance(r, SoftStopRecord)] == ["blocked"]
-    assert wait_until(lambda: any(proc_helpers.gone(pid) for pid in frozen[1:]))  # it took it
-    time.sleep(0.2)
-    assert not home.registry.exists() and not home.actions.exists()  # ...and did nothing
-
-
-def test_a_leftover_socket_is_replaced_by_a_new_server(tmp_path: Path, runtime: str) -> None:
-    home = make_home(tmp_path / "h", runtime)
-    server = serve(home)
-    os.kill(server, signal.SIGKILL)  # no clean-up: its socket file stays
-    assert wait_until(lambda: not servers(runtime))
-    leftover = socket_file(runtime)
-    assert leftover is not None and leftover.exists()
-    lock = leftover.with_suffix(".lock")
-    os.utime(lock, (0, 0))  # as if started long ago: the backoff does not apply
-    answer = call(home)  # refused by the dead socket: answers itself, starts a new server
-    assert (answer.code, answer.served) == (2, False), answer.err
-    assert wait_until(lambda: len(servers(runtime)) == 1 and call(home).served)
-    assert servers(runtime) != [server]
-
-
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
-NOBODY = 65534
-LISTENER = """
-import os, socket, sys
-sock = socket.socket(socket.AF_UNIX)
-sock.bind(sys.argv[1])
-os.chmod(sys.argv[1], 0o777)
-os.setgroups([]); os.setresgid(*[{id}] * 3); os.setresuid(*[{id}] * 3)
-sock.listen(4)
-print("listening", flush=True)
-conn, _ = sock.accept()
-got = b""
-while chunk := conn.recv(65536):
-    got += chunk
-print(len(got), flush=True)
-""".replace("{id}", str(NOBODY))
-CALLER = """
-import os, socket, sys
-os.setgroups([]); os.setresgid(*[{id}] * 3); os.setresuid(*[{id}] * 3)
-sock = socket.socket(socket.AF_UNIX)
-sock.connect(sys.argv[1])
-sock.settimeout(10)
-try:
-    sock.sendall(sys.stdin.buffer.read())
-    print(repr(sock.recv(100)), flush=True)
-except (BrokenPipeError, ConnectionResetError):  # closed on us: nothing was answered
-    print(repr(b""), flush=True)
-""".replace("{id}", str(NOBODY))
-
-
-@ROOT_ONLY
-def test_another_users_listener_gets_nothing_and_another_users_call_no_answer(
-    tmp_path: Path, runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tokentop.commands import hook_wire
-
-    home = make_home(tmp_path / "h", runtime)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
-    folder = hook_wire.runtime_dir()
-    assert folder is not None
-    path = hook_wire.socket_path(folder, hook_wire.identity())
-    assert path is not None
-    fake = subprocess.Popen([sys.executable, "-c", LISTENER, path], stdout=subprocess.PIPE)
-    assert fake.stdout is not None and fake.stdout.readline() == b"listening\n"
-    answer = call(home)  # sees uid 65534, sends nothing, answers itself, starts our server
-    assert fake.stdout.readline() == b"0\n"
-    fake.wait(timeout=10)
-    assert (answer.code, answer.served) == (2, False), answer.err
-    assert wait_until(lambda: len(servers(runtime)) == 1 and call(home).served)
-    [server] = servers(runtime)
-    for opened in (runtime, folder, path):  # so that another user can reach the socket
-        os.chmod(opened, 0o777 if opened == path else 0o711)
-    try:
-        request = nobody_request(home, monkeypatch)
-        caller = subprocess.run([sys.executable, "-c", CALLER, path], input=request,
-                                capture_output=True, timeout=30)  # fmt: skip
-    finally:
-        for opened in (runtime, folder):
-            os.chmod(opened, 0o700)
-    assert caller.stdout.strip() == b"b''", caller.stderr  # closed unanswered
-    assert not (home.root / "nobody.jsonl").exists()
-    assert servers(runtime) == [server]
-
-
-def nobody_request(home: Home, monkeypatch: pytest.MonkeyPatch) -> bytes:
-    from tokentop.commands.hook import request
-
-    for name, value in home.env().items():
-        monkeypatch.setenv(name, value)
-    return request(home.event(), {"--registry": str(home.root / "nobody.jsonl")})
 
 
 def test_sessions_are_served_at_once(tmp_path: Path, runtime: str) -> None:
@@ -545,22 +273,3 @@ def test_an_ignored_soft_stop_escalates_through_the_server(
 )
 def test_the_client_knows_a_whole_json_object(data: bytes, whole: bool) -> None:
     assert whole_json(data) is whole
-
-
-def test_a_runtime_folder_that_is_not_private_is_never_used(tmp_path: Path) -> None:
-    """A folder that is a symlink, or open to others (a stranger's in /tmp), is never used:
-    every call answers in-process and no server starts."""
-    private = tmp_path / "private"
-    private.mkdir(mode=0o700)
-    runtime, shared = tmp_path / "run", tmp_path / "tmp"
-    runtime.mkdir()
-    shared.mkdir()
-    (runtime / "tokentop").symlink_to(private)
-    (shared / f"tokentop-{os.getuid()}").mkdir(mode=0o755)
-    home = make_home(tmp_path / "h", str(runtime))
-    for _ in range(2):
-        answer = call(home, TMPDIR=str(shared))
-        assert (answer.code, answer.served) == (2, False), answer.err
-    time.sleep(0.5)  # a server, had one been started, would have made its socket by now
-    assert not any(private.iterdir()) and not any((shared / f"tokentop-{os.getuid()}").iterdir())
-    assert not serving(str(runtime)) and not serving(str(private)) and not serving(str(shared))
