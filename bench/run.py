@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--live-writes", type=int, default=30, help="responses appended (0 = skip)")
     ap.add_argument("--live-interval", type=float, default=0.25, help="seconds between appends")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
-    ap.add_argument("--hook-calls", type=int, default=5, help="warm hook calls timed (0 = skip)")
+    ap.add_argument("--hook-calls", type=int, default=10, help="warm hook calls timed (0 = skip)")
     ap.add_argument("--json-out", type=Path, help="also write all raw figures here")
     return ap.parse_args(argv)
 

@@ -22,7 +22,7 @@ import fake_agents
 import proc_helpers
 from claude_lines import response, write_transcript
 from tokentop.cli import main
-from tokentop.commands.hook import HookFiles, handle
+from tokentop.commands.hook_answer import HookFiles, handle
 from tokentop.commands.hook_install import install, merged
 from tokentop.processes.control import read_action_log
 from tokentop.processes.finding import launch

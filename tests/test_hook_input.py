@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from claude_lines import response, write_transcript
-from tokentop.commands.hook import cache_name
+from tokentop.commands.hook_answer import cache_name
 
 CWD = "/home/dev/shop"
 GOOD = "9a1f0d2e-7c3b-4e5a-8f6d-1b2c3d4e5f60"
@@ -117,7 +117,7 @@ def test_hostile_input_never_escapes_the_cache_dir_or_blocks(
 
 
 def test_the_stop_message_escapes_what_the_transcript_named() -> None:
-    from tokentop.commands.hook import stop_message
+    from tokentop.commands.hook_answer import stop_message
 
     text = stop_message(["looping: the same \x1b]2;PWNED\x07 call 6 times"])
     assert "\x1b" not in text and "\\x1b]2;PWNED\\x07" in text

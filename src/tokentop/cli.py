@@ -130,7 +130,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "`tokentop hook install` adds it to Claude Code's settings.",
     )
     if _wanted(argv, "hook"):
-        from tokentop.commands.hook import add_hook_args
+        from tokentop.commands.hook_answer import add_hook_args
 
         add_hook_args(p)
         p.add_argument(
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return cmd_guard(args)
         if args.command == "hook":
-            from tokentop.commands.hook import cmd_hook
+            from tokentop.commands.hook_answer import cmd_hook
 
             return cmd_hook(args)
         if args.command in ("report", "summary"):
