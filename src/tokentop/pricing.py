@@ -106,9 +106,12 @@ class ModelPrice(msgspec.Struct, frozen=True, omit_defaults=True):
             cache_write_1h=_pick(tier.cache_write_1h, self.cache_write_1h, inp),
         )
 
-    def cost(self, tokens: TokenCounts) -> float:
-        """USD for one API response; the tier is chosen from this response's total input."""
-        rates = self.rates(tokens.input + tokens.cache_read + tokens.cache_write)
+    def cost(self, tokens: TokenCounts, tier_input: int | None = None) -> float:
+        """USD for one API response; the tier is chosen from this response's total input,
+        or from `tier_input` (a total over many responses is tiered by their mean)."""
+        if tier_input is None:
+            tier_input = tokens.input + tokens.cache_read + tokens.cache_write
+        rates = self.rates(tier_input)
         return math.fsum(
             (
                 tokens.input * rates.input,

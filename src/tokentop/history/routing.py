@@ -114,16 +114,7 @@ def priced_at(price: ModelPrice, tokens: TokenCounts, responses: int) -> float:
     """`tokens` (a total over `responses`) at `price`'s rates, with the long-context tier a
     response of the mean input size reaches."""
     per_response = (tokens.input + tokens.cache_read + tokens.cache_write) / max(responses, 1)
-    rates = price.rates(math.ceil(per_response))
-    return math.fsum(
-        (
-            tokens.input * rates.input,
-            (tokens.output + tokens.reasoning) * rates.output,
-            tokens.cache_read * rates.cache_read,
-            tokens.cache_write_5m * rates.cache_write_5m,
-            tokens.cache_write_1h * rates.cache_write_1h,
-        )
-    )
+    return price.cost(tokens, math.ceil(per_response))
 
 
 def cheapest(
