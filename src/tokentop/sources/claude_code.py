@@ -9,11 +9,9 @@ folds sidechain replays and resumed-session copies found in other files.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
-from zlib import crc32
 
 import msgspec
 
@@ -31,91 +29,29 @@ from tokentop.sources.base import (
     DECODE_ERRORS,
     FILE_CHANGING_TOOLS,
     MAX_LINE_BYTES,
-    Count,
     DirSource,
     FileParser,
     env_dirs,
     name_text,
     short_hash,
 )
+from tokentop.sources.claude_records import (
+    ENVELOPE,
+    KNOWN_TYPES,
+    LOOSE,
+    RECORD,
+    AnyRecord,
+    Block,
+    Envelope,
+    Message,
+    Usage,
+    decode_whole,
+    epoch,
+    output_hash,
+)
 
 AGENT = "claude"
 SYNTHETIC_MODEL = "<synthetic>"
-
-
-# -- narrow record structs: only the fields tokentop reads, so msgspec skips the rest ---------
-# Fields are declared in the order Claude Code writes them: msgspec tries the next declared
-# field first when matching keys, which saves a few percent on the hot path.
-
-
-class _CacheSplit(msgspec.Struct, gc=False):
-    ephemeral_5m_input_tokens: Count = 0
-    ephemeral_1h_input_tokens: Count = 0
-
-
-class _Usage(msgspec.Struct, gc=False):
-    input_tokens: Count = 0
-    cache_creation_input_tokens: Count = 0
-    cache_read_input_tokens: Count = 0
-    cache_creation: _CacheSplit | None = None
-    output_tokens: Count = 0
-
-
-class _Block(msgspec.Struct, gc=False):
-    """A content block; text and thinking bodies are never decoded, tool bodies stay Raw."""
-
-    tool_use_id: str = ""
-    type: str = ""
-    id: str = ""
-    name: str = ""
-    input: msgspec.Raw = msgspec.Raw(b"null")
-    content: msgspec.Raw = msgspec.Raw(b"null")
-    is_error: bool | None = None
-
-
-class _Message(msgspec.Struct, gc=False):
-    id: str | None = None
-    model: str | None = None
-    content: list[_Block] | str | None = None
-    usage: _Usage | None = None
-
-
-class _RecordBase(msgspec.Struct, gc=False):
-    isSidechain: bool | None = None
-    cwd: str | None = None
-    sessionId: str | None = None
-    gitBranch: str | None = None
-    type: str = ""
-    message: _Message | None = None
-    uuid: str | None = None
-    costUSD: float | None = None
-    requestId: str | None = None
-
-
-class _Record(_RecordBase, gc=False):
-    timestamp: datetime | None = None
-    """Parsed by msgspec in C; a line whose timestamp does not parse is retried loosely."""
-
-
-class _LooseRecord(_RecordBase, gc=False):
-    timestamp: str | None = None
-
-
-class _Envelope(msgspec.Struct, gc=False):
-    """Fallback view of a line whose body did not fit `_Record` (e.g. a new record type)."""
-
-    type: str = ""
-    sessionId: str | None = None
-    timestamp: str | None = None
-    cwd: str | None = None
-    gitBranch: str | None = None
-
-
-_RECORD = msgspec.json.Decoder(_Record)
-_LOOSE = msgspec.json.Decoder(_LooseRecord)
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
-AnyRecord = _Record | _LooseRecord
-_KNOWN_TYPES = frozenset({"assistant", "user"})
 
 
 # -- source ---------------------------------------------------------------------------------
@@ -205,30 +141,39 @@ _PLACEHOLDER = SessionInfo(SessionKey(AGENT, ""), 0.0)
 """Holds the pending response's place in a feed's events until `_flush` builds it."""
 
 
-class _Pending:
-    """The response being read in one feed: its place in `out` and its largest copy so far.
+class _Feed:
+    """One `feed` call: the response being read, the tool events still to hash, and where
+    its lines start (found only if a record needs its offset for a key).
 
-    Its event is built once the response's last line in the feed is known, so the ledger
-    sees one event per response read in one go, and the smaller copies cost no objects.
-    The parser sets the fields directly (one method call per line matters here).
+    The pending response's event is built once its last line in the feed is known, so the
+    ledger sees one event per response read in one go, and the smaller copies cost no
+    objects. The parser sets the fields directly (one method call per line matters here).
     """
 
-    __slots__ = (
-        "index", "message", "record", "session", "stamp", "to_hash", "usage", "write_1h",
-        "write_5m",
-    )  # fmt: skip
+    __slots__ = ("calls", "data", "index", "record", "results", "session", "starts", "ts")
 
-    def __init__(self) -> None:
+    def __init__(self, data: bytes, starts: list[int] | None) -> None:
+        self.data = data
+        self.starts = starts
         self.index = -1
-        self.to_hash: list[tuple[int, SessionKey, msgspec.Raw]] = []
-        """Tool calls and results whose input/output hash is not computed yet (see `hash_tail`)."""
+        """Where the pending response's event goes in `out`; -1 when none is pending."""
         self.record: AnyRecord
-        self.message: _Message
-        self.usage: _Usage
+        """The pending response's largest copy so far."""
         self.session: SessionKey
-        self.stamp: datetime | str | None
-        self.write_5m: int
-        self.write_1h: int
+        self.ts: float | None = None
+        """The pending record's time, once a tool call of the same line needed it."""
+        self.calls: list[tuple[int, SessionKey, msgspec.Raw]] = []
+        self.results: list[tuple[int, SessionKey, msgspec.Raw]] = []
+        """Tool calls and results whose input/output hash is not computed yet (`hash_tail`)."""
+
+    def start(self, line: int) -> int:
+        """Where the feed's `line`-th record starts in its data."""
+        if self.starts is None:
+            starts, pos, find = [0], 0, self.data.find
+            while (pos := find(b"\n", pos) + 1) and pos < len(self.data):
+                starts.append(pos)
+            self.starts = starts
+        return self.starts[line]
 
 
 class ClaudeFileParser(FileParser, tag="claude"):
@@ -252,80 +197,114 @@ class ClaudeFileParser(FileParser, tag="claude"):
     """Largest total emitted for `last_key`; a following copy that is not larger is dropped."""
 
     def feed(self, data: bytes, out: list[Event]) -> None:
-        """Decode every complete line and turn user/assistant records into events.
+        """Decode every complete line and turn user/assistant records into events: all
+        lines in one call when they are plain records (`decode_whole`), else one by one."""
+        whole = decode_whole(data)
+        starts = None
+        records: Sequence[AnyRecord | Envelope]
+        if whole is None:
+            records, starts = self._decode_each(data)
+            lines = data.count(b"\n")
+        else:
+            records, lines = whole, len(whole)
+        feed = _Feed(data, starts)
+        self._read(records, out, feed)
+        self._flush(feed, out)
+        hash_tail(feed.calls, out, short_hash)
+        hash_tail(feed.results, out, output_hash)
+        self.lines += lines
+        self.offset += len(data)
 
-        This loop is the cold scan's hot path (one iteration per transcript line), hence
-        the local aliases; each record kind is then handled by one method.
-        """
-        find = data.find
-        view = memoryview(data)
-        decode = _RECORD.decode
-        base = self.offset
-        pos = count = 0
-        pending = _Pending()
-        record: AnyRecord | None
-        while (end := find(b"\n", pos)) >= 0:
-            start = pos
-            pos = end + 1
-            count += 1
-            if end - start > MAX_LINE_BYTES:
-                self.bad(f"line {self.lines + count}: over {MAX_LINE_BYTES} bytes, skipped")
-                continue
-            try:
-                record = decode(view[start:end])
-            except msgspec.ValidationError as exc:  # valid JSON of another shape
-                record = self._refit(view[start:end], self.lines + count, str(exc), out)
-                if record is None:
-                    continue
-            except msgspec.DecodeError as exc:
-                if end > start:  # an empty line is harmless; anything else that fails is junk
-                    self.bad(f"line {self.lines + count}: invalid JSON ({exc})")
-                continue
-            except RecursionError:  # nested deeper than msgspec will follow
-                self.bad(f"line {self.lines + count}: JSON nested too deep")
-                continue
-            if not self.announced and record.sessionId:
-                self._announce(record.sessionId, record, out)
+    def _read(self, records: Sequence[AnyRecord | Envelope], out: list[Event], feed: _Feed) -> None:
+        """The cold scan's hot path: one iteration per transcript line, hence the local
+        aliases and the usage of an assistant line (most lines) read inline."""
+        keys, from_path = _KEYS, self.session_from_path
+        for line, record in enumerate(records):
+            sid = record.sessionId
+            if not self.announced and sid:
+                self._announce(sid, record, out)
             message = record.message
             if message is None:
                 continue
+            if from_path or not sid:
+                sid = self.session_id
+            session = keys.get(sid) or session_key(sid)
             kind = record.type
             if kind == "assistant" or not kind:  # old or hand-made lines have no type
-                self._assistant(record, message, base + start, out, pending)
+                usage = message.usage
+                if usage is not None and message.model != SYNTHETIC_MODEL:
+                    split = usage.cache_creation
+                    total = usage.input_tokens + usage.output_tokens + (
+                        usage.cache_read_input_tokens
+                    ) + (
+                        usage.cache_creation_input_tokens if split is None
+                        else split.ephemeral_5m_input_tokens + split.ephemeral_1h_input_tokens
+                    )  # fmt: skip
+                    if total:
+                        self._usage(record, total, session, line, out, feed)  # type: ignore[arg-type]
+                content = message.content
+                if type(content) is list:
+                    for index, block in enumerate(content):
+                        if block.type == "tool_use":
+                            self._tool_call(block, index, session, record, line, out, feed)  # type: ignore[arg-type]
             elif kind == "user" and type(message.content) is list:
-                self._user(record, message.content, base + start, out, pending)
-        self._flush(pending, out)
-        hash_tail(pending.to_hash, out)
-        self.lines += count
-        self.offset = base + pos
+                self._user(record, message.content, session, line, out, feed)  # type: ignore[arg-type]
 
-    def _refit(
-        self, line: memoryview, number: int, error: str, out: list[Event]
-    ) -> _LooseRecord | None:
-        """A valid JSON line that did not fit `_Record`: retry with a text timestamp, else
-        ignore it if it is an unknown record type, and count it as bad if it is a known one."""
+    def _decode_each(self, data: bytes) -> tuple[list[AnyRecord | Envelope], list[int]]:
+        """The lines one by one: each bad one counted with its reason, and an unknown
+        record type kept as an Envelope (it may name the session). Also where each starts."""
+        find, view, decode = data.find, memoryview(data), RECORD.decode
+        records: list[AnyRecord | Envelope] = []
+        starts: list[int] = []
+        pos = count = 0
+        while (end := find(b"\n", pos)) >= 0:
+            start, pos = pos, end + 1
+            count += 1
+            number = self.lines + count
+            if end - start > MAX_LINE_BYTES:
+                self.bad(f"line {number}: over {MAX_LINE_BYTES} bytes, skipped")
+                continue
+            try:
+                record: AnyRecord | Envelope | None = decode(view[start:end])
+            except msgspec.ValidationError as exc:  # valid JSON of another shape
+                record = self._refit(view[start:end], number, str(exc))
+            except msgspec.DecodeError as exc:
+                if end > start:  # an empty line is harmless; anything else that fails is junk
+                    self.bad(f"line {number}: invalid JSON ({exc})")
+                continue
+            except RecursionError:  # nested deeper than msgspec will follow
+                self.bad(f"line {number}: JSON nested too deep")
+                continue
+            if record is not None:
+                records.append(record)
+                starts.append(start)
+        return records, starts
+
+    def _refit(self, line: memoryview, number: int, error: str) -> AnyRecord | Envelope | None:
+        """A valid JSON line that did not fit `Record`: retry with a text timestamp, else
+        keep its envelope if it is an unknown record type (it may name the session), and
+        count it as bad if it is a known one."""
         try:
-            return _LOOSE.decode(line)
+            return LOOSE.decode(line)
         except DECODE_ERRORS:
             pass
         try:
-            env = _ENVELOPE.decode(line)
+            env = ENVELOPE.decode(line)
         except DECODE_ERRORS:
             self.bad(f"line {number}: not a transcript record ({error})")
             return None
-        if env.type in _KNOWN_TYPES:
+        if env.type in KNOWN_TYPES:
             self.bad(f"line {number}: unusable {env.type} record ({error})")
-        elif not self.announced and env.sessionId:
-            self._announce(env.sessionId, env, out)
-        return None
+            return None
+        return env
 
-    def _announce(self, sid: str, record: AnyRecord | _Envelope, out: list[Event]) -> None:
+    def _announce(self, sid: str, record: AnyRecord | Envelope, out: list[Event]) -> None:
         """One SessionInfo per file, so a session is listed before its first response."""
         self.announced = True
         if not self.session_from_path:
             self.session_id = sid
         model = ""
-        if not isinstance(record, _Envelope) and record.message is not None:
+        if not isinstance(record, Envelope) and record.message is not None:
             model = record.message.model or ""
         out.append(
             SessionInfo(
@@ -337,85 +316,56 @@ class ClaudeFileParser(FileParser, tag="claude"):
             )
         )
 
-    def _assistant(
-        self, record: AnyRecord, message: _Message, offset: int, out: list[Event], pending: _Pending
-    ) -> None:
-        sid = record.sessionId
-        if self.session_from_path or not sid:
-            sid = self.session_id
-        session = _KEYS.get(sid) or session_key(sid)  # inlined: one call per line matters here
-        stamp = record.timestamp  # made a number only if used: most copies are dropped
-        usage = message.usage
-        if usage is not None and message.model != SYNTHETIC_MODEL:
-            self._usage(record, message, usage, session, stamp, offset, out, pending)
-        content = message.content
-        if type(content) is list:
-            for index, block in enumerate(content):
-                if block.type == "tool_use":
-                    ts = epoch(stamp)
-                    pending.to_hash.append((len(out), session, block.input))
-                    out.append(self._tool_call(block, index, session, ts, record, offset))
-
     def _usage(
         self,
         record: AnyRecord,
-        message: _Message,
-        usage: _Usage,
+        total: int,
         session: SessionKey,
-        stamp: datetime | str | None,
-        offset: int,
+        line: int,
         out: list[Event],
-        pending: _Pending,
+        feed: _Feed,
     ) -> None:
         """Keep the line's usage as the pending copy of its response, unless it repeats the
-        previous line's key without growing (a copy at least this large is already kept) or
-        is all zero. The event is built only when the response's last copy is known."""
-        split = usage.cache_creation
-        if split is not None:
-            write_5m = split.ephemeral_5m_input_tokens
-            write_1h = split.ephemeral_1h_input_tokens
-        else:
-            write_5m = usage.cache_creation_input_tokens
-            write_1h = 0
-        total = (
-            usage.input_tokens + usage.output_tokens + usage.cache_read_input_tokens
-            + write_5m + write_1h
-        )  # fmt: skip
-        key = "claude:" + message.id if message.id else self._local_key(record, offset)
-        if not total:
-            return
+        previous line's key without growing (a copy at least this large is already kept).
+        The event is built only when the response's last copy is known."""
+        mid = record.message.id  # type: ignore[union-attr]
+        key = "claude:" + mid if mid else self._local_key(record, line, feed)
         if key == self.last_key:
             if total <= self.last_total:
                 return
-            if pending.index >= 0:  # a larger copy replaces the pending one
-                self.last_total = total
-                pending.record, pending.message, pending.usage = record, message, usage
-                pending.session, pending.stamp = session, stamp
-                pending.write_5m, pending.write_1h = write_5m, write_1h
+            self.last_total = total
+            if feed.index >= 0:  # a larger copy replaces the pending one
+                feed.record, feed.session, feed.ts = record, session, None
                 return
-        self._flush(pending, out)
-        self.last_key = key
-        self.last_total = total
-        pending.index = len(out)
+        else:
+            self._flush(feed, out)
+            self.last_key, self.last_total = key, total
+        feed.index = len(out)
         out.append(_PLACEHOLDER)
-        pending.record, pending.message, pending.usage = record, message, usage
-        pending.session, pending.stamp = session, stamp
-        pending.write_5m, pending.write_1h = write_5m, write_1h
+        feed.record, feed.session, feed.ts = record, session, None
 
-    def _flush(self, p: _Pending, out: list[Event]) -> None:
+    def _flush(self, feed: _Feed, out: list[Event]) -> None:
         """Build the pending response's event in its place in `out`."""
-        if p.index < 0:
+        if feed.index < 0:
             return
-        usage, record = p.usage, p.record
+        record = feed.record
+        message: Message = record.message  # type: ignore[assignment]
+        usage: Usage = message.usage  # type: ignore[assignment]
+        split = usage.cache_creation
+        if split is None:
+            write_5m, write_1h = usage.cache_creation_input_tokens, 0
+        else:
+            write_5m, write_1h = split.ephemeral_5m_input_tokens, split.ephemeral_1h_input_tokens
         tokens = TokenCounts(
             usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens,
-            p.write_5m, p.write_1h,
+            write_5m, write_1h,
         )  # fmt: skip
-        out[p.index] = UsageEvent(
-            p.session,
+        ts = feed.ts
+        out[feed.index] = UsageEvent(
+            feed.session,
             self.last_key,
-            epoch(p.stamp),
-            p.message.model or "",
+            epoch(record.timestamp) if ts is None else ts,
+            message.model or "",
             tokens,
             record.cwd or "",
             record.gitBranch or "",
@@ -423,48 +373,51 @@ class ClaudeFileParser(FileParser, tag="claude"):
             bool(record.isSidechain) or self.session_from_path,
             request_id=record.requestId or "",
         )
-        p.index = -1
+        feed.index = -1
 
     def _tool_call(
         self,
-        block: _Block,
+        block: Block,
         index: int,
         session: SessionKey,
-        ts: float,
         record: AnyRecord,
-        offset: int,
-    ) -> ToolCall:
+        line: int,
+        out: list[Event],
+        feed: _Feed,
+    ) -> None:
         name = block.name
-        call_id = block.id or f"{self._local_key(record, offset)}/{index}"
-        return ToolCall(session, call_id, ts, name, "", name in FILE_CHANGING_TOOLS)
+        call_id = block.id or f"{self._local_key(record, line, feed)}/{index}"
+        if feed.index >= 0 and feed.record is record:  # the pending copy: its time is kept
+            ts = feed.ts
+            if ts is None:
+                ts = feed.ts = epoch(record.timestamp)
+        else:
+            ts = epoch(record.timestamp)
+        feed.calls.append((len(out), session, block.input))
+        out.append(ToolCall(session, call_id, ts, name, "", name in FILE_CHANGING_TOOLS))
 
-    def _local_key(self, record: AnyRecord, offset: int) -> str:
+    def _local_key(self, record: AnyRecord, line: int, feed: _Feed) -> str:
         """A key for a record without message id: unique to this file and line."""
-        return f"claude:{self.path}#{record.uuid or offset}"
+        return f"claude:{self.path}#{record.uuid or self.offset + feed.start(line)}"
 
     def _user(
         self,
         record: AnyRecord,
-        blocks: list[_Block],
-        offset: int,
+        blocks: list[Block],
+        session: SessionKey,
+        line: int,
         out: list[Event],
-        pending: _Pending,
+        feed: _Feed,
     ) -> None:
         """A ToolResult per tool_result block."""
-        session: SessionKey | None = None
-        ts = 0.0
+        ts: float | None = None
         for index, block in enumerate(blocks):
             if block.type != "tool_result":
                 continue
-            if session is None:
-                sid = record.sessionId
-                if self.session_from_path or not sid:
-                    sid = self.session_id
-                session = _KEYS.get(sid) or session_key(sid)
-                stamp = record.timestamp
-                ts = stamp.timestamp() if type(stamp) is datetime and stamp.tzinfo else epoch(stamp)
-            call_id = block.tool_use_id or f"{self._local_key(record, offset)}/{index}"
-            pending.to_hash.append((len(out), session, block.content))
+            if ts is None:
+                ts = epoch(record.timestamp)
+            call_id = block.tool_use_id or f"{self._local_key(record, line, feed)}/{index}"
+            feed.results.append((len(out), session, block.content))
             out.append(ToolResult(session, call_id, ts, bool(block.is_error)))
 
 
@@ -475,34 +428,41 @@ are pushed out of that list by the newer ones of the same feed. Twice as many, s
 result whose call is still listed always has its hash."""
 
 
-def hash_tail(to_hash: list[tuple[int, SessionKey, msgspec.Raw]], out: list[Event]) -> None:
-    """Fill in the input/output hashes of each session's latest tool calls and results.
+def hash_tail(
+    to_hash: list[tuple[int, SessionKey, msgspec.Raw]],
+    out: list[Event],
+    digest: Callable[[bytes], str],
+) -> None:
+    """Fill in the input (or output) hashes of each session's latest tool calls (results).
 
     Hashing every tool output would read most of a transcript's bytes a second time; on a
-    cold scan only the newest calls of each session ever reach the loop detectors. The walk
-    from the end stops once every session has its share of both kinds (a feed is nearly
-    always one session: its last ~120 entries), instead of visiting every call of the feed.
+    cold scan only the newest calls of each session ever reach the loop detectors. A feed
+    is nearly always one session: then its last entries are taken as they are.
     """
-    if not to_hash:
-        return
-    wanted = len({session for _, session, _ in to_hash}) * 2
-    done = 0
-    seen: dict[tuple[SessionKey, type], int] = {}
-    for index, session, raw in reversed(to_hash):
+    if len({session for _, session, _ in to_hash}) > 1:
+        to_hash = _latest_per_session(to_hash)
+    else:
+        to_hash = to_hash[-HASHED_PER_SESSION:]
+    replace = msgspec.structs.replace
+    for index, _, raw in to_hash:
         event = out[index]
-        kind = type(event)
-        n = seen.get((session, kind), 0)
-        if n >= HASHED_PER_SESSION:
-            continue
-        seen[session, kind] = n + 1
-        if kind is ToolCall:
-            out[index] = msgspec.structs.replace(event, input_hash=short_hash(raw))
+        if type(event) is ToolCall:
+            out[index] = replace(event, input_hash=digest(raw))
         else:
-            out[index] = msgspec.structs.replace(event, output_hash=output_hash(raw))
-        if n + 1 == HASHED_PER_SESSION:
-            done += 1
-            if done == wanted:
-                break
+            out[index] = replace(event, output_hash=digest(raw))
+
+
+def _latest_per_session(
+    to_hash: list[tuple[int, SessionKey, msgspec.Raw]],
+) -> list[tuple[int, SessionKey, msgspec.Raw]]:
+    left: dict[SessionKey, int] = {}
+    latest = []
+    for entry in reversed(to_hash):
+        n = left.get(entry[1], HASHED_PER_SESSION)
+        if n:
+            left[entry[1]] = n - 1
+            latest.append(entry)
+    return latest
 
 
 _KEYS: dict[str, SessionKey] = {}
@@ -516,26 +476,3 @@ def session_key(session_id: str) -> SessionKey:
             _KEYS.clear()
         key = _KEYS[session_id] = SessionKey(AGENT, session_id)
     return key
-
-
-def output_hash(raw: bytes) -> str:
-    """Fingerprint of a tool output: crc32 and length, 16 hex digits.
-
-    Outputs are most of a transcript's bytes (often MBs); crc32 runs at ~3 GB/s where
-    blake2b manages ~0.6, and equality within one session is all the loop detector needs.
-    """
-    return (crc32(raw) << 32 | (len(raw) & 0xFFFFFFFF)).to_bytes(8).hex()
-
-
-def epoch(value: datetime | str | None) -> float:
-    """Unix seconds of a record timestamp (naive times taken as UTC); 0.0 when unparseable."""
-    if type(value) is datetime and value.tzinfo is not None:
-        return value.timestamp()
-    if value is None:
-        return 0.0
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return 0.0
-    return value.replace(tzinfo=value.tzinfo or UTC).timestamp()
