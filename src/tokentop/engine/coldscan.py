@@ -203,7 +203,7 @@ class ColdScan:
             led = time.monotonic() > lead_until and any(w.busy for w in self.workers)
             step = [] if led else self.queue.take(STEP_BYTES, newest=True)
             if step:
-                changed |= self.engine.process(item[0] for item in step)
+                changed |= self._read_here(step)
                 self._done(step)
             elif not any([w.wait_idle(0.02) for w in self.workers]) and not self.queue.items:
                 break
@@ -213,6 +213,18 @@ class ColdScan:
                 now = time.monotonic()
                 pause = PUBLISH_S if now - self.started < 1.0 else LATER_PUBLISH_S
                 next_publish, published = now + pause, self.files_done
+        return changed
+
+    def _read_here(self, step: list[Item]) -> bool:
+        """Read a step into an engine of its own and merge it, as a worker's batch is: the
+        new keys are looked up in a small dict, and this engine's tables get them hashed."""
+        from tokentop.engine.engine import Engine
+
+        engine = self.engine
+        batch = Engine(engine.sources, engine.cost_fn, clock=engine.clock, workers=1)
+        changed = batch.process(item[0] for item in step)
+        if not engine.adopt(batch):
+            changed = engine.process(item[0] for item in step)
         return changed
 
     def _merge(self, results: list[tuple[list[Item], WorkerResult | None]]) -> bool:

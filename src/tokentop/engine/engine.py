@@ -134,6 +134,17 @@ class Engine:
             self.bytes_read += bytes_read
         return True
 
+    def adopt(self, batch: Engine) -> bool:
+        """Fold in files read into an engine of their own (a cold scan's batch read here);
+        False if they must be read again by this one (see Ledger.merge)."""
+        with self._lock:
+            if not self.ledger.merge(batch.ledger):
+                return False
+            self.files.update(batch.files)
+            self.bytes_read += batch.bytes_read
+            self.file_errors += batch.file_errors
+        return True
+
     def save_cache(self) -> None:
         """Persist offsets and counters, unless nothing changed since they were loaded/saved."""
         if self._cache_path is None or self._saved == self._change_mark():
