@@ -22,7 +22,7 @@ from tokentop.engine.ledger_state import LedgerState
 from tokentop.engine.resume import file_records, resume, tracked_from
 from tokentop.engine.tail import Tailer, TailState
 from tokentop.engine.tracked import Tracked, unchanged
-from tokentop.model import Event, LedgerSnapshot, SessionKey
+from tokentop.model import Event, EventRun, LedgerSnapshot, SessionKey
 from tokentop.sources.base import Source, Walk, name_text, prefixes, transcript_names, under
 from tokentop.sources.wholefile import WholeFileParser
 
@@ -270,8 +270,8 @@ class Engine:
                 tracked.parser.last_error = result.error
             if result.data:
                 self.bytes_read += len(result.data)
-                events: list[Event] = []
-                tracked.parser.feed(result.data, events)
+                events: list[Event | EventRun] = []
+                tracked.parser.feed_runs(result.data, events)
                 self.ledger.apply(events, key, self._arrival())
                 changed = True
             if not result.more:

@@ -18,6 +18,7 @@ import msgspec
 from tokentop.engine import dedupe_index
 from tokentop.engine.dedupe_index import DedupeIndex, Delta
 from tokentop.engine.dedupe_tables import SEAL_KEYS, DedupeTables
+from tokentop.engine.ledger_runs import MAX_TS, RunCounting
 from tokentop.engine.ledger_state import (
     KINDS,
     SEP,
@@ -39,6 +40,7 @@ from tokentop.engine.snapshots import SnapshotCache
 from tokentop.model import (
     RECENT_TOOLS,
     Event,
+    EventRun,
     FileHealth,
     LedgerSnapshot,
     LimitsSeen,
@@ -56,12 +58,9 @@ PACE_ENTRY = 24
 _NO_TABLES = msgspec.msgpack.encode(
     PackedDedupe(b"", b"", b"", b"", [], b"", [], b"", b"", [], b"")
 )
-MAX_TS = 2.0**40
-"""Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
-event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
 
 
-class Ledger:
+class Ledger(RunCounting):
     """Applies events; produces immutable snapshots. Not thread-safe: the engine serialises."""
 
     def __init__(self, cost_fn: CostFn) -> None:
@@ -74,6 +73,8 @@ class Ledger:
     ) -> None:
         self.state = state
         self._tables = DedupeTables(state, base, delta)
+        self._first_fresh = self._tables.first_fresh
+        """The first fresh slot while events are applied (set by `apply`)."""
         """Every key and call counted: the cache's index (`base`), what was sealed since, and
         what is counted now as strings in `state` (see dedupe_tables.py)."""
         self._estimated = set(state.estimated_slots)
@@ -189,7 +190,9 @@ class Ledger:
 
     # -- applying events -------------------------------------------------------------------
 
-    def apply(self, events: Iterable[Event], path: str = "", arrival: float = 0.0) -> int:
+    def apply(
+        self, events: Iterable[Event | EventRun], path: str = "", arrival: float = 0.0
+    ) -> int:
         """Apply events read from `path`; returns how many changed a counter. `arrival` (the
         clock's now, while following files live) stands in for a missing timestamp in the
         burn rate; history read at start-up passes none."""
@@ -198,10 +201,19 @@ class Ledger:
         self._arrival = arrival
         tables = self._tables
         self._first_fresh = tables.first_fresh
+        changed = self._apply(events, path)
+        if changed:
+            self.version += 1
+        if len(tables.seen) + len(tables.calls) > SEAL_KEYS:
+            tables.seal()
+        return changed
+
+    def _apply(self, events: Iterable[Event | EventRun], path: str) -> int:
+        """The dispatch loop (hot: one iteration an event)."""
         changed = 0
         add, grow, call, result = self._add_new, self._grow, self._tool_call, self._tool_result
-        seen = tables.seen
-        old = tables.old
+        tables = self._tables
+        seen, old = tables.seen, tables.old
         for event in events:
             kind = type(event)
             if kind is UsageEvent:
@@ -212,6 +224,11 @@ class Ledger:
                     changed += add(event, path)  # type: ignore[arg-type]
                 else:
                     changed += grow(slot, event, path)  # type: ignore[arg-type]
+            elif kind is EventRun:
+                counted = self._count_run(event, path)  # type: ignore[arg-type]
+                if counted is None:
+                    counted = self._apply(event.events(), path)  # type: ignore[union-attr]
+                changed += counted
             elif kind is ToolCall:
                 changed += call(event, path)  # type: ignore[arg-type]
             elif kind is ToolResult:
@@ -220,10 +237,6 @@ class Ledger:
                 changed += self._info(event, path)  # type: ignore[arg-type]
             elif kind is LimitsSeen:
                 changed += self._limits(event, path)  # type: ignore[arg-type]
-        if changed:
-            self.version += 1
-        if len(seen) + len(tables.calls) > SEAL_KEYS:
-            tables.seal()
         return changed
 
     def _session(self, key: SessionKey, path: str = "") -> SessionState:
