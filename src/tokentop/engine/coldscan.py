@@ -47,6 +47,9 @@ PARALLEL_MIN_BYTES = 24 * 1024 * 1024
 """Below this, starting a process costs more than it saves."""
 STEP_BYTES = 1024 * 1024
 """What this process reads between checks for stop, merges and snapshots."""
+HEADLESS_STEP_BYTES = 4 * STEP_BYTES
+"""The same beside a headless command, which publishes nothing on the way: each step is
+read into an engine of its own and merged, at a fixed cost that small steps multiply."""
 BATCH_BYTES = 12 * 1024 * 1024
 """What the worker reads per batch: each batch costs an export and a merge."""
 IN_FLIGHT = 2
@@ -161,6 +164,7 @@ class ColdScan:
         self.files_done = 0
         self.bytes_done = 0
         self.started = time.monotonic()
+        self.step_bytes = STEP_BYTES if publish is not None else HEADLESS_STEP_BYTES
         self.workers = list(spawned)
         """Workers started before the files were listed (see `Engine._live`): used as far as
         `run` wants any, else closed; it starts the rest."""
@@ -201,7 +205,7 @@ class ColdScan:
             for worker in self.workers:
                 changed |= self._merge(worker.take_results())
             led = time.monotonic() > lead_until and any(w.busy for w in self.workers)
-            step = [] if led else self.queue.take(STEP_BYTES, newest=True)
+            step = [] if led else self.queue.take(self.step_bytes, newest=True)
             if step:
                 changed |= self._read_here(step)
                 self._done(step)

@@ -154,19 +154,22 @@ class ClaudeFileParser(FileParser, tag="claude"):
         return feed.items
 
     def _read(self, records: Sequence[AnyRecord | Envelope], feed: _Feed) -> None:
-        """The cold scan's hot path: one iteration per transcript line, hence the local
-        aliases and the usage of an assistant line (most lines) read inline."""
-        keys, from_path = _KEYS, self.session_from_path
+        """The cold scan's hot path: one iteration per transcript line, hence the locals
+        and the usage of an assistant line (most lines) read inline."""
+        from_path, announced = self.session_from_path, self.announced
+        last_sid, session = "", SessionKey(AGENT, "")
         for line, record in enumerate(records):
             sid = record.sessionId
-            if not self.announced and sid:
+            if not announced and sid:
                 self._announce(sid, record, feed)
+                announced = True
             message = record.message
             if message is None:
                 continue
             if from_path or not sid:
                 sid = self.session_id
-            session = keys.get(sid) or session_key(sid)
+            if sid != last_sid:
+                last_sid, session = sid, _KEYS.get(sid) or session_key(sid)
             kind = record.type
             if kind == "assistant" or not kind:  # old or hand-made lines have no type
                 usage = message.usage
@@ -178,13 +181,21 @@ class ClaudeFileParser(FileParser, tag="claude"):
                         usage.cache_creation_input_tokens if split is None
                         else split.ephemeral_5m_input_tokens + split.ephemeral_1h_input_tokens
                     )  # fmt: skip
-                    if total:
-                        self._usage(record, total, session, line, feed)  # type: ignore[arg-type]
+                    if total:  # the pending copy of its response, unless a larger one is
+                        mid = message.id
+                        key = "claude:" + mid if mid else self._local_key(record, line, feed)  # type: ignore[arg-type]
+                        if key != self.last_key:
+                            self._flush(feed)
+                            self.last_key, self.last_total = key, total
+                            self._pend(record, session, feed)  # type: ignore[arg-type]
+                        elif total > self.last_total:
+                            self.last_total = total
+                            self._replace(record, session, feed)  # type: ignore[arg-type]
                 content = message.content
                 if type(content) is list:
-                    for index, block in enumerate(content):
+                    for block in content:
                         if block.type == "tool_use":
-                            self._tool_call(block, index, session, record, line, feed)  # type: ignore[arg-type]
+                            self._tool_call(block, content, session, record, line, feed)  # type: ignore[arg-type]
             elif kind == "user" and type(message.content) is list:
                 self._user(record, message.content, session, line, feed)  # type: ignore[arg-type]
 
@@ -255,30 +266,25 @@ class ClaudeFileParser(FileParser, tag="claude"):
             )
         )
 
-    def _usage(
-        self, record: AnyRecord, total: int, session: SessionKey, line: int, feed: _Feed
-    ) -> None:
-        """Keep the line's usage as the pending copy of its response, unless it repeats the
-        previous line's key without growing (a copy at least this large is already kept).
-        The response is filled in only when its last copy is known."""
-        mid = record.message.id  # type: ignore[union-attr]
-        key = "claude:" + mid if mid else self._local_key(record, line, feed)
-        if key == self.last_key:
-            if total <= self.last_total:
-                return
-            self.last_total = total
-            if feed.index >= 0:  # a larger copy replaces the pending one
-                if session is not feed.pending.session:
-                    feed.pending.mixed = True
-                feed.record, feed.session, feed.ts = record, session, None
-                return
-        else:
-            self._flush(feed)
-            self.last_key, self.last_total = key, total
-        run = feed.pending = feed.open(session)
+    def _pend(self, record: AnyRecord, session: SessionKey, feed: _Feed) -> None:
+        """A new response: its place in the run, filled in once its last copy is known."""
+        run = feed.run
+        if run is None or run.session is not session:
+            run = feed.open(session)
+        feed.pending = run
         run.order.append(RUN_RESPONSE)
         feed.index = len(run.responses)
         run.responses.append(_PENDING)
+        feed.record, feed.session, feed.ts = record, session, None
+
+    def _replace(self, record: AnyRecord, session: SessionKey, feed: _Feed) -> None:
+        """A larger copy of the last response: it replaces the pending one, or, when that
+        was read in an earlier feed, is a response of its own."""
+        if feed.index < 0:
+            self._pend(record, session, feed)
+            return
+        if session is not feed.pending.session:
+            feed.pending.mixed = True
         feed.record, feed.session, feed.ts = record, session, None
 
     def _flush(self, feed: _Feed) -> None:
@@ -315,21 +321,23 @@ class ClaudeFileParser(FileParser, tag="claude"):
     def _tool_call(
         self,
         block: Block,
-        index: int,
+        blocks: list[Block],
         session: SessionKey,
         record: AnyRecord,
         line: int,
         feed: _Feed,
     ) -> None:
         name = block.name
-        call_id = block.id or f"{self._local_key(record, line, feed)}/{index}"
+        call_id = block.id or f"{self._local_key(record, line, feed)}/{_index(blocks, block)}"
         if feed.index >= 0 and feed.record is record:  # the pending copy: its time is kept
             ts = feed.ts
             if ts is None:
                 ts = feed.ts = epoch(record.timestamp)
         else:
             ts = epoch(record.timestamp)
-        run = feed.open(session)
+        run = feed.run
+        if run is None or run.session is not session:
+            run = feed.open(session)
         run.order.append(RUN_CALL)
         calls = run.calls
         feed.call_at[call_id] = len(calls)
@@ -358,12 +366,19 @@ class ClaudeFileParser(FileParser, tag="claude"):
             if ts is None:
                 ts = epoch(record.timestamp)
             call_id = block.tool_use_id or f"{self._local_key(record, line, feed)}/{index}"
-            run = feed.open(session)
+            run = feed.run
+            if run is None or run.session is not session:
+                run = feed.open(session)
             run.order.append(RUN_RESULT)
             results = run.results
             feed.results.append((results, len(results), session, block.content))
             paired = feed.call_at.pop(call_id, -1)
             results.append((call_id, ts, bool(block.is_error), "", paired, len(run.calls)))
+
+
+def _index(blocks: list[Block], block: Block) -> int:
+    """Where `block` is among `blocks` (by identity: equal blocks are not the same)."""
+    return next(i for i, b in enumerate(blocks) if b is block)
 
 
 HASHED_PER_SESSION = 2 * RECENT_TOOLS
