@@ -25,6 +25,7 @@ from tokentop.engine import dedupe_index, dedupe_write
 from tokentop.engine.dedupe_index import KINDS, DedupeIndex, Delta, Slot, key_digest, key_digests
 from tokentop.engine.key_table import DIGEST, KeyTable
 from tokentop.engine.ledger_state import LedgerState, PackedDedupe, names_of
+from tokentop.engine.slot_columns import SPILL_SLOTS, Columns, SpilledColumns
 
 SEAL_KEYS = 1 << 16
 """Fresh keys and calls held as strings before they are sealed (a ledger reading a long
@@ -53,29 +54,6 @@ class NameList:
         if to_mine == list(range(len(to_mine))):
             return array("I", idx)  # the same names in the same order: nothing to map
         return array("I", [to_mine[i] for i in array("I", idx)])
-
-
-class Columns:
-    """Slots' counters (tokens, cost) and names (session, model), one entry a slot."""
-
-    __slots__ = ("cost", "model", "session", "tokens")
-
-    def __init__(self) -> None:
-        self.tokens, self.cost = array("q"), array("d")
-        self.session, self.model = array("I"), array("I")
-
-    def __len__(self) -> int:
-        return len(self.cost)
-
-    def set(self, at: int, counts: list[int], cost: float) -> None:
-        self.tokens[at * KINDS : (at + 1) * KINDS] = array("q", counts)
-        self.cost[at] = cost
-
-    def extend(self, other: Columns) -> None:
-        self.tokens += other.tokens
-        self.cost += other.cost
-        self.session += other.session
-        self.model += other.model
 
 
 class DedupeTables:
@@ -107,7 +85,7 @@ class DedupeTables:
     def _empty(self) -> None:
         self.keys: KeyTable | None = None
         self.call_table: KeyTable | None = None
-        self.sealed = Columns()
+        self.sealed: Columns | SpilledColumns = Columns()
         self.sessions, self.models, self.marks = NameList(), NameList(), NameList()
         """Names of the sealed and fresh slots' sessions and models, and of call marks."""
         self.seen.clear()
@@ -158,10 +136,9 @@ class DedupeTables:
             update = self.updates.get(slot)
             return counted if update is None else counted._replace(tokens=update[0], cost=update[1])
         first = self.first_fresh
-        cols, at = (self.sealed, slot - self.n_base) if slot < first else (self.fresh, slot - first)
-        tokens = list(cols.tokens[at * KINDS : (at + 1) * KINDS])
-        session, model = self.sessions.names[cols.session[at]], self.models.names[cols.model[at]]
-        return Slot(tokens, cols.cost[at], session, model)
+        cols = self.sealed if slot < first else self.fresh
+        tokens, cost, session, model = cols.get(slot - (self.n_base if slot < first else first))
+        return Slot(tokens, cost, self.sessions.names[session], self.models.names[model])
 
     def set_slot(self, slot: int, counts: list[int], cost: float) -> None:
         if slot < self.n_base:
@@ -189,7 +166,7 @@ class DedupeTables:
         keys = self.keys or KeyTable()
         keys.add_new(key_digests(self.seen), array("I", range(first, first + len(self.seen))))
         self.keys = keys
-        self.sealed.extend(self.fresh)
+        self._seal_columns(self.fresh)
         calls = self.call_table or KeyTable()
         for call_id, mark in self.calls.items():  # a known call (its result came) is replaced
             calls.put(key_digest(call_id), self.marks.of(mark))
@@ -219,10 +196,16 @@ class DedupeTables:
             keys.remove_last(packed.digests)
             calls.remove_last(packed.call_digests)
             return False
-        self.sealed.extend(self._columns(packed, n))
+        self._seal_columns(self._columns(packed, n))
         self.keys = keys if len(keys) else self.keys
         self.call_table = calls if len(calls) else self.call_table
         return True
+
+    def _seal_columns(self, columns: Columns) -> None:
+        sealed = self.sealed
+        if type(sealed) is Columns and len(sealed) + len(columns) > SPILL_SLOTS:
+            self.sealed = sealed = SpilledColumns(sealed)
+        sealed.extend(columns)
 
     def _columns(self, packed: PackedDedupe, n: int) -> Columns:
         cols = Columns()
@@ -256,10 +239,10 @@ class DedupeTables:
         )
         sealed, n_base = self.sealed, self.n_base
         rel = array("I", [s - n_base for s in slots]) if n_base else slots
+        tokens, cost, session, model = (sealed.column(i) for i in range(4))
         return PackedDedupe(
-            digests, rel.tobytes(), sealed.tokens.tobytes(), sealed.cost.tobytes(),
-            self.sessions.names, sealed.session.tobytes(), self.models.names,
-            sealed.model.tobytes(), call_digests, self.marks.names, marks.tobytes(),
+            digests, rel.tobytes(), tokens, cost, self.sessions.names, session,
+            self.models.names, model, call_digests, self.marks.names, marks.tobytes(),
         )  # fmt: skip
 
     def _pack_fresh(self) -> PackedDedupe:
