@@ -128,7 +128,7 @@ class Engine:
         """Fold in what another process read (see coldscan); False if it must be re-read."""
         files = tracked_from(records, self.sources)
         with self._lock:
-            if files is None or not self.ledger.merge(ledger):
+            if files is None or not self.ledger.merge(ledger, self.clock.now()):
                 return False
             self.files.update(files)
             self.bytes_read += bytes_read
@@ -138,7 +138,7 @@ class Engine:
         """Fold in files read into an engine of their own (a cold scan's batch read here);
         False if they must be read again by this one (see Ledger.merge)."""
         with self._lock:
-            if not self.ledger.merge(batch.ledger):
+            if not self.ledger.merge(batch.ledger, self.clock.now()):
                 return False
             self.files.update(batch.files)
             self.bytes_read += batch.bytes_read

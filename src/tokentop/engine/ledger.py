@@ -101,6 +101,8 @@ class Ledger(RunCounting):
         if final:
             self._tables.forget()
             self._forgotten = True
+            for session in self.state.sessions.values():
+                session.freeze_recent()
         sessions = dict(self.state.sessions)
         return LedgerState(sessions=sessions, packed=blob, estimated_slots=sorted(self._estimated))
 
@@ -121,6 +123,7 @@ class Ledger(RunCounting):
         sessions = dict(self.state.sessions)
         quiet_before = now - PACE_WINDOW_S
         for sid, session in sessions.items():
+            session.freeze_recent()
             pace = session.pace
             if len(pace) > PACE_ENTRY and newest_pace(pace) < quiet_before:
                 sessions[sid] = msgspec.structs.replace(session, pace=pace[-PACE_ENTRY:])
@@ -147,13 +150,15 @@ class Ledger(RunCounting):
         ledger._load(state, base, delta)
         return ledger
 
-    def merge(self, other: LedgerState | Ledger) -> bool:
+    def merge(self, other: LedgerState | Ledger, now: float | None = None) -> bool:
         """Fold in a ledger built from other files (exported by another process, or here);
         False (nothing changed) if any dedupe key, tool call or result is in both, because
         then only a sequential pass is exact.
 
         The other side's tables come hashed and are merged by hash (key_table.py): a cold
-        scan's parent never holds the keys of the history it reads as strings.
+        scan's parent never holds the keys of the history it reads as strings. With `now`,
+        a session quiet since before two pace windows keeps only its newest pace entry (see
+        `_quiet_pace`).
         """
         if isinstance(other, Ledger):
             packed = other._tables.packed_tables()
@@ -176,6 +181,9 @@ class Ledger(RunCounting):
         for sid, session in sessions.items():
             mine = mine_all.get(sid)
             if mine is None:
+                session.freeze_recent()  # nothing adds to it while the scan reads other files
+                if now is not None:
+                    _quiet_pace(session, now)
                 mine_all[sid] = session
             else:
                 mine.absorb(session)
@@ -473,7 +481,7 @@ class Ledger(RunCounting):
             self._move_unknown_error(session, acc)
         ts = event.timestamp
         session.touch(ts)
-        recent = session.recent
+        recent = session.thawed_recent()
         recent.append(RecentCall(ts, name, event.input_hash, call_id, -1, "", event.file_changing))
         if event.file_changing:
             session.responses_since_change = session.tokens_since_change = 0
@@ -506,7 +514,7 @@ class Ledger(RunCounting):
             session = self._last_session
         else:
             session = self._session(key, path)
-        recent = session.recent
+        recent = session.thawed_recent()
         for i in range(len(recent) - 1, -1, -1):  # the result usually follows its call closely
             item = recent[i]
             if item.call_id == call_id:
@@ -523,6 +531,19 @@ class Ledger(RunCounting):
         """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
         self._last_key = None
         return self._snapshots.take(self.state.sessions, now, files or {}, self.version)
+
+
+def _quiet_pace(session: SessionState, now: float) -> None:
+    """Keep only the newest pace entry of a session whose newest response is older than two
+    pace windows before `now`: no later pace can read the others. Burn at any time from now
+    on reads entries within a window of the newest one, and only while that is within a
+    window of the time (else the session has stopped); a response read later, even one
+    older than those kept, cannot bring an entry from before `now` - 2 windows into reach.
+    (The cache keeps one entry past one window, see `cache_state`: after a restart new
+    responses only come later.)"""
+    pace = session.pace
+    if len(pace) > PACE_ENTRY and newest_pace(pace) < now - 2 * PACE_WINDOW_S:
+        del pace[:-PACE_ENTRY]
 
 
 def _counts(tokens: TokenCounts) -> list[int]:

@@ -202,7 +202,8 @@ class RunCounting:
         self._name_calls(session, calls[start:], answer[start:])
         for ts in (c[1] for c in calls):
             session.touch(ts)
-        session.recent = _recent(session.recent, calls, answer)
+        kept = session.thawed_recent() if len(calls) < RECENT_TOOLS else []
+        session.recent, session.recent_frozen = _recent(kept, calls, answer), b""
         changing = [c[5] for c in calls if c[4]]
         _since_change(session, totals, changing[-1] if changing else -1)
         return counted + len(calls) + sum(1 for a in answer if a is not None)

@@ -100,6 +100,10 @@ class SessionState(msgspec.Struct):
     timeline: list[tuple[float, str]] = msgspec.field(default_factory=list)
     tools: dict[str, ToolAcc] = msgspec.field(default_factory=dict)
     recent: list[RecentCall] = msgspec.field(default_factory=list)
+    """The last RECENT_TOOLS tool calls (the loop detectors'); empty while frozen."""
+    recent_frozen: bytes = b""
+    """`recent` encoded while nothing adds to it: a cold scan's merged sessions keep ~50
+    bytes a call instead of ~300 in objects (see `freeze_recent`)."""
     responses_since_change: int = 0
     tokens_since_change: int = 0
     files: list[str] = msgspec.field(default_factory=list)
@@ -155,6 +159,25 @@ class SessionState(msgspec.Struct):
             items.append(latest)
         return items
 
+    def thawed_recent(self) -> list[RecentCall]:
+        """`recent`, decoded first if it was frozen: for what adds to it."""
+        if self.recent_frozen:
+            self.recent, self.recent_frozen = _RECENT.decode(self.recent_frozen), b""
+        return self.recent
+
+    def recent_calls(self) -> list[RecentCall]:
+        """`recent` for reading: a frozen one is decoded, and stays frozen."""
+        return _RECENT.decode(self.recent_frozen) if self.recent_frozen else self.recent
+
+    def freeze_recent(self) -> None:
+        """Encode `recent` until something adds to it. An answered call drops its id: only
+        an unanswered one is looked up by id (a result finds its call)."""
+        if self.recent:
+            calls = [
+                c if c.outcome < 0 else msgspec.structs.replace(c, call_id="") for c in self.recent
+            ]
+            self.recent_frozen, self.recent = _RECENT_OUT.encode(calls), []
+
     @property
     def key(self) -> SessionKey:
         return SessionKey(self.agent, self.session_id)
@@ -197,7 +220,7 @@ class SessionState(msgspec.Struct):
             mine_tool.errors += tool.errors
         for ts, model in other.timeline:
             self.note_model(ts, model)
-        merged = sorted(self.recent + other.recent, key=lambda c: c.timestamp)
+        merged = sorted(self.thawed_recent() + other.recent_calls(), key=lambda c: c.timestamp)
         self.recent = merged[-RECENT_TOOLS:]
         self.responses_since_change += other.responses_since_change
         self.tokens_since_change += other.tokens_since_change
@@ -212,6 +235,10 @@ class SessionState(msgspec.Struct):
             self.limits = other.limits
         self.touch(other.first_ts)
         self.touch(other.last_ts)
+
+
+_RECENT = msgspec.msgpack.Decoder(list[RecentCall])
+_RECENT_OUT = msgspec.msgpack.Encoder()
 
 
 class LedgerState(msgspec.Struct):
