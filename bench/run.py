@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from hook import HookResult, print_hook, run_hook
@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tools", nargs="+", help="subset of tools (default: all)")
     ap.add_argument("--peers-dir", type=Path, default=default_peers_dir())
     ap.add_argument("--tokentop", help="tokentop executable (default: next to this Python)")
+    ap.add_argument(
+        "--baseline", help="another tokentop executable (e.g. main's) run as baseline-* tools"
+    )
     ap.add_argument("--live-writes", type=int, default=30, help="responses appended (0 = skip)")
     ap.add_argument("--live-interval", type=float, default=0.25, help="seconds between appends")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
@@ -153,7 +156,8 @@ def record(summary: Summary, tool: Tool, bench: Bench, *, timed: bool) -> None:
         summary.error = totals if isinstance(totals, str) else str(result)
         return
     summary.totals.append(totals)
-    wrong = differences(totals, bench.corpus.expected) and tool.name.startswith("tokentop")
+    ours = tool.name.startswith(("tokentop", "baseline"))
+    wrong = differences(totals, bench.corpus.expected) and ours
     if wrong or totals != summary.totals[0]:
         bench.keep_dir.mkdir(parents=True, exist_ok=True)
         kept = bench.keep_dir / f"{tool.name}-{bench.corpus.name}-{len(summary.totals)}.json"
@@ -162,6 +166,18 @@ def record(summary: Summary, tool: Tool, bench: Bench, *, timed: bool) -> None:
     if timed:
         summary.walls.append(result.wall_s)
         summary.rss.append(result.peak_rss)
+
+
+def all_tools(tokentop: list[str], args: argparse.Namespace, scratch: Path) -> dict[str, Tool]:
+    """The tools, and with --baseline its tokentop-* ones again as baseline-* (own scratch)."""
+    tools = build_tools(tokentop, args.peers_dir, scratch)
+    if args.baseline:
+        base = build_tools([args.baseline], args.peers_dir, scratch / "baseline")
+        for name, tool in base.items():
+            if name.startswith("tokentop-"):
+                renamed = "baseline-" + name.removeprefix("tokentop-")
+                tools[renamed] = replace(tool, name=renamed)
+    return tools
 
 
 def select_tools(all_tools: dict[str, Tool], names: list[str] | None) -> list[Tool]:
@@ -180,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     corpora = [ensure_corpus(n, args.corpus_dir, args.generator) for n in args.corpora]
     with tempfile.TemporaryDirectory(prefix="tokentop-bench-") as tmp:
         scratch = Path(tmp)
-        tools = select_tools(build_tools(tokentop, args.peers_dir, scratch), args.tools)
+        tools = select_tools(all_tools(tokentop, args, scratch), args.tools)
         summaries: list[Summary] = []
         env, keep_dir = isolated_env(scratch), args.corpus_dir / "kept"
         for corpus in corpora:

@@ -308,3 +308,46 @@ def test_a_running_engine_counts_on_from_each_index_it_writes(
     engine.scan()
     engine.save_cache()
     assert figures(engine.snapshot()) == cold(root) == resumed(root, cache)
+
+
+def test_slots_spilled_to_files_count_like_slots_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SPILL_SLOTS a cold scan's sealed slots live in temporary files: later, larger
+    copies of their responses (read sequentially, as a merge repeating keys is refused), an
+    index packed from the files and a restart over it count what a scan holding every slot
+    in memory counts; the merged sessions' frozen recent tool calls read the same too."""
+    import tokentop.engine.coldscan as coldscan
+    from tokentop.engine import dedupe_tables
+    from tokentop.engine.slot_columns import SpilledColumns
+
+    root, cache = tmp_path / "claude", tmp_path / "cache"
+    projects = root / "projects" / "-w-p"
+    for n in range(8):
+        lines = [response(f"msg_{n}_{i}", f"s{n}", 5 + i, tool=f"t{n}_{i}") for i in range(12)]
+        append(projects / f"s{n}.jsonl", *lines, *(result(f"t{n}_{i}", f"s{n}") for i in range(6)))
+    append(projects / "s0.jsonl", *(response(f"msg_7_{i}", "s0", 400 + i) for i in range(4)))
+    os.utime(projects / "s0.jsonl", (1, 1))  # read last: its copies grow counted slots
+
+    def scan(cached: bool) -> tuple[object, ...]:
+        engine = engine_for(root, cache if cached else None)
+        engine.load_cache()
+        engine.scan()
+        sealed = type(engine.ledger._tables.sealed)
+        engine.save_cache()
+        snap = engine.snapshot()
+        recent = {str(s.key): s.recent_tools for s in snap.sessions}
+        return figures(snap), recent, sealed
+
+    in_memory = scan(cached=False)
+    sequential = engine_for(root)  # no merge: nothing frozen or spilled
+    sequential.process(sorted(projects.iterdir(), key=lambda p: -p.stat().st_mtime))
+    snap = sequential.snapshot()
+    assert in_memory[:2] == (figures(snap), {str(s.key): s.recent_tools for s in snap.sessions})
+    monkeypatch.setattr(coldscan, "HEADLESS_STEP_BYTES", 4096)  # a merge every few files
+    monkeypatch.setattr(dedupe_tables, "SPILL_SLOTS", 8)
+    spilled = scan(cached=True)
+    assert spilled[2] is SpilledColumns and in_memory[2] is not SpilledColumns
+    assert spilled[:2] == in_memory[:2]
+    append(projects / "s3.jsonl", response("msg_3_0", "s3", 900), result("t3_9", "s3"))
+    assert resumed(root, cache) == cold(root) != in_memory[0]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokentop.model import Event, SessionInfo, TokenCounts, ToolCall, ToolResult, UsageEvent
-from tokentop.sources import claude_code
+from tokentop.sources import claude_code, claude_parser
 from tokentop.sources.claude_code import ClaudeCodeSource, ClaudeFileParser
 
 FIXTURES = Path(__file__).parent / "fixtures" / "claude"
@@ -393,7 +393,7 @@ def test_bad_lines_are_counted_and_good_totals_unchanged(
         bad_blocks,
         b"x" * 5000,  # over the (patched) line limit
     ]
-    monkeypatch.setattr(claude_code, "MAX_LINE_BYTES", 4096)
+    monkeypatch.setattr(claude_parser, "MAX_LINE_BYTES", 4096)
     clean, clean_events = parse(tmp_path / "s1.jsonl", jsonl(*good))
     mixed = jsonl(good[0], *bad[:6], good[1], b"", *bad[6:], good[2])
     parser, events = parse(tmp_path / "s1.jsonl", mixed)

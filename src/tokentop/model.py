@@ -200,6 +200,60 @@ class LimitsSeen(msgspec.Struct, frozen=True, gc=False):
 
 Event = UsageEvent | ToolCall | ToolResult | SessionInfo | LimitsSeen
 
+Response = tuple[
+    str, float, str, int, int, int, int, int, "float | None", str, str, bool, str, SessionKey
+]
+"""A UsageEvent's fields in a tuple: dedupe key, time, model, input, output, cache read,
+cache writes 5m and 1h, recorded cost, cwd, branch, sidechain, request id, session."""
+Call = tuple[str, float, str, str, bool, int]
+"""A ToolCall's fields: call id, time, name, input hash, file changing; and how many of the
+run's responses come before it."""
+Result = tuple[str, float, bool, str, int, int]
+"""A ToolResult's fields: call id, time, error, output hash; the index of its call among the
+run's calls when that came earlier in the run, else -1; and how many calls come before it."""
+
+
+class EventRun(msgspec.Struct, gc=False):
+    """Consecutive responses, tool calls and results of one session read from one file in
+    one go, as tuples: one object where there were hundreds of events, which the ledger
+    counts in bulk (a cold scan reads most lines this way). `events()` gives the same as
+    UsageEvent, ToolCall and ToolResult events, in their order."""
+
+    session: SessionKey
+    order: bytearray = msgspec.field(default_factory=bytearray)
+    """One byte an event: RUN_RESPONSE, RUN_CALL or RUN_RESULT."""
+    responses: list[Response] = msgspec.field(default_factory=list)
+    calls: list[Call] = msgspec.field(default_factory=list)
+    results: list[Result] = msgspec.field(default_factory=list)
+    mixed: bool = False
+    """A response's session is not `session` (a copy written under another one)."""
+
+    def events(self) -> list[UsageEvent | ToolCall | ToolResult]:
+        """The run one event at a time."""
+        out: list[UsageEvent | ToolCall | ToolResult] = []
+        responses, calls, results = iter(self.responses), iter(self.calls), iter(self.results)
+        key = self.session
+        for code in self.order:
+            if code == RUN_RESPONSE:
+                dedupe, ts, model, ti, to, tr, w5, w1, cost, cwd, branch, side, req, session = next(
+                    responses
+                )
+                tokens = TokenCounts(ti, to, tr, w5, w1)
+                out.append(
+                    UsageEvent(session, dedupe, ts, model, tokens, cwd, branch, cost, side,
+                               request_id=req)
+                )  # fmt: skip
+            elif code == RUN_CALL:
+                call_id, ts, name, input_hash, changing, _ = next(calls)
+                out.append(ToolCall(key, call_id, ts, name, input_hash, changing))
+            else:
+                call_id, ts, error, output_hash, _, _ = next(results)
+                out.append(ToolResult(key, call_id, ts, error, output_hash))
+        return out
+
+
+RUN_RESPONSE, RUN_CALL, RUN_RESULT = b"ucr"
+
 
 class ModelUsage(msgspec.Struct, frozen=True, gc=False):
     """A session's tokens and cost for one model; `cost_usd` is None when the model is unpriced."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 
@@ -39,14 +39,25 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     err = "".join(line + "\n" for line in empty_dir_warnings(args, engine))
     err += bad_files_text(snap)
     if args.json:
-        blob = msgspec.json.format(msgspec.json.encode(output.sessions_list(judgement)), indent=1)
-        text = json_for_terminal(blob).decode() + "\n"
+        text = json_text(output.sessions_list(judgement))
         sessions_cache.remember(engine, args, judgement, text, err)
     else:
         text = output.text_table(judgement) + "\n"
     out.write(text)
     sys.stderr.write(err)
     return 0
+
+
+def json_text(records: list[dict[str, Any]]) -> str:
+    """The records as indented JSON text, a line: each copy is dropped as soon as the next
+    is made (a history of thousands of sessions prints megabytes)."""
+    blob = msgspec.json.encode(records)
+    records.clear()
+    blob = json_for_terminal(msgspec.json.format(blob, indent=1))
+    text = blob.decode()
+    del blob
+    text += "\n"  # in place: the only reference
+    return text
 
 
 def bad_files_text(snap: LedgerSnapshot) -> str:

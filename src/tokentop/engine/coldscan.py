@@ -47,6 +47,9 @@ PARALLEL_MIN_BYTES = 24 * 1024 * 1024
 """Below this, starting a process costs more than it saves."""
 STEP_BYTES = 1024 * 1024
 """What this process reads between checks for stop, merges and snapshots."""
+HEADLESS_STEP_BYTES = 4 * STEP_BYTES
+"""The same beside a headless command, which publishes nothing on the way: each step is
+read into an engine of its own and merged, at a fixed cost that small steps multiply."""
 BATCH_BYTES = 12 * 1024 * 1024
 """What the worker reads per batch: each batch costs an export and a merge."""
 IN_FLIGHT = 2
@@ -161,6 +164,7 @@ class ColdScan:
         self.files_done = 0
         self.bytes_done = 0
         self.started = time.monotonic()
+        self.step_bytes = STEP_BYTES if publish is not None else HEADLESS_STEP_BYTES
         self.workers = list(spawned)
         """Workers started before the files were listed (see `Engine._live`): used as far as
         `run` wants any, else closed; it starts the rest."""
@@ -201,9 +205,9 @@ class ColdScan:
             for worker in self.workers:
                 changed |= self._merge(worker.take_results())
             led = time.monotonic() > lead_until and any(w.busy for w in self.workers)
-            step = [] if led else self.queue.take(STEP_BYTES, newest=True)
+            step = [] if led else self.queue.take(self.step_bytes, newest=True)
             if step:
-                changed |= self.engine.process(item[0] for item in step)
+                changed |= self._read_here(step)
                 self._done(step)
             elif not any([w.wait_idle(0.02) for w in self.workers]) and not self.queue.items:
                 break
@@ -213,6 +217,18 @@ class ColdScan:
                 now = time.monotonic()
                 pause = PUBLISH_S if now - self.started < 1.0 else LATER_PUBLISH_S
                 next_publish, published = now + pause, self.files_done
+        return changed
+
+    def _read_here(self, step: list[Item]) -> bool:
+        """Read a step into an engine of its own and merge it, as a worker's batch is: the
+        new keys are looked up in a small dict, and this engine's tables get them hashed."""
+        from tokentop.engine.engine import Engine
+
+        engine = self.engine
+        batch = Engine(engine.sources, engine.cost_fn, clock=engine.clock, workers=1)
+        changed = batch.process(item[0] for item in step)
+        if not engine.adopt(batch):
+            changed = engine.process(item[0] for item in step)
         return changed
 
     def _merge(self, results: list[tuple[list[Item], WorkerResult | None]]) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import sys
 import weakref
 import zlib
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
@@ -83,6 +84,32 @@ def key_hashes(keys: Iterable[str]) -> tuple[array[int], array[int]]:
 _KEY_HASH = key_hash
 
 
+def key_digest(key: str) -> bytes:
+    """The 16 bytes of `key_hash` (its halves little-endian, as blake2b gives them): what
+    a ledger keeps in memory (key_table.py)."""
+    if key_hash is not _KEY_HASH:
+        hi, lo = key_hash(key)
+        return hi.to_bytes(8, "little") + lo.to_bytes(8, "little")
+    return blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def key_digests(keys: Iterable[str]) -> bytes:
+    """`key_digest` of many keys, joined."""
+    if key_hash is not _KEY_HASH:
+        return b"".join([key_digest(k) for k in keys])
+    return b"".join(
+        [blake2b(k.encode("utf-8", "surrogatepass"), digest_size=16).digest() for k in keys]
+    )
+
+
+def digest_halves(digests: bytes) -> tuple[array[int], array[int]]:
+    """Joined digests as `key_hashes` gives them: (hi, lo) arrays."""
+    joined = array("Q", digests)
+    if sys.byteorder == "big":
+        joined.byteswap()
+    return joined[0::2], joined[1::2]
+
+
 class Names(msgspec.Struct, array_like=True):
     sessions: list[str]
     models: list[str]
@@ -97,7 +124,8 @@ class Slot(NamedTuple):
 
 
 class Fresh(NamedTuple):
-    """Tables added since the index was loaded, in slot order (`LedgerState`'s fields)."""
+    """Tables of exact keys, in slot order (`LedgerState`'s fields): what `dedupe_write`
+    also takes, hashed by it."""
 
     keys: Sequence[str]
     tokens: bytes
@@ -133,7 +161,11 @@ class DedupeIndex:
 
     def find(self, key: str) -> int | None:
         """The slot of a counted response key, or None."""
-        at = position(self.hi, self.lo, *key_hash(key))
+        return self.find_digest(key_digest(key))
+
+    def find_digest(self, digest: bytes) -> int | None:
+        """`find` of a key by its `key_digest`."""
+        at = position(self.hi, self.lo, *_halves(digest))
         if at < 0:
             return None
         slot = self.slots[at]
@@ -141,9 +173,17 @@ class DedupeIndex:
             raise ValueError("dedupe index damaged: a slot out of range")
         return slot
 
+    def knows_any(self, digests: bytes, calls: bytes) -> bool:
+        """Whether any of the joined key digests, or of the call digests, is indexed."""
+        return _any_at(self.hi, self.lo, digests) or _any_at(self.call_hi, self.call_lo, calls)
+
     def find_call(self, call_id: str) -> str | None:
         """The mark (see ledger_state.call_mark) of a known tool call id, or None."""
-        at = position(self.call_hi, self.call_lo, *key_hash(call_id))
+        return self.find_call_digest(key_digest(call_id))
+
+    def find_call_digest(self, digest: bytes) -> str | None:
+        """`find_call` of a call id by its `key_digest`."""
+        at = position(self.call_hi, self.call_lo, *_halves(digest))
         if at < 0:
             return None
         mark = self.call_marks[at]
@@ -173,6 +213,16 @@ class DedupeIndex:
         """One slot column in chunks (what a save copies into the next file)."""
         start, width = self.columns[index], SLOT_COLUMNS[index]
         return _chunks(self.fd, start, start + width * len(self), _CHUNK // width * width)
+
+
+def _any_at(his: array[int], los: array[int], digests: bytes) -> bool:
+    return any(
+        position(his, los, *_halves(digests[i : i + 16])) >= 0 for i in range(0, len(digests), 16)
+    )
+
+
+def _halves(digest: bytes) -> tuple[int, int]:
+    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:16], "little")
 
 
 def _unpack_u32(raw: bytes) -> int:

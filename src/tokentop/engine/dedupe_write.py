@@ -11,7 +11,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,10 +26,12 @@ from tokentop.engine.dedupe_index import (
     DedupeIndex,
     Fresh,
     Names,
-    key_hashes,
+    digest_halves,
+    key_digests,
     position,
     saved_id,
 )
+from tokentop.engine.ledger_state import PackedDedupe, names_of
 
 if TYPE_CHECKING:
     from tokentop.engine.dedupe_index import Columns
@@ -40,19 +42,20 @@ def save(
     save_id: str,
     base: DedupeIndex | None,
     updates: dict[int, tuple[list[int], float]],
-    fresh: Fresh,
+    added: PackedDedupe | Fresh,
 ) -> str:
-    """Write base + fresh (with `updates` to base slots) as one index, atomically; returns
-    the id the index at `path` carries. With nothing new, the base's file is kept as it is
-    (if no other process replaced it since): a restart that found no new key rewrites
-    nothing."""
-    unchanged = not (fresh.keys or fresh.calls or updates)
+    """Write base + what was counted since (its slots after the base's; with `updates` to
+    base slots) as one index, atomically; returns the id the index at `path` carries. With
+    nothing new, the base's file is kept as it is (if no other process replaced it since):
+    a restart that found no new key rewrites nothing."""
+    fresh = added if isinstance(added, PackedDedupe) else hashed(added)
+    unchanged = not (fresh.digests or fresh.call_digests or updates)
     if base is not None and unchanged and base.save_id and saved_id(path) == base.save_id:
         return base.save_id
     names = _names(base, fresh)
     n_base = len(base) if base is not None else 0
-    keys = _merged_keys(base, fresh.keys, n_base)
-    calls = _merged_calls(base, fresh.calls, names)
+    keys = _merged_keys(base, fresh, n_base)
+    calls = _merged_calls(base, fresh, names)
     name_blob = msgspec.msgpack.encode(names)
     head = HEAD.pack(len(keys[0]), len(calls[0]), len(name_blob))
     parts: list[bytes | Iterator[bytes]] = [head, *(a.tobytes() for a in keys)]
@@ -62,14 +65,25 @@ def save(
     return save_id
 
 
-def _names(base: DedupeIndex | None, fresh: Fresh) -> Names:
+def hashed(fresh: Fresh) -> PackedDedupe:
+    """Tables of exact keys (in slot order) as the hashed tables a ledger keeps."""
+    sessions, session_idx = names_of(list(fresh.sessions))
+    models, model_idx = names_of(list(fresh.models))
+    marks, mark_idx = names_of(list(fresh.calls.values()))
+    return PackedDedupe(
+        key_digests(fresh.keys), b"", fresh.tokens, fresh.cost, sessions, session_idx,
+        models, model_idx, key_digests(fresh.calls), marks, mark_idx,
+    )  # fmt: skip
+
+
+def _names(base: DedupeIndex | None, fresh: PackedDedupe) -> Names:
     """The base's names with the fresh ones appended: base indexes stay valid."""
     old = base.names if base is not None else Names([], [], [])
     names = Names(list(old.sessions), list(old.models), list(old.marks))
     for listed, new in (
         (names.sessions, fresh.sessions),
         (names.models, fresh.models),
-        (names.marks, fresh.calls.values()),
+        (names.marks, fresh.call_marks),
     ):
         known = set(listed)
         for name in new:
@@ -79,19 +93,23 @@ def _names(base: DedupeIndex | None, fresh: Fresh) -> Names:
     return names
 
 
-def _merged_keys(base: DedupeIndex | None, keys: Sequence[str], n_base: int) -> Columns:
-    his, los = key_hashes(keys)
-    slots = array("I", range(n_base, n_base + len(keys)))
+def _merged_keys(base: DedupeIndex | None, fresh: PackedDedupe, n_base: int) -> Columns:
+    his, los = digest_halves(fresh.digests)
+    if fresh.slots:
+        slots = array("I", [s + n_base for s in array("I", fresh.slots)])
+    else:
+        slots = array("I", range(n_base, n_base + len(his)))
     if base is None:
         return _sorted(his, los, slots)
     return _merge((base.hi, base.lo, base.slots), (his, los, slots))
 
 
-def _merged_calls(base: DedupeIndex | None, calls: dict[str, str], names: Names) -> Columns:
+def _merged_calls(base: DedupeIndex | None, fresh: PackedDedupe, names: Names) -> Columns:
     """Base calls (a fresh mark replaces a base one: its result came) and new ones."""
     mark_index = {mark: i for i, mark in enumerate(names.marks)}
-    all_his, all_los = key_hashes(calls)
-    all_marks = array("I", [mark_index[m] for m in calls.values()])
+    all_his, all_los = digest_halves(fresh.call_digests)
+    to_names = [mark_index[m] for m in fresh.call_marks]
+    all_marks = array("I", [to_names[i] for i in array("I", fresh.call_mark_idx)])
     if base is None:
         return _sorted(all_his, all_los, all_marks)
     old = (base.call_hi, base.call_lo, array("I", base.call_marks))
@@ -146,18 +164,16 @@ def _merge(old: Columns, new: Columns) -> Columns:
 def _slot_columns(
     base: DedupeIndex | None,
     updates: dict[int, tuple[list[int], float]],
-    fresh: Fresh,
+    fresh: PackedDedupe,
     names: Names,
 ) -> list[bytes | Iterator[bytes]]:
     """The four slot columns: the base's (copied in chunks, updated slots patched), then the
     fresh slots'."""
-    sessions = {name: i for i, name in enumerate(names.sessions)}
-    models = {name: i for i, name in enumerate(names.models)}
     fresh_columns = (
         fresh.tokens,
         fresh.cost,
-        array("I", [sessions[s] for s in fresh.sessions]).tobytes(),
-        array("I", [models[m] for m in fresh.models]).tobytes(),
+        _renamed(fresh.sessions, fresh.session_idx, names.sessions),
+        _renamed(fresh.models, fresh.model_idx, names.models),
     )
     parts: list[bytes | Iterator[bytes]] = []
     for index, column in enumerate(fresh_columns):
@@ -165,6 +181,13 @@ def _slot_columns(
             parts.append(_patched(base, index, updates))
         parts.append(column)
     return parts
+
+
+def _renamed(fresh_names: list[str], idx: bytes, names: list[str]) -> bytes:
+    """Indexes into `fresh_names` as indexes into the index's `names`."""
+    where = {name: i for i, name in enumerate(names)}
+    to_names = [where[n] for n in fresh_names]
+    return array("I", [to_names[i] for i in array("I", idx)]).tobytes()
 
 
 def _patched(

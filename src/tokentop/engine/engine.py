@@ -22,7 +22,7 @@ from tokentop.engine.ledger_state import LedgerState
 from tokentop.engine.resume import file_records, resume, tracked_from
 from tokentop.engine.tail import Tailer, TailState
 from tokentop.engine.tracked import Tracked, unchanged
-from tokentop.model import Event, LedgerSnapshot, SessionKey
+from tokentop.model import Event, EventRun, LedgerSnapshot, SessionKey
 from tokentop.sources.base import Source, Walk, name_text, prefixes, transcript_names, under
 from tokentop.sources.wholefile import WholeFileParser
 
@@ -128,10 +128,21 @@ class Engine:
         """Fold in what another process read (see coldscan); False if it must be re-read."""
         files = tracked_from(records, self.sources)
         with self._lock:
-            if files is None or not self.ledger.merge(ledger):
+            if files is None or not self.ledger.merge(ledger, self.clock.now()):
                 return False
             self.files.update(files)
             self.bytes_read += bytes_read
+        return True
+
+    def adopt(self, batch: Engine) -> bool:
+        """Fold in files read into an engine of their own (a cold scan's batch read here);
+        False if they must be read again by this one (see Ledger.merge)."""
+        with self._lock:
+            if not self.ledger.merge(batch.ledger, self.clock.now()):
+                return False
+            self.files.update(batch.files)
+            self.bytes_read += batch.bytes_read
+            self.file_errors += batch.file_errors
         return True
 
     def save_cache(self) -> None:
@@ -259,8 +270,8 @@ class Engine:
                 tracked.parser.last_error = result.error
             if result.data:
                 self.bytes_read += len(result.data)
-                events: list[Event] = []
-                tracked.parser.feed(result.data, events)
+                events: list[Event | EventRun] = []
+                tracked.parser.feed_runs(result.data, events)
                 self.ledger.apply(events, key, self._arrival())
                 changed = True
             if not result.more:

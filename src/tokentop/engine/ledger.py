@@ -10,27 +10,26 @@ from __future__ import annotations
 
 import math
 import sys
-from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import msgspec
 
-from tokentop.engine import dedupe_index, dedupe_write
+from tokentop.engine import dedupe_index
 from tokentop.engine.dedupe_index import DedupeIndex, Delta
+from tokentop.engine.dedupe_tables import SEAL_KEYS, DedupeTables
+from tokentop.engine.ledger_runs import MAX_TS, RunCounting
 from tokentop.engine.ledger_state import (
     KINDS,
     SEP,
     LedgerState,
     ModelAcc,
+    PackedDedupe,
     RecentCall,
     SessionState,
     ToolAcc,
     call_mark,
-    pack,
     parse_mark,
-    unpack,
-    unpacked_tables,
 )
 from tokentop.engine.pace import WINDOW_S as PACE_WINDOW_S
 from tokentop.engine.pace import add as add_pace
@@ -41,6 +40,7 @@ from tokentop.engine.snapshots import SnapshotCache
 from tokentop.model import (
     RECENT_TOOLS,
     Event,
+    EventRun,
     FileHealth,
     LedgerSnapshot,
     LimitsSeen,
@@ -55,12 +55,12 @@ from tokentop.sources.base import name_text
 
 PACE_ENTRY = 24
 """Bytes of one pace entry (time, tokens, cost)."""
-MAX_TS = 2.0**40
-"""Sources pass only timestamps a datetime can hold; anything beyond (inf, NaN, 1e300) in an
-event made elsewhere goes to minute 0 rather than overflow the int64 minute index."""
+_NO_TABLES = msgspec.msgpack.encode(
+    PackedDedupe(b"", b"", b"", b"", [], b"", [], b"", b"", [], b"")
+)
 
 
-class Ledger:
+class Ledger(RunCounting):
     """Applies events; produces immutable snapshots. Not thread-safe: the engine serialises."""
 
     def __init__(self, cost_fn: CostFn) -> None:
@@ -72,22 +72,11 @@ class Ledger:
         self, state: LedgerState, base: DedupeIndex | None = None, delta: Delta | None = None
     ) -> None:
         self.state = state
-        self._base = base
-        """The dedupe tables the cache was saved with (hashed, on disk); `state.seen` and
-        `state.tool_calls` then hold only what was added since, as exact strings (those of
-        its delta included)."""
-        self._n_base = len(base) if base is not None else 0
-        """Slots below this are the base's; slot `n` above it is `state.seen_*[n - _n_base]`."""
-        self._updates: dict[int, tuple[list[int], float]] = {}
-        """Base slots whose counted copy grew since (tokens, cost), written on the next save."""
-        if delta is not None:
-            self._updates = {slot: (tokens, cost) for slot, tokens, cost in delta.updates}
-            state.packed = delta.packed
-        self._packed: bytes = state.packed
-        """Dedupe tables still encoded (strings, see ledger_state.pack): decoded on the first
-        event, re-used as is on export."""
-        self._tokens = array("q", state.seen_tokens)
-        self._cost = array("d", state.seen_cost)
+        self._tables = DedupeTables(state, base, delta)
+        self._first_fresh = self._tables.first_fresh
+        """The first fresh slot while events are applied (set by `apply`)."""
+        """Every key and call counted: the cache's index (`base`), what was sealed since, and
+        what is counted now as strings in `state` (see dedupe_tables.py)."""
         self._estimated = set(state.estimated_slots)
         self._snapshots = SnapshotCache(state.sessions)
         self._dirty = self._snapshots.dirty
@@ -97,29 +86,23 @@ class Ledger:
         self._last_key: SessionKey | None = None
         self._last_path = ""
         self._last_session = SessionState("", "")
-        self._last_sid = ""
-        self._last_model = ""
+        self._last_sid = -1
+        """The index of `_last_key`'s session among the tables' names."""
+        self._last_model: str | None = None
+        self._last_model_at = -1
         self._arrival = 0.0
 
-    def _unpack(self) -> None:
-        if self._packed:
-            unpack(self._packed, self.state, self._n_base)
-            self._packed = b""
-            self._tokens = array("q", self.state.seen_tokens)
-            self._cost = array("d", self.state.seen_cost)
-
     def export(self, *, final: bool = False) -> LedgerState:
-        """The state to persist: the sessions, and the dedupe tables packed into one blob.
-
-        `final` hands the tables over: this ledger must not be used afterwards. A ledger
-        resumed from a cache's index exports only what was added since (see `save_index`).
-        """
-        blob = self._packed
-        if not blob:
-            tokens, cost = self._tokens.tobytes(), self._cost.tobytes()
-            if final:
-                self._tokens, self._cost = array("q"), array("d")
-            blob = pack(self.state, tokens, cost, consume=final)
+        """The state to persist: the sessions, and the dedupe tables packed into one blob
+        (hashed). A ledger resumed from a cache's index exports only what was added since
+        (see `save_index`). `final`: this ledger is not used afterwards (its tables may be
+        handed over rather than copied)."""
+        blob = self._tables.export()
+        if final:
+            self._tables.forget()
+            self._forgotten = True
+            for session in self.state.sessions.values():
+                session.freeze_recent()
         sessions = dict(self.state.sessions)
         return LedgerState(sessions=sessions, packed=blob, estimated_slots=sorted(self._estimated))
 
@@ -127,9 +110,7 @@ class Ledger:
         """Free the dedupe tables of a ledger that will count nothing more (a one-shot
         command, once its scan is saved): the snapshot and output reuse their memory
         instead of adding to the peak. Applying events afterwards raises."""
-        self.state.seen, self.state.tool_calls = {}, {}
-        self.state.seen_session, self.state.seen_model = [], []
-        self._tokens, self._cost, self._packed, self._base = array("q"), array("d"), b"", None
+        self._tables.forget()
         self._forgotten = True
 
     def cache_state(self, now: float) -> LedgerState:
@@ -142,49 +123,18 @@ class Ledger:
         sessions = dict(self.state.sessions)
         quiet_before = now - PACE_WINDOW_S
         for sid, session in sessions.items():
+            session.freeze_recent()
             pace = session.pace
             if len(pace) > PACE_ENTRY and newest_pace(pace) < quiet_before:
                 sessions[sid] = msgspec.structs.replace(session, pace=pace[-PACE_ENTRY:])
         return LedgerState(sessions=sessions, estimated_slots=sorted(self._estimated))
 
     def save_index(self, path: Path, delta_path: Path, save_id: str) -> tuple[str, str]:
-        """Write the dedupe tables; returns the ids the index and its delta carry.
-
-        Few keys added since the index was written (up to `delta_limit`): only they go, to
-        the delta (the index is kept as it is, if no other process replaced it). Else one
-        new index holds everything, and there is no delta."""
-        self._unpack()
-        st, base = self.state, self._base
-        added = len(st.seen) + len(st.tool_calls)
-        if (
-            base is not None
-            and added <= dedupe_index.delta_limit(len(base))
-            and dedupe_index.saved_id(path) == base.save_id
-        ):
-            if not added and not self._updates:
-                return base.save_id, ""
-            tables = pack(st, self._tokens.tobytes(), self._cost.tobytes())
-            updates = [(slot, tokens, cost) for slot, (tokens, cost) in self._updates.items()]
-            dedupe_index.save_delta(delta_path, save_id, Delta(tables, updates))
-            return base.save_id, save_id
-        fresh = dedupe_index.Fresh(
-            list(st.seen), self._tokens.tobytes(), self._cost.tobytes(),
-            st.seen_session, st.seen_model, st.tool_calls,
-        )  # fmt: skip
-        written = dedupe_write.save(path, save_id, base, self._updates, fresh)
-        self._rebase(dedupe_index.load(path, written))
-        return written, ""
-
-    def _rebase(self, index: DedupeIndex | None) -> None:
-        """Count on from the index just written (it holds every key): the strings added
-        since are dropped, so a long-running process does not keep them, nor write them
-        all again at every save. Slot numbers stay: the index keeps them."""
-        if index is None or len(index) != self._n_base + len(self.state.seen_session):
-            return  # replaced meanwhile, or unreadable: keep counting on what is in memory
-        st = self.state
-        st.seen, st.tool_calls, st.seen_session, st.seen_model = {}, {}, [], []
-        self._tokens, self._cost, self._updates = array("q"), array("d"), {}
-        self._base, self._n_base = index, len(index)
+        """Write the dedupe tables; returns the ids the index and its delta carry (see
+        DedupeTables.save)."""
+        ids = self._tables.save(path, delta_path, save_id)
+        self._forget_last()
+        return ids
 
     @classmethod
     def restore(
@@ -195,74 +145,98 @@ class Ledger:
         delta: Delta | None = None,
     ) -> Ledger:
         """A ledger resuming from `state`, with the dedupe tables of a cache's index (`base`)
-        and its `delta`, or, packed as strings, in `state.packed`."""
+        and its `delta`, or, packed, in `state.packed` (an export)."""
         ledger = cls(cost_fn)
         ledger._load(state, base, delta)
         return ledger
 
-    def merge(self, other: LedgerState) -> bool:
-        """Fold in a ledger built from other files; False (nothing changed) if any dedupe key,
-        tool call or result is in both, because then only a sequential pass is exact.
+    def merge(self, other: LedgerState | Ledger, now: float | None = None) -> bool:
+        """Fold in a ledger built from other files (exported by another process, or here);
+        False (nothing changed) if any dedupe key, tool call or result is in both, because
+        then only a sequential pass is exact.
 
-        The other side's packed tables are merged straight from their key lists, without
-        building its dicts first: the cold scan's peak memory is this moment.
+        The other side's tables come hashed and are merged by hash (key_table.py): a cold
+        scan's parent never holds the keys of the history it reads as strings. With `now`,
+        a session quiet since before two pace windows keeps only its newest pace entry (see
+        `_quiet_pace`).
         """
-        self._unpack()
-        st = self.state
-        t = unpacked_tables(other)
-        other.packed = b""  # read: free it before the tables grow
-        if not (st.seen.keys().isdisjoint(t.keys) and st.tool_calls.keys().isdisjoint(t.call_keys)):
+        if isinstance(other, Ledger):
+            packed = other._tables.packed_tables()
+            sessions, estimated = other.state.sessions, sorted(other._estimated)
+        else:
+            packed = (
+                msgspec.msgpack.decode(other.packed, type=PackedDedupe)
+                if other.packed
+                else PackedDedupe()
+            )
+            other.packed = b""  # read: free it before the tables grow
+            sessions, estimated = other.sessions, other.estimated_slots
+        tables = self._tables
+        tables.seal()
+        first = tables.first_fresh
+        if not tables.merge(packed):
             return False
-        base = self._base
-        if base is not None and (
-            any(base.find(k) is not None for k in t.keys)
-            or any(base.find_call(c) is not None for c in t.call_keys)
-        ):
-            return False
-        offset = self._n_base + len(st.seen_session)
-        self._estimated.update(slot + offset for slot in other.estimated_slots)
-        st.seen.update(zip(t.keys, range(offset, offset + len(t.keys)), strict=True))
-        st.seen_session.extend(t.sessions)
-        st.seen_model.extend(t.models)
-        self._tokens.frombytes(t.tokens)
-        self._cost.frombytes(t.cost)
-        st.tool_calls.update(zip(t.call_keys, t.call_marks, strict=True))
-        for sid, session in other.sessions.items():
-            mine = st.sessions.get(sid)
+        self._estimated.update(slot + first for slot in estimated)
+        mine_all = self.state.sessions
+        for sid, session in sessions.items():
+            mine = mine_all.get(sid)
             if mine is None:
-                st.sessions[sid] = session
+                session.freeze_recent()  # nothing adds to it while the scan reads other files
+                if now is not None:
+                    _quiet_pace(session, now)
+                mine_all[sid] = session
             else:
                 mine.absorb(session)
             self._dirty.add(sid)
-        self._last_key = None
+        self._forget_last()
         self.version += 1
         return True
 
+    def _forget_last(self) -> None:
+        """The session and model last used are looked up again (tables renamed)."""
+        self._last_key, self._last_model = None, None
+
     # -- applying events -------------------------------------------------------------------
 
-    def apply(self, events: Iterable[Event], path: str = "", arrival: float = 0.0) -> int:
+    def apply(
+        self, events: Iterable[Event | EventRun], path: str = "", arrival: float = 0.0
+    ) -> int:
         """Apply events read from `path`; returns how many changed a counter. `arrival` (the
         clock's now, while following files live) stands in for a missing timestamp in the
         burn rate; history read at start-up passes none."""
-        if self._packed:
-            self._unpack()
         if self._forgotten:
             raise RuntimeError("this ledger's dedupe tables were freed: it counts nothing more")
         self._arrival = arrival
+        tables = self._tables
+        self._first_fresh = tables.first_fresh
+        changed = self._apply(events, path)
+        if changed:
+            self.version += 1
+        if len(tables.seen) + len(tables.calls) > SEAL_KEYS:
+            tables.seal()
+        return changed
+
+    def _apply(self, events: Iterable[Event | EventRun], path: str) -> int:
+        """The dispatch loop (hot: one iteration an event)."""
         changed = 0
         add, grow, call, result = self._add_new, self._grow, self._tool_call, self._tool_result
-        seen = self.state.seen
-        base = self._base
+        tables = self._tables
+        seen, old = tables.seen, tables.old
         for event in events:
             kind = type(event)
             if kind is UsageEvent:
                 slot = seen.get(event.dedupe_key)  # type: ignore[union-attr]
-                if slot is None and base is not None:
-                    slot = base.find(event.dedupe_key)  # type: ignore[union-attr]
+                if slot is None and old:
+                    slot = tables.find_old(event.dedupe_key)  # type: ignore[union-attr]
                 if slot is None:
                     changed += add(event, path)  # type: ignore[arg-type]
                 else:
                     changed += grow(slot, event, path)  # type: ignore[arg-type]
+            elif kind is EventRun:
+                counted = self._count_run(event, path)  # type: ignore[arg-type]
+                if counted is None:
+                    counted = self._apply(event.events(), path)  # type: ignore[union-attr]
+                changed += counted
             elif kind is ToolCall:
                 changed += call(event, path)  # type: ignore[arg-type]
             elif kind is ToolResult:
@@ -271,8 +245,6 @@ class Ledger:
                 changed += self._info(event, path)  # type: ignore[arg-type]
             elif kind is LimitsSeen:
                 changed += self._limits(event, path)  # type: ignore[arg-type]
-        if changed:
-            self.version += 1
         return changed
 
     def _session(self, key: SessionKey, path: str = "") -> SessionState:
@@ -288,7 +260,7 @@ class Ledger:
             state.files.append(name)
         self._dirty.add(sid)
         self._last_key, self._last_path, self._last_session = key, path, state
-        self._last_sid = sid
+        self._last_sid = self._tables.sessions.of(sid)
         return state
 
     def _info(self, event: SessionInfo, path: str) -> int:
@@ -345,22 +317,10 @@ class Ledger:
 
     def _slot(self, slot: int) -> dedupe_index.Slot:
         """What is counted for a response: tokens, cost, session and model."""
-        if slot < self._n_base:
-            counted = self._base.slot(slot)  # type: ignore[union-attr]
-            update = self._updates.get(slot)
-            return counted if update is None else counted._replace(tokens=update[0], cost=update[1])
-        at = slot - self._n_base
-        st = self.state
-        tokens = list(self._tokens[at * KINDS : (at + 1) * KINDS])
-        return dedupe_index.Slot(tokens, self._cost[at], st.seen_session[at], st.seen_model[at])
+        return self._tables.slot(slot)
 
     def _set_slot(self, slot: int, counts: list[int], cost: float) -> None:
-        if slot < self._n_base:
-            self._updates[slot] = (counts, cost)
-            return
-        at = slot - self._n_base
-        self._tokens[at * KINDS : (at + 1) * KINDS] = array("q", counts)
-        self._cost[at] = cost
+        self._tables.set_slot(slot, counts, cost)
 
     def _outranks(
         self, event: UsageEvent, model: str, old_cost: float, counts: list[int], old: list[int]
@@ -376,23 +336,19 @@ class Ledger:
     def _add_new(self, event: UsageEvent, path: str) -> int:
         """First copy of a response: the cold-scan hot path, so it is written flat."""
         t = event.tokens
-        ti, to, tr, tw5, tw1, tx = (
-            t.input,
-            t.output,
-            t.cache_read,
-            t.cache_write_5m,
-            t.cache_write_1h,
-            t.reasoning,
-        )
+        ti, to, tr = t.input, t.output, t.cache_read
+        tw5, tw1, tx = t.cache_write_5m, t.cache_write_1h, t.reasoning
         if not (ti or to or tr or tw5 or tw1 or tx):
             return 0
-        session = self._session(event.session, path)
+        key = event.session
+        if key is self._last_key and path == self._last_path:
+            session = self._last_session
+        else:
+            session = self._session(key, path)
         if event.cwd and not session.cwd:
             session.cwd = event.cwd
         if event.branch:
             session.branch = event.branch
-        if event.estimated:
-            session.estimated = True
         model = event.model
         cost = event.cost_usd
         if cost is None:  # the rate-card fast path of RateCards.cost, inlined
@@ -407,18 +363,22 @@ class Ledger:
                     ti * rates[0] + to * rates[1] + tr * rates[2]
                     + tw5 * rates[3] + tw1 * rates[4] + tx * rates[5]
                 )  # fmt: skip
-        state = self.state
-        slot = self._n_base + len(state.seen_session)
+        tables = self._tables
+        fresh = tables.fresh
+        slot = self._first_fresh + len(fresh.cost)
         if event.estimated:
+            session.estimated = True
             self._estimated.add(slot)
-        state.seen[event.dedupe_key] = slot
-        state.seen_session.append(self._last_sid)
-        if model is not self._last_model:
-            self._last_model = sys.intern(model)
-        state.seen_model.append(self._last_model)
-        self._tokens.extend((ti, to, tr, tw5, tw1, tx))
-        self._cost.append(math.nan if cost is None else cost)
-        ts = self._time(event)
+        tables.seen[event.dedupe_key] = slot
+        fresh.session.append(self._last_sid)
+        if model != self._last_model:
+            self._last_model, self._last_model_at = model, tables.models.of(model)
+        fresh.model.append(self._last_model_at)
+        fresh.tokens.extend((ti, to, tr, tw5, tw1, tx))
+        fresh.cost.append(math.nan if cost is None else cost)
+        ts = event.timestamp
+        if not 0 < ts <= MAX_TS:
+            ts = self._arrival or ts
         timeline = session.timeline
         if not timeline or timeline[-1][1] != model:
             session.note_model(ts, model)
@@ -433,21 +393,26 @@ class Ledger:
         tk[4] += tw1
         tk[5] += tx
         acc.responses += 1
+        total = ti + to + tr + tw5 + tw1 + tx
+        session.responses_since_change += 1
+        session.tokens_since_change += total
         if cost is None:
             acc.unpriced = True
+            cost = 0.0
         else:
             acc.cost += cost
-        session.responses_since_change += 1
-        session.tokens_since_change += ti + to + tr + tw5 + tw1 + tx
         if ts > session.last_ts:
             session.last_ts = ts
         if ts and (ts < session.first_ts or not session.first_ts):
             session.first_ts = ts
         minute = int(ts // 60) if -MAX_TS <= ts <= MAX_TS else 0  # NaN and inf fail both
-        total = ti + to + tr + tw5 + tw1 + tx
-        session.add_minute(minute, total, cost or 0.0)
+        if minute == session.minute:
+            session.minute_tokens += total
+            session.minute_cost += cost
+        else:
+            session.add_minute(minute, total, cost)
         if 0 < ts <= MAX_TS:
-            add_pace(session.pace, ts, total, cost or 0.0)
+            add_pace(session.pace, ts, total, cost)
         return 1
 
     def _time(self, event: UsageEvent) -> float:
@@ -488,59 +453,68 @@ class Ledger:
             add_pace(session.pace, ts, d.total, cost or 0.0, grown=True)
 
     def _tool_call(self, event: ToolCall, path: str = "") -> int:
-        calls = self.state.tool_calls
-        mark = calls.get(event.call_id)
-        if mark is None and self._base is not None:
-            mark = self._base.find_call(event.call_id)
+        calls = self._tables.calls
+        call_id = event.call_id
+        mark = calls.get(call_id)
+        if mark is None and self._tables.old:
+            mark = self._tables.find_call(call_id)
         failed = False
+        name = event.name
         if mark is None:
-            calls[event.call_id] = sys.intern(event.name)
+            calls[call_id] = sys.intern(name)
         elif mark[:1] == SEP:  # its result came first
             failed = parse_mark(mark)[1] == 1
-            calls[event.call_id] = call_mark(event.name, int(failed))
+            calls[call_id] = call_mark(name, int(failed))
         else:
             return 0
-        session = self._session(event.session, path)
-        acc = session.tools.get(event.name)
+        key = event.session
+        if key is self._last_key and path == self._last_path:
+            session = self._last_session
+        else:
+            session = self._session(key, path)
+        tools = session.tools
+        acc = tools.get(name)
         if acc is None:
-            acc = session.tools[event.name] = ToolAcc()
+            acc = tools[name] = ToolAcc()
         acc.calls += 1
-        unknown = session.tools.get("?") if failed else None
-        if unknown is not None and unknown.errors:  # its error was counted under "?"
-            acc.errors += 1
-            unknown.errors -= 1
-            if not unknown.errors and not unknown.calls:
-                del session.tools["?"]
-        session.touch(event.timestamp)
-        recent = session.recent
-        recent.append(
-            RecentCall(
-                event.timestamp,
-                event.name,
-                event.input_hash,
-                event.call_id,
-                file_changing=event.file_changing,
-            )
-        )
+        if failed:
+            self._move_unknown_error(session, acc)
+        ts = event.timestamp
+        session.touch(ts)
+        recent = session.thawed_recent()
+        recent.append(RecentCall(ts, name, event.input_hash, call_id, -1, "", event.file_changing))
         if event.file_changing:
             session.responses_since_change = session.tokens_since_change = 0
         if len(recent) > RECENT_TOOLS:
             del recent[0]
         return 1
 
+    @staticmethod
+    def _move_unknown_error(session: SessionState, acc: ToolAcc) -> None:
+        """A call whose failed result came first: its error was counted under "?"."""
+        unknown = session.tools.get("?")
+        if unknown is not None and unknown.errors:
+            acc.errors += 1
+            unknown.errors -= 1
+            if not unknown.errors and not unknown.calls:
+                del session.tools["?"]
+
     def _tool_result(self, event: ToolResult, path: str = "") -> int:
-        calls = self.state.tool_calls
+        calls = self._tables.calls
         call_id = event.call_id
         name = calls.get(call_id)
         if name is None:
-            known = self._base.find_call(call_id) if self._base is not None else None
-            name = known or ""
+            name = (self._tables.find_call(call_id) if self._tables.old else None) or ""
         if SEP in name:
             return 0
         outcome = int(event.is_error)
         calls[call_id] = call_mark(name, outcome)
-        session = self._session(event.session, path)
-        recent = session.recent
+        key = event.session
+        if key is self._last_key and path == self._last_path:
+            session = self._last_session
+        else:
+            session = self._session(key, path)
+        recent = session.thawed_recent()
         for i in range(len(recent) - 1, -1, -1):  # the result usually follows its call closely
             item = recent[i]
             if item.call_id == call_id:
@@ -557,6 +531,19 @@ class Ledger:
         """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
         self._last_key = None
         return self._snapshots.take(self.state.sessions, now, files or {}, self.version)
+
+
+def _quiet_pace(session: SessionState, now: float) -> None:
+    """Keep only the newest pace entry of a session whose newest response is older than two
+    pace windows before `now`: no later pace can read the others. Burn at any time from now
+    on reads entries within a window of the newest one, and only while that is within a
+    window of the time (else the session has stopped); a response read later, even one
+    older than those kept, cannot bring an entry from before `now` - 2 windows into reach.
+    (The cache keeps one entry past one window, see `cache_state`: after a restart new
+    responses only come later.)"""
+    pace = session.pace
+    if len(pace) > PACE_ENTRY and newest_pace(pace) < now - 2 * PACE_WINDOW_S:
+        del pace[:-PACE_ENTRY]
 
 
 def _counts(tokens: TokenCounts) -> list[int]:

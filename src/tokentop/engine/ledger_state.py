@@ -25,7 +25,7 @@ MinuteItems = list[tuple[int, float, float]]
 KINDS = 6
 """Fields of TokenCounts, stored flat in arrays to keep hundreds of thousands of keys small."""
 SEP = "\0"
-"""Separates packed keys; no dedupe key or call id contains a NUL."""
+"""Separates a call mark's name from its outcome."""
 NO_RESULT = -1
 
 
@@ -33,7 +33,19 @@ def call_mark(name: str, outcome: int = NO_RESULT) -> str:
     """A tool_calls value: the tool's name ("" until its call is read, as a result can
     come first), then NUL and 0 (ok) or 1 (error) once its result is read. Interned, so
     the 100k's of values share a handful of strings."""
-    return sys.intern(name if outcome == NO_RESULT else f"{name}{SEP}{outcome}")
+    if outcome == NO_RESULT:
+        return sys.intern(name)
+    marks = _MARKS[outcome != 0]
+    mark = marks.get(name)
+    if mark is None:
+        if len(marks) > 4096:  # tool names are the transcript's: bound what is remembered
+            marks.clear()
+        mark = marks[name] = sys.intern(f"{name}{SEP}{outcome}")
+    return mark
+
+
+_MARKS: tuple[dict[str, str], dict[str, str]] = ({}, {})
+"""Marks made so far, by outcome (ok, error) and name: one call a result matters here."""
 
 
 def parse_mark(mark: str) -> tuple[str, int]:
@@ -88,6 +100,10 @@ class SessionState(msgspec.Struct):
     timeline: list[tuple[float, str]] = msgspec.field(default_factory=list)
     tools: dict[str, ToolAcc] = msgspec.field(default_factory=dict)
     recent: list[RecentCall] = msgspec.field(default_factory=list)
+    """The last RECENT_TOOLS tool calls (the loop detectors'); empty while frozen."""
+    recent_frozen: bytes = b""
+    """`recent` encoded while nothing adds to it: a cold scan's merged sessions keep ~50
+    bytes a call instead of ~300 in objects (see `freeze_recent`)."""
     responses_since_change: int = 0
     tokens_since_change: int = 0
     files: list[str] = msgspec.field(default_factory=list)
@@ -143,6 +159,25 @@ class SessionState(msgspec.Struct):
             items.append(latest)
         return items
 
+    def thawed_recent(self) -> list[RecentCall]:
+        """`recent`, decoded first if it was frozen: for what adds to it."""
+        if self.recent_frozen:
+            self.recent, self.recent_frozen = _RECENT.decode(self.recent_frozen), b""
+        return self.recent
+
+    def recent_calls(self) -> list[RecentCall]:
+        """`recent` for reading: a frozen one is decoded, and stays frozen."""
+        return _RECENT.decode(self.recent_frozen) if self.recent_frozen else self.recent
+
+    def freeze_recent(self) -> None:
+        """Encode `recent` until something adds to it. An answered call drops its id: only
+        an unanswered one is looked up by id (a result finds its call)."""
+        if self.recent:
+            calls = [
+                c if c.outcome < 0 else msgspec.structs.replace(c, call_id="") for c in self.recent
+            ]
+            self.recent_frozen, self.recent = _RECENT_OUT.encode(calls), []
+
     @property
     def key(self) -> SessionKey:
         return SessionKey(self.agent, self.session_id)
@@ -185,7 +220,7 @@ class SessionState(msgspec.Struct):
             mine_tool.errors += tool.errors
         for ts, model in other.timeline:
             self.note_model(ts, model)
-        merged = sorted(self.recent + other.recent, key=lambda c: c.timestamp)
+        merged = sorted(self.thawed_recent() + other.recent_calls(), key=lambda c: c.timestamp)
         self.recent = merged[-RECENT_TOOLS:]
         self.responses_since_change += other.responses_since_change
         self.tokens_since_change += other.tokens_since_change
@@ -202,113 +237,49 @@ class SessionState(msgspec.Struct):
         self.touch(other.last_ts)
 
 
-class LedgerState(msgspec.Struct):
-    """Everything needed to resume counting without re-reading files (see cache.py).
+_RECENT = msgspec.msgpack.Decoder(list[RecentCall])
+_RECENT_OUT = msgspec.msgpack.Encoder()
 
-    Either the dedupe fields are filled, or `packed` holds them (see pack/unpack).
-    """
+
+class LedgerState(msgspec.Struct):
+    """Everything needed to resume counting without re-reading files (see cache.py): the
+    sessions, and the dedupe tables (dedupe_tables.py) packed, hashed, in `packed`."""
 
     sessions: dict[str, SessionState] = msgspec.field(default_factory=dict)
     seen: dict[str, int] = msgspec.field(default_factory=dict)
-    """dedupe_key -> slot in the flat arrays below."""
-    seen_tokens: bytes = b""
-    seen_session: list[str] = msgspec.field(default_factory=list)
-    seen_model: list[str] = msgspec.field(default_factory=list)
-    seen_cost: bytes = b""
+    """Response keys counted since the tables were last sealed, as exact strings -> slot."""
+    tool_calls: dict[str, str] = msgspec.field(default_factory=dict)
+    """Tool call ids counted since then -> `call_mark(name, outcome)`: the same call or
+    result copied into a resumed file counts once. One table for both halves, because a
+    call's id is its result's."""
     estimated_slots: list[int] = msgspec.field(default_factory=list)
     """Slots whose tokens are a tokenizer estimate: the first recorded copy replaces them."""
-    tool_calls: dict[str, str] = msgspec.field(default_factory=dict)
-    """call id -> `call_mark(name, outcome)`: the same call or result copied into a resumed
-    file counts once. One table for both halves, because a call's id is its result's id."""
     packed: bytes = b""
+    """An encoded PackedDedupe, or empty."""
 
 
 class PackedDedupe(msgspec.Struct, array_like=True):
-    """The dedupe tables with keys joined into single strings and repeated names indexed:
-    a few large strings decode in milliseconds where 500k small ones take a second."""
+    """Dedupe tables as hashes (engine/key_table.py): what a cold scan's worker sends its
+    parent, a cache's delta holds and an export carries. Slots count from the first of
+    these columns; names are stored once and referred to by index (4 bytes a slot)."""
 
-    keys: str
-    tokens: bytes
-    cost: bytes
-    sessions: list[str]
-    session_idx: bytes
-    models: list[str]
-    model_idx: bytes
-    call_keys: str
-    call_marks: list[str]
-    call_mark_idx: bytes
+    digests: bytes = b""
+    """16 bytes a response key (dedupe_index.key_digest)."""
+    slots: bytes = b""
+    """Each key's slot (uint32); empty: the keys are in slot order."""
+    tokens: bytes = b""
+    cost: bytes = b""
+    sessions: list[str] = msgspec.field(default_factory=list)
+    session_idx: bytes = b""
+    models: list[str] = msgspec.field(default_factory=list)
+    model_idx: bytes = b""
+    call_digests: bytes = b""
+    call_marks: list[str] = msgspec.field(default_factory=list)
+    call_mark_idx: bytes = b""
 
 
-def _index(values: list[str]) -> tuple[list[str], bytes]:
+def names_of(values: list[str]) -> tuple[list[str], bytes]:
+    """Distinct values, and each value's index among them (uint32s)."""
     names: dict[str, int] = {}
     idx = array("I", [names.setdefault(v, len(names)) for v in values])
     return list(names), idx.tobytes()
-
-
-def _expand(names: list[str], idx: bytes) -> list[str]:
-    interned = [sys.intern(n) for n in names]
-    return [interned[i] for i in array("I", idx)]
-
-
-def _split(joined: str) -> list[str]:
-    return joined.split(SEP) if joined else []
-
-
-def pack(state: LedgerState, tokens: bytes, cost: bytes, *, consume: bool = False) -> bytes:
-    """Encode the dedupe tables of `state` (slot order is the `seen` dict's order).
-
-    With `consume`, each table is emptied as soon as it is joined, so a process that only
-    hands its tables on (the cold scan's child) never holds them twice.
-    """
-    sessions, session_idx = _index(state.seen_session)
-    models, model_idx = _index(state.seen_model)
-    marks, mark_idx = _index(list(state.tool_calls.values()))
-    keys = SEP.join(state.seen)
-    if consume:
-        state.seen, state.seen_session, state.seen_model = {}, [], []
-    call_keys = SEP.join(state.tool_calls)
-    if consume:
-        state.tool_calls = {}
-    packed = PackedDedupe(
-        keys, tokens, cost, sessions, session_idx, models, model_idx, call_keys, marks, mark_idx
-    )
-    return msgspec.msgpack.encode(packed)
-
-
-class Tables(msgspec.Struct):
-    """Dedupe tables as parallel lists, the form a merge consumes."""
-
-    keys: list[str]
-    tokens: bytes
-    cost: bytes
-    sessions: list[str]
-    models: list[str]
-    call_keys: list[str]
-    call_marks: list[str]
-
-
-def unpacked_tables(state: LedgerState) -> Tables:
-    """The dedupe tables of `state`, from its packed blob if it has one."""
-    if not state.packed:
-        return Tables(
-            list(state.seen), state.seen_tokens, state.seen_cost, state.seen_session,
-            state.seen_model, list(state.tool_calls), list(state.tool_calls.values()),
-        )  # fmt: skip
-    p = msgspec.msgpack.decode(state.packed, type=PackedDedupe)
-    return Tables(
-        _split(p.keys), p.tokens, p.cost, _expand(p.sessions, p.session_idx),
-        _expand(p.models, p.model_idx), _split(p.call_keys), _expand(p.call_marks, p.call_mark_idx),
-    )  # fmt: skip
-
-
-def unpack(blob: bytes, state: LedgerState, first_slot: int = 0) -> None:
-    """Fill the dedupe fields of `state` from a `pack` blob; its slots count from
-    `first_slot` (after a cache index's, for the keys added since it was written)."""
-    t = unpacked_tables(LedgerState(packed=blob))
-    state.seen = dict(zip(t.keys, range(first_slot, first_slot + len(t.keys)), strict=True))
-    state.seen_tokens = t.tokens
-    state.seen_cost = t.cost
-    state.seen_session = t.sessions
-    state.seen_model = t.models
-    state.tool_calls = dict(zip(t.call_keys, t.call_marks, strict=True))
-    state.packed = b""

@@ -99,6 +99,23 @@ def add(pace: bytearray, ts: float, tokens: float, cost: float, *, grown: bool =
             del pace[: (n + 1 - KEEP) * _SIZE]
 
 
+def add_run(pace: bytearray, run: list[tuple[float, float, float]]) -> None:
+    """`add` of each (time, tokens, cost) of `run` in turn. When they come in time order,
+    at or after the newest kept, only the ones that would stay are packed: the buffer's
+    length follows `add`'s cuts (to KEEP, past KEEP + SLACK), so the bytes are the same."""
+    n = len(pace) // _SIZE
+    ordered = n <= KEEP + SLACK and all(a[0] <= b[0] for a, b in pairwise(run))
+    if not run or not ordered or (n and run[0][0] < _ENTRY.unpack_from(pace, (n - 1) * _SIZE)[0]):
+        for ts, tokens, cost in run:
+            add(pace, ts, tokens, cost)
+        return
+    total = n + len(run)
+    kept = total if total <= KEEP + SLACK else KEEP + (total - KEEP - SLACK - 1) % (SLACK + 1)
+    new = b"".join([_ENTRY.pack(*entry) for entry in run[-kept:]])
+    old = max(0, kept - len(run))
+    pace[:] = (pace[len(pace) - old * _SIZE :] if old else b"") + new
+
+
 def _grow_at(pace: bytearray, index: int, tokens: float, cost: float) -> None:
     ts, old_tokens, old_cost = _ENTRY.unpack_from(pace, index * _SIZE)
     _ENTRY.pack_into(pace, index * _SIZE, ts, old_tokens + tokens, old_cost + cost)

@@ -178,7 +178,7 @@ def build_session_snapshot(state: SessionState, now: float, bad_lines: int) -> S
                 c.output_hash,
                 c.file_changing,
             )
-            for c in state.recent
+            for c in state.recent_calls()
         ),
         files=tuple(state.files),
         bad_lines=bad_lines,

@@ -19,7 +19,7 @@ from tokentop.engine.tail import TailState
 from tokentop.files import make_private
 from tokentop.sources.wholefile import read_regular
 
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 
 CACHE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 """What decoding a damaged or crafted cache file may raise."""

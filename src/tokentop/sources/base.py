@@ -11,7 +11,7 @@ from typing import Annotated, ClassVar, Protocol
 
 import msgspec
 
-from tokentop.model import Event
+from tokentop.model import Event, EventRun
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 """Lines longer than this are counted as bad without decoding (guards memory on junk files)."""
@@ -52,6 +52,10 @@ class FileParser(msgspec.Struct, tag_field="kind"):
 
     def feed(self, data: bytes, out: list[Event]) -> None:
         raise NotImplementedError
+
+    def feed_runs(self, data: bytes, out: list[Event | EventRun]) -> None:
+        """`feed`, where a parser may give runs (EventRun) for the ledger to count in bulk."""
+        self.feed(data, out)  # type: ignore[arg-type]
 
     def bad(self, reason: str, count: int = 1) -> None:
         """Count a line that could not be used; the reason is kept for display."""

@@ -1,0 +1,151 @@
+"""Dedupe keys held in memory as 128-bit hashes: what a ledger has counted, compactly.
+
+A history of millions of responses and tool calls kept every key as a Python string in a
+dict: ~150 bytes each, 300 MB on a 4.3 GB history. Here a key is its 16-byte blake2b digest
+(the one the cache's index keeps, `dedupe_index.key_digest`) and a 4-byte value (a response's
+slot, a tool call's mark), 20 bytes, packed into `bytes` buckets chosen by the digest's top
+bits: a lookup is one `bytes.find` in a bucket of a few dozen records. Many keys at once (a
+merged batch) are cut into records and sorted into buckets by C code (array slices), which
+leaves one step of Python per key.
+
+Why a hash is exact enough: see dedupe_index.py (two keys merge only on a 128-bit
+collision). Equal first halves are told apart by the second: records match on all 16 bytes.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+
+RECORD = 20
+"""Bytes per key: the digest, then the value (uint32, little-endian)."""
+DIGEST = 16
+SMALL, LARGE = 8, 16
+"""Bucket bits: 256 buckets while a table is small, then 65536 (0.5 MB of list)."""
+PER_BUCKET = 32
+"""Records per bucket past which a small table grows."""
+
+
+class KeyTable:
+    """Digest -> uint32, in 2^bits buckets of packed records."""
+
+    __slots__ = ("_shift", "buckets", "count")
+
+    def __init__(self, bits: int = SMALL) -> None:
+        self._shift = LARGE - bits
+        self.buckets: list[bytes] = [b""] * (1 << bits)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def get(self, digest: bytes) -> int:
+        """The value stored for `digest`, or -1."""
+        bucket = self.buckets[(digest[7] << 8 | digest[6]) >> self._shift]
+        at = _at(bucket, digest)
+        return int.from_bytes(bucket[at + DIGEST : at + RECORD], "little") if at >= 0 else -1
+
+    def put(self, digest: bytes, value: int) -> None:
+        """Store `value` for `digest`, replacing what was stored."""
+        self._grow(1)
+        i = (digest[7] << 8 | digest[6]) >> self._shift
+        bucket = self.buckets[i]
+        at = _at(bucket, digest)
+        if at >= 0:
+            tail = bucket[at + RECORD :]
+            self.buckets[i] = bucket[: at + DIGEST] + value.to_bytes(4, "little") + tail
+        else:
+            self.buckets[i] = bucket + digest + value.to_bytes(4, "little")
+            self.count += 1
+
+    def add_new(
+        self, digests: bytes, values: array[int], offset: int = 0, *, check: bool = False
+    ) -> bool:
+        """Store joined digests with `values` (+ `offset`). With `check`, False (and nothing
+        stored) if one is stored already; without, the caller knows none is."""
+        self._grow(len(values))
+        joined = _records(digests, values, offset)
+        buckets = self.buckets
+        indexes = self._indexes(joined, RECORD)
+        records = _cut(joined, RECORD)
+        if check:
+            for n, (ix, record) in enumerate(zip(indexes, records, strict=True)):
+                bucket = buckets[ix]
+                if record[:DIGEST] in bucket and _at(bucket, record[:DIGEST]) >= 0:
+                    self._pop(indexes[:n])
+                    return False
+                buckets[ix] = bucket + record
+        else:
+            for ix, record in zip(indexes, records, strict=True):
+                buckets[ix] += record
+        self.count += len(values)
+        return True
+
+    def remove_last(self, digests: bytes) -> None:
+        """Take out the joined digests that the last `add_new` stored."""
+        self._pop(self._indexes(digests, DIGEST))
+        self.count -= len(digests) // DIGEST
+
+    def _pop(self, indexes: array[int]) -> None:
+        buckets = self.buckets
+        for ix in reversed(indexes):
+            buckets[ix] = buckets[ix][:-RECORD]
+
+    def columns(self) -> tuple[bytes, array[int]]:
+        """Every digest (joined) and its value, in bucket order; copied by C code, not a
+        Python step per key (a first save of a long history holds millions)."""
+        words = array("I", b"".join(self.buckets))  # 5 words a record: digest, value
+        digests = array("I", bytes(DIGEST * self.count))
+        for k in range(4):
+            digests[k::4] = words[k::5]
+        values = words[4::5]
+        if sys.byteorder == "big":
+            values.byteswap()
+        return digests.tobytes(), values
+
+    def _indexes(self, joined: bytes, width: int) -> array[int]:
+        """The bucket of each digest (records `width` bytes apart): bytes 6-7 of each are
+        the top of its first half."""
+        top = array("H", memoryview(joined).cast("H")[3 :: width // 2].tobytes())
+        if sys.byteorder == "big":
+            top.byteswap()
+        shift = self._shift
+        return array("H", [t >> shift for t in top]) if shift else top
+
+    def _grow(self, extra: int) -> None:
+        """Before `extra` more keys: past PER_BUCKET a bucket, spread a small table over the
+        large number of buckets (done before adding, so `remove_last` finds its records)."""
+        if self._shift and self.count + extra > PER_BUCKET << (LARGE - self._shift):
+            digests, values = self.columns()
+            self._shift, self.buckets = 0, [b""] * (1 << LARGE)
+            self.count = 0
+            self.add_new(digests, values)
+
+
+def _at(bucket: bytes, digest: bytes) -> int:
+    """Where `digest` starts a record of `bucket`, or -1 (a match across two records, which
+    takes a 2^-128 chance, is passed over)."""
+    at = bucket.find(digest)
+    while at >= 0 and at % RECORD:
+        at = bucket.find(digest, at + 1)
+    return at
+
+
+def _cut(joined: bytes, width: int) -> list[bytes]:
+    return [joined[i : i + width] for i in range(0, len(joined), width)]
+
+
+def _records(digests: bytes, values: array[int], offset: int) -> bytes:
+    """Digests and values interleaved into records, by array slice assignment."""
+    if offset:
+        values = array("I", [v + offset for v in values])
+    elif sys.byteorder == "big":
+        values = array("I", values)
+    if sys.byteorder == "big":
+        values.byteswap()
+    words = array("I", bytes(RECORD * len(values)))
+    digest_words = array("I", digests)
+    for k in range(4):
+        words[k::5] = digest_words[k::4]
+    words[4::5] = values
+    return words.tobytes()
