@@ -54,7 +54,7 @@ def hook_runtime_dir() -> Iterator[str]:
     import shutil
     import tempfile
 
-    from tokentop.commands.hook_wire import stop_servers
+    from tokentop.commands.hook_stop import stop_servers
 
     folder = tempfile.mkdtemp(prefix="tt-run-", dir="/tmp")  # short: a socket path is < 108
     saved = os.environ.get("XDG_RUNTIME_DIR")

@@ -166,10 +166,11 @@ def test_the_server_leaves_when_idle_or_when_its_socket_goes(tmp_path: Path, run
     server = serve(home, TOKENTOP_HOOK_IDLE_S="1", TMPDIR=str(scratch))
     assert wait_until(lambda: len(psutil.Process(server).children()) == 2)  # its spares
     workers = [c.pid for c in psutil.Process(server).children()]
-    assert any(scratch.iterdir())  # its warm-up folder
+    assert [p.suffix for p in Path(runtime, "tokentop").glob("hook-*.warm")] == [".warm"]
     assert wait_until(lambda: proc_helpers.gone(server))
     assert wait_until(lambda: all(proc_helpers.gone(pid) for pid in workers))
-    assert socket_file(runtime) is None and not any(scratch.iterdir())
+    assert socket_file(runtime) is None and not any(Path(runtime, "tokentop").glob("*.warm"))
+    assert not any(scratch.iterdir())  # nothing in TMPDIR: the warm-up folder is private
     other = tempfile.mkdtemp(prefix="tt-hs-", dir="/tmp")
     try:
         server = serve(Home(home.root, other))

@@ -82,7 +82,8 @@ def test_a_hook_call_the_server_answers_imports_nothing_but_its_client(tmp_path:
         subprocess.run(stop, env={**os.environ, "XDG_RUNTIME_DIR": runtime}, capture_output=True)
         shutil.rmtree(runtime, ignore_errors=True)
     client = {"tokentop", "tokentop.commands", "tokentop.commands.hook"}
-    client |= {"tokentop.commands.hook_wire", "select", "_socket", "__future__"}
+    client |= {"tokentop.commands.hook_wire", "tokentop.commands.hook_peer"}
+    client |= {"select", "_socket", "__future__"}
     assert loaded - bare <= client, loaded - bare - client
 
 
