@@ -182,19 +182,33 @@ def test_the_server_leaves_when_idle_or_when_its_socket_goes(tmp_path: Path, run
         shutil.rmtree(other, ignore_errors=True)
 
 
-def test_an_out_of_date_server_hands_over_to_a_new_one(tmp_path: Path, runtime: str) -> None:
-    """An upgrade (here: an edit) of the code a server loaded: the next call gets the new
-    code in-process at once, and the one after it a new server."""
-    source = Path(__import__("tokentop").__file__).parent
-    copy = tmp_path / "pkg" / "tokentop"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    (copy / "data").symlink_to(source / "data")
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "tokentop/commands/hook_answer.py",
+        "tokentop/data/prices.json",
+        "msgspec/__init__.py",
+        "n.py",
+    ],
+)
+def test_an_out_of_date_server_hands_over_to_a_new_one(
+    tmp_path: Path, runtime: str, edited: str
+) -> None:
+    """An upgrade (here: an edit) of the code a server loaded, of the prices it read once, of
+    a dependency, or a module installed on the import path (`n.py`): the next call gets the
+    new files in-process at once, and the one after it a new server."""
+    import msgspec
+
+    pkg = tmp_path / "pkg"
+    for module in (__import__("tokentop"), msgspec):
+        source = Path(module.__file__).parent
+        shutil.copytree(source, pkg / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     home = make_home(tmp_path / "h", runtime)
-    pythonpath = str(tmp_path / "pkg")
+    pythonpath = str(pkg)
     old = serve(home, PYTHONPATH=pythonpath)
     assert call(home, PYTHONPATH=pythonpath).served
-    with (copy / "commands" / "hook_answer.py").open("a") as fh:
-        fh.write("\n# an edit\n")
+    with (pkg / edited).open("a") as fh:
+        fh.write("\n" if edited.endswith(".json") else "\n# an edit\n")
     stale = call(home, PYTHONPATH=pythonpath)
     assert (stale.code, stale.served) == (2, False), stale.err
     assert wait_until(lambda: proc_helpers.gone(old))

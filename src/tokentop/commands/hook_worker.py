@@ -161,22 +161,25 @@ def source_stamps(like: Stamps | None = None) -> Stamps:
 
 def stamped_files() -> list[str]:
     """The files of every module loaded from outside Python's standard library (tokentop's,
-    msgspec's, psutil's: an upgrade of any changes them), and tokentop's data files (the
-    bundled prices, read once and kept). The standard library changes only with Python,
-    and a new Python has a server of its own (`hook_wire.identity`)."""
+    msgspec's, psutil's: an upgrade of any changes them), the folders on the import path
+    outside it (installing or removing a package changes its folder), and tokentop's data
+    files (the bundled prices, read once and kept). The standard library changes only with
+    Python, and a new Python has a server of its own (`hook_wire.identity`)."""
     import tokentop
 
-    stdlib = os.path.dirname(os.__file__) + os.sep
-    paths = [
-        path
-        for module in list(sys.modules.values())
-        if isinstance(path := getattr(module, "__file__", None), str)
-        and (not path.startswith(stdlib) or "-packages" + os.sep in path)
-    ]
+    modules = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
+    paths = [path for path in [*modules, *sys.path] if isinstance(path, str) and _ours(path)]
     data = os.path.join(os.path.dirname(os.path.abspath(tokentop.__file__)), "data")
     with contextlib.suppress(OSError), os.scandir(data) as entries:
         paths += [entry.path for entry in entries if entry.is_file()]
     return paths
+
+
+def _ours(path: str) -> bool:
+    """Not the standard library's (site-packages may be inside its folder)."""
+    stdlib = os.path.dirname(os.__file__) + os.sep
+    inside = (path + os.sep).startswith(stdlib)
+    return bool(path) and (not inside or "-packages" in path[len(stdlib) :])
 
 
 def work(conn: socket.socket, client_pid: int, stale: bool = False) -> int:
