@@ -48,6 +48,8 @@ from tokentop.processes.finding import launch
 from tokentop.processes.registry import SessionRecord, SoftStopRecord, append, read
 
 __all__ = ["runtime"]  # a fixture
+ESCALATION_S = 5.0
+"""The helper acts once the worker has exited (well under a second), never PARENT_WAIT_S late."""
 
 
 def test_a_blocked_call_is_answered_by_the_server_exactly_as_in_process(
@@ -261,7 +263,8 @@ def test_an_ignored_soft_stop_escalates_through_the_server(
         fh.write("\n".join(response(SESSION, CWD, 3_000, "one more")) + "\n")
     second = call(home)
     assert (second.code, second.served) == (2, True), second.err
-    assert wait_until(lambda: agent.poll() is not None), "the agent was not killed"
+    killed = proc_helpers.wait_until(lambda: agent.poll() is not None, timeout=ESCALATION_S)
+    assert killed, "the agent was not killed at once"  # not after the helper's 10 s wait
     kills = lambda: [a for a in read_action_log(home.actions)[0] if a.action == "kill"]  # noqa: E731
     assert wait_until(lambda: bool(kills()))
     log = read_action_log(home.actions)[0]
