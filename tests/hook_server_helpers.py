@@ -136,13 +136,21 @@ def runtime_folder() -> Iterator[str]:
     try:
         yield folder
     finally:
-        stop = [sys.executable, "-m", "tokentop.commands.hook", "stop"]
-        subprocess.run(stop, env={**os.environ, "XDG_RUNTIME_DIR": folder}, capture_output=True)
+        stop_servers_in(folder)
         for pid in serving(folder):  # a test that failed may leave a worker in a call
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop_servers_in(folder: str) -> None:
+    """Stop the servers whose sockets are in `folder`, and only those: `tokentop hook stop`
+    would stop every one of this user's (a developer's own, in /tmp/tokentop-<uid>)."""
+    from tokentop.commands.hook_stop import stop_server
+
+    for path in Path(folder).glob("tokentop*/hook-*.sock"):
+        stop_server(str(path))
 
 
 def serving(folder: str) -> dict[int, int]:
