@@ -71,7 +71,7 @@ class Home:
         return json.dumps(payload).encode()
 
     def argv(self) -> list[str]:
-        hook = [sys.executable, "-X", "importtime", "-m", "tokentop.commands.hook"]
+        hook = [sys.executable, "-P", "-X", "importtime", "-m", "tokentop.commands.hook"]
         return [*hook, "--registry", str(self.registry), "--config", str(self.config)]
 
 

@@ -250,18 +250,22 @@ def test_an_ignored_soft_stop_escalates_through_the_server(
     tmp_path: Path, runtime: str, agent: subprocess.Popen[bytes]
 ) -> None:
     """The helper started by a worker acts once that worker has exited (the agent is never
-    its ancestor), as it does once an in-process hook has exited."""
+    its ancestor), as it does once an in-process hook has exited. It never imports from the
+    agent's folder (a `select.py` there: `subprocess` imports `select`)."""
+    project, marker = tmp_path / "project", tmp_path / "ran"
+    project.mkdir()
+    (project / "select.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     serve(make_home(tmp_path / "first", runtime, config=""))
     config = OVER + "[policy.soft_stop]\nthen = 'kill'\nafter_responses = 1\nafter_s = 0\n"
     home = make_home(tmp_path / "h", runtime, config=config)
     started = psutil.Process(agent.pid).create_time()
     append(home.registry, SessionRecord("claude", SESSION, agent.pid, started, "hook", time.time()))
-    first = call(home)
+    first = call(home, cwd=project)
     assert (first.code, first.served) == (2, True), first.err
     assert agent.poll() is None
     with home.transcript.open("a") as fh:  # ...but it answered with another tool call
         fh.write("\n".join(response(SESSION, CWD, 3_000, "one more")) + "\n")
-    second = call(home)
+    second = call(home, cwd=project)
     assert (second.code, second.served) == (2, True), second.err
     killed = proc_helpers.wait_until(lambda: agent.poll() is not None, timeout=ESCALATION_S)
     assert killed, "the agent was not killed at once"  # not after the helper's 10 s wait
@@ -272,6 +276,7 @@ def test_an_ignored_soft_stop_escalates_through_the_server(
         ("block", True, agent.pid, "hook"),
         ("kill", True, agent.pid, "hook"),
     ]
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
