@@ -50,17 +50,16 @@ def groups() -> Iterator[list[int]]:
 def hook_runtime_dir() -> Iterator[str]:
     """A runtime folder of the run's own, so the hook servers that hook calls start (any test
     that runs `python -m tokentop.commands.hook`) are this run's, and stopped at its end."""
-    import io
     import shutil
     import tempfile
 
-    from tokentop.commands.hook_wire import stop_servers
+    from hook_server_helpers import stop_servers_in
 
     folder = tempfile.mkdtemp(prefix="tt-run-", dir="/tmp")  # short: a socket path is < 108
     saved = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = folder
     yield folder
-    stop_servers(io.StringIO())
+    stop_servers_in(folder)
     if saved is None:
         del os.environ["XDG_RUNTIME_DIR"]
     else:

@@ -71,7 +71,7 @@ class Home:
         return json.dumps(payload).encode()
 
     def argv(self) -> list[str]:
-        hook = [sys.executable, "-X", "importtime", "-m", "tokentop.commands.hook"]
+        hook = [sys.executable, "-P", "-X", "importtime", "-m", "tokentop.commands.hook"]
         return [*hook, "--registry", str(self.registry), "--config", str(self.config)]
 
 
@@ -90,19 +90,20 @@ class Answer:
     err: str
     """The hook's own stderr, without the import-time lines."""
     served: bool
+    out: bytes = b""
 
 
 def answered(done: subprocess.CompletedProcess[bytes]) -> Answer:
     lines = done.stderr.decode(errors="replace").splitlines(keepends=True)
     imports = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
     err = "".join(line for line in lines if not line.startswith("import time:"))
-    return Answer(done.returncode, err, "msgspec" not in imports)
+    return Answer(done.returncode, err, "msgspec" not in imports, done.stdout or b"")
 
 
-def call(home: Home, event: str = "PreToolUse", **env: str) -> Answer:
+def call(home: Home, event: str = "PreToolUse", cwd: Path | None = None, **env: str) -> Answer:
     argv, stdin = home.argv(), home.event(event)
     done = subprocess.run(argv, input=stdin, capture_output=True, env=home.env(**env),
-                          cwd=home.root, timeout=60)  # fmt: skip
+                          cwd=cwd or home.root, timeout=60)  # fmt: skip
     return answered(done)
 
 
@@ -125,14 +126,31 @@ def finished(popen: subprocess.Popen[bytes]) -> Answer:
 def runtime() -> Iterator[str]:
     """A private runtime folder (short: a socket's path is < 108 bytes); its servers are
     stopped at the end, and any left are killed by pid."""
+    with runtime_folder() as folder:
+        yield folder
+
+
+@contextlib.contextmanager
+def runtime_folder() -> Iterator[str]:
     folder = tempfile.mkdtemp(prefix="tt-hs-", dir="/tmp")
-    yield folder
-    stop = [sys.executable, "-m", "tokentop.commands.hook", "stop"]
-    subprocess.run(stop, env={**os.environ, "XDG_RUNTIME_DIR": folder}, capture_output=True)
-    for pid in serving(folder):  # a test that failed may leave a worker in a call
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield folder
+    finally:
+        stop_servers_in(folder)
+        for pid in serving(folder):  # a test that failed may leave a worker in a call
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop_servers_in(folder: str) -> None:
+    """Stop the servers whose sockets are in `folder`, and only those: `tokentop hook stop`
+    would stop every one of this user's (a developer's own, in /tmp/tokentop-<uid>)."""
+    from tokentop.commands.hook_stop import stop_server
+
+    for path in Path(folder).glob("tokentop*/hook-*.sock"):
+        stop_server(str(path))
 
 
 def serving(folder: str) -> dict[int, int]:
@@ -208,3 +226,16 @@ def records(home: Home) -> list[tuple[object, ...]]:
 
 def logged_action(home: Home) -> list[tuple[object, ...]]:
     return [(a.action, a.ok, a.origin, a.actor, a.reason) for a in read_action_log(home.actions)[0]]
+
+
+def our_socket(runtime: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """The private folder in `runtime` and the socket a hook call started from this test
+    (same user, same privileges) uses there."""
+    from tokentop.commands import hook_peer, hook_wire
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    folder, context = hook_wire.runtime_dir(), hook_peer.own_context()
+    assert folder is not None and context is not None
+    path = hook_wire.socket_path(folder, hook_wire.server_key(context))
+    assert path is not None
+    return folder, path

@@ -31,6 +31,8 @@ from tokentop.processes.registry import SessionRecord, SoftStopRecord, append, r
 SESSION = "5b0e1d2c-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
 CWD = "/home/dev/shop"
 TIMEOUT = 20.0
+ESCALATION_S = 5.0
+"""The helper acts once the hook has exited (well under a second), never PARENT_WAIT_S late."""
 wait_until = partial(proc_helpers.wait_until, timeout=TIMEOUT)
 
 
@@ -184,7 +186,8 @@ def test_an_ignored_soft_stop_escalates_to_kill(home: Path, agent: subprocess.Po
     with transcript.open("a") as fh:  # ...but it answered with another tool call
         fh.write("\n".join(response(SESSION, CWD, 3_000, "one more")) + "\n")
     assert run_hook(home, config, hook_json(home)).returncode == 2
-    assert wait_until(lambda: agent.poll() is not None), "the agent was not killed"
+    killed = proc_helpers.wait_until(lambda: agent.poll() is not None, timeout=ESCALATION_S)
+    assert killed, "the agent was not killed at once"  # not after the helper's 10 s wait
     log_path = home / "data" / "tokentop" / "actions.jsonl"
     kills = lambda: [a for a in read_action_log(log_path)[0] if a.action == "kill"]  # noqa: E731
     assert wait_until(lambda: bool(kills()))  # logged after it is gone

@@ -48,6 +48,8 @@ from tokentop.processes.finding import launch
 from tokentop.processes.registry import SessionRecord, SoftStopRecord, append, read
 
 __all__ = ["runtime"]  # a fixture
+ESCALATION_S = 5.0
+"""The helper acts once the worker has exited (well under a second), never PARENT_WAIT_S late."""
 
 
 def test_a_blocked_call_is_answered_by_the_server_exactly_as_in_process(
@@ -166,10 +168,11 @@ def test_the_server_leaves_when_idle_or_when_its_socket_goes(tmp_path: Path, run
     server = serve(home, TOKENTOP_HOOK_IDLE_S="1", TMPDIR=str(scratch))
     assert wait_until(lambda: len(psutil.Process(server).children()) == 2)  # its spares
     workers = [c.pid for c in psutil.Process(server).children()]
-    assert any(scratch.iterdir())  # its warm-up folder
+    assert [p.suffix for p in Path(runtime, "tokentop").glob("hook-*.warm")] == [".warm"]
     assert wait_until(lambda: proc_helpers.gone(server))
     assert wait_until(lambda: all(proc_helpers.gone(pid) for pid in workers))
-    assert socket_file(runtime) is None and not any(scratch.iterdir())
+    assert socket_file(runtime) is None and not any(Path(runtime, "tokentop").glob("*.warm"))
+    assert not any(scratch.iterdir())  # nothing in TMPDIR: the warm-up folder is private
     other = tempfile.mkdtemp(prefix="tt-hs-", dir="/tmp")
     try:
         server = serve(Home(home.root, other))
@@ -181,19 +184,33 @@ def test_the_server_leaves_when_idle_or_when_its_socket_goes(tmp_path: Path, run
         shutil.rmtree(other, ignore_errors=True)
 
 
-def test_an_out_of_date_server_hands_over_to_a_new_one(tmp_path: Path, runtime: str) -> None:
-    """An upgrade (here: an edit) of the code a server loaded: the next call gets the new
-    code in-process at once, and the one after it a new server."""
-    source = Path(__import__("tokentop").__file__).parent
-    copy = tmp_path / "pkg" / "tokentop"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    (copy / "data").symlink_to(source / "data")
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "tokentop/commands/hook_answer.py",
+        "tokentop/data/prices.json",
+        "msgspec/__init__.py",
+        "n.py",
+    ],
+)
+def test_an_out_of_date_server_hands_over_to_a_new_one(
+    tmp_path: Path, runtime: str, edited: str
+) -> None:
+    """An upgrade (here: an edit) of the code a server loaded, of the prices it read once, of
+    a dependency, or a module installed on the import path (`n.py`): the next call gets the
+    new files in-process at once, and the one after it a new server."""
+    import msgspec
+
+    pkg = tmp_path / "pkg"
+    for module in (__import__("tokentop"), msgspec):
+        source = Path(module.__file__).parent
+        shutil.copytree(source, pkg / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     home = make_home(tmp_path / "h", runtime)
-    pythonpath = str(tmp_path / "pkg")
+    pythonpath = str(pkg)
     old = serve(home, PYTHONPATH=pythonpath)
     assert call(home, PYTHONPATH=pythonpath).served
-    with (copy / "commands" / "hook_answer.py").open("a") as fh:
-        fh.write("\n# an edit\n")
+    with (pkg / edited).open("a") as fh:
+        fh.write("\n" if edited.endswith(".json") else "\n# an edit\n")
     stale = call(home, PYTHONPATH=pythonpath)
     assert (stale.code, stale.served) == (2, False), stale.err
     assert wait_until(lambda: proc_helpers.gone(old))
@@ -233,20 +250,25 @@ def test_an_ignored_soft_stop_escalates_through_the_server(
     tmp_path: Path, runtime: str, agent: subprocess.Popen[bytes]
 ) -> None:
     """The helper started by a worker acts once that worker has exited (the agent is never
-    its ancestor), as it does once an in-process hook has exited."""
+    its ancestor), as it does once an in-process hook has exited. It never imports from the
+    agent's folder (a `select.py` there: `subprocess` imports `select`)."""
+    project, marker = tmp_path / "project", tmp_path / "ran"
+    project.mkdir()
+    (project / "select.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     serve(make_home(tmp_path / "first", runtime, config=""))
     config = OVER + "[policy.soft_stop]\nthen = 'kill'\nafter_responses = 1\nafter_s = 0\n"
     home = make_home(tmp_path / "h", runtime, config=config)
     started = psutil.Process(agent.pid).create_time()
     append(home.registry, SessionRecord("claude", SESSION, agent.pid, started, "hook", time.time()))
-    first = call(home)
+    first = call(home, cwd=project)
     assert (first.code, first.served) == (2, True), first.err
     assert agent.poll() is None
     with home.transcript.open("a") as fh:  # ...but it answered with another tool call
         fh.write("\n".join(response(SESSION, CWD, 3_000, "one more")) + "\n")
-    second = call(home)
+    second = call(home, cwd=project)
     assert (second.code, second.served) == (2, True), second.err
-    assert wait_until(lambda: agent.poll() is not None), "the agent was not killed"
+    killed = proc_helpers.wait_until(lambda: agent.poll() is not None, timeout=ESCALATION_S)
+    assert killed, "the agent was not killed at once"  # not after the helper's 10 s wait
     kills = lambda: [a for a in read_action_log(home.actions)[0] if a.action == "kill"]  # noqa: E731
     assert wait_until(lambda: bool(kills()))
     log = read_action_log(home.actions)[0]
@@ -254,6 +276,7 @@ def test_an_ignored_soft_stop_escalates_through_the_server(
         ("block", True, agent.pid, "hook"),
         ("kill", True, agent.pid, "hook"),
     ]
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hook_server_helpers import stop_servers_in
 from proc_helpers import wait_until
 
 GEN = Path(__file__).with_name("gen_claude_corpus.py")
@@ -78,11 +79,11 @@ def test_a_hook_call_the_server_answers_imports_nothing_but_its_client(tmp_path:
         loaded = modules_after(HOOK, tmp_path, stdin, XDG_RUNTIME_DIR=runtime)
         bare = modules_after("", tmp_path)
     finally:
-        stop = [sys.executable, "-m", "tokentop.commands.hook", "stop"]
-        subprocess.run(stop, env={**os.environ, "XDG_RUNTIME_DIR": runtime}, capture_output=True)
+        stop_servers_in(runtime)
         shutil.rmtree(runtime, ignore_errors=True)
     client = {"tokentop", "tokentop.commands", "tokentop.commands.hook"}
-    client |= {"tokentop.commands.hook_wire", "select", "_socket", "__future__"}
+    client |= {"tokentop.commands.hook_wire", "tokentop.commands.hook_peer"}
+    client |= {"select", "_socket", "__future__"}
     assert loaded - bare <= client, loaded - bare - client
 
 

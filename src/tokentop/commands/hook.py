@@ -20,9 +20,11 @@ Imports: only `hook_wire` and what a bare interpreter has loaded (`tests/test_st
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
+from tokentop.commands import hook_peer
 from tokentop.commands import hook_wire as wire
 
 SPAWN_BACKOFF_S = 10.0
@@ -40,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return full_main(argv)
     raw = wire.read_stdin(wire.MAX_INPUT_BYTES + 1, wire.INPUT_WAIT_S)
-    folder = wire.runtime_dir()
-    path = wire.socket_path(folder, wire.identity()) if folder is not None else None
-    answer = ask_server(path, raw, options) if path is not None else None
+    call = Call(raw, options)
+    path = call.socket_path()
+    answer = ask_server(path, call) if path is not None else None
     if isinstance(answer, tuple):
         code, out, err = answer
         _write(1, out)
@@ -52,6 +54,36 @@ def main(argv: list[str] | None = None) -> int:
     if path is not None:
         start_server(path, replacing=answer == wire.STALE)
     return code
+
+
+class Call:
+    """A plain call as the server would get it, and the privilege context it runs in."""
+
+    def __init__(self, raw: bytes, options: dict[str, str]) -> None:
+        self.raw = raw
+        self.context = hook_peer.own_context()
+        try:
+            self.cwd = os.getcwdb()
+        except OSError:
+            self.cwd = b""  # a deleted folder
+        self.options = absolute(options, self.cwd)
+        """None when an option is relative to a folder that is gone: answered in-process."""
+
+    def socket_path(self) -> str | None:
+        """Where this call's server listens; None when the call must answer in-process."""
+        folder = wire.runtime_dir()
+        if folder is None or self.context is None or self.options is None:
+            return None
+        return wire.socket_path(folder, wire.server_key(self.context))
+
+
+def absolute(options: dict[str, str], cwd: bytes) -> dict[str, bytes] | None:
+    """The options' paths from "/": the server's worker must open what this process would,
+    even when it cannot enter the folder (it would resolve them from "/")."""
+    paths = {name: os.fsencode(value) for name, value in options.items()}
+    if any(not os.path.isabs(path) for path in paths.values()) and not cwd:
+        return None
+    return {name: os.path.join(cwd, path) for name, path in paths.items()}
 
 
 def plain_call_options(argv: list[str]) -> dict[str, str] | None:
@@ -76,18 +108,18 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
-def ask_server(path: str, raw: bytes, options: dict[str, str]) -> tuple[int, bytes, bytes] | bytes:
+def ask_server(path: str, call: Call) -> tuple[int, bytes, bytes] | bytes:
     """The server's (exit status, stdout, stderr), or why there is none (a one-byte reply, or
-    b"" when there is no server, it is not ours, or it died)."""
+    b"" when there is no server, it is not exactly as privileged as we are, or it died)."""
     import time
 
     started = time.monotonic()
     try:
-        sock = wire.connect(path, wire.ACK_WAIT_S)
+        sock = wire.connect(path, wire.ACK_WAIT_S, call.context or b"")  # checked before we send
     except OSError:
         return b""
     try:
-        sock.sendall(request(raw, options))
+        sock.sendall(request(call))
         reader = wire.FrameReader(sock, started + wire.ACK_WAIT_S, wire.MAX_FIELD_BYTES)
         reply = reader.byte()
         if reply != wire.ACCEPTED:
@@ -102,18 +134,15 @@ def ask_server(path: str, raw: bytes, options: dict[str, str]) -> tuple[int, byt
         sock.close()  # a worker still running sees us gone and exits at once
 
 
-def request(raw: bytes, options: dict[str, str]) -> bytes:
+def request(call: Call) -> bytes:
     """What the server's worker needs to answer exactly as this process would."""
     umask = os.umask(0o077)
     os.umask(umask)
-    try:
-        cwd = os.getcwdb()
-    except OSError:
-        cwd = b""  # a deleted folder: the worker stays in "/"
     env = [b"%s=%s" % item for item in os.environb.items()]
-    head = [wire.PROTOCOL, wire.identity(), b"answer", cwd, b"%o" % umask]
-    head += [os.fsencode(options.get(name, "")) for name in OPTIONS]
-    return wire.frame([*head, b"%d" % len(env), *env, raw])
+    options = call.options or {}
+    head = [wire.PROTOCOL, wire.identity(), b"answer", call.cwd, b"%o" % umask]
+    head += [options.get(name, b"") for name in OPTIONS]
+    return wire.frame([*head, b"%d" % len(env), *env, call.raw])
 
 
 def answer_in_process(raw: bytes, options: dict[str, str]) -> int:
@@ -121,7 +150,8 @@ def answer_in_process(raw: bytes, options: dict[str, str]) -> int:
     wire.import_msgspec()
     from tokentop.commands.hook_answer import answer
 
-    return answer(raw, options.get("--registry"), options.get("--config"), sys.stderr)
+    err = sys.stderr if sys.stderr is not None else io.StringIO()  # started with fd 2 closed
+    return answer(raw, options.get("--registry"), options.get("--config"), err)
 
 
 def start_server(path: str, replacing: bool = False) -> None:
@@ -144,7 +174,8 @@ def start_server(path: str, replacing: bool = False) -> None:
         ]
         actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
         argv = [sys.executable, "-P", "-m", "tokentop.commands.hook_server", path, str(os.getpid())]
-        os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)
+        env = wire.child_env()  # the agent's secrets (API keys) stay out of a resident process
+        os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
     except (OSError, AttributeError, NotImplementedError):
         pass  # no server: every call answers in-process, as before
 
@@ -188,7 +219,7 @@ def exit_at_once(status: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:  # noqa: SIM105 (contextlib would be one more import for the client)
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: None (fd closed)
             pass
     os._exit(status)
 

@@ -28,6 +28,7 @@ there is no server, and runs `tokentop hook` itself and the verbs.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -118,14 +119,15 @@ def cmd_hook(args: argparse.Namespace) -> int:
         line = None if args.no_statusline else statusline_command()
         return install(args.settings, yes=args.yes, statusline=line)
     if args.verb == "stop":
-        from tokentop.commands.hook_wire import stop_servers
+        from tokentop.commands.hook_stop import stop_servers
 
         return stop_servers(sys.stdout)
-    if sys.stdin.isatty():  # a person ran it: say what it is for instead of waiting for JSON
-        sys.stderr.write(TTY_HELP)
+    err = sys.stderr if sys.stderr is not None else io.StringIO()  # started with fd 2 closed
+    if sys.stdin is not None and sys.stdin.isatty():  # a person ran it: say what it is for
+        err.write(TTY_HELP)
         return EXIT_GO_ON
-    raw = read_stdin(MAX_INPUT_BYTES + 1, INPUT_WAIT_S)
-    return answer(raw, args.registry, args.config, sys.stderr)
+    raw = read_stdin(MAX_INPUT_BYTES + 1, INPUT_WAIT_S)  # b"" when stdin is closed (`<&-`)
+    return answer(raw, args.registry, args.config, err)
 
 
 def answer(
@@ -166,6 +168,8 @@ def read_input(raw: bytes) -> HookInput | str:
     """The hook's input, or why it is unusable."""
     if len(raw) > MAX_INPUT_BYTES:
         return f"hook input larger than {MAX_INPUT_BYTES} bytes ignored"
+    if not raw.strip():
+        return "no hook input on stdin"
     try:
         hook = msgspec.json.decode(raw, type=HookInput)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:

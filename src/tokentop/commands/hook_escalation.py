@@ -36,32 +36,40 @@ def exact_agent(record: SessionRecord) -> bool:
 
 
 def spawn_escalation(action: str, record: SessionRecord, reason: str) -> None:
-    """Start the helper in its own session; it acts once its parent has exited."""
+    """Start the helper in its own session; it acts once this process has exited.
+
+    `-P`, in "/", with only the environment it needs: the agent's folder (which may hold a
+    `tokentop/` package of its own) is never on its import path, and the agent's secrets
+    are not passed on."""
     import contextlib
     import subprocess
 
+    from tokentop.commands.hook_wire import child_env
     from tokentop.processes.finding import launch
 
     argv = [
-        sys.executable, "-m", "tokentop.commands.hook", "escalate", action,
+        sys.executable, "-P", "-m", "tokentop.commands.hook", "escalate", action,
         "--pid", str(record.pid), "--create-time", repr(record.create_time),
-        f"--session={record.key}", f"--reason={reason}",
+        "--parent", str(os.getpid()), f"--session={record.key}", f"--reason={reason}",
     ]  # fmt: skip
     quiet = subprocess.DEVNULL
     with contextlib.suppress(OSError):  # the block still stands; the guard can act instead
-        launch(argv, stdin=quiet, stdout=quiet, stderr=quiet)
+        launch(argv, "/", child_env(), stdin=quiet, stdout=quiet, stderr=quiet)
 
 
 def escalate(args: argparse.Namespace) -> int:
-    """The helper: wait until the hook (our parent, a descendant of the agent) has gone, so the
-    agent is no longer our ancestor, then pause or kill it and log the action."""
+    """The helper: wait until the hook (our parent `--parent`, a descendant of the agent) has
+    gone, so the agent is no longer our ancestor, then pause or kill it and log the action.
+
+    The parent's pid comes in argv: by the time our imports are done it has usually exited
+    already, and we have a new parent; only while our parent is still that pid is it alive
+    (a pid reused meanwhile cannot be our parent)."""
     from tokentop.processes.control import ProcessController, default_action_log
     from tokentop.processes.finding import ProcessRef
 
-    parent = os.getppid()
     deadline = time.monotonic() + PARENT_WAIT_S
-    while os.getppid() == parent and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while os.getppid() == args.parent and time.monotonic() < deadline:
+        time.sleep(0.01)
     ref = ProcessRef(args.pid, args.create_time, how="hook", confident=True, agent=AGENT)
     controller = ProcessController(log_path=default_action_log(), actor=ACTOR)
     verb: Action = "pause" if args.action == "pause" else "kill"
@@ -70,13 +78,14 @@ def escalate(args: argparse.Namespace) -> int:
 
 
 def escalate_main(argv: list[str]) -> int:
-    """`python -m tokentop.commands.hook escalate ACTION --pid N --create-time T ...`."""
+    """`python -P -m tokentop.commands.hook escalate ACTION --pid N --create-time T --parent P`."""
     import argparse
 
     p = argparse.ArgumentParser(prog="tokentop.commands.hook escalate", allow_abbrev=False)
     p.add_argument("action", choices=["pause", "kill"])
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--create-time", type=float, required=True)
+    p.add_argument("--parent", type=int, required=True, help="the hook process that started us")
     p.add_argument("--session", default="")
     p.add_argument("--reason", default="")
     return escalate(p.parse_args(argv))

@@ -45,12 +45,17 @@ def default_settings_path(env: dict[str, str] | None = None) -> Path:
 
 
 def hook_command() -> str:
-    """This interpreter running the lean hook module: found whatever PATH the agent has."""
-    return f"{shlex.quote(sys.executable)} -m tokentop.commands.hook"
+    """This interpreter running the lean hook module: found whatever PATH the agent has.
+
+    `-P`: `python -m` would put the agent's working folder first on the import path, and a
+    repository holding a `tokentop/` package or a `select.py` would run its own code as the
+    hook. An entry of ours without it (an older install) is updated by `hook install`."""
+    return f"{shlex.quote(sys.executable)} -P -m tokentop.commands.hook"
 
 
 def statusline_command() -> str:
-    return f"{shlex.quote(sys.executable)} -m tokentop.commands.statusline"
+    """As `hook_command`: Claude Code runs it in the project's folder too."""
+    return f"{shlex.quote(sys.executable)} -P -m tokentop.commands.statusline"
 
 
 def is_our_statusline(entry: object) -> bool:

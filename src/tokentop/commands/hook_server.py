@@ -29,9 +29,11 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import stat
 import sys
 import time
 
+from tokentop.commands import hook_peer
 from tokentop.commands import hook_wire as wire
 
 TYPE_CHECKING = False  # typing, socket and the worker are imported once the spawner is gone
@@ -49,6 +51,8 @@ MAX_SPARE_DEATHS = 5
 LOCK_WAIT_S = 2.0
 """How long a new server waits for an exiting one to let go of the lock."""
 POLL_S = 1.0
+SPARE_EXIT_WAIT_S = 2.0
+"""How long a leaving server waits for its spares (a warm-up takes ~20 ms)."""
 SPAWNER_WAIT_S = 2.0
 LOG_MAX_BYTES = 64 << 10
 WARM_MODULES = (
@@ -80,9 +84,9 @@ def main(argv: list[str]) -> int:
     path = argv[0]
     spawner = int(argv[1]) if len(argv) == 2 and argv[1].isdigit() else 0
     os.chdir("/")  # never keep the agent's folder busy
-    folder = os.path.dirname(path)
-    if wire.runtime_dir() != folder or wire.socket_path(folder, wire.identity()) != path:
-        return 0  # not this install's socket in this user's private folder: not ours to serve
+    context = ours(path)
+    if context is None:
+        return 0  # not the socket of this install and context in our private folder
     lock = take_lock(path.removesuffix(".sock") + ".lock")
     if lock is None:
         return 0  # another server has it
@@ -90,11 +94,30 @@ def main(argv: list[str]) -> int:
     wire.import_msgspec()
     log = Log(path.removesuffix(".sock") + ".log")
     try:
-        server = HookServer(path, lock, log)
+        server = HookServer(path, lock, log, context)
     except Exception as error:
         log.write(f"cannot start: {error!r}")
         return 1
     return server.serve(idle_seconds())
+
+
+def ours(path: str) -> bytes | None:
+    """Our privilege context, if `path` is the socket for it, this install, and this user's
+    private folder, and the kernel can name a client exactly (`hook_peer`); else None."""
+    import _socket
+
+    context = hook_peer.own_context()
+    folder = wire.runtime_dir()
+    if context is None or folder != os.path.dirname(path) or not hook_peer.supported():
+        return None
+    if wire.socket_path(folder, wire.server_key(context)) != path:
+        return None
+    mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        return context if hook_peer.trusted_peer(mine, context) is not None else None
+    finally:
+        mine.close()
+        theirs.close()
 
 
 def wait_for_spawner(spawner: int) -> None:
@@ -136,40 +159,55 @@ def take_lock(path: str) -> int | None:
 
 
 class Log:
-    """One line per failure of the server or a worker (the hook still answers in-process)."""
+    """One line per failure of the server or a worker (the hook still answers in-process).
+
+    Opened once, through no symlink, and used only if it is a regular file of ours with no
+    other name (another process of this user may plant a link at its name): truncated and
+    written through the descriptor, never by path."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        with contextlib.suppress(OSError):
-            if os.stat(path).st_size > LOG_MAX_BYTES:
-                os.truncate(path, 0)
+        self.fd = -1
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NOCTTY
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+        except OSError:
+            return  # a link, a FIFO without a reader: no log
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_nlink != 1:
+            os.close(fd)
+            return
+        if st.st_size > LOG_MAX_BYTES:
+            os.ftruncate(fd, 0)
+        self.fd = fd
 
     def write(self, message: str) -> None:
-        from pathlib import Path
-
-        from tokentop.files import append_private
-
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: {message}\n"
         with contextlib.suppress(OSError):
-            append_private(Path(self.path), line.encode("utf-8", "backslashreplace")[:4000])
+            os.write(self.fd, line.encode("utf-8", "backslashreplace")[:4000])
 
 
 class HookServer:
     """The listening socket, the workers (waiting or in a call), and what tells it to leave."""
 
-    def __init__(self, path: str, lock: int, log: Log) -> None:
+    def __init__(self, path: str, lock: int, log: Log, context: bytes) -> None:
         import importlib
-        import tempfile
 
         from tokentop.commands.hook_worker import source_stamps, warm_up
 
         for name in WARM_MODULES:
             importlib.import_module(name)
-        self.warm_dir = tempfile.mkdtemp(prefix="tokentop-hook-warm-")
-        warm_up(self.warm_dir, calls=2)  # the second reads what the first cached
-        self.path, self.lock, self.log = path, lock, log
-        self.stamps = source_stamps()
-        self.listener = self._listen()
+        self.path, self.lock, self.log, self.context = path, lock, log, context
+        self.warm_dir = path.removesuffix(".sock") + ".warm"
+        """In our private folder; a dead server's is removed (we hold the lock)."""
+        _remove(self.warm_dir)
+        try:
+            os.mkdir(self.warm_dir, 0o700)
+            warm_up(self.warm_dir, calls=2)  # the second reads what the first cached
+            self.stamps = source_stamps()
+            self.listener = self._listen()
+        except BaseException:
+            _remove(self.warm_dir)
+            raise
         self.inode = os.stat(path).st_ino
         self.reports, self.report_end = os.pipe()
         """Workers write `took <pid>` when a call reaches them, `stale` for new code."""
@@ -262,7 +300,7 @@ class HookServer:
             from tokentop.commands.hook_worker import Spare
 
             spare = Spare(self.listener, self.report_end, self.life, self.stamps, self.warm_dir)
-            return spare.run()
+            return spare.run(self.context)
         except BaseException as error:
             self.log.write(f"worker failed: {error!r}")
             return 1
@@ -281,15 +319,24 @@ class HookServer:
 
     def close(self) -> None:
         """Remove our socket (only if it is still ours) and stop listening; waiting workers
-        see the life pipe close and exit, workers in a call finish it."""
-        import shutil
-
+        see the life pipe close and exit, workers in a call finish it. The warm-up folder
+        goes once no spare can be warming itself in it (it would make it again)."""
         with contextlib.suppress(OSError):
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
         self.listener.close()
         os.close(self.life_end)
-        shutil.rmtree(self.warm_dir, ignore_errors=True)
+        deadline = time.monotonic() + SPARE_EXIT_WAIT_S
+        while self.spares and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.01)
+        _remove(self.warm_dir)
+
+
+def _remove(folder: str) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _leave(signum: int, frame: object) -> None:

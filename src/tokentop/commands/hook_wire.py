@@ -6,11 +6,12 @@ import is start-up time (see `commands/hook.py`). `_socket` is the C module unde
 `socket.py` itself would add its enums (~10 ms) for nothing the hook uses.
 
 The server listens on `hook-<key>.sock` in a private runtime folder: `$XDG_RUNTIME_DIR/tokentop`,
-else `$TMPDIR/tokentop-<uid>` (or /tmp's). It must be a real folder (no symlink) owned by this
-user with mode 0700: one that is not (a stranger made it first in /tmp) is never used.
-`<key>` hashes what makes two hooks the same code: the interpreter, the tokentop package's
-folder, Python's version and its import path variables; another install or venv gets a
-server of its own.
+else `$TMPDIR/tokentop-<uid>` (/tmp when TMPDIR is unset). It must be a real folder (no
+symlink) owned by this user with mode 0700: one that is not (a stranger made it first in /tmp)
+is never used. `<key>` hashes what makes two hooks the same code (the interpreter, the
+tokentop package's folder, Python's version and its import path variables) and the privilege
+context they run in (`hook_peer`): another install, venv, sandbox or container gets a server
+of its own. Each side checks the other's context before it sends a byte.
 
 A request is a list of netstrings (`<length>:<bytes>,`); so is the answer.
 """
@@ -23,17 +24,18 @@ import stat
 import sys
 import time
 
+from tokentop.commands import hook_peer
+
 TYPE_CHECKING = False  # not typing's: importing typing costs the client ~4 ms (and `re`)
 if TYPE_CHECKING:
     import _socket
-    from typing import TextIO
 
 MAX_INPUT_BYTES = 4 << 20
 """Claude Code's hook JSON carries the tool's input (a whole file for Write): ample room."""
 INPUT_WAIT_S = 1.0
 """How long the hook waits for its input: an agent that keeps stdin open after its JSON (or
 sends nothing) must not hold its tool call; the hook answers within 2 s whatever stdin does."""
-PROTOCOL = b"tokentop-hook/1"
+PROTOCOL = b"tokentop-hook/2"
 SERVER_ENV = "TOKENTOP_HOOK_SERVER"
 """`off`: never use or start a server; every call answers in its own process."""
 ACK_WAIT_S = 0.5
@@ -54,54 +56,62 @@ ACCEPTED, GO, STALE = b"A", b"G", b"S"
 
 def read_stdin(limit: int, wait_s: float) -> bytes:
     """Stdin up to its end, `limit` bytes, one whole JSON object, or `wait_s` seconds,
-    whichever comes first."""
-    data = b""
-    end = time.monotonic() + wait_s
+    whichever comes first; b"" when there is no stdin at all (closed: `<&-`)."""
+    chunks: list[bytes] = []
+    size, end, deadline = 0, ObjectEnd(), time.monotonic() + wait_s
     try:
-        fd = sys.stdin.fileno()
-        while len(data) < limit and (left := end - time.monotonic()) > 0:
+        fd = sys.stdin.fileno()  # AttributeError: None when Python started without fd 0
+        while size < limit and (left := deadline - time.monotonic()) > 0:
             if not select.select([fd], [], [], left)[0]:
                 break
-            chunk = os.read(fd, min(1 << 16, limit - len(data)))
-            data += chunk
-            if not chunk or whole_json(data):
+            chunk = os.read(fd, min(1 << 16, limit - size))
+            chunks.append(chunk)
+            size += len(chunk)
+            if not chunk or end.feed(chunk):
                 break
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass  # no stdin at all: the input is what was read (nothing)
-    return data
+    return b"".join(chunks)
+
+
+class ObjectEnd:
+    """Whether the bytes fed so far are one JSON object: it ends its braces and brackets where
+    it ends, outside any string. It only says when to stop reading (the answerer decodes the
+    input and reports a malformed one).
+
+    Each byte is looked at once, however the input is cut into reads, and by bytes methods
+    (C loops), never byte by byte in Python: a 4 MB Write event full of quotes costs
+    milliseconds. (Scanning the whole buffer after each read was quadratic: such an event
+    missed the stdin deadline, was cut short, and the soft stop failed open.)"""
+
+    def __init__(self) -> None:
+        self.escape = b""
+        """A backslash at the end of the last read, escaping the next read's first byte."""
+        self.in_string = False
+        self.depth = 0
+        self.first = self.last = b""
+        """The first and last bytes that are not white space."""
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next read; whether all read so far is one whole object."""
+        text = self.escape + chunk
+        body = text.rstrip(b"\\")  # a trailing run: its pairs are escaped backslashes
+        self.escape = b"\\" if (len(text) - len(body)) % 2 else b""
+        plain = body.replace(b"\\\\", b"").replace(b'\\"', b"")  # no escape left in a string
+        parts = plain.split(b'"')  # between real quotes: alternately outside and inside strings
+        outside = b"".join(parts[1 if self.in_string else 0 :: 2])
+        self.in_string ^= len(parts) % 2 == 0
+        opened = outside.count(b"{") + outside.count(b"[")
+        self.depth += opened - outside.count(b"}") - outside.count(b"]")
+        self.first = self.first or text.lstrip()[:1]
+        self.last = text.rstrip()[-1:] or self.last
+        shut = not self.in_string and not self.escape and self.depth == 0
+        return shut and self.first == b"{" and self.last == b"}"
 
 
 def whole_json(data: bytes) -> bool:
-    """Whether `data` is one JSON object: it ends its braces and brackets where it ends,
-    outside any string. Cheap (a step per string), and only says when to stop reading; the
-    answerer still decodes it, so a malformed object is reported there."""
-    body = data.strip()
-    if not (body.startswith(b"{") and body.endswith(b"}")):
-        return False
-    depth, at = 0, 0
-    while at < len(body):
-        quote = body.find(b'"', at)
-        plain = body[at:] if quote < 0 else body[at:quote]
-        depth += plain.count(b"{") + plain.count(b"[") - plain.count(b"}") - plain.count(b"]")
-        if quote < 0:
-            break
-        at = _string_end(body, quote)
-        if at < 0:
-            return False
-    return depth == 0
-
-
-def _string_end(body: bytes, quote: int) -> int:
-    """Just past the string opened at `quote`, or -1 if it is not closed."""
-    at = quote + 1
-    while (at := body.find(b'"', at)) >= 0:
-        slashes = at
-        while body[slashes - 1] == 0x5C:  # a quote after an odd run of backslashes is escaped
-            slashes -= 1
-        if (at - slashes) % 2 == 0:
-            return at + 1
-        at += 1
-    return -1
+    """Whether `data` is one JSON object (see `ObjectEnd`)."""
+    return ObjectEnd().feed(data)
 
 
 def import_msgspec() -> None:
@@ -128,9 +138,10 @@ def import_msgspec() -> None:
 
 
 def server_wanted() -> bool:
-    """Linux only (SO_PEERCRED, /proc); elsewhere, or when turned off, calls answer in-process."""
+    """Linux ≥ 6.5 only (`hook_peer.supported`); elsewhere, or when turned off, calls
+    answer in-process."""
     off = os.environ.get(SERVER_ENV, "").strip().lower() in ("off", "0", "no", "false")
-    return sys.platform.startswith("linux") and not off
+    return not off and hook_peer.supported()
 
 
 def identity() -> bytes:
@@ -139,6 +150,12 @@ def identity() -> bytes:
     parts = [PROTOCOL, os.fsencode(sys.executable), os.fsencode(package), b"%x" % sys.hexversion]
     parts += [os.environb.get(name, b"") for name in (b"PYTHONPATH", b"PYTHONHOME")]
     return b"\0".join(parts)
+
+
+def server_key(context: bytes) -> str:
+    """Names the socket of the server for this install and privilege context: each context
+    has its own, so a sandbox's hooks and the ones outside it never fight over one."""
+    return key_of(identity() + b"\0" + context)
 
 
 def key_of(ident: bytes) -> str:
@@ -152,24 +169,40 @@ def key_of(ident: bytes) -> str:
 def runtime_dir() -> str | None:
     """The private folder for the server's socket, made if missing; None if neither
     candidate is ours and private (then no server is used)."""
-    base = os.environ.get("XDG_RUNTIME_DIR", "")
-    tmp = os.environ.get("TMPDIR", "")
-    candidates = [os.path.join(base, "tokentop")] if os.path.isabs(base) else []
-    shared = tmp if os.path.isabs(tmp) else "/tmp"
-    candidates.append(os.path.join(shared, f"tokentop-{os.getuid()}"))
-    for path in candidates:
+    for path in _candidates()[:2]:
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass
         except OSError:
             continue  # e.g. a runtime folder named but missing (a container): the next one
-        if _private_dir(path):
+        if private_dir(path):
             return path
     return None
 
 
-def _private_dir(path: str) -> bool:
+def runtime_dirs() -> list[str]:
+    """Every existing private folder a server of this user may be in (none is made): the
+    ones `runtime_dir` picks from with this environment, /run/user/<uid>'s and /tmp's."""
+    found: list[str] = []
+    for path in [*_candidates(), f"/run/user/{os.getuid()}/tokentop", _shared("/tmp")]:
+        if path not in found and private_dir(path):
+            found.append(path)
+    return found
+
+
+def _candidates() -> list[str]:
+    base, tmp = os.environ.get("XDG_RUNTIME_DIR", ""), os.environ.get("TMPDIR", "")
+    ours = [os.path.join(base, "tokentop")] if os.path.isabs(base) else []
+    return [*ours, _shared(tmp if os.path.isabs(tmp) else "/tmp")]
+
+
+def _shared(tmp: str) -> str:
+    return os.path.join(tmp, f"tokentop-{os.getuid()}")
+
+
+def private_dir(path: str) -> bool:
+    """A real folder (no symlink) of this user's that no one else may enter."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -178,10 +211,24 @@ def _private_dir(path: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and mine
 
 
-def socket_path(folder: str, ident: bytes) -> str | None:
-    """The server's socket for `ident`; None when the path is too long for a Unix socket."""
-    path = os.path.join(folder, f"hook-{key_of(ident)}.sock")
+def socket_path(folder: str, key: str) -> str | None:
+    """The server's socket for `key`; None when the path is too long for a Unix socket."""
+    path = os.path.join(folder, f"hook-{key}.sock")
     return path if len(os.fsencode(path)) < 104 else None
+
+
+CHILD_ENV = ("HOME", "PATH", "LANG", "TZ", "TMPDIR", "USER", "LOGNAME")
+CHILD_ENV_PREFIXES = ("XDG_", "LC_", "PYTHON", "TOKENTOP_")
+
+
+def child_env() -> dict[str, str]:
+    """What the server and the escalation helper inherit: where the user's files are, the
+    locale and Python's own settings; not the agent's secrets (API keys)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in CHILD_ENV or name.startswith(CHILD_ENV_PREFIXES)
+    }
 
 
 def frame(fields: list[bytes]) -> bytes:
@@ -235,63 +282,18 @@ class FrameReader:
         return taken
 
 
-def peer(sock: _socket.socket) -> tuple[int, int]:
-    """The (pid, uid) of the process at the other end, as the kernel says (SO_PEERCRED)."""
-    import _socket
-
-    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
-    pid = int.from_bytes(creds[0:4], sys.byteorder, signed=True)
-    return pid, int.from_bytes(creds[4:8], sys.byteorder)
-
-
-def connect(path: str, timeout: float) -> _socket.socket:
-    """A connection to the server at `path`, proven to run as this user; raises OSError."""
+def connect(path: str, timeout: float, context: bytes) -> _socket.socket:
+    """A connection to the server at `path`, proven to run in this privilege `context`
+    (ours: `hook_peer`) before a byte is sent; raises OSError."""
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(path)
-        if peer(sock)[1] != os.getuid():
-            raise PermissionError(f"{path} is served by another user")
+        if hook_peer.trusted_peer(sock, context) is None:
+            raise PermissionError(f"{path} is served by a process not exactly as privileged")
     except BaseException:
         sock.close()
         raise
     return sock
-
-
-def stop_servers(out: TextIO) -> int:
-    """`tokentop hook stop`: ask every hook server of this user (any install) to exit, and
-    wait until each has removed its socket."""
-    folder = runtime_dir()
-    names = sorted(os.listdir(folder)) if folder is not None else []
-    paths = [os.path.join(folder or "", n) for n in names if n.startswith("hook-")]
-    stopped = [pid for path in paths if path.endswith(".sock") and (pid := _stop(path, out))]
-    if not stopped:
-        out.write("No tokentop hook server is running.\n")
-    return 0
-
-
-def _stop(path: str, out: TextIO) -> int:
-    try:
-        sock = connect(path, 2.0)
-    except OSError:
-        return 0  # a leftover socket: nothing listens
-    try:
-        server = peer(sock)[0]
-        sock.sendall(frame([PROTOCOL, identity(), b"stop"]))
-        reader = FrameReader(sock, time.monotonic() + 2.0, 64)
-        reply = reader.byte()  # STALE: out of date, and leaving all the same
-        if reply not in (ACCEPTED, STALE):
-            raise ValueError("refused")
-        server = int(reader.field()) if reply == ACCEPTED else server
-    except (OSError, ValueError):
-        out.write(f"Could not stop the hook server at {path} (pid {server}).\n")
-        return 0
-    finally:
-        sock.close()
-    deadline = time.monotonic() + 5.0
-    while os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    out.write(f"Stopped the tokentop hook server (pid {server}).\n")
-    return server

@@ -3,8 +3,10 @@
 A spare worker first warms itself (a made-up call in the server's throwaway folder, so the
 pages a call touches are its own before a real call comes, and no copy-on-write fault or
 first-call work lands on that call's path), then waits on the listening socket. The worker
-that takes a connection checks that it comes from this user, tells the server (which forks the
-next spare), reads the client's request (`commands/hook.py: request`), says it took it, waits
+that takes a connection checks that it comes from a process exactly as privileged as the
+server (`hook_peer`: same user, namespaces, root, capabilities, NoNewPrivs, seccomp, LSM label
+and interpreter; anything else is closed unread), tells the server (which forks the next
+spare), reads the client's request (`commands/hook.py: request`), says it took it, waits
 for the client's GO, then becomes the client for the length of the call: its environment
 (and time zone), working folder and umask. It answers with `hook_answer.answer`, the agent
 looked for among the client's ancestors, and sends back the exit status, stdout and stderr.
@@ -17,11 +19,11 @@ import contextlib
 import io
 import os
 import select
-import signal
 import sys
 import threading
 import time
 
+from tokentop.commands import hook_peer
 from tokentop.commands import hook_wire as wire
 
 TYPE_CHECKING = False
@@ -68,28 +70,29 @@ class Spare:
         self.life = life
         self.stamps = stamps
         self.warm_dir = warm_dir
-        self.server = os.getppid()
 
-    def run(self) -> int:
+    def run(self, context: bytes) -> int:
+        """`context`: the server's privilege context, which a client must have."""
         with contextlib.suppress(Exception):  # a failed warm-up only costs the call time
             warm_up(self.warm_dir, calls=1)
             _prefault_heap()
         self.listener.setblocking(False)  # every spare polls it: one accepts, others go on
-        taken = self._accept()
+        taken = self._accept(context)
         if taken is None:
             return 0  # the server has gone
         conn, client = taken
         os.write(self.reports, b"took %d\n" % os.getpid())
         self.listener.close()
         stale = source_stamps(self.stamps) != self.stamps
-        code = work(conn, client, self.server, stale)
+        code = work(conn, client, stale)
         if stale:
             os.write(self.reports, b"stale\n")  # the server leaves; the client starts anew
         return code
 
-    def _accept(self) -> tuple[socket.socket, int] | None:
-        """The next connection from this user's process and that process's pid; None once
-        the server has gone (a call already queued is still taken)."""
+    def _accept(self, context: bytes) -> tuple[socket.socket, int] | None:
+        """The next connection from a process exactly as privileged as the server
+        (`hook_peer`) and that process's pid; None once the server has gone (a call already
+        queued is still taken). Any other connection is closed before a byte is read."""
         while True:
             ready = select.select([self.listener.fileno(), self.life], [], [])[0]
             try:
@@ -99,10 +102,10 @@ class Spare:
                     return None
                 continue  # another spare took it
             conn.setblocking(True)
-            pid, uid = wire.peer(conn)
-            if uid == os.getuid() and pid > 0:
+            pid = hook_peer.trusted_peer(conn, context)
+            if pid is not None:
                 return conn, pid
-            conn.close()  # another user's process, or one we cannot see: unanswered
+            conn.close()  # another user's, a sandbox's, or one we cannot see: unanswered
 
 
 def warm_up(folder: str, calls: int) -> None:
@@ -113,6 +116,8 @@ def warm_up(folder: str, calls: int) -> None:
 
     from tokentop.commands.hook_answer import answer
 
+    if not os.path.isdir(folder):
+        return  # the server is leaving and removed it: a spare must not make it again
     saved = dict(os.environ)
     try:
         for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
@@ -141,14 +146,9 @@ def _prefault_heap() -> None:
 
 
 def source_stamps(like: Stamps | None = None) -> Stamps:
-    """(inode, mtime, size) of every tokentop module loaded (or of those `like` names): any
-    change means new code."""
-    paths = list(like) if like is not None else [
-        path
-        for name, module in list(sys.modules.items())
-        if name.partition(".")[0] == "tokentop"
-        and isinstance(path := getattr(module, "__file__", None), str)
-    ]  # fmt: skip
+    """(inode, mtime, size) of every file the answer depends on that is not Python's own
+    (or of those `like` names): any change means new code or data (`stamped_files`)."""
+    paths = list(like) if like is not None else stamped_files()
     stamps: Stamps = {}
     for path in paths:
         try:
@@ -159,10 +159,33 @@ def source_stamps(like: Stamps | None = None) -> Stamps:
     return stamps
 
 
-def work(conn: socket.socket, client_pid: int, server_pid: int, stale: bool = False) -> int:
+def stamped_files() -> list[str]:
+    """The files of every module loaded from outside Python's standard library (tokentop's,
+    msgspec's, psutil's: an upgrade of any changes them), the folders on the import path
+    outside it (installing or removing a package changes its folder), and tokentop's data
+    files (the bundled prices, read once and kept). The standard library changes only with
+    Python, and a new Python has a server of its own (`hook_wire.identity`)."""
+    import tokentop
+
+    modules = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
+    paths = [path for path in [*modules, *sys.path] if isinstance(path, str) and _ours(path)]
+    data = os.path.join(os.path.dirname(os.path.abspath(tokentop.__file__)), "data")
+    with contextlib.suppress(OSError), os.scandir(data) as entries:
+        paths += [entry.path for entry in entries if entry.is_file()]
+    return paths
+
+
+def _ours(path: str) -> bool:
+    """Not the standard library's (site-packages may be inside its folder)."""
+    stdlib = os.path.dirname(os.__file__) + os.sep
+    inside = (path + os.sep).startswith(stdlib)
+    return bool(path) and (not inside or "-packages" in path[len(stdlib) :])
+
+
+def work(conn: socket.socket, client_pid: int, stale: bool = False) -> int:
     """The worker's exit status (0: answered, or nothing to answer)."""
     try:
-        request = take(conn, server_pid, stale)
+        request = take(conn, stale)
     except (OSError, ValueError):
         return 0  # the client went (or gave up) before the call was ours: it answers itself
     if request is None:
@@ -174,9 +197,9 @@ def work(conn: socket.socket, client_pid: int, server_pid: int, stale: bool = Fa
     return 0
 
 
-def take(conn: socket.socket, server_pid: int, stale: bool) -> Request | None:
+def take(conn: socket.socket, stale: bool) -> Request | None:
     """The call, once the client has said it still waits for it (GO); None when there is
-    nothing to answer (a stop, a client of another version, a `stale` server's code).
+    nothing to answer (a client of another version, a `stale` server's code).
 
     The whole request is read before any reply: closing a Unix socket with bytes unread
     resets it, and the client would lose the reply (STALE, so it starts a new server)."""
@@ -185,9 +208,6 @@ def take(conn: socket.socket, server_pid: int, stale: bool) -> Request | None:
         conn.sendall(wire.STALE)
         return None
     ident, verb = reader.field(), reader.field()
-    if verb == b"stop":
-        stop_server(conn, server_pid)
-        return None
     request = Request(reader) if verb == b"answer" else None
     if request is None or stale or ident != wire.identity():
         conn.sendall(wire.STALE)
@@ -246,13 +266,3 @@ def watch(conn: socket.socket) -> None:
                 os._exit(EXIT_CLIENT_GONE)
 
     threading.Thread(target=run, name="tokentop-hook-client", daemon=True).start()
-
-
-def stop_server(conn: socket.socket, server_pid: int) -> int:
-    """`tokentop hook stop`: end the server that forked us (and say which pid it was)."""
-    if os.getppid() != server_pid:
-        conn.sendall(wire.STALE)  # the server is gone already
-        return 0
-    os.kill(server_pid, signal.SIGTERM)
-    conn.sendall(wire.ACCEPTED + wire.frame([b"%d" % server_pid]))
-    return 0
