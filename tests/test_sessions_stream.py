@@ -1,0 +1,67 @@
+"""`sessions --json` written a few records at a time: the same bytes as the whole list
+formatted at once, and its memo of a quiet history still printed back exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from tokentop.commands.sessions import RECORDS_PER_CHUNK, json_chunks
+from tokentop.commands.sessions_memo import output_path, read_memo
+from tokentop.render.text import json_for_terminal
+
+WEIRD = "ünï \x1b]2;x\x07 \u202e \u2028 \x7f \x9b 😀"
+
+
+def record(n: int) -> dict[str, Any]:
+    return {
+        "session_id": f"s-{n}",
+        "cwd": WEIRD if n % 3 == 0 else "/w",
+        "tokens": {"input": n, "output": 2 * n},
+        "models": [] if n % 2 else [{"model": "m", "cost_usd": n / 7, "tags": []}],
+        "files": [{"path": "/p", "last_error": None}],
+        "budget": {} if n % 5 == 0 else None,
+    }
+
+
+@pytest.mark.parametrize("count", [0, 1, RECORDS_PER_CHUNK, RECORDS_PER_CHUNK + 1, 100])
+def test_chunks_are_the_whole_list_formatted_at_once(count: int) -> None:
+    records = [record(n) for n in range(count)]
+    whole = json_for_terminal(msgspec.json.format(msgspec.json.encode(records), indent=1))
+    streamed = b"".join(json_chunks(iter(records)))
+    assert streamed == whole + b"\n"
+    assert json.loads(streamed) == json.loads(json.dumps(records))
+    assert b"\x1b" not in streamed and "\u202e".encode() not in streamed
+
+
+def test_memo_of_the_old_format_is_computed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A memo file written before the output was streamed (one msgpack object) is not
+    mistaken for the new layout: the output is computed and the memo rewritten."""
+    from tokentop.cli import main
+
+    gen = [sys.executable, str(Path(__file__).with_name("gen_claude_corpus.py"))]
+    gen += [str(tmp_path / "c"), "--sessions", "3", "--turns", "10", "--seed", "5"]
+    subprocess.run(gen, check=True, capture_output=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    argv = ["sessions", "--json", "--cache-dir", str(tmp_path / "cache")]
+    argv += ["--claude-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    [memo] = (tmp_path / "cache").glob("*.sessions")
+    remembered = read_memo(memo)
+    assert remembered is not None and remembered.out == first
+    assert output_path(memo.with_suffix(".x")) == memo
+    memo.write_bytes(msgspec.msgpack.encode({"cache_id": remembered.cache_id, "out": "[]\n"}))
+    assert read_memo(memo) is None
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first
+    again = read_memo(memo)
+    assert again is not None and again.out == first
