@@ -18,6 +18,7 @@ import msgspec
 from tokentop.engine import dedupe_index
 from tokentop.engine.dedupe_index import DedupeIndex, Delta
 from tokentop.engine.dedupe_tables import SEAL_KEYS, DedupeTables
+from tokentop.engine.key_table import release_freed
 from tokentop.engine.ledger_runs import MAX_TS, RunCounting
 from tokentop.engine.ledger_state import (
     KINDS,
@@ -112,6 +113,7 @@ class Ledger(RunCounting):
         instead of adding to the peak. Applying events afterwards raises."""
         self._tables.forget()
         self._forgotten = True
+        release_freed()
 
     def cache_state(self, now: float) -> LedgerState:
         """The sessions, for the cache's main file; the dedupe tables go to `save_index`.

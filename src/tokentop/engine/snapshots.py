@@ -9,6 +9,7 @@ these fields evaluated again (`with_rates`).
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
@@ -172,7 +173,7 @@ def build_session_snapshot(state: SessionState, now: float, bad_lines: int) -> S
         recent_tools=tuple(
             RecentTool(
                 c.timestamp,
-                c.name,
+                sys.intern(c.name),  # a few names, each held by thousands of calls
                 c.input_hash,
                 None if c.outcome < 0 else bool(c.outcome),
                 c.output_hash,
