@@ -207,15 +207,18 @@ class Engine:
         the way so a first view shows before old history is read. `spawned` are its
         workers, if started early (see `_live`).
         """
-        from tokentop.engine.coldscan import ColdScan, close_all
-
         try:
             changed = self.process(list(self.files))
             fresh = list(dict.fromkeys(self.find_transcripts(self.files)))
         except BaseException:
-            close_all(spawned)
+            if spawned:
+                from tokentop.engine.coldscan import close_all
+
+                close_all(spawned)
             raise
         if fresh or spawned:  # the scan closes workers it has no use for
+            from tokentop.engine.coldscan import ColdScan  # (a restart seldom needs it)
+
             changed |= ColdScan(self, fresh, publish, spawned).run()
         return changed
 

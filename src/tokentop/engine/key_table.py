@@ -161,6 +161,10 @@ def _records(digests: bytes, values: array[int], offset: int) -> bytes:
     return words.tobytes()
 
 
+RELEASE_MIN_KEYS = 1 << 16
+"""Keys (1.3 MB) below which dropped tables are not worth `release_freed`."""
+
+
 def release_freed() -> None:
     """Give the C heap's free pages back to the system (glibc keeps them): a table's
     buckets are blocks of the C heap, which Python's own small objects (a snapshot's,
