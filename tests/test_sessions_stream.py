@@ -65,3 +65,39 @@ def test_memo_of_the_old_format_is_computed_again(
     assert capsys.readouterr().out == first
     again = read_memo(memo)
     assert again is not None and again.out == first
+
+
+def test_a_one_off_snapshot_leaves_out_only_calls_no_detector_reads(tmp_path: Path) -> None:
+    """`sessions` takes its snapshot without the recent tool calls of sessions quiet for
+    longer than the loop window: the looping live session is judged and printed exactly as
+    from a full snapshot, and the engine's own snapshots keep every session's calls."""
+    from claude_lines import response, write_transcript
+    from tokentop.config import Config
+    from tokentop.engine.engine import Engine
+    from tokentop.policy.watchdog import Watchdog
+    from tokentop.pricing import PriceTable
+    from tokentop.render.records import sessions_list
+    from tokentop.sources.claude_code import ClaudeCodeSource
+
+    root = tmp_path / "c"
+    gen = [sys.executable, str(Path(__file__).with_name("gen_claude_corpus.py")), str(root)]
+    subprocess.run([*gen, "--sessions", "2", "--turns", "12"], check=True, capture_output=True)
+    looping = [response("live-1", "/live", 1000, error="boom") for _ in range(8)]
+    write_transcript(root / "projects" / "-live" / "live-1.jsonl", "live-1", "/live", looping)
+    engine = Engine([ClaudeCodeSource(config_dirs=[root])], PriceTable.default().cost)
+    engine.scan()
+    config = Config()
+    since = engine.clock.now() - config.policy.loop.window_s
+    lean = engine.snapshot(calls_since=since)
+    full = engine.snapshot()
+    assert engine.last_snapshot is full
+    calls = {s.key.session_id: len(s.recent_tools) for s in full.sessions}
+    assert calls["live-1"] == 8 and len(calls) == 3 and min(calls.values()) > 0
+    assert {s.key.session_id: len(s.recent_tools) for s in lean.sessions} == {
+        sid: n if sid == "live-1" else 0 for sid, n in calls.items()
+    }
+    judged = [sessions_list(Watchdog(config).judge(snap)) for snap in (lean, full)]
+    assert judged[0] == judged[1]
+    assert [r["flags"] for r in judged[0] if r["session_id"] == "live-1"] != [""]
+    again = engine.snapshot()  # the cache was left as the full snapshot made it
+    assert {s.key.session_id: len(s.recent_tools) for s in again.sessions} == calls

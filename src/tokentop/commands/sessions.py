@@ -36,7 +36,8 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     if engine.cache_note.startswith("cache not saved") and not said:  # a full disk, say
         sys.stderr.write(f"tokentop: {engine.cache_note}\n")
     engine.ledger.forget_dedupe()  # counted and saved: the output reuses the memory
-    snap = engine.snapshot()
+    # The Watchdog reads recent tool calls only within the loop window (a live session's).
+    snap = engine.snapshot(calls_since=engine.clock.now() - config.policy.loop.window_s)
     judgement = make_watchdog(config).judge(snap)
     err = "".join(line + "\n" for line in empty_dir_warnings(args, engine))
     err += bad_files_text(snap)

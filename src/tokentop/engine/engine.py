@@ -344,13 +344,16 @@ class Engine:
 
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot(self, at: float | None = None) -> LedgerSnapshot:
+    def snapshot(self, at: float | None = None, calls_since: float | None = None) -> LedgerSnapshot:
         """The current state, with burn rates evaluated at the clock's now (or `at`: the
-        hook judges the instant its tool call happened)."""
+        hook judges the instant its tool call happened). `calls_since`: a one-off view for a
+        command's output, see SnapshotCache.take; it is not `last_snapshot`."""
         with self._lock:
             health = {k: t.health() for k, t in self.files.items()}
-            snap = self.ledger.snapshot(self.clock.now() if at is None else at, health)
-            self._last_snapshot = snap
+            now = self.clock.now() if at is None else at
+            snap = self.ledger.snapshot(now, health, calls_since)
+            if calls_since is None:
+                self._last_snapshot = snap
             return snap
 
     @property

@@ -532,10 +532,17 @@ class Ledger(RunCounting):
 
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot(self, now: float, files: Mapping[str, FileHealth] | None = None) -> LedgerSnapshot:
-        """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
+    def snapshot(
+        self,
+        now: float,
+        files: Mapping[str, FileHealth] | None = None,
+        calls_since: float | None = None,
+    ) -> LedgerSnapshot:
+        """Build an immutable view; unchanged idle sessions reuse their cached snapshot (see
+        SnapshotCache.take for `calls_since`)."""
         self._last_key = None
-        return self._snapshots.take(self.state.sessions, now, files or {}, self.version)
+        sessions = self.state.sessions
+        return self._snapshots.take(sessions, now, files or {}, self.version, calls_since)
 
 
 def _quiet_pace(session: SessionState, now: float) -> None:
