@@ -4,15 +4,15 @@ A history of millions of responses and tool calls kept every key as a Python str
 dict: ~150 bytes each, 300 MB on a 4.3 GB history. Here a key is its 16-byte blake2b digest
 (the one the cache's index keeps, `dedupe_index.key_digest`) and a 4-byte value (a response's
 slot, a tool call's mark), 20 bytes, packed into `bytes` buckets chosen by the digest's top
-bits: a lookup is one `bytes.find` in a bucket of a few dozen to a few hundred records. Many
-keys at once (a merged batch) are cut into records and sorted into buckets by C code (array
-slices), which leaves one step of Python per key.
+bits: a lookup is one `bytes.find` in a bucket of a few dozen records. Many keys at once (a
+merged batch) are cut into records and sorted into buckets by C code (array slices), which
+leaves one step of Python per key.
 
-Few buckets (8192), so most outgrow 512 bytes and live in the C heap: a bucket grows by a
-copy, and the C heap reuses the freed block for the next, larger one. 65536 small buckets
-lived in Python's pools of fixed sizes, where each outgrown size left pools pinned by a few
-other objects: 20 MB of holes on a 4.3 GB history, and no memory given back when the tables
-were dropped (`release_freed`).
+Few buckets (16384), so on a long history most outgrow 512 bytes and live in the C heap: a
+bucket grows by a copy, and the C heap reuses the freed block for the next, larger one.
+65536 small buckets lived in Python's pools of fixed sizes, where each outgrown size left
+pools pinned by a few other objects: 20 MB of holes on a 4.3 GB history, and no memory
+given back when the tables were dropped (`release_freed`).
 
 Why a hash is exact enough: see dedupe_index.py (two keys merge only on a 128-bit
 collision). Equal first halves are told apart by the second: records match on all 16 bytes.
@@ -29,8 +29,10 @@ RECORD = 20
 DIGEST = 16
 TOP = 16
 """Bits of a digest (its bytes 6-7) that can choose a bucket."""
-SMALL, LARGE = 8, 13
-"""Bucket bits: 256 buckets while a table is small, then 8192."""
+SMALL, LARGE = 8, 14
+"""Bucket bits: 256 buckets while a table is small, then 16384: past ~400,000 keys most
+buckets are over 512 bytes (see the module docstring). 8192 saved 5 MB more on a 4.3 GB
+history but cost ~5 % of its scan's time in longer copies and searches; 65536 cost 17 MB."""
 PER_BUCKET = 32
 """Records per bucket past which a small table grows."""
 
