@@ -86,6 +86,8 @@ _HEAD_SIZE = struct.Struct("<I")
 
 
 def read_memo(path: Path, with_output: bool = True) -> Remembered | None:
+    """The memo at `path` (its output too if `with_output`); None if missing or damaged, or
+    written in the layout before the head (one msgpack object: its length bytes do not fit)."""
     try:
         data = read_regular(path)
         (size,) = _HEAD_SIZE.unpack_from(data)
