@@ -101,3 +101,36 @@ def test_a_one_off_snapshot_leaves_out_only_calls_no_detector_reads(tmp_path: Pa
     assert [r["flags"] for r in judged[0] if r["session_id"] == "live-1"] != [""]
     again = engine.snapshot()  # the cache was left as the full snapshot made it
     assert {s.key.session_id: len(s.recent_tools) for s in again.sessions} == calls
+
+
+def test_a_grown_file_written_last_is_found_before_the_cache_head_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The memo names the files written last: after one of them grew, `sessions --json`
+    computes again without decoding the cache's list of files for the memo's sake."""
+    from tokentop.cli import main
+    from tokentop.engine import state_cache
+
+    gen = [sys.executable, str(Path(__file__).with_name("gen_claude_corpus.py"))]
+    gen += [str(tmp_path / "c"), "--sessions", "3", "--turns", "10", "--seed", "6"]
+    subprocess.run(gen, check=True, capture_output=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    argv = ["sessions", "--json", "--cache-dir", str(tmp_path / "cache")]
+    argv += ["--claude-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    [memo] = (tmp_path / "cache").glob("*.sessions")
+    remembered = read_memo(memo)
+    assert remembered is not None and len(remembered.newest) == 3
+    newest = Path(remembered.newest[0][0])
+    assert main(argv) == 0 and capsys.readouterr().out == first  # remembered
+    with newest.open("ab") as fh:
+        fh.write(newest.read_bytes().splitlines()[-1] + b"\n")  # a repeat: same totals
+    heads: list[Path] = []
+    real_head = state_cache.load_head
+    monkeypatch.setattr(state_cache, "load_head", lambda p: heads.append(p) or real_head(p))
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert again != first and json.loads(again) and heads == []
+    grown = [f for s in json.loads(again) for f in s["files"] if f["path"] == str(newest)]
+    assert grown[0]["bytes_read"] == newest.stat().st_size

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import math
 import os
 import struct
@@ -46,6 +47,12 @@ class Remembered(msgspec.Struct):
     """A mark of the config, the store and the registry when it was computed."""
     valid_until: float = 0.0
     """When the first session's state would change (idle -> ended)."""
+    newest: list[tuple[str, int, int, int, int]] = []
+    """Path, inode, device, size and mtime of the files written last when it was computed:
+    a restart after one of them grew finds out without decoding the cache's file list."""
+
+
+NEWEST_FILES = 8
 
 
 def context_mark(args: argparse.Namespace | None) -> str:
@@ -105,11 +112,13 @@ def recall(engine: Engine, args: argparse.Namespace | None = None) -> Remembered
     path = engine.cache_path
     if path is None:
         return None
-    remembered = read_memo(output_path(path))
+    remembered = read_memo(output_path(path), with_output=False)
     if remembered is None:
         return None
     if time.time() >= remembered.valid_until or remembered.context != context_mark(args):
         return None
+    if any(_changed(*signature) for signature in remembered.newest):
+        return None  # the likely case of a change: found before the cache's head is decoded
     head = cache_mod.load_head(path)
     if head is None or head.save_id != remembered.cache_id or head.roots != engine.root_names():
         return None
@@ -131,7 +140,16 @@ def recall(engine: Engine, args: argparse.Namespace | None = None) -> Remembered
         known.add(tail.real_path())
     if engine.find_transcripts(known):
         return None
-    return remembered
+    whole_memo = read_memo(output_path(path))
+    return whole_memo if whole_memo and whole_memo.cache_id == remembered.cache_id else None
+
+
+def _changed(path: str, inode: int, dev: int, size: int, mtime_ns: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) != (inode, dev, size, mtime_ns)
 
 
 class Memo:
@@ -173,4 +191,9 @@ def plan(engine: Engine, args: argparse.Namespace, judgement: Judgement, err: st
     there = read_memo(target, with_output=False)
     if there is not None and there.cache_id == engine.cache_id:
         return None  # already there
-    return Memo(target, Remembered(engine.cache_id, "", err, context_mark(args), valid_until))
+    states = heapq.nlargest(
+        NEWEST_FILES, (t.tailer.state for t in engine.files.values()), key=lambda s: s.mtime_ns
+    )
+    newest = [(s.real_path(), s.inode, s.dev, s.offset, s.mtime_ns) for s in states]
+    head = Remembered(engine.cache_id, "", err, context_mark(args), valid_until, newest)
+    return Memo(target, head)
