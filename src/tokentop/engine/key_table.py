@@ -32,7 +32,7 @@ TOP = 16
 SMALL, LARGE = 8, 14
 """Bucket bits: 256 buckets while a table is small, then 16384: past ~400,000 keys most
 buckets are over 512 bytes (see the module docstring). 8192 saved 5 MB more on a 4.3 GB
-history but cost ~5 % of its scan's time in longer copies and searches; 65536 cost 17 MB."""
+history but cost 3-12 % of its scan's time in longer copies and searches; 65536 cost 17 MB."""
 PER_BUCKET = 32
 """Records per bucket past which a small table grows."""
 
