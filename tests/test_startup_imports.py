@@ -156,3 +156,29 @@ assert not pending and atexit._ncallbacks() <= 1, (pending, atexit._ncallbacks()
 """
     modules_after(code, tmp_path, stdin, TOKENTOP_HOOK_SERVER="off")
     assert (tmp_path / "data" / "tokentop" / "actions.jsonl").is_file()  # the block, logged
+
+
+def test_a_sessions_restart_after_a_change_imports_no_scan_machinery(tmp_path: Path) -> None:
+    """`sessions --json` with a cache after one transcript grew: no cold-scan workers
+    (subprocess, pickle), no spill files (tempfile), no heap trimming (ctypes), no vendor
+    windows, and msgspec without typing_extensions; each was milliseconds of its start."""
+    root = tmp_path / "c"
+    argv = [sys.executable, str(GEN), str(root), "--sessions", "3", "--turns", "5"]
+    subprocess.run(argv, check=True, capture_output=True)
+    args = ["sessions", "--json", "--claude-dir", str(root), "--cache-dir", str(tmp_path / "k")]
+    out = tmp_path / "out.json"
+    code = (
+        "import io, contextlib\nfrom tokentop.cli import main\nbuf = io.StringIO()\n"
+        f"with contextlib.redirect_stdout(buf):\n    main({args!r})\n"
+        f"open({str(out)!r}, 'w').write(buf.getvalue())"
+    )
+    modules_after(code, tmp_path)  # the cache
+    transcript = min(root.rglob("*.jsonl"))
+    with transcript.open("ab") as fh:
+        fh.write(transcript.read_bytes().splitlines()[-1] + b"\n")
+    loaded = modules_after(code, tmp_path)
+    read = [f["bytes_read"] for s in json.loads(out.read_text()) for f in s["files"]]
+    assert transcript.stat().st_size in read  # it read the new line
+    unneeded = {"subprocess", "pickle", "tempfile", "ctypes", "typing_extensions", "inspect"}
+    unneeded |= {"tokentop.engine.coldscan", "tokentop.history.windows"}
+    assert loaded & unneeded == set()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import msgspec
@@ -34,30 +36,39 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     if engine.cache_note.startswith("cache not saved") and not said:  # a full disk, say
         sys.stderr.write(f"tokentop: {engine.cache_note}\n")
     engine.ledger.forget_dedupe()  # counted and saved: the output reuses the memory
-    snap = engine.snapshot()
+    # The Watchdog reads recent tool calls only within the loop window (a live session's).
+    snap = engine.snapshot(calls_since=engine.clock.now() - config.policy.loop.window_s)
     judgement = make_watchdog(config).judge(snap)
     err = "".join(line + "\n" for line in empty_dir_warnings(args, engine))
     err += bad_files_text(snap)
     if args.json:
-        text = json_text(output.sessions_list(judgement))
-        sessions_cache.remember(engine, args, judgement, text, err)
+        memo = sessions_cache.plan(engine, args, judgement, err)
+        for chunk in json_chunks(output.session_records(judgement)):
+            out.write(chunk.decode())
+            if memo is not None:
+                memo.add(chunk)
+        if memo is not None:
+            memo.save()
     else:
-        text = output.text_table(judgement) + "\n"
-    out.write(text)
+        out.write(output.text_table(judgement) + "\n")
     sys.stderr.write(err)
     return 0
 
 
-def json_text(records: list[dict[str, Any]]) -> str:
-    """The records as indented JSON text, a line: each copy is dropped as soon as the next
-    is made (a history of thousands of sessions prints megabytes)."""
-    blob = msgspec.json.encode(records)
-    records.clear()
-    blob = json_for_terminal(msgspec.json.format(blob, indent=1))
-    text = blob.decode()
-    del blob
-    text += "\n"  # in place: the only reference
-    return text
+RECORDS_PER_CHUNK = 32
+"""Records encoded, formatted and written together: fewer writes, still a small chunk."""
+
+
+def json_chunks(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    """The records as one indented JSON list and a newline, a few records at a time, byte
+    for byte what formatting the whole list would give: a history of thousands of sessions
+    prints megabytes, and holding them (and their copies) was the command's peak."""
+    opener = b"[\n"
+    while batch := list(itertools.islice(records, RECORDS_PER_CHUNK)):
+        listed = msgspec.json.format(msgspec.json.encode(batch), indent=1)
+        yield opener + json_for_terminal(listed[2:-2])  # without this list's "[\n", "\n]"
+        opener = b",\n"
+    yield b"[]\n" if opener == b"[\n" else b"\n]\n"
 
 
 def bad_files_text(snap: LedgerSnapshot) -> str:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import math
 import os
+import struct
 import time
 from pathlib import Path
 
@@ -35,13 +37,22 @@ QUIET_MARGIN_S = 120.0
 
 
 class Remembered(msgspec.Struct):
+    """The memo file's head; the output's bytes follow it (see `Memo`)."""
+
     cache_id: str
-    out: str
+    out: str = ""
+    """Filled in by `recall` from the bytes after the head."""
     err: str = ""
     context: str = ""
     """A mark of the config, the store and the registry when it was computed."""
     valid_until: float = 0.0
     """When the first session's state would change (idle -> ended)."""
+    newest: list[tuple[str, int, int, int, int]] = []
+    """Path, inode, device, size and mtime of the files written last when it was computed:
+    a restart after one of them grew finds out without decoding the cache's file list."""
+
+
+NEWEST_FILES = 8
 
 
 def context_mark(args: argparse.Namespace | None) -> str:
@@ -77,17 +88,37 @@ def output_path(cache_path: Path) -> Path:
     return cache_path.with_suffix(".sessions")
 
 
+_HEAD_SIZE = struct.Struct("<I")
+"""The memo file: the head's length, the head (msgpack), then the output as written."""
+
+
+def read_memo(path: Path, with_output: bool = True) -> Remembered | None:
+    """The memo at `path` (its output too if `with_output`); None if missing or damaged, or
+    written in the layout before the head (one msgpack object: its length bytes do not fit)."""
+    try:
+        data = read_regular(path)
+        (size,) = _HEAD_SIZE.unpack_from(data)
+        head = memoryview(data)[_HEAD_SIZE.size : _HEAD_SIZE.size + size]
+        remembered = _REMEMBERED.decode(head)
+        if with_output:
+            remembered.out = data[_HEAD_SIZE.size + size :].decode()
+    except (OSError, struct.error, UnicodeDecodeError, *cache_mod.CACHE_ERRORS):
+        return None
+    return remembered
+
+
 def recall(engine: Engine, args: argparse.Namespace | None = None) -> Remembered | None:
     """The remembered output, if the files are exactly as the cache it belongs to left them."""
     path = engine.cache_path
     if path is None:
         return None
-    try:
-        remembered = _REMEMBERED.decode(read_regular(output_path(path)))
-    except (OSError, *cache_mod.CACHE_ERRORS):
+    remembered = read_memo(output_path(path), with_output=False)
+    if remembered is None:
         return None
     if time.time() >= remembered.valid_until or remembered.context != context_mark(args):
         return None
+    if any(_changed(*signature) for signature in remembered.newest):
+        return None  # the likely case of a change: found before the cache's head is decoded
     head = cache_mod.load_head(path)
     if head is None or head.save_id != remembered.cache_id or head.roots != engine.root_names():
         return None
@@ -109,20 +140,45 @@ def recall(engine: Engine, args: argparse.Namespace | None = None) -> Remembered
         known.add(tail.real_path())
     if engine.find_transcripts(known):
         return None
-    return remembered
+    whole_memo = read_memo(output_path(path))
+    return whole_memo if whole_memo and whole_memo.cache_id == remembered.cache_id else None
 
 
-def remember(
-    engine: Engine, args: argparse.Namespace, judgement: Judgement, out: str, err: str
-) -> None:
-    """Keep `out` for the next run if every session is quiet for good and the cache matches."""
+def _changed(path: str, inode: int, dev: int, size: int, mtime_ns: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) != (inode, dev, size, mtime_ns)
+
+
+class Memo:
+    """The output being written, kept for the memo file: saved whole or not at all."""
+
+    def __init__(self, target: Path, head: Remembered) -> None:
+        self.target = target
+        blob = msgspec.msgpack.encode(head)
+        self.parts = [_HEAD_SIZE.pack(len(blob)), blob]
+
+    def add(self, chunk: bytes) -> None:
+        self.parts.append(chunk)
+
+    def save(self) -> None:
+        with contextlib.suppress(OSError):  # only a later run's speed depends on it
+            files.write_atomic_parts(self.target, self.parts)
+        self.parts = []
+
+
+def plan(engine: Engine, args: argparse.Namespace, judgement: Judgement, err: str) -> Memo | None:
+    """A memo for the output about to be written, if every session is quiet for good and
+    the cache matches (and no memo of this cache is there already)."""
     path = engine.cache_path
     if path is None or not engine.cache_id:
-        return
+        return None
     horizon = judgement.snapshot.taken_at - PROBE_HORIZON_S - QUIET_MARGIN_S
     sessions = [j.session for j in judgement.sessions]
     if any(s.last_ts >= horizon or s.tokens_per_min or s.usd_per_hour for s in sessions):
-        return
+        return None
     config = engine_config(args)
     turns = [
         t
@@ -132,12 +188,12 @@ def remember(
     ]
     valid_until = min(turns, default=math.inf)
     target = output_path(path)
-    try:
-        if _REMEMBERED.decode(read_regular(target)).cache_id == engine.cache_id:
-            return  # already there
-    except (OSError, *cache_mod.CACHE_ERRORS):
-        pass
-    remembered = Remembered(engine.cache_id, out, err, context_mark(args), valid_until)
-    blob = msgspec.msgpack.encode(remembered)
-    with contextlib.suppress(OSError):  # only a later run's speed depends on it
-        files.write_atomic(target, blob)
+    there = read_memo(target, with_output=False)
+    if there is not None and there.cache_id == engine.cache_id:
+        return None  # already there
+    states = heapq.nlargest(
+        NEWEST_FILES, (t.tailer.state for t in engine.files.values()), key=lambda s: s.mtime_ns
+    )
+    newest = [(s.real_path(), s.inode, s.dev, s.offset, s.mtime_ns) for s in states]
+    head = Remembered(engine.cache_id, "", err, context_mark(args), valid_until, newest)
+    return Memo(target, head)

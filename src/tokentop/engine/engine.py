@@ -207,15 +207,18 @@ class Engine:
         the way so a first view shows before old history is read. `spawned` are its
         workers, if started early (see `_live`).
         """
-        from tokentop.engine.coldscan import ColdScan, close_all
-
         try:
             changed = self.process(list(self.files))
             fresh = list(dict.fromkeys(self.find_transcripts(self.files)))
         except BaseException:
-            close_all(spawned)
+            if spawned:
+                from tokentop.engine.coldscan import close_all
+
+                close_all(spawned)
             raise
         if fresh or spawned:  # the scan closes workers it has no use for
+            from tokentop.engine.coldscan import ColdScan  # (a restart seldom needs it)
+
             changed |= ColdScan(self, fresh, publish, spawned).run()
         return changed
 
@@ -341,13 +344,16 @@ class Engine:
 
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot(self, at: float | None = None) -> LedgerSnapshot:
+    def snapshot(self, at: float | None = None, calls_since: float | None = None) -> LedgerSnapshot:
         """The current state, with burn rates evaluated at the clock's now (or `at`: the
-        hook judges the instant its tool call happened)."""
+        hook judges the instant its tool call happened). `calls_since`: a one-off view for a
+        command's output, see SnapshotCache.take; it is not `last_snapshot`."""
         with self._lock:
             health = {k: t.health() for k, t in self.files.items()}
-            snap = self.ledger.snapshot(self.clock.now() if at is None else at, health)
-            self._last_snapshot = snap
+            now = self.clock.now() if at is None else at
+            snap = self.ledger.snapshot(now, health, calls_since)
+            if calls_since is None:
+                self._last_snapshot = snap
             return snap
 
     @property

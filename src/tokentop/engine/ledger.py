@@ -18,6 +18,7 @@ import msgspec
 from tokentop.engine import dedupe_index
 from tokentop.engine.dedupe_index import DedupeIndex, Delta
 from tokentop.engine.dedupe_tables import SEAL_KEYS, DedupeTables
+from tokentop.engine.key_table import RELEASE_MIN_KEYS, release_freed
 from tokentop.engine.ledger_runs import MAX_TS, RunCounting
 from tokentop.engine.ledger_state import (
     KINDS,
@@ -110,8 +111,12 @@ class Ledger(RunCounting):
         """Free the dedupe tables of a ledger that will count nothing more (a one-shot
         command, once its scan is saved): the snapshot and output reuse their memory
         instead of adding to the peak. Applying events afterwards raises."""
-        self._tables.forget()
+        tables = self._tables
+        sealed = sum(len(t) for t in (tables.keys, tables.call_table) if t is not None)
+        tables.forget()
         self._forgotten = True
+        if sealed >= RELEASE_MIN_KEYS:  # else not worth ctypes' import (a restart's case)
+            release_freed()
 
     def cache_state(self, now: float) -> LedgerState:
         """The sessions, for the cache's main file; the dedupe tables go to `save_index`.
@@ -527,10 +532,17 @@ class Ledger(RunCounting):
 
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot(self, now: float, files: Mapping[str, FileHealth] | None = None) -> LedgerSnapshot:
-        """Build an immutable view; unchanged idle sessions reuse their cached snapshot."""
+    def snapshot(
+        self,
+        now: float,
+        files: Mapping[str, FileHealth] | None = None,
+        calls_since: float | None = None,
+    ) -> LedgerSnapshot:
+        """Build an immutable view; unchanged idle sessions reuse their cached snapshot (see
+        SnapshotCache.take for `calls_since`)."""
         self._last_key = None
-        return self._snapshots.take(self.state.sessions, now, files or {}, self.version)
+        sessions = self.state.sessions
+        return self._snapshots.take(sessions, now, files or {}, self.version, calls_since)
 
 
 def _quiet_pace(session: SessionState, now: float) -> None:

@@ -10,7 +10,6 @@ slots were 61 MB of memory.
 from __future__ import annotations
 
 import os
-import tempfile
 from array import array
 from collections.abc import Iterator
 from typing import Any
@@ -61,6 +60,8 @@ class SpilledColumns:
     __slots__ = ("count", "files")
 
     def __init__(self, columns: Columns) -> None:
+        import tempfile  # only past SPILL_SLOTS: ~3 ms of every start otherwise
+
         self.files = [tempfile.TemporaryFile(buffering=0) for _ in _WIDTHS]  # noqa: SIM115
         self.count = 0
         self.extend(columns)

@@ -9,6 +9,7 @@ these fields evaluated again (`with_rates`).
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
@@ -45,10 +46,26 @@ class SnapshotCache:
         now: float,
         files: Mapping[str, FileHealth],
         version: int,
+        calls_since: float | None = None,
     ) -> LedgerSnapshot:
+        """Every session at `now`. With `calls_since`, a view for one look (a command's
+        output), built afresh and kept nowhere: sessions quiet since before it come without
+        their recent tool calls, which only the loop detector reads, and only those newer
+        than its window (no call is newer than its session's `last_ts`). Decoding them was
+        most of a snapshot's time and memory over a long history."""
         by_path = {h.path: h for h in files.values()}  # keyed as the sessions list them
-        frozen = tuple(self._session(sid, state, now, by_path) for sid, state in sessions.items())
-        self.dirty.clear()
+        if calls_since is None:
+            frozen = tuple(
+                self._session(sid, state, now, by_path) for sid, state in sessions.items()
+            )
+            self.dirty.clear()
+        else:
+            frozen = tuple(
+                build_session_snapshot(
+                    state, now, _bad_lines(state, by_path), calls=state.last_ts >= calls_since
+                )
+                for state in sessions.values()
+            )
         health = tuple(by_path.values())
         return LedgerSnapshot(
             taken_at=now,
@@ -61,7 +78,7 @@ class SnapshotCache:
     def _session(
         self, sid: str, state: SessionState, now: float, files: Mapping[str, FileHealth]
     ) -> SessionSnapshot:
-        bad = sum(files[f].bad_lines for f in state.files if f in files)
+        bad = _bad_lines(state, files)
         quiet = state.last_ts < now - SERIES_MINUTES * 60 - 60
         cached = self._last.get(sid)
         midnight = local_midnight(now)
@@ -73,6 +90,10 @@ class SnapshotCache:
             snap = build_session_snapshot(state, now, bad)
         self._last[sid] = ((bad, midnight), snap, quiet)
         return snap
+
+
+def _bad_lines(state: SessionState, files: Mapping[str, FileHealth]) -> int:
+    return sum(files[f].bad_lines for f in state.files if f in files)
 
 
 @functools.lru_cache(maxsize=4)
@@ -129,8 +150,11 @@ def _today(minutes: MinuteItems, now: float) -> tuple[int, float]:
     return int(tokens), cost
 
 
-def build_session_snapshot(state: SessionState, now: float, bad_lines: int) -> SessionSnapshot:
-    """Freeze one session's counters, with burn rates evaluated at `now`."""
+def build_session_snapshot(
+    state: SessionState, now: float, bad_lines: int, calls: bool = True
+) -> SessionSnapshot:
+    """Freeze one session's counters, with burn rates evaluated at `now` (and its recent tool
+    calls unless not `calls`)."""
     models = tuple(
         ModelUsage(
             model=name,
@@ -172,13 +196,13 @@ def build_session_snapshot(state: SessionState, now: float, bad_lines: int) -> S
         recent_tools=tuple(
             RecentTool(
                 c.timestamp,
-                c.name,
+                sys.intern(c.name),  # a few names, each held by thousands of calls
                 c.input_hash,
                 None if c.outcome < 0 else bool(c.outcome),
                 c.output_hash,
                 c.file_changing,
             )
-            for c in state.recent_calls()
+            for c in (state.recent_calls() if calls else ())
         ),
         files=tuple(state.files),
         bad_lines=bad_lines,

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from tokentop.history.blocks import Block
-from tokentop.history.windows import Windows
 from tokentop.model import LimitWindow, RateLimits, SessionSnapshot
 from tokentop.policy.budgets import BudgetUse, Level
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.quantities import compact, usd
+
+if TYPE_CHECKING:  # the header's types only: `sessions` never reads the windows
+    from tokentop.history.blocks import Block
+    from tokentop.history.windows import Windows
 
 
 class Totals(NamedTuple):

@@ -7,6 +7,7 @@ JSON can always be encoded and the exact bytes recovered.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,17 +117,23 @@ def file_dict(f: FileHealth) -> dict[str, Any]:
 
 
 def sessions_list(judgement: Judgement) -> list[dict[str, Any]]:
-    """Sessions oldest first, as judged; one seen both in a transcript and in proxy logs also
-    carries a `reconciliation` object (see reconcile.py)."""
+    """Sessions oldest first, as judged (see `session_records`)."""
+    return list(session_records(judgement))
+
+
+def session_records(judgement: Judgement) -> Iterator[dict[str, Any]]:
+    """Sessions oldest first, as judged, one record at a time (a history of thousands of
+    sessions is printed without holding every record); one seen both in a transcript and in
+    proxy logs also carries a `reconciliation` object (see reconcile.py)."""
     snap = judgement.snapshot
     files = {name_text(f.path): f for f in snap.files}
     ordered = sorted(judgement.sessions, key=lambda j: (j.session.last_ts, str(j.session.key)))
     pairs = by_session(reconcile(snap))
-    rows = [judged_dict(j, files) for j in ordered]
-    for j, row in zip(ordered, rows, strict=True):
+    for j in ordered:
+        row = judged_dict(j, files)
         if j.session.key in pairs:
             row["reconciliation"] = pairs[j.session.key].as_dict()
-    return rows
+        yield row
 
 
 def orphan_bad_files(snap: LedgerSnapshot) -> list[FileHealth]:
