@@ -47,12 +47,7 @@ def test_memo_of_the_old_format_is_computed_again(
     mistaken for the new layout: the output is computed and the memo rewritten."""
     from tokentop.cli import main
 
-    gen = [sys.executable, str(Path(__file__).with_name("gen_claude_corpus.py"))]
-    gen += [str(tmp_path / "c"), "--sessions", "3", "--turns", "10", "--seed", "5"]
-    subprocess.run(gen, check=True, capture_output=True)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    argv = ["sessions", "--json", "--cache-dir", str(tmp_path / "cache")]
-    argv += ["--claude-dir", str(tmp_path / "c")]
+    argv = small_history(tmp_path, monkeypatch, 5)
     assert main(argv) == 0
     first = capsys.readouterr().out
     [memo] = (tmp_path / "cache").glob("*.sessions")
@@ -111,12 +106,7 @@ def test_a_grown_file_written_last_is_found_before_the_cache_head_is_read(
     from tokentop.cli import main
     from tokentop.engine import state_cache
 
-    gen = [sys.executable, str(Path(__file__).with_name("gen_claude_corpus.py"))]
-    gen += [str(tmp_path / "c"), "--sessions", "3", "--turns", "10", "--seed", "6"]
-    subprocess.run(gen, check=True, capture_output=True)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    argv = ["sessions", "--json", "--cache-dir", str(tmp_path / "cache")]
-    argv += ["--claude-dir", str(tmp_path / "c")]
+    argv = small_history(tmp_path, monkeypatch, 6)
     assert main(argv) == 0
     first = capsys.readouterr().out
     [memo] = (tmp_path / "cache").glob("*.sessions")
@@ -134,3 +124,14 @@ def test_a_grown_file_written_last_is_found_before_the_cache_head_is_read(
     assert again != first and json.loads(again) and heads == []
     grown = [f for s in json.loads(again) for f in s["files"] if f["path"] == str(newest)]
     assert grown[0]["bytes_read"] == newest.stat().st_size
+
+
+def small_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> list[str]:
+    """A generated history of three sessions, and the `sessions --json` argv that reads it
+    with a cache of its own."""
+    gen = [sys.executable, str(Path(__file__).with_name("gen_claude_corpus.py"))]
+    gen += [str(tmp_path / "c"), "--sessions", "3", "--turns", "10", "--seed", str(seed)]
+    subprocess.run(gen, check=True, capture_output=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    argv = ["sessions", "--json", "--cache-dir", str(tmp_path / "cache")]
+    return [*argv, "--claude-dir", str(tmp_path / "c")]
