@@ -19,20 +19,19 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from openai_upstream import Message, Upstream, reported, serving
 from private_venv import private_python
 from proc_helpers import wait_until
 from telemetry_helpers import Rig, rig
 from tokentop.config import parse_config
-from tokentop.model import SessionSnapshot, TokenCounts
+from tokentop.model import SessionSnapshot
 from tokentop.policy.detectors import loop_finding
 
 GENAI_SPECS = [
@@ -49,60 +48,17 @@ TOOL_ROUNDS = 3
 """The upstream asks for the same tool call this many times, then answers."""
 
 
-class Upstream(BaseHTTPRequestHandler):
-    """OpenAI-compatible chat completions with known usage (see the module doc)."""
-
-    calls = 0
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-        with Upstream.lock:
-            Upstream.calls += 1
-            n = Upstream.calls
-        reply = json.dumps(completion(n, body)).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def completion(n: int, body: dict[str, Any]) -> dict[str, Any]:
+def answer(n: int, body: dict[str, Any]) -> Message:
+    """A tool call while the request offers tools and has fewer results than TOOL_ROUNDS."""
     tools = body.get("tools") or []
     results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
-    message: dict[str, Any] = {"role": "assistant", "content": "drafted"}
-    if tools and results < TOOL_ROUNDS:
-        name = tools[0]["function"]["name"]
-        call = {"name": name, "arguments": json.dumps({"query": "quarterly churn"})}
-        message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": f"call_{n}", "type": "function", "function": call},
-        ]}  # fmt: skip
-    return {
-        "id": f"chatcmpl-{n}",
-        "object": "chat.completion",
-        "created": 1_700_000_000 + n,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-        "usage": {
-            "prompt_tokens": 1000 + n,
-            "completion_tokens": 50 + n,
-            "total_tokens": 1050 + 2 * n,
-            "prompt_tokens_details": {"cached_tokens": 600},
-            "completion_tokens_details": {"reasoning_tokens": 10},
-        },
-    }
-
-
-def reported(calls: range) -> TokenCounts:
-    """What the upstream reported for `calls`, in tokentop's disjoint kinds."""
-    return sum(
-        (TokenCounts(input=400 + n, output=40 + n, cache_read=600, reasoning=10) for n in calls),
-        TokenCounts(),
-    )
+    if not tools or results >= TOOL_ROUNDS:
+        return {"role": "assistant", "content": "drafted"}
+    name = tools[0]["function"]["name"]
+    call = {"name": name, "arguments": json.dumps({"query": "quarterly churn"})}
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": f"call_{n}", "type": "function", "function": call},
+    ]}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +68,8 @@ def genai_python() -> Path:
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    Upstream.calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(answer, model="gpt-4o-mini-2024-07-18") as port:
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 def app_env(otlp: str, service: str, **extra: str) -> dict[str, str]:

@@ -23,21 +23,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from openai_upstream import reported, serving
 from private_venv import private_python, venv_dir
 from tokentop.dirs import user_dir
 from tokentop.engine.engine import Engine
 from tokentop.integrations import litellm_callback
-from tokentop.model import TokenCounts
 from tokentop.pricing import PriceTable
 from tokentop.sources.litellm import LiteLLMSource
 
@@ -99,55 +97,6 @@ def test_callback_imports_without_litellm(tmp_path: Path) -> None:
 # -- a real proxy ------------------------------------------------------------------------------
 
 
-class Upstream(BaseHTTPRequestHandler):
-    """OpenAI-compatible chat completions with known usage: call n (from 1) reports
-    prompt 1000+n (600 of them cached), completion 50+n (10 of them reasoning)."""
-
-    calls = 0
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-        with Upstream.lock:
-            Upstream.calls += 1
-            n = Upstream.calls
-        reply = json.dumps(completion(n, body.get("model", "m"))).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def completion(n: int, model: str) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-up-{n}",
-        "object": "chat.completion",
-        "created": 1_700_000_000 + n,
-        "model": model,
-        "choices": [
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
-        ],
-        "usage": {
-            "prompt_tokens": 1000 + n,
-            "completion_tokens": 50 + n,
-            "total_tokens": 1050 + 2 * n,
-            "prompt_tokens_details": {"cached_tokens": 600},
-            "completion_tokens_details": {"reasoning_tokens": 10},
-        },
-    }
-
-
-def expected(calls: list[int]) -> TokenCounts:
-    return sum(
-        (TokenCounts(input=400 + n, output=40 + n, cache_read=600, reasoning=10) for n in calls),
-        TokenCounts(),
-    )
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,15 +132,8 @@ def loopback_env(extra: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def upstream() -> Iterator[int]:
-    Upstream.calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving() as port:
+        yield port
 
 
 @pytest.fixture
@@ -280,10 +222,10 @@ def test_real_proxy_log_tailed_by_the_engine(proxy: tuple[int, Path]) -> None:
         sessions = wait_for_sessions(engine, log, responses=4)
     finally:
         engine.stop()
-    assert sessions["sess-A"].tokens == expected([1, 2, 3])
+    assert sessions["sess-A"].tokens == reported([1, 2, 3])
     assert sessions["sess-A"].responses == 3
     others = [s for sid, s in sessions.items() if sid != "sess-A"]
-    assert [s.tokens for s in others] == [expected([4])]
+    assert [s.tokens for s in others] == [reported([4])]
     assert {m.model for s in sessions.values() for m in s.models} == {"gpt-4o-mini"}
 
 
