@@ -9,8 +9,12 @@ small JavaScript files run by a real `node`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,19 @@ def npm_codex(prefix: Path, body: str = APPENDER) -> list[str]:
     """argv of Codex's npm entry point (node running @openai/codex/bin/codex.js)."""
     assert NODE is not None
     return [NODE, str(npm_package(prefix, "@openai/codex", "bin/codex.js", "codex", body))]
+
+
+@contextlib.contextmanager
+def running_native_claude(folder: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A native Claude Code install in `folder`, running (as its own process group) for the
+    block: the agent an escalation may act on."""
+    from tokentop.processes.finding import launch
+
+    popen, _ = launch([str(native_claude(folder)), "120"])
+    try:
+        yield popen
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=5)

@@ -25,7 +25,6 @@ from tokentop.cli import main
 from tokentop.commands.hook_answer import HookFiles, handle
 from tokentop.commands.hook_install import install, merged
 from tokentop.processes.control import read_action_log
-from tokentop.processes.finding import launch
 from tokentop.processes.registry import SessionRecord, SoftStopRecord, append, read
 
 SESSION = "5b0e1d2c-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
@@ -164,12 +163,8 @@ def test_session_start_records_the_agent_above_the_hook_shell(home: Path) -> Non
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A native Claude Code install (escalation acts only on a known agent install)."""
-    popen, _ = launch([str(fake_agents.native_claude(tmp_path / "install")), "120"])
-    yield popen
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        popen.wait(timeout=5)
+    with fake_agents.running_native_claude(tmp_path / "install") as popen:
+        yield popen
 
 
 def test_an_ignored_soft_stop_escalates_to_kill(home: Path, agent: subprocess.Popen[bytes]) -> None:

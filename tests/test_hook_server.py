@@ -44,7 +44,6 @@ from hook_server_helpers import (
 )
 from tokentop.commands.hook_wire import whole_json
 from tokentop.processes.control import read_action_log
-from tokentop.processes.finding import launch
 from tokentop.processes.registry import SessionRecord, SoftStopRecord, append, read
 
 __all__ = ["runtime"]  # a fixture
@@ -238,12 +237,8 @@ def test_hook_stop_stops_the_server_and_its_workers(tmp_path: Path, runtime: str
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A native Claude Code install (escalation acts only on a known agent install)."""
-    popen, _ = launch([str(fake_agents.native_claude(tmp_path / "install")), "120"])
-    yield popen
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        popen.wait(timeout=5)
+    with fake_agents.running_native_claude(tmp_path / "install") as popen:
+        yield popen
 
 
 def test_an_ignored_soft_stop_escalates_through_the_server(
