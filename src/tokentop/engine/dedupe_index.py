@@ -37,7 +37,6 @@ from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -69,20 +68,6 @@ def key_hash(key: str) -> tuple[int, int]:
     return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
 
 
-def key_hashes(keys: Iterable[str]) -> tuple[array[int], array[int]]:
-    """`key_hash` of many keys as two arrays: the digests are joined and split by C code
-    (a first save hashes every key of the history)."""
-    if key_hash is not _KEY_HASH:  # replaced (a test forcing collisions): use it per key
-        pairs = [key_hash(k) for k in keys]
-        return array("Q", [p[0] for p in pairs]), array("Q", [p[1] for p in pairs])
-    joined = array("Q")
-    left = iter(keys)
-    while chunk := list(islice(left, 1 << 16)):  # bounded: one digest object per key meanwhile
-        encoded = [k.encode("utf-8", "surrogatepass") for k in chunk]
-        joined.frombytes(b"".join([blake2b(k, digest_size=16).digest() for k in encoded]))
-    return joined[0::2], joined[1::2]
-
-
 _KEY_HASH = key_hash
 
 
@@ -105,7 +90,7 @@ def key_digests(keys: Iterable[str]) -> bytes:
 
 
 def digest_halves(digests: bytes) -> tuple[array[int], array[int]]:
-    """Joined digests as `key_hashes` gives them: (hi, lo) arrays."""
+    """Joined digests as (hi, lo) arrays of `key_hash`'s halves."""
     joined = array("Q", digests)
     if sys.byteorder == "big":
         joined.byteswap()
@@ -214,7 +199,7 @@ class DedupeIndex:
     def column(self, index: int) -> Iterator[bytes]:
         """One slot column in chunks (what a save copies into the next file)."""
         start, width = self.columns[index], SLOT_COLUMNS[index]
-        return _chunks(self.fd, start, start + width * len(self), _CHUNK // width * width)
+        return read_chunks(self.fd, start, start + width * len(self), _CHUNK // width * width)
 
 
 def _any_at(his: array[int], los: array[int], digests: bytes) -> bool:
@@ -243,7 +228,7 @@ def position(his: array[int], los: array[int], hi: int, lo: int) -> int:
     return -1
 
 
-def _chunks(fd: int, start: int, end: int, size: int = _CHUNK) -> Iterator[bytes]:
+def read_chunks(fd: int, start: int, end: int, size: int = _CHUNK) -> Iterator[bytes]:
     """Bytes [start, end) of `fd` in pieces of `size` (a whole number of slots)."""
     while start < end:
         data = os.pread(fd, min(size, end - start), start)
@@ -346,7 +331,7 @@ class _Reader:
     def checked(self, end: int) -> int:
         """The crc32 of the file's first `end` bytes (what was not read yet, read for it)."""
         crc = self.crc
-        for chunk in _chunks(self.fd, self.summed, end):
+        for chunk in read_chunks(self.fd, self.summed, end):
             crc = zlib.crc32(chunk, crc)
         return crc
 

@@ -106,10 +106,8 @@ def _merged_keys(base: DedupeIndex | None, fresh: PackedDedupe, n_base: int) -> 
 
 def _merged_calls(base: DedupeIndex | None, fresh: PackedDedupe, names: Names) -> Columns:
     """Base calls (a fresh mark replaces a base one: its result came) and new ones."""
-    mark_index = {mark: i for i, mark in enumerate(names.marks)}
     all_his, all_los = digest_halves(fresh.call_digests)
-    to_names = [mark_index[m] for m in fresh.call_marks]
-    all_marks = array("I", [to_names[i] for i in array("I", fresh.call_mark_idx)])
+    all_marks = _renamed(fresh.call_marks, fresh.call_mark_idx, names.marks)
     if base is None:
         return _sorted(all_his, all_los, all_marks)
     old = (base.call_hi, base.call_lo, array("I", base.call_marks))
@@ -172,8 +170,8 @@ def _slot_columns(
     fresh_columns = (
         fresh.tokens,
         fresh.cost,
-        _renamed(fresh.sessions, fresh.session_idx, names.sessions),
-        _renamed(fresh.models, fresh.model_idx, names.models),
+        _renamed(fresh.sessions, fresh.session_idx, names.sessions).tobytes(),
+        _renamed(fresh.models, fresh.model_idx, names.models).tobytes(),
     )
     parts: list[bytes | Iterator[bytes]] = []
     for index, column in enumerate(fresh_columns):
@@ -183,11 +181,11 @@ def _slot_columns(
     return parts
 
 
-def _renamed(fresh_names: list[str], idx: bytes, names: list[str]) -> bytes:
+def _renamed(fresh_names: list[str], idx: bytes, names: list[str]) -> array[int]:
     """Indexes into `fresh_names` as indexes into the index's `names`."""
     where = {name: i for i, name in enumerate(names)}
     to_names = [where[n] for n in fresh_names]
-    return array("I", [to_names[i] for i in array("I", idx)]).tobytes()
+    return array("I", [to_names[i] for i in array("I", idx)])
 
 
 def _patched(

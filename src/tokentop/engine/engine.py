@@ -127,22 +127,26 @@ class Engine:
     ) -> bool:
         """Fold in what another process read (see coldscan); False if it must be re-read."""
         files = tracked_from(records, self.sources)
-        with self._lock:
-            if files is None or not self.ledger.merge(ledger, self.clock.now()):
-                return False
-            self.files.update(files)
-            self.bytes_read += bytes_read
-        return True
+        return files is not None and self._fold(ledger, files, bytes_read)
 
     def adopt(self, batch: Engine) -> bool:
         """Fold in files read into an engine of their own (a cold scan's batch read here);
         False if they must be read again by this one (see Ledger.merge)."""
+        return self._fold(batch.ledger, batch.files, batch.bytes_read, batch.file_errors)
+
+    def _fold(
+        self,
+        ledger: LedgerState | Ledger,
+        files: dict[str, Tracked],
+        bytes_read: int,
+        file_errors: int = 0,
+    ) -> bool:
         with self._lock:
-            if not self.ledger.merge(batch.ledger, self.clock.now()):
+            if not self.ledger.merge(ledger, self.clock.now()):
                 return False
-            self.files.update(batch.files)
-            self.bytes_read += batch.bytes_read
-            self.file_errors += batch.file_errors
+            self.files.update(files)
+            self.bytes_read += bytes_read
+            self.file_errors += file_errors
         return True
 
     def save_cache(self) -> None:

@@ -34,7 +34,7 @@ from tokentop.engine.ledger_state import (
 )
 from tokentop.engine.pace import WINDOW_S as PACE_WINDOW_S
 from tokentop.engine.pace import add as add_pace
-from tokentop.engine.pace import newest as newest_pace
+from tokentop.engine.pace import newest_only
 from tokentop.engine.rates import CostFn as CostFn  # the type callers import from here
 from tokentop.engine.rates import RateCards
 from tokentop.engine.snapshots import SnapshotCache
@@ -53,12 +53,6 @@ from tokentop.model import (
     UsageEvent,
 )
 from tokentop.sources.base import name_text
-
-PACE_ENTRY = 24
-"""Bytes of one pace entry (time, tokens, cost)."""
-_NO_TABLES = msgspec.msgpack.encode(
-    PackedDedupe(b"", b"", b"", b"", [], b"", [], b"", b"", [], b"")
-)
 
 
 class Ledger(RunCounting):
@@ -129,9 +123,9 @@ class Ledger(RunCounting):
         quiet_before = now - PACE_WINDOW_S
         for sid, session in sessions.items():
             session.freeze_recent()
-            pace = session.pace
-            if len(pace) > PACE_ENTRY and newest_pace(pace) < quiet_before:
-                sessions[sid] = msgspec.structs.replace(session, pace=pace[-PACE_ENTRY:])
+            kept = newest_only(session.pace, quiet_before)
+            if kept is not None:
+                sessions[sid] = msgspec.structs.replace(session, pace=kept)
         return LedgerState(sessions=sessions, estimated_slots=sorted(self._estimated))
 
     def save_index(self, path: Path, delta_path: Path, save_id: str) -> tuple[str, str]:
@@ -553,9 +547,9 @@ def _quiet_pace(session: SessionState, now: float) -> None:
     older than those kept, cannot bring an entry from before `now` - 2 windows into reach.
     (The cache keeps one entry past one window, see `cache_state`: after a restart new
     responses only come later.)"""
-    pace = session.pace
-    if len(pace) > PACE_ENTRY and newest_pace(pace) < now - 2 * PACE_WINDOW_S:
-        del pace[:-PACE_ENTRY]
+    kept = newest_only(session.pace, now - 2 * PACE_WINDOW_S)
+    if kept is not None:
+        session.pace[:] = kept
 
 
 def _counts(tokens: TokenCounts) -> list[int]:

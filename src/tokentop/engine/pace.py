@@ -126,6 +126,14 @@ def newest(pace: bytes | bytearray) -> float:
     return _ENTRY.unpack_from(pace, len(pace) - _SIZE)[0] if len(pace) >= _SIZE else 0.0
 
 
+def newest_only(pace: bytearray, quiet_before: float) -> bytearray | None:
+    """The newest entry alone, when there are older ones and it is before `quiet_before`
+    (no later burn reads the others: see the ledger's callers); else None."""
+    if len(pace) > _SIZE and newest(pace) < quiet_before:
+        return pace[-_SIZE:]
+    return None
+
+
 def recent(pace: bytes | bytearray) -> list[tuple[float, float, float]]:
     """The responses the rule reads: the last KEEP, within WINDOW_S of the newest."""
     kept = entries(pace)[-KEEP:]

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import os
 from array import array
-from collections.abc import Iterator
 from typing import Any
 
-from tokentop.engine.dedupe_index import KINDS
+from tokentop.engine.dedupe_index import KINDS, read_chunks
+from tokentop.engine.dedupe_index import SLOT_COLUMNS as _WIDTHS
 
 SPILL_SLOTS = 1 << 18
 """Sealed slots kept in memory (16 MB) before they go to files."""
-_WIDTHS = (8 * KINDS, 8, 4, 4)
-_CHUNK = 1 << 20
 
 
 class Columns:
@@ -84,12 +82,8 @@ class SpilledColumns:
         self.count += len(other)
 
     def column(self, index: int) -> bytes:
-        return b"".join(self.chunks(index))
-
-    def chunks(self, index: int) -> Iterator[bytes]:
-        fd, end = self.files[index].fileno(), self.count * _WIDTHS[index]
-        for start in range(0, end, _CHUNK):
-            yield os.pread(fd, min(_CHUNK, end - start), start)
+        end = self.count * _WIDTHS[index]
+        return b"".join(read_chunks(self.files[index].fileno(), 0, end))
 
     def _read(self, index: int, at: int) -> bytes:
         width = _WIDTHS[index]
