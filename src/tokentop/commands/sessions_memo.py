@@ -30,7 +30,7 @@ from tokentop.engine import state_cache as cache_mod
 from tokentop.engine.engine import Engine
 from tokentop.engine.tracked import whole_file_kinds
 from tokentop.policy.watchdog import PROBE_HORIZON_S, Judgement
-from tokentop.sources.wholefile import read_regular
+from tokentop.sources.wholefile import open_regular
 
 QUIET_MARGIN_S = 120.0
 """Beyond the horizon: some slack for clocks."""
@@ -93,15 +93,15 @@ _HEAD_SIZE = struct.Struct("<I")
 
 
 def read_memo(path: Path, with_output: bool = True) -> Remembered | None:
-    """The memo at `path` (its output too if `with_output`); None if missing or damaged, or
-    written in the layout before the head (one msgpack object: its length bytes do not fit)."""
+    """The memo at `path` (its output too if `with_output`: else only its head is read);
+    None if missing or damaged, or written in the layout before the head (one msgpack
+    object: its length bytes do not fit)."""
     try:
-        data = read_regular(path)
-        (size,) = _HEAD_SIZE.unpack_from(data)
-        head = memoryview(data)[_HEAD_SIZE.size : _HEAD_SIZE.size + size]
-        remembered = _REMEMBERED.decode(head)
-        if with_output:
-            remembered.out = data[_HEAD_SIZE.size + size :].decode()
+        with open_regular(path) as handle:
+            (size,) = _HEAD_SIZE.unpack(handle.read(_HEAD_SIZE.size))
+            remembered = _REMEMBERED.decode(handle.read(size))
+            if with_output:
+                remembered.out = handle.read().decode()
     except (OSError, struct.error, UnicodeDecodeError, *cache_mod.CACHE_ERRORS):
         return None
     return remembered
@@ -130,14 +130,10 @@ def recall(engine: Engine, args: argparse.Namespace | None = None) -> Remembered
         tail = record.tail
         if _KIND.decode(record.parser).kind in whole:
             return None  # rewritten in place: only its parser can tell whether it changed
-        try:
-            st = os.stat(tail.real_path())
-        except OSError:
+        real = tail.real_path()
+        if _changed(real, tail.inode, tail.dev, tail.offset, tail.mtime_ns):
             return None
-        now = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-        if now != (tail.inode, tail.dev, tail.offset, tail.mtime_ns):
-            return None
-        known.add(tail.real_path())
+        known.add(real)
     if engine.find_transcripts(known):
         return None
     whole_memo = read_memo(output_path(path))

@@ -18,7 +18,7 @@ import os
 import stat
 import time
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import msgspec
 
@@ -61,11 +61,18 @@ def is_regular(path: str) -> bool:
 def read_regular(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a regular file; a FIFO or device raises OSError instead of blocking
     (opened non-blocking, and its type checked on the open descriptor)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError("not a regular file (FIFO, device or socket), skipped")
+    with open_regular(path) as handle:
         return handle.read()
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """A regular file opened for reading, as `read_regular` opens it (for a part of it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise OSError("not a regular file (FIFO, device or socket), skipped")
+    return handle
 
 
 def settled(sig: Signature | None, seen: Signature | None, read_at_ns: int) -> bool:
