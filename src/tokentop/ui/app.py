@@ -29,7 +29,7 @@ from tokentop.render.overview import header_totals, listed_total, window_figures
 from tokentop.render.text import safe
 from tokentop.ui import keys
 from tokentop.ui import messages as msg
-from tokentop.ui.core import AppCore, Drained, EngineLike, app_core, jobs_loader
+from tokentop.ui.core import AppCore, Drained, EngineLike, app_core, history_loader
 from tokentop.ui.detail_feed import DetailFeed
 from tokentop.ui.engine_state import EngineHealth
 from tokentop.ui.notices import NOTICE_S, notices_for
@@ -336,8 +336,9 @@ class TokentopApp(App[None]):
         if self.store is None:
             self.notify("History is off in this run (no store).", severity="warning")
         elif not isinstance(self.screen, HistoryScreen):
-            store, jobs = self.store, jobs_loader(self.store, self.config, self.engine, self.clock)
-            self.push_screen(HistoryScreen(lambda: store.summaries(), self.clock, jobs))
+            store = self.store
+            extras = history_loader(store, self.config, self.engine, self.clock)
+            self.push_screen(HistoryScreen(lambda: store.summaries(), self.clock, extras))
 
     async def action_open_details(self) -> None:
         here = self.current()

@@ -18,8 +18,9 @@ import msgspec
 
 from tokentop.clock import Clock
 from tokentop.config import Config
-from tokentop.history.jobs import JobRow, JobRun, jobs_of
+from tokentop.history.jobs import jobs_of
 from tokentop.history.keeper import HistoryKeeper
+from tokentop.history.report_rows import judge
 from tokentop.history.session_budgets import LiveBudgets
 from tokentop.history.store import Store
 from tokentop.history.summary import MinutesFn, SessionSummary
@@ -29,6 +30,8 @@ from tokentop.policy.acted import ActionFeed
 from tokentop.policy.budgets import Level
 from tokentop.policy.detectors import Decision
 from tokentop.policy.watchdog import Judged, Judgement, ProcessProbe, Watchdog
+from tokentop.pricing import PriceTable
+from tokentop.ui.views.history_rows import HistoryExtras
 
 
 class Drained(NamedTuple):
@@ -186,8 +189,6 @@ def cost_of(engine: Any) -> Any:
     cost = getattr(engine, "cost_fn", None)
     if callable(cost):
         return cost
-    from tokentop.pricing import PriceTable
-
     return PriceTable.default().cost
 
 
@@ -216,19 +217,24 @@ def minutes_of(engine: Any) -> MinutesFn | None:
     return minutes if callable(minutes) else None
 
 
-def jobs_loader(
+def history_loader(
     store: Store, config: Config, engine: Any, clock: Clock
-) -> Callable[[list[SessionSummary]], tuple[list[JobRow], list[JobRun]]]:
-    """The history screen's jobs: the store's named runs and OpenClaw's cron logs (of the
-    OpenClaw state dirs the engine reads), over the summaries; called in its worker."""
+) -> Callable[[list[SessionSummary]], HistoryExtras]:
+    """The history screen's jobs (the store's named runs and OpenClaw's cron logs of the
+    OpenClaw state dirs the engine reads) and routing, over the summaries; called in its
+    worker. The price table is built once (its cheapest-model lookups are cached by it)."""
     roots = [root for source, root in getattr(engine, "roots", []) if source.name == "openclaw"]
+    tables: list[PriceTable] = []
 
-    def load(summaries: list[SessionSummary]) -> tuple[list[JobRow], list[JobRun]]:
+    def load(summaries: list[SessionSummary]) -> HistoryExtras:
         from tokentop.pricing import build_table
         from tokentop.sources.openclaw_cron import cron_dirs, read_cron
 
+        if not tables:
+            tables.append(build_table(config.prices))
         cron = read_cron(cron_dirs(roots))
-        table = build_table(config.prices)
-        return jobs_of(summaries, store.session_jobs(), cron, config, table, clock.now())
+        jobs, runs = jobs_of(summaries, store.session_jobs(), cron, config, tables[0], clock.now())
+        routed = {str(r.summary.key): r for r in judge(summaries, tables[0], config.routing)}
+        return HistoryExtras(jobs, runs, routed)
 
     return load

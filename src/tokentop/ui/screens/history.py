@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from tokentop.clock import Clock
-from tokentop.history.jobs import JobRow, JobRun
+from tokentop.history.jobs import JobRow
 from tokentop.history.summary import SessionSummary
 from tokentop.quantities import plural
 from tokentop.render import figures as fmt
@@ -30,7 +30,9 @@ from tokentop.ui.views.history_rows import (
     HISTORY_COLUMNS,
     HISTORY_SORTS,
     LABEL_STYLES,
+    NO_EXTRAS,
     TEXT_SORTS,
+    HistoryExtras,
     HistorySort,
     history_row,
     history_totals,
@@ -47,8 +49,8 @@ from tokentop.ui.views.job_rows import (
 
 SummaryLoader = Callable[[], tuple[list[SessionSummary], int]]
 """Returns every recorded summary and how many rows could not be read (Store.summaries)."""
-JobsLoader = Callable[[list[SessionSummary]], tuple[list[JobRow], list[JobRun]]]
-"""The recurring jobs among the summaries (history/jobs.py `jobs_of`), in the worker too."""
+ExtrasLoader = Callable[[list[SessionSummary]], HistoryExtras]
+"""Jobs and routing over the summaries (ui/core.py `history_loader`), in the worker too."""
 EMPTY_NOTE = (
     "No session recorded yet. A session is recorded when it ends: killed or terminated here, "
     "or quiet for [history] idle_end_s. `tokentop report --scan` records every transcript."
@@ -69,14 +71,15 @@ class HistoryScreen(Screen[None]):
     ]
     AUTO_FOCUS = "#history-table"
 
-    def __init__(self, load: SummaryLoader, clock: Clock, jobs: JobsLoader | None = None) -> None:
+    def __init__(
+        self, load: SummaryLoader, clock: Clock, extras: ExtrasLoader | None = None
+    ) -> None:
         super().__init__()
         self.load = load
         self.clock = clock
-        self.load_jobs = jobs
+        self.load_extras = extras
         self.jobs_view = False
-        self.jobs: list[JobRow] = []
-        self.runs: list[JobRun] = []
+        self.extras = NO_EXTRAS
         self.shown_jobs: list[JobRow] = []
         self.summaries: list[SessionSummary] = []
         self.shown: list[SessionSummary] = []
@@ -107,21 +110,17 @@ class HistoryScreen(Screen[None]):
         """Read every summary off the UI thread; a store that fails is said, not raised."""
         try:
             summaries, bad = self.load()
-            jobs, runs = self.load_jobs(summaries) if self.load_jobs else ([], [])
+            extras = self.load_extras(summaries) if self.load_extras else NO_EXTRAS
         except Exception as exc:  # sqlite3 or StoreError: the screen stays usable
             self.app.call_from_thread(self.show_error, f"cannot read the store: {exc}")
             return
-        self.app.call_from_thread(self.show_summaries, summaries, bad, jobs, runs)
+        self.app.call_from_thread(self.show_summaries, summaries, bad, extras)
 
     def show_summaries(
-        self,
-        summaries: Sequence[SessionSummary],
-        unreadable: int,
-        jobs: Sequence[JobRow] = (),
-        runs: Sequence[JobRun] = (),
+        self, summaries: Sequence[SessionSummary], unreadable: int, extras: HistoryExtras
     ) -> None:
         self.summaries, self.unreadable = list(summaries), unreadable
-        self.jobs, self.runs = list(jobs), list(runs)
+        self.extras = extras
         self.loaded, self.error = True, ""
         self.refresh_rows()
 
@@ -144,7 +143,7 @@ class HistoryScreen(Screen[None]):
             table.add_column(self._label(column.label, column.sort, column.right), key=column.key)
         now = self.clock.now()
         for summary in self.shown:
-            row = history_row(summary, now)
+            row = history_row(summary, now, self.extras.routed.get(str(summary.key)))
             cells = [
                 self._cell(column.key, getattr(row, column.key), column.right)
                 for column in HISTORY_COLUMNS
@@ -158,7 +157,7 @@ class HistoryScreen(Screen[None]):
     def refresh_jobs(self) -> None:
         """The jobs view: one row per recurring job, the most recently run first."""
         table = self.table
-        self.shown_jobs = shown_jobs(self.jobs, self.needle)
+        self.shown_jobs = shown_jobs(self.extras.jobs, self.needle)
         table.clear(columns=True)
         for i, label in enumerate(JOB_COLUMNS):
             table.add_column(Text(label, justify="right" if i in JOB_RIGHT else "left"))
@@ -222,7 +221,7 @@ class HistoryScreen(Screen[None]):
         return line
 
     def jobs_header(self) -> Text:
-        if not self.jobs:
+        if not self.extras.jobs:
             return Text(
                 "No recurring jobs: a job is an OpenClaw cron job, `tokentop run --job NAME`, "
                 "or sessions sharing a cwd and first prompt.",
@@ -231,8 +230,8 @@ class HistoryScreen(Screen[None]):
         regressed = regressed_count(self.shown_jobs)
         line = Text.assemble(
             ("Jobs", "bold"),
-            f"  {len(self.shown_jobs)} of {plural(len(self.jobs), 'job')}  ",
-            (f"{len(self.runs)} runs", "bold"),
+            f"  {len(self.shown_jobs)} of {plural(len(self.extras.jobs), 'job')}  ",
+            (f"{len(self.extras.runs)} runs", "bold"),
             ("\n⚑ ", "bold red") if regressed else ("\n", ""),
             (f"{regressed} regressed week over week   " if regressed else "", "bold red"),
             ("enter: runs   j: sessions", "dim"),
@@ -291,9 +290,10 @@ class HistoryScreen(Screen[None]):
             job = next((j for j in self.shown_jobs if j.job_key == key), None)
             if job is not None:
                 by_key = {str(s.key): s for s in self.summaries}
-                runs = runs_of(job, self.runs)
-                self.app.push_screen(JobRunsScreen(job, runs, by_key, self.clock))
+                runs = runs_of(job, self.extras.runs)
+                screen = JobRunsScreen(job, runs, by_key, self.extras.routed, self.clock)
+                self.app.push_screen(screen)
             return
         found = next((s for s in self.shown if str(s.key) == key), None)
         if found is not None:
-            self.app.push_screen(SummaryScreen(found))
+            self.app.push_screen(SummaryScreen(found, self.extras.routed.get(str(key))))

@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from tokentop.clock import Clock
 from tokentop.history.jobs import JobRow, JobRun
+from tokentop.history.report_rows import Judged as Routed
 from tokentop.history.summary import SessionSummary
 from tokentop.ui.screens.summary import SummaryScreen
 from tokentop.ui.views.job_rows import (
@@ -41,12 +42,14 @@ class JobRunsScreen(Screen[None]):
         row: JobRow,
         runs: Sequence[JobRun],
         summaries: Mapping[str, SessionSummary],
+        routed: Mapping[str, Routed],
         clock: Clock,
     ) -> None:
         super().__init__()
         self.row = row
         self.runs = list(runs)
         self.summaries = summaries
+        self.routed = routed
         self.clock = clock
 
     def compose(self) -> ComposeResult:
@@ -80,6 +83,7 @@ class JobRunsScreen(Screen[None]):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        found = self.summaries.get(str(event.row_key.value))
+        key = str(event.row_key.value)
+        found = self.summaries.get(key)
         if found is not None:
-            self.app.push_screen(SummaryScreen(found))
+            self.app.push_screen(SummaryScreen(found, self.routed.get(key)))

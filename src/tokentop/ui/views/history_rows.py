@@ -9,11 +9,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
-from tokentop.config import Routing
 from tokentop.history.git_output import per_commit
-from tokentop.history.routing import PREMIUM_FLAG, Route, premium_low_output, route_models
+from tokentop.history.jobs import JobRow, JobRun
+from tokentop.history.report_rows import Judged as Routed
 from tokentop.history.summary import SessionSummary, base_name
-from tokentop.pricing import PriceTable
 from tokentop.render import figures as fmt
 from tokentop.render.text import safe
 from tokentop.ui.views.rows import short_model
@@ -111,19 +110,26 @@ def main_models(s: SessionSummary) -> str:
     return name + (f" +{len(ordered) - 1}" if len(ordered) > 1 else "")
 
 
-def routing_of(s: SessionSummary) -> tuple[Route, tuple[str, ...]]:
-    """The session's cheapest-model arithmetic and routing flags, with the bundled price
-    table and the default thresholds (the screen has no config of its own)."""
-    route = route_models(s.models, PriceTable.default())
-    flagged = premium_low_output(s, route, Routing())
-    return route, (PREMIUM_FLAG,) if flagged else ()
+class HistoryExtras(NamedTuple):
+    """What the core works out over the summaries, in the screen's worker: the recurring
+    jobs and their runs, and each session's routing (cheapest model, flags) by key, with
+    the config's prices and thresholds, as `tokentop report` has them."""
+
+    jobs: list[JobRow]
+    runs: list[JobRun]
+    routed: dict[str, Routed]
 
 
-def history_row(s: SessionSummary, now: float) -> HistoryRow:
+NO_EXTRAS = HistoryExtras([], [], {})
+
+
+def history_row(s: SessionSummary, now: float, routed: Routed | None = None) -> HistoryRow:
+    """The cells of one session; without `routed` (not worked out yet), no cheapest model
+    and no routing flag."""
     commits = commit_count(s)
     dollars = per_commit(s.cost_usd, commits)
     tokens = fmt.compact(s.tokens.total)
-    route, flags = routing_of(s)
+    route = routed.route if routed is not None else None
     return HistoryRow(
         key=str(s.key),
         ended=local_time(s.end, now),
@@ -133,10 +139,10 @@ def history_row(s: SessionSummary, now: float) -> HistoryRow:
         active=fmt.duration(s.active_s),
         tokens=f"≈{tokens}" if s.estimated else tokens,
         cost=summary_cost(s),
-        cheapest=fmt.usd(route.cheapest_usd) if route.cheapest_models else "",
+        cheapest=fmt.usd(route.cheapest_usd) if route and route.cheapest_models else "",
         commits="—" if commits is None else str(commits),
         per_commit="" if dollars is None else fmt.usd(dollars),
-        label=s.label + (" ⚑" if flags else ""),
+        label=s.label + (" ⚑" if routed is not None and routed.flags else ""),
         reason=s.end_reason,
     )
 
