@@ -224,7 +224,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _open_store(args: argparse.Namespace) -> Store:
     """The store; the default one first takes in the action log the process controller keeps."""
-    from tokentop.processes.control import default_action_log
+    from tokentop.processes.action_log import default_action_log
 
     try:
         store = Store(args.db)

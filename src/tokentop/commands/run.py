@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from tokentop.engine.engine import Engine
     from tokentop.policy.detectors import Decision
     from tokentop.policy.watchdog import EndHow, Judgement, ProcessState
-    from tokentop.processes.control import ActionResult
+    from tokentop.processes.action_log import ActionResult
     from tokentop.processes.finding import ProcessRef
 
 EXIT_STOPPED = 124
@@ -280,7 +280,7 @@ class Run:
         from tokentop.clock import SystemClock
         from tokentop.history.store import JobTag, Store, StoreError
         from tokentop.history.summary import SummaryRecorder
-        from tokentop.processes.control import default_action_log
+        from tokentop.processes.action_log import default_action_log
 
         self.engine.process(self.linker.linked)  # the agent's last lines
         sessions = self.linker.sessions(self.engine.snapshot())

@@ -29,7 +29,7 @@ from tokentop.history.summary import ActionRecord, EventRecord, SessionSummary
 from tokentop.model import SessionKey
 
 if TYPE_CHECKING:
-    from tokentop.processes.control import ActionResult
+    from tokentop.processes.action_log import ActionResult
 
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's write transaction (each lasts milliseconds)."""
@@ -312,7 +312,7 @@ class Store:
 
     def import_action_log(self, path: Path) -> tuple[int, int]:
         """Copy the JSONL action log (procs.py) in; (new actions, unreadable lines)."""
-        from tokentop.processes.control import read_action_log
+        from tokentop.processes.action_log import read_action_log
 
         results, bad = read_action_log(path)
         return (self.record_actions(results) if results else 0), bad

@@ -14,7 +14,7 @@ through `note_action` so the next judgement knows how the session was stopped.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
@@ -103,13 +103,13 @@ class Watchdog:
         clock: Clock | None = None,
         *,
         probe: ProcessProbe | None = None,
-        overrides: Mapping[SessionKey, SessionBudget] | None = None,
         actions: ActionFeed | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.probe = probe
-        self._overrides = dict(overrides or {})
+        self._overrides: dict[SessionKey, SessionBudget] = {}
+        """Budgets set in this process (the store's, set by any process, are read too)."""
         self._lock = threading.Lock()
         self._policy = PolicyState()
         self._levels: dict[SessionKey, Level] = {}

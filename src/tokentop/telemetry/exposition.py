@@ -16,15 +16,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from tokentop.engine.tail import Tailer, TailState
 from tokentop.model import SessionSnapshot, base_name
 from tokentop.policy.watchdog import Judged, Judgement
-from tokentop.processes.control import ActionResult
+from tokentop.processes.action_log import ActionLogFollower
 from tokentop.telemetry.http import HttpServer, Limits, Reply, Request
 from tokentop.telemetry.options import Listen, ListenError, require_token, token_ok
 
@@ -38,7 +36,6 @@ OTHER = "_other"
 ACTIVE_S = 3600.0
 KINDS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "reasoning")
 CLAUDE_EXPORTER_PORT = 9464
-_ACTION = msgspec.json.Decoder(ActionResult)
 
 
 class Exposition(Collector):
@@ -61,7 +58,9 @@ class Exposition(Collector):
         self.decisions: dict[tuple[str, ...], int] = {}
         self.actions: dict[tuple[str, ...], int] = {}
         self.lock = threading.Lock()
-        self._actions = _follower(action_log) if action_log is not None else None
+        self._actions = (
+            ActionLogFollower(action_log, from_end=True) if action_log is not None else None
+        )  # counts the actions taken from now on
 
     def __call__(self, judgement: Judgement) -> None:
         """Watchdog subscriber: keep the judgement, count its new decisions."""
@@ -142,12 +141,7 @@ class Exposition(Collector):
     def _read_actions(self) -> None:
         if self._actions is None:
             return
-        result = self._actions.read_new()
-        for line in result.data.splitlines():
-            try:
-                action = _ACTION.decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
+        for action in self._actions():
             pair: tuple[str, ...] = (action.action, "true" if action.ok else "false")
             with self.lock:
                 self.actions[pair] = self.actions.get(pair, 0) + 1
@@ -196,15 +190,6 @@ class _SessionGauges:
         for (name, doc, extra), bounded in zip(self.FAMILIES, self.values, strict=True):
             folded[(name,)] = bounded.folded
             yield _gauge(name, doc, (*self.NAMES, *extra), bounded.values)
-
-
-def _follower(path: Path) -> Tailer:
-    """A tailer from the log's current end: actions taken from now on are counted."""
-    size = path.stat().st_size if path.exists() else 0
-    tailer = Tailer(TailState(path=str(path), offset=size))
-    tailer.read_new()
-    tailer.state.offset = size
-    return tailer
 
 
 def _receiver_metrics(hub: TelemetryHub) -> Iterator[Metric]:

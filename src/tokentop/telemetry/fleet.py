@@ -138,7 +138,7 @@ class Fleet:
             self.hub.start()
             PAIR_SOURCES.append(self.hub.pairs)
         if opts.prometheus is not None:
-            from tokentop.processes.control import default_action_log
+            from tokentop.processes.action_log import default_action_log
             from tokentop.telemetry.exposition import Exposition, MetricsServer
 
             self.exposition = Exposition(self.config, self.hub, default_action_log())
