@@ -8,7 +8,8 @@ case and spacing are folded, and the result, with the session's cwd, is hashed.
 from __future__ import annotations
 
 import re
-from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
+
+from tokentop.sources.base import short_hash
 
 SHOWN_CHARS = 120
 """How much of the normalised prompt a summary keeps to name the job."""
@@ -42,8 +43,9 @@ def normalised(prompt: str) -> str:
 def prompt_key(cwd: str, prompt: str) -> str:
     """The job key of a session: its cwd and normalised first prompt, hashed ("" without a
     prompt: such a session belongs to no job by prompt)."""
-    text = normalised(prompt)
-    if not text:
-        return ""
-    blob = f"{cwd}\0{text}".encode("utf-8", "surrogatepass")
-    return blake2b(blob, digest_size=8).hexdigest()
+    return key_of(cwd, normalised(prompt))
+
+
+def key_of(cwd: str, text: str) -> str:
+    """`prompt_key` of a prompt already normalised."""
+    return short_hash(f"{cwd}\0{text}".encode("utf-8", "surrogatepass")) if text else ""

@@ -228,8 +228,8 @@ def job_row(runs: Sequence[JobRun], now: float, regress_pct: float) -> JobRow:
     labelled = [r.label for r in runs if r.label not in ("", "unknown")]
     routes = [r.route for r in runs if r.route is not None]
     cost = sum(costs)
-    last7 = _median([r.cost_usd for r in runs if now - WEEK_S <= r.at <= now])
-    previous7 = _median([r.cost_usd for r in runs if now - 2 * WEEK_S <= r.at < now - WEEK_S])
+    _, before, after = _weeks(runs, now)
+    last7, previous7 = _median(after), _median(before)
     return JobRow(
         job_key=first.job_key,
         job=first.job,
@@ -254,6 +254,15 @@ def job_row(runs: Sequence[JobRun], now: float, regress_pct: float) -> JobRow:
     )
 
 
+def _weeks(runs: Sequence[JobRun], now: float) -> tuple[list[JobRun], list[float], list[float]]:
+    """The runs of the last two weeks, and the costs of the week before the last and of the
+    last (one definition for the row's medians and its week-over-week change)."""
+    span = [r for r in runs if now - 2 * WEEK_S <= r.at <= now]
+    before = [r.cost_usd for r in span if r.at < now - WEEK_S]
+    after = [r.cost_usd for r in span if r.at >= now - WEEK_S]
+    return span, before, after
+
+
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -270,9 +279,7 @@ def tokens_by_model(runs: Iterable[JobRun]) -> tuple[tuple[str, int, int], ...]:
 def week_over_week(runs: Sequence[JobRun], now: float, regress_pct: float) -> Change | None:
     """The last 7 days' median cost per run against the 7 days before; None unless each
     week has MIN_WINDOW_RUNS runs."""
-    span = [r for r in runs if now - 2 * WEEK_S <= r.at <= now]
-    before = [r.cost_usd for r in span if r.at < now - WEEK_S]
-    after = [r.cost_usd for r in span if r.at >= now - WEEK_S]
+    span, before, after = _weeks(runs, now)
     if len(before) < MIN_WINDOW_RUNS or len(after) < MIN_WINDOW_RUNS:
         return None
     previous, last = statistics.median(before), statistics.median(after)

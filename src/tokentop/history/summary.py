@@ -19,7 +19,7 @@ import msgspec
 from tokentop.clock import Clock, SystemClock
 from tokentop.config import Alerts, Budget, Config, History
 from tokentop.history.context_use import Calibration, Consumers, top_consumers
-from tokentop.history.fingerprint import SHOWN_CHARS, normalised, prompt_key
+from tokentop.history.fingerprint import SHOWN_CHARS, key_of, normalised
 from tokentop.history.git_output import NOT_A_REPO, GitValue, assess, label_for
 from tokentop.model import (
     NAME_MAX,
@@ -239,6 +239,7 @@ def build_summary(
     # either bucket holds; the peak is never below the mean.
     shares = timeline_shares(s)
     budget = budget or config.budget_for(s.key.agent, s.cwd, s.key.session_id)
+    text = normalised(prompt)
     return SessionSummary(
         agent=s.key.agent,
         session_id=s.key.session_id,
@@ -272,8 +273,8 @@ def build_summary(
         git=git,
         parent=s.parent,
         estimated=s.estimated,
-        prompt=normalised(prompt)[:SHOWN_CHARS],
-        prompt_key=prompt_key(s.cwd, prompt),
+        prompt=text[:SHOWN_CHARS],
+        prompt_key=key_of(s.cwd, text),
     )
 
 
