@@ -43,8 +43,6 @@ STATUSES = frozenset({"ok", "error", "skipped"})
 class CronJob(msgspec.Struct, frozen=True):
     id: str
     name: str
-    message: str = ""
-    """The prompt each run is sent (cut to MAX_NAME * 8 characters)."""
 
 
 class CronRun(msgspec.Struct, frozen=True):
@@ -56,10 +54,8 @@ class CronRun(msgspec.Struct, frozen=True):
     status: str
     """"ok", "error", "skipped", or "" when the log says nothing else we know."""
     session_id: str = ""
-    session_key: str = ""
     run_at: float = 0.0
     duration_s: float = 0.0
-    error: str = ""
 
 
 class CronIndex(msgspec.Struct, frozen=True):
@@ -74,16 +70,10 @@ class CronIndex(msgspec.Struct, frozen=True):
         return job.name if job is not None and job.name else job_id
 
 
-class _Payload(msgspec.Struct, gc=False):
-    message: str | None = None
-    text: str | None = None
-
-
 class _Job(msgspec.Struct, gc=False):
     id: str | None = None
     jobId: str | None = None
     name: str | None = None
-    payload: _Payload | None = None
 
 
 class _Store(msgspec.Struct, gc=False):
@@ -95,9 +85,7 @@ class _Entry(msgspec.Struct, gc=False):
     jobId: str | None = None
     action: str | None = None
     status: str | None = None
-    error: str | None = None
     sessionId: str | None = None
-    sessionKey: str | None = None
     runAtMs: float | None = None
     durationMs: float | None = None
 
@@ -142,9 +130,7 @@ def _jobs(path: Path) -> tuple[dict[str, CronJob], int]:
         job_id = (job.id or job.jobId or "").strip()
         if not job_id:
             continue
-        payload = job.payload or _Payload()
-        message = (payload.message or payload.text or "")[: MAX_NAME * 8]
-        jobs[job_id] = CronJob(job_id[:MAX_NAME], (job.name or "").strip()[:MAX_NAME], message)
+        jobs[job_id] = CronJob(job_id[:MAX_NAME], (job.name or "").strip()[:MAX_NAME])
     return jobs, 0
 
 
@@ -189,10 +175,8 @@ def _run(line: bytes) -> CronRun | None:
         ts=ts,
         status=status,
         session_id=(e.sessionId or "")[:MAX_NAME],
-        session_key=(e.sessionKey or "")[: MAX_NAME * 2],
         run_at=bounded_ts((e.runAtMs or 0.0) / 1000),
         duration_s=max(0.0, min((e.durationMs or 0.0) / 1000, 1e7)),
-        error=(e.error or "")[: MAX_NAME * 2],
     )
 
 

@@ -131,10 +131,6 @@ class HttpServer:
     def port(self) -> int:
         return int(self._sock.getsockname()[1]) if self._sock else self.listen.port
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._conns)
-
     def start(self) -> None:
         """Bind now (a refused address is a ListenError here), then serve on a thread."""
         family = socket.AF_INET6 if ":" in self.listen.host else socket.AF_INET
