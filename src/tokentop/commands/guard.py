@@ -35,7 +35,7 @@ from tokentop.config import Config
 from tokentop.engine.engine import Engine
 from tokentop.history.keeper import HistoryKeeper
 from tokentop.history.store import Store, StoreError
-from tokentop.model import Action, SessionSnapshot
+from tokentop.model import SessionSnapshot
 from tokentop.policy.detectors import Decision
 from tokentop.policy.watchdog import Judgement, Watchdog
 from tokentop.processes.control import ActionResult, ProcessController, default_action_log
@@ -104,7 +104,7 @@ class Guard:
             would = f"dry run: would {decision.action} pid {ref.pid}; nothing was signalled"
             self._not_acted(decision, ref.pid, would, ref)
         else:
-            verb: Action = "pause" if decision.action == "pause" else "kill"
+            verb = decision.verb
             result = self.controller.carry_out(
                 verb, ref, decision.reason, origin, session=str(session.key)
             )
@@ -114,7 +114,7 @@ class Guard:
     def _not_acted(
         self, decision: Decision, pid: int, message: str, ref: ProcessRef | None = None
     ) -> None:
-        verb: Action = "pause" if decision.action == "pause" else "kill"
+        verb = decision.verb
         result = ActionResult(
             verb,
             False,

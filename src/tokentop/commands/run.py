@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tokentop.config import Budget
-from tokentop.model import Action, LedgerSnapshot, SessionKey, SessionSnapshot
+from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.quantities import tokens_arg, usd_arg
 from tokentop.render.text import safe
 
@@ -420,7 +420,7 @@ class Run:
         if decision.action not in ("pause", "kill"):
             self.status.note(f"warning: {decision.reason}")
             return
-        verb: Action = "pause" if decision.action == "pause" else "kill"
+        verb = decision.verb
         result = self.controller.carry_out(verb, ref, decision.reason, origin, session=session)
         if verb == "kill":
             self.stopped = result if result.ok else None

@@ -18,7 +18,7 @@ from typing import Literal
 import msgspec
 
 from tokentop.config import Budget, Budgets, Config
-from tokentop.model import RecentTool, SessionKey, SessionSnapshot, TokenCounts
+from tokentop.model import Action, RecentTool, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.policy.budgets import Level, budget_use
 from tokentop.policy.settings import ALL_TOKEN_KINDS, LoopPolicy, PolicyAction, TokenKind
 from tokentop.quantities import compact, usd
@@ -41,6 +41,11 @@ class Decision(msgspec.Struct, frozen=True):
     timestamp: float
     level: int = WARN_LEVEL
     """1 for a warning threshold, 2 for a limit; a rise is a new crossing."""
+
+    @property
+    def verb(self) -> Action:
+        """What to do to the process for a "pause" or "kill" decision."""
+        return "pause" if self.action == "pause" else "kill"
 
 
 class PolicyState:
