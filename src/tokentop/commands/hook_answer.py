@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, ClassVar, TextIO
 
 import msgspec
 
+from tokentop.commands.hook_escalation import ACTOR, AGENT
 from tokentop.commands.hook_wire import INPUT_WAIT_S, MAX_INPUT_BYTES, read_stdin
 from tokentop.model import SessionKey
 from tokentop.processes.registry import (
@@ -62,15 +63,12 @@ if TYPE_CHECKING:
     from tokentop.model import SessionSnapshot
     from tokentop.sources.base import FileParser
 
-ACTOR = "hook"
-"""How this command signs the actions it logs (as `hook_escalation.ACTOR`)."""
 DESCRIPTION = "A Claude Code hook for SessionStart and PreToolUse (soft stop)."
 EXIT_GO_ON = 0
 EXIT_ERROR = 0
 """tokentop's own error: reported on stderr, and the agent goes on."""
 EXIT_BLOCK = 2
 _ID_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-AGENT = "claude"
 TTY_HELP = """\
 tokentop hook: Claude Code runs this before tool calls, with its hook JSON on stdin; it maps
 the session to its agent process and blocks the tool calls of a session over its budget or
