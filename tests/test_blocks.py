@@ -158,3 +158,48 @@ def test_the_rule_at_its_edges() -> None:
     assert [b.gap for b in gap] == [False, True, False]
     assert chain_start([(0.0, 10.0), (15_000.0, 30_000.0), (40_000.0, 50_000.0)], 45_000) == 0.0
     assert chain_start([(0.0, 10.0), (30_000.0, 50_000.0)], 45_000) == 30_000.0
+
+
+def test_the_headers_block_follows_a_new_response_and_holds_while_nothing_changes(
+    tmp_path: Path,
+) -> None:
+    """The header's watch keeps its entries between ticks that read nothing new; a response
+    appended to a session of the active block is counted at the next tick."""
+    active = FIXTURE["active"]
+    root = write_corpus(tmp_path / "active", active["shift_hours"])
+    newest = max((root / "projects").rglob("*.jsonl"), key=last_response_at)
+    watch = WindowWatch(COST, lambda: active["now_before"], every_s=0.01)
+
+    def block_after(snapshot: Any) -> Block:
+        watch.ready.clear()
+        watch.take(snapshot)
+        assert watch.ready.wait(10)
+        block = watch.current().claude_block
+        assert block is not None and watch.current().error == ""
+        return block
+
+    try:
+        first = block_after(engine_over(root).snapshot())
+        assert block_after(engine_over(root).snapshot()) == first
+        record = json.loads(last_response(newest))
+        record["message"]["id"] = "msg_appended_by_the_test"
+        record["requestId"] = "req_appended_by_the_test"
+        with newest.open("ab") as out:
+            out.write(json.dumps(record).encode() + b"\n")
+        grown = block_after(engine_over(root).snapshot())
+    finally:
+        watch.close()
+    assert grown.entries == first.entries + 1
+    assert grown.tokens.total > first.tokens.total
+
+
+def last_response(path: Path) -> bytes:
+    return next(
+        line
+        for line in reversed(path.read_bytes().splitlines())
+        if b'"usage"' in line and b'"assistant"' in line
+    )
+
+
+def last_response_at(path: Path) -> str:
+    return str(json.loads(last_response(path))["timestamp"])

@@ -22,7 +22,7 @@ import msgspec
 
 from tokentop.engine.ledger import CostFn
 from tokentop.history.block_feed import BlockFeed, claude_sessions, files_since
-from tokentop.history.blocks import BLOCK_S, Block, current_block, identify_blocks
+from tokentop.history.blocks import BLOCK_S, Block, BlockEntry, current_block, identify_blocks
 from tokentop.history.official import read_state
 from tokentop.model import LedgerSnapshot, RateLimits
 
@@ -62,6 +62,10 @@ class WindowWatch:
         every_s: float = 1.0,
     ) -> None:
         self.feed = BlockFeed(cost_fn)
+        self._read_for: tuple[float, list[str]] | None = None
+        self._entries: list[BlockEntry] = []
+        """The feed's entries from the chain's start, as of the last read that changed them:
+        a tick that reads nothing new (most of them) does not rebuild or copy them."""
         self.now = now
         self.official = official
         """The status line's state file; None reads no official Claude windows."""
@@ -106,9 +110,11 @@ class WindowWatch:
         now = self.now()
         try:
             start, files = files_since(claude_sessions(snapshot), now - BLOCK_S)
-            self.feed.read(files)
-            self.feed.forget(start, files)
-            block = current_block(identify_blocks(self.feed.entries(start), now))
+            changed = self.feed.read(files)
+            if changed or self._read_for != (start, files):
+                self.feed.forget(start, files)
+                self._entries, self._read_for = self.feed.entries(start), (start, files)
+            block = current_block(identify_blocks(self._entries, now))
             claude = read_state(self.official).claude if self.official is not None else None
             return Windows(now, block, claude, newest_codex(snapshot))
         except Exception as exc:  # a bug must not end the header's figures silently
