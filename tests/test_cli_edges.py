@@ -143,6 +143,19 @@ def test_a_dir_that_holds_no_transcript_is_said_with_the_layout_expected(tmp_pat
     assert "--codex-dir" in proc.stderr and "rollout-*.jsonl" in proc.stderr
 
 
+@pytest.mark.parametrize("by", ["session", "block"])
+def test_a_report_says_a_dir_that_holds_no_transcript(tmp_path: Path, by: str) -> None:
+    """Every way `report` reads transcripts says so (the blocks too, which record nothing)."""
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    argv = ["report", "--by", by, "--claude-dir", str(empty), "--db", str(tmp_path / "t.db")]
+    proc = subprocess.run(
+        [*CLI, *argv], env=env_for(tmp_path), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count(f"--claude-dir {empty}: no transcripts found") == 1
+
+
 def test_claude_dir_takes_a_folder_of_project_folders_whatever_its_name(tmp_path: Path) -> None:
     import shutil
 

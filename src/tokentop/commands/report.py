@@ -176,12 +176,15 @@ def report_blocks(args: argparse.Namespace, now: float, out: TextIO) -> int:
 
 def scanned_engine(args: argparse.Namespace) -> Engine:
     """The engine over the transcripts, resumed from its cache and brought up to date (with a
-    progress line on a terminal when that takes over a second)."""
+    progress line on a terminal when that takes over a second), a `--*-dir` given that held
+    no transcript said on stderr."""
     engine = make_engine(args)
     engine.load_cache()
     with progress_line(engine, sys.stderr):
         engine.scan()
     engine.save_cache()
+    for line in empty_dir_warnings(args, engine):
+        print(line, file=sys.stderr)
     return engine
 
 
@@ -245,8 +248,6 @@ def scan_into(
     first report over a long history records thousands of sessions). They are filled in
     when a summary is shown in full (`fill_consumers`)."""
     engine = scanned_engine(args)
-    for line in empty_dir_warnings(args, engine):
-        print(line, file=sys.stderr)
     recorder = SummaryRecorder(
         store, config, clock, minutes_for=engine.minutes, use_git=not args.no_git,
         consumers=False,
