@@ -11,7 +11,9 @@ import pytest
 
 from tokentop.engine import dedupe_index, dedupe_write
 from tokentop.engine import state_cache as cache_mod
+from tokentop.engine.dedupe_index import key_digests
 from tokentop.engine.engine import Engine
+from tokentop.engine.ledger_state import PackedDedupe, names_of
 from tokentop.model import LedgerSnapshot
 from tokentop.pricing import PriceTable
 from tokentop.sources.claude_code import ClaudeCodeSource
@@ -136,9 +138,27 @@ def test_keys_whose_first_halves_collide_are_still_told_apart(
     assert index is None  # another save's id: never used
 
 
+def packed(
+    keys: list[str],
+    tokens: bytes,
+    cost: bytes,
+    sessions: list[str],
+    models: list[str],
+    calls: dict[str, str],
+) -> PackedDedupe:
+    """Tables of exact keys (in slot order) hashed as a ledger keeps them."""
+    session_names, session_idx = names_of(sessions)
+    model_names, model_idx = names_of(models)
+    marks, mark_idx = names_of(list(calls.values()))
+    return PackedDedupe(
+        key_digests(keys), b"", tokens, cost, session_names, session_idx,
+        model_names, model_idx, key_digests(calls), marks, mark_idx,
+    )  # fmt: skip
+
+
 def test_the_index_round_trips_and_refuses_a_damaged_file(tmp_path: Path) -> None:
     path, save_id = tmp_path / "x.dedupe", "ab" * 16
-    fresh = dedupe_index.Fresh(
+    fresh = packed(
         ["k1", "k2"], bytes(8 * 6 * 2), bytes(16), ["s1", "s2"], ["m", "m"], {"c1": "Bash"}
     )
     dedupe_write.save(path, save_id, None, {}, fresh)
@@ -146,7 +166,7 @@ def test_the_index_round_trips_and_refuses_a_damaged_file(tmp_path: Path) -> Non
     assert index is not None
     assert (index.find("k2"), index.find("k3"), index.find_call("c1")) == (1, None, "Bash")
     assert index.slot(1).session == "s2"
-    more = dedupe_index.Fresh(["k3"], bytes(48), bytes(8), ["s3"], ["m2"], {"c1": "Bash\x000"})
+    more = packed(["k3"], bytes(48), bytes(8), ["s3"], ["m2"], {"c1": "Bash\x000"})
     dedupe_write.save(tmp_path / "y.dedupe", save_id, index, {0: ([1, 2, 3, 4, 5, 6], 0.5)}, more)
     again = dedupe_index.load(tmp_path / "y.dedupe", save_id)
     assert again is not None and again.find("k3") == 2 and again.find_call("c1") == "Bash\x000"

@@ -36,7 +36,7 @@ import zlib
 from _blake2 import blake2b  # the builtin; `hashlib` also loads OpenSSL
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -108,18 +108,6 @@ class Slot(NamedTuple):
     cost: float
     session: str
     model: str
-
-
-class Fresh(NamedTuple):
-    """Tables of exact keys, in slot order (`LedgerState`'s fields): what `dedupe_write`
-    also takes, hashed by it."""
-
-    keys: Sequence[str]
-    tokens: bytes
-    cost: bytes
-    sessions: Sequence[str]
-    models: Sequence[str]
-    calls: dict[str, str]
 
 
 class DedupeIndex:

@@ -24,14 +24,12 @@ from tokentop.engine.dedupe_index import (
     SLOT_COLUMNS,
     TRAILER,
     DedupeIndex,
-    Fresh,
     Names,
     digest_halves,
-    key_digests,
     position,
     saved_id,
 )
-from tokentop.engine.ledger_state import PackedDedupe, names_of
+from tokentop.engine.ledger_state import PackedDedupe
 
 if TYPE_CHECKING:
     from tokentop.engine.dedupe_index import Columns
@@ -42,13 +40,13 @@ def save(
     save_id: str,
     base: DedupeIndex | None,
     updates: dict[int, tuple[list[int], float]],
-    added: PackedDedupe | Fresh,
+    added: PackedDedupe,
 ) -> str:
     """Write base + what was counted since (its slots after the base's; with `updates` to
     base slots) as one index, atomically; returns the id the index at `path` carries. With
     nothing new, the base's file is kept as it is (if no other process replaced it since):
     a restart that found no new key rewrites nothing."""
-    fresh = added if isinstance(added, PackedDedupe) else hashed(added)
+    fresh = added
     unchanged = not (fresh.digests or fresh.call_digests or updates)
     if base is not None and unchanged and base.save_id and saved_id(path) == base.save_id:
         return base.save_id
@@ -63,17 +61,6 @@ def save(
     parts += _slot_columns(base, updates, fresh, names)
     files.write_atomic_parts(path, _with_trailer(parts, save_id))
     return save_id
-
-
-def hashed(fresh: Fresh) -> PackedDedupe:
-    """Tables of exact keys (in slot order) as the hashed tables a ledger keeps."""
-    sessions, session_idx = names_of(list(fresh.sessions))
-    models, model_idx = names_of(list(fresh.models))
-    marks, mark_idx = names_of(list(fresh.calls.values()))
-    return PackedDedupe(
-        key_digests(fresh.keys), b"", fresh.tokens, fresh.cost, sessions, session_idx,
-        models, model_idx, key_digests(fresh.calls), marks, mark_idx,
-    )  # fmt: skip
 
 
 def _names(base: DedupeIndex | None, fresh: PackedDedupe) -> Names:
