@@ -230,13 +230,15 @@ class HookCall:
         self.asker = asker
         self.key = SessionKey(AGENT, hook.session_id)
         self.records: list[Record] = read(files.registry)[0]
+        self.known = latest_sessions(self.records).get(self.key)
+        """The session's agent as the registry has it (and as `remember` records it)."""
 
     def append(self, record: Record) -> None:
         append(self.files.registry, record)  # a registry we cannot write must not stop the agent
 
     def remember(self) -> None:
         """Record the agent process on SessionStart, or the first time a session is seen."""
-        known = latest_sessions(self.records).get(self.key)
+        known = self.known
         if known is not None and self.hook.hook_event_name != "SessionStart":
             return
         from tokentop.processes.finding import find_agent_ancestor
@@ -249,7 +251,8 @@ class HookCall:
             return
         hook, cmdline = self.hook, ref.cmdline if ref is not None else ()
         where = (hook.cwd, hook.transcript_path, cmdline)
-        self.append(SessionRecord(AGENT, hook.session_id, pid, started, "hook", self.now, *where))
+        self.known = SessionRecord(AGENT, hook.session_id, pid, started, "hook", self.now, *where)
+        self.append(self.known)
 
     def soft_stop(self, config: Config) -> list[str]:
         """Why this tool call must be blocked (none: go on); escalates an ignored stop."""
@@ -279,8 +282,7 @@ class HookCall:
         action log, so the app, `guard` and the store know the hook stopped the agent."""
         from tokentop.processes.control import ActionResult, ProcessController, default_action_log
 
-        record = latest_sessions(self.records).get(self.key)
-        pid = record.pid if record is not None else 0
+        pid = self.known.pid if self.known is not None else 0
         message = (
             f"Blocked a {safe(self.hook.tool_name) or 'tool'} call: the agent was told to stop."
         )
@@ -303,7 +305,7 @@ class HookCall:
         decision = Watchdog(config, FakeClock(self.now)).escalation(
             session, (first.timestamp, first.responses), reason
         )
-        record = latest_sessions(self.records).get(self.key)
+        record = self.known
         from tokentop.commands.hook_escalation import exact_agent, spawn_escalation
 
         if decision is None or record is None or not exact_agent(record):
