@@ -1,4 +1,5 @@
 """Every file tokentop writes goes through here: atomic replacement, private appends, 0600.
+(And `read_bounded`: the start or end of a file tokentop reads but does not own.)
 
 Its files hold what agents did and spent, so they are owner-only. A replacement is written to
 a temp file created O_EXCL|O_NOFOLLOW with an unpredictable name beside the target, then
@@ -115,3 +116,25 @@ def create_new(path: Path, blob: bytes, mode: int = PRIVATE) -> None:
     fd = os.open(path, _CREATE, mode)
     with os.fdopen(fd, "wb") as fh:
         fh.write(blob)
+
+
+def read_bounded(
+    path: str | os.PathLike[str], limit: int, tail: bool = False
+) -> tuple[bytes, int] | None:
+    """At most `limit` bytes of a regular file (its start, or with `tail` its end) and its
+    size; None when it cannot be opened or is not a regular file: a FIFO or device planted
+    where a file is expected must not hang the reader (opened non-blocking, checked)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        start = max(st.st_size - limit, 0) if tail else 0
+        return os.pread(fd, limit, start), st.st_size
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -12,14 +12,12 @@ Loaded with a size cap and decoded strictly: a damaged file reads as empty, neve
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import msgspec
 
 from tokentop.dirs import user_dir
-from tokentop.files import write_atomic
+from tokentop.files import read_bounded, write_atomic
 from tokentop.model import RateLimits
 
 MAX_STATE_BYTES = 256 << 10
@@ -68,22 +66,11 @@ def state_path() -> Path:
 def read_state(path: Path | None = None) -> StatusState:
     """The state, or an empty one when the file is missing, not a regular file, too big or
     not ours."""
-    target = path or state_path()
-    try:
-        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+    got = read_bounded(path or state_path(), MAX_STATE_BYTES)
+    if got is None or got[1] > MAX_STATE_BYTES:
         return StatusState()
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_BYTES:
-            return StatusState()
-        blob = os.read(fd, MAX_STATE_BYTES)
-    except OSError:
-        return StatusState()
-    finally:
-        os.close(fd)
-    try:
-        return _DECODER.decode(blob)
+        return _DECODER.decode(got[0])
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return StatusState()
 

@@ -23,12 +23,12 @@ regular and at most MAX_FILE_BYTES, lines over MAX_RUN_LINE are bad, names are c
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
 
+from tokentop.files import read_bounded
 from tokentop.sources.base import DECODE_ERRORS, bounded_ts
 
 MAX_FILE_BYTES = 8 << 20
@@ -183,19 +183,8 @@ def _run(line: bytes) -> CronRun | None:
 def _read(path: Path, newest: bool = False) -> bytes | None:
     """The file (at most MAX_FILE_BYTES: its start, or with `newest` its end from the first
     whole line), if it is a regular file: never a FIFO or a device."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+    got = read_bounded(path, MAX_FILE_BYTES, tail=newest)
+    if got is None:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        if not newest or st.st_size <= MAX_FILE_BYTES:
-            return os.pread(fd, MAX_FILE_BYTES, 0)
-        tail = os.pread(fd, MAX_FILE_BYTES, st.st_size - MAX_FILE_BYTES)
-        return tail[tail.find(b"\n") + 1 :]
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    data, size = got
+    return data[data.find(b"\n") + 1 :] if newest and size > MAX_FILE_BYTES else data

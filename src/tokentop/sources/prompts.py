@@ -19,11 +19,11 @@ skipped, and the text is cut to MAX_PROMPT_CHARS. Other agents' sessions have no
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Sequence
 
 import msgspec
 
+from tokentop.files import read_bounded
 from tokentop.sources.base import DECODE_ERRORS, MAX_LINE_BYTES
 
 FIRST_READ = 16 << 10
@@ -146,19 +146,8 @@ def main_file(session_id: str, files: Sequence[str]) -> str:
 def _head(path: str, size: int) -> tuple[bytes, bool]:
     """The file's first `size` bytes, and whether that is all of it; nothing if it is not a
     regular file (a FIFO planted at a transcript path must not hang the reader)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except (OSError, ValueError):
-        return b"", True
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return b"", True
-        return os.pread(fd, size, 0), st.st_size <= size
-    except OSError:
-        return b"", True
-    finally:
-        os.close(fd)
+    got = read_bounded(path, size)
+    return (got[0], got[1] <= size) if got is not None else (b"", True)
 
 
 def _lines(head: bytes, whole: bool) -> list[bytes]:
