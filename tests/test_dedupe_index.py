@@ -373,3 +373,27 @@ def test_slots_spilled_to_files_count_like_slots_in_memory(
     assert spilled[:2] == in_memory[:2]
     append(projects / "s3.jsonl", response("msg_3_0", "s3", 900), result("t3_9", "s3"))
     assert resumed(root, cache) == cold(root) != in_memory[0]
+
+
+def test_a_save_leaves_a_live_sessions_recent_calls_decoded_and_freezes_a_quiet_ones(
+    tmp_path: Path,
+) -> None:
+    """The cache stores recent calls encoded; in memory only a quiet session's stay so (a
+    live one's are read at every snapshot), and a restart reads back the same calls."""
+    from datetime import datetime
+
+    root = tmp_path / "claude"
+    path = root / "projects" / "-w-p" / "aaaa.jsonl"
+    append(path, *(response(f"msg_{i}", "aaaa", 5, tool=f"tool_{i}") for i in range(3)))
+    engine = engine_for(root, tmp_path / "cache")
+    engine.scan()
+    [session] = engine.ledger.state.sessions.values()
+    session.thawed_recent()  # as the next tool call of a live session does
+    at = datetime.fromisoformat("2026-11-20T12:00:00+00:00").timestamp()
+    saved = engine.ledger.cache_state(at + 60)  # live: 1 minute after its last response
+    assert len(session.recent) == 3 and not session.recent_frozen
+    [copy] = saved.sessions.values()
+    assert copy.recent_frozen and copy.recent_calls() == session.recent_calls()
+    engine.ledger.cache_state(at + 3600)  # quiet for an hour
+    assert not session.recent and session.recent_frozen
+    assert [c.name for c in session.recent_calls()] == ["Bash"] * 3

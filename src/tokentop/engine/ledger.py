@@ -118,14 +118,16 @@ class Ledger(RunCounting):
         A session quiet for longer than the pace window keeps only its newest response's
         pace entry (its time is the snapshot's `last_response_ts`): the others can never be
         read again, since a later response starts a stretch of its own (pace.recent), and
-        they were a quarter of a large history's cache."""
+        they were a quarter of a large history's cache. Its recent calls are kept encoded
+        from now on; a live session's are encoded in the copy saved only."""
         sessions = dict(self.state.sessions)
         quiet_before = now - PACE_WINDOW_S
         for sid, session in sessions.items():
-            session.freeze_recent()
+            if session.last_ts < quiet_before:
+                session.freeze_recent()
+            saved = session.frozen_copy()  # itself when frozen above
             kept = newest_only(session.pace, quiet_before)
-            if kept is not None:
-                sessions[sid] = msgspec.structs.replace(session, pace=kept)
+            sessions[sid] = saved if kept is None else msgspec.structs.replace(saved, pace=kept)
         return LedgerState(sessions=sessions, estimated_slots=sorted(self._estimated))
 
     def save_index(self, path: Path, delta_path: Path, save_id: str) -> tuple[str, str]:

@@ -170,13 +170,24 @@ class SessionState(msgspec.Struct):
         return _RECENT.decode(self.recent_frozen) if self.recent_frozen else self.recent
 
     def freeze_recent(self) -> None:
-        """Encode `recent` until something adds to it. An answered call drops its id: only
-        an unanswered one is looked up by id (a result finds its call)."""
+        """Encode `recent` until something adds to it."""
         if self.recent:
-            calls = [
-                c if c.outcome < 0 else msgspec.structs.replace(c, call_id="") for c in self.recent
-            ]
-            self.recent_frozen, self.recent = _RECENT_OUT.encode(calls), []
+            self.recent_frozen, self.recent = self._encoded_recent(), []
+
+    def frozen_copy(self) -> SessionState:
+        """A copy with `recent` encoded, this one left as it is (a live session's calls are
+        read at every snapshot: decoding them each time would cost more than it saves)."""
+        if not self.recent:
+            return self
+        return msgspec.structs.replace(self, recent=[], recent_frozen=self._encoded_recent())
+
+    def _encoded_recent(self) -> bytes:
+        """An answered call drops its id: only an unanswered one is looked up by id (a
+        result finds its call)."""
+        calls = [
+            c if c.outcome < 0 else msgspec.structs.replace(c, call_id="") for c in self.recent
+        ]
+        return _RECENT_OUT.encode(calls)
 
     @property
     def key(self) -> SessionKey:
