@@ -86,6 +86,7 @@ def test_outfile_is_followed_on_its_thread(tmp_path: Path) -> None:
     hub = TelemetryHub(engine, local_names=[], wait_s=0.0)
     follower = OutfileFollower(outfile, hub)
     engine.start()
+    hub.start()  # as the fleet starts it: what came before the engine's scan ended is settled
     follower.start()
     try:
         with outfile.open("a") as f:
@@ -97,4 +98,5 @@ def test_outfile_is_followed_on_its_thread(tmp_path: Path) -> None:
         assert wait_until(counted, timeout=10)
     finally:
         follower.stop()
+        hub.stop()
         engine.stop()
