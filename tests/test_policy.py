@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from tokentop.clock import FakeClock
-from tokentop.config import Budget, Budgets, Config, parse_config
+from tokentop.config import Config, parse_config
 from tokentop.engine.engine import Engine
 from tokentop.engine.ledger import Ledger
 from tokentop.model import RecentTool, SessionKey, SessionSnapshot, TokenCounts
@@ -26,7 +26,6 @@ from tokentop.policy.detectors import (
     ping_pong,
     repeated_call,
     repeated_error,
-    with_budget,
 )
 from tokentop.pricing import PriceTable
 from tokentop.sources.base import Source
@@ -127,13 +126,11 @@ def test_a_token_budget_counts_every_kind_unless_told_otherwise() -> None:
     assert [d for d in detect(snap, narrow, NOW) if d.detector == "budget"] == []
 
 
-def test_project_budget_and_command_line_override() -> None:
+def test_project_budget_beats_the_default() -> None:
     cfg = config("[budgets]\nusd = 10\n[budgets.projects.shop]\nusd = 0.4\n")
     assert detectors(session(cost_usd=0.5), cfg) == ["budget"]
-    assert detectors(session(cost_usd=0.5), with_budget(cfg, 20.0, None)) == []
-    tight = with_budget(cfg, None, 1_000)
-    assert tight.budgets.projects["shop"] == Budget(usd=0.4, tokens=1_000)
-    assert with_budget(Config(), None, None).budgets == Budgets()
+    roomy = config("[budgets]\nusd = 0.1\n[budgets.projects.shop]\nusd = 20\n")
+    assert detectors(session(cost_usd=0.5), roomy) == []
 
 
 # -- loop -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from tokentop.config import Budget, Budgets, Config
+from tokentop.config import Budget, Config
 from tokentop.model import Action, RecentTool, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.policy.budgets import Level, budget_use
 from tokentop.policy.settings import ALL_TOKEN_KINDS, LoopPolicy, PolicyAction, TokenKind
@@ -193,21 +193,6 @@ def _spent(snapshot: SessionSnapshot, budget: Budget, kinds: Sequence[TokenKind]
         which = "" if len(kinds) == len(ALL_TOKEN_KINDS) else f" ({'+'.join(kinds)})"
         parts.append(f"{snapshot.tokens.total:,} of {budget.tokens:,} tokens{which}")
     return ", ".join(parts)
-
-
-def with_budget(config: Config, usd: float | None, tokens: int | None) -> Config:
-    """`config` with a command-line budget that beats every configured level."""
-    if usd is None and tokens is None:
-        return config
-    override = Budget(usd, tokens)
-    budgets = config.budgets
-    replaced = Budgets(
-        usd if usd is not None else budgets.usd,
-        tokens if tokens is not None else budgets.tokens,
-        {name: override.over(b) for name, b in budgets.projects.items()},
-        {name: override.over(b) for name, b in budgets.agents.items()},
-    )
-    return msgspec.structs.replace(config, budgets=replaced)
 
 
 # -- loop ---------------------------------------------------------------------------------
