@@ -59,15 +59,20 @@ def statusline_command() -> str:
 
 
 def is_our_statusline(entry: object) -> bool:
-    command = entry.get("command", "") if isinstance(entry, dict) else ""
-    return "tokentop.commands.statusline" in str(command) or str(command).rstrip().endswith(
-        "tokentop statusline"
-    )
+    return runs(entry.get("command", "") if isinstance(entry, dict) else "", "statusline")
 
 
 def is_ours(command: object) -> bool:
+    return runs(command, "hook")
+
+
+def runs(command: object, subcommand: str) -> bool:
+    """Whether a settings command runs tokentop's `subcommand`: as `python -m
+    tokentop.commands.SUBCOMMAND` (what install writes) or `... tokentop SUBCOMMAND`."""
     text = str(command)
-    return "tokentop.commands.hook" in text or text.rstrip().endswith("tokentop hook")
+    return f"tokentop.commands.{subcommand}" in text or text.rstrip().endswith(
+        f"tokentop {subcommand}"
+    )
 
 
 def merged(settings: Any, command: str) -> dict[str, Any]:
