@@ -30,7 +30,7 @@ from hook_server_helpers import (
     wait_until,
 )
 from tokentop.commands.hook_install import hook_command, statusline_command
-from tokentop.commands.hook_wire import ObjectEnd, whole_json
+from tokentop.commands.hook_wire import ObjectEnd
 
 __all__ = ["runtime"]  # a fixture
 
@@ -80,7 +80,7 @@ def test_the_end_of_an_object_is_found_however_the_reads_cut_it(data: bytes) -> 
         for second in range(cut, len(data)):
             end = ObjectEnd()
             fed = [end.feed(part) for part in (data[:cut], data[cut:second], data[second:])]
-            assert fed[-1] is whole_json(data), (data, cut, second)
+            assert fed[-1] is ObjectEnd().feed(data), (data, cut, second)
 
 
 def test_the_server_log_never_follows_a_link(

@@ -42,7 +42,7 @@ from hook_server_helpers import (
     start_call,
     wait_until,
 )
-from tokentop.commands.hook_wire import whole_json
+from tokentop.commands.hook_wire import ObjectEnd
 from tokentop.processes.control import read_action_log
 from tokentop.processes.registry import SessionRecord, SoftStopRecord, append, read
 
@@ -290,4 +290,4 @@ def test_an_ignored_soft_stop_escalates_through_the_server(
     ],
 )
 def test_the_client_knows_a_whole_json_object(data: bytes, whole: bool) -> None:
-    assert whole_json(data) is whole
+    assert ObjectEnd().feed(data) is whole

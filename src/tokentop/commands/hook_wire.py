@@ -109,11 +109,6 @@ class ObjectEnd:
         return shut and self.first == b"{" and self.last == b"}"
 
 
-def whole_json(data: bytes) -> bool:
-    """Whether `data` is one JSON object (see `ObjectEnd`)."""
-    return ObjectEnd().feed(data)
-
-
 def import_msgspec() -> None:
     """Import msgspec without `typing_extensions`: ~8 ms of an in-process hook call's
     start (and of the server's), most of it the `inspect` module that one imports.
