@@ -48,6 +48,8 @@ from tokentop.history.official import (
 )
 from tokentop.model import LimitWindow, RateLimits
 from tokentop.quantities import compact, usd
+from tokentop.sources.base import bounded_ts, parse_iso
+from tokentop.sources.codex_limits import MAX_PERCENT
 
 MAX_INPUT_BYTES = 1 << 20
 MAX_VALUE = 1e15
@@ -91,15 +93,12 @@ def bounded(value: float | None, top: float = MAX_VALUE) -> float:
     return min(max(value, 0.0), top) if value is not None and math.isfinite(value) else 0.0
 
 
-def epoch(value: float | str | None) -> float | None:
-    if not isinstance(value, str):
-        return value
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except (ValueError, OverflowError):
-        return None
+def epoch(value: float | str | None) -> float:
+    """A reset time as Unix seconds: 0.0 (unknown) when absent, unparseable or outside what
+    a datetime holds, as Codex's windows read it (codex_limits)."""
+    if isinstance(value, str):
+        return parse_iso(value)
+    return bounded_ts(value) if value is not None and math.isfinite(value) else 0.0
 
 
 def official(limits: _Limits | None, now: float) -> RateLimits | None:
@@ -110,10 +109,8 @@ def official(limits: _Limits | None, now: float) -> RateLimits | None:
     for field, _, minutes in WINDOWS:
         w: _Window | None = getattr(limits, field)
         if w is not None and w.used_percentage is not None:
-            resets = bounded(epoch(w.resets_at), 253_402_300_799.0)  # year 9999
-            windows.append(
-                LimitWindow(field, bounded(w.used_percentage, 10_000.0), minutes, resets)
-            )
+            used = bounded(w.used_percentage, MAX_PERCENT)
+            windows.append(LimitWindow(field, used, minutes, epoch(w.resets_at)))
     return RateLimits(now, tuple(windows), "claude.ai") if windows else None
 
 
