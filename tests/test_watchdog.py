@@ -294,3 +294,11 @@ def test_the_json_flags_are_the_apps_flags() -> None:
     judged = judge_once(ledger([session]), parse_config("[budgets]\nusd = 1\n")).sessions[0]
     row = row_view(judged.session, judged.use, judged.state, False, judged.flags)
     assert judged_dict(judged)["flags"] == row.flags == "OE?"
+
+
+def test_a_session_key_reads_back_what_it_wrote() -> None:
+    """The store and the action log keep keys as text; colons in an id (a file name may
+    hold them) stay in the id."""
+    for key in (KEY, SessionKey("openclaw", "cron:job-1:run-2"), SessionKey("codex", "")):
+        assert SessionKey.parse(str(key)) == key
+    assert SessionKey.parse("no-colon") is None

@@ -43,6 +43,12 @@ class SessionKey(msgspec.Struct, frozen=True, order=True, array_like=True, gc=Fa
     def __str__(self) -> str:
         return f"{self.agent}:{self.session_id}"
 
+    @classmethod
+    def parse(cls, text: str) -> SessionKey | None:
+        """The key `str(key)` wrote ("agent:session id"), or None without a colon."""
+        agent, sep, session_id = text.partition(":")
+        return cls(agent, session_id) if sep else None
+
 
 class TokenCounts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Token counts split by how they are billed; every field is disjoint from the others.

@@ -80,10 +80,9 @@ class ActionMemory:
         changed: set[SessionKey] = set()
         for action in self.feed():
             verb = action.action
-            agent, sep, session_id = action.session.partition(":")
-            if not sep or verb not in (*STOPPING, "resume"):
+            key = SessionKey.parse(action.session)
+            if key is None or verb not in (*STOPPING, "resume"):
                 continue  # a hook block stops no process
-            key = SessionKey(agent, session_id)
             if self.note(key, verb, action.ok, action.timestamp, action.origin):  # type: ignore[arg-type]
                 changed.add(key)
         return changed

@@ -158,9 +158,9 @@ class Watchdog:
         """The budgets set for one session (in this process or in the store), by session."""
         with self._lock:
             stored = {
-                SessionKey(*name.split(":", 1)): own
+                key: own
                 for name, own in self.config.session_budgets.items()
-                if ":" in name
+                if (key := SessionKey.parse(name)) is not None
             }
             found: dict[SessionKey, Budget] = {}
             for key in {*stored, *self._overrides}:
