@@ -250,19 +250,23 @@ def become(request: Request) -> None:
 
 def still_waiting(conn: socket.socket) -> bool:
     """Whether the client still holds the connection (it does until it has our answer)."""
+    return not client_gone(conn, 0)
+
+
+def client_gone(conn: socket.socket, timeout_ms: int | None) -> bool:
+    """Whether the client hung up or shut its end (waiting up to `timeout_ms`; None: until
+    it does). A peer's half-close shows as POLLRDHUP, which must be asked for."""
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLRDHUP)
-    return not any(events & GONE for _, events in poller.poll(0))
+    return any(events & GONE for _, events in poller.poll(timeout_ms))
 
 
 def watch(conn: socket.socket) -> None:
     """End this worker the moment the client goes (killed, or no longer waiting)."""
 
     def run() -> None:
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLRDHUP)
-        while True:
-            if any(events & GONE for _, events in poller.poll()):
-                os._exit(EXIT_CLIENT_GONE)
+        while not client_gone(conn, None):
+            pass
+        os._exit(EXIT_CLIENT_GONE)
 
     threading.Thread(target=run, name="tokentop-hook-client", daemon=True).start()
