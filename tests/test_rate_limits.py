@@ -111,3 +111,23 @@ def test_huge_and_negative_shares_are_bounded() -> None:
     [seen] = out
     assert isinstance(seen, LimitsSeen)
     assert [(w.used_pct, w.resets_at) for w in seen.limits.windows] == [(10_000.0, 0.0), (0.0, 0.0)]
+
+
+def test_a_reset_time_past_what_a_datetime_holds_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10000-01-01T23:59:59Z as Unix seconds: an aware datetime at -24:00 on the last day of
+    9999 has that timestamp, but no UTC (or local) datetime holds it, so printing it
+    crashed `sessions --json`."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    edge = (
+        b'{"timestamp":"2025-10-31T17:02:00.000Z","type":"event_msg","payload":{"type":'
+        b'"token_count","info":null,"rate_limits":{"primary":{"used_percent":3.0,'
+        b'"window_minutes":300,"resets_at":253402387199}}}}'
+    )
+    [session] = sessions_json(codex_home(tmp_path, edge), capsys)
+    limits = session["rate_limits"]
+    assert isinstance(limits, dict)
+    assert limits["windows"] == [
+        {"name": "primary", "used_percent": 3.0, "window_minutes": 300, "resets_at": None}
+    ]

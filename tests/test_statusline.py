@@ -101,6 +101,8 @@ def test_hostile_input_still_prints_a_line(dirs: Path) -> None:
     line = call(wild, NOW)
     assert line.startswith("tokentop 1000T tok · $0.00") and "5h 10000%" in line
     assert "↻" not in line  # a reset no datetime holds is unknown, as in Codex's windows
+    edge = {"five_hour": {"used_percentage": 5, "resets_at": 253402387199}}  # 10000-01-01Z
+    assert "↻" not in call(status(rate_limits=edge), NOW)
     assert "\x1b" not in line
     assert call(b"[]", NOW) == "tokentop: unreadable status input\n"
 

@@ -175,6 +175,11 @@ class SessionInfo(msgspec.Struct, frozen=True, gc=False):
     """The machine the session runs on, for sessions reported by telemetry; "" is this one."""
 
 
+MAX_PERCENT = 10_000.0
+"""A vendor window's used share beyond this is nonsense from a hostile file: capped, not
+trusted (Codex's rollouts and Claude Code's status line alike)."""
+
+
 class LimitWindow(msgspec.Struct, frozen=True, gc=False):
     """One of a vendor's own usage windows, as the agent was told it (not computed here)."""
 

@@ -46,10 +46,9 @@ from tokentop.history.official import (
     read_state,
     write_state,
 )
-from tokentop.model import LimitWindow, RateLimits
+from tokentop.model import MAX_PERCENT, LimitWindow, RateLimits
 from tokentop.quantities import compact, usd
 from tokentop.sources.base import bounded_ts, parse_iso
-from tokentop.sources.codex_limits import MAX_PERCENT
 
 MAX_INPUT_BYTES = 1 << 20
 MAX_VALUE = 1e15
@@ -98,7 +97,7 @@ def epoch(value: float | str | None) -> float:
     a datetime holds, as Codex's windows read it (codex_limits)."""
     if isinstance(value, str):
         return parse_iso(value)
-    return bounded_ts(value) if value is not None and math.isfinite(value) else 0.0
+    return bounded_ts(value) if value is not None else 0.0
 
 
 def official(limits: _Limits | None, now: float) -> RateLimits | None:

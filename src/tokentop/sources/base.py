@@ -25,8 +25,10 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 """A token count. Null, negative, bool, float or over `MAX_COUNT` fails the decode, so the
 line is counted as bad with the reason."""
 
-MAX_TIMESTAMP = 253402387199.0
-"""The last instant a datetime can hold (9999-12-31T23:59:59 at the largest UTC offset)."""
+MAX_TIMESTAMP = 253402128000.0
+"""9999-12-30T00:00:00Z: later instants may not be printable. An aware datetime late on
+9999-12-31 can stand for a Unix time that no UTC or local datetime holds, and printing
+one raised (year 10000 is out of range)."""
 
 DECODE_ERRORS = (
     msgspec.DecodeError,

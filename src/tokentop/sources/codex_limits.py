@@ -12,11 +12,9 @@ import math
 
 import msgspec
 
-from tokentop.model import LimitWindow, RateLimits
+from tokentop.model import MAX_PERCENT, LimitWindow, RateLimits
 from tokentop.sources.base import Count, bounded_ts
 
-MAX_PERCENT = 10_000.0
-"""A used share beyond this is nonsense from a hostile file: it is capped, not trusted."""
 MAX_PLAN = 40
 
 
