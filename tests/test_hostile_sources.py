@@ -135,3 +135,24 @@ def mutate(rng: random.Random, line: bytes, samples: list[bytes]) -> bytes:
         else:  # a string where an object was
             data[at:at] = b'"x"'
     return bytes(data)
+
+
+def test_a_claude_time_no_datetime_prints_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Late on 9999-12-31 at a negative offset is a valid ISO time whose Unix time no
+    datetime prints: `sessions --json` crashed on it (year 10000 is out of range). Such a
+    time is unknown, and the response still counts."""
+    from tokentop.cli import main
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    folder = tmp_path / "projects" / "p"
+    folder.mkdir(parents=True)
+    (folder / "s1.jsonl").write_text(
+        '{"type":"assistant","sessionId":"s1","cwd":"/tmp",'
+        '"timestamp":"9999-12-31T23:59:59-23:59","message":{"id":"m1",'
+        '"model":"claude-sonnet-4-5","usage":{"input_tokens":10,"output_tokens":5}}}\n'
+    )
+    assert main(["sessions", "--json", "--no-cache", "--claude-dir", str(tmp_path)]) == 0
+    [session] = msgspec.json.decode(capsys.readouterr().out)
+    assert session["tokens"]["total"] == 15

@@ -232,3 +232,22 @@ def test_a_refused_request_never_smuggles_the_next_one() -> None:
             == 200
         )
         assert r.wait_tokens("claude", "smuggled", 9).responses == 1
+
+
+def test_an_event_time_no_datetime_prints_falls_back_to_the_records() -> None:
+    """`event.timestamp` is the sender's text: late on 9999-12-31 at -23:59 it is a Unix time
+    past what a datetime prints (it crashed the JSON output). It is taken as absent."""
+    from tokentop.telemetry.agents import from_log
+    from tokentop.telemetry.otlp import LogItem
+
+    def when(stamp: str) -> float:
+        attrs: dict[str, str | int | float | bool] = {
+            "event.timestamp": stamp, "session.id": "s1", "request_id": "r1", "input_tokens": 5,
+        }  # fmt: skip
+        usage = from_log(LogItem("claude_code.api_request", 1.7e9, attrs, {}))
+        assert usage is not None and usage.tokens.input == 5
+        return usage.time
+
+    assert when("2025-12-02T18:26:40.000Z") == 1764700000.0
+    assert when("9999-12-31T23:59:59-23:59") == 1.7e9
+    assert when("not a time") == 1.7e9

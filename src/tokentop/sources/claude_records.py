@@ -14,7 +14,7 @@ from zlib import crc32
 
 import msgspec
 
-from tokentop.sources.base import DECODE_ERRORS, MAX_LINE_BYTES, Count
+from tokentop.sources.base import DECODE_ERRORS, MAX_LINE_BYTES, MAX_TIMESTAMP, Count, bounded_ts
 
 # Fields are declared in the order Claude Code writes them: msgspec tries the next declared
 # field first when matching keys, which saves a few percent on the hot path.
@@ -129,9 +129,12 @@ def output_hash(raw: bytes) -> str:
 
 
 def epoch(value: datetime | str | None) -> float:
-    """Unix seconds of a record timestamp (naive times taken as UTC); 0.0 when unparseable."""
+    """Unix seconds of a record timestamp (naive times taken as UTC); 0.0 when unparseable
+    or out of range (a time late on 9999-12-31 at a negative offset is past what a datetime
+    can print: `bounded_ts`)."""
     if type(value) is datetime and value.tzinfo is not None:
-        return value.timestamp()
+        ts = value.timestamp()
+        return ts if 0.0 <= ts <= MAX_TIMESTAMP else 0.0
     if value is None:
         return 0.0
     if isinstance(value, str):
@@ -139,4 +142,4 @@ def epoch(value: datetime | str | None) -> float:
             value = datetime.fromisoformat(value)
         except ValueError:
             return 0.0
-    return value.replace(tzinfo=value.tzinfo or UTC).timestamp()
+    return bounded_ts(value.replace(tzinfo=value.tzinfo or UTC).timestamp())

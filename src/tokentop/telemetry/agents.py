@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
 
 import msgspec
 
 from tokentop.model import TokenCounts
+from tokentop.sources.base import parse_iso
 from tokentop.telemetry.otlp import Attrs, LogItem, PointItem, Scalar
 
 MAX_COUNT = 10**12
@@ -212,12 +212,7 @@ def cost(attrs: Attrs) -> float | None:
 def _when(attrs: Attrs, fallback: float) -> float:
     """`event.timestamp` (ISO, as the agents write it) else the record's time."""
     stamp = attrs.get("event.timestamp")
-    if isinstance(stamp, str):
-        try:
-            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    return fallback
+    return (parse_iso(stamp) if isinstance(stamp, str) else 0.0) or fallback
 
 
 def _sig(tokens: TokenCounts) -> str:
