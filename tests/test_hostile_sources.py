@@ -156,3 +156,10 @@ def test_a_claude_time_no_datetime_prints_is_unknown(
     assert main(["sessions", "--json", "--no-cache", "--claude-dir", str(tmp_path)]) == 0
     [session] = msgspec.json.decode(capsys.readouterr().out)
     assert session["tokens"]["total"] == 15
+
+
+def test_an_unprintable_time_is_null_in_the_json_not_a_crash() -> None:
+    """The last guard, for a time some future reader forgets to bound."""
+    assert output.iso(1.7e9) == "2023-11-14T22:13:20.000Z"
+    for ts in (253402387199.0, 1e300, float("nan"), -1e300):
+        assert output.iso(ts) is None

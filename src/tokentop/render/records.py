@@ -21,9 +21,13 @@ from tokentop.sources.base import name_text
 
 
 def iso(ts: float) -> str | None:
-    if not ts:
+    """A Unix time as ISO-8601 UTC; None when unknown, or past what a datetime holds (the
+    sources bound times, and one such value must not cost the whole output)."""
+    try:
+        stamp = datetime.fromtimestamp(ts, UTC) if ts else None
+    except (ValueError, OverflowError, OSError):
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z") if stamp else None
 
 
 def session_dict(s: SessionSnapshot, files: dict[str, FileHealth] | None = None) -> dict[str, Any]:
