@@ -57,7 +57,6 @@ class Message(msgspec.Struct, gc=False):
 class Line(msgspec.Struct, gc=False):
     """The narrowest line that still gives a response's usage."""
 
-    sessionId: str | None = None
     message: Message | None = None
 
 
@@ -92,16 +91,22 @@ def floor_scan(root: str, struct: str) -> int:
     half = len(files) // 2
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        with os.fdopen(write_end, "wb") as out:
-            out.write(msgspec.msgpack.encode(largest(files[half:])))
-        os._exit(0)
+    if pid == 0:  # the child: its half, then out, never back into the parent's code
+        status = 1
+        try:
+            os.close(read_end)
+            with os.fdopen(write_end, "wb") as out:
+                out.write(msgspec.msgpack.encode(largest(files[half:])))
+            status = 0
+        finally:
+            os._exit(status)
     os.close(write_end)
     mine = largest(files[:half])
     with os.fdopen(read_end, "rb") as inp:
-        theirs: dict[str, int] = msgspec.msgpack.decode(inp.read())
-    os.waitpid(pid, 0)
+        data = inp.read()
+    if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]):
+        raise SystemExit("the floor scan's second process failed")
+    theirs: dict[str, int] = msgspec.msgpack.decode(data)
     for key, total in theirs.items():
         if total > mine.get(key, -1):
             mine[key] = total
@@ -140,6 +145,7 @@ def main() -> int:
         ),
     }
     walls: dict[str, list[float]] = {name: [] for name in tools}
+    cpus: dict[str, list[float]] = {name: [] for name in tools}
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     warm_page_cache(corpus)
     with tempfile.TemporaryDirectory(prefix="tt-floor-") as tmp:
@@ -155,6 +161,7 @@ def main() -> int:
                 if got != want:
                     raise SystemExit(f"{name}: total {got:,} != expected {want:,}")
                 walls[name].append(result.wall_s)
+                cpus[name].append(result.cpu_s)
             print(f"  rep {rep + 1}/{args.reps}", file=sys.stderr, flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ref = statistics.median(walls["ccusage"])
@@ -162,7 +169,8 @@ def main() -> int:
     for name, times in walls.items():
         med = statistics.median(times)
         spread = f"({min(times):.3f}-{max(times):.3f})"
-        print(f"{name:14s} {med:6.3f} s {spread}  {med / ref:.2f} x ccusage")
+        cpu = statistics.median(cpus[name])
+        print(f"{name:14s} {med:6.3f} s {spread}  {med / ref:.2f} x ccusage  CPU {cpu:.2f} s")
     return 0
 
 

@@ -26,6 +26,8 @@ class RunResult:
     returncode: int
     stdout_path: Path
     stderr_tail: str
+    cpu_s: float = 0.0
+    """User + system CPU of the process and the children it waited for (`wait4`)."""
 
 
 class TreeRssSampler(threading.Thread):
@@ -89,4 +91,5 @@ def measure(argv: list[str], env: dict[str, str], stdout_path: Path) -> RunResul
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
     peak = max(sampler.peak, usage.ru_maxrss * 1024)
-    return RunResult(wall, peak, proc.returncode, stdout_path, tail)
+    cpu = usage.ru_utime + usage.ru_stime
+    return RunResult(wall, peak, proc.returncode, stdout_path, tail, cpu)

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from tokentop.model import base_name
+from tokentop.model import SessionKey, base_name
 from tokentop.quantities import compact as compact
 from tokentop.quantities import usd as usd
 
@@ -42,6 +42,13 @@ def project_name(cwd: str) -> str:
     """A session's project as every view names it: its cwd's last part (POSIX or Windows),
     cut to a column's width; "" for none. Escaping is the caller's (terminal or JSON)."""
     return base_name(cwd)
+
+
+def short_session(text: str) -> str:
+    """A session key's text ("agent:id") with its id cut to 8 characters, as tables show
+    it; text that is no key is left as it is."""
+    key = SessionKey.parse(text)
+    return text if key is None else f"{key.agent}:{key.session_id[:8]}"
 
 
 def sparkline(series: Sequence[float], width: int) -> str:

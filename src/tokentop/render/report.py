@@ -15,7 +15,7 @@ import msgspec
 
 from tokentop.history.report_rows import Judged, ReportRow
 from tokentop.quantities import plural
-from tokentop.render.figures import compact, duration, usd, when
+from tokentop.render.figures import compact, duration, short_session, usd, when
 from tokentop.render.markdown import summary_markdown
 from tokentop.render.text import csv_text, json_for_terminal, md_inline, safe
 
@@ -69,8 +69,7 @@ def _header(by: str) -> list[str]:
 def _line(row: ReportRow, by: str, short: bool) -> list[str]:
     group = row.group
     if by == "session" and short:
-        agent, _, sid = group.partition(":")
-        group = f"{agent}:{sid[:8]}"
+        group = short_session(group)
     return [group, *([row.project] if by == "session" else []), *_cells(row)]
 
 

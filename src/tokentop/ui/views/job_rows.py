@@ -48,10 +48,9 @@ def run_row(run: JobRun, now: float, first_changed: JobRun | None) -> RunRow:
     route = run.route
     cheapest = fmt.usd(route.cheapest_usd) if route is not None and route.cheapest_models else ""
     mark = "⚑ changed here" if first_changed is not None and run == first_changed else ""
-    agent, _, sid = run.session.partition(":")
     cells = [
         local_time(run.at, now),
-        safe(f"{agent}:{sid[:8]}") if run.session else "(no transcript)",
+        safe(fmt.short_session(run.session)) if run.session else "(no transcript)",
         run.status or "-",
         fmt.usd(run.cost_usd, run.cost_complete),
         cheapest,
