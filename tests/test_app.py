@@ -779,6 +779,7 @@ def test_number_forms_for_narrow_cells() -> None:
     assert fmt.cost(0.0, ("mystery",)) == "?"  # never $0 for an unknown price
     assert fmt.cost(2.0, ("mystery",)) == "≥$2.00"
     assert fmt.duration(59) == "59s" and fmt.duration(3 * 3600 + 300) == "3h05"
+    assert fmt.duration(167932) == "1d22h" and fmt.duration(12 * 86400 + 7200) == "12d"
     assert fmt.bar(0.5, 4) == "██  " and fmt.bar(2.0, 4) == "████"
     assert fmt.sparkline([0, 5, 10], 5) == "   ▅█"
     assert fmt.bar_chart([0, 8, 16], 2) == ["  █", " ██"]

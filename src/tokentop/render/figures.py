@@ -74,7 +74,8 @@ def bar(fraction: float, width: int) -> str:
 
 
 def duration(seconds: float) -> str:
-    """45s, 12m, 3h05, 2d; "∞" for unbounded."""
+    """45s, 12m, 3h05, 1d22h, 12d: at most 5 characters (the ETA column's width); under
+    ten days the hours stay (a report's active time of 1d22h is not "1d"); "∞" for unbounded."""
     if math.isinf(seconds):
         return "∞"
     s = max(0, int(seconds))
@@ -84,7 +85,8 @@ def duration(seconds: float) -> str:
         return f"{s // 60}m"
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}"
-    return f"{s // 86400}d"
+    days, hours = s // 86400, s % 86400 // 3600
+    return f"{days}d{hours:02d}h" if days < 10 else f"{days}d"
 
 
 def eta(seconds: float | None, none: str = "-") -> str:
