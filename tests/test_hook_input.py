@@ -118,9 +118,25 @@ def test_hostile_input_never_escapes_the_cache_dir_or_blocks(
 
 def test_the_stop_message_escapes_what_the_transcript_named() -> None:
     from tokentop.commands.hook_answer import stop_message
+    from tokentop.policy.detectors import Finding
 
-    text = stop_message(["looping: the same \x1b]2;PWNED\x07 call 6 times"])
+    loop = Finding("loop", "warn", "looping: the same \x1b]2;PWNED\x07 call 6 times")
+    text = stop_message([loop])
     assert "\x1b" not in text and "\\x1b]2;PWNED\\x07" in text
+    assert "[policy.loop]" in text and "budget" not in text
+
+
+def test_the_stop_message_says_what_lifts_each_stop() -> None:
+    """A budget set for the session (`b`, `run --budget`) beats the config's, so "raise the
+    budget in the config" was the wrong fix to pass on."""
+    from tokentop.commands.hook_answer import stop_message
+    from tokentop.policy.detectors import Finding
+
+    over = Finding("budget", "kill", "over budget: $0.05 of $0.05 (104%)", 2)
+    loop = Finding("loop", "warn", "looping: the same call 6 times")
+    text = stop_message([over, loop])
+    assert "key b in tokentop" in text and "beats the config's" in text
+    assert "[policy.loop]" in text
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from tokentop.config import Config
     from tokentop.engine.ledger import CostFn
     from tokentop.model import SessionSnapshot
+    from tokentop.policy.detectors import Finding
     from tokentop.sources.base import FileParser
 
 DESCRIPTION = "A Claude Code hook for SessionStart and PreToolUse (soft stop)."
@@ -211,9 +212,9 @@ def handle(
         )  # the budgets set with `b` in the app count here too
     except Exception as error:  # ConfigError, or anything else: never block on our own fault
         return fail(err, str(error))
-    reasons = call.soft_stop(config)
-    if reasons:
-        err.write(stop_message(reasons))
+    findings = call.soft_stop(config)
+    if findings:
+        err.write(stop_message(findings))
         return EXIT_BLOCK
     return EXIT_GO_ON
 
@@ -254,7 +255,7 @@ class HookCall:
         self.known = SessionRecord(AGENT, hook.session_id, pid, started, "hook", self.now, *where)
         self.append(self.known)
 
-    def soft_stop(self, config: Config) -> list[str]:
+    def soft_stop(self, config: Config) -> list[Finding]:
         """Why this tool call must be blocked (none: go on); escalates an ignored stop."""
         if not config.policy.soft_stop.enabled:
             return []
@@ -262,20 +263,20 @@ class HookCall:
 
         transcript, cost = Path(self.hook.transcript_path), build_table(config.prices).cost
         session = read_session(transcript, self.key, self.now, cost, self.files.cache_dir)
-        reasons = stop_reasons(session, config, self.now) if session is not None else []
+        findings = stop_reasons(session, config, self.now) if session is not None else []
         episode = soft_stop_episode(self.records, self.key)
         sid = self.key.session_id
-        if not reasons or session is None:
+        if not findings or session is None:
             if episode:
                 self.append(SoftStopRecord(AGENT, sid, "cleared", self.now, 0))
             return []
-        reason = "; ".join(reasons)
+        reason = "; ".join(f.reason for f in findings)
         if not episode:
             self.append(SoftStopRecord(AGENT, sid, "blocked", self.now, session.responses, reason))
             self.log_block(reason)
         else:
             self.escalate_if_due(episode, session, config, reason)
-        return reasons
+        return findings
 
     def log_block(self, reason: str) -> None:
         """The first blocked call of an episode is an action like a pause: in the shared
@@ -361,7 +362,7 @@ class SessionFolder:
         return self._claude.new_parser(path)
 
 
-def stop_reasons(session: SessionSnapshot, config: Config, now: float) -> list[str]:
+def stop_reasons(session: SessionSnapshot, config: Config, now: float) -> list[Finding]:
     """Why the agent must stop, as the one Watchdog judges it (see `Watchdog.stop_reasons`)."""
     from tokentop.clock import FakeClock
     from tokentop.policy.watchdog import Watchdog
@@ -369,12 +370,23 @@ def stop_reasons(session: SessionSnapshot, config: Config, now: float) -> list[s
     return Watchdog(config, FakeClock(now)).stop_reasons(session)
 
 
-def stop_message(reasons: list[str]) -> str:
+LIFTED_BY: dict[str, str] = {
+    "budget": "raising this session's budget (key b in tokentop, or `tokentop run --budget`; "
+    "a session's own budget beats the config's)",
+    "loop": "changing [policy.loop] in tokentop's config",
+}
+"""What lifts each kind of stop, for the agent to pass on: the config alone does not lift a
+budget set for the session."""
+
+
+def stop_message(findings: list[Finding]) -> str:
+    reasons = "; and ".join(safe(f.reason) for f in findings)
+    lifts = " or ".join(dict.fromkeys(LIFTED_BY[f.detector] for f in findings))
     return (
-        f"tokentop: stop. This session is {'; and '.join(safe(r) for r in reasons)}.\n"
+        f"tokentop: stop. This session is {reasons}.\n"
         "Do not start anything new and do not retry the same thing. Reply with a short summary "
         "of what is done, what is left and what blocked you, then end your turn.\n"
-        "(The user can lift this by raising the budget in tokentop's config.)\n"
+        f"(The user can lift this by {lifts}.)\n"
     )
 
 

@@ -27,6 +27,7 @@ from tokentop.policy.budgets import BudgetUse, Level, budget_use, crossings
 from tokentop.policy.detectors import (
     DETECTORS,
     Decision,
+    Finding,
     PolicyState,
     budget_finding,
     crossed,
@@ -222,7 +223,7 @@ class Watchdog:
     def last(self) -> Judgement | None:
         return self._last
 
-    def stop_reasons(self, session: SessionSnapshot) -> list[str]:
+    def stop_reasons(self, session: SessionSnapshot) -> list[Finding]:
         """Why an agent must stop before its next tool call (the hook asks): over its budget,
         or about to repeat a loop, each unless its detector's action is "none"."""
         with self._lock:
@@ -234,7 +235,7 @@ class Watchdog:
             if policy.loop.action != "none"
             else None,
         ]
-        return [f.reason for f in found if f is not None and (f.detector, f.level) != ("budget", 1)]
+        return [f for f in found if f is not None and (f.detector, f.level) != ("budget", 1)]
 
     def escalation(
         self, session: SessionSnapshot, blocked: tuple[float, int], reason: str
