@@ -108,6 +108,7 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
         ("[keys]\nkill = ' '\n", "c.toml:2: keys.kill: expected a key name"),
         ("[keys]\nkill = 3\n", "c.toml:2: keys.kill: expected a string, got an integer"),
         ("[keys]\nkill = 'p'\n", "c.toml:2: keys.kill: 'p' is bound to both pause-resume and kill"),
+        ("[keys]\nkill = 'a'\n", "c.toml:2: keys.kill: 'a' is bound to both show-all and kill"),
         (
             "[keys]\nhelp = 'x'\nquit = 'x,q'\n",
             "c.toml:3: keys.quit: 'x' is bound to both help and quit",

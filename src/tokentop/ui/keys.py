@@ -37,6 +37,7 @@ DEFAULT_KEYS: dict[str, KeySpec] = {
     "slower": KeySpec("-", "app.refresh_rate(1)", ""),
     "show-errors": KeySpec("e", "app.show_errors", ""),
     "history": KeySpec("h", "app.history", "History"),
+    "show-all": KeySpec("a", "app.show_all", ""),
     "help": KeySpec("?,f1", "app.help", "Help"),
     "quit": KeySpec("q,f10", "app.quit", "Quit"),
     "back": KeySpec("escape", "app.clear", ""),
@@ -44,14 +45,6 @@ DEFAULT_KEYS: dict[str, KeySpec] = {
 """Binding id -> default keys; the ids are exactly those config's [keys] accepts."""
 assert set(DEFAULT_KEYS) == set(KEY_ACTIONS), "keys and config.KEY_ACTIONS must agree"
 assert {k: s.keys for k, s in DEFAULT_KEYS.items()} == KEY_STRINGS, "and config.DEFAULT_KEYS"
-
-UI_KEYS: dict[str, tuple[KeySpec, str]] = {
-    "show-all": (
-        KeySpec("a", "app.show_all", ""),
-        "Show sessions older than hide_after_h too (again: hide them)",
-    ),
-}
-"""Bindings that `[keys]` cannot rebind yet (config.KEY_ACTIONS does not list them)."""
 
 ACTION_IDS = frozenset({"pause-resume", "terminate", "kill"})
 """Bindings hidden and refused in read-only mode."""
@@ -61,20 +54,16 @@ APP_IDS = frozenset({"help", "quit"})
 """Bound on the app, so they work on every screen."""
 
 
-def all_specs() -> dict[str, KeySpec]:
-    return {**DEFAULT_KEYS, **{binding_id: spec for binding_id, (spec, _) in UI_KEYS.items()}}
-
-
 def bindings(ids: frozenset[str] | set[str]) -> list[BindingType]:
     return [
         Binding(spec.keys, spec.action, spec.label, show=bool(spec.label), id=binding_id)
-        for binding_id, spec in all_specs().items()
+        for binding_id, spec in DEFAULT_KEYS.items()
         if binding_id in ids
     ]
 
 
 def screen_ids() -> frozenset[str]:
-    return frozenset(all_specs()) - TABLE_IDS - APP_IDS
+    return frozenset(DEFAULT_KEYS) - TABLE_IDS - APP_IDS
 
 
 def key_help(overrides: Mapping[str, str], read_only: bool) -> list[tuple[str, str, str]]:
@@ -85,12 +74,10 @@ def key_help(overrides: Mapping[str, str], read_only: bool) -> list[tuple[str, s
             continue
         keys = overrides.get(binding_id, spec.keys)
         rows.append((keys.replace(",", " "), KEY_ACTIONS[binding_id], binding_id))
-    for spec, what in UI_KEYS.values():
-        rows.append((spec.keys.replace(",", " "), what, ""))
     rows.append(("ctrl+c", "Quit, as q does (htop, btop and k9s do the same)", ""))
     return rows
 
 
 def key_of(config: Config, binding_id: str) -> str:
     """The keys bound to `binding_id` now, as config.toml spells them (for hints on screen)."""
-    return config.keys.get(binding_id, all_specs()[binding_id].keys)
+    return config.keys.get(binding_id, DEFAULT_KEYS[binding_id].keys)
