@@ -534,7 +534,8 @@ async def test_tagged_rows_are_killed_together_after_confirming() -> None:
             ("kill", 1002),
         ]
         assert all(origin == "key:k" for *_, origin in procs.calls)
-        assert h.column("status")[:2] == ["● killed", "● killed"]
+        # killed, and no longer tagged (●): the next key acts on the cursor's row, not on them
+        assert h.column("status")[:2] == ["  killed", "  killed"]
         assert sum("kill pid" in m for m, _ in h.notes) == 2
 
 

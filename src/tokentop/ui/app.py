@@ -33,7 +33,7 @@ from tokentop.ui.core import AppCore, Drained, EngineLike, app_core, history_loa
 from tokentop.ui.detail_feed import DetailFeed
 from tokentop.ui.engine_state import EngineHealth
 from tokentop.ui.notices import NOTICE_S, notices_for
-from tokentop.ui.process_actions import GUARDED_ACTIONS, ProcessActions
+from tokentop.ui.process_actions import ENDING_VERBS, GUARDED_ACTIONS, ProcessActions
 from tokentop.ui.screens.detail import SessionDetail
 from tokentop.ui.screens.help import HelpScreen, ParseErrorsScreen
 from tokentop.ui.screens.history import HistoryScreen
@@ -255,6 +255,10 @@ class TokentopApp(App[None]):
 
     def on_action_done(self, message: msg.ActionDone) -> None:
         self.actions.report(message)
+        step = message.step
+        if message.outcome.ok and step.verb in ENDING_VERBS and self.view.tagged:
+            self.view.tagged.discard(str(step.session.key))  # no process left to act on
+            self.refresh_view()
 
     def on_process_found(self, message: msg.ProcessFound) -> None:
         if isinstance(self.screen, SessionDetail) and self.screen.key == message.key:

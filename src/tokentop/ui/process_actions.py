@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from textual.app import App
 
 GUARDED_ACTIONS = frozenset({"pause_resume", "terminate", "kill"})
+ENDING_VERBS = frozenset({"terminate", "kill"})
+"""Actions that leave a tagged row no process to act on again: its tag goes once they
+succeed (a paused one stays tagged, for the resume)."""
 NO_PROCESS_HINT = (
     "start the agent with `tokentop run -- <command>` or install the Claude Code hook "
     "(`tokentop hook install`) so tokentop knows its process"
