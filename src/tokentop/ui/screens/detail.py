@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from tokentop.history.git_output import GitValue, per_commit
 from tokentop.history.reconcile import Reconciliation
@@ -34,6 +34,7 @@ from tokentop.ui.views.rows import (
     short_model,
     tokens_text,
 )
+from tokentop.ui.widgets.footer import KeyFooter
 
 CHART_HEIGHT = 5
 DETAIL_IDS = frozenset({"pause-resume", "terminate", "kill", "budget"})
@@ -85,7 +86,7 @@ class SessionDetail(Screen[None]):
                 yield Static(id="detail-process", classes="panel")
                 yield Static(id="detail-tools", classes="panel")
                 yield Static(id="detail-files", classes="panel")
-        yield Footer()
+        yield KeyFooter()
 
     def show(self, view: DetailView) -> None:
         s = view.session

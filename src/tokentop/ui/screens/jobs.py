@@ -13,7 +13,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from tokentop.clock import Clock
 from tokentop.history.jobs import JobRow, JobRun
@@ -27,6 +27,7 @@ from tokentop.ui.views.job_rows import (
     job_heading,
     run_row,
 )
+from tokentop.ui.widgets.footer import KeyFooter
 
 
 class JobRunsScreen(Screen[None]):
@@ -55,7 +56,7 @@ class JobRunsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="history-header")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         change = self.row.change

@@ -7,11 +7,12 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from tokentop.render.overview import ListedTotal
 from tokentop.ui import keys
 from tokentop.ui.messages import FilterEdited, MainScreenMounted
+from tokentop.ui.widgets.footer import KeyFooter
 from tokentop.ui.widgets.header import HeaderTotals, ListedTotalLine
 from tokentop.ui.widgets.session_table import SessionTable
 
@@ -29,7 +30,7 @@ class MainScreen(Screen[None]):
         yield SessionTable(id="sessions")
         yield ListedTotalLine(id="listed-total")
         yield Input(placeholder="filter: agent, project, model, session id…", id="filter")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.filter_input.display = False
