@@ -148,6 +148,17 @@ def test_detail_view_80x24(snap_compare: SnapCompare) -> None:
     assert compare(snap_compare, ["down", "enter"], size=(80, 24))
 
 
+def test_detail_view_80x24_long_title(snap_compare: SnapCompare) -> None:
+    """A real session id and a deep cwd overflow 80 columns: the title line is cut with an
+    ellipsis, and the line under it (tokens, cost, budget, ETA) still shows."""
+    deep = make_session(
+        "0d7f6a8e-1111-4222-8333-944455556666", cwd="/home/dev/src/clients/acme/billing-api",
+        cost=2.5, tpm=12_000, usd_h=3.4, ago=5, series=(9000, 12000, 11000),
+    )  # fmt: skip
+    app = fixed_app(sessions=(deep,))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=keys_then_settle("enter"))
+
+
 def test_detail_view(snap_compare: SnapCompare) -> None:
     assert compare(snap_compare, ["down", "enter"])
 
