@@ -84,19 +84,35 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     # Every subcommand is listed, but only the one being run gets its arguments: building
     # them all costs more than the rest of a warm `sessions` run's argument handling.
-    p = sub.add_parser("sessions", help="print per-session totals")
+    p = sub.add_parser(
+        "sessions",
+        help="print per-session totals",
+        description="Read the agents' files once (from the cache, then what changed) and print "
+        "each session's tokens, cost, state and budget, judged as the app judges them: a table, "
+        "or with --json a JSON array.",
+    )
     if _wanted(argv, "sessions"):
         add_source_args(p)
         p.add_argument("--json", action="store_true", help="a JSON array, one object per session")
-    p = sub.add_parser("demo", help="the app over simulated agents (real child processes)")
+    p = sub.add_parser(
+        "demo",
+        help="the app over simulated agents (real child processes)",
+        description="The app over simulated agents: real child processes writing Claude Code "
+        "and Codex transcripts in a temporary folder, removed on exit. Pause and kill act on "
+        "them; none of your transcripts, store or action log is read or written.",
+    )
     if _wanted(argv, "demo"):
         add_source_args(p)
-        p.add_argument("--budget", type=usd_arg, default=2.0, help="demo $ budget per session")
+        p.add_argument(
+            "--budget", type=usd_arg, default=2.0,
+            help="$ budget per demo session, unless the config sets one (default: 2)",
+        )  # fmt: skip
         p.add_argument(
             "--interval",
             type=interval_arg,
             default=0.5,
-            help=f"demo agents' pace in seconds ({MIN_INTERVAL:g} to {MAX_INTERVAL:g})",
+            help=f"demo agents' pace in seconds ({MIN_INTERVAL:g} to {MAX_INTERVAL:g}; "
+            "default: 0.5)",
         )
     p = sub.add_parser(
         "watch",
@@ -140,12 +156,28 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
             help="config TOML file",
         )  # fmt: skip
-    p = sub.add_parser("statusline", help="Claude Code status line: one line, and its windows")
+    p = sub.add_parser(
+        "statusline",
+        help="Claude Code status line: one line, and its windows",
+        description="Run by Claude Code with its status JSON on stdin: prints one line (tokens, "
+        "cost, burn, budget, the 5-hour and 7-day windows) and records the windows for the "
+        "app's header. `tokentop hook install` offers to set it up.",
+    )
     p.add_argument(
         "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help="config TOML file"
     )
-    p = sub.add_parser("report", help="recorded sessions: spend, commits, $/commit, by group")
-    q = sub.add_parser("summary", help="one recorded session as Markdown")
+    p = sub.add_parser(
+        "report",
+        help="recorded sessions: spend, commits, $/commit, by group",
+        description="Scan, record the sessions in the store, and report them by session, day, "
+        "week, month, project, agent, model, job or 5-hour block.",
+    )
+    q = sub.add_parser(
+        "summary",
+        help="one recorded session as Markdown",
+        description="One recorded session (by id or a unique prefix) as Markdown: totals, "
+        "models, tools, how it ended, and the commits made in its folder meanwhile.",
+    )
     if _wanted(argv, "report") or _wanted(argv, "summary"):
         from tokentop.commands.report import report_args, summary_args
 
@@ -153,7 +185,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         add_source_args(q)
         report_args(p)
         summary_args(q)
-    p = sub.add_parser("serve", help="headless team tokentop: OTLP in, Prometheus out (fleet)")
+    p = sub.add_parser(
+        "serve",
+        help="headless team tokentop: OTLP in, Prometheus out (fleet)",
+        description="Receive the agents' OpenTelemetry (OTLP/HTTP) from many machines and serve "
+        "every session's counters as Prometheus metrics, without a screen (docs/fleet.md).",
+    )
     if _wanted(argv, "serve"):
         from tokentop.commands.serve import add_serve_args
 
