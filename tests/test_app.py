@@ -893,3 +893,22 @@ def test_a_burst_of_news_is_two_notices_and_a_count_of_the_rest() -> None:
     notices = notices_for([], crossed)
     assert [n.severity for n in notices] == ["error", "error", "warning"]
     assert notices[-1].message.startswith("and 3 more")
+
+
+async def test_the_cursor_stays_on_the_top_row_while_sessions_load() -> None:
+    """The scan reads sessions as it goes: the first one read is not the top row once the
+    others arrive. Until a key moves the cursor or acts on a row, it stays at the top; then
+    it follows its session when the rows move."""
+    samples = sample_sessions()
+    h = Harness(samples[-1:])  # the last sample alone: read first
+    async with h.app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        h.publish(samples)
+        await settle(pilot)
+        assert h.table.order[0] != str(samples[-1].key)  # it sorted below the others
+        assert h.table.cursor_row == 0
+        await pilot.press("down")
+        chosen, top = h.table.current_key, h.table.order[0]
+        h.publish(tuple(s for s in samples if str(s.key) != top))  # the rows move up
+        await settle(pilot)
+        assert h.table.current_key == chosen and h.table.cursor_row == 0

@@ -271,8 +271,10 @@ class TokentopApp(App[None]):
     # -- keys -------------------------------------------------------------------------------
 
     def current(self) -> Listed | None:
-        """The session under the cursor, or the one whose details are open."""
+        """The session under the cursor, or the one whose details are open. A key that acts
+        on it chooses that row: from then on the cursor follows it when the rows move."""
         screen = self.screen
+        self.main_table.chosen = True
         key = str(screen.key) if isinstance(screen, SessionDetail) else self.main_table.current_key
         return self.listed.get(key) if key else None
 

@@ -127,6 +127,9 @@ class SessionTable(ScrollView, can_focus=True):
         self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(STRIP_CACHE_SIZE)
         self._styles: dict[str, Style] = {}
         self.with_host = False
+        self.chosen = False
+        """Whether the user has put the cursor on a row: until then it stays on the top row
+        while sessions load and re-sort (htop's and k9s's start), not on the first one read."""
         self.strips_rendered = 0
         """How many row strips were built (not served from cache); tests read it."""
 
@@ -150,7 +153,12 @@ class SessionTable(ScrollView, can_focus=True):
         if list(order) != self.order:
             self.order = list(order)
             self.virtual_size = Size(self.column_layout.width, len(self.order) + 1)
-            index = self.order.index(keep) if keep in self.shown else self.cursor_row
+            if not self.chosen:
+                index = 0
+            elif keep in self.shown:
+                index = self.order.index(keep)
+            else:
+                index = self.cursor_row
             self.cursor_row = max(0, min(index, len(self.order) - 1))
         self.refresh()
 
@@ -248,6 +256,7 @@ class SessionTable(ScrollView, can_focus=True):
 
     def move_cursor(self, row: int) -> None:
         if self.order:
+            self.chosen = True
             self.cursor_row = max(0, min(row, len(self.order) - 1))
 
     def action_cursor(self, step: int) -> None:
