@@ -184,6 +184,12 @@ def test_history(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
     assert compare(snap_compare, ["h"], store)
 
 
+def test_history_80x24(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
+    """LABEL, HOW IT ENDED, ACTIVE and AGENT give way; every amount is shown whole."""
+    store = stored_history(tmp_path / "history.db")
+    assert compare(snap_compare, ["h"], store, size=(80, 24))
+
+
 def test_history_filtered_by_cost(snap_compare: SnapCompare, tmp_path: Path, utc: None) -> None:
     store = stored_history(tmp_path / "history.db")
     assert compare(snap_compare, ["h", "s", "slash", "s", "r", "c", "enter"], store)

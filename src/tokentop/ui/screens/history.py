@@ -16,7 +16,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from tokentop.clock import Clock
 from tokentop.history.jobs import JobRow
@@ -29,6 +29,7 @@ from tokentop.ui.screens.summary import SummaryScreen as SummaryScreen  # tests 
 from tokentop.ui.views.history_rows import (
     HISTORY_COLUMNS,
     HISTORY_SORTS,
+    HISTORY_SQUEEZES,
     LABEL_STYLES,
     NO_EXTRAS,
     TEXT_SORTS,
@@ -40,12 +41,16 @@ from tokentop.ui.views.history_rows import (
 )
 from tokentop.ui.views.job_rows import (
     JOB_COLUMNS,
+    JOB_KEYS,
     JOB_RIGHT,
+    JOB_SQUEEZES,
     job_row_cells,
     regressed_count,
     runs_of,
     shown_jobs,
 )
+from tokentop.ui.widgets.fitted_table import FittedTable
+from tokentop.ui.widgets.footer import KeyFooter
 
 SummaryLoader = Callable[[], tuple[list[SessionSummary], int]]
 """Returns every recorded summary and how many rows could not be read (Store.summaries)."""
@@ -92,9 +97,9 @@ class HistoryScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="history-header")
-        yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        yield FittedTable(id="history-table")
         yield Input(placeholder="filter: project, agent, model, label, session id…", id="filter")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
@@ -102,8 +107,8 @@ class HistoryScreen(Screen[None]):
         self.read_store()
 
     @property
-    def table(self) -> DataTable[Text | str]:
-        return self.query_one("#history-table", DataTable)
+    def table(self) -> FittedTable:
+        return self.query_one("#history-table", FittedTable)
 
     @work(thread=True, exclusive=True, group="history")
     def read_store(self) -> None:
@@ -138,17 +143,14 @@ class HistoryScreen(Screen[None]):
         table = self.table
         keep = self.current_key
         self.shown = shown_summaries(self.summaries, self.needle, self.sort, self.sort_reversed)
-        table.clear(columns=True)
-        for column in HISTORY_COLUMNS:
-            table.add_column(self._label(column.label, column.sort, column.right), key=column.key)
+        titles = [(c.key, self._label(c.label, c.sort, c.right)) for c in HISTORY_COLUMNS]
         now = self.clock.now()
+        rows = []
         for summary in self.shown:
             row = history_row(summary, now, self.extras.routed.get(str(summary.key)))
-            cells = [
-                self._cell(column.key, getattr(row, column.key), column.right)
-                for column in HISTORY_COLUMNS
-            ]
-            table.add_row(*cells, key=row.key)
+            cells = [self._cell(c.key, getattr(row, c.key), c.right) for c in HISTORY_COLUMNS]
+            rows.append((row.key, cells))
+        table.show(titles, rows, HISTORY_SQUEEZES)
         keys = [str(s.key) for s in self.shown]
         if keep in keys:
             table.move_cursor(row=keys.index(keep))
@@ -156,11 +158,12 @@ class HistoryScreen(Screen[None]):
 
     def refresh_jobs(self) -> None:
         """The jobs view: one row per recurring job, the most recently run first."""
-        table = self.table
         self.shown_jobs = shown_jobs(self.extras.jobs, self.needle)
-        table.clear(columns=True)
-        for i, label in enumerate(JOB_COLUMNS):
-            table.add_column(Text(label, justify="right" if i in JOB_RIGHT else "left"))
+        titles = [
+            (key, Text(label, justify="right" if i in JOB_RIGHT else "left"))
+            for i, (key, label) in enumerate(zip(JOB_KEYS, JOB_COLUMNS, strict=True))
+        ]
+        rows = []
         for row in self.shown_jobs:
             cells = [
                 Text(c, justify="right" if i in JOB_RIGHT else "left")
@@ -168,7 +171,8 @@ class HistoryScreen(Screen[None]):
             ]
             if row.regressed:
                 cells[9].stylize("bold red")
-            table.add_row(*cells, key=row.job_key)
+            rows.append((row.job_key, cells))
+        self.table.show(titles, rows, JOB_SQUEEZES)
         self.show_header()
 
     def _label(self, label: str, sort: HistorySort | None, right: bool) -> Text:

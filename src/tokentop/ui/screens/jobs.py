@@ -22,11 +22,14 @@ from tokentop.history.summary import SessionSummary
 from tokentop.ui.screens.summary import SummaryScreen
 from tokentop.ui.views.job_rows import (
     RUN_COLUMNS,
+    RUN_KEYS,
     RUN_RIGHT,
+    RUN_SQUEEZES,
     STATUS_STYLES,
     job_heading,
     run_row,
 )
+from tokentop.ui.widgets.fitted_table import FittedTable
 from tokentop.ui.widgets.footer import KeyFooter
 
 
@@ -55,7 +58,7 @@ class JobRunsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="history-header")
-        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield FittedTable(id="runs-table")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -65,10 +68,12 @@ class JobRunsScreen(Screen[None]):
         if first is not None:
             heading.append("   ⚑ regressed", "bold red")
         self.query_one("#history-header", Static).update(heading)
-        table = self.query_one("#runs-table", DataTable)
-        for i, label in enumerate(RUN_COLUMNS):
-            table.add_column(Text(label, justify="right" if i in RUN_RIGHT else "left"))
+        titles = [
+            (key, Text(label, justify="right" if i in RUN_RIGHT else "left"))
+            for i, (key, label) in enumerate(zip(RUN_KEYS, RUN_COLUMNS, strict=True))
+        ]
         now = self.clock.now()
+        rows = []
         for run in self.runs:
             shown = run_row(run, now, first)
             cells = [
@@ -77,7 +82,8 @@ class JobRunsScreen(Screen[None]):
             ]
             cells[2].stylize(STATUS_STYLES.get(shown.status, ""))
             cells[-1].stylize("bold red")
-            table.add_row(*cells, key=shown.key)
+            rows.append((shown.key, cells))
+        self.query_one("#runs-table", FittedTable).show(titles, rows, RUN_SQUEEZES)
 
     def action_back(self) -> None:
         self.dismiss()

@@ -16,6 +16,7 @@ from tokentop.history.summary import SessionSummary, base_name
 from tokentop.render import figures as fmt
 from tokentop.render.text import safe
 from tokentop.ui.views.rows import short_model
+from tokentop.ui.views.table_fit import Squeeze
 
 HistorySort = Literal[
     "end", "cost", "tokens", "commits", "per-commit", "active", "project", "agent"
@@ -62,6 +63,23 @@ HISTORY_COLUMNS: tuple[HistoryColumn, ...] = (
     HistoryColumn("label", "LABEL"),
     HistoryColumn("reason", "HOW IT ENDED"),
 )
+HISTORY_SQUEEZES: tuple[Squeeze, ...] = (
+    Squeeze("reason", 12),  # paused-then-exited: paused-then…
+    Squeeze("project", 12),
+    Squeeze("models", 10),
+    Squeeze("label"),  # `enter` (the summary) and the filter still have what goes
+    Squeeze("reason"),
+    Squeeze("active"),
+    Squeeze("agent"),
+    Squeeze("project", 8),
+    Squeeze("models"),
+    Squeeze("cheapest"),
+    Squeeze("per_commit"),
+    Squeeze("commits"),
+    Squeeze("tokens"),
+)
+"""How the table narrows on a smaller terminal: text columns first (cut with …), then the
+least needed go. Times, money and counts are never cut: shown whole or not at all."""
 
 
 class HistoryRow(NamedTuple):

@@ -14,12 +14,39 @@ from tokentop.render import figures as fmt
 from tokentop.render.report_jobs import HEADER, job_cells, pct
 from tokentop.render.text import safe
 from tokentop.ui.views.history_rows import local_time
+from tokentop.ui.views.table_fit import Squeeze
 
-JOB_COLUMNS = tuple(h.upper() for h in HEADER[:-1])
+JOB_KEYS = HEADER[:-1]
+JOB_COLUMNS = tuple(h.upper() for h in JOB_KEYS)
 """The report's columns but the tokens by model (too wide for a row; the runs show models)."""
 JOB_RIGHT = frozenset(range(2, len(JOB_COLUMNS))) - {len(JOB_COLUMNS) - 1}
+JOB_SQUEEZES = tuple(
+    Squeeze(key, width)
+    for key, width in (
+        ("job", 24),
+        ("source", None),
+        ("theater", None),
+        ("prev 7d", None),
+        ("7d", None),
+        ("failed", None),
+        ("commits/run", None),
+        ("cheapest", None),
+        ("$/commit", None),
+        ("job", 12),
+    )
+)
+"""A narrow terminal keeps the job, its runs, its cost and $/run, and the week's change."""
+RUN_KEYS = ("when", "session", "status", "cost", "cheapest", "tokens", "commits", "label", "mark")
 RUN_COLUMNS = ("WHEN", "SESSION", "STATUS", "COST", "CHEAPEST", "TOKENS", "COMMITS", "LABEL", "")
 RUN_RIGHT = frozenset({3, 4, 5, 6})
+RUN_SQUEEZES = (
+    Squeeze("label"),
+    Squeeze("tokens"),
+    Squeeze("session", 12),
+    Squeeze("cheapest"),
+    Squeeze("commits"),
+)
+"""A run keeps when, its session, status, cost and the mark of where the job changed."""
 STATUS_STYLES = {"error": "bold red", "stopped": "bold red", "ok": "green", "": "dim"}
 
 
