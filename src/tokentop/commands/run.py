@@ -229,6 +229,8 @@ class Run:
         self.job = job
         """`--job NAME`: the linked sessions are runs of this job."""
         self.exit_code: int | None = None
+        self.registered = False
+        """Whether the registry maps a session to the agent (then its exit is recorded)."""
 
     def run(self, argv: list[str]) -> int:
         from tokentop.engine.changes import ChangeFeed
@@ -248,8 +250,9 @@ class Run:
         previous = {sig: signal.signal(sig, self._forward(popen.pid)) for sig in FORWARDED}
         try:
             self._follow(popen, ref)
+            self._record_exit(ref)  # before the feed's threads stop (up to a second)
         except Exception as exc:  # the agent runs on, unwatched: say so, then wait for it
-            return self._engine_failed(exc, popen)
+            return self._engine_failed(exc, popen, ref)
         finally:
             feed.stop()
             for sig, handler in previous.items():
@@ -264,13 +267,28 @@ class Run:
         self._record_history()
         return code
 
-    def _engine_failed(self, exc: Exception, popen: subprocess.Popen[bytes]) -> int:
+    def _engine_failed(
+        self, exc: Exception, popen: subprocess.Popen[bytes], ref: ProcessRef
+    ) -> int:
         from tokentop.engine.failure import failure_of
 
         self.err.write(failure_of(exc).line() + "\n")
         self.err.flush()
         popen.wait()
+        self._record_exit(ref)
         return EXIT_FAILED
+
+    def _record_exit(self, ref: ProcessRef) -> None:
+        """Tell the registry that the agent ended (we are its parent and reaped it: exact),
+        so every tokentop process showing its sessions reads `exited` at its next judgement,
+        as it reads a kill from the action log, not when its view of the process expires."""
+        if not self.registered:
+            return
+        from tokentop.processes.registry import ExitRecord, append, default_path
+
+        problem = append(default_path(), ExitRecord(ref.pid, ref.create_time, time.time()))
+        if problem:
+            self.status.note(f"the exit is not in the registry: {problem}")
 
     def _record_history(self) -> None:
         """Keep the linked sessions' summaries, findings and actions in the store, as the
@@ -358,7 +376,10 @@ class Run:
             key.agent, key.session_id, ref.pid, ref.create_time, "launched", time.time(),
             session.cwd, session.files[0] if session.files else "", ref.cmdline,
         )  # fmt: skip
-        append(default_path(), record)
+        problem = append(default_path(), record)
+        if problem:
+            self.status.note(f"{key} is not in the registry: {problem}")
+        self.registered |= not problem
 
     def keep_budget(self, key: SessionKey) -> None:
         """`--budget` becomes the session's own budget in the store, as `b` in the app does,
