@@ -291,3 +291,35 @@ def test_the_exact_probe_is_cheap_on_the_engine_thread() -> None:
     now[0] += EXACT_TTL_S
     assert probe(mapped) is None  # "unknown" is no state the watchdog can use
     assert probe(unmapped) is None and lookups == [mapped, unmapped, mapped, unmapped]
+
+
+def test_the_exact_probe_reads_the_registry_again_once_it_changes(tmp_path: Path) -> None:
+    """A mapping `run` records after the probe first found none, and the exit `run` records
+    of its agent, count from the next judgement's refresh, not after the caches' TTLs (even
+    when another reader of the registry saw the change first); an exit recorded for another
+    process (the same pid, another start) changes nothing."""
+    from tokentop.processes.mapper import RecordedMapper
+    from tokentop.processes.registry import ExitRecord, Registry, SessionRecord, append
+
+    path, key = tmp_path / "sessions.jsonl", SessionKey("claude", "s1")
+    mapper = RecordedMapper(Registry(path), ProcessController(), SessionMapper())
+    probe = exact_probe(mapper, mapper.controller)
+    assert probe is not None and probe(key) is None
+    popen, ref = launch([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        record = SessionRecord("claude", "s1", ref.pid, ref.create_time, "launched", time.time())
+        append(path, record)
+        assert probe(key) is None  # cached: nothing has told the probe yet
+        assert key in mapper.registry.sessions()  # another reader (a key's worker) first
+        probe.refresh()
+        assert probe(key) == "running"
+        append(path, ExitRecord(ref.pid, ref.create_time + 1.0, time.time()))
+        probe.refresh()
+        assert probe(key) == "running"
+    finally:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+    assert probe(key) == "running"  # its state is cached for PROBE_TTL_S
+    append(path, ExitRecord(ref.pid, ref.create_time, time.time()))
+    probe.refresh()
+    assert probe(key) == "gone"

@@ -58,10 +58,13 @@ class Home:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def run(self, cwd: Path, *options: str, tick: str = "0.2") -> subprocess.Popen[str]:
+    def run(
+        self, cwd: Path, *options: str, tick: str = "0.2", resume: str = ""
+    ) -> subprocess.Popen[str]:
+        """A quiet `tokentop run` of the tiny agent (resuming session `resume` if given)."""
         argv = [
             sys.executable, "-m", "tokentop.cli", "run", "--quiet", *options, "--",
-            sys.executable, str(AGENT), tick, "1500",
+            sys.executable, str(AGENT), tick, "1500", *([resume] if resume else []),
         ]  # fmt: skip
         return self.start(argv, cwd)
 
@@ -276,3 +279,68 @@ def hook_call(home: Home, transcript: Path) -> int:
     assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr, proc.stderr
     assert "database is locked" not in proc.stderr
     return 1
+
+
+async def test_an_agent_that_exits_under_run_reads_exited_in_the_app_within_2s(
+    home: Home,
+) -> None:
+    """Ctrl+C on a `run` whose agent is writing fast: its row in the app beside it reads
+    `exited`, with no burn and no ETA, within 2 s, as a kill does (it read `live` for ~25 s:
+    a pace of 30 s to wind down, or a mapping the app had looked up before `run` wrote it)."""
+    app = app_for(home)
+    async with app.run_test(size=(160, 40)) as pilot:
+        run = home.run(home.workdir("interrupted"), "--budget", "5", tick="0.5")
+        while not (key := launched_key(home)) or (row_of(app, key) or ("",))[0] != "live":
+            assert run.poll() is None, run.stderr
+            await pilot.pause(0.05)
+        interrupted = time.time()
+        run.send_signal(signal.SIGINT)  # Ctrl+C: `run` passes it on, and its agent dies of it
+        while (shown := exit_shown(app, key)) != ("exited", 0.0, None, "—"):
+            assert time.time() < interrupted + SHOWN_WITHIN_S, shown
+            await pilot.pause(0.05)
+        run.communicate(timeout=30)
+        assert run.returncode == 128 + signal.SIGINT
+
+
+def test_a_resumed_session_watch_already_showed_reads_exited_within_2s_of_its_end(
+    home: Home,
+) -> None:
+    """`watch` judges a session before a `run` resumes it (`claude -r <id>` in a cron job),
+    so it first finds no process for it: it learns of the run's mapping, and then of the
+    agent's exit, from the registry as they are written, not half a minute later."""
+    from claude_lines import escape_cwd, response, write_transcript
+
+    work = home.workdir("resumed")
+    session = "0b9c3f4e-6a1d-4c2e-9f47-2d8e5b1a7c30"
+    transcript = home.claude / "projects" / escape_cwd(str(work)) / f"{session}.jsonl"
+    write_transcript(transcript, session, str(work), [response(session, str(work), 1500)])
+    watch = Watch(home.tmp, "--claude-dir", str(home.claude))
+    try:
+        watch.wait_for(lambda o: o.get("session_id") == session and o["state"] == "live")
+        run = home.run(work, tick="0.5", resume=session)  # linked: named on its command line
+        assert wait_until(lambda: launched_key(home) == f"claude:{session}", 30)
+        interrupted = time.time()
+        os.killpg(run.pid, signal.SIGINT)
+        line = watch.wait_for(lambda o: o.get("session_id") == session and o["state"] != "live")
+        assert time.time() < interrupted + SHOWN_WITHIN_S, line
+        assert (line["state"], line["burn"]["tokens_per_min"], line["eta_s"]) == ("exited", 0, None)
+    finally:
+        watch.close()
+
+
+def launched_key(home: Home) -> str:
+    """The session a `run` recorded as launched ("" until one has)."""
+    from tokentop.processes.registry import SessionRecord, read
+
+    records = read(home.data / "sessions.jsonl")[0]
+    found = [r for r in records if isinstance(r, SessionRecord) and r.how == "launched"]
+    return str(found[-1].key) if found else ""
+
+
+def exit_shown(app: Any, key: str) -> tuple[str, float, float | None, str] | None:
+    """(state, tokens/min, ETA, burn cell) of a session as the app shows it."""
+    row = app.main_table.shown.get(key)
+    judged = app.judgement.of(SessionKey(*key.split(":", 1))) if app.judgement else None
+    if row is None or judged is None:
+        return None
+    return judged.state, judged.session.tokens_per_min, judged.use.eta_s, row.burn.strip()

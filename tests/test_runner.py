@@ -156,6 +156,50 @@ def test_ctrl_c_is_forwarded_to_the_agent(box: Sandbox) -> None:
     assert gone(pid)
 
 
+def test_the_status_of_a_paused_agent_says_paused_and_burns_nothing(box: Sandbox) -> None:
+    """The Watchdog says how the session stands and what it burns: once `run` has paused
+    the agent, its status lines read `paused` and `0 tok/min` (its last minute's pace is
+    not a burn), and the line after them says how it ended."""
+    run = box.start("--budget-tokens", "5000", "--on-budget", "pause")
+    assert wait_until(lambda: bool(box.launched()))
+    pid = box.launched()[0].pid
+    assert wait_until(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED)
+    time.sleep(2.5)  # a status line is due at most every 2 s
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=TIMEOUT)
+    lines = err.splitlines()
+    [note] = [i for i, line in enumerate(lines) if ": paused pid" in line.lower()]
+    paused, last = lines[note + 1 : -1], lines[-1]
+    assert paused and all(" paused · " in line for line in paused), lines
+    assert all(line.endswith(" · 0 tok/min") for line in [*paused, last]), lines
+    assert " exited with 143 · " in last
+
+
+def test_no_status_line_follows_the_kill(box: Sandbox) -> None:
+    """The agent's first response is over its budget, and comes when a status line is due:
+    the kill's note is followed by the last line only, not by a status from before the
+    kill."""
+    agent = ["sh", "-c", f'sleep 2.5; exec "{sys.executable}" "{AGENT}" 0.3 1500']
+    run = box.start("--budget-tokens", "1000", "--on-budget", "kill", agent=agent)
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == EXIT_STOPPED, err
+    lines = err.splitlines()
+    assert lines[0] == "tokentop: agent running, no transcript linked yet", lines
+    assert ": killed pid" in lines[-2].lower(), lines
+    assert " stopped by tokentop · " in lines[-1], lines
+
+
+def test_an_agent_that_ends_before_a_transcript_is_said_to_end_once(box: Sandbox) -> None:
+    """It ends before `run`'s first look (every 0.25 s): the last line says how, and no line
+    before it says `gone` (a line says `running` only if a look found it running)."""
+    run = box.start(agent=["sh", "-c", "sleep 0.1; exit 1"])
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == 1
+    *before, last = err.splitlines()
+    assert last == "tokentop: agent exited with 1, no transcript linked yet"
+    assert set(before) <= {"tokentop: agent running, no transcript linked yet"}, before
+
+
 @pytest.mark.parametrize(
     ("agent", "code", "message"),
     [

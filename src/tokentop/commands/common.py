@@ -215,3 +215,8 @@ class LazyProbe:
         forget = getattr(self._probe, "forget", None)
         if forget is not None:
             forget(key)
+
+    def refresh(self) -> None:
+        refresh = getattr(self._probe, "refresh", None)
+        if refresh is not None:
+            refresh()

@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tokentop.commands.run_status import STATUS_EVERY_S, StatusLine, status_text
 from tokentop.config import Budget
 from tokentop.model import LedgerSnapshot, SessionKey, SessionSnapshot
 from tokentop.quantities import tokens_arg, usd_arg
-from tokentop.render.text import safe
 
 if TYPE_CHECKING:
     import subprocess
@@ -61,8 +61,6 @@ exit status:
 """
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLL_S = 0.25
-STATUS_EVERY_S = 2.0
-"""Status lines: at most one per this many seconds (on a terminal or in a log)."""
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -229,6 +227,8 @@ class Run:
         self.job = job
         """`--job NAME`: the linked sessions are runs of this job."""
         self.exit_code: int | None = None
+        self.registered = False
+        """Whether the registry maps a session to the agent (then its exit is recorded)."""
 
     def run(self, argv: list[str]) -> int:
         from tokentop.engine.changes import ChangeFeed
@@ -248,8 +248,9 @@ class Run:
         previous = {sig: signal.signal(sig, self._forward(popen.pid)) for sig in FORWARDED}
         try:
             self._follow(popen, ref)
+            self._record_exit(ref)  # before the feed's threads stop (up to a second)
         except Exception as exc:  # the agent runs on, unwatched: say so, then wait for it
-            return self._engine_failed(exc, popen)
+            return self._engine_failed(exc, popen, ref)
         finally:
             feed.stop()
             for sig, handler in previous.items():
@@ -259,18 +260,32 @@ class Run:
         self.child_state = "gone"  # as the Watchdog judges it: an ended agent burns nothing
         judgement = self.watchdog.judge(self._linked(self.sessions))
         self._note_endings(judgement)
-        sessions = [j.session for j in judgement.sessions]
-        self.status.finish(status_text(sessions, self.config, ended))
+        self.status.finish(status_text(judgement, ended))
         self._record_history()
         return code
 
-    def _engine_failed(self, exc: Exception, popen: subprocess.Popen[bytes]) -> int:
+    def _engine_failed(
+        self, exc: Exception, popen: subprocess.Popen[bytes], ref: ProcessRef
+    ) -> int:
         from tokentop.engine.failure import failure_of
 
         self.err.write(failure_of(exc).line() + "\n")
         self.err.flush()
         popen.wait()
+        self._record_exit(ref)
         return EXIT_FAILED
+
+    def _record_exit(self, ref: ProcessRef) -> None:
+        """Tell the registry that the agent ended (we are its parent and reaped it: exact),
+        so every tokentop process showing its sessions reads `exited` at its next judgement,
+        as it reads a kill from the action log, not when its view of the process expires."""
+        if not self.registered:
+            return
+        from tokentop.processes.registry import ExitRecord, append, default_path
+
+        problem = append(default_path(), ExitRecord(ref.pid, ref.create_time, time.time()))
+        if problem:
+            self.status.note(f"the exit is not in the registry: {problem}")
 
     def _record_history(self) -> None:
         """Keep the linked sessions' summaries, findings and actions in the store, as the
@@ -339,8 +354,10 @@ class Run:
                 self._record(session, ref)
             self.sessions, state = self.linker.sessions(snapshot), self.controller.status(ref)
             self.child_state = state
-            self._judge(self.sessions, ref)
-            self.status.show(self.sessions, self.config, state)
+            judgement = self.watchdog.judge(self._linked(self.sessions))
+            acted = self._carry_out_all(judgement, ref)
+            if state != "gone" and not acted:  # else the action's note, or the last line, says
+                self.status.show(judgement, state)
 
     def _record(self, session: SessionSnapshot, ref: ProcessRef) -> None:
         """Tell the registry (so the app and the guard map this session exactly), unless
@@ -358,7 +375,10 @@ class Run:
             key.agent, key.session_id, ref.pid, ref.create_time, "launched", time.time(),
             session.cwd, session.files[0] if session.files else "", ref.cmdline,
         )  # fmt: skip
-        append(default_path(), record)
+        problem = append(default_path(), record)
+        if problem:
+            self.status.note(f"{key} is not in the registry: {problem}")
+        self.registered |= not problem
 
     def keep_budget(self, key: SessionKey) -> None:
         """`--budget` becomes the session's own budget in the store, as `b` in the app does,
@@ -395,14 +415,16 @@ class Run:
     def _linked(self, sessions: list[SessionSnapshot]) -> LedgerSnapshot:
         return LedgerSnapshot(time.time(), tuple(sessions), (), 0, 0)
 
-    def _judge(self, sessions: list[SessionSnapshot], ref: ProcessRef) -> None:
-        """The Watchdog judges the linked sessions; their decisions are carried out here."""
-        judgement = self.watchdog.judge(self._linked(sessions))
+    def _carry_out_all(self, judgement: Judgement, ref: ProcessRef) -> bool:
+        """Carry out the judgement's decisions on the linked sessions; True when one paused or
+        killed the agent (the judgement then no longer says how it stands)."""
         self._note_endings(judgement)
-        by_key = {s.key: s for s in sessions}
+        by_key = {j.session.key: j.session for j in judgement.sessions}
+        acted = False
         for decision in judgement.decisions:
             self.findings.append(decision)
-            self._carry_out(decision, ref, by_key[decision.session])
+            acted |= self._carry_out(decision, ref, by_key[decision.session])
+        return acted
 
     def _elsewhere(self, session: SessionSnapshot, ref: ProcessRef) -> int:
         from tokentop.processes.mapper import runs_elsewhere
@@ -410,16 +432,17 @@ class Run:
 
         return runs_elsewhere(session, ref, default_path())
 
-    def _carry_out(self, decision: Decision, ref: ProcessRef, snapshot: SessionSnapshot) -> None:
+    def _carry_out(self, decision: Decision, ref: ProcessRef, snapshot: SessionSnapshot) -> bool:
+        """Pause or kill the agent as decided (True: the controller acted), or say why not."""
         origin, session = f"policy:{decision.detector}", str(decision.session)
         other = self._elsewhere(snapshot, ref) if decision.action in ("pause", "kill") else 0
         if other:
             note = f"not acted: {session} runs in pid {other}, not in the agent tokentop started"
             self.status.note(f"{decision.reason}: {note}")
-            return
+            return False
         if decision.action not in ("pause", "kill"):
             self.status.note(f"warning: {decision.reason}")
-            return
+            return False
         verb = decision.verb
         result = self.controller.carry_out(verb, ref, decision.reason, origin, session=session)
         if verb == "kill":
@@ -429,6 +452,7 @@ class Run:
         took = result.ok or (verb == "pause" and bool(result.pids))
         self.watchdog.note_action(decision.session, verb, took, result.timestamp, result.origin)
         self.status.note(f"{decision.reason}: {result.message}")
+        return True
 
     def _launch_failed(self, command: str, error: OSError) -> int:
         self.err.write(f"tokentop run: cannot run {command}: {error.strerror or error}\n")
@@ -441,57 +465,3 @@ class Run:
         if self.stopped is not None:
             return EXIT_STOPPED
         return 128 - code if code < 0 else code
-
-
-class StatusLine:
-    """The status on stderr, one whole line at a time: at most one per STATUS_EVERY_S while
-    it changes, notes (warnings, actions) at once. Never a line rewritten in place: the agent
-    writes to the same terminal, and its output would land after a half-line of ours."""
-
-    def __init__(self, err: TextIO, *, enabled: bool) -> None:
-        self.err = err
-        self.enabled = enabled
-        self.last = ""
-        self.last_at = -STATUS_EVERY_S
-
-    def show(self, sessions: list[SessionSnapshot], config: Config, state: str) -> None:
-        if not self.enabled:
-            return
-        text = safe(status_text(sessions, config, state))
-        if text != self.last and time.monotonic() - self.last_at >= STATUS_EVERY_S:
-            self._line(text)
-            self.last_at = time.monotonic()
-        self.last = text
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            self._line(f"tokentop: {safe(text)}")
-
-    def finish(self, text: str) -> None:
-        if self.enabled:
-            self._line(safe(text))
-
-    def _line(self, text: str) -> None:
-        self.err.write(text + "\n")
-        self.err.flush()
-
-
-def status_text(sessions: list[SessionSnapshot], config: Config, state: str) -> str:
-    if not sessions:
-        return f"tokentop: agent {state}, no transcript linked yet"
-    from tokentop.render.figures import compact as short
-    from tokentop.render.figures import usd
-
-    tokens = sum(s.tokens.total for s in sessions)
-    cost = sum(s.cost_usd for s in sessions)
-    rate = sum(s.tokens_per_min for s in sessions)
-    key = sessions[0].key
-    budget = config.budget_for(key.agent, sessions[0].cwd, key.session_id)
-    spent = f"{short(tokens)} tok" + (
-        f" of {short(budget.tokens)}" if budget.tokens is not None else ""
-    )
-    money = usd(cost, not any(s.unpriced_models for s in sessions)) + (
-        f" of {usd(budget.usd)}" if budget.usd is not None else ""
-    )
-    name = str(sessions[-1].key)[:20]
-    return f"tokentop: {name} {state} · {spent} · {money} · {short(rate)} tok/min"

@@ -199,6 +199,9 @@ class Watchdog:
         """Judge every session of `snapshot` at the clock's now."""
         now = self.clock.now()
         with self._lock:
+            refresh = getattr(self.probe, "refresh", None)
+            if refresh is not None:
+                refresh()  # exact mappings and exits other tokentop processes recorded
             for key in self._acts.pull():  # what other tokentop processes did meanwhile
                 self._forget_process(key)
             self._probed = {}

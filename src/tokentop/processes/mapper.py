@@ -161,9 +161,21 @@ class RecordedMapper:
         its process is a known agent install (a record from an older tokentop may not be)."""
         record = self.registry.sessions().get(key)
         ref = record.ref() if record is not None else None
-        if ref is None or self.controller.status(ref) == "gone":
+        if ref is None or self.status(ref) == "gone":
             return None
         return ref if ref.how != "hook" or is_agent(ref.pid) else None
+
+    def status(self, ref: ProcessRef) -> str:
+        """The state of an exactly mapped process: "gone" once `tokentop run` recorded that
+        it reaped it (no /proc read needed), else what the controller reads."""
+        if self.registry.exited(ref.pid, ref.create_time):
+            return "gone"
+        return self.controller.status(ref)
+
+    def generation(self) -> int:
+        """The registry's generation, read again if the file changed: a new one means a
+        mapping was added or `run` recorded its agent's exit (cached answers are stale)."""
+        return self.registry.refresh()
 
     def current_ref(self, key: SessionKey) -> ProcessRef | None:
         """The exact process of the session while it is that process's newest session (after
@@ -201,8 +213,9 @@ class RecordedMapper:
 PROBE_TTL_S = 3.0
 """How long a session's process state is reused: the probe runs on the engine thread."""
 EXACT_TTL_S = 30.0
-"""How long a session's exact mapping (or its absence) is reused: finding one reads the
-registry file."""
+"""How long a session's exact mapping (or its absence) is reused, unless the registry
+changes first (`ExactProbe.refresh`): the mappings that are not in it (an app's own launch,
+a proven exporter) are looked up again only this often."""
 _PROBE_STATES: dict[str, ProcessState] = {
     "running": "running",
     "stopped": "stopped",
@@ -226,8 +239,12 @@ class ExactProbe:
         exact_ref: Callable[[SessionKey], Any],
         status: Callable[[Any], str],
         clock: Callable[[], float] = time.monotonic,
+        generation: Callable[[], int] | None = None,
     ) -> None:
         self.exact_ref, self.status, self.clock = exact_ref, status, clock
+        self.generation = generation
+        """The mappings' source's generation (the registry's): a new one drops the caches."""
+        self._seen = -1
         self._lock = threading.Lock()
         self._refs: dict[SessionKey, tuple[Any, float]] = {}
         self._states: dict[SessionKey, tuple[ProcessState | None, float]] = {}
@@ -248,6 +265,17 @@ class ExactProbe:
         with self._lock:
             self._states.pop(key, None)
 
+    def refresh(self) -> None:
+        """Drop every cached answer when the registry changed (the Watchdog asks once per
+        judgement): a mapping `run` wrote after this probe first found none, or the exit of
+        a launched agent, counts from the next judgement, not after the caches' TTLs."""
+        generation = self.generation() if self.generation is not None else self._seen
+        with self._lock:
+            if generation != self._seen:
+                self._seen = generation
+                self._refs.clear()
+                self._states.clear()
+
     def _ref(self, key: SessionKey, now: float) -> Any:
         hit = self._refs.get(key)
         if hit is not None and now - hit[1] < EXACT_TTL_S:
@@ -259,9 +287,11 @@ class ExactProbe:
 
 def exact_probe(mapper: object, controller: object) -> ExactProbe | None:
     """A probe from the mapper's exact mappings (`current_ref` when the mapper knows which
-    session a process runs now, else `exact_ref`) and the controller's `status`."""
+    session a process runs now, else `exact_ref`) and their `status` (the mapper's, which
+    knows the exits `run` recorded, else the controller's), refreshed when the mapper's
+    registry changes."""
     exact_ref = getattr(mapper, "current_ref", None) or getattr(mapper, "exact_ref", None)
-    status = getattr(controller, "status", None)
+    status = getattr(mapper, "status", None) or getattr(controller, "status", None)
     if exact_ref is None or status is None:
         return None
-    return ExactProbe(exact_ref, status)
+    return ExactProbe(exact_ref, status, generation=getattr(mapper, "generation", None))

@@ -1,15 +1,18 @@
 """Session → process mappings reported by `tokentop hook` and `tokentop run`, in a JSONL file.
 
 Append-only, one record per line, so concurrent hooks never rewrite each other's lines; the
-newest record of a session wins. It also holds the hook's soft-stop episodes. The SQLite store
-can take this over later; until then the file lives in the user data dir, or where
-`$TOKENTOP_REGISTRY` (or a --registry flag) says. Imports stay light: the hook reads it
+newest record of a session wins. It also holds the hook's soft-stop episodes, and the exits
+`tokentop run` saw of the agents it launched (every other tokentop process reads the file
+when it changes, so such an exit reaches them all within a judgement, as a kill does). The
+SQLite store can take this over later; until then the file lives in the user data dir, or
+where `$TOKENTOP_REGISTRY` (or a --registry flag) says. Imports stay light: the hook reads it
 before every tool call.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -70,7 +73,16 @@ class SoftStopRecord(msgspec.Struct, frozen=True, tag="soft_stop"):
         return SessionKey(self.agent, self.session_id)
 
 
-Record = SessionRecord | SoftStopRecord
+class ExitRecord(msgspec.Struct, frozen=True, tag="exit"):
+    """A launched process that ended, recorded by its parent (`tokentop run`), which reaped
+    it: exact knowledge, never inferred from a session going quiet."""
+
+    pid: int
+    create_time: float
+    timestamp: float
+
+
+Record = SessionRecord | SoftStopRecord | ExitRecord
 _decoder = msgspec.json.Decoder(Record)
 
 
@@ -127,27 +139,48 @@ def soft_stop_episode(records: list[Record], key: SessionKey) -> list[SoftStopRe
 
 
 class Registry:
-    """A reader that re-reads the file only when it has changed (for the guard's loop)."""
+    """A reader that re-reads the file only when it has changed (for the guard's loop, and
+    the engine thread's probe beside the app's workers: thread-safe)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.bad_lines = 0
+        self.generation = 0
+        """How many times the file was read: a reader that keeps the last one it saw knows
+        whether the file changed since, whoever made this object read it again."""
+        self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._sessions: dict[SessionKey, SessionRecord] = {}
         self._current: dict[tuple[int, float], SessionKey] = {}
+        self._exited: set[tuple[int, float]] = set()
 
-    def sessions(self) -> dict[SessionKey, SessionRecord]:
+    def refresh(self) -> int:
+        """Re-read the file if it changed since the last look (one stat when it did not);
+        returns the generation."""
         try:
             st = self.path.stat()
             stamp = (st.st_size, st.st_mtime_ns)
         except OSError:
             stamp = (0, 0)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            records, self.bad_lines = read(self.path)
-            self._sessions = latest_sessions(records)
-            self._current = {(r.pid, r.create_time): k for k, r in self._sessions.items()}
+        with self._lock:
+            if stamp != self._stamp:
+                records, self.bad_lines = read(self.path)
+                self._sessions = latest_sessions(records)
+                self._current = {(r.pid, r.create_time): k for k, r in self._sessions.items()}
+                self._exited = {
+                    (r.pid, r.create_time) for r in records if isinstance(r, ExitRecord)
+                }
+                self._stamp, self.generation = stamp, self.generation + 1
+            return self.generation
+
+    def sessions(self) -> dict[SessionKey, SessionRecord]:
+        self.refresh()
         return self._sessions
+
+    def exited(self, pid: int, create_time: float) -> bool:
+        """Whether the parent of exactly this process (pid and start time) saw it end."""
+        self.refresh()
+        return (pid, create_time) in self._exited
 
     def is_current(self, record: SessionRecord) -> bool:
         """Whether `record` is its process's newest session (Claude Code's /clear starts a new
