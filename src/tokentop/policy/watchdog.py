@@ -202,8 +202,13 @@ class Watchdog:
             refresh = getattr(self.probe, "refresh", None)
             if refresh is not None:
                 refresh()  # exact mappings and exits other tokentop processes recorded
-            for key in self._acts.pull():  # what other tokentop processes did meanwhile
+            acted = self._acts.pull()  # what other tokentop processes did meanwhile
+            for key in acted:
                 self._forget_process(key)
+            if acted:  # a `run` stores its budget as it acts: read the store's again now
+                invalidate = getattr(self.config.session_budgets, "invalidate", None)
+                if invalidate is not None:
+                    invalidate()
             self._probed = {}
             judged = [self._judge_one(s, now) for s in snapshot.sessions]
             decisions = self._decide(judged, now)
