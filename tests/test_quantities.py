@@ -160,3 +160,6 @@ def test_one_convention_for_an_unpriced_cost_in_every_front_end() -> None:
     assert "shop" in table.split() and fmt.project_name(s.cwd) == "shop"
     assert fmt.usd(None) == "-" and fmt.usd(0.0, complete=False) == "?"
     assert fmt.compact(123_456) == "123k" and fmt.usd(1234.5) == "$1,234"
+    assert [fmt.usd(x) for x in (0.0099, 0.0094, 0.004, 0.011)] == [
+        "$0.01", "$0.009", "$0.004", "$0.01",
+    ]  # fmt: skip

@@ -130,7 +130,9 @@ def usd(amount: float | None, complete: bool = True) -> str:
     if amount >= 1000:
         text = f"${amount:,.0f}"
     else:
-        text = f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.3f}"
+        # three places only below what two would show as $0.01 ($0.0099 is "$0.01", not
+        # "$0.010" beside "$0.01" in the same stream)
+        text = f"${amount:.2f}" if amount >= 0.0095 or amount == 0 else f"${amount:.3f}"
     return text if complete else f"≥{text}"
 
 
