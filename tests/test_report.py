@@ -150,6 +150,9 @@ def test_groupings_add_up(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> N
         doc = json.loads(run_cli(fleet.args("report", "--format", "json", "--by", by), capsys))
         assert sum(r["tokens"] for r in doc["rows"]) == total["tokens"], by
         assert sum(r["cost_usd"] for r in doc["rows"]) == pytest.approx(total["cost_usd"]), by
+        costs = [r["cost_usd"] for r in doc["rows"]]
+        if by != "day":  # not a period: the most expensive first
+            assert costs == sorted(costs, reverse=True) and len(set(costs)) > 1, (by, costs)
     agents = json.loads(run_cli(fleet.args("report", "--format", "json", "--by", "agent"), capsys))
     assert {r["group"]: r["sessions"] for r in agents["rows"]} == {"claude": 2, "codex": 2}
 

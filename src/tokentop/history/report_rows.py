@@ -90,8 +90,13 @@ def _group_key(by: str) -> Callable[[SessionSummary], str]:
     return keys[by]
 
 
+BY_COST = frozenset({"project", "agent"})
+"""Groups that are not periods: their rows come most expensive first, as by model."""
+
+
 def group_rows(judged: Iterable[Judged], by: str) -> list[ReportRow]:
-    """Rows in first-activity order (by model: most expensive first)."""
+    """Rows in first-activity order: sessions and periods; by project, agent and model the
+    most expensive first."""
     if by == "model":
         return model_rows(judged)
     key = _group_key(by)
@@ -102,7 +107,7 @@ def group_rows(judged: Iterable[Judged], by: str) -> list[ReportRow]:
     if by == "session":
         for row, items in zip(rows, groups.values(), strict=True):
             row.project = items[0].summary.project
-    return rows
+    return sorted(rows, key=lambda r: -r.cost_usd) if by in BY_COST else rows
 
 
 def row_of(name: str, judged: list[Judged]) -> ReportRow:
