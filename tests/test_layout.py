@@ -123,3 +123,15 @@ def test_wide_characters_keep_the_sessions_table_aligned() -> None:
     ]
     assert len(set(state)) == 1 and len(state) == 4
     assert "…" in text_table(judge_once(ledger(sessions)))
+
+
+def test_the_sessions_table_ends_with_what_its_rows_add_up_to() -> None:
+    from tokentop.policy.watchdog import judge_once
+    from tokentop.render.records import text_table
+    from ui_fakes import ledger, make_session
+
+    sessions = [make_session(f"s{i}", cost=c) for i, c in enumerate((1.25, 2.5, 0.25))]
+    last = text_table(judge_once(ledger(sessions))).splitlines()[-1].split()
+    assert last[:3] == ["Σ", "3", "sessions"] and "$4.00" in last
+    one = text_table(judge_once(ledger(sessions[:1]))).splitlines()
+    assert len(one) == 2  # one session: no sum to show

@@ -14,8 +14,9 @@ from typing import Any
 from tokentop.history.reconcile import by_session, reconcile
 from tokentop.model import FileHealth, LedgerSnapshot, RateLimits, SessionSnapshot
 from tokentop.policy.watchdog import Judged, Judgement
+from tokentop.quantities import plural
 from tokentop.render.figures import compact, cost, eta, percent, project_name
-from tokentop.render.overview import flags_text
+from tokentop.render.overview import flags_text, listed_total
 from tokentop.render.text import cells, fit_cells, pad_cells, safe
 from tokentop.sources.base import name_text
 
@@ -147,7 +148,8 @@ def orphan_bad_files(snap: LedgerSnapshot) -> list[FileHealth]:
 
 
 def text_table(judgement: Judgement) -> str:
-    """A plain table for `tokentop sessions` without --json: the app's figures, newest first."""
+    """A plain table for `tokentop sessions` without --json: the app's figures, newest first,
+    and under them what they add up to (the app's Σ line)."""
     rows = [("AGENT", "SESSION", "PROJECT", "STATE", "TOKENS", "COST", "TOK/MIN", "BUDGET", "ETA")]
     for j in sorted(judgement.sessions, key=lambda j: -j.session.last_ts):
         s, use = j.session, j.use
@@ -164,6 +166,14 @@ def text_table(judgement: Judgement) -> str:
                 eta(use.eta_s),
             )
         )
+    if len(rows) > 2:
+        total = listed_total(judgement.sessions)
+        unpriced = ("?",) if total.cost_is_lower_bound else ()
+        burn = compact(total.tokens_per_min) if total.tokens_per_min else "-"
+        rows.append(
+            ("Σ", plural(total.sessions, "session"), "", "", compact(total.tokens),
+             cost(total.cost, unpriced), burn, "", "")
+        )  # fmt: skip
     widths = [max(cells(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(pad_cells(c, w) for c, w in zip(r, widths, strict=True)) for r in rows)
     return "\n".join(line.rstrip() for line in lines)
