@@ -382,15 +382,24 @@ class Terminal:
 
 def test_the_demos_kills_stay_out_of_the_users_action_log(tmp_path: Path) -> None:
     """`tokentop demo` on a real terminal: `k` then `y` kills a demo agent; that action is
-    demo state, kept in the demo's temp dir, never in the user's actions.jsonl."""
+    demo state, kept in the demo's temp dir, never in the user's actions.jsonl. Nor does
+    the demo's header show the user's own Claude windows (the status line's state)."""
     env = dict(os.environ, TERM="xterm-256color")
-    for var in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+    for var in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
         env[var] = str(tmp_path / var.lower())
+    windows = {"five_hour": {"used_percentage": 42, "resets_at": time.time() + 3600}}
+    status = {"session_id": "mine", "cwd": "/tmp", "rate_limits": windows}
+    line = subprocess.run(
+        [sys.executable, "-m", "tokentop.commands.statusline"], input=json.dumps(status),
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "5h 42%" in line.stdout  # the user's windows are recorded
     term = Terminal(env, "demo", "--interval", "0.2")
     try:
         term.wait_for(b"webshop")
         term.press(b"k", then=b"Kill 1")
         term.press(b"y", then=b"killed")
+        assert b"official" not in term.seen and b"42%" not in term.seen
         assert term.quit() == 0
     finally:  # SIGTERM: the demo then stops its agents as it does on exit
         with contextlib.suppress(ProcessLookupError, ChildProcessError):

@@ -24,12 +24,14 @@ def build_app(
     mapper: SessionMapper | RecordedMapper,
     store_path: Path | None = None,
     action_log: Path | None = None,
+    official: Path | None = None,
 ) -> TokentopApp:
     """The app as `tokentop` runs it (call `.run()`; textual is imported only here, so
     headless commands never load it), with its engine started. The watchdog, its keeper and
     the app's inbox listen before the engine starts, so the cold scan runs while Textual
     loads (~0.5 s) and nothing it judges is lost. The watchdog reads the budgets every
-    tokentop process keeps in the store, and the actions each logs."""
+    tokentop process keeps in the store, and the actions each logs. `official`: the status
+    line's state file whose windows the header shows (the user's unless given)."""
     from tokentop.clock import SystemClock
     from tokentop.history.store import Store, StoreError
     from tokentop.processes.action_log import ActionLogFollower
@@ -49,8 +51,9 @@ def build_app(
     from tokentop.history.official import state_path
 
     actions = ActionLogFollower(log)
+    official = official or state_path()
     core = app_core(
-        engine, config, clock, store=store, probe=probe, actions=actions, official=state_path()
+        engine, config, clock, store=store, probe=probe, actions=actions, official=official
     )
     engine.start()
     from tokentop.ui.app import make_app

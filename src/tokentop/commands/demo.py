@@ -36,9 +36,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ]
         args.no_cache = True
         engine = make_engine(args, config, sources)
-        store = fleet.root / "history.db"  # never the user's store or log: removed with the root
-        log = fleet.root / "actions.jsonl"
-        build_app(args, engine, config, SessionMapper(fleet.refs), store, log).run()
+        store = fleet.root / "history.db"  # never the user's store, log or status-line
+        log = fleet.root / "actions.jsonl"  # windows: removed with the root
+        official = fleet.root / "statusline.json"
+        build_app(args, engine, config, SessionMapper(fleet.refs), store, log, official).run()
         return 0
     finally:
         fleet.stop()
