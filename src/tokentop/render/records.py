@@ -15,7 +15,7 @@ from tokentop.history.reconcile import by_session, reconcile
 from tokentop.model import FileHealth, LedgerSnapshot, RateLimits, SessionSnapshot
 from tokentop.policy.watchdog import Judged, Judgement
 from tokentop.quantities import plural
-from tokentop.render.figures import compact, cost, eta, percent, project_name
+from tokentop.render.figures import compact, cost, eta, percent, project_name, usd
 from tokentop.render.overview import flags_text, listed_total
 from tokentop.render.text import cells, fit_cells, pad_cells, safe
 from tokentop.sources.base import name_text
@@ -168,11 +168,10 @@ def text_table(judgement: Judgement) -> str:
         )
     if len(rows) > 2:
         total = listed_total(judgement.sessions)
-        unpriced = ("?",) if total.cost_is_lower_bound else ()
         burn = compact(total.tokens_per_min) if total.tokens_per_min else "-"
         rows.append(
             ("Σ", plural(total.sessions, "session"), "", "", compact(total.tokens),
-             cost(total.cost, unpriced), burn, "", "")
+             usd(total.cost, not total.cost_is_lower_bound), burn, "", "")
         )  # fmt: skip
     widths = [max(cells(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(pad_cells(c, w) for c, w in zip(r, widths, strict=True)) for r in rows)

@@ -49,7 +49,7 @@ from tokentop.ui.views.job_rows import (
     runs_of,
     shown_jobs,
 )
-from tokentop.ui.widgets.fitted_table import FittedTable
+from tokentop.ui.widgets.fitted_table import FittedTable, aligned
 from tokentop.ui.widgets.footer import KeyFooter
 
 SummaryLoader = Callable[[], tuple[list[SessionSummary], int]]
@@ -159,16 +159,10 @@ class HistoryScreen(Screen[None]):
     def refresh_jobs(self) -> None:
         """The jobs view: one row per recurring job, the most recently run first."""
         self.shown_jobs = shown_jobs(self.extras.jobs, self.needle)
-        titles = [
-            (key, Text(label, justify="right" if i in JOB_RIGHT else "left"))
-            for i, (key, label) in enumerate(zip(JOB_KEYS, JOB_COLUMNS, strict=True))
-        ]
+        titles = list(zip(JOB_KEYS, aligned(JOB_COLUMNS, JOB_RIGHT), strict=True))
         rows = []
         for row in self.shown_jobs:
-            cells = [
-                Text(c, justify="right" if i in JOB_RIGHT else "left")
-                for i, c in enumerate(job_row_cells(row))
-            ]
+            cells = aligned(job_row_cells(row), JOB_RIGHT)
             if row.regressed:
                 cells[9].stylize("bold red")
             rows.append((row.job_key, cells))

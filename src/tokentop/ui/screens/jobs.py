@@ -29,7 +29,7 @@ from tokentop.ui.views.job_rows import (
     job_heading,
     run_row,
 )
-from tokentop.ui.widgets.fitted_table import FittedTable
+from tokentop.ui.widgets.fitted_table import FittedTable, aligned
 from tokentop.ui.widgets.footer import KeyFooter
 
 
@@ -68,18 +68,12 @@ class JobRunsScreen(Screen[None]):
         if first is not None:
             heading.append("   ⚑ regressed", "bold red")
         self.query_one("#history-header", Static).update(heading)
-        titles = [
-            (key, Text(label, justify="right" if i in RUN_RIGHT else "left"))
-            for i, (key, label) in enumerate(zip(RUN_KEYS, RUN_COLUMNS, strict=True))
-        ]
+        titles = list(zip(RUN_KEYS, aligned(RUN_COLUMNS, RUN_RIGHT), strict=True))
         now = self.clock.now()
         rows = []
         for run in self.runs:
             shown = run_row(run, now, first)
-            cells = [
-                Text(c, justify="right" if i in RUN_RIGHT else "left")
-                for i, c in enumerate(shown.cells)
-            ]
+            cells = aligned(shown.cells, RUN_RIGHT)
             cells[2].stylize(STATUS_STYLES.get(shown.status, ""))
             cells[-1].stylize("bold red")
             rows.append((shown.key, cells))

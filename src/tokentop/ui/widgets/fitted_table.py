@@ -13,7 +13,7 @@ fit the terminal are narrowed or dropped as the screen says, never cut at its ed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import NamedTuple
 
 from rich.text import Text
@@ -78,6 +78,11 @@ class FittedTable(DataTable[Text]):
         for row_key, cells in content.rows:
             fitted = [cut(cells[i], widths[content.columns[i][0]]) for i in shown]
             self.add_row(*fitted, key=row_key)
+
+
+def aligned(texts: Sequence[str], right: Set[int]) -> list[Text]:
+    """Cells (or titles) as Text, those at the `right` indexes right-justified (numbers)."""
+    return [Text(t, justify="right" if i in right else "left") for i, t in enumerate(texts)]
 
 
 def cut(text: Text, width: int) -> Text:
