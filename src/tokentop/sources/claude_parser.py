@@ -11,8 +11,10 @@ one, for the other readers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 import msgspec
 
@@ -46,6 +48,14 @@ from tokentop.sources.claude_records import (
     epoch,
     output_hash,
 )
+
+NATIVE: ModuleType | None
+try:
+    from tokentop import _claude_native as NATIVE
+except ImportError:  # built without a C compiler: the same parser, in Python
+    NATIVE = None
+if os.environ.get("TOKENTOP_NATIVE") == "0":  # the Python path, to compare or to rule out C
+    NATIVE = None
 
 AGENT = "claude"
 SYNTHETIC_MODEL = "<synthetic>"
@@ -134,8 +144,22 @@ class ClaudeFileParser(FileParser, tag="claude"):
         out.extend(self._items(data))
 
     def _items(self, data: bytes) -> list[Item]:
-        """Decode every complete line and turn user/assistant records into runs: all lines
-        in one call when they are plain records (`decode_whole`), else one by one."""
+        """Decode every complete line and turn user/assistant records into runs: in C when
+        it can prove the result the same (`_claude_native`), else here, all lines in one
+        call when they are plain records (`decode_whole`), else one by one."""
+        if NATIVE is not None:
+            done = NATIVE.items(
+                data,
+                (self.session_id, self.session_from_path, self.announced, self.last_key,
+                 self.last_total),
+                session_key, EventRun, SessionInfo, FILE_CHANGING_TOOLS, short_hash,
+                output_hash, HASHED_PER_SESSION,
+            )  # fmt: skip
+            if done is not None:
+                items, lines, self.session_id, self.announced, self.last_key, self.last_total = done
+                self.lines += lines
+                self.offset += len(data)
+                return cast("list[Item]", items)
         whole = decode_whole(data)
         starts = None
         records: Sequence[AnyRecord | Envelope]

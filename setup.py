@@ -1,0 +1,18 @@
+"""The one compiled part: the Claude Code parser's hot path (src/tokentop/_claude_native.c).
+
+`optional=True`: where no C compiler is found the install still succeeds, and tokentop runs
+the same parser in Python (claude_parser.py), about twice as slow on a cold scan. Everything
+else about the package is in pyproject.toml.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "tokentop._claude_native",
+            ["src/tokentop/_claude_native.c"],
+            optional=True,
+        )
+    ]
+)
