@@ -1,8 +1,9 @@
-"""The one compiled part: the Claude Code parser's hot path (src/tokentop/_claude_native.c).
+"""The compiled parts: the Claude Code parser's hot path (src/tokentop/_claude_native.c)
+and the dedupe keys' table and digests (src/tokentop/_keys_native.c).
 
 `optional=True`: where no C compiler is found the install still succeeds, and tokentop runs
-the same parser in Python (claude_parser.py), about twice as slow on a cold scan. Everything
-else about the package is in pyproject.toml.
+the same code in Python (claude_parser.py, key_table.py), about twice as slow on a cold
+scan. Everything else about the package is in pyproject.toml.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,7 @@ setup(
             "tokentop._claude_native",
             ["src/tokentop/_claude_native.c"],
             optional=True,
-        )
+        ),
+        Extension("tokentop._keys_native", ["src/tokentop/_keys_native.c"], optional=True),
     ]
 )

@@ -23,7 +23,7 @@ for batch in range(200):  # merged batches, with other objects made between them
     table.add_new(os.urandom(16 * 4000), array("I", range(4000)))
     kept.extend(f"{batch}-{n}" * 3 for n in range(800))
 grown = rss() - before
-keys_bytes = sum(len(b) for b in table.buckets)
+keys_bytes = table.nbytes
 del table
 key_table.release_freed()
 print(grown, keys_bytes, rss() - before)

@@ -21,8 +21,11 @@ collision). Equal first halves are told apart by the second: records match on al
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from array import array
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 RECORD = 20
 """Bytes per key: the digest, then the value (uint32, little-endian)."""
@@ -37,8 +40,19 @@ PER_BUCKET = 32
 """Records per bucket past which a small table grows."""
 
 
-class KeyTable:
-    """Digest -> uint32, in 2^bits buckets of packed records."""
+KEYS_NATIVE: ModuleType | None
+try:
+    from tokentop import _keys_native as KEYS_NATIVE
+except ImportError:  # built without a C compiler: the table below
+    KEYS_NATIVE = None
+if os.environ.get("TOKENTOP_NATIVE") == "0":  # the Python path, to compare or to rule out C
+    KEYS_NATIVE = None
+
+
+class PyKeyTable:
+    """Digest -> uint32, in 2^bits buckets of packed records. Where the C table is built
+    (`_keys_native.KeyTable`: the same methods, a hash table whose inserts cost the same
+    at any size) `KeyTable` is that one; this one is its reference and fallback."""
 
     __slots__ = ("_shift", "buckets", "count")
 
@@ -49,6 +63,11 @@ class KeyTable:
 
     def __len__(self) -> int:
         return self.count
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the records take (20 a key)."""
+        return sum(len(bucket) for bucket in self.buckets)
 
     def get(self, digest: bytes) -> int:
         """The value stored for `digest`, or -1."""
@@ -132,6 +151,12 @@ class KeyTable:
             self._shift, self.buckets = TOP - LARGE, [b""] * (1 << LARGE)
             self.count = 0
             self.add_new(digests, values)
+
+
+if TYPE_CHECKING:
+    KeyTable = PyKeyTable
+else:
+    KeyTable = KEYS_NATIVE.KeyTable if KEYS_NATIVE is not None else PyKeyTable
 
 
 def _at(bucket: bytes, digest: bytes) -> int:
