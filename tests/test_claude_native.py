@@ -292,3 +292,26 @@ def test_built_and_damaged_lines_agree(
             continue  # the feed holds whole lines: keep the newlines where they are
         data[at : at if insert else at + 1] = token
     assert_same(bytes(data), cuts, from_path)
+
+
+def test_a_cold_scan_without_c_prints_what_it_prints_with_c(
+    big_history: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The whole command, worker processes included, on the Python code alone
+    (`TOKENTOP_NATIVE=0`, what a machine without a compiler runs) and with C."""
+    root, expected = big_history
+    outputs = []
+    for native in ("1", "0"):
+        home = tmp_path / f"home-{native}"
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home), "TZ": "UTC", "TOKENTOP_NATIVE": native}
+        done = subprocess.run(
+            [sys.executable, "-m", "tokentop.cli", "sessions", "--json", "--no-cache",
+             "--claude-dir", str(root)],
+            env=env, capture_output=True, check=True, timeout=120,
+        )  # fmt: skip
+        outputs.append(json.loads(done.stdout))
+    with_c, without_c = outputs
+    assert with_c == without_c
+    counted = sum(s["tokens"]["input"] for s in with_c)
+    assert counted == expected["totals"]["input"]
