@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -179,6 +180,16 @@ def test_a_session_with_streamed_copies_calls_results_and_two_sessions() -> None
     assert_same(data, [1, 3, 5])
     assert_same(data, from_path=True)
     assert_same(dumps(records, ascii_only=True))
+
+
+def test_a_cost_written_as_minus_zero_is_plus_zero_as_msgspec_reads_it() -> None:
+    """msgspec reads `-0` as the integer 0, then a float; C parses the text (helper-found)."""
+    data = dumps([line(costUSD=0)]).replace(b'"costUSD": 0', b'"costUSD": -0')
+    assert b"-0" in data and native_answers(data)
+    items, _ = parse(data, True)
+    (run,) = [item for item in items if isinstance(item, EventRun)]
+    assert math.copysign(1.0, run.responses[0][8]) == 1.0
+    assert_same(data)
 
 
 GIVE_UP = [

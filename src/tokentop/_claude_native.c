@@ -22,6 +22,7 @@
 #endif
 
 #define MAX_DEPTH 64
+#define MAX_BLOCKS 65536 /* content blocks a line; real ones have a few */
 #define MAX_COUNT 1000000000000000LL /* base.MAX_COUNT */
 #define MAX_LINE_BYTES (16 * 1024 * 1024) /* base.MAX_LINE_BYTES */
 
@@ -512,6 +513,7 @@ static const char *read_content(const char *p, const char *end, Line *L, Blocks 
     p = skip_ws(p + 1, end);
     if (p < end && *p == ']') return p + 1;
     for (;;) {
+        if (L->block_count >= MAX_BLOCKS) return NULL; /* a junk line: Python's path counts it */
         Block *B = blocks_add(blocks);
         if (B == NULL) return NULL;
         p = read_block(p, end, B, arena);
@@ -612,6 +614,9 @@ static const char *read_cost(const char *p, const char *end, Line *L) {
     double v = PyOS_string_to_double(buf, NULL, NULL);
     if (v == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return NULL; }
     if (!(v > -1e300 && v < 1e300)) return NULL;
+    if (v == 0.0 && memchr(buf, '.', (size_t)(q - p)) == NULL && memchr(buf, 'e', (size_t)(q - p)) == NULL &&
+        memchr(buf, 'E', (size_t)(q - p)) == NULL)
+        v = 0.0; /* msgspec reads "-0" as the integer 0, then a float: +0.0 */
     L->has_cost = 1;
     L->cost = v;
     return q;
