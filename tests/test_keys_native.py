@@ -113,3 +113,23 @@ def test_a_large_table_finds_every_key_and_no_other() -> None:
     assert len(table) == 200_000 and table.get(again[-16:]) == -1  # nothing was stored
     digests, values = table.columns()
     assert len(digests) == 16 * 200_000 and sorted(values) == list(range(200_000))
+
+
+def test_index_columns_sort_as_the_python_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokentop.engine import dedupe_write
+
+    rng = random.Random(11)
+    his = array(
+        "Q", [rng.choice([0, 1, 2**63, 2**64 - 1, rng.getrandbits(64)]) for _ in range(5000)]
+    )
+    los = array("Q", [rng.getrandbits(64) for _ in range(5000)])
+    values = array("I", [rng.getrandbits(32) for _ in range(5000)])
+    in_c = dedupe_write._sorted(his, los, values)
+    monkeypatch.setattr(dedupe_write, "KEYS_NATIVE", None)
+    in_python = dedupe_write._sorted(his, los, values)
+    assert in_c == in_python
+    assert list(in_c[0]) == sorted(his) and in_c[2].typecode == "I"
+    monkeypatch.undo()
+    assert dedupe_write._sorted(array("Q"), array("Q"), array("I")) == (
+        array("Q"), array("Q"), array("I"),
+    )  # fmt: skip

@@ -1,5 +1,6 @@
 /* Dedupe keys in C: the 128-bit digests of key_table.py's KeyTable in a chained hash table,
- * and blake2b-128 of many keys at once (dedupe_index.key_digests).
+ * blake2b-128 of many keys at once (dedupe_index.key_digests), and the index's columns
+ * sorted for a save (dedupe_write._sorted).
  *
  * Why: merging a worker's batch inserted each key into a `bytes` bucket by copying the
  * bucket, so the cost of a key grew with the table: a 4.3 GB history took 10x the merge
@@ -413,8 +414,69 @@ static PyTypeObject TableType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ---- sorting the index's columns -------------------------------------------------- */
+
+typedef struct {
+    uint64_t hi, lo;
+    uint32_t value;
+} Row;
+
+static int row_cmp(const void *a, const void *b) {
+    const Row *x = (const Row *)a, *y = (const Row *)b;
+    if (x->hi != y->hi) return x->hi < y->hi ? -1 : 1;
+    if (x->lo != y->lo) return x->lo < y->lo ? -1 : 1;
+    return (x->value > y->value) - (x->value < y->value);
+}
+
+PyDoc_STRVAR(sorted_rows_doc,
+"sorted_rows(his, los, values)\n--\n\n"
+"The columns (uint64, uint64, uint32, native order) sorted by (hi, lo, value), as three\n"
+"bytes: dedupe_write._sorted, whose Python sort of cut records took ~0.1 s a first save.");
+
+static PyObject *sorted_rows(PyObject *self, PyObject *args) {
+    Py_buffer his, los, values;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &his, &los, &values)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = his.len / 8;
+    Row *rows = NULL;
+    if (his.len % 8 || los.len != his.len || values.len != n * 4) {
+        PyErr_SetString(PyExc_ValueError, "columns of unequal length");
+        goto done;
+    }
+    rows = (Row *)PyMem_RawMalloc((size_t)(n ? n : 1) * sizeof(Row));
+    if (rows == NULL) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(&rows[i].hi, (const char *)his.buf + i * 8, 8);
+        memcpy(&rows[i].lo, (const char *)los.buf + i * 8, 8);
+        memcpy(&rows[i].value, (const char *)values.buf + i * 4, 4);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    qsort(rows, (size_t)n, sizeof(Row), row_cmp);
+    Py_END_ALLOW_THREADS
+    PyObject *h = PyBytes_FromStringAndSize(NULL, n * 8), *l = PyBytes_FromStringAndSize(NULL, n * 8);
+    PyObject *v = PyBytes_FromStringAndSize(NULL, n * 4);
+    if (h && l && v) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            memcpy(PyBytes_AS_STRING(h) + i * 8, &rows[i].hi, 8);
+            memcpy(PyBytes_AS_STRING(l) + i * 8, &rows[i].lo, 8);
+            memcpy(PyBytes_AS_STRING(v) + i * 4, &rows[i].value, 4);
+        }
+        result = PyTuple_Pack(3, h, l, v);
+    }
+    Py_XDECREF(h);
+    Py_XDECREF(l);
+    Py_XDECREF(v);
+done:
+    PyMem_RawFree(rows);
+    PyBuffer_Release(&his);
+    PyBuffer_Release(&los);
+    PyBuffer_Release(&values);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"digests", digests, METH_O, digests_doc},
+    {"sorted_rows", sorted_rows, METH_VARARGS, sorted_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,6 +4,7 @@ from array import array
 from collections.abc import Sequence
 
 def digests(keys: Sequence[str], /) -> bytes | None: ...
+def sorted_rows(his: bytes, los: bytes, values: bytes, /) -> tuple[bytes, bytes, bytes]: ...
 
 class KeyTable:
     count: int

@@ -96,7 +96,23 @@ class ModelPrice(msgspec.Struct, frozen=True, omit_defaults=True):
         A missing cache price falls back to the input price: a provider that lists none
         bills those tokens as plain input.
         """
-        tier = next((t for t in reversed(self.tiers) if total_input > t.threshold), _NO_TIER)
+        tier = _NO_TIER
+        for candidate in reversed(self.tiers):
+            if total_input > candidate.threshold:
+                tier = candidate
+                break
+        else:  # most requests, and every model without tiers: resolved once per price
+            known = _BASE_RATES.get(id(self))
+            if known is not None and known[0] is self:
+                return known[1]
+            if len(_BASE_RATES) > 4096:
+                _BASE_RATES.clear()
+            base = self._resolve(_NO_TIER)
+            _BASE_RATES[id(self)] = (self, base)
+            return base
+        return self._resolve(tier)
+
+    def _resolve(self, tier: PriceTier) -> Rates:
         inp = _pick(tier.input, self.input)
         return Rates(
             input=inp,
@@ -140,6 +156,11 @@ class Rates(NamedTuple):
     cache_read: float
     cache_write_5m: float
     cache_write_1h: float
+
+
+_BASE_RATES: dict[int, tuple[ModelPrice, Rates]] = {}
+"""A price's rates below its first tier, by id (the price is kept, so the id is not reused):
+routing prices every session at each of its vendor's models, ~20,000 calls a first report."""
 
 
 def _pick(*prices: float | None) -> float:
