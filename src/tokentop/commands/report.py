@@ -45,6 +45,10 @@ from tokentop.policy.watchdog import Watchdog
 from tokentop.render.markdown import summary_markdown
 from tokentop.render.report import MD_SESSIONS, render_rows
 
+BATCH_SESSIONS = 200
+"""Summaries recorded per store transaction: one commit each took a third of a first
+report's recording, and a batch holds the store's write lock for ~50 ms at most."""
+
 BY = (*GROUPS, "job", "block")
 FORMATS = ("table", "json", "csv", "md")
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
@@ -174,15 +178,16 @@ def report_blocks(args: argparse.Namespace, now: float, out: TextIO) -> int:
     return 0
 
 
-def scanned_engine(args: argparse.Namespace) -> Engine:
+def scanned_engine(args: argparse.Namespace, *, save: bool = True) -> Engine:
     """The engine over the transcripts, resumed from its cache and brought up to date (with a
     progress line on a terminal when that takes over a second), a `--*-dir` given that held
-    no transcript said on stderr."""
+    no transcript said on stderr; its cache saved unless `save` is False."""
     engine = make_engine(args)
     engine.load_cache()
     with progress_line(engine, sys.stderr):
         engine.scan()
-    engine.save_cache()
+    if save:
+        engine.save_cache()
     for line in empty_dir_warnings(args, engine):
         print(line, file=sys.stderr)
     return engine
@@ -247,7 +252,10 @@ def scan_into(
     Top consumers are left out here: they mean reading every transcript a second time (a
     first report over a long history records thousands of sessions). They are filled in
     when a summary is shown in full (`fill_consumers`)."""
-    engine = scanned_engine(args)
+    from tokentop.engine.forked_save import save_beside
+
+    engine = scanned_engine(args, save=False)
+    saving = save_beside(engine)  # in a child, while the summaries are recorded here
     recorder = SummaryRecorder(
         store, config, clock, minutes_for=engine.minutes, use_git=not args.no_git,
         consumers=False,
@@ -255,16 +263,22 @@ def scan_into(
     now = clock.now()
     judged_at = FakeClock(now)
     watchdog = Watchdog(config, judged_at)
-    for session in engine.snapshot().sessions:
-        if (since is not None and session.last_ts < since) or not recorder.changed(session):
-            continue
-        # The Watchdog judges each session as of its last activity, so a summary lists a loop
-        # or a drift even when no app or guard was watching (a repeat is ignored by the store).
-        judged_at.t = session.last_ts or now
-        alone = LedgerSnapshot(judged_at.t, (session,), (), 0, 0)
-        for finding in watchdog.judge(alone).decisions:
-            store.record_event(finding)
-        recorder.record(session, end_reason(session, now, config.history) or "open")
+    changed = [
+        s for s in engine.snapshot().sessions
+        if (since is None or s.last_ts >= since) and recorder.changed(s)
+    ]  # fmt: skip
+    for at in range(0, len(changed), BATCH_SESSIONS):
+        with store.batch():
+            for session in changed[at : at + BATCH_SESSIONS]:
+                # The Watchdog judges each session as of its last activity, so a summary lists
+                # a loop or a drift even when no app or guard was watching (a repeat is
+                # ignored by the store).
+                judged_at.t = session.last_ts or now
+                alone = LedgerSnapshot(judged_at.t, (session,), (), 0, 0)
+                for finding in watchdog.judge(alone).decisions:
+                    store.record_event(finding)
+                recorder.record(session, end_reason(session, now, config.history) or "open")
+    saving.wait()
     return engine
 
 

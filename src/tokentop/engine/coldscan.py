@@ -306,7 +306,7 @@ class Forked:
         if pid == 0:  # the child: never returns into the caller
             code = 1
             try:
-                _become_worker(keep=(child_in, child_out))
+                detach_child(keep=(child_in, child_out))
                 serve(os.fdopen(child_in, "rb"), os.fdopen(child_out, "wb"), parent)
                 code = 0
             finally:
@@ -333,7 +333,7 @@ class Forked:
         return self._status
 
 
-def _become_worker(keep: tuple[int, ...]) -> None:
+def detach_child(keep: tuple[int, ...]) -> None:
     """In a forked child: nothing of the parent's but the two pipes and the loaded modules
     (stdio goes to /dev/null, every other descriptor is closed), and Ctrl+C's default."""
     import gc

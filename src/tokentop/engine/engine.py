@@ -167,6 +167,10 @@ class Engine:
             except (OSError, ValueError) as exc:  # ValueError: the base index cut meanwhile
                 self.cache_note = f"cache not saved: {getattr(exc, 'strerror', None) or exc}"
 
+    def saved_elsewhere(self) -> None:
+        """A forked child saved this state (`forked_save`): nothing is left to save here."""
+        self._saved = self._change_mark()
+
     # -- reading ---------------------------------------------------------------------------
 
     @property

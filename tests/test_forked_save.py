@@ -1,0 +1,101 @@
+"""A first report's cache, saved by a forked child while the report records summaries.
+
+Each case runs in a process of its own, whose threads the test controls: a fork is taken
+only while the process has one thread, and pytest's may have more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_engine import KINDS, engine_for, make_corpus, totals
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux")
+
+SCRIPT = """
+import json, os, sys, threading
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_engine import engine_for
+from tokentop.engine import forked_save
+
+root, cache, case = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+engine = engine_for(root, cache_dir=cache)
+engine.scan()
+parent = os.getpid()
+if case == "thread":
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()
+if case == "child-fails":
+    save = engine.save_cache
+    def failing():
+        if os.getpid() != parent:
+            os._exit(3)
+        save()
+    engine.save_cache = failing
+pending = forked_save.save_beside(engine)
+forked = pending.pid is not None
+pending.wait()
+print(json.dumps({{"forked": forked, "note": engine.cache_note}}))
+"""
+
+
+def run_case(tmp_path: Path, case: str) -> dict[str, object]:
+    tests = str(Path(__file__).parent)
+    script = tmp_path / "case.py"
+    script.write_text(SCRIPT.format(tests=tests))
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "c"), str(tmp_path / "cache"), case],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout))
+
+
+def resumed_reads_nothing(tmp_path: Path, expected: dict[str, int]) -> None:
+    """A later engine resumes from the cache: no byte left to read, the same totals."""
+    later = engine_for(tmp_path / "c", cache_dir=tmp_path / "cache")
+    later.load_cache()
+    later.scan()
+    assert later.bytes_read == 0
+    assert totals(later.snapshot()) == {k: expected[k] for k in KINDS}
+
+
+def test_a_child_saves_the_cache_while_the_parent_goes_on(tmp_path: Path) -> None:
+    expected = make_corpus(tmp_path / "c")
+    assert run_case(tmp_path, "one-thread")["forked"] is True
+    resumed_reads_nothing(tmp_path, expected)
+
+
+def test_with_another_thread_running_it_is_saved_in_process(tmp_path: Path) -> None:
+    expected = make_corpus(tmp_path / "c")
+    assert run_case(tmp_path, "thread")["forked"] is False
+    resumed_reads_nothing(tmp_path, expected)
+
+
+def test_when_the_child_fails_the_parent_saves(tmp_path: Path) -> None:
+    expected = make_corpus(tmp_path / "c")
+    assert run_case(tmp_path, "child-fails")["forked"] is True
+    resumed_reads_nothing(tmp_path, expected)
+
+
+def test_a_first_report_leaves_a_cache_a_restart_resumes_from(tmp_path: Path) -> None:
+    """The whole command: `report` on a fresh HOME, then the cache it left is complete."""
+    expected = make_corpus(tmp_path / "c")
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "TZ": "UTC"}
+    env.pop("XDG_DATA_HOME", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "tokentop.cli", "report", "--format", "json",
+         "--claude-dir", str(tmp_path / "c"), "--cache-dir", str(tmp_path / "cache"),
+         "--db", str(tmp_path / "store.db")],
+        env=env, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    report = json.loads(done.stdout)["total"]
+    assert report["sessions"] == 6
+    assert report["tokens"] == sum(expected[k] for k in KINDS)
+    resumed_reads_nothing(tmp_path, expected)
