@@ -39,8 +39,19 @@ if case == "child-fails":
             os._exit(3)
         save()
     engine.save_cache = failing
+if case == "sigint":
+    import time
+    replace = os.replace
+    def slow_replace(src, dst):  # the temporary file exists meanwhile
+        if os.getpid() != parent:
+            time.sleep(0.4)
+        replace(src, dst)
+    os.replace = slow_replace
 pending = forked_save.save_beside(engine)
 forked = pending.pid is not None
+if case == "sigint":
+    time.sleep(0.2)
+    os.kill(pending.pid, 2)  # Ctrl+C reaches the whole process group
 pending.wait()
 print(json.dumps({{"forked": forked, "note": engine.cache_note}}))
 """
@@ -98,4 +109,13 @@ def test_a_first_report_leaves_a_cache_a_restart_resumes_from(tmp_path: Path) ->
     report = json.loads(done.stdout)["total"]
     assert report["sessions"] == 6
     assert report["tokens"] == sum(expected[k] for k in KINDS)
+    resumed_reads_nothing(tmp_path, expected)
+
+
+def test_ctrl_c_does_not_cut_the_childs_save_short(tmp_path: Path) -> None:
+    """The child ignores Ctrl+C (it reaches the whole group): a save cut short would leave
+    its temporary files in the cache folder, which nothing removes."""
+    expected = make_corpus(tmp_path / "c")
+    assert run_case(tmp_path, "sigint")["forked"] is True
+    assert not [p.name for p in (tmp_path / "cache").iterdir() if p.name.endswith(".tmp")]
     resumed_reads_nothing(tmp_path, expected)

@@ -133,3 +133,13 @@ def test_index_columns_sort_as_the_python_sort(monkeypatch: pytest.MonkeyPatch) 
     assert dedupe_write._sorted(array("Q"), array("Q"), array("I")) == (
         array("Q"), array("Q"), array("I"),
     )  # fmt: skip
+
+
+def test_a_table_made_without_init_is_empty_and_offsets_stay_in_uint32() -> None:
+    assert KEYS_NATIVE is not None
+    table = KEYS_NATIVE.KeyTable.__new__(KEYS_NATIVE.KeyTable)  # crashed: no buckets
+    assert table.get(bytes(16)) == -1 and len(table) == 0
+    for t in (KEYS_NATIVE.KeyTable(), PyKeyTable()):
+        with pytest.raises(OverflowError):
+            t.add_new(digest(1) + digest(2), array("I", [0, 2**32 - 1]), 1)
+        assert len(t) == 0 and t.get(digest(1)) == -1  # nothing stored

@@ -267,3 +267,29 @@ def test_one_crossing_seen_by_several_processes_is_one_event(tmp_path: Path) -> 
         ("budget", "kill", 2),
         ("budget", "warn", 2),
     ]
+
+
+def test_a_batch_is_one_transaction_and_each_write_in_it_all_or_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+
+    def add(conn: sqlite3.Connection, session: str, ts: int) -> None:
+        conn.execute(
+            "INSERT INTO events(session, ts, detector, action, level, reason) "
+            "VALUES (?, ?, 'd', 'x', 0, '')",
+            (session, ts),
+        )
+
+    with store.batch():
+        with store.batch(), store.write() as conn:  # a batch inside a batch is part of it
+            add(conn, "a", 1)
+        with pytest.raises(RuntimeError), store.write() as conn:
+            add(conn, "b", 2)
+            raise RuntimeError("this write fails: its row goes, the batch goes on")
+        with store.write() as conn:  # no "transaction within a transaction"
+            add(conn, "c", 3)
+        other = sqlite3.connect(tmp_path / "s.db")
+        assert other.execute("SELECT count(*) FROM events").fetchone() == (0,)  # not yet
+    rows = other.execute("SELECT session FROM events ORDER BY ts").fetchall()
+    assert rows == [("a",), ("c",)]
+    store.close()
+    other.close()

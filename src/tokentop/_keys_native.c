@@ -214,6 +214,21 @@ static int grow(Table *t, Py_ssize_t extra) {
     return 0;
 }
 
+/* Buckets from the start, so a table made without __init__ (`KeyTable.__new__`) is empty
+ * rather than a NULL dereference. */
+static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    Table *self = (Table *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->buckets = (Bucket *)PyMem_RawCalloc((size_t)1 << MIN_BITS, sizeof(Bucket));
+    if (self->buckets == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->bits = MIN_BITS;
+    self->count = 0;
+    return (PyObject *)self;
+}
+
 static int Table_init(Table *self, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"bits", NULL};
     Py_ssize_t bits = MIN_BITS;
@@ -252,14 +267,14 @@ static PyObject *Table_get(Table *self, PyObject *arg) {
     const uint8_t *digest = (const uint8_t *)buf.buf;
     const Bucket *b = &self->buckets[bucket_of(digest, self->bits)];
     Py_ssize_t at = find(b, digest);
-    long value = -1;
+    long long value = -1;
     if (at >= 0) {
         uint32_t v;
         memcpy(&v, b->records + (size_t)at * RECORD + DIGEST, 4);
-        value = (long)v;
+        value = (long long)v;
     }
     PyBuffer_Release(&buf);
-    return PyLong_FromLong(value);
+    return PyLong_FromLongLong(value);
 }
 
 static PyObject *Table_put(Table *self, PyObject *args) {
@@ -325,6 +340,11 @@ static PyObject *Table_add_new(Table *self, PyObject *args, PyObject *kwargs) {
         }
         uint32_t v;
         memcpy(&v, vals + i * 4, 4);
+        if ((uint64_t)v + (uint64_t)offset > 0xFFFFFFFFULL) { /* as Python's array("I") */
+            pop_last(self, digests, i);
+            PyErr_SetString(PyExc_OverflowError, "value + offset out of uint32");
+            goto done;
+        }
         v += (uint32_t)offset;
         if (reserve(b, 1) < 0) { pop_last(self, digests, i); goto done; }
         append(b, digest, v);
@@ -343,7 +363,6 @@ static PyObject *Table_remove_last(Table *self, PyObject *arg) {
     Py_ssize_t n = keys.len / DIGEST;
     pop_last(self, (const uint8_t *)keys.buf, n);
     self->count -= n;
-    if (self->count < 0) self->count = 0;
     PyBuffer_Release(&keys);
     Py_RETURN_NONE;
 }
@@ -411,7 +430,7 @@ static PyTypeObject TableType = {
     .tp_methods = Table_methods,
     .tp_getset = Table_getset,
     .tp_init = (initproc)Table_init,
-    .tp_new = PyType_GenericNew,
+    .tp_new = Table_new,
 };
 
 /* ---- sorting the index's columns -------------------------------------------------- */

@@ -45,9 +45,10 @@ from tokentop.policy.watchdog import Watchdog
 from tokentop.render.markdown import summary_markdown
 from tokentop.render.report import MD_SESSIONS, render_rows
 
-BATCH_SESSIONS = 200
-"""Summaries recorded per store transaction: one commit each took a third of a first
-report's recording, and a batch holds the store's write lock for ~50 ms at most."""
+BATCH_S = 0.05
+"""How long one store transaction records summaries: a commit each took a third of a first
+report's recording, and other tokentop processes wait for the store's write lock meanwhile
+(a session's git checks, ~50 ms, may run past it once)."""
 
 BY = (*GROUPS, "job", "block")
 FORMATS = ("table", "json", "csv", "md")
@@ -267,18 +268,23 @@ def scan_into(
         s for s in engine.snapshot().sessions
         if (since is None or s.last_ts >= since) and recorder.changed(s)
     ]  # fmt: skip
-    for at in range(0, len(changed), BATCH_SESSIONS):
-        with store.batch():
-            for session in changed[at : at + BATCH_SESSIONS]:
-                # The Watchdog judges each session as of its last activity, so a summary lists
-                # a loop or a drift even when no app or guard was watching (a repeat is
-                # ignored by the store).
-                judged_at.t = session.last_ts or now
-                alone = LedgerSnapshot(judged_at.t, (session,), (), 0, 0)
-                for finding in watchdog.judge(alone).decisions:
-                    store.record_event(finding)
-                recorder.record(session, end_reason(session, now, config.history) or "open")
-    saving.wait()
+    left = iter(changed)
+    try:
+        while (session := next(left, None)) is not None:
+            with store.batch():  # committed after BATCH_S: git runs inside, ~50 ms a session
+                started = time.monotonic()
+                while session is not None:
+                    # The Watchdog judges each session as of its last activity, so a summary
+                    # lists a loop or a drift even when no app or guard was watching (a
+                    # repeat is ignored by the store).
+                    judged_at.t = session.last_ts or now
+                    alone = LedgerSnapshot(judged_at.t, (session,), (), 0, 0)
+                    for finding in watchdog.judge(alone).decisions:
+                        store.record_event(finding)
+                    recorder.record(session, end_reason(session, now, config.history) or "open")
+                    session = next(left, None) if time.monotonic() - started < BATCH_S else None
+    finally:
+        saving.wait()
     return engine
 
 

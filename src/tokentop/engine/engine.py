@@ -149,13 +149,14 @@ class Engine:
             self.file_errors += file_errors
         return True
 
-    def save_cache(self) -> None:
-        """Persist offsets and counters, unless nothing changed since they were loaded/saved."""
+    def save_cache(self, save_id: str = "") -> None:
+        """Persist offsets and counters, unless nothing changed since they were loaded/saved.
+        `save_id`: the id the save carries (a forked child's, which its parent knows)."""
         if self._cache_path is None or self._saved == self._change_mark():
             return
         records = self.file_records()
         with self._lock:
-            save_id = os.urandom(16).hex()
+            save_id = save_id or os.urandom(16).hex()
             ledger = self.ledger.cache_state(self.clock.now())
             data = cache_mod.CacheFile(
                 cache_mod.CACHE_VERSION, self.root_names(), records, ledger, save_id=save_id
@@ -167,9 +168,15 @@ class Engine:
             except (OSError, ValueError) as exc:  # ValueError: the base index cut meanwhile
                 self.cache_note = f"cache not saved: {getattr(exc, 'strerror', None) or exc}"
 
-    def saved_elsewhere(self) -> None:
-        """A forked child saved this state (`forked_save`): nothing is left to save here."""
-        self._saved = self._change_mark()
+    def change_mark(self) -> tuple[int, int, int]:
+        """What `save_cache` compares to decide whether anything changed since a save."""
+        return self._change_mark()
+
+    def saved_elsewhere(self, mark: tuple[int, int, int], save_id: str) -> None:
+        """A forked child saved the state this engine had at `mark`, as `save_id`. The
+        dedupe tables here are not rebased on the index it wrote: a later save here
+        writes the whole index again (correct, only slower)."""
+        self._saved, self.cache_id = mark, save_id
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ forked worker; otherwise, and off Linux, the cache is saved here, before going o
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -21,10 +22,14 @@ if TYPE_CHECKING:
 
 
 class PendingSave:
-    """A save under way in a child (`pid`), or done already (`pid` None)."""
+    """A save under way in a child (`pid`) of the engine's state at `mark`, with the id
+    `save_id`; or done already (`pid` None)."""
 
-    def __init__(self, engine: Engine, pid: int | None) -> None:
-        self.engine, self.pid = engine, pid
+    def __init__(
+        self, engine: Engine, pid: int | None, mark: tuple[int, int, int] = (0, 0, 0),
+        save_id: str = "",
+    ) -> None:  # fmt: skip
+        self.engine, self.pid, self.mark, self.save_id = engine, pid, mark, save_id
 
     def wait(self) -> None:
         """Until the cache is written: if the child failed, it is saved here."""
@@ -36,7 +41,7 @@ class PendingSave:
         except ChildProcessError:
             status = 1
         if os.waitstatus_to_exitcode(status) == 0:
-            self.engine.saved_elsewhere()
+            self.engine.saved_elsewhere(self.mark, self.save_id)
         else:
             self.engine.save_cache()
 
@@ -47,13 +52,18 @@ def save_beside(engine: Engine) -> PendingSave:
     if engine.cache_path is None or not single:
         engine.save_cache()
         return PendingSave(engine, None)
+    mark, save_id = engine.change_mark(), os.urandom(16).hex()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller
         code = 1
         try:
             detach_child(keep=())
-            engine.save_cache()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                # Ctrl+C reaches the whole group: a save cut short would leave its
+                # temporary files behind, and it ends within a second anyway
+                signal.signal(sig, signal.SIG_IGN)
+            engine.save_cache(save_id)
             code = 0 if not engine.cache_note.startswith("cache not saved") else 1
         finally:
             os._exit(code)
-    return PendingSave(engine, pid)
+    return PendingSave(engine, pid, mark, save_id)

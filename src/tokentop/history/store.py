@@ -205,8 +205,15 @@ class Store:
         """A short write transaction; it takes the write lock up front, so it never deadlocks.
         Inside `batch`, the batch's transaction."""
         with self._lock:
-            if self._batched:
-                yield self.conn
+            if self._batched:  # a savepoint: this write is still all or nothing
+                self.conn.execute("SAVEPOINT write")
+                try:
+                    yield self.conn
+                except BaseException:
+                    self.conn.execute("ROLLBACK TO write")
+                    self.conn.execute("RELEASE write")
+                    raise
+                self.conn.execute("RELEASE write")
                 return
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -220,13 +227,18 @@ class Store:
     def batch(self) -> Iterator[None]:
         """The writes of this thread in the block as one transaction: a first report records
         a summary of every session, and a commit each took a third of that time. Keep the
-        block short (a few hundred writes): other tokentop processes wait for its end."""
-        with self.write():
-            self._batched = True
-            try:
+        block short (~50 ms): other tokentop processes wait for its end. A batch inside a
+        batch is part of it."""
+        with self._lock:
+            if self._batched:
                 yield
-            finally:
-                self._batched = False
+                return
+            with self.write():
+                self._batched = True
+                try:
+                    yield
+                finally:
+                    self._batched = False
 
     def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._lock:
