@@ -38,7 +38,7 @@ from tokentop.sources.claude_parser import (
 from tokentop.sources.claude_records import output_hash
 
 NATIVE = claude_parser.NATIVE
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "claude-code"
+SAMPLES = Path(__file__).parent / "fixtures" / "claude"  # real files (../shared/samples)
 GEN = Path(__file__).parent / "gen_claude_corpus.py"
 
 

@@ -77,21 +77,17 @@ def resumed_reads_nothing(tmp_path: Path, expected: dict[str, int]) -> None:
     assert totals(later.snapshot()) == {k: expected[k] for k in KINDS}
 
 
-def test_a_child_saves_the_cache_while_the_parent_goes_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("case", "forked"),
+    [
+        ("one-thread", True),  # a child saves the cache while the parent goes on
+        ("thread", False),  # another thread runs: saved in-process, no fork
+        ("child-fails", True),  # the child's save fails: the parent saves it
+    ],
+)
+def test_the_cache_is_saved_whichever_way(tmp_path: Path, case: str, forked: bool) -> None:
     expected = make_corpus(tmp_path / "c")
-    assert run_case(tmp_path, "one-thread")["forked"] is True
-    resumed_reads_nothing(tmp_path, expected)
-
-
-def test_with_another_thread_running_it_is_saved_in_process(tmp_path: Path) -> None:
-    expected = make_corpus(tmp_path / "c")
-    assert run_case(tmp_path, "thread")["forked"] is False
-    resumed_reads_nothing(tmp_path, expected)
-
-
-def test_when_the_child_fails_the_parent_saves(tmp_path: Path) -> None:
-    expected = make_corpus(tmp_path / "c")
-    assert run_case(tmp_path, "child-fails")["forked"] is True
+    assert run_case(tmp_path, case)["forked"] is forked
     resumed_reads_nothing(tmp_path, expected)
 
 

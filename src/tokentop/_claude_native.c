@@ -153,34 +153,6 @@ static const char *skip_string(const char *p, const char *end) {
     }
 }
 
-static int valid_utf8(const unsigned char *s, Py_ssize_t n);
-
-/* A string msgspec decodes into a `str` this parser does not keep (a prompt): checked as
- * read_string would, without decoding it. */
-static const char *check_string(const char *p, const char *end) {
-    const char *start = ++p;
-    int high = 0;
-    for (;;) {
-        p = scan_string(p, end, 1);
-        if (p >= end) return NULL;
-        unsigned char c = (unsigned char)*p;
-        if (c >= 0x80) { high = 1; p++; continue; }
-        if (c == '"') {
-            /* escapes are ASCII and produce whole code points: checking the raw bytes is
-             * checking the decoded ones */
-            if (high && !valid_utf8((const unsigned char *)start, p - start)) return NULL;
-            return p + 1;
-        }
-        if (c == '\\') {
-            unsigned cp;
-            p = escape(p, end, &cp);
-            if (p == NULL) return NULL;
-            continue;
-        }
-        return NULL;
-    }
-}
-
 /* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
 static int valid_utf8(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t i = 0;
@@ -209,11 +181,14 @@ static int valid_utf8(const unsigned char *s, Py_ssize_t n) {
     return 1;
 }
 
-/* A string msgspec decodes into a `str` field: its decoded bytes in *out, valid UTF-8.
- * Returns where it ends, or NULL to give up. */
-static const char *read_string(const char *p, const char *end, Str *out, Arena *arena) {
+/* A string msgspec would decode into a `str`: where it ends, or NULL if msgspec might
+ * reject it (a control character, a bad escape, bad UTF-8). *escaped: whether it holds an
+ * escape. Escapes are ASCII and give whole code points, so checking the raw bytes' UTF-8
+ * is checking the decoded string's. */
+static const char *check_string(const char *p, const char *end, int *escaped) {
     const char *start = ++p;
     int high = 0;
+    *escaped = 0;
     for (;;) {
         p = scan_string(p, end, 1);
         if (p >= end) return NULL;
@@ -221,21 +196,33 @@ static const char *read_string(const char *p, const char *end, Str *out, Arena *
         if (c >= 0x80) { high = 1; p++; continue; }
         if (c == '"') {
             if (high && !valid_utf8((const unsigned char *)start, p - start)) return NULL;
-            out->p = start;
-            out->n = p - start;
-            out->set = 1;
             return p + 1;
         }
-        if (c == '\\') break;
+        if (c == '\\') {
+            unsigned cp;
+            p = escape(p, end, &cp);
+            if (p == NULL) return NULL;
+            *escaped = 1;
+            continue;
+        }
         return NULL;
     }
-    /* Escapes: decode into an allocation of the call (rare in practice). */
-    const char *close = p;
-    while (close < end && *close != '"') {
-        if (*close == '\\') close++;
-        close++;
+}
+
+/* A string msgspec decodes into a `str` field: its decoded bytes in *out, valid UTF-8.
+ * Returns where it ends, or NULL to give up. */
+static const char *read_string(const char *p, const char *end, Str *out, Arena *arena) {
+    int escaped;
+    const char *after = check_string(p, end, &escaped);
+    if (after == NULL) return NULL;
+    const char *start = p + 1, *close = after - 1;
+    out->set = 1;
+    if (!escaped) {
+        out->p = start;
+        out->n = close - start;
+        return after;
     }
-    if (close >= end) return NULL;
+    /* Escapes: decoded into an allocation of the call (rare in practice). */
     char *buf = arena_new(arena, close - start);
     if (buf == NULL) return NULL;
     char *w = buf;
@@ -266,13 +253,10 @@ static const char *read_string(const char *p, const char *end, Str *out, Arena *
             p++;
         }
     }
-    /* An escaped quote inside the string made `close` stop early only if it was counted as
-     * the end; the loop above skipped escaped characters, so `close` is the real end. */
     if (!valid_utf8((const unsigned char *)buf, w - buf)) return NULL;
     out->p = buf;
     out->n = w - buf;
-    out->set = 1;
-    return close + 1;
+    return after;
 }
 
 static inline int str_is(const Str *s, const char *lit, Py_ssize_t n) {
@@ -503,7 +487,8 @@ static const char *read_block(const char *p, const char *end, Block *B, Arena *a
 }
 
 static const char *read_content(const char *p, const char *end, Line *L, Blocks *blocks, Arena *arena) {
-    if (p < end && *p == '"') { L->content_kind = 1; return check_string(p, end); }
+    int escaped;
+    if (p < end && *p == '"') { L->content_kind = 1; return check_string(p, end, &escaped); }
     const char *q = literal(p, end, "null", 4);
     if (q) { L->content_kind = 0; return q; }
     if (p >= end || *p != '[') return NULL;
