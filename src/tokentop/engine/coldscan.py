@@ -292,7 +292,7 @@ class Forked:
 
     @classmethod
     def start(cls) -> Forked | None:
-        if not sys.platform.startswith("linux") or len(os.listdir("/proc/self/task")) != 1:
+        if not fork_is_safe():
             return None
         child_in, to_child = os.pipe()
         from_child, child_out = os.pipe()
@@ -331,6 +331,12 @@ class Forked:
             else:
                 time.sleep(0.01)
         return self._status
+
+
+def fork_is_safe() -> bool:
+    """Linux, and this process has a single thread: a fork copies no other thread, and a
+    lock another thread held would stay held in the child."""
+    return sys.platform.startswith("linux") and len(os.listdir("/proc/self/task")) == 1
 
 
 def detach_child(keep: tuple[int, ...]) -> None:

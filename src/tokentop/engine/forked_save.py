@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from typing import TYPE_CHECKING
 
-from tokentop.engine.coldscan import detach_child
+from tokentop.engine.coldscan import detach_child, fork_is_safe
 
 if TYPE_CHECKING:
     from tokentop.engine.engine import Engine
@@ -48,8 +47,7 @@ class PendingSave:
 
 def save_beside(engine: Engine) -> PendingSave:
     """Save `engine`'s cache in a forked child where that is safe, else now."""
-    single = sys.platform.startswith("linux") and len(os.listdir("/proc/self/task")) == 1
-    if engine.cache_path is None or not single:
+    if engine.cache_path is None or not fork_is_safe():
         engine.save_cache()
         return PendingSave(engine, None)
     mark, save_id = engine.change_mark(), os.urandom(16).hex()
