@@ -13,13 +13,14 @@ import msgspec
 import pytest
 
 from tokentop.clock import FakeClock
-from tokentop.config import Config, parse_config
+from tokentop.config import Budget, Config, parse_config
 from tokentop.engine.engine import Engine
 from tokentop.engine.ledger import Ledger
 from tokentop.model import RecentTool, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.policy.detectors import (
     Decision,
     PolicyState,
+    budget_finding,
     detect,
     evaluate,
     loop_finding,
@@ -28,6 +29,7 @@ from tokentop.policy.detectors import (
     repeated_error,
 )
 from tokentop.pricing import PriceTable
+from tokentop.quantities import spent_of
 from tokentop.sources.base import Source
 from tokentop.sources.claude_code import ClaudeCodeSource
 
@@ -335,3 +337,15 @@ def test_defaults_are_silent_on_a_steady_agent_and_catch_a_looping_one(tmp_path:
     found = list(replay_decisions(source, [looping]))
     assert [(d.detector, d.action) for d in found] == [("loop", "warn")]
     assert "the same Bash error 5 times" in found[0].reason  # the 5th result precedes a 6th call
+
+
+def test_a_small_budget_reads_spend_and_budget_apart() -> None:
+    """A $0.052 spend of a $0.05 budget read "$0.05 of $0.05 (104%)"."""
+    finding = budget_finding(session(cost_usd=0.052), Config(), Budget(usd=0.05))
+    assert finding is not None
+    assert finding.reason == "over budget: $0.052 of $0.050 (104%)"
+    assert spent_of(0.50001, 0.5) == "$0.5000 of $0.5000"  # four places at most
+    assert spent_of(0.4, 0.5) == "$0.40 of $0.50"
+    assert spent_of(0.05, 0.05) == "$0.05 of $0.05"  # equal: nothing to tell apart
+    assert spent_of(1234.4, 1234.0) == "$1,234 of $1,234"  # whole dollars from $1,000
+    assert spent_of(0.0504, 0.05, complete=False) == "≥$0.0504 of $0.0500"

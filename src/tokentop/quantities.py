@@ -136,6 +136,19 @@ def usd(amount: float | None, complete: bool = True) -> str:
     return text if complete else f"≥{text}"
 
 
+def spent_of(spent: float, budget: float, complete: bool = True) -> str:
+    """A spend beside its budget, "$0.52 of $1.00". Where two places would print them alike
+    though they differ (a $0.052 spend of a $0.05 budget read "$0.05 of $0.05 (104%)"),
+    both get a third place, then a fourth."""
+    text, limit = usd(spent, complete), usd(budget)
+    for places in (3, 4):
+        if text.lstrip("≥") != limit or spent == budget or budget >= 1000:
+            break
+        text = ("" if complete else "≥") + f"${spent:.{places}f}"
+        limit = f"${budget:.{places}f}"
+    return f"{text} of {limit}"
+
+
 def plural(n: int, word: str) -> str:
     """ "1 error", "12 calls": the count with its noun in agreement (regular plurals only)."""
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"

@@ -57,6 +57,7 @@ def status_text(judgement: Judgement, state: str) -> str:
     and their burn, all as the Watchdog judged them; `state` says how they stand."""
     if not judgement.sessions:
         return f"tokentop: agent {state}, no transcript linked yet"
+    from tokentop.quantities import spent_of
     from tokentop.render.figures import compact as short
     from tokentop.render.figures import usd
 
@@ -68,8 +69,7 @@ def status_text(judgement: Judgement, state: str) -> str:
     spent = f"{short(tokens)} tok" + (
         f" of {short(budget.tokens)}" if budget.tokens is not None else ""
     )
-    money = usd(cost, not any(s.unpriced_models for s in sessions)) + (
-        f" of {usd(budget.usd)}" if budget.usd is not None else ""
-    )
+    complete = not any(s.unpriced_models for s in sessions)
+    money = usd(cost, complete) if budget.usd is None else spent_of(cost, budget.usd, complete)
     name = str(sessions[-1].key)[:20]
     return f"tokentop: {name} {state} · {spent} · {money} · {short(rate)} tok/min"

@@ -21,7 +21,7 @@ from tokentop.config import Budget, Config
 from tokentop.model import Action, RecentTool, SessionKey, SessionSnapshot, TokenCounts
 from tokentop.policy.budgets import Level, budget_use
 from tokentop.policy.settings import ALL_TOKEN_KINDS, LoopPolicy, PolicyAction, TokenKind
-from tokentop.quantities import compact, usd
+from tokentop.quantities import compact, spent_of
 
 Detector = Literal["budget", "loop", "drift", "runaway", "stall", "soft-stop"]
 DETECTORS: tuple[Detector, ...] = ("budget", "loop", "drift", "runaway", "stall")
@@ -187,8 +187,8 @@ def counted_tokens(tokens: TokenCounts, kinds: Sequence[TokenKind]) -> TokenCoun
 def _spent(snapshot: SessionSnapshot, budget: Budget, kinds: Sequence[TokenKind]) -> str:
     parts = []
     if budget.usd is not None:
-        spent = usd(snapshot.cost_usd, not snapshot.unpriced_models)  # "≥$x": part unpriced
-        parts.append(f"{spent} of {usd(budget.usd)}")
+        # "≥$x": part unpriced
+        parts.append(spent_of(snapshot.cost_usd, budget.usd, not snapshot.unpriced_models))
     if budget.tokens is not None:
         which = "" if len(kinds) == len(ALL_TOKEN_KINDS) else f" ({'+'.join(kinds)})"
         parts.append(f"{snapshot.tokens.total:,} of {budget.tokens:,} tokens{which}")
