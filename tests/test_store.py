@@ -293,3 +293,33 @@ def test_a_batch_is_one_transaction_and_each_write_in_it_all_or_nothing(tmp_path
     assert rows == [("a",), ("c",)]
     store.close()
     other.close()
+
+
+def test_batched_items_share_commits_until_the_batch_has_lasted_its_time(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    other = sqlite3.connect(tmp_path / "s.db")
+
+    def count() -> int:
+        return int(other.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def add(ts: int) -> None:
+        with store.write() as conn:
+            conn.execute(
+                "INSERT INTO events(session, ts, detector, action, level, reason) "
+                "VALUES ('s', ?, 'd', 'x', 0, '')",
+                (ts,),
+            )
+
+    seen = []
+    for ts in store.batched(range(3), seconds=60):  # one batch: committed at the end
+        seen.append(count())
+        add(ts)
+    assert seen == [0, 0, 0] and count() == 3
+    seen = []
+    for ts in store.batched(range(3, 6), seconds=0):  # a batch (and commit) per item
+        seen.append(count())
+        add(ts)
+    assert seen == [3, 4, 5] and count() == 6
+    assert list(store.batched([None, 0], seconds=0)) == [None, 0]  # None is an item
+    store.close()
+    other.close()

@@ -830,6 +830,20 @@ static int announce(Ctx *c, const Line *L) {
     return rc;
 }
 
+/* Append a call's (result's) tuple `t` (stolen; NULL: an error) to `list`, and note its
+ * raw input (output) for hash_tail; a block without one hashes as msgspec's default, null.
+ * 1: done; -1: error. */
+static int append_hashed(Ctx *c, PyObject *list, PyObject *t, HashList *hashes, const char *raw,
+                         const char *raw_end) {
+    if (t == NULL) return -1;
+    Py_ssize_t at = PyList_GET_SIZE(list);
+    int rc = PyList_Append(list, t);
+    Py_DECREF(t);
+    if (rc < 0) return -1;
+    if (raw == NULL) { raw = NULL_RAW; raw_end = NULL_RAW + 4; }
+    return hash_add(hashes, list, at, c->run_session, raw, raw_end) < 0 ? -1 : 1;
+}
+
 /* 1: done; 0: give up (the Python path decides); -1: error. */
 static int tool_call(Ctx *c, const Line *L, const Block *B, PyObject *session) {
     if (B->id.n == 0) return 0; /* a local key: the Python path builds it */
@@ -837,8 +851,7 @@ static int tool_call(Ctx *c, const Line *L, const Block *B, PyObject *session) {
     PyObject *call_id = PyUnicode_DecodeUTF8(B->id.p, B->id.n, NULL);
     PyObject *name = str_of(&B->name);
     if (call_id == NULL || name == NULL) { Py_XDECREF(call_id); Py_XDECREF(name); return -1; }
-    Py_ssize_t at = PyList_GET_SIZE(c->calls);
-    PyObject *index = PyLong_FromSsize_t(at);
+    PyObject *index = PyLong_FromSsize_t(PyList_GET_SIZE(c->calls));
     int changing = PySet_Contains(c->changing, name);
     PyObject *t = NULL;
     if (index && changing >= 0 && PyDict_SetItem(c->call_at, call_id, index) == 0)
@@ -847,14 +860,7 @@ static int tool_call(Ctx *c, const Line *L, const Block *B, PyObject *session) {
     Py_XDECREF(index);
     Py_DECREF(call_id);
     Py_DECREF(name);
-    if (t == NULL) return -1;
-    int rc = PyList_Append(c->calls, t);
-    Py_DECREF(t);
-    if (rc < 0) return -1;
-    const char *raw = B->input ? B->input : NULL_RAW;
-    const char *raw_end = B->input ? B->input_end : NULL_RAW + 4;
-    if (hash_add(&c->call_hashes, c->calls, at, c->run_session, raw, raw_end) < 0) return -1;
-    return 1;
+    return append_hashed(c, c->calls, t, &c->call_hashes, B->input, B->input_end);
 }
 
 static int tool_result(Ctx *c, const Line *L, const Block *B, PyObject *session) {
@@ -871,19 +877,11 @@ static int tool_result(Ctx *c, const Line *L, const Block *B, PyObject *session)
         Py_DECREF(call_id);
         return -1;
     }
-    Py_ssize_t at = PyList_GET_SIZE(c->results);
     PyObject *t = Py_BuildValue("(OdOsnn)", call_id, L->has_ts ? L->ts : 0.0,
                                 B->is_error == 1 ? Py_True : Py_False, "", paired,
                                 PyList_GET_SIZE(c->calls));
     Py_DECREF(call_id);
-    if (t == NULL) return -1;
-    int rc = PyList_Append(c->results, t);
-    Py_DECREF(t);
-    if (rc < 0) return -1;
-    const char *raw = B->content ? B->content : NULL_RAW;
-    const char *raw_end = B->content ? B->content_end : NULL_RAW + 4;
-    if (hash_add(&c->result_hashes, c->results, at, c->run_session, raw, raw_end) < 0) return -1;
-    return 1;
+    return append_hashed(c, c->results, t, &c->result_hashes, B->content, B->content_end);
 }
 
 /* The input (output) hashes of each session's latest `hashed_per_session` calls (results),

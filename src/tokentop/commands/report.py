@@ -268,21 +268,16 @@ def scan_into(
         s for s in engine.snapshot().sessions
         if (since is None or s.last_ts >= since) and recorder.changed(s)
     ]  # fmt: skip
-    left = iter(changed)
     try:
-        while (session := next(left, None)) is not None:
-            with store.batch():  # committed after BATCH_S: git runs inside, ~50 ms a session
-                started = time.monotonic()
-                while session is not None:
-                    # The Watchdog judges each session as of its last activity, so a summary
-                    # lists a loop or a drift even when no app or guard was watching (a
-                    # repeat is ignored by the store).
-                    judged_at.t = session.last_ts or now
-                    alone = LedgerSnapshot(judged_at.t, (session,), (), 0, 0)
-                    for finding in watchdog.judge(alone).decisions:
-                        store.record_event(finding)
-                    recorder.record(session, end_reason(session, now, config.history) or "open")
-                    session = next(left, None) if time.monotonic() - started < BATCH_S else None
+        for session in store.batched(changed, BATCH_S):
+            # The Watchdog judges each session as of its last activity, so a summary lists a
+            # loop or a drift even when no app or guard was watching (a repeat is ignored by
+            # the store).
+            judged_at.t = session.last_ts or now
+            alone = LedgerSnapshot(judged_at.t, (session,), (), 0, 0)
+            for finding in watchdog.judge(alone).decisions:
+                store.record_event(finding)
+            recorder.record(session, end_reason(session, now, config.history) or "open")
     finally:
         saving.wait()
     return engine

@@ -113,9 +113,11 @@ class Engine:
             return
         with self._lock:
             self.ledger, self.files, self.cache_id = resumed
-            self._saved = self._change_mark()
+            self._saved = self.change_mark()
 
-    def _change_mark(self) -> tuple[int, int, int]:
+    def change_mark(self) -> tuple[int, int, int]:
+        """What `save_cache` compares to tell whether anything changed since a save (a
+        forked child's save is of the state at its mark: `saved_elsewhere`)."""
         return (self.ledger.version, self.bytes_read, len(self.files))
 
     def file_records(self) -> list[cache_mod.FileRecord]:
@@ -152,7 +154,7 @@ class Engine:
     def save_cache(self, save_id: str = "") -> None:
         """Persist offsets and counters, unless nothing changed since they were loaded/saved.
         `save_id`: the id the save carries (a forked child's, which its parent knows)."""
-        if self._cache_path is None or self._saved == self._change_mark():
+        if self._cache_path is None or self._saved == self.change_mark():
             return
         records = self.file_records()
         with self._lock:
@@ -163,14 +165,10 @@ class Engine:
             )
             try:
                 cache_mod.save(self._cache_path, data, self.ledger.save_index)
-                self._saved = self._change_mark()
+                self._saved = self.change_mark()
                 self.cache_id = save_id
             except (OSError, ValueError) as exc:  # ValueError: the base index cut meanwhile
                 self.cache_note = f"cache not saved: {getattr(exc, 'strerror', None) or exc}"
-
-    def change_mark(self) -> tuple[int, int, int]:
-        """What `save_cache` compares to decide whether anything changed since a save."""
-        return self._change_mark()
 
     def saved_elsewhere(self, mark: tuple[int, int, int], save_id: str) -> None:
         """A forked child saved the state this engine had at `mark`, as `save_id`. The

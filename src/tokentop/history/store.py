@@ -15,9 +15,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import msgspec
 import platformdirs
@@ -27,6 +27,10 @@ from tokentop.files import make_private, make_private_dir
 from tokentop.history.session_budgets import budget_rows
 from tokentop.history.summary import ActionRecord, EventRecord, SessionSummary
 from tokentop.model import SessionKey
+
+T = TypeVar("T")
+_END = object()
+"""What `batched` takes from an exhausted iterator (an item may be None)."""
 
 if TYPE_CHECKING:
     from tokentop.processes.action_log import ActionResult
@@ -239,6 +243,21 @@ class Store:
                     yield
                 finally:
                     self._batched = False
+
+    def batched(self, items: Iterable[T], seconds: float) -> Iterator[T]:
+        """Each of `items`, handed out inside a `batch` committed once it has lasted
+        `seconds` (at least one item a batch): the writes a caller makes for them share
+        commits, and other processes wait for the write lock no longer than that."""
+        left = iter(items)
+        item = next(left, _END)
+        while item is not _END:
+            with self.batch():
+                deadline = time.monotonic() + seconds
+                while item is not _END:
+                    yield cast(T, item)
+                    item = next(left, _END)
+                    if time.monotonic() >= deadline:
+                        break
 
     def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._lock:
